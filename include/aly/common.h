@@ -1,0 +1,33 @@
+/*
+ * Shared vocabulary of every alyd module: the error record a failing function
+ * fills, and a few helpers too small to deserve a module of their own.
+ *
+ * Convention: a function that can fail returns 0 on success and -1 on failure,
+ * having filled the caller's aly_err_t with a sentence an operator or a client
+ * can act on.  The caller decides where that sentence goes (log, HTTP body).
+ */
+#ifndef ALY_COMMON_H
+#define ALY_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define ALY_ERR_MAX 512
+
+typedef struct aly_err {
+    char msg[ALY_ERR_MAX];
+} aly_err_t;
+
+/* Formats into err (when not NULL) and returns -1, so "return aly_errf(...)" reads naturally. */
+int aly_errf(aly_err_t *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Monotonic clock in milliseconds; wall clock in milliseconds since the epoch. */
+uint64_t aly_now_ms(void);
+uint64_t aly_wall_ms(void);
+
+/* RFC 3339 UTC time with milliseconds ("2026-11-25T14:58:56.123Z") into buf (>= 32 bytes). */
+void aly_format_time(char *buf, size_t len, uint64_t wall_ms);
+
+#define ALY_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+#endif

@@ -1,0 +1,119 @@
+/*
+ * alyd.conf: the directive table, the parsed configuration, and its loader.
+ *
+ * The file holds one directive per line, "name value...", and "#" starts a
+ * comment.  Every directive alyd knows is one row of a table in config.c; the
+ * parser walks that table, so adding a directive is adding a row and a field.
+ * Unknown directives, bad values, repeated singletons and missing files are
+ * errors reported as "file:line: why".  alyd(8), alyctl(1) and the unit test
+ * t/unit-config.c all load files through config_load().
+ */
+#ifndef ALY_CONFIG_H
+#define ALY_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "aly/common.h"
+
+#define ALY_DEFAULT_CONFIG "/etc/alyd/alyd.conf"
+#define ALY_MAX_WORKERS 256
+#define ALY_MAX_LISTENERS 32
+
+typedef struct aly_strlist {
+    char **items;
+    size_t n;
+} aly_strlist_t;
+
+/* One "listen" (or "metrics_listen") directive, resolved to a socket address. */
+typedef struct aly_listen {
+    char *spec; /* as written, e.g. "127.0.0.1:8080" */
+    char *host; /* host part without brackets */
+    uint16_t port;
+    int tls;
+    int loopback;
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+} aly_listen_t;
+
+/* "N/period burst=B": a sustained rate of count per period_s, plus burst on top. */
+typedef struct aly_rate {
+    uint32_t count;
+    uint32_t period_s;
+    uint32_t burst;
+} aly_rate_t;
+
+/* "oauth_client_rate_limit CLIENT_ID RATE" */
+typedef struct aly_client_rate {
+    char *client_id;
+    aly_rate_t rate;
+} aly_client_rate_t;
+
+typedef struct aly_config {
+    char *path;
+
+    aly_listen_t listens[ALY_MAX_LISTENERS];
+    size_t n_listens;
+    aly_listen_t metrics_listen; /* port 0 when off */
+    char *tls_certificate;
+    char *tls_key;
+    unsigned workers; /* 0 means "auto": one per CPU */
+    unsigned max_connections;
+    uint64_t idle_timeout_ms;
+
+    char *data_dir;
+    size_t map_size;
+    size_t volatile_map_size;
+    char *pid_file;
+    char *user;
+    char *group;
+    char *error_log;  /* path, "stderr" or "off" */
+    char *access_log; /* path, "stderr" or "off" */
+
+    char *public_url; /* no trailing slash */
+    aly_strlist_t allowed_origins;
+    aly_strlist_t allowed_hosts;
+    char *key_pepper_file;
+
+    aly_rate_t rate_limit;
+    aly_rate_t auth_failure_limit;
+    aly_client_rate_t *client_rates;
+    size_t n_client_rates;
+
+    char *oauth_issuer;
+    char *oauth_jwks_file;
+    char *oauth_hs256_secret_file;
+    uint64_t oauth_leeway_s;
+    aly_strlist_t authorization_servers;
+
+    size_t max_request_body;
+    uint64_t shutdown_timeout_ms;
+    uint64_t session_ttl_ms;
+} aly_config_t;
+
+/*
+ * Parses path into a freshly allocated configuration, applies defaults and
+ * cross-directive checks.  On failure returns NULL and err holds "file:line: why"
+ * (or "file: why" for a problem that belongs to no single line).
+ */
+aly_config_t *config_load(const char *path, aly_err_t *err);
+
+/* A configuration made of defaults only, as if the file were empty (for alyctl without -c). */
+aly_config_t *config_defaults(aly_err_t *err);
+
+void config_free(aly_config_t *cfg);
+
+/* Number of workers to run: "auto" resolved to the CPU count. */
+unsigned config_worker_count(const aly_config_t *cfg);
+
+/* "N/period burst=B" into rate; -1 with err on a malformed value. */
+int config_parse_rate(const char *text, aly_rate_t *rate, aly_err_t *err);
+
+/* Writes the canonical form of a rate ("600/minute burst=60"). */
+void config_format_rate(const aly_rate_t *rate, char *buf, size_t len);
+
+/* Listener spec "host:port" (IPv6 in brackets, "*" for any) into l; tls is not touched. */
+int config_parse_listen(const char *spec, aly_listen_t *l, aly_err_t *err);
+
+#endif

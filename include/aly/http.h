@@ -1,0 +1,40 @@
+/*
+ * The HTTP surface (SPEC §2): the route table, JSON responses, access log.
+ *
+ * One catch-all h2o handler per host dispatches on an exact path from a table
+ * of routes; a route names its methods and whether it is reachable on the
+ * public listeners, the admin (metrics) listener, or both.  Everything the
+ * table does not name is a 404 with a JSON body.
+ */
+#ifndef ALY_HTTP_H
+#define ALY_HTTP_H
+
+#include <h2o.h>
+
+#include "aly/config.h"
+#include "aly/stats.h"
+#include "aly/store.h"
+
+typedef struct http_ctx {
+    const aly_config_t *cfg;
+    store_t *store;
+    stats_shared_t *stats;
+    stats_slot_t *slot;
+    uint64_t started_ms;
+    unsigned worker_number;
+} http_ctx_t;
+
+/*
+ * Registers the public host and the admin host on conf.  *public_hosts and
+ * *admin_hosts receive NULL-terminated host lists for h2o_accept_ctx_t.hosts.
+ */
+void http_register(h2o_globalconf_t *conf, http_ctx_t *hctx, h2o_hostconf_t ***public_hosts, h2o_hostconf_t ***admin_hosts);
+
+/* Sends body (JSON text) with status; the body is copied. */
+void http_send_json(h2o_req_t *req, int status, const char *reason, const char *body, size_t len);
+
+/* Sends {"error":code,"message":msg} with status. */
+void http_send_error(h2o_req_t *req, int status, const char *reason, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+#endif

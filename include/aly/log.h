@@ -1,0 +1,41 @@
+/*
+ * Error log and access log.
+ *
+ * Each log is a file descriptor opened O_APPEND (or stderr, or nothing); a line
+ * is formatted into a stack buffer and written with one write(2), so lines
+ * from several workers never interleave.  log_reopen() is the USR1 path:
+ * logrotate moves the file, the process opens the path again.
+ */
+#ifndef ALY_LOG_H
+#define ALY_LOG_H
+
+#include <sys/types.h>
+
+#include "aly/common.h"
+
+typedef enum { LOG_LEVEL_ERROR, LOG_LEVEL_WARN, LOG_LEVEL_INFO } log_level_t;
+
+/*
+ * Opens the error and access logs ("stderr", "off" or a path).  Failure leaves
+ * the previous logs in place.  When uid/gid are not -1 the files are handed to
+ * that user, so workers that dropped privileges can reopen them.
+ */
+int log_open(const char *error_log, const char *access_log, uid_t uid, gid_t gid, aly_err_t *err);
+int log_reopen(aly_err_t *err);
+
+/* The role printed in every error-log line: "master" or "worker 3". */
+void log_set_role(const char *role);
+
+void log_msg(log_level_t level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+#define log_error(...) log_msg(LOG_LEVEL_ERROR, __VA_ARGS__)
+#define log_warn(...) log_msg(LOG_LEVEL_WARN, __VA_ARGS__)
+#define log_info(...) log_msg(LOG_LEVEL_INFO, __VA_ARGS__)
+
+/* Logs at error level and exits with status 1. */
+void log_fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+
+/* Writes one preformatted access-log line (newline added).  No-op when the access log is off. */
+void log_access_line(const char *line, size_t len);
+int log_access_enabled(void);
+
+#endif

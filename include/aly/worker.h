@@ -1,0 +1,52 @@
+/*
+ * A worker process: one h2o event loop serving the listeners it inherited.
+ *
+ * The master forks, and the child calls worker_run(), which never returns: it
+ * drops privileges, opens the store, serves until told to stop, and exits.
+ * Signals: TERM/INT stop at once, QUIT drains (stop accepting, let in-flight
+ * requests finish, close idle connections, give up at shutdown_timeout), USR1
+ * reopens the logs.
+ */
+#ifndef ALY_WORKER_H
+#define ALY_WORKER_H
+
+#include <h2o.h>
+#include <openssl/ssl.h>
+#include <sys/types.h>
+
+#include "aly/config.h"
+#include "aly/stats.h"
+
+typedef struct worker_listener {
+    int fd;
+    int tls;
+    int admin; /* the metrics_listen socket */
+} worker_listener_t;
+
+typedef struct worker_spec {
+    const aly_config_t *cfg;
+    const worker_listener_t *listeners;
+    size_t n_listeners;
+    SSL_CTX *ssl_ctx;
+    stats_shared_t *stats;
+    int slot;
+    unsigned number;
+    uid_t uid; /* (uid_t)-1: keep */
+    gid_t gid;
+} worker_spec_t;
+
+void worker_run(const worker_spec_t *spec) __attribute__((noreturn));
+
+/* Per-connection state, reachable from a request for in-flight accounting. */
+typedef struct worker_conn {
+    h2o_linklist_t link;
+    h2o_socket_t *sock;
+    unsigned inflight;
+    int is_h2;
+    int shut;
+} worker_conn_t;
+
+/* The connection state of req, or NULL when the socket is gone. */
+worker_conn_t *worker_conn_of(h2o_req_t *req);
+
+#endif

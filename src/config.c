@@ -1,0 +1,706 @@
+/*
+ * The alyd.conf parser.  Directives are rows of one table: a name, a value
+ * kind, where the value goes in aly_config_t, and whether it may repeat.  The
+ * parser tokenises a line, finds its row and hands the arguments to the kind's
+ * parser; checks that involve several directives (TLS listeners need a
+ * certificate, OAuth needs an issuer and a key source) run once the whole file
+ * has been read, and are reported against the line that caused them.
+ */
+#include "aly/config.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define MAX_LINE 4096
+#define MAX_ARGS 64
+
+typedef enum {
+    K_STRING,   /* one word */
+    K_PATH,     /* one word, a file path */
+    K_LOG,      /* path, "stderr" or "off" */
+    K_URL,      /* http(s)://host[:port][/path], stored without trailing slash */
+    K_LIST,     /* one or more words, appended */
+    K_URLLIST,  /* one or more URLs, appended */
+    K_LISTEN,   /* host:port [tls] */
+    K_MLISTEN,  /* host:port, for metrics */
+    K_WORKERS,  /* N or auto */
+    K_UINT,     /* positive integer */
+    K_SIZE,     /* bytes with k/m/g */
+    K_DURATION, /* ms/s/m/h/d; bare numbers are seconds */
+    K_RATE,     /* N/period [burst=B] */
+    K_CLIENTRATE,
+} kind_t;
+
+typedef struct directive {
+    const char *name;
+    kind_t kind;
+    size_t offset;
+    int repeatable;
+    uint64_t min, max; /* for K_UINT, K_SIZE (bytes), K_DURATION (ms); 0/0 = no bound */
+} directive_t;
+
+#define F(field) offsetof(aly_config_t, field)
+
+static const directive_t directives[] = {
+    {"listen", K_LISTEN, 0, 1, 0, 0},
+    {"tls_certificate", K_PATH, F(tls_certificate), 0, 0, 0},
+    {"tls_key", K_PATH, F(tls_key), 0, 0, 0},
+    {"workers", K_WORKERS, F(workers), 0, 1, ALY_MAX_WORKERS},
+    {"max_connections", K_UINT, F(max_connections), 0, 1, 1000000},
+    {"idle_timeout", K_DURATION, F(idle_timeout_ms), 0, 1000, 3600 * 1000},
+    {"data_dir", K_PATH, F(data_dir), 0, 0, 0},
+    {"map_size", K_SIZE, F(map_size), 0, (uint64_t)16 << 20, (uint64_t)1 << 40},
+    {"volatile_map_size", K_SIZE, F(volatile_map_size), 0, (uint64_t)16 << 20, (uint64_t)1 << 40},
+    {"pid_file", K_PATH, F(pid_file), 0, 0, 0},
+    {"user", K_STRING, F(user), 0, 0, 0},
+    {"group", K_STRING, F(group), 0, 0, 0},
+    {"error_log", K_LOG, F(error_log), 0, 0, 0},
+    {"access_log", K_LOG, F(access_log), 0, 0, 0},
+    {"public_url", K_URL, F(public_url), 0, 0, 0},
+    {"allowed_origins", K_LIST, F(allowed_origins), 1, 0, 0},
+    {"allowed_hosts", K_LIST, F(allowed_hosts), 1, 0, 0},
+    {"key_pepper_file", K_PATH, F(key_pepper_file), 0, 0, 0},
+    {"rate_limit", K_RATE, F(rate_limit), 0, 0, 0},
+    {"auth_failure_limit", K_RATE, F(auth_failure_limit), 0, 0, 0},
+    {"oauth_client_rate_limit", K_CLIENTRATE, 0, 1, 0, 0},
+    {"oauth_issuer", K_URL, F(oauth_issuer), 0, 0, 0},
+    {"oauth_jwks_file", K_PATH, F(oauth_jwks_file), 0, 0, 0},
+    {"oauth_hs256_secret_file", K_PATH, F(oauth_hs256_secret_file), 0, 0, 0},
+    {"oauth_leeway", K_DURATION, F(oauth_leeway_s), 0, 0, 3600 * 1000},
+    {"authorization_servers", K_URLLIST, F(authorization_servers), 1, 0, 0},
+    {"max_request_body", K_SIZE, F(max_request_body), 0, 1024, (uint64_t)64 << 20},
+    {"shutdown_timeout", K_DURATION, F(shutdown_timeout_ms), 0, 0, 3600 * 1000},
+    {"session_ttl", K_DURATION, F(session_ttl_ms), 0, 60 * 1000, (uint64_t)30 * 86400 * 1000},
+    {"metrics_listen", K_MLISTEN, 0, 0, 0, 0},
+};
+
+#undef F
+
+/* Per-directive parse state: the line where each was set, for cross checks and duplicates. */
+typedef struct parse_state {
+    const char *path;
+    unsigned set_line[ALY_ARRAY_SIZE(directives)];
+    unsigned line;
+} parse_state_t;
+
+static void *field(aly_config_t *cfg, const directive_t *d)
+{
+    return (char *)cfg + d->offset;
+}
+
+static int fail(const parse_state_t *ps, aly_err_t *err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static int fail(const parse_state_t *ps, aly_err_t *err, const char *fmt, ...)
+{
+    char why[ALY_ERR_MAX / 2];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof(why), fmt, ap);
+    va_end(ap);
+    if (ps->line != 0)
+        return aly_errf(err, "%s:%u: %s", ps->path, ps->line, why);
+    return aly_errf(err, "%s: %s", ps->path, why);
+}
+
+static char *xstrdup(const char *s)
+{
+    char *p = strdup(s);
+    if (p == NULL)
+        abort();
+    return p;
+}
+
+static void strlist_push(aly_strlist_t *l, const char *s)
+{
+    char **items = realloc(l->items, (l->n + 1) * sizeof(*items));
+    if (items == NULL)
+        abort();
+    l->items = items;
+    l->items[l->n++] = xstrdup(s);
+}
+
+static void strlist_free(aly_strlist_t *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        free(l->items[i]);
+    free(l->items);
+    l->items = NULL;
+    l->n = 0;
+}
+
+/* Unsigned decimal with an optional unit suffix looked up in units[] (NULL-terminated pairs). */
+struct unit {
+    const char *suffix;
+    uint64_t mult;
+};
+
+static int parse_scaled(const char *text, const struct unit *units, uint64_t *out)
+{
+    if (!isdigit((unsigned char)text[0]))
+        return -1;
+    errno = 0;
+    char *end;
+    unsigned long long v = strtoull(text, &end, 10);
+    if (errno != 0)
+        return -1;
+    for (const struct unit *u = units; u->suffix != NULL; u++) {
+        if (strcmp(end, u->suffix) == 0) {
+            if (u->mult != 0 && v > UINT64_MAX / u->mult)
+                return -1;
+            *out = v * u->mult;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static const struct unit size_units[] = {{"", 1},       {"k", 1024},    {"K", 1024},          {"m", 1 << 20},
+                                         {"M", 1 << 20}, {"g", 1 << 30}, {"G", 1 << 30}, {NULL, 0}};
+static const struct unit duration_units[] = {{"", 1000},          {"ms", 1},          {"s", 1000}, {"m", 60 * 1000},
+                                             {"h", 3600 * 1000}, {"d", 86400 * 1000}, {NULL, 0}};
+
+int config_parse_rate(const char *text, aly_rate_t *rate, aly_err_t *err)
+{
+    static const struct {
+        const char *name;
+        uint32_t secs;
+    } periods[] = {{"second", 1}, {"s", 1},       {"minute", 60}, {"min", 60}, {"m", 60},
+                   {"hour", 3600}, {"h", 3600}, {"day", 86400}, {"d", 86400}};
+    char buf[128];
+    if (strlen(text) >= sizeof(buf))
+        return aly_errf(err, "rate \"%.40s...\" is too long", text);
+    strcpy(buf, text);
+
+    char *burst = NULL, *sp = strpbrk(buf, " \t");
+    if (sp != NULL) {
+        *sp++ = '\0';
+        while (*sp == ' ' || *sp == '\t')
+            sp++;
+        if (strncmp(sp, "burst=", 6) != 0)
+            return aly_errf(err, "expected \"burst=B\" after the rate, got \"%s\"", sp);
+        burst = sp + 6;
+    }
+    char *slash = strchr(buf, '/');
+    if (slash == NULL)
+        return aly_errf(err, "rate \"%s\" must look like 600/minute", buf);
+    *slash = '\0';
+    static const struct unit plain[] = {{"", 1}, {NULL, 0}};
+    uint64_t count, b = 0;
+    if (parse_scaled(buf, plain, &count) != 0 || count == 0 || count > 1000000000)
+        return aly_errf(err, "rate count \"%s\" must be an integer from 1 to 1000000000", buf);
+    size_t i;
+    for (i = 0; i < ALY_ARRAY_SIZE(periods); i++)
+        if (strcmp(slash + 1, periods[i].name) == 0)
+            break;
+    if (i == ALY_ARRAY_SIZE(periods))
+        return aly_errf(err, "rate period \"%s\" must be second, minute, hour or day", slash + 1);
+    if (burst != NULL && (parse_scaled(burst, plain, &b) != 0 || b == 0 || b > 1000000000))
+        return aly_errf(err, "burst \"%s\" must be an integer from 1 to 1000000000", burst);
+    rate->count = (uint32_t)count;
+    rate->period_s = periods[i].secs;
+    rate->burst = burst != NULL ? (uint32_t)b : (uint32_t)count;
+    return 0;
+}
+
+void config_format_rate(const aly_rate_t *rate, char *buf, size_t len)
+{
+    const char *p = rate->period_s == 1 ? "second" : rate->period_s == 60 ? "minute" : rate->period_s == 3600 ? "hour" : "day";
+    snprintf(buf, len, "%u/%s burst=%u", rate->count, p, rate->burst);
+}
+
+int config_parse_listen(const char *spec, aly_listen_t *l, aly_err_t *err)
+{
+    char host[256];
+    const char *port_str;
+    if (spec[0] == '[') {
+        const char *close = strchr(spec, ']');
+        if (close == NULL || close[1] != ':' || (size_t)(close - spec - 1) >= sizeof(host))
+            return aly_errf(err, "listen address \"%s\" must look like [::1]:8080", spec);
+        memcpy(host, spec + 1, close - spec - 1);
+        host[close - spec - 1] = '\0';
+        port_str = close + 2;
+    } else {
+        const char *colon = strrchr(spec, ':');
+        if (colon == NULL || (size_t)(colon - spec) >= sizeof(host) || colon == spec)
+            return aly_errf(err, "listen address \"%s\" must look like 127.0.0.1:8080", spec);
+        if (memchr(spec, ':', colon - spec) != NULL)
+            return aly_errf(err, "IPv6 listen address \"%s\" must be in brackets, like [::1]:8080", spec);
+        memcpy(host, spec, colon - spec);
+        host[colon - spec] = '\0';
+        port_str = colon + 1;
+    }
+    static const struct unit plain[] = {{"", 1}, {NULL, 0}};
+    uint64_t port;
+    if (parse_scaled(port_str, plain, &port) != 0 || port == 0 || port > 65535)
+        return aly_errf(err, "port \"%s\" in \"%s\" must be from 1 to 65535", port_str, spec);
+
+    memset(&l->addr, 0, sizeof(l->addr));
+    struct sockaddr_in *sin = (struct sockaddr_in *)&l->addr;
+    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&l->addr;
+    const char *ip = strcmp(host, "*") == 0 ? "0.0.0.0" : strcmp(host, "localhost") == 0 ? "127.0.0.1" : host;
+    if (inet_pton(AF_INET, ip, &sin->sin_addr) == 1) {
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons((uint16_t)port);
+        l->addrlen = sizeof(*sin);
+        l->loopback = (ntohl(sin->sin_addr.s_addr) >> 24) == 127;
+    } else if (inet_pton(AF_INET6, ip, &sin6->sin6_addr) == 1) {
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = htons((uint16_t)port);
+        l->addrlen = sizeof(*sin6);
+        l->loopback = IN6_IS_ADDR_LOOPBACK(&sin6->sin6_addr);
+    } else {
+        return aly_errf(err, "listen host \"%s\" must be an IP address, \"*\" or \"localhost\"", host);
+    }
+    l->spec = xstrdup(spec);
+    l->host = xstrdup(host);
+    l->port = (uint16_t)port;
+    return 0;
+}
+
+static int valid_url(const char *u)
+{
+    const char *rest;
+    if (strncmp(u, "https://", 8) == 0)
+        rest = u + 8;
+    else if (strncmp(u, "http://", 7) == 0)
+        rest = u + 7;
+    else
+        return 0;
+    if (*rest == '\0' || *rest == '/')
+        return 0;
+    for (const char *p = u; *p; p++)
+        if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f || *p == '"' || *p == '\\' || *p == '?' || *p == '#')
+            return 0;
+    return 1;
+}
+
+static char *url_dup(const char *u)
+{
+    char *s = xstrdup(u);
+    size_t n = strlen(s);
+    while (n > 0 && s[n - 1] == '/')
+        s[--n] = '\0';
+    return s;
+}
+
+static int set_value(aly_config_t *cfg, const directive_t *d, parse_state_t *ps, char **argv, int argc, aly_err_t *err)
+{
+    void *dst = field(cfg, d);
+    int one = d->kind != K_LIST && d->kind != K_URLLIST && d->kind != K_LISTEN && d->kind != K_RATE &&
+              d->kind != K_CLIENTRATE;
+    if (argc == 0)
+        return fail(ps, err, "\"%s\" needs a value", d->name);
+    if (one && argc != 1)
+        return fail(ps, err, "\"%s\" takes one value, got \"%s ...\"", d->name, argv[0]);
+
+    switch (d->kind) {
+    case K_STRING:
+    case K_PATH:
+        free(*(char **)dst);
+        *(char **)dst = xstrdup(argv[0]);
+        return 0;
+    case K_LOG:
+        free(*(char **)dst);
+        *(char **)dst = xstrdup(argv[0]);
+        return 0;
+    case K_URL:
+        if (!valid_url(argv[0]))
+            return fail(ps, err, "%s \"%s\" must be an http:// or https:// URL without query or fragment", d->name, argv[0]);
+        free(*(char **)dst);
+        *(char **)dst = url_dup(argv[0]);
+        return 0;
+    case K_LIST:
+    case K_URLLIST:
+        for (int i = 0; i < argc; i++) {
+            if (d->kind == K_URLLIST && !valid_url(argv[i]))
+                return fail(ps, err, "%s: \"%s\" is not an http:// or https:// URL", d->name, argv[i]);
+            strlist_push(dst, argv[i]);
+        }
+        return 0;
+    case K_LISTEN:
+    case K_MLISTEN: {
+        int tls = 0;
+        if (argc == 2 && d->kind == K_LISTEN && strcmp(argv[1], "tls") == 0)
+            tls = 1;
+        else if (argc != 1)
+            return fail(ps, err, d->kind == K_LISTEN ? "%s takes an address and optionally \"tls\", got \"%s\"" :
+                                                       "%s takes one address, got \"%s\"",
+                        d->name, argv[argc - 1]);
+        aly_listen_t *l;
+        if (d->kind == K_MLISTEN) {
+            l = &cfg->metrics_listen;
+        } else {
+            if (cfg->n_listens == ALY_MAX_LISTENERS)
+                return fail(ps, err, "too many listen directives (at most %d)", ALY_MAX_LISTENERS);
+            l = &cfg->listens[cfg->n_listens];
+        }
+        aly_err_t why;
+        if (config_parse_listen(argv[0], l, &why) != 0)
+            return fail(ps, err, "%s", why.msg);
+        l->tls = tls;
+        if (d->kind == K_LISTEN)
+            cfg->n_listens++;
+        return 0;
+    }
+    case K_WORKERS: {
+        if (strcmp(argv[0], "auto") == 0) {
+            cfg->workers = 0;
+            return 0;
+        }
+        static const struct unit plain[] = {{"", 1}, {NULL, 0}};
+        uint64_t v;
+        if (parse_scaled(argv[0], plain, &v) != 0 || v < d->min || v > d->max)
+            return fail(ps, err, "workers \"%s\" must be \"auto\" or from 1 to %d", argv[0], ALY_MAX_WORKERS);
+        cfg->workers = (unsigned)v;
+        return 0;
+    }
+    case K_UINT: {
+        static const struct unit plain[] = {{"", 1}, {NULL, 0}};
+        uint64_t v;
+        char range[64];
+        snprintf(range, sizeof(range), "from %llu to %llu", (unsigned long long)d->min, (unsigned long long)d->max);
+        if (parse_scaled(argv[0], plain, &v) != 0 || v < d->min || v > d->max)
+            return fail(ps, err, "%s must be an integer %s", d->name, range);
+        *(unsigned *)dst = (unsigned)v;
+        return 0;
+    }
+    case K_SIZE:
+    case K_DURATION: {
+        uint64_t v;
+        int is_size = d->kind == K_SIZE;
+        if (parse_scaled(argv[0], is_size ? size_units : duration_units, &v) != 0)
+            return fail(ps, err, is_size ? "%s \"%s\" must be a size like 512k, 1m or 2g" : "%s \"%s\" must be a duration like 500ms, 30s, 5m, 24h or 7d",
+                        d->name, argv[0]);
+        if ((d->min != 0 || d->max != 0) && (v < d->min || v > d->max)) {
+            char range[96];
+            if (is_size)
+                snprintf(range, sizeof(range), "from %llu to %llu bytes", (unsigned long long)d->min, (unsigned long long)d->max);
+            else
+                snprintf(range, sizeof(range), "from %llums to %llums", (unsigned long long)d->min, (unsigned long long)d->max);
+            return fail(ps, err, "%s must be %s", d->name, range);
+        }
+        if (is_size)
+            *(size_t *)dst = (size_t)v;
+        else if (strcmp(d->name, "oauth_leeway") == 0)
+            *(uint64_t *)dst = v / 1000;
+        else
+            *(uint64_t *)dst = v;
+        return 0;
+    }
+    case K_RATE:
+    case K_CLIENTRATE: {
+        char joined[256] = "";
+        int first = d->kind == K_CLIENTRATE ? 1 : 0;
+        if (d->kind == K_CLIENTRATE && argc < 2)
+            return fail(ps, err, "%s takes a client id and a rate, like \"%s\"", d->name, "my-client 60/minute burst=10");
+        if (argc - first > 2)
+            return fail(ps, err, "%s takes \"N/period burst=B\", got extra \"%s\"", d->name, argv[argc - 1]);
+        for (int i = first; i < argc; i++) {
+            if (strlen(joined) + strlen(argv[i]) + 2 > sizeof(joined))
+                return fail(ps, err, "%s value is too long", d->name);
+            if (i > first)
+                strcat(joined, " ");
+            strcat(joined, argv[i]);
+        }
+        aly_rate_t r;
+        aly_err_t why;
+        if (config_parse_rate(joined, &r, &why) != 0)
+            return fail(ps, err, "%s: %s", d->name, why.msg);
+        if (d->kind == K_RATE) {
+            *(aly_rate_t *)dst = r;
+            return 0;
+        }
+        for (size_t i = 0; i < cfg->n_client_rates; i++)
+            if (strcmp(cfg->client_rates[i].client_id, argv[0]) == 0)
+                return fail(ps, err, "%s for client \"%s\" is set twice", d->name, argv[0]);
+        aly_client_rate_t *cr = realloc(cfg->client_rates, (cfg->n_client_rates + 1) * sizeof(*cr));
+        if (cr == NULL)
+            abort();
+        cfg->client_rates = cr;
+        cr[cfg->n_client_rates].client_id = xstrdup(argv[0]);
+        cr[cfg->n_client_rates].rate = r;
+        cfg->n_client_rates++;
+        return 0;
+    }
+    }
+    return fail(ps, err, "internal: unhandled directive kind for %s", d->name);
+}
+
+static void set_defaults(aly_config_t *cfg)
+{
+    cfg->workers = 0;
+    cfg->max_connections = 1024;
+    cfg->idle_timeout_ms = 10 * 1000;
+    cfg->map_size = (size_t)1 << 30;
+    cfg->volatile_map_size = (size_t)256 << 20;
+    cfg->rate_limit = (aly_rate_t){600, 60, 60};
+    cfg->auth_failure_limit = (aly_rate_t){30, 60, 30};
+    cfg->oauth_leeway_s = 60;
+    cfg->max_request_body = (size_t)1 << 20;
+    cfg->shutdown_timeout_ms = 30 * 1000;
+    cfg->session_ttl_ms = (uint64_t)24 * 3600 * 1000;
+}
+
+/* Points ps at the line that set a directive, so cross-directive errors name a line. */
+static void at(parse_state_t *ps, const char *name)
+{
+    ps->line = 0;
+    for (size_t i = 0; i < ALY_ARRAY_SIZE(directives); i++)
+        if (strcmp(directives[i].name, name) == 0)
+            ps->line = ps->set_line[i];
+}
+
+static int file_readable(const char *path)
+{
+    return access(path, R_OK) == 0;
+}
+
+/* Defaults that depend on other directives, and checks that span several lines. */
+static int finish(aly_config_t *cfg, parse_state_t *ps, aly_err_t *err)
+{
+    if (cfg->n_listens == 0) {
+        aly_err_t ignored;
+        config_parse_listen("127.0.0.1:8080", &cfg->listens[0], &ignored);
+        cfg->n_listens = 1;
+    }
+    for (size_t i = 0; i < cfg->n_listens; i++) {
+        for (size_t j = 0; j < i; j++) {
+            if (cfg->listens[i].addrlen == cfg->listens[j].addrlen &&
+                memcmp(&cfg->listens[i].addr, &cfg->listens[j].addr, cfg->listens[i].addrlen) == 0) {
+                at(ps, "listen");
+                return fail(ps, err, "listen %s appears twice", cfg->listens[i].spec);
+            }
+        }
+        if (cfg->metrics_listen.port != 0 && cfg->listens[i].addrlen == cfg->metrics_listen.addrlen &&
+            memcmp(&cfg->listens[i].addr, &cfg->metrics_listen.addr, cfg->metrics_listen.addrlen) == 0) {
+            at(ps, "metrics_listen");
+            return fail(ps, err, "metrics_listen %s is also a listen address", cfg->metrics_listen.spec);
+        }
+    }
+
+    int any_tls = 0;
+    for (size_t i = 0; i < cfg->n_listens; i++)
+        any_tls |= cfg->listens[i].tls;
+    at(ps, "listen");
+    if (any_tls && (cfg->tls_certificate == NULL || cfg->tls_key == NULL))
+        return fail(ps, err, "a tls listener needs both tls_certificate and tls_key");
+    const char *files[] = {cfg->tls_certificate, cfg->tls_key, cfg->oauth_jwks_file, cfg->oauth_hs256_secret_file};
+    const char *names[] = {"tls_certificate", "tls_key", "oauth_jwks_file", "oauth_hs256_secret_file"};
+    for (size_t i = 0; i < ALY_ARRAY_SIZE(files); i++)
+        if (files[i] != NULL && !file_readable(files[i]) && (at(ps, names[i]), 1))
+            return fail(ps, err, "%s: cannot read \"%s\"", names[i], files[i]);
+    at(ps, "oauth_issuer");
+    if (cfg->oauth_issuer != NULL && cfg->oauth_jwks_file == NULL && cfg->oauth_hs256_secret_file == NULL)
+        return fail(ps, err, "oauth_issuer is set but no key source: add oauth_jwks_file or oauth_hs256_secret_file");
+    if (cfg->oauth_issuer == NULL && (cfg->oauth_jwks_file != NULL || cfg->oauth_hs256_secret_file != NULL))
+        return fail(ps, err, "an OAuth key file is set but oauth_issuer is not");
+
+    if (cfg->data_dir == NULL)
+        cfg->data_dir = xstrdup("/var/lib/alyd");
+    if (cfg->key_pepper_file == NULL) {
+        size_t n = strlen(cfg->data_dir) + sizeof("/pepper");
+        cfg->key_pepper_file = malloc(n);
+        if (cfg->key_pepper_file == NULL)
+            abort();
+        snprintf(cfg->key_pepper_file, n, "%s/pepper", cfg->data_dir);
+    }
+    if (cfg->error_log == NULL)
+        cfg->error_log = xstrdup("stderr");
+    if (cfg->access_log == NULL)
+        cfg->access_log = xstrdup("stderr");
+    if (cfg->public_url == NULL) {
+        const aly_listen_t *l = &cfg->listens[0];
+        char buf[300];
+        int v6 = l->addr.ss_family == AF_INET6;
+        snprintf(buf, sizeof(buf), "%s://%s%s%s:%u", l->tls ? "https" : "http", v6 ? "[" : "", l->host, v6 ? "]" : "",
+                 l->port);
+        cfg->public_url = xstrdup(buf);
+    }
+    if (cfg->authorization_servers.n == 0 && cfg->oauth_issuer != NULL)
+        strlist_push(&cfg->authorization_servers, cfg->oauth_issuer);
+
+    if (cfg->allowed_hosts.n == 0) {
+        /* The public URL's authority, plus loopback names for loopback listeners (DNS-rebinding guard). */
+        const char *auth = strstr(cfg->public_url, "://") + 3;
+        size_t alen = strcspn(auth, "/");
+        char buf[300];
+        snprintf(buf, sizeof(buf), "%.*s", (int)alen, auth);
+        strlist_push(&cfg->allowed_hosts, buf);
+        for (size_t i = 0; i < cfg->n_listens; i++) {
+            if (!cfg->listens[i].loopback)
+                continue;
+            const char *names6[] = {"localhost", "127.0.0.1", "[::1]"};
+            for (size_t k = 0; k < ALY_ARRAY_SIZE(names6); k++) {
+                snprintf(buf, sizeof(buf), "%s:%u", names6[k], cfg->listens[i].port);
+                strlist_push(&cfg->allowed_hosts, buf);
+            }
+        }
+    }
+    if (cfg->allowed_origins.n == 0) {
+        const char *auth = strstr(cfg->public_url, "://") + 3;
+        size_t olen = (size_t)(auth - cfg->public_url) + strcspn(auth, "/");
+        char buf[300];
+        snprintf(buf, sizeof(buf), "%.*s", (int)olen, cfg->public_url);
+        strlist_push(&cfg->allowed_origins, buf);
+    }
+    return 0;
+}
+
+static int tokenize(char *line, char **argv)
+{
+    int argc = 0;
+    char *hash = strchr(line, '#');
+    if (hash != NULL)
+        *hash = '\0';
+    for (char *p = line;;) {
+        while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')
+            p++;
+        if (*p == '\0')
+            break;
+        if (argc == MAX_ARGS)
+            return -1;
+        argv[argc++] = p;
+        while (*p && *p != ' ' && *p != '\t' && *p != '\r' && *p != '\n')
+            p++;
+        if (*p)
+            *p++ = '\0';
+    }
+    return argc;
+}
+
+static aly_config_t *alloc_config(const char *path)
+{
+    aly_config_t *cfg = calloc(1, sizeof(*cfg));
+    if (cfg == NULL)
+        abort();
+    cfg->path = xstrdup(path);
+    set_defaults(cfg);
+    return cfg;
+}
+
+aly_config_t *config_load(const char *path, aly_err_t *err)
+{
+    parse_state_t ps = {.path = path};
+    FILE *fp = fopen(path, "r");
+    if (fp == NULL) {
+        aly_errf(err, "%s: cannot open: %s", path, strerror(errno));
+        return NULL;
+    }
+    aly_config_t *cfg = alloc_config(path);
+    char line[MAX_LINE + 2];
+    while (fgets(line, sizeof(line), fp) != NULL) {
+        ps.line++;
+        size_t len = strlen(line);
+        if (len > MAX_LINE && line[len - 1] != '\n') {
+            fail(&ps, err, "line is longer than %d bytes", MAX_LINE);
+            goto bad;
+        }
+        for (size_t i = 0; i < len; i++) {
+            unsigned char c = (unsigned char)line[i];
+            if ((c < 0x20 && c != '\t' && c != '\r' && c != '\n') || c == 0x7f) {
+                fail(&ps, err, "control character in line");
+                goto bad;
+            }
+        }
+        char *argv[MAX_ARGS];
+        int argc = tokenize(line, argv);
+        if (argc < 0) {
+            fail(&ps, err, "too many values on one line");
+            goto bad;
+        }
+        if (argc == 0)
+            continue;
+        size_t di;
+        for (di = 0; di < ALY_ARRAY_SIZE(directives); di++)
+            if (strcmp(directives[di].name, argv[0]) == 0)
+                break;
+        if (di == ALY_ARRAY_SIZE(directives)) {
+            fail(&ps, err, "unknown directive \"%s\"", argv[0]);
+            goto bad;
+        }
+        const directive_t *d = &directives[di];
+        if (!d->repeatable && ps.set_line[di] != 0) {
+            char prev[16];
+            snprintf(prev, sizeof(prev), "%u", ps.set_line[di]);
+            fail(&ps, err, "\"%s\" is already set on line %s", d->name, prev);
+            goto bad;
+        }
+        ps.set_line[di] = ps.line;
+        if (set_value(cfg, d, &ps, argv + 1, argc - 1, err) != 0)
+            goto bad;
+    }
+    if (ferror(fp)) {
+        ps.line = 0;
+        fail(&ps, err, "read error: %s", strerror(errno));
+        goto bad;
+    }
+    fclose(fp);
+    if (finish(cfg, &ps, err) != 0) {
+        config_free(cfg);
+        return NULL;
+    }
+    return cfg;
+bad:
+    fclose(fp);
+    config_free(cfg);
+    return NULL;
+}
+
+aly_config_t *config_defaults(aly_err_t *err)
+{
+    parse_state_t ps = {.path = "(defaults)"};
+    aly_config_t *cfg = alloc_config("(defaults)");
+    if (finish(cfg, &ps, err) != 0) {
+        config_free(cfg);
+        return NULL;
+    }
+    return cfg;
+}
+
+static void listen_free(aly_listen_t *l)
+{
+    free(l->spec);
+    free(l->host);
+}
+
+void config_free(aly_config_t *cfg)
+{
+    if (cfg == NULL)
+        return;
+    for (size_t i = 0; i < cfg->n_listens; i++)
+        listen_free(&cfg->listens[i]);
+    listen_free(&cfg->metrics_listen);
+    char **strings[] = {&cfg->path,       &cfg->tls_certificate, &cfg->tls_key,         &cfg->data_dir,
+                        &cfg->pid_file,   &cfg->user,            &cfg->group,           &cfg->error_log,
+                        &cfg->access_log, &cfg->public_url,      &cfg->key_pepper_file, &cfg->oauth_issuer,
+                        &cfg->oauth_jwks_file, &cfg->oauth_hs256_secret_file};
+    for (size_t i = 0; i < ALY_ARRAY_SIZE(strings); i++)
+        free(*strings[i]);
+    strlist_free(&cfg->allowed_origins);
+    strlist_free(&cfg->allowed_hosts);
+    strlist_free(&cfg->authorization_servers);
+    for (size_t i = 0; i < cfg->n_client_rates; i++)
+        free(cfg->client_rates[i].client_id);
+    free(cfg->client_rates);
+    free(cfg);
+}
+
+unsigned config_worker_count(const aly_config_t *cfg)
+{
+    if (cfg->workers != 0)
+        return cfg->workers;
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    if (n < 1)
+        n = 1;
+    if (n > ALY_MAX_WORKERS)
+        n = ALY_MAX_WORKERS;
+    return (unsigned)n;
+}

@@ -1,0 +1,321 @@
+/*
+ * The HTTP surface: route table, endpoint handlers that need no credential
+ * (/healthz, /metrics, protected-resource metadata), JSON responses and the
+ * access log.  The MCP endpoint's handler lives with the MCP engine; until it
+ * lands, /api/mcp answers 501.
+ */
+#include "aly/http.h"
+
+#include <arpa/inet.h>
+#include <jansson.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "aly/log.h"
+#include "aly/scope.h"
+#include "aly/worker.h"
+
+enum {
+    M_GET = 1 << 0,
+    M_POST = 1 << 1,
+    M_DELETE = 1 << 2,
+};
+
+enum {
+    R_PUBLIC = 1 << 0,   /* reachable on the public listeners */
+    R_ADMIN = 1 << 1,    /* reachable on metrics_listen */
+    R_LOOPBACK = 1 << 2, /* on public listeners, only from loopback clients */
+};
+
+typedef struct route {
+    const char *path;
+    unsigned methods;
+    unsigned flags;
+    void (*serve)(http_ctx_t *hctx, h2o_req_t *req);
+} route_t;
+
+typedef struct http_handler {
+    h2o_handler_t super;
+    http_ctx_t *hctx;
+    unsigned listener_flag; /* R_PUBLIC or R_ADMIN */
+} http_handler_t;
+
+typedef struct http_logger {
+    h2o_logger_t super;
+    http_ctx_t *hctx;
+} http_logger_t;
+
+static void serve_mcp(http_ctx_t *hctx, h2o_req_t *req);
+static void serve_resource_metadata(http_ctx_t *hctx, h2o_req_t *req);
+static void serve_healthz(http_ctx_t *hctx, h2o_req_t *req);
+static void serve_metrics(http_ctx_t *hctx, h2o_req_t *req);
+
+static const route_t routes[] = {
+    {"/api/mcp", M_POST | M_GET | M_DELETE, R_PUBLIC, serve_mcp},
+    {"/.well-known/oauth-protected-resource", M_GET, R_PUBLIC, serve_resource_metadata},
+    {"/.well-known/oauth-protected-resource/api/mcp", M_GET, R_PUBLIC, serve_resource_metadata},
+    {"/healthz", M_GET, R_PUBLIC | R_ADMIN, serve_healthz},
+    {"/metrics", M_GET, R_PUBLIC | R_ADMIN | R_LOOPBACK, serve_metrics},
+};
+
+static void add_header(h2o_req_t *req, const h2o_token_t *token, const char *value)
+{
+    h2o_add_header(&req->pool, &req->res.headers, token, NULL, value, strlen(value));
+}
+
+void http_send_json(h2o_req_t *req, int status, const char *reason, const char *body, size_t len)
+{
+    req->res.status = status;
+    req->res.reason = reason;
+    req->res.content_length = len;
+    add_header(req, H2O_TOKEN_CONTENT_TYPE, "application/json");
+    add_header(req, H2O_TOKEN_CACHE_CONTROL, "no-store");
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-content-type-options"), 0, NULL, H2O_STRLIT("nosniff"));
+    h2o_send_inline(req, body, len);
+}
+
+static void send_json_object(h2o_req_t *req, int status, const char *reason, json_t *obj)
+{
+    char *text = json_dumps(obj, JSON_COMPACT);
+    json_decref(obj);
+    if (text == NULL) {
+        static const char oom[] = "{\"error\":\"internal\",\"message\":\"out of memory\"}";
+        http_send_json(req, 500, "Internal Server Error", oom, sizeof(oom) - 1);
+        return;
+    }
+    http_send_json(req, status, reason, text, strlen(text));
+    free(text);
+}
+
+void http_send_error(h2o_req_t *req, int status, const char *reason, const char *code, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    /* json_string rejects invalid UTF-8 (a client's path may hold any bytes); fall back to a fixed text. */
+    json_t *m = json_string(msg);
+    if (m == NULL)
+        m = json_string("the request named something that is not valid UTF-8");
+    send_json_object(req, status, reason, json_pack("{s:s, s:o}", "error", code, "message", m));
+}
+
+static int is_loopback_client(h2o_req_t *req)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
+    if (len == 0)
+        return 0;
+    if (ss.ss_family == AF_INET)
+        return (ntohl(((struct sockaddr_in *)&ss)->sin_addr.s_addr) >> 24) == 127;
+    if (ss.ss_family == AF_INET6) {
+        const struct in6_addr *a = &((struct sockaddr_in6 *)&ss)->sin6_addr;
+        return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+    }
+    return 0;
+}
+
+static unsigned method_bit(h2o_iovec_t m)
+{
+    if (h2o_memis(m.base, m.len, H2O_STRLIT("GET")))
+        return M_GET;
+    if (h2o_memis(m.base, m.len, H2O_STRLIT("POST")))
+        return M_POST;
+    if (h2o_memis(m.base, m.len, H2O_STRLIT("DELETE")))
+        return M_DELETE;
+    return 0;
+}
+
+static void allow_header(h2o_req_t *req, unsigned methods)
+{
+    char buf[32] = "";
+    static const struct {
+        unsigned bit;
+        const char *name;
+    } names[] = {{M_GET, "GET"}, {M_POST, "POST"}, {M_DELETE, "DELETE"}};
+    for (size_t i = 0; i < ALY_ARRAY_SIZE(names); i++) {
+        if (methods & names[i].bit) {
+            if (buf[0] != '\0')
+                strcat(buf, ", ");
+            strcat(buf, names[i].name);
+        }
+    }
+    add_header(req, H2O_TOKEN_ALLOW, h2o_strdup(&req->pool, buf, SIZE_MAX).base);
+}
+
+static int on_req(h2o_handler_t *self, h2o_req_t *req)
+{
+    http_handler_t *h = (http_handler_t *)self;
+    http_ctx_t *hctx = h->hctx;
+    worker_conn_t *conn = worker_conn_of(req);
+    if (conn != NULL) {
+        conn->inflight++;
+        conn->is_h2 = req->version >= 0x200;
+    }
+    stats_add(&hctx->slot->in_flight, 1);
+
+    /* path_normalized has no query string and resolved dot segments. */
+    h2o_iovec_t path = req->path_normalized;
+    const route_t *route = NULL;
+    for (size_t i = 0; i < ALY_ARRAY_SIZE(routes); i++) {
+        if (h2o_memis(path.base, path.len, routes[i].path, strlen(routes[i].path))) {
+            route = &routes[i];
+            break;
+        }
+    }
+    if (route == NULL || !(route->flags & h->listener_flag) ||
+        (h->listener_flag == R_PUBLIC && (route->flags & R_LOOPBACK) && !is_loopback_client(req))) {
+        http_send_error(req, 404, "Not Found", "not_found", "no such endpoint: %.*s (the MCP endpoint is POST /api/mcp)",
+                        (int)(path.len > 200 ? 200 : path.len), path.base);
+        return 0;
+    }
+    if (!(method_bit(req->method) & route->methods)) {
+        allow_header(req, route->methods);
+        http_send_error(req, 405, "Method Not Allowed", "method_not_allowed", "%.*s does not accept %.*s",
+                        (int)path.len, path.base, (int)(req->method.len > 16 ? 16 : req->method.len), req->method.base);
+        return 0;
+    }
+    /* h2o enforces max_request_entity_size while reading; this covers any path that bypasses it. */
+    if (req->entity.base != NULL && req->entity.len > hctx->cfg->max_request_body) {
+        http_send_error(req, 413, "Payload Too Large", "body_too_large", "request body over %zu bytes (max_request_body)",
+                        hctx->cfg->max_request_body);
+        return 0;
+    }
+    route->serve(hctx, req);
+    return 0;
+}
+
+static void serve_mcp(http_ctx_t *hctx, h2o_req_t *req)
+{
+    (void)hctx;
+    http_send_error(req, 501, "Not Implemented", "not_implemented", "the MCP endpoint is not available in this build yet");
+}
+
+static void serve_resource_metadata(http_ctx_t *hctx, h2o_req_t *req)
+{
+    const aly_config_t *cfg = hctx->cfg;
+    char resource[1024];
+    snprintf(resource, sizeof(resource), "%s/api/mcp", cfg->public_url);
+    json_t *servers = json_array(), *scopes = json_array();
+    for (size_t i = 0; i < cfg->authorization_servers.n; i++)
+        json_array_append_new(servers, json_string(cfg->authorization_servers.items[i]));
+    for (size_t i = 0; i < scope_count; i++)
+        json_array_append_new(scopes, json_string(scope_catalogue[i].name));
+    json_t *doc = json_pack("{s:s, s:o, s:o, s:[s], s:s}", "resource", resource, "authorization_servers", servers,
+                            "scopes_supported", scopes, "bearer_methods_supported", "header", "resource_name", "Aly");
+    send_json_object(req, 200, "OK", doc);
+}
+
+static void serve_healthz(http_ctx_t *hctx, h2o_req_t *req)
+{
+    aly_err_t err;
+    char body[512];
+    int n;
+    uint64_t up = (aly_now_ms() - hctx->started_ms) / 1000;
+    if (store_check(hctx->store, &err) != 0) {
+        log_error("health check: %s", err.msg);
+        n = snprintf(body, sizeof(body),
+                     "{\"status\":\"unavailable\",\"pid\":%d,\"version\":\"%s\",\"worker\":%u,\"error\":\"the store cannot be "
+                     "read; see the error log\"}",
+                     (int)getpid(), PACKAGE_VERSION, hctx->worker_number);
+        http_send_json(req, 503, "Service Unavailable", body, (size_t)n);
+        return;
+    }
+    n = snprintf(body, sizeof(body), "{\"status\":\"ok\",\"pid\":%d,\"version\":\"%s\",\"uptime_seconds\":%llu,\"worker\":%u}",
+                 (int)getpid(), PACKAGE_VERSION, (unsigned long long)up, hctx->worker_number);
+    http_send_json(req, 200, "OK", body, (size_t)n);
+}
+
+static void serve_metrics(http_ctx_t *hctx, h2o_req_t *req)
+{
+    size_t len;
+    char *text = stats_render(hctx->stats, &len);
+    if (text == NULL) {
+        http_send_error(req, 500, "Internal Server Error", "internal", "cannot render metrics");
+        return;
+    }
+    req->res.status = 200;
+    req->res.reason = "OK";
+    req->res.content_length = len;
+    add_header(req, H2O_TOKEN_CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8");
+    add_header(req, H2O_TOKEN_CACHE_CONTROL, "no-store");
+    h2o_send_inline(req, text, len);
+    free(text);
+}
+
+/* Copies at most max bytes of s into out, replacing anything outside printable ASCII (no log forging). */
+static size_t sanitize(char *out, const char *s, size_t len, size_t max)
+{
+    if (len > max)
+        len = max;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        out[i] = (c > 0x20 && c < 0x7f && c != '"') ? (char)c : '?';
+    }
+    return len;
+}
+
+static void on_log(h2o_logger_t *self, h2o_req_t *req)
+{
+    http_ctx_t *hctx = ((http_logger_t *)self)->hctx;
+    worker_conn_t *conn = worker_conn_of(req);
+    if (conn != NULL && conn->inflight > 0)
+        conn->inflight--;
+    stats_add(&hctx->slot->in_flight, -1);
+    stats_add(&hctx->slot->requests[stats_status_index(req->res.status)], 1);
+    if (!log_access_enabled())
+        return;
+
+    char line[1024], ts[40], client[INET6_ADDRSTRLEN + 2] = "-", method[24], path[512];
+    aly_format_time(ts, sizeof(ts), aly_wall_ms());
+    struct sockaddr_storage ss;
+    socklen_t sl = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
+    if (sl != 0) {
+        if (ss.ss_family == AF_INET)
+            inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, client, sizeof(client));
+        else if (ss.ss_family == AF_INET6)
+            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, client, sizeof(client));
+    }
+    size_t ml = sanitize(method, req->method.base, req->method.len, sizeof(method) - 1);
+    method[ml] = '\0';
+    size_t pl = sanitize(path, req->path.base, req->path.len, sizeof(path) - 1);
+    path[pl] = '\0';
+    struct timeval now;
+    gettimeofday(&now, NULL);
+    int64_t usec = (int64_t)(now.tv_sec - req->timestamps.request_begin_at.tv_sec) * 1000000 +
+                   (now.tv_usec - req->timestamps.request_begin_at.tv_usec);
+    const char *proto = req->version >= 0x200 ? "HTTP/2" : req->version == 0x101 ? "HTTP/1.1" : "HTTP/1.0";
+    int n = snprintf(line, sizeof(line), "%s %s - %s %s - %d %zu %.3f %s", ts, client, method, path, req->res.status,
+                     req->bytes_sent, (double)usec / 1000.0, proto);
+    if (n > 0)
+        log_access_line(line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
+}
+
+static h2o_hostconf_t *register_host(h2o_globalconf_t *conf, const char *name, http_ctx_t *hctx, unsigned flag)
+{
+    h2o_hostconf_t *host = h2o_config_register_host(conf, h2o_iovec_init(name, strlen(name)), 65535);
+    h2o_pathconf_t *pathconf = h2o_config_register_path(host, "/", 0);
+    http_handler_t *h = (http_handler_t *)h2o_create_handler(pathconf, sizeof(*h));
+    h->super.on_req = on_req;
+    h->hctx = hctx;
+    h->listener_flag = flag;
+    http_logger_t *lg = (http_logger_t *)h2o_create_logger(pathconf, sizeof(*lg));
+    lg->super.log_access = on_log;
+    lg->hctx = hctx;
+    return host;
+}
+
+void http_register(h2o_globalconf_t *conf, http_ctx_t *hctx, h2o_hostconf_t ***public_hosts, h2o_hostconf_t ***admin_hosts)
+{
+    static h2o_hostconf_t *pub[2], *adm[2];
+    pub[0] = register_host(conf, "default", hctx, R_PUBLIC);
+    adm[0] = register_host(conf, "admin", hctx, R_ADMIN);
+    pub[1] = adm[1] = NULL;
+    *public_hosts = pub;
+    *admin_hosts = adm;
+}

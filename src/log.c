@@ -1,0 +1,161 @@
+/*
+ * The error and access logs declared in aly/log.h.
+ */
+#include "aly/log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define LINE_MAX_BYTES 2048
+
+typedef struct log_target {
+    char *path; /* NULL for stderr or off */
+    int fd;     /* -1 when off */
+} log_target_t;
+
+static log_target_t error_target = {NULL, 2}, access_target = {NULL, 2};
+static char role[32] = "alyd";
+
+static int open_target(const char *spec, log_target_t *t, uid_t uid, gid_t gid, aly_err_t *err)
+{
+    if (strcmp(spec, "off") == 0) {
+        *t = (log_target_t){NULL, -1};
+        return 0;
+    }
+    if (strcmp(spec, "stderr") == 0) {
+        *t = (log_target_t){NULL, 2};
+        return 0;
+    }
+    int fd = open(spec, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    if (fd < 0)
+        return aly_errf(err, "cannot open log file %s: %s", spec, strerror(errno));
+    if ((uid != (uid_t)-1 || gid != (gid_t)-1) && fchown(fd, uid, gid) != 0) {
+        int e = errno;
+        close(fd);
+        return aly_errf(err, "cannot hand log file %s to the worker user: %s", spec, strerror(e));
+    }
+    char *copy = strdup(spec);
+    if (copy == NULL)
+        abort();
+    *t = (log_target_t){copy, fd};
+    return 0;
+}
+
+static void close_target(log_target_t *t)
+{
+    if (t->path != NULL)
+        close(t->fd);
+    free(t->path);
+    t->path = NULL;
+}
+
+int log_open(const char *error_log, const char *access_log, uid_t uid, gid_t gid, aly_err_t *err)
+{
+    log_target_t e, a;
+    if (open_target(error_log, &e, uid, gid, err) != 0)
+        return -1;
+    if (open_target(access_log, &a, uid, gid, err) != 0) {
+        close_target(&e);
+        return -1;
+    }
+    close_target(&error_target);
+    close_target(&access_target);
+    error_target = e;
+    access_target = a;
+    return 0;
+}
+
+static int reopen_target(log_target_t *t, aly_err_t *err)
+{
+    if (t->path == NULL)
+        return 0;
+    int fd = open(t->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    if (fd < 0)
+        return aly_errf(err, "cannot reopen log file %s: %s", t->path, strerror(errno));
+    /* dup2 keeps the descriptor number, so a line written concurrently goes to one file or the other. */
+    if (dup2(fd, t->fd) < 0) {
+        int e = errno;
+        close(fd);
+        return aly_errf(err, "cannot reopen log file %s: %s", t->path, strerror(e));
+    }
+    close(fd);
+    return 0;
+}
+
+int log_reopen(aly_err_t *err)
+{
+    int rc = reopen_target(&error_target, err);
+    if (reopen_target(&access_target, err) != 0)
+        rc = -1;
+    return rc;
+}
+
+void log_set_role(const char *r)
+{
+    snprintf(role, sizeof(role), "%s", r);
+}
+
+static void vlog(log_level_t level, const char *fmt, va_list ap)
+{
+    static const char *names[] = {"error", "warn", "info"};
+    if (error_target.fd < 0)
+        return;
+    char line[LINE_MAX_BYTES], ts[40];
+    aly_format_time(ts, sizeof(ts), aly_wall_ms());
+    int n = snprintf(line, sizeof(line), "%s [%s] alyd[%d] %s: ", ts, names[level], (int)getpid(), role);
+    if (n < 0)
+        return;
+    int m = vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
+    if (m < 0)
+        return;
+    size_t len = (size_t)n + (size_t)m;
+    if (len > sizeof(line) - 2)
+        len = sizeof(line) - 2;
+    /* A message must not forge further log lines. */
+    for (size_t i = (size_t)n; i < len; i++)
+        if (line[i] == '\n' || line[i] == '\r')
+            line[i] = ' ';
+    line[len++] = '\n';
+    ssize_t w = write(error_target.fd, line, len);
+    (void)w;
+}
+
+void log_msg(log_level_t level, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vlog(level, fmt, ap);
+    va_end(ap);
+}
+
+void log_fatal(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vlog(LOG_LEVEL_ERROR, fmt, ap);
+    va_end(ap);
+    exit(1);
+}
+
+int log_access_enabled(void)
+{
+    return access_target.fd >= 0;
+}
+
+void log_access_line(const char *line, size_t len)
+{
+    if (access_target.fd < 0)
+        return;
+    char buf[LINE_MAX_BYTES];
+    if (len > sizeof(buf) - 1)
+        len = sizeof(buf) - 1;
+    memcpy(buf, line, len);
+    buf[len++] = '\n';
+    ssize_t w = write(access_target.fd, buf, len);
+    (void)w;
+}

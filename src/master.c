@@ -1,0 +1,579 @@
+/*
+ * The master process: binds listeners, forks and supervises workers, and
+ * turns signals into the operator's contract (nginx's): TERM/INT stop, QUIT
+ * drain, HUP reload, USR1 reopen logs.
+ *
+ * The master never serves a request and never keeps an LMDB environment open,
+ * so nothing it holds is shared by accident with a child.  It waits for
+ * signals with sigtimedwait() (all of them blocked), which makes the
+ * supervisor a plain sequential loop with no async-signal-safety concerns.
+ * Workers belong to a generation: a reload starts a new generation with the
+ * new configuration and drains the old one; only current-generation workers
+ * are respawned.
+ */
+#include "aly/master.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <netinet/in.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "aly/log.h"
+#include "aly/stats.h"
+#include "aly/store.h"
+#include "aly/tls.h"
+#include "aly/worker.h"
+
+#define QUICK_DEATH_MS 10000 /* a worker dying sooner than this counts towards back-off */
+#define BACKOFF_MIN_MS 500
+#define BACKOFF_MAX_MS 30000
+#define FAST_STOP_WAIT_MS 10000
+#define LISTEN_BACKLOG 1024
+
+typedef struct bound {
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    int fd;
+} bound_t;
+
+typedef struct generation {
+    aly_config_t *cfg;
+    SSL_CTX *ssl_ctx;
+    worker_listener_t listeners[ALY_MAX_LISTENERS + 1];
+    size_t n_listeners;
+    unsigned n_workers;
+    uid_t uid;
+    gid_t gid;
+    unsigned id;
+} generation_t;
+
+typedef struct proc {
+    pid_t pid;
+    unsigned number;
+    unsigned generation;
+    uint64_t started_ms;
+} proc_t;
+
+static struct {
+    generation_t gen;
+    bound_t bound[ALY_MAX_LISTENERS + 1];
+    size_t n_bound;
+    proc_t procs[STATS_N_SLOTS];
+    /* per worker number, for the current generation */
+    unsigned quick_deaths[ALY_MAX_WORKERS];
+    uint64_t respawn_at[ALY_MAX_WORKERS]; /* 0: running or not due */
+    int missing[ALY_MAX_WORKERS];
+    stats_shared_t *stats;
+    char *pid_path;
+} m;
+
+static int resolve_user(const aly_config_t *cfg, uid_t *uid, gid_t *gid, aly_err_t *err)
+{
+    *uid = (uid_t)-1;
+    *gid = (gid_t)-1;
+    if (cfg->user != NULL) {
+        struct passwd *pw = getpwnam(cfg->user);
+        if (pw == NULL)
+            return aly_errf(err, "%s: user \"%s\" does not exist", cfg->path, cfg->user);
+        *uid = pw->pw_uid;
+        *gid = pw->pw_gid;
+    }
+    if (cfg->group != NULL) {
+        struct group *gr = getgrnam(cfg->group);
+        if (gr == NULL)
+            return aly_errf(err, "%s: group \"%s\" does not exist", cfg->path, cfg->group);
+        *gid = gr->gr_gid;
+    }
+    if (*uid == getuid())
+        *uid = (uid_t)-1;
+    if (*gid == getgid() && *uid == (uid_t)-1)
+        *gid = (gid_t)-1;
+    if ((*uid != (uid_t)-1 || *gid != (gid_t)-1) && geteuid() != 0)
+        return aly_errf(err, "%s: user/group is set but alyd is not started as root", cfg->path);
+    return 0;
+}
+
+static int bind_one(const aly_listen_t *l, int *fd_out, aly_err_t *err)
+{
+    for (size_t i = 0; i < m.n_bound; i++) {
+        if (m.bound[i].addrlen == l->addrlen && memcmp(&m.bound[i].addr, &l->addr, l->addrlen) == 0) {
+            *fd_out = m.bound[i].fd;
+            return 0;
+        }
+    }
+    if (m.n_bound == ALY_ARRAY_SIZE(m.bound))
+        return aly_errf(err, "too many listeners");
+    int fd = socket(l->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return aly_errf(err, "cannot create a socket for %s: %s", l->spec, strerror(errno));
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (l->addr.ss_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    if (bind(fd, (const struct sockaddr *)&l->addr, l->addrlen) != 0 || listen(fd, LISTEN_BACKLOG) != 0) {
+        int e = errno;
+        close(fd);
+        return aly_errf(err, "cannot listen on %s: %s", l->spec, strerror(e));
+    }
+    m.bound[m.n_bound] = (bound_t){.addr = l->addr, .addrlen = l->addrlen, .fd = fd};
+    m.n_bound++;
+    *fd_out = fd;
+    return 0;
+}
+
+/* Closes bound sockets the generation does not use (after a reload dropped a listen line). */
+static void close_unused(const generation_t *g)
+{
+    size_t keep = 0;
+    for (size_t i = 0; i < m.n_bound; i++) {
+        int used = 0;
+        for (size_t k = 0; k < g->n_listeners; k++)
+            used |= g->listeners[k].fd == m.bound[i].fd;
+        if (used)
+            m.bound[keep++] = m.bound[i];
+        else
+            close(m.bound[i].fd);
+    }
+    m.n_bound = keep;
+}
+
+/* Everything a generation needs before its workers fork.  On failure nothing changes. */
+static int prepare_generation(aly_config_t *cfg, unsigned workers_override, generation_t *g, aly_err_t *err)
+{
+    memset(g, 0, sizeof(*g));
+    g->cfg = cfg;
+    if (resolve_user(cfg, &g->uid, &g->gid, err) != 0)
+        return -1;
+    for (size_t i = 0; i < cfg->n_listens; i++) {
+        if (cfg->listens[i].tls && g->ssl_ctx == NULL) {
+            g->ssl_ctx = tls_context_new(cfg->tls_certificate, cfg->tls_key, err);
+            if (g->ssl_ctx == NULL)
+                return -1;
+        }
+    }
+    /* The store must exist before workers try to open it; this also clears stale readers. */
+    int cleared;
+    if (store_reader_check(cfg, &cleared, err) != 0)
+        goto fail;
+    for (size_t i = 0; i < cfg->n_listens; i++) {
+        worker_listener_t *wl = &g->listeners[g->n_listeners];
+        if (bind_one(&cfg->listens[i], &wl->fd, err) != 0)
+            goto fail;
+        wl->tls = cfg->listens[i].tls;
+        g->n_listeners++;
+    }
+    if (cfg->metrics_listen.port != 0) {
+        worker_listener_t *wl = &g->listeners[g->n_listeners];
+        if (bind_one(&cfg->metrics_listen, &wl->fd, err) != 0)
+            goto fail;
+        wl->admin = 1;
+        g->n_listeners++;
+    }
+    g->n_workers = workers_override != 0 ? workers_override : config_worker_count(cfg);
+    return 0;
+fail:
+    if (g->ssl_ctx != NULL)
+        SSL_CTX_free(g->ssl_ctx);
+    g->ssl_ctx = NULL;
+    return -1;
+}
+
+static proc_t *proc_slot(pid_t pid)
+{
+    for (size_t i = 0; i < ALY_ARRAY_SIZE(m.procs); i++)
+        if (m.procs[i].pid == pid)
+            return &m.procs[i];
+    return NULL;
+}
+
+static int spawn(unsigned number)
+{
+    proc_t *p = proc_slot(0);
+    if (p == NULL) {
+        log_error("no room to start worker %u", number);
+        return -1;
+    }
+    int slot = stats_claim_slot(m.stats, -1);
+    if (slot < 0) {
+        log_error("no statistics slot for worker %u", number);
+        return -1;
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+        m.stats->slots[slot].pid = 0;
+        log_error("cannot fork worker %u: %s", number, strerror(errno));
+        return -1;
+    }
+    if (pid == 0) {
+        worker_spec_t spec = {.cfg = m.gen.cfg,
+                              .listeners = m.gen.listeners,
+                              .n_listeners = m.gen.n_listeners,
+                              .ssl_ctx = m.gen.ssl_ctx,
+                              .stats = m.stats,
+                              .slot = slot,
+                              .number = number,
+                              .uid = m.gen.uid,
+                              .gid = m.gen.gid};
+        worker_run(&spec);
+    }
+    m.stats->slots[slot].pid = pid;
+    *p = (proc_t){.pid = pid, .number = number, .generation = m.gen.id, .started_ms = aly_now_ms()};
+    m.missing[number] = 0;
+    m.respawn_at[number] = 0;
+    return 0;
+}
+
+static void signal_generation(unsigned generation, int all, int sig)
+{
+    for (size_t i = 0; i < ALY_ARRAY_SIZE(m.procs); i++)
+        if (m.procs[i].pid > 0 && (all || m.procs[i].generation == generation))
+            kill(m.procs[i].pid, sig);
+}
+
+static size_t live_workers(void)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < ALY_ARRAY_SIZE(m.procs); i++)
+        n += m.procs[i].pid > 0;
+    return n;
+}
+
+static void describe_exit(int status, char *buf, size_t len)
+{
+    if (WIFSIGNALED(status))
+        snprintf(buf, len, "was killed by signal %d (%s)", WTERMSIG(status), strsignal(WTERMSIG(status)));
+    else
+        snprintf(buf, len, "exited with status %d", WEXITSTATUS(status));
+}
+
+/* Reaps every dead child; schedules respawns of current-generation workers unless stopping. */
+static void reap(int stopping)
+{
+    int status, died = 0;
+    pid_t pid;
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        proc_t *p = proc_slot(pid);
+        stats_release_slot(m.stats, pid);
+        if (p == NULL)
+            continue;
+        proc_t dead = *p;
+        p->pid = 0;
+        int clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+        if (stopping || dead.generation != m.gen.id) {
+            if (!clean) {
+                char why[96];
+                describe_exit(status, why, sizeof(why));
+                log_warn("worker %u (pid %d) %s while stopping", dead.number, (int)pid, why);
+            }
+            continue;
+        }
+        died = 1;
+        char why[96];
+        describe_exit(status, why, sizeof(why));
+        uint64_t now = aly_now_ms(), lived = now - dead.started_ms;
+        stats_add(&m.stats->worker_restarts, 1);
+        m.missing[dead.number] = 1;
+        if (lived < QUICK_DEATH_MS) {
+            unsigned n = ++m.quick_deaths[dead.number];
+            uint64_t delay = BACKOFF_MIN_MS;
+            for (unsigned k = 1; k < n && delay < BACKOFF_MAX_MS; k++)
+                delay *= 2;
+            if (delay > BACKOFF_MAX_MS)
+                delay = BACKOFF_MAX_MS;
+            if (n == 1)
+                delay = 0;
+            m.respawn_at[dead.number] = now + delay;
+            if (n == 1)
+                log_error("worker %u (pid %d) %s after %llu ms; respawning", dead.number, (int)pid, why,
+                          (unsigned long long)lived);
+            else
+                log_error("worker %u (pid %d) %s after %llu ms; it keeps dying (%u times in a row), respawning in %llu ms",
+                          dead.number, (int)pid, why, (unsigned long long)lived, n, (unsigned long long)delay);
+        } else {
+            m.quick_deaths[dead.number] = 0;
+            m.respawn_at[dead.number] = now;
+            log_error("worker %u (pid %d) %s; respawning", dead.number, (int)pid, why);
+        }
+    }
+    if (died) {
+        /* A dead process may have held LMDB reader slots; free them for the others. */
+        aly_err_t err;
+        int cleared;
+        if (store_reader_check(m.gen.cfg, &cleared, &err) != 0)
+            log_error("reader check after a worker death: %s", err.msg);
+        else if (cleared > 0)
+            log_info("cleared %d stale store reader slot(s)", cleared);
+    }
+}
+
+/* Milliseconds until the next respawn is due, or -1 when none is pending. */
+static int64_t respawn_due(int start_now)
+{
+    uint64_t now = aly_now_ms();
+    int64_t next = -1;
+    for (unsigned n = 0; n < m.gen.n_workers; n++) {
+        if (!m.missing[n])
+            continue;
+        if (m.respawn_at[n] <= now) {
+            if (start_now && spawn(n) != 0) {
+                m.respawn_at[n] = now + BACKOFF_MAX_MS;
+                next = next < 0 || (int64_t)BACKOFF_MAX_MS < next ? BACKOFF_MAX_MS : next;
+            }
+            continue;
+        }
+        int64_t d = (int64_t)(m.respawn_at[n] - now);
+        if (next < 0 || d < next)
+            next = d;
+    }
+    return next;
+}
+
+static void start_generation(void)
+{
+    memset(m.quick_deaths, 0, sizeof(m.quick_deaths));
+    memset(m.respawn_at, 0, sizeof(m.respawn_at));
+    for (unsigned n = 0; n < m.gen.n_workers; n++)
+        m.missing[n] = 1;
+    respawn_due(1);
+    __atomic_store_n(&m.stats->workers, m.gen.n_workers, __ATOMIC_RELAXED);
+}
+
+static void free_generation(generation_t *g)
+{
+    if (g->ssl_ctx != NULL)
+        SSL_CTX_free(g->ssl_ctx);
+    config_free(g->cfg);
+    memset(g, 0, sizeof(*g));
+}
+
+static void reload(const char *config_path, unsigned workers_override)
+{
+    aly_err_t err;
+    log_info("reloading %s", config_path);
+    aly_config_t *cfg = config_load(config_path, &err);
+    if (cfg == NULL) {
+        log_error("reload failed, keeping the running configuration: %s", err.msg);
+        return;
+    }
+    generation_t g;
+    if (prepare_generation(cfg, workers_override, &g, &err) != 0) {
+        log_error("reload failed, keeping the running configuration: %s", err.msg);
+        config_free(cfg);
+        return;
+    }
+    if (log_open(cfg->error_log, cfg->access_log, g.uid, g.gid, &err) != 0) {
+        log_error("reload failed, keeping the running configuration: %s", err.msg);
+        free_generation(&g);
+        return;
+    }
+    generation_t old = m.gen;
+    g.id = old.id + 1;
+    m.gen = g;
+    signal_generation(old.id, 0, SIGQUIT);
+    close_unused(&m.gen);
+    free_generation(&old);
+    start_generation();
+    log_info("reloaded: generation %u with %u worker(s)", m.gen.id, m.gen.n_workers);
+}
+
+/* Stops every worker: sig is SIGTERM (fast) or SIGQUIT (drain); SIGKILL after wait_ms. */
+static void stop_all(int sig, uint64_t wait_ms)
+{
+    signal_generation(0, 1, sig);
+    uint64_t deadline = aly_now_ms() + wait_ms;
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGCHLD);
+    while (live_workers() > 0) {
+        uint64_t now = aly_now_ms();
+        if (now >= deadline) {
+            log_warn("%zu worker(s) still running after %llu ms; killing them", live_workers(), (unsigned long long)wait_ms);
+            signal_generation(0, 1, SIGKILL);
+            deadline = now + 5000;
+            wait_ms = 5000;
+        }
+        struct timespec ts = {0, 100 * 1000000};
+        sigtimedwait(&set, NULL, &ts);
+        reap(1);
+    }
+}
+
+static int write_pid_file(const char *path, aly_err_t *err)
+{
+    FILE *fp = fopen(path, "r");
+    if (fp != NULL) {
+        int old = 0;
+        if (fscanf(fp, "%d", &old) == 1 && old > 0 && old != getpid() && kill(old, 0) == 0) {
+            fclose(fp);
+            return aly_errf(err, "alyd is already running as pid %d (pid_file %s)", old, path);
+        }
+        fclose(fp);
+    }
+    char tmp[4200];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return aly_errf(err, "cannot write pid_file %s: %s", path, strerror(errno));
+    char buf[32];
+    int n = snprintf(buf, sizeof(buf), "%d\n", (int)getpid());
+    int ok = write(fd, buf, (size_t)n) == n;
+    close(fd);
+    if (!ok || rename(tmp, path) != 0) {
+        unlink(tmp);
+        return aly_errf(err, "cannot write pid_file %s: %s", path, strerror(errno));
+    }
+    return 0;
+}
+
+static int daemonize(aly_err_t *err)
+{
+    pid_t pid = fork();
+    if (pid < 0)
+        return aly_errf(err, "cannot fork: %s", strerror(errno));
+    if (pid > 0)
+        _exit(0);
+    if (setsid() < 0)
+        return aly_errf(err, "setsid: %s", strerror(errno));
+    int fd = open("/dev/null", O_RDWR);
+    if (fd >= 0) {
+        dup2(fd, 0);
+        dup2(fd, 1);
+        if (strcmp(m.gen.cfg->error_log, "stderr") != 0 && strcmp(m.gen.cfg->access_log, "stderr") != 0)
+            dup2(fd, 2);
+        if (fd > 2)
+            close(fd);
+    }
+    return 0;
+}
+
+int master_run(const char *config_path, int foreground, unsigned workers_override)
+{
+    aly_err_t err;
+    aly_config_t *cfg = config_load(config_path, &err);
+    if (cfg == NULL) {
+        fprintf(stderr, "alyd: %s\n", err.msg);
+        return 1;
+    }
+    log_set_role("master");
+    m.stats = stats_create();
+    if (m.stats == NULL) {
+        fprintf(stderr, "alyd: cannot map the shared statistics region: %s\n", strerror(errno));
+        config_free(cfg);
+        return 1;
+    }
+    if (prepare_generation(cfg, workers_override, &m.gen, &err) != 0 ||
+        log_open(cfg->error_log, cfg->access_log, m.gen.uid, m.gen.gid, &err) != 0) {
+        fprintf(stderr, "alyd: %s\n", err.msg);
+        config_free(cfg);
+        return 1;
+    }
+    m.gen.id = 1;
+    if (!foreground && daemonize(&err) != 0) {
+        fprintf(stderr, "alyd: %s\n", err.msg);
+        return 1;
+    }
+    const char *pid_file = cfg->pid_file != NULL ? cfg->pid_file : foreground ? NULL : "/run/alyd/alyd.pid";
+    if (pid_file != NULL) {
+        if (write_pid_file(pid_file, &err) != 0) {
+            log_error("%s", err.msg);
+            if (foreground)
+                fprintf(stderr, "alyd: %s\n", err.msg);
+            return 1;
+        }
+        m.pid_path = strdup(pid_file);
+    }
+
+    sigset_t set;
+    sigemptyset(&set);
+    int sigs[] = {SIGCHLD, SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1};
+    for (size_t i = 0; i < ALY_ARRAY_SIZE(sigs); i++)
+        sigaddset(&set, sigs[i]);
+    sigprocmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    log_info("alyd %s starting %u worker(s) on %zu listener(s), public_url %s", PACKAGE_VERSION, m.gen.n_workers,
+             m.gen.n_listeners, cfg->public_url);
+    start_generation();
+
+    int exit_code = 0;
+    for (;;) {
+        int64_t due = respawn_due(0);
+        struct timespec ts = {1, 0};
+        if (due >= 0 && due < 1000)
+            ts = (struct timespec){0, (long)due * 1000000};
+        siginfo_t info;
+        int sig = sigtimedwait(&set, &info, &ts);
+        if (sig == SIGTERM || sig == SIGINT) {
+            log_info("received %s: stopping", sig == SIGTERM ? "TERM" : "INT");
+            stop_all(SIGTERM, FAST_STOP_WAIT_MS);
+            break;
+        }
+        if (sig == SIGQUIT) {
+            log_info("received QUIT: draining, at most %llu ms", (unsigned long long)m.gen.cfg->shutdown_timeout_ms);
+            stop_all(SIGQUIT, m.gen.cfg->shutdown_timeout_ms + 2000);
+            break;
+        }
+        if (sig == SIGHUP)
+            reload(config_path, workers_override);
+        if (sig == SIGUSR1) {
+            if (log_reopen(&err) != 0)
+                log_error("%s", err.msg);
+            else
+                log_info("reopened log files");
+            signal_generation(0, 1, SIGUSR1);
+        }
+        reap(0);
+        respawn_due(1);
+    }
+    log_info("stopped");
+    if (m.pid_path != NULL) {
+        unlink(m.pid_path);
+        free(m.pid_path);
+    }
+    for (size_t i = 0; i < m.n_bound; i++)
+        close(m.bound[i].fd);
+    free_generation(&m.gen);
+    return exit_code;
+}
+
+int master_test_config(const char *config_path)
+{
+    aly_err_t err;
+    aly_config_t *cfg = config_load(config_path, &err);
+    if (cfg == NULL) {
+        fprintf(stderr, "%s\n", err.msg);
+        return 1;
+    }
+    uid_t uid;
+    gid_t gid;
+    int rc = 0;
+    if (resolve_user(cfg, &uid, &gid, &err) != 0) {
+        fprintf(stderr, "%s\n", err.msg);
+        rc = 1;
+    }
+    for (size_t i = 0; rc == 0 && i < cfg->n_listens; i++) {
+        if (cfg->listens[i].tls) {
+            SSL_CTX *ctx = tls_context_new(cfg->tls_certificate, cfg->tls_key, &err);
+            if (ctx == NULL) {
+                fprintf(stderr, "%s: %s\n", config_path, err.msg);
+                rc = 1;
+            } else {
+                SSL_CTX_free(ctx);
+            }
+            break;
+        }
+    }
+    if (rc == 0)
+        printf("%s: configuration OK\n", config_path);
+    config_free(cfg);
+    return rc;
+}

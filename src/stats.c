@@ -1,0 +1,112 @@
+/*
+ * The shared counters of aly/stats.h and their Prometheus rendering.
+ */
+#include "aly/stats.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+static const int status_codes[] = {STATS_STATUS_CODES};
+
+_Static_assert(ALY_ARRAY_SIZE(status_codes) + 1 == STATS_N_STATUS, "one bucket per code plus other");
+
+stats_shared_t *stats_create(void)
+{
+    void *p = mmap(NULL, sizeof(stats_shared_t), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    memset(p, 0, sizeof(stats_shared_t));
+    stats_shared_t *s = p;
+    s->started_wall_ms = aly_wall_ms();
+    return s;
+}
+
+int stats_claim_slot(stats_shared_t *s, pid_t pid)
+{
+    for (int i = 0; i < STATS_N_SLOTS; i++) {
+        if (s->slots[i].pid == 0) {
+            s->slots[i].pid = pid;
+            __atomic_store_n(&s->slots[i].in_flight, 0, __ATOMIC_RELAXED);
+            __atomic_store_n(&s->slots[i].connections, 0, __ATOMIC_RELAXED);
+            return i;
+        }
+    }
+    return -1;
+}
+
+void stats_release_slot(stats_shared_t *s, pid_t pid)
+{
+    for (int i = 0; i < STATS_N_SLOTS; i++) {
+        if (s->slots[i].pid == pid) {
+            s->slots[i].pid = 0;
+            __atomic_store_n(&s->slots[i].in_flight, 0, __ATOMIC_RELAXED);
+            __atomic_store_n(&s->slots[i].connections, 0, __ATOMIC_RELAXED);
+        }
+    }
+}
+
+unsigned stats_status_index(int status)
+{
+    for (unsigned i = 0; i < ALY_ARRAY_SIZE(status_codes); i++)
+        if (status_codes[i] == status)
+            return i;
+    return STATS_N_STATUS - 1;
+}
+
+static uint64_t load(const uint64_t *p)
+{
+    return __atomic_load_n(p, __ATOMIC_RELAXED);
+}
+
+char *stats_render(const stats_shared_t *s, size_t *len)
+{
+    uint64_t req[STATS_N_STATUS] = {0}, in_flight = 0, conns = 0;
+    for (int i = 0; i < STATS_N_SLOTS; i++) {
+        const stats_slot_t *sl = &s->slots[i];
+        for (int k = 0; k < STATS_N_STATUS; k++)
+            req[k] += load(&sl->requests[k]);
+        in_flight += load(&sl->in_flight);
+        conns += load(&sl->connections);
+    }
+    char *buf;
+    size_t size;
+    FILE *fp = open_memstream(&buf, &size);
+    if (fp == NULL)
+        return NULL;
+    fputs("# HELP alyd_requests_total HTTP requests answered, by status code.\n"
+          "# TYPE alyd_requests_total counter\n",
+          fp);
+    for (int k = 0; k < STATS_N_STATUS; k++) {
+        if (k < STATS_N_STATUS - 1)
+            fprintf(fp, "alyd_requests_total{status=\"%d\"} %llu\n", status_codes[k], (unsigned long long)req[k]);
+        else
+            fprintf(fp, "alyd_requests_total{status=\"other\"} %llu\n", (unsigned long long)req[k]);
+    }
+    uint64_t up = (aly_wall_ms() - s->started_wall_ms) / 1000;
+    fprintf(fp,
+            "# HELP alyd_requests_in_flight Requests being processed now.\n"
+            "# TYPE alyd_requests_in_flight gauge\n"
+            "alyd_requests_in_flight %llu\n"
+            "# HELP alyd_connections Open client connections.\n"
+            "# TYPE alyd_connections gauge\n"
+            "alyd_connections %llu\n"
+            "# HELP alyd_workers Worker processes the master keeps running.\n"
+            "# TYPE alyd_workers gauge\n"
+            "alyd_workers %llu\n"
+            "# HELP alyd_worker_restarts_total Workers respawned after dying.\n"
+            "# TYPE alyd_worker_restarts_total counter\n"
+            "alyd_worker_restarts_total %llu\n"
+            "# HELP alyd_uptime_seconds Seconds since the master started.\n"
+            "# TYPE alyd_uptime_seconds gauge\n"
+            "alyd_uptime_seconds %llu\n",
+            (unsigned long long)in_flight, (unsigned long long)conns, (unsigned long long)load(&s->workers),
+            (unsigned long long)load(&s->worker_restarts), (unsigned long long)up);
+    if (fclose(fp) != 0) {
+        free(buf);
+        return NULL;
+    }
+    *len = size;
+    return buf;
+}

@@ -1,0 +1,297 @@
+/*
+ * A worker: privilege drop, store, h2o event loop over the inherited
+ * listeners, connection accounting, and the two ways out (immediate stop and
+ * graceful drain).
+ *
+ * Signals only set flags and write a byte to a self-pipe watched by the event
+ * loop, so the loop wakes and acts on them between callbacks; h2o_evloop_run()
+ * also returns early on EINTR, which the loop tolerates.
+ */
+#include "aly/worker.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "aly/http.h"
+#include "aly/log.h"
+#include "aly/store.h"
+
+#define ACCEPT_BATCH 32
+#define H2_DRAIN_GRACE_MS 1500 /* let h2o's two GOAWAYs go out before closing idle HTTP/2 connections */
+
+typedef struct listener_state {
+    h2o_socket_t *sock;
+    h2o_accept_ctx_t accept_ctx;
+} listener_state_t;
+
+static struct {
+    const worker_spec_t *spec;
+    h2o_globalconf_t conf;
+    h2o_context_t ctx;
+    h2o_evloop_t *loop;
+    http_ctx_t hctx;
+    listener_state_t *listeners;
+    size_t n_listeners;
+    int accepting;
+    h2o_linklist_t conns;
+    size_t n_conns;
+    int draining;
+    uint64_t drain_started_ms;
+    uint64_t drain_deadline_ms;
+    h2o_timeout_t sweep_timeout;
+    h2o_timeout_entry_t sweep_entry;
+} w;
+
+static volatile sig_atomic_t sig_stop, sig_drain, sig_reopen;
+static int wake_pipe[2] = {-1, -1};
+
+static void on_signal(int signo)
+{
+    int saved = errno;
+    if (signo == SIGTERM || signo == SIGINT)
+        sig_stop = 1;
+    else if (signo == SIGQUIT)
+        sig_drain = 1;
+    else if (signo == SIGUSR1)
+        sig_reopen = 1;
+    ssize_t r = write(wake_pipe[1], "", 1);
+    (void)r;
+    errno = saved;
+}
+
+static void install_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    int sigs[] = {SIGTERM, SIGINT, SIGQUIT, SIGUSR1};
+    for (size_t i = 0; i < ALY_ARRAY_SIZE(sigs); i++)
+        sigaction(sigs[i], &sa, NULL);
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGHUP, &sa, NULL);
+    sigaction(SIGPIPE, &sa, NULL);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+static void drop_privileges(const worker_spec_t *spec)
+{
+    if (spec->gid != (gid_t)-1) {
+        if (setgroups(1, &spec->gid) != 0 || setgid(spec->gid) != 0)
+            log_fatal("cannot switch to group %u: %s", (unsigned)spec->gid, strerror(errno));
+    }
+    if (spec->uid != (uid_t)-1) {
+        if (setuid(spec->uid) != 0)
+            log_fatal("cannot switch to user %u: %s", (unsigned)spec->uid, strerror(errno));
+        if (setuid(0) == 0)
+            log_fatal("privileges could be regained after dropping them; refusing to serve");
+    }
+}
+
+worker_conn_t *worker_conn_of(h2o_req_t *req)
+{
+    h2o_socket_t *sock = req->conn->callbacks->get_socket(req->conn);
+    return sock != NULL ? sock->on_close.data : NULL;
+}
+
+static void start_listener(listener_state_t *ls);
+
+static void set_accepting(int on)
+{
+    if (w.accepting == on || w.draining)
+        return;
+    for (size_t i = 0; i < w.n_listeners; i++) {
+        if (on)
+            start_listener(&w.listeners[i]);
+        else
+            h2o_socket_read_stop(w.listeners[i].sock);
+    }
+    w.accepting = on;
+}
+
+static void on_conn_close(void *data)
+{
+    worker_conn_t *conn = data;
+    h2o_linklist_unlink(&conn->link);
+    free(conn);
+    w.n_conns--;
+    stats_add(&w.hctx.slot->connections, -1);
+    if (w.n_conns < w.spec->cfg->max_connections)
+        set_accepting(1);
+}
+
+static void on_accept(h2o_socket_t *listener, const char *err)
+{
+    if (err != NULL)
+        return;
+    listener_state_t *ls = listener->data;
+    for (int i = 0; i < ACCEPT_BATCH && w.n_conns < w.spec->cfg->max_connections; i++) {
+        h2o_socket_t *sock = h2o_evloop_socket_accept(listener);
+        if (sock == NULL)
+            break; /* EAGAIN: another worker took it */
+        worker_conn_t *conn = calloc(1, sizeof(*conn));
+        if (conn == NULL) {
+            h2o_socket_close(sock);
+            continue;
+        }
+        int one = 1;
+        setsockopt(h2o_socket_get_fd(sock), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        conn->sock = sock;
+        h2o_linklist_insert(&w.conns, &conn->link);
+        w.n_conns++;
+        stats_add(&w.hctx.slot->connections, 1);
+        sock->on_close.cb = on_conn_close;
+        sock->on_close.data = conn;
+        h2o_accept(&ls->accept_ctx, sock);
+    }
+    if (w.n_conns >= w.spec->cfg->max_connections)
+        set_accepting(0);
+}
+
+static void start_listener(listener_state_t *ls)
+{
+    ls->sock->data = ls;
+    h2o_socket_read_start(ls->sock, on_accept);
+}
+
+static void on_wake(h2o_socket_t *sock, const char *err)
+{
+    if (err != NULL)
+        return;
+    h2o_buffer_consume(&sock->input, sock->input->size);
+}
+
+/*
+ * While draining: close connections with no request in flight.  HTTP/1 ones
+ * at once (h2o only stops keep-alive on requests parsed after the shutdown
+ * request), HTTP/2 ones once h2o's GOAWAY frames had time to go out.
+ * shutdown(2) rather than h2o_socket_close(): h2o sees the EOF and closes the
+ * connection through its own path.
+ */
+static void sweep(h2o_timeout_entry_t *entry)
+{
+    (void)entry;
+    uint64_t now = aly_now_ms();
+    for (h2o_linklist_t *l = w.conns.next; l != &w.conns; l = l->next) {
+        worker_conn_t *c = H2O_STRUCT_FROM_MEMBER(worker_conn_t, link, l);
+        if (c->inflight == 0 && !c->shut && (!c->is_h2 || now - w.drain_started_ms >= H2_DRAIN_GRACE_MS)) {
+            shutdown(h2o_socket_get_fd(c->sock), SHUT_RDWR);
+            c->shut = 1;
+        }
+    }
+    h2o_timeout_link(w.loop, &w.sweep_timeout, &w.sweep_entry);
+}
+
+static void begin_drain(void)
+{
+    if (w.draining)
+        return;
+    set_accepting(0);
+    w.draining = 1;
+    w.drain_started_ms = aly_now_ms();
+    w.drain_deadline_ms = w.drain_started_ms + w.spec->cfg->shutdown_timeout_ms;
+    for (size_t i = 0; i < w.n_listeners; i++) {
+        h2o_socket_read_stop(w.listeners[i].sock);
+        h2o_socket_close(w.listeners[i].sock);
+        w.listeners[i].sock = NULL;
+    }
+    log_info("draining %zu connection(s), at most %llu ms", w.n_conns, (unsigned long long)w.spec->cfg->shutdown_timeout_ms);
+    h2o_context_request_shutdown(&w.ctx);
+    h2o_timeout_init(w.loop, &w.sweep_timeout, 100);
+    w.sweep_entry.cb = sweep;
+    sweep(&w.sweep_entry);
+}
+
+static void setup_globalconf(const aly_config_t *cfg)
+{
+    h2o_config_init(&w.conf);
+    w.conf.server_name = h2o_iovec_init(H2O_STRLIT("alyd"));
+    w.conf.max_request_entity_size = cfg->max_request_body;
+    w.conf.http1.req_timeout = cfg->idle_timeout_ms;
+    w.conf.http2.idle_timeout = cfg->idle_timeout_ms;
+    uint64_t grace = cfg->shutdown_timeout_ms < 1000 ? 1000 : cfg->shutdown_timeout_ms;
+    w.conf.http2.graceful_shutdown_timeout = grace;
+}
+
+void worker_run(const worker_spec_t *spec)
+{
+    char role[32];
+    snprintf(role, sizeof(role), "worker %u", spec->number);
+    log_set_role(role);
+    w.spec = spec;
+
+    if (pipe2(wake_pipe, O_CLOEXEC | O_NONBLOCK) != 0)
+        log_fatal("cannot create the wake-up pipe: %s", strerror(errno));
+    install_signals();
+    drop_privileges(spec);
+
+    aly_err_t err;
+    store_t *store = store_open(spec->cfg, &err);
+    if (store == NULL)
+        log_fatal("%s", err.msg);
+
+    w.hctx = (http_ctx_t){.cfg = spec->cfg,
+                          .store = store,
+                          .stats = spec->stats,
+                          .slot = &spec->stats->slots[spec->slot],
+                          .started_ms = aly_now_ms(),
+                          .worker_number = spec->number};
+    setup_globalconf(spec->cfg);
+    h2o_hostconf_t **public_hosts, **admin_hosts;
+    http_register(&w.conf, &w.hctx, &public_hosts, &admin_hosts);
+
+    w.loop = h2o_evloop_create();
+    h2o_context_init(&w.ctx, w.loop, &w.conf);
+    h2o_linklist_init_anchor(&w.conns);
+
+    w.n_listeners = spec->n_listeners;
+    w.listeners = calloc(spec->n_listeners, sizeof(*w.listeners));
+    if (w.listeners == NULL)
+        log_fatal("out of memory");
+    for (size_t i = 0; i < spec->n_listeners; i++) {
+        listener_state_t *ls = &w.listeners[i];
+        ls->accept_ctx.ctx = &w.ctx;
+        ls->accept_ctx.hosts = spec->listeners[i].admin ? admin_hosts : public_hosts;
+        ls->accept_ctx.ssl_ctx = spec->listeners[i].tls ? spec->ssl_ctx : NULL;
+        ls->sock = h2o_evloop_socket_create(w.loop, spec->listeners[i].fd, H2O_SOCKET_FLAG_DONT_READ);
+        start_listener(ls);
+    }
+    w.accepting = 1;
+    h2o_socket_t *wake = h2o_evloop_socket_create(w.loop, wake_pipe[0], 0);
+    h2o_socket_read_start(wake, on_wake);
+
+    log_info("serving %zu listener(s)", spec->n_listeners);
+    for (;;) {
+        h2o_evloop_run(w.loop, INT32_MAX);
+        if (sig_stop)
+            break;
+        if (sig_reopen) {
+            sig_reopen = 0;
+            if (log_reopen(&err) != 0)
+                log_error("%s", err.msg);
+        }
+        if (sig_drain)
+            begin_drain();
+        if (w.draining && (w.n_conns == 0 || aly_now_ms() >= w.drain_deadline_ms)) {
+            if (w.n_conns != 0)
+                log_warn("shutdown_timeout reached with %zu connection(s) still open", w.n_conns);
+            break;
+        }
+    }
+    store_close(store);
+    log_info("exiting");
+    /* _exit: the connections' memory dies with the process; running atexit handlers in a child would be wrong. */
+    _exit(0);
+}
