@@ -518,6 +518,12 @@ static int finish(aly_config_t *cfg, parse_state_t *ps, aly_err_t *err)
         cfg->access_log = xstrdup("stderr");
     if (cfg->public_url == NULL) {
         const aly_listen_t *l = &cfg->listens[0];
+        int wildcard = (l->addr.ss_family == AF_INET && ((struct sockaddr_in *)&l->addr)->sin_addr.s_addr == htonl(INADDR_ANY)) ||
+                       (l->addr.ss_family == AF_INET6 && IN6_IS_ADDR_UNSPECIFIED(&((struct sockaddr_in6 *)&l->addr)->sin6_addr));
+        if (wildcard) {
+            at(ps, "listen");
+            return fail(ps, err, "listen %s is a wildcard address: set public_url to the URL clients use", l->spec);
+        }
         char buf[300];
         int v6 = l->addr.ss_family == AF_INET6;
         snprintf(buf, sizeof(buf), "%s://%s%s%s:%u", l->tls ? "https" : "http", v6 ? "[" : "", l->host, v6 ? "]" : "",

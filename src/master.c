@@ -434,13 +434,30 @@ static int write_pid_file(const char *path, aly_err_t *err)
     return 0;
 }
 
+/*
+ * Forks into the background.  The parent waits until the child reports that
+ * the pid file is written (or that it failed), so an init system that reads
+ * the pid file after the parent exits (systemd Type=forking) finds it.
+ * Returns the write end of that report pipe in the child.
+ */
 static int daemonize(aly_err_t *err)
 {
+    int report[2];
+    if (pipe(report) != 0)
+        return aly_errf(err, "cannot create a pipe: %s", strerror(errno));
     pid_t pid = fork();
     if (pid < 0)
         return aly_errf(err, "cannot fork: %s", strerror(errno));
-    if (pid > 0)
-        _exit(0);
+    if (pid > 0) {
+        close(report[1]);
+        char ok = 0;
+        ssize_t n;
+        do
+            n = read(report[0], &ok, 1);
+        while (n < 0 && errno == EINTR);
+        _exit(n == 1 && ok == 1 ? 0 : 1);
+    }
+    close(report[0]);
     if (setsid() < 0)
         return aly_errf(err, "setsid: %s", strerror(errno));
     int fd = open("/dev/null", O_RDWR);
@@ -452,7 +469,19 @@ static int daemonize(aly_err_t *err)
         if (fd > 2)
             close(fd);
     }
-    return 0;
+    fcntl(report[1], F_SETFD, FD_CLOEXEC);
+    return report[1];
+}
+
+/* Tells the waiting parent of daemonize() whether start-up succeeded. */
+static void report_started(int fd, int ok)
+{
+    if (fd < 0)
+        return;
+    char c = ok ? 1 : 0;
+    ssize_t n = write(fd, &c, 1);
+    (void)n;
+    close(fd);
 }
 
 int master_run(const char *config_path, int foreground, unsigned workers_override)
@@ -477,7 +506,8 @@ int master_run(const char *config_path, int foreground, unsigned workers_overrid
         return 1;
     }
     m.gen.id = 1;
-    if (!foreground && daemonize(&err) != 0) {
+    int report_fd = -1;
+    if (!foreground && (report_fd = daemonize(&err)) < 0) {
         fprintf(stderr, "alyd: %s\n", err.msg);
         return 1;
     }
@@ -485,12 +515,13 @@ int master_run(const char *config_path, int foreground, unsigned workers_overrid
     if (pid_file != NULL) {
         if (write_pid_file(pid_file, &err) != 0) {
             log_error("%s", err.msg);
-            if (foreground)
-                fprintf(stderr, "alyd: %s\n", err.msg);
+            fprintf(stderr, "alyd: %s\n", err.msg);
+            report_started(report_fd, 0);
             return 1;
         }
         m.pid_path = strdup(pid_file);
     }
+    report_started(report_fd, 1);
 
     sigset_t set;
     sigemptyset(&set);
@@ -498,6 +529,9 @@ int master_run(const char *config_path, int foreground, unsigned workers_overrid
     for (size_t i = 0; i < ALY_ARRAY_SIZE(sigs); i++)
         sigaddset(&set, sigs[i]);
     sigprocmask(SIG_BLOCK, &set, NULL);
+    /* A shell starts background jobs with QUIT and INT ignored; the master wants them delivered. */
+    for (size_t i = 0; i < ALY_ARRAY_SIZE(sigs); i++)
+        signal(sigs[i], SIG_DFL);
     signal(SIGPIPE, SIG_IGN);
 
     log_info("alyd %s starting %u worker(s) on %zu listener(s), public_url %s", PACKAGE_VERSION, m.gen.n_workers,
