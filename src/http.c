@@ -190,10 +190,78 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     return 0;
 }
 
+/* Error codes of JSON-RPC error bodies for HTTP-level refusals (implementation-defined range). */
+#define RPC_UNAUTHORIZED (-32001)
+#define RPC_FORBIDDEN (-32003)
+
+static void send_rpc_error(h2o_req_t *req, int status, const char *reason, int code, const char *message, json_t *data)
+{
+    json_t *e = json_pack("{s:i, s:s}", "code", code, "message", message);
+    if (data != NULL)
+        json_object_set_new(e, "data", data);
+    send_json_object(req, status, reason, json_pack("{s:s, s:n, s:o}", "jsonrpc", "2.0", "id", "error", e));
+}
+
+/* Quoted-string content for an auth-param: our messages hold no quotes or backslashes, but make sure. */
+static void auth_param(char *out, size_t len, const char *in)
+{
+    size_t o = 0;
+    for (; *in && o + 1 < len; in++)
+        out[o++] = (*in == '"' || *in == '\\' || (unsigned char)*in < 0x20) ? '\'' : *in;
+    out[o] = '\0';
+}
+
+int http_authenticate(http_ctx_t *hctx, h2o_req_t *req, principal_t *p)
+{
+    ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
+    const char *value = i >= 0 ? req->headers.entries[i].value.base : NULL;
+    size_t len = i >= 0 ? req->headers.entries[i].value.len : 0;
+    aly_err_t why = {""};
+    auth_result_t r = auth_authenticate(hctx->auth, value, len, p, &why);
+    if (r == AUTH_OK)
+        return 0;
+    if (r == AUTH_ERROR) {
+        send_rpc_error(req, 503, "Service Unavailable", -32603, "the credential store cannot be read; try again shortly", NULL);
+        return -1;
+    }
+    char metadata[1200], desc[600], header[2048];
+    snprintf(metadata, sizeof(metadata), "%s/.well-known/oauth-protected-resource/api/mcp", hctx->cfg->public_url);
+    if (r == AUTH_MISSING) {
+        snprintf(header, sizeof(header), "Bearer realm=\"aly\", resource_metadata=\"%s\"", metadata);
+        snprintf(why.msg, sizeof(why.msg), "%s", "this endpoint needs a credential: send Authorization: Bearer aly_... (an API key) or an OAuth access token");
+    } else {
+        auth_param(desc, sizeof(desc), why.msg);
+        snprintf(header, sizeof(header), "Bearer realm=\"aly\", error=\"invalid_token\", error_description=\"%s\", resource_metadata=\"%s\"",
+                 desc, metadata);
+    }
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL, h2o_strdup(&req->pool, header, SIZE_MAX).base,
+                   strlen(header));
+    send_rpc_error(req, 401, "Unauthorized", RPC_UNAUTHORIZED, why.msg, json_pack("{s:s}", "resource_metadata", metadata));
+    return -1;
+}
+
+void http_send_insufficient_scope(http_ctx_t *hctx, h2o_req_t *req, const principal_t *p, scope_set_t need)
+{
+    char held_and_need[512], missing_names[256], header[2048], metadata[1200], msg[512];
+    scope_set_t missing = need & ~p->scopes;
+    auth_format_scopes(p->scopes | need, held_and_need, sizeof(held_and_need));
+    auth_format_scopes(missing, missing_names, sizeof(missing_names));
+    snprintf(metadata, sizeof(metadata), "%s/.well-known/oauth-protected-resource/api/mcp", hctx->cfg->public_url);
+    snprintf(header, sizeof(header), "Bearer error=\"insufficient_scope\", scope=\"%s\", resource_metadata=\"%s\"",
+             held_and_need, metadata);
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL, h2o_strdup(&req->pool, header, SIZE_MAX).base,
+                   strlen(header));
+    snprintf(msg, sizeof(msg), "this needs the scope %s, which your credential lacks: mint a key with it (alyctl keys create --scopes ...)",
+             missing_names);
+    send_rpc_error(req, 403, "Forbidden", RPC_FORBIDDEN, msg, json_pack("{s:s, s:s}", "required_scope", missing_names, "scope", held_and_need));
+}
+
 static void serve_mcp(http_ctx_t *hctx, h2o_req_t *req)
 {
-    (void)hctx;
-    http_send_error(req, 501, "Not Implemented", "not_implemented", "the MCP endpoint is not available in this build yet");
+    principal_t p;
+    if (http_authenticate(hctx, req, &p) != 0)
+        return;
+    send_rpc_error(req, 501, "Not Implemented", -32601, "the MCP engine is not available in this build yet", NULL);
 }
 
 static void serve_resource_metadata(http_ctx_t *hctx, h2o_req_t *req)

@@ -27,6 +27,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "aly/auth.h"
 #include "aly/log.h"
 #include "aly/stats.h"
 #include "aly/store.h"
@@ -160,6 +161,8 @@ static int prepare_generation(aly_config_t *cfg, unsigned workers_override, gene
                 return -1;
         }
     }
+    if (auth_check_config(cfg, err) != 0)
+        goto fail;
     /* The store must exist before workers try to open it; this also clears stale readers. */
     int cleared;
     if (store_reader_check(cfg, &cleared, err) != 0)
@@ -592,6 +595,10 @@ int master_test_config(const char *config_path)
     int rc = 0;
     if (resolve_user(cfg, &uid, &gid, &err) != 0) {
         fprintf(stderr, "%s\n", err.msg);
+        rc = 1;
+    }
+    if (rc == 0 && auth_check_config(cfg, &err) != 0) {
+        fprintf(stderr, "%s: %s\n", config_path, err.msg);
         rc = 1;
     }
     for (size_t i = 0; rc == 0 && i < cfg->n_listens; i++) {

@@ -18,14 +18,16 @@
 #define MAX_READERS 1022 /* workers x concurrent read txns, plus alyctl; LMDB's default is 126 */
 
 /* The named databases of each environment, opened once per process. */
-static const char *const durable_dbs[] = {"meta"};
-static const char *const volatile_dbs[] = {"meta"};
+static const char *const durable_dbs[DB_N] = {"meta", "workspaces", "keys", "key_hash", "revoked_jti", "revoked_sub", "data"};
+static const char *const volatile_dbs[VDB_N] = {"meta", "last_used", "rate"};
 
 struct store {
     MDB_env *env;
     MDB_env *vol;
-    MDB_dbi dbi[ALY_ARRAY_SIZE(durable_dbs)];
-    MDB_dbi vdbi[ALY_ARRAY_SIZE(volatile_dbs)];
+    MDB_dbi dbi[DB_N];
+    MDB_dbi vdbi[VDB_N];
+    MDB_txn *reader[2]; /* reset read transactions kept for reuse: durable, volatile */
+    int reader_busy[2];
 };
 
 static const char schema_key[] = "schema";
@@ -51,8 +53,9 @@ static int env_open(const aly_config_t *cfg, const char *sub, size_t map_size, u
         rc = mdb_env_set_maxreaders(env, MAX_READERS);
     if (rc == 0)
         rc = mdb_env_set_mapsize(env, map_size);
+    /* MDB_NOTLS: read transactions are tied to our handles, not to the thread, so they can be reset and renewed. */
     if (rc == 0)
-        rc = mdb_env_open(env, path, flags, 0640);
+        rc = mdb_env_open(env, path, flags | MDB_NOTLS, 0640);
     if (rc != 0) {
         mdb_env_close(env);
         if (rc == ENOENT)
@@ -209,7 +212,7 @@ int store_init(const aly_config_t *cfg, uid_t uid, gid_t gid, aly_err_t *err)
         if (env_path(cfg, envs[i].sub, path, sizeof(path), err) != 0 || make_dir(path, 0750, uid, gid, err) != 0)
             return -1;
         MDB_env *env;
-        MDB_dbi dbis[8];
+        MDB_dbi dbis[16];
         if (env_open(cfg, envs[i].sub, envs[i].map, envs[i].flags, &env, err) != 0)
             return -1;
         int rc = open_dbis(env, envs[i].dbs, envs[i].n, dbis, 1, err);
@@ -271,6 +274,9 @@ void store_close(store_t *st)
 {
     if (st == NULL)
         return;
+    for (int i = 0; i < 2; i++)
+        if (st->reader[i] != NULL)
+            mdb_txn_abort(st->reader[i]);
     if (st->env != NULL)
         mdb_env_close(st->env);
     if (st->vol != NULL)
@@ -347,4 +353,190 @@ int store_stats(store_t *st, store_db_stat_t *dbs, size_t max, store_env_stat_t 
         mdb_txn_abort(txn);
     }
     return (int)n;
+}
+
+int store_begin(store_t *st, int flags, store_txn_t *t, aly_err_t *err)
+{
+    int vol = (flags & STORE_VOLATILE) != 0;
+    MDB_env *env = vol ? st->vol : st->env;
+    MDB_txn *txn = NULL;
+    int rc;
+    t->st = st;
+    t->flags = flags;
+    if (!(flags & STORE_WRITE) && !st->reader_busy[vol]) {
+        if (st->reader[vol] != NULL) {
+            rc = mdb_txn_renew(st->reader[vol]);
+            if (rc != 0) {
+                mdb_txn_abort(st->reader[vol]);
+                st->reader[vol] = NULL;
+            }
+        }
+        if (st->reader[vol] == NULL && (rc = mdb_txn_begin(env, NULL, MDB_RDONLY, &st->reader[vol])) != 0)
+            return aly_errf(err, "cannot begin a read transaction: %s", mdb_strerror(rc));
+        st->reader_busy[vol] = 1;
+        t->txn = st->reader[vol];
+        return 0;
+    }
+    rc = mdb_txn_begin(env, NULL, (flags & STORE_WRITE) ? 0 : MDB_RDONLY, &txn);
+    if (rc == MDB_MAP_RESIZED) {
+        /* Another process grew the map: adopt its size and retry. */
+        mdb_env_set_mapsize(env, 0);
+        rc = mdb_txn_begin(env, NULL, (flags & STORE_WRITE) ? 0 : MDB_RDONLY, &txn);
+    }
+    if (rc != 0)
+        return aly_errf(err, "cannot begin a transaction: %s", mdb_strerror(rc));
+    t->txn = txn;
+    return 0;
+}
+
+static int is_cached_reader(store_txn_t *t)
+{
+    int vol = (t->flags & STORE_VOLATILE) != 0;
+    return !(t->flags & STORE_WRITE) && t->txn == t->st->reader[vol] && t->st->reader_busy[vol];
+}
+
+void store_abort(store_txn_t *t)
+{
+    if (t->txn == NULL)
+        return;
+    if (is_cached_reader(t)) {
+        mdb_txn_reset(t->txn);
+        t->st->reader_busy[(t->flags & STORE_VOLATILE) != 0] = 0;
+    } else {
+        mdb_txn_abort(t->txn);
+    }
+    t->txn = NULL;
+}
+
+int store_commit(store_txn_t *t, aly_err_t *err)
+{
+    if (!(t->flags & STORE_WRITE)) {
+        store_abort(t);
+        return 0;
+    }
+    int rc = mdb_txn_commit(t->txn);
+    t->txn = NULL;
+    if (rc == MDB_MAP_FULL)
+        return aly_errf(err, "the store is full: raise map_size in the configuration and reload");
+    if (rc != 0)
+        return aly_errf(err, "cannot commit: %s", mdb_strerror(rc));
+    return 0;
+}
+
+static MDB_dbi dbi_of(store_txn_t *t, int db)
+{
+    return (t->flags & STORE_VOLATILE) ? t->st->vdbi[db] : t->st->dbi[db];
+}
+
+int store_get(store_txn_t *t, int db, const void *key, size_t klen, store_val_t *val, aly_err_t *err)
+{
+    if (klen == 0 || klen > 511)
+        return 1;
+    MDB_val k = {klen, (void *)key}, v;
+    int rc = mdb_get(t->txn, dbi_of(t, db), &k, &v);
+    if (rc == MDB_NOTFOUND)
+        return 1;
+    if (rc != 0)
+        return aly_errf(err, "store read failed: %s", mdb_strerror(rc));
+    val->data = v.mv_data;
+    val->len = v.mv_size;
+    return 0;
+}
+
+int store_put(store_txn_t *t, int db, const void *key, size_t klen, const void *val, size_t vlen, int noclobber,
+              aly_err_t *err)
+{
+    if (klen == 0 || klen > 511)
+        return aly_errf(err, "store key of %zu bytes is out of range", klen);
+    MDB_val k = {klen, (void *)key}, v = {vlen, (void *)val};
+    int rc = mdb_put(t->txn, dbi_of(t, db), &k, &v, noclobber ? MDB_NOOVERWRITE : 0);
+    if (rc == MDB_KEYEXIST)
+        return 1;
+    if (rc == MDB_MAP_FULL)
+        return aly_errf(err, "the store is full: raise map_size in the configuration and reload");
+    if (rc != 0)
+        return aly_errf(err, "store write failed: %s", mdb_strerror(rc));
+    return 0;
+}
+
+int store_del(store_txn_t *t, int db, const void *key, size_t klen, aly_err_t *err)
+{
+    MDB_val k = {klen, (void *)key};
+    int rc = mdb_del(t->txn, dbi_of(t, db), &k, NULL);
+    if (rc == MDB_NOTFOUND)
+        return 1;
+    if (rc != 0)
+        return aly_errf(err, "store delete failed: %s", mdb_strerror(rc));
+    return 0;
+}
+
+int store_scan(store_txn_t *t, int db, const void *prefix, size_t plen, const void *after, size_t alen, store_scan_cb cb,
+               void *ctx, aly_err_t *err)
+{
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(t->txn, dbi_of(t, db), &cur);
+    if (rc != 0)
+        return aly_errf(err, "cannot open a cursor: %s", mdb_strerror(rc));
+    MDB_val k, v;
+    if (after != NULL && alen > 0) {
+        k = (MDB_val){alen, (void *)after};
+        rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+        if (rc == 0 && k.mv_size == alen && memcmp(k.mv_data, after, alen) == 0)
+            rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    } else if (plen > 0) {
+        k = (MDB_val){plen, (void *)prefix};
+        rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    } else {
+        rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+    }
+    int ret = 0;
+    for (; rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size < plen || memcmp(k.mv_data, prefix, plen) != 0)
+            break;
+        store_val_t sk = {k.mv_data, k.mv_size}, sv = {v.mv_data, v.mv_size};
+        int r = cb(ctx, &sk, &sv);
+        if (r < 0) {
+            ret = aly_errf(err, "store scan stopped on a bad record");
+            break;
+        }
+        if (r > 0)
+            break;
+    }
+    if (rc != 0 && rc != MDB_NOTFOUND && ret == 0)
+        ret = aly_errf(err, "store scan failed: %s", mdb_strerror(rc));
+    mdb_cursor_close(cur);
+    return ret;
+}
+
+int store_backup(store_t *st, const char *dir, aly_err_t *err)
+{
+    int rc = mdb_env_copy2(st->env, dir, MDB_CP_COMPACT);
+    if (rc != 0)
+        return aly_errf(err, "backup to %s failed: %s", dir, mdb_strerror(rc));
+    return 0;
+}
+
+int store_new_id(const char *prefix, char *out, size_t len, aly_err_t *err)
+{
+    static const char b62[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    size_t pl = strlen(prefix);
+    if (len < pl + 21)
+        return aly_errf(err, "id buffer too small");
+    unsigned char rnd[40];
+    if (RAND_bytes(rnd, sizeof(rnd)) != 1)
+        return aly_errf(err, "cannot draw random bytes");
+    memcpy(out, prefix, pl);
+    /* Rejection sampling keeps the characters uniform: 248 = 4 * 62. */
+    size_t n = 0;
+    for (size_t i = 0; n < 20; i++) {
+        if (i == sizeof(rnd)) {
+            if (RAND_bytes(rnd, sizeof(rnd)) != 1)
+                return aly_errf(err, "cannot draw random bytes");
+            i = 0;
+        }
+        if (rnd[i] < 248)
+            out[pl + n++] = b62[rnd[i] % 62];
+    }
+    out[pl + 20] = '\0';
+    return 0;
 }

@@ -242,8 +242,12 @@ void worker_run(const worker_spec_t *spec)
     if (store == NULL)
         log_fatal("%s", err.msg);
 
+    auth_t *auth = auth_new(spec->cfg, store, &err);
+    if (auth == NULL)
+        log_fatal("%s", err.msg);
     w.hctx = (http_ctx_t){.cfg = spec->cfg,
                           .store = store,
+                          .auth = auth,
                           .stats = spec->stats,
                           .slot = &spec->stats->slots[spec->slot],
                           .started_ms = aly_now_ms(),
@@ -290,6 +294,7 @@ void worker_run(const worker_spec_t *spec)
             break;
         }
     }
+    auth_free(auth);
     store_close(store);
     log_info("exiting");
     /* _exit: the connections' memory dies with the process; running atexit handlers in a child would be wrong. */

@@ -11,6 +11,7 @@
 
 #include <h2o.h>
 
+#include "aly/auth.h"
 #include "aly/config.h"
 #include "aly/stats.h"
 #include "aly/store.h"
@@ -18,6 +19,7 @@
 typedef struct http_ctx {
     const aly_config_t *cfg;
     store_t *store;
+    auth_t *auth;
     stats_shared_t *stats;
     stats_slot_t *slot;
     uint64_t started_ms;
@@ -29,6 +31,16 @@ typedef struct http_ctx {
  * *admin_hosts receive NULL-terminated host lists for h2o_accept_ctx_t.hosts.
  */
 void http_register(h2o_globalconf_t *conf, http_ctx_t *hctx, h2o_hostconf_t ***public_hosts, h2o_hostconf_t ***admin_hosts);
+
+/*
+ * Authenticates req's bearer credential into p.  On failure sends the 401
+ * (WWW-Authenticate, Cache-Control: no-store, JSON-RPC error body) or 503 and
+ * returns -1; the caller just returns.
+ */
+int http_authenticate(http_ctx_t *hctx, h2o_req_t *req, principal_t *p);
+
+/* The 403 for a principal lacking need: WWW-Authenticate insufficient_scope with held + required scopes. */
+void http_send_insufficient_scope(http_ctx_t *hctx, h2o_req_t *req, const principal_t *p, scope_set_t need);
 
 /* Sends body (JSON text) with status; the body is copied. */
 void http_send_json(h2o_req_t *req, int status, const char *reason, const char *body, size_t len);

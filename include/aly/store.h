@@ -27,6 +27,68 @@
 
 typedef struct store store_t;
 
+/* Named databases of the durable environment.  Keys of workspace data start with the workspace id. */
+typedef enum {
+    DB_META,        /* "schema" -> meta record; "revocations" -> revocation generation */
+    DB_WORKSPACES,  /* ws id -> workspace record */
+    DB_KEYS,        /* ws id "/" key id -> key record */
+    DB_KEY_HASH,    /* HMAC-SHA256(pepper, key) (32 bytes) -> ws id "/" key id */
+    DB_REVOKED_JTI, /* jti -> revocation record */
+    DB_REVOKED_SUB, /* sub -> revocation record */
+    DB_DATA,        /* ws id "/" ... -> workspace data (tools) */
+    DB_N
+} store_db_t;
+
+/* Named databases of the volatile environment (STORE_VOLATILE). */
+typedef enum {
+    VDB_META,
+    VDB_LAST_USED, /* key id -> uint64 ms, little endian */
+    VDB_RATE,      /* principal id -> limiter state */
+    VDB_N
+} store_vdb_t;
+
+#define STORE_WRITE 1
+#define STORE_VOLATILE 2
+
+/* A transaction on one environment.  Read transactions reuse one reset handle per environment. */
+typedef struct store_txn {
+    store_t *st;
+    void *txn; /* MDB_txn */
+    int flags;
+} store_txn_t;
+
+typedef struct store_val {
+    const void *data; /* valid until the transaction ends */
+    size_t len;
+} store_val_t;
+
+int store_begin(store_t *st, int flags, store_txn_t *t, aly_err_t *err);
+int store_commit(store_txn_t *t, aly_err_t *err);
+void store_abort(store_txn_t *t);
+
+/* 0 found, 1 not found, -1 error. */
+int store_get(store_txn_t *t, int db, const void *key, size_t klen, store_val_t *val, aly_err_t *err);
+/* noclobber: fail with 1 when the key exists.  0 stored, 1 exists, -1 error. */
+int store_put(store_txn_t *t, int db, const void *key, size_t klen, const void *val, size_t vlen, int noclobber,
+              aly_err_t *err);
+/* 0 deleted, 1 not found, -1 error. */
+int store_del(store_txn_t *t, int db, const void *key, size_t klen, aly_err_t *err);
+
+/*
+ * Calls cb for every record whose key starts with prefix, in key order,
+ * starting after "after" when not NULL.  cb returns 0 to go on, 1 to stop,
+ * -1 to fail.  Returns 0, or -1 with err.
+ */
+typedef int (*store_scan_cb)(void *ctx, const store_val_t *key, const store_val_t *val);
+int store_scan(store_txn_t *t, int db, const void *prefix, size_t plen, const void *after, size_t alen, store_scan_cb cb,
+               void *ctx, aly_err_t *err);
+
+/* Hot copy of the durable environment into dir (which must exist and be empty), compacted. */
+int store_backup(store_t *st, const char *dir, aly_err_t *err);
+
+/* A random id "prefix" + 20 base62 characters into out (>= strlen(prefix) + 21). */
+int store_new_id(const char *prefix, char *out, size_t len, aly_err_t *err);
+
 /*
  * alyctl init: creates data_dir (0750), both environments, the named databases
  * and the pepper file (32 random bytes, 0600) when it does not exist yet.

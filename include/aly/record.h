@@ -1,0 +1,84 @@
+/*
+ * Records: C structs stored as msgpack maps, described by tables.
+ *
+ * A record type is a tag ("t"), a version ("v") and a table of fields, each
+ * a name, a kind and where it lives in the struct.  record_encode() walks the
+ * table to write a map; record_decode() walks the map and refuses anything
+ * that is not exactly what the table says: wrong tag or version, a field of
+ * the wrong kind or over its size, a missing required field, or bytes left
+ * over.  Strings are copied into fixed arrays of the struct, so a decoded
+ * record owns its data and outlives the LMDB transaction it came from.
+ * Unknown fields are skipped, so an older alyd can read a newer record that
+ * only added optional fields.
+ */
+#ifndef ALY_RECORD_H
+#define ALY_RECORD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "aly/common.h"
+#include "aly/scope.h"
+
+typedef enum {
+    RF_STR, /* char[size], NUL-terminated, at most size-1 bytes */
+    RF_U64, /* uint64_t */
+    RF_BIN, /* unsigned char[size], exactly size bytes */
+} record_kind_t;
+
+typedef struct record_field {
+    const char *name;
+    record_kind_t kind;
+    size_t offset;
+    size_t size;
+    int optional; /* absent means zero / empty */
+} record_field_t;
+
+typedef struct record_type {
+    const char *tag;
+    uint32_t version;
+    const record_field_t *fields;
+    size_t n_fields;
+} record_type_t;
+
+/* Encodes obj as a msgpack map into a malloc'd buffer. */
+int record_encode(const record_type_t *type, const void *obj, char **out, size_t *len, aly_err_t *err);
+
+/* Decodes data into obj (zeroed first); -1 with err on anything unexpected. */
+int record_decode(const record_type_t *type, const void *data, size_t len, void *obj, aly_err_t *err);
+
+/* ---- the records of the durable store ---- */
+
+#define ALY_ID_MAX 32 /* "key_" + 20 base62, with room */
+#define ALY_NAME_MAX 128
+
+typedef struct workspace_record {
+    char id[ALY_ID_MAX];
+    char name[ALY_NAME_MAX];
+    uint64_t created_ms;
+} workspace_record_t;
+
+typedef struct key_record {
+    char id[ALY_ID_MAX];
+    char workspace[ALY_ID_MAX];
+    char name[ALY_NAME_MAX];
+    uint64_t scopes; /* scope_set_t */
+    uint64_t created_ms;
+    uint64_t expires_ms; /* 0: never */
+    uint64_t revoked_ms; /* 0: not revoked */
+    uint64_t rate_count; /* 0: the configured default */
+    uint64_t rate_period_s;
+    uint64_t rate_burst;
+    unsigned char hash[32]; /* HMAC-SHA256(pepper, key) */
+} key_record_t;
+
+typedef struct revocation_record {
+    char subject[256]; /* the jti or sub */
+    uint64_t revoked_ms;
+} revocation_record_t;
+
+extern const record_type_t record_workspace;
+extern const record_type_t record_key;
+extern const record_type_t record_revocation;
+
+#endif

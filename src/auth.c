@@ -1,0 +1,237 @@
+/*
+ * The credential gate: parses the Authorization header, routes "aly_" keys
+ * and "aly_oauth_" tokens to their checks, and yields one principal model.
+ * Everything a request needs from the store happens in one read transaction.
+ */
+#include <openssl/crypto.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "aly/auth_internal.h"
+#include "aly/log.h"
+
+#define STAMP_SLOTS 256
+#define STAMP_INTERVAL_MS 60000
+
+typedef struct stamp {
+    char id[ALY_ID_MAX];
+    uint64_t ms;
+} stamp_t;
+
+struct auth {
+    const aly_config_t *cfg;
+    store_t *store;
+    auth_pepper_t *pepper;
+    auth_oauth_t *oauth;
+    stamp_t stamps[STAMP_SLOTS]; /* last-used stamps this worker wrote, to write at most once a minute */
+};
+
+auth_t *auth_new(const aly_config_t *cfg, store_t *st, aly_err_t *err)
+{
+    auth_t *a = calloc(1, sizeof(*a));
+    if (a == NULL)
+        abort();
+    a->cfg = cfg;
+    a->store = st;
+    if ((a->pepper = auth_pepper_load(cfg->key_pepper_file, err)) == NULL || auth_oauth_new(cfg, &a->oauth, err) != 0) {
+        auth_free(a);
+        return NULL;
+    }
+    return a;
+}
+
+void auth_free(auth_t *a)
+{
+    if (a == NULL)
+        return;
+    auth_pepper_free(a->pepper);
+    auth_oauth_free(a->oauth);
+    free(a);
+}
+
+int auth_check_config(const aly_config_t *cfg, aly_err_t *err)
+{
+    return auth_oauth_check_config(cfg, err);
+}
+
+static uint64_t revocation_generation(store_txn_t *t)
+{
+    static const char k[] = "revocations";
+    store_val_t v;
+    uint64_t gen = 0;
+    if (store_get(t, DB_META, k, sizeof(k) - 1, &v, NULL) == 0 && v.len == sizeof(gen))
+        memcpy(&gen, v.data, sizeof(gen));
+    return gen;
+}
+
+/* Records that key id was used now, at most once a minute per key across all workers. */
+static void stamp_used(auth_t *a, const char *id)
+{
+    uint64_t now = aly_wall_ms(), h = 5381;
+    for (const char *p = id; *p; p++)
+        h = h * 33 + (unsigned char)*p;
+    stamp_t *s = &a->stamps[h % STAMP_SLOTS];
+    if (strcmp(s->id, id) == 0 && now - s->ms < STAMP_INTERVAL_MS)
+        return;
+    store_txn_t t;
+    aly_err_t err;
+    if (store_begin(a->store, STORE_WRITE | STORE_VOLATILE, &t, &err) != 0) {
+        log_warn("last-used stamp: %s", err.msg);
+        return;
+    }
+    store_val_t v;
+    uint64_t prev = 0;
+    size_t idlen = strlen(id);
+    if (store_get(&t, VDB_LAST_USED, id, idlen, &v, &err) == 0 && v.len == sizeof(prev))
+        memcpy(&prev, v.data, sizeof(prev));
+    if (now - prev >= STAMP_INTERVAL_MS) {
+        if (store_put(&t, VDB_LAST_USED, id, idlen, &now, sizeof(now), 0, &err) != 0 || store_commit(&t, &err) != 0) {
+            store_abort(&t);
+            log_warn("last-used stamp: %s", err.msg);
+            return;
+        }
+        prev = now;
+    } else {
+        store_abort(&t);
+    }
+    snprintf(s->id, sizeof(s->id), "%s", id);
+    s->ms = prev;
+}
+
+static auth_result_t check_key(auth_t *a, const char *key, size_t len, store_txn_t *t, principal_t *out, aly_err_t *why)
+{
+    if (!auth_key_well_formed(key, len))
+        return aly_errf(why, "malformed API key (wrong length or checksum): paste the whole key, or mint a new one"),
+               AUTH_INVALID;
+    unsigned char hash[32];
+    aly_err_t err;
+    if (auth_key_hash(a->pepper, key, len, hash, &err) != 0) {
+        log_error("%s", err.msg);
+        return AUTH_ERROR;
+    }
+    store_val_t ref, val;
+    int rc = store_get(t, DB_KEY_HASH, hash, sizeof(hash), &ref, &err);
+    if (rc == 1)
+        return aly_errf(why, "unknown API key: mint a new one with alyctl keys create"), AUTH_INVALID;
+    if (rc == 0)
+        rc = store_get(t, DB_KEYS, ref.data, ref.len, &val, &err);
+    if (rc != 0) {
+        log_error("key lookup: %s", rc == 1 ? "hash index names a missing key" : err.msg);
+        return AUTH_ERROR;
+    }
+    key_record_t rec;
+    if (record_decode(&record_key, val.data, val.len, &rec, &err) != 0) {
+        log_error("key record: %s", err.msg);
+        return AUTH_ERROR;
+    }
+    if (CRYPTO_memcmp(rec.hash, hash, sizeof(hash)) != 0)
+        return aly_errf(why, "unknown API key: mint a new one with alyctl keys create"), AUTH_INVALID;
+    uint64_t now = aly_wall_ms();
+    if (rec.revoked_ms != 0)
+        return aly_errf(why, "this API key has been revoked: mint a new one"), AUTH_INVALID;
+    if (rec.expires_ms != 0 && now >= rec.expires_ms)
+        return aly_errf(why, "this API key has expired: mint a new one"), AUTH_INVALID;
+    memset(out, 0, sizeof(*out));
+    out->kind = PRINCIPAL_KEY;
+    snprintf(out->id, sizeof(out->id), "%s", rec.id);
+    snprintf(out->workspace, sizeof(out->workspace), "%s", rec.workspace);
+    out->scopes = (scope_set_t)rec.scopes;
+    out->expires_ms = rec.expires_ms;
+    if (rec.rate_count != 0)
+        out->rate = (aly_rate_t){(uint32_t)rec.rate_count, (uint32_t)rec.rate_period_s, (uint32_t)rec.rate_burst};
+    else
+        out->rate = a->cfg->rate_limit;
+    return AUTH_OK;
+}
+
+auth_result_t auth_authenticate(auth_t *a, const char *header, size_t len, principal_t *out, aly_err_t *why)
+{
+    if (header == NULL)
+        return AUTH_MISSING;
+    /* "Bearer" is case-insensitive (RFC 9110 auth-scheme); one or more spaces, then the token. */
+    if (len < 7 || strncasecmp(header, "Bearer ", 7) != 0)
+        return aly_errf(why, "use the Bearer scheme: Authorization: Bearer aly_..."), AUTH_INVALID;
+    size_t i = 7;
+    while (i < len && header[i] == ' ')
+        i++;
+    const char *tok = header + i;
+    size_t tlen = len - i;
+    while (tlen > 0 && (tok[tlen - 1] == ' ' || tok[tlen - 1] == '\t'))
+        tlen--;
+    if (tlen == 0)
+        return aly_errf(why, "the Bearer credential is empty"), AUTH_INVALID;
+    if (tlen > AUTH_MAX_TOKEN)
+        return aly_errf(why, "the Bearer credential is longer than %d bytes", AUTH_MAX_TOKEN), AUTH_INVALID;
+
+    const size_t op = sizeof(AUTH_OAUTH_PREFIX) - 1, kp = sizeof(AUTH_KEY_PREFIX) - 1;
+    int is_oauth = tlen > op && memcmp(tok, AUTH_OAUTH_PREFIX, op) == 0;
+    if (!is_oauth && (tlen < kp || memcmp(tok, AUTH_KEY_PREFIX, kp) != 0))
+        return aly_errf(why, "not an Aly credential: API keys start with aly_, OAuth tokens with aly_oauth_"), AUTH_INVALID;
+    if (is_oauth && a->oauth == NULL)
+        return aly_errf(why, "this server does not accept OAuth tokens: use an API key"), AUTH_INVALID;
+
+    store_txn_t t;
+    aly_err_t err;
+    if (store_begin(a->store, 0, &t, &err) != 0) {
+        log_error("credential check: %s", err.msg);
+        return AUTH_ERROR;
+    }
+    auth_result_t r;
+    if (is_oauth)
+        r = auth_oauth_verify(a->oauth, tok + op, tlen - op, &t, revocation_generation(&t), out, why);
+    else
+        r = check_key(a, tok, tlen, &t, out, why);
+    store_abort(&t);
+    if (r == AUTH_OK && out->kind == PRINCIPAL_KEY)
+        stamp_used(a, out->id);
+    return r;
+}
+
+int auth_require(const principal_t *p, scope_set_t need, scope_set_t *missing)
+{
+    scope_set_t lack = need & ~p->scopes;
+    if (lack == 0)
+        return 0;
+    if (missing != NULL)
+        *missing = lack & (~lack + 1); /* lowest missing bit */
+    return -1;
+}
+
+void auth_format_scopes(scope_set_t set, char *buf, size_t len)
+{
+    size_t o = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < scope_count; i++) {
+        if (!(set & ((scope_set_t)1 << i)))
+            continue;
+        int n = snprintf(buf + o, len - o, "%s%s", o ? " " : "", scope_catalogue[i].name);
+        if (n < 0 || (size_t)n >= len - o)
+            break;
+        o += (size_t)n;
+    }
+}
+
+int auth_parse_scopes(const char *text, scope_set_t *out, aly_err_t *err)
+{
+    *out = 0;
+    for (const char *s = text; *s;) {
+        size_t n = strcspn(s, ", ");
+        if (n > 0) {
+            scope_set_t bit = scope_lookup(s, n);
+            if (bit == 0) {
+                char known[256];
+                auth_format_scopes(~(scope_set_t)0, known, sizeof(known));
+                return aly_errf(err, "unknown scope \"%.*s\" (known: %s)", (int)n, s, known);
+            }
+            *out |= bit;
+        }
+        s += n;
+        while (*s == ',' || *s == ' ')
+            s++;
+    }
+    if (*out == 0)
+        return aly_errf(err, "no scopes given");
+    return 0;
+}
