@@ -353,9 +353,13 @@ static int keys_create(ctl_t *ctl, store_t *st)
     if (v[3] != NULL) {
         char *end;
         unsigned long long n = strtoull(v[3], &end, 10);
-        uint64_t unit = strcmp(end, "d") == 0 ? 86400000ULL : strcmp(end, "h") == 0 ? 3600000ULL : strcmp(end, "m") == 0 ? 60000ULL : 0;
+        uint64_t unit = strcmp(end, "d") == 0   ? 86400000ULL
+                        : strcmp(end, "h") == 0 ? 3600000ULL
+                        : strcmp(end, "m") == 0 ? 60000ULL
+                        : strcmp(end, "s") == 0 ? 1000ULL
+                                                : 0;
         if (v[3][0] < '0' || v[3][0] > '9' || unit == 0 || n == 0 || n > 3650ULL * 86400000ULL / unit)
-            return fail("--expires \"%s\" must be a duration like 90d, 12h or 30m", v[3]);
+            return fail("--expires \"%s\" must be a duration like 90d, 12h, 30m or 45s", v[3]);
         k.expires_ms = k.created_ms + n * unit;
     }
     if (v[4] != NULL) {

@@ -508,14 +508,13 @@ auth_result_t auth_oauth_verify(auth_oauth_t *o, const char *jws, size_t len, st
     for (size_t i = 0; i < len; i++)
         if (jws[i] != '.' && b64url_value((unsigned char)jws[i]) < 0)
             return aly_errf(why, "the OAuth token contains characters outside base64url"), AUTH_INVALID;
-    if (dot2 + 1 == jws + len)
-        return aly_errf(why, "the OAuth token is not signed"), AUTH_INVALID;
-
     const unsigned char *key = NULL;
     size_t keylen = 0;
-    jwt_alg_t want;
+    jwt_alg_t want = JWT_ALG_NONE;
     if (select_key(o, jws, (size_t)(dot1 - jws), &key, &keylen, &want, why) != 0)
         return AUTH_INVALID;
+    if (dot2 + 1 == jws + len)
+        return aly_errf(why, "the OAuth token is not signed"), AUTH_INVALID;
     if (key == NULL || keylen == 0)
         return aly_errf(why, "no key to verify the token"), AUTH_INVALID;
 

@@ -261,7 +261,9 @@ static void serve_mcp(http_ctx_t *hctx, h2o_req_t *req)
     principal_t p;
     if (http_authenticate(hctx, req, &p) != 0)
         return;
-    send_rpc_error(req, 501, "Not Implemented", -32601, "the MCP engine is not available in this build yet", NULL);
+    /* Until the MCP engine lands: say who the gate let through, so clients and tests can see the principal. */
+    send_rpc_error(req, 501, "Not Implemented", -32601, "the MCP engine is not available in this build yet",
+                   json_pack("{s:s, s:s}", "principal", p.id, "workspace", p.workspace));
 }
 
 static void serve_resource_metadata(http_ctx_t *hctx, h2o_req_t *req)

@@ -1,0 +1,267 @@
+# Credentials against a real alyd: the API key matrix and the JWT matrix of
+# SPEC §3.  Every refusal must be a 401 with the right WWW-Authenticate and
+# Cache-Control: no-store, and must change nothing in the store.
+use strict;
+use warnings;
+use Test::More;
+use File::Temp qw(tempdir);
+use JSON::PP ();
+use MIME::Base64 qw(encode_base64url);
+use POSIX ();
+use Alyd;
+
+sub json_encode { JSON::PP->new->canonical->encode($_[0]) }
+
+# Runs $cb in a child process; returns its pid.
+sub in_child {
+    my ($cb) = @_;
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) { $cb->(); POSIX::_exit(0) }
+    return $pid;
+}
+
+Alyd::watchdog(240);
+
+my $python = -x '/usr/bin/python3' ? '/usr/bin/python3' : 'python3';
+my $mint   = Alyd::srcdir() . '/t/lib/mintjwt.py';
+my $keys   = tempdir('alyd-jwt-XXXXXX', TMPDIR => 1, CLEANUP => 1);
+
+sub sh {
+    my (@cmd) = @_;
+    my ($exit, $out, $err) = Alyd::run_cmd(@cmd);
+    die "@cmd failed: $err" if $exit != 0;
+    return $out;
+}
+
+# Keys made here, for this run only.
+sh('openssl', 'genpkey', '-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:2048', '-out', "$keys/rsa.pem");
+sh('openssl', 'genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', "$keys/ec.pem");
+sh('openssl', 'pkey', '-in', "$keys/rsa.pem", '-pubout', '-out', "$keys/rsa.pub.pem");
+Alyd::spew("$keys/jwks.json", sh($python, $mint, 'jwks', "rsa1=$keys/rsa.pem", "ec1=$keys/ec.pem"));
+
+my $issuer = 'https://auth.example.test';
+my $srv = Alyd->start(
+    workers => 2,
+    extra   => ["oauth_issuer $issuer", "oauth_jwks_file $keys/jwks.json", "oauth_leeway 60s"]
+);
+my $resource = $srv->url('/api/mcp');
+my $metadata = $srv->url('/.well-known/oauth-protected-resource/api/mcp');
+
+sub ctl {
+    my (@args) = @_;
+    return Alyd::run_cmd(Alyd::alyctl_bin(), '-c', $srv->conf, @args);
+}
+
+sub ctl_ok {
+    my ($exit, $out, $err) = ctl(@_);
+    die "alyctl @_ failed: $err" if $exit != 0;
+    chomp $out;
+    return $out;
+}
+
+my $ws_a = ctl_ok('workspace', 'create', 'Shop A');
+my $ws_b = ctl_ok('workspace', 'create', 'Shop B');
+like($ws_a, qr/^ws_[0-9A-Za-z]{20}$/, 'workspace id shape');
+
+sub mcp {
+    my ($auth) = @_;
+    my @h = defined $auth ? ('-H', "Authorization: $auth") : ();
+    my ($st, $hdr, $body) = Alyd::curl('-X', 'POST', @h, '-H', 'Content-Type: application/json',
+        '--data', '{"jsonrpc":"2.0","id":1,"method":"ping"}', $resource);
+    return ($st, $hdr, $body);
+}
+
+# Passing the gate: the MCP placeholder answers 501 and names the principal.
+sub passes {
+    my ($auth, $name, $want_ws) = @_;
+    my ($st, $hdr, $body) = mcp($auth);
+    is($st, 501, "$name: passes the gate");
+    my $j = eval { Alyd::json_decode($body) } // {};
+    is($j->{error}{data}{workspace}, $want_ws, "$name: principal of the right workspace") if $want_ws;
+    return $j->{error}{data}{principal};
+}
+
+sub refused {
+    my ($auth, $name, $desc_re) = @_;
+    my ($st, $hdr, $body) = mcp($auth);
+    is($st, 401, "$name: 401");
+    my $www = Alyd::header_value($hdr, 'www-authenticate') // '';
+    like($www, qr/^Bearer realm="aly"/, "$name: Bearer challenge");
+    like($www, qr/error="invalid_token"/, "$name: invalid_token");
+    like($www, qr/resource_metadata="\Q$metadata\E"/, "$name: resource_metadata");
+    like($www, qr/error_description="[^"]*$desc_re/, "$name: says why") if $desc_re;
+    is(Alyd::header_value($hdr, 'cache-control'), 'no-store', "$name: no-store");
+    my $j = eval { Alyd::json_decode($body) } // {};
+    is($j->{error}{code}, -32001, "$name: JSON-RPC error body");
+}
+
+# ---- API keys ----
+my $key_a = ctl_ok('keys', 'create', '--workspace', $ws_a, '--scopes', 'read:sites,read:content', '--name', 'a');
+my $key_b = ctl_ok('keys', 'create', '--workspace', $ws_b, '--scopes', 'read:sites');
+like($key_a, qr/^aly_[0-9A-Za-z]{38}$/, 'key shape: aly_ + 32 secret + 6 checksum');
+my $stats_before = ctl_ok('--json', 'stats');
+
+my $pa = passes("Bearer $key_a", 'valid key', $ws_a);
+like($pa // '', qr/^key_/, 'key principal id');
+passes("bearer   $key_a", 'scheme is case-insensitive', $ws_a);
+my $pb = passes("Bearer $key_b", 'key of workspace B', $ws_b);
+isnt($pa, $pb, 'two keys are two principals');
+
+{
+    my ($st, $hdr) = mcp(undef);
+    is($st, 401, 'no credential: 401');
+    my $www = Alyd::header_value($hdr, 'www-authenticate') // '';
+    like($www, qr/^Bearer realm="aly", resource_metadata="\Q$metadata\E"$/, 'no credential: challenge without error');
+    is(Alyd::header_value($hdr, 'cache-control'), 'no-store', 'no credential: no-store');
+}
+refused("Basic $key_a", 'wrong scheme', 'Bearer scheme');
+refused("Bearer", 'empty bearer');
+(my $typo = $key_a) =~ s/(.)$/$1 eq 'A' ? 'B' : 'A'/e;
+refused("Bearer $typo", 'bad checksum', 'malformed');
+refused("Bearer " . substr($key_a, 0, -1), 'truncated key', 'malformed');
+refused("Bearer ghp_abcdefghijklmnopqrstuvwxyz0123456789", 'not an Aly credential', 'not an Aly credential');
+
+# A well-formed key nobody issued: valid checksum, unknown to the store.
+my $unknown = do {
+    my ($exit, $out) = Alyd::run_cmd($python, '-c', <<'PY');
+import random, zlib
+b62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+s = "".join(random.choice(b62) for _ in range(32))
+c = zlib.crc32(s.encode()); t = ""
+for _ in range(6): t = b62[c % 62] + t; c //= 62
+print("aly_" + s + t, end="")
+PY
+    $out;
+};
+refused("Bearer $unknown", 'unknown key', 'unknown API key');
+
+my $expiring = ctl_ok('keys', 'create', '--workspace', $ws_a, '--scopes', 'read:sites', '--expires', '2s');
+passes("Bearer $expiring", 'key before its expiry', $ws_a);
+my $revoked = ctl_ok('keys', 'create', '--workspace', $ws_a, '--scopes', 'read:sites');
+my $rid = passes("Bearer $revoked", 'key before revocation', $ws_a);
+ctl_ok('keys', 'revoke', $rid);
+refused("Bearer $revoked", 'revoked key', 'revoked');
+Alyd::poll_until(5, sub { (mcp("Bearer $expiring"))[0] == 401 });
+refused("Bearer $expiring", 'expired key', 'expired');
+
+{
+    my ($exit, $out, $err) = ctl('keys', 'create', '--workspace', $ws_a, '--scopes', 'read:everything');
+    isnt($exit, 0, 'unknown scope refused at creation');
+    like($err, qr/unknown scope "read:everything"/, 'names the scope');
+    ($exit, $out, $err) = ctl('keys', 'create', '--workspace', 'ws_doesnotexist', '--scopes', 'read:sites');
+    isnt($exit, 0, 'unknown workspace refused at creation');
+    my $shown = Alyd::json_decode(ctl_ok('--json', 'keys', 'show', $pa));
+    is($shown->{workspace}, $ws_a, 'keys show names the workspace');
+    ok(!exists $shown->{key} && !exists $shown->{hash}, 'keys show never prints the key or its hash');
+    like($shown->{last_used}, qr/^\d{4}-/, 'last-used stamp recorded');
+    my $list = ctl_ok('keys', 'list', '--workspace', $ws_b);
+    unlike($list, qr/\Q$ws_a\E/, 'keys list --workspace B shows no key of A');
+}
+
+# ---- OAuth tokens ----
+sub jwt {
+    my (%o) = @_;
+    my $now = time;
+    my %claims = (iss => $issuer, aud => $resource, sub => 'user-1', ws => $ws_a, scope => 'read:sites read:orders',
+        exp => $now + 600, iat => $now, jti => 'jti-' . int(rand(1e9)), %{ $o{claims} // {} });
+    delete @claims{ @{ $o{drop} // [] } };
+    my @cmd = ($python, $mint, 'token', '--alg', $o{alg} // 'RS256');
+    push @cmd, '--key', $o{key} // "$keys/rsa.pem";
+    push @cmd, '--kid', $o{kid} // 'rsa1' unless $o{no_kid};
+    push @cmd, '--secret-file', $o{secret} if $o{secret};
+    push @cmd, '--header', $o{header} if $o{header};
+    push @cmd, '--claims', json_encode(\%claims);
+    return 'aly_oauth_' . sh(@cmd);
+}
+
+my $p = passes('Bearer ' . jwt(), 'valid RS256', $ws_a);
+is($p, 'oauth:user-1', 'OAuth principal from sub');
+passes('Bearer ' . jwt(alg => 'ES256', key => "$keys/ec.pem", kid => 'ec1'), 'valid ES256', $ws_a);
+passes('Bearer ' . jwt(claims => { aud => ['https://other.example', $resource] }), 'aud array holding our resource', $ws_a);
+passes('Bearer ' . jwt(claims => { ws => $ws_b, sub => 'user-2' }), 'token of workspace B', $ws_b);
+my $warm = jwt();
+passes("Bearer $warm", 'same token twice (cache)', $ws_a) for 1 .. 2;
+
+refused('Bearer ' . jwt(alg => 'none'), 'alg none', 'not accepted');
+{
+    # alg none header, empty signature, but otherwise a real token's header and claims.
+    my ($h, $c) = split /\./, substr(jwt(), 10);
+    my $none = encode_base64url(json_encode({ alg => 'none', typ => 'JWT', kid => 'rsa1' }));
+    refused("Bearer aly_oauth_$none.$c.", 'alg none with empty signature', 'not accepted');
+    refused("Bearer aly_oauth_$h.$c.", 'RS256 header with an empty signature', 'not signed');
+}
+refused('Bearer ' . jwt(alg => 'HS256', secret => "$keys/rsa.pub.pem"), 'HS256 keyed with the RSA public PEM', 'HS256');
+refused('Bearer ' . jwt(alg => 'RS256', kid => 'ec1'), "RS256 claiming the ES key's kid", 'ES256');
+refused('Bearer ' . jwt(kid => 'nope'), 'unknown kid', 'unknown signing key');
+refused('Bearer ' . jwt(key => "$keys/ec.pem", alg => 'ES256', kid => 'rsa1'), 'ES256 naming the RSA kid');
+refused('Bearer ' . jwt(claims => { exp => time - 120 }), 'expired', 'expired');
+refused('Bearer ' . jwt(claims => { nbf => time + 600 }), 'not yet valid', 'not valid yet');
+refused('Bearer ' . jwt(claims => { iat => time + 600 }), 'issued in the future', 'future');
+refused('Bearer ' . jwt(claims => { iss => 'https://evil.example' }), 'wrong iss', 'another issuer');
+refused('Bearer ' . jwt(drop => ['aud']), 'aud missing', 'audience');
+refused('Bearer ' . jwt(claims => { aud => 'https://other.example/api/mcp' }), 'aud other', 'audience');
+refused('Bearer ' . jwt(claims => { exp => (time + 600) . '.5' + 0 }), 'exp as a float', 'exp');
+refused('Bearer ' . jwt(claims => { exp => '' . (time + 600) }), 'exp as a string', 'exp');
+refused('Bearer ' . jwt(drop => ['exp']), 'exp missing', 'exp');
+refused('Bearer ' . jwt(drop => ['ws']), 'ws missing', 'ws');
+refused('Bearer ' . jwt(drop => ['sub']), 'sub missing', 'sub');
+refused('Bearer ' . jwt(claims => { ws => 'ws_doesnotexist' }), 'unknown workspace', 'unknown workspace');
+refused('Bearer aly_oauth_%%%.***.!!!', 'garbage base64', 'base64url');
+refused('Bearer aly_oauth_' . ('A' x 10240), '10 KB token', 'longer than');
+refused('Bearer aly_oauth_' . substr($warm, 10, -3), 'signature cut short', 'signature');
+{
+    my $tok = jwt(claims => { jti => 'to-revoke' });
+    passes("Bearer $tok", 'token before its jti is revoked', $ws_a);
+    ctl_ok('oauth', 'revoke-jti', 'to-revoke');
+    refused("Bearer $tok", 'revoked jti (cached token dropped)', 'revoked');
+    my $tok2 = jwt(claims => { sub => 'mallory' });
+    passes("Bearer $tok2", 'token before its subject is revoked', $ws_a);
+    ctl_ok('oauth', 'revoke-sub', 'mallory');
+    refused("Bearer $tok2", 'revoked subject', 'revoked');
+}
+
+# Nothing a refused credential did changed the store (counts as before, but the
+# revocation and key records this test made on purpose).
+my $after = Alyd::json_decode(ctl_ok('--json', 'stats'));
+my $before = Alyd::json_decode($stats_before);
+is($after->{environments}{store}{databases}{workspaces}, $before->{environments}{store}{databases}{workspaces},
+    'no workspace appeared');
+is($after->{environments}{store}{databases}{key_hash}, $before->{environments}{store}{databases}{key_hash} + 2,
+    'only the two keys this test minted appeared');
+is((Alyd::curl($srv->url('/healthz')))[0], 200, 'still serving after the matrix');
+
+# ---- store consistency ----
+{
+    my $dest = "$keys/backup";
+    my $out = ctl_ok('backup', $dest);
+    ok(-s "$dest/data.mdb", 'backup wrote data.mdb');
+    my ($exit, $o2, $err) = ctl('backup', $dest);
+    isnt($exit, 0, 'backup refuses a directory that already holds a store');
+    # Open the copy through alyctl with a config pointing at it.
+    mkdir "$keys/restored";
+    mkdir "$keys/restored/store";
+    system('cp', "$dest/data.mdb", "$keys/restored/store/data.mdb") == 0 or die;
+    mkdir "$keys/restored/volatile";
+    Alyd::spew("$keys/restored.conf", "data_dir $keys/restored\nlisten 127.0.0.1:1\n");
+    my ($e3, $ws_list) = Alyd::run_cmd(Alyd::alyctl_bin(), '-c', "$keys/restored.conf", 'init');
+    is($e3, 0, 'restored copy opens');
+    my ($e4, $list) = Alyd::run_cmd(Alyd::alyctl_bin(), '-c', "$keys/restored.conf", 'workspace', 'list');
+    like($list, qr/\Q$ws_a\E.*Shop A/, 'backup holds workspace A');
+    like($list, qr/\Q$ws_b\E.*Shop B/, 'backup holds workspace B');
+}
+
+# A worker killed while writing (last-used stamps are written on use) leaves the store readable.
+{
+    my @w = $srv->worker_pids;
+    is(scalar @w, 2, 'two workers before the kill');
+    my $pid = in_child(sub { mcp("Bearer $key_a") for 1 .. 200 });
+    kill 'KILL', $w[0];
+    Alyd::finish_prober($pid, 30);
+    ok(Alyd::poll_until(5, sub { my @now = $srv->worker_pids; @now == 2 && !grep { $_ == $w[0] } @now }), 'killed worker replaced');
+    passes("Bearer $key_a", 'keys still verify after the kill', $ws_a);
+    my $j = Alyd::json_decode(ctl_ok('--json', 'stats'));
+    is($j->{environments}{store}{databases}{keys}, $after->{environments}{store}{databases}{keys}, 'key records intact');
+}
+
+$srv->stop;
+done_testing;
