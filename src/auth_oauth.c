@@ -130,6 +130,7 @@ static int jwk_to_pem(json_t *jwk, oauth_key_t *k, aly_err_t *err)
     EVP_PKEY *pkey = NULL;
     OSSL_PARAM *params = NULL;
     BIGNUM *n = NULL, *e = NULL;
+    unsigned char point[65]; /* the builder keeps a pointer to it until OSSL_PARAM_BLD_to_param() */
     int ret = -1;
     if (bld == NULL)
         return aly_errf(err, "out of memory");
@@ -146,7 +147,6 @@ static int jwk_to_pem(json_t *jwk, oauth_key_t *k, aly_err_t *err)
         pctx = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL);
     } else if (kty != NULL && strcmp(kty, "EC") == 0) {
         const char *crv = json_string_value(json_object_get(jwk, "crv"));
-        unsigned char point[65];
         point[0] = 0x04;
         if (crv == NULL || strcmp(crv, "P-256") != 0 || !fixed_coord(jwk, "x", point + 1) || !fixed_coord(jwk, "y", point + 33)) {
             aly_errf(err, "EC key %s must be P-256 with 32-byte x and y", k->kid);

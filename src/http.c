@@ -153,10 +153,8 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     http_handler_t *h = (http_handler_t *)self;
     http_ctx_t *hctx = h->hctx;
     worker_conn_t *conn = worker_conn_of(req);
-    if (conn != NULL) {
+    if (conn != NULL)
         conn->inflight++;
-        conn->is_h2 = req->version >= 0x200;
-    }
     stats_add(&hctx->slot->in_flight, 1);
 
     /* path_normalized has no query string and resolved dot segments. */
@@ -180,7 +178,11 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
                         (int)path.len, path.base, (int)(req->method.len > 16 ? 16 : req->method.len), req->method.base);
         return 0;
     }
-    /* h2o enforces max_request_entity_size while reading; this covers any path that bypasses it. */
+    /*
+     * h2o's own limit is set above max_request_body (see worker.c) so that the
+     * usual oversize body reaches us and gets a JSON 413 on HTTP/1 and HTTP/2
+     * alike; only bodies past h2o's limit are refused by h2o itself.
+     */
     if (req->entity.base != NULL && req->entity.len > hctx->cfg->max_request_body) {
         http_send_error(req, 413, "Payload Too Large", "body_too_large", "request body over %zu bytes (max_request_body)",
                         hctx->cfg->max_request_body);
@@ -334,8 +336,12 @@ static void on_log(h2o_logger_t *self, h2o_req_t *req)
 {
     http_ctx_t *hctx = ((http_logger_t *)self)->hctx;
     worker_conn_t *conn = worker_conn_of(req);
-    if (conn != NULL && conn->inflight > 0)
-        conn->inflight--;
+    if (conn != NULL) {
+        if (conn->inflight > 0)
+            conn->inflight--;
+        conn->responses++;
+        conn->read_at_idle = conn->sock->bytes_read;
+    }
     stats_add(&hctx->slot->in_flight, -1);
     stats_add(&hctx->slot->requests[stats_status_index(req->res.status)], 1);
     if (!log_access_enabled())

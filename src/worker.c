@@ -27,7 +27,7 @@
 #include "aly/store.h"
 
 #define ACCEPT_BATCH 32
-#define H2_DRAIN_GRACE_MS 1500 /* let h2o's two GOAWAYs go out before closing idle HTTP/2 connections */
+#define FRESH_CONN_GRACE_MS 1000 /* while draining, how long a connection that sent nothing may still send a request */
 
 typedef struct listener_state {
     h2o_socket_t *sock;
@@ -174,9 +174,13 @@ static void on_wake(h2o_socket_t *sock, const char *err)
 }
 
 /*
- * While draining: close connections with no request in flight.  HTTP/1 ones
- * at once (h2o only stops keep-alive on requests parsed after the shutdown
- * request), HTTP/2 ones once h2o's GOAWAY frames had time to go out.
+ * While draining: close connections that are idle, so the worker can exit
+ * before shutdown_timeout.  Idle means no request in a handler and no byte
+ * read since the last response (a request whose headers or body are still
+ * arriving is not idle: h2o calls handlers only once the body is in).  A
+ * connection that has sent nothing at all gets a grace period, so a client
+ * that connected just before the drain can still send its request; HTTP/2
+ * connections get h2o's GOAWAY and are closed by h2o once their streams end.
  * shutdown(2) rather than h2o_socket_close(): h2o sees the EOF and closes the
  * connection through its own path.
  */
@@ -186,7 +190,8 @@ static void sweep(h2o_timeout_entry_t *entry)
     uint64_t now = aly_now_ms();
     for (h2o_linklist_t *l = w.conns.next; l != &w.conns; l = l->next) {
         worker_conn_t *c = H2O_STRUCT_FROM_MEMBER(worker_conn_t, link, l);
-        if (c->inflight == 0 && !c->shut && (!c->is_h2 || now - w.drain_started_ms >= H2_DRAIN_GRACE_MS)) {
+        int quiet = c->inflight == 0 && c->sock->bytes_read == c->read_at_idle;
+        if (quiet && !c->shut && (c->responses > 0 || now - w.drain_started_ms >= FRESH_CONN_GRACE_MS)) {
             shutdown(h2o_socket_get_fd(c->sock), SHUT_RDWR);
             c->shut = 1;
         }
@@ -209,16 +214,23 @@ static void begin_drain(void)
     }
     log_info("draining %zu connection(s), at most %llu ms", w.n_conns, (unsigned long long)w.spec->cfg->shutdown_timeout_ms);
     h2o_context_request_shutdown(&w.ctx);
+    /* First sweep one tick later: the GOAWAY frames h2o just queued must reach the wire first. */
     h2o_timeout_init(w.loop, &w.sweep_timeout, 100);
     w.sweep_entry.cb = sweep;
-    sweep(&w.sweep_entry);
+    h2o_timeout_link(w.loop, &w.sweep_timeout, &w.sweep_entry);
 }
 
 static void setup_globalconf(const aly_config_t *cfg)
 {
     h2o_config_init(&w.conf);
     w.conf.server_name = h2o_iovec_init(H2O_STRLIT("alyd"));
-    w.conf.max_request_entity_size = cfg->max_request_body;
+    /*
+     * h2o refuses bodies over this limit itself: a bare 413 on HTTP/1 and
+     * RST_STREAM(REFUSED_STREAM) on HTTP/2, which clients retry.  Letting up to
+     * 4x max_request_body through gives the common oversize body a proper JSON
+     * 413 from our handler, at a bounded memory cost per stream.
+     */
+    w.conf.max_request_entity_size = cfg->max_request_body * 4;
     w.conf.http1.req_timeout = cfg->idle_timeout_ms;
     w.conf.http2.idle_timeout = cfg->idle_timeout_ms;
     uint64_t grace = cfg->shutdown_timeout_ms < 1000 ? 1000 : cfg->shutdown_timeout_ms;

@@ -41,8 +41,9 @@ void worker_run(const worker_spec_t *spec) __attribute__((noreturn));
 typedef struct worker_conn {
     h2o_linklist_t link;
     h2o_socket_t *sock;
-    unsigned inflight;
-    int is_h2;
+    unsigned inflight;     /* requests handed to a handler and not yet logged */
+    size_t read_at_idle;   /* sock->bytes_read when the last response was logged */
+    unsigned responses;
     int shut;
 } worker_conn_t;
 

@@ -1,0 +1,456 @@
+/*
+ * The registry of tools, resources and prompts (aly/registry.h): holds the
+ * descriptor tables with their parsed schemas and pre-built listings, pages
+ * the list methods with opaque cursors, and guards every use with the scope
+ * check and, for tools, the argument validator.
+ */
+#include "aly/registry.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "aly/cursor.h"
+#include "aly/schema.h"
+
+#define PAGE_SIZE 50
+
+typedef struct tool_entry {
+    const mcp_tool_desc_t *d;
+    json_t *input;
+    json_t *listing; /* the tools/list item, built once */
+} tool_entry_t;
+
+typedef struct resource_entry {
+    const mcp_resource_desc_t *d;
+    json_t *listing;
+} resource_entry_t;
+
+typedef struct prompt_entry {
+    const mcp_prompt_desc_t *d;
+    json_t *arguments;
+    json_t *listing;
+} prompt_entry_t;
+
+static struct {
+    tool_entry_t *tools;
+    size_t n_tools;
+    resource_entry_t *resources;
+    size_t n_resources;
+    prompt_entry_t *prompts;
+    size_t n_prompts;
+} reg;
+
+int (*registry_extensions)(aly_err_t *err);
+
+static void *grow(void *p, size_t n, size_t size)
+{
+    void *q = realloc(p, (n + 1) * size);
+    if (q == NULL)
+        abort();
+    return q;
+}
+
+static json_t *parse_json(const char *text, const char *what, const char *name, aly_err_t *err)
+{
+    json_error_t jerr;
+    json_t *j = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
+    if (j == NULL)
+        aly_errf(err, "%s of %s is not JSON: %s", what, name, jerr.text);
+    return j;
+}
+
+static int valid_tool_name(const char *n)
+{
+    size_t len = strlen(n);
+    if (len == 0 || len > 128)
+        return 0;
+    for (const char *p = n; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '.' || *p == '_' ||
+              *p == '-'))
+            return 0;
+    return 1;
+}
+
+static const char *scope_name(scope_set_t s)
+{
+    for (size_t i = 0; i < scope_count; i++)
+        if (s == ((scope_set_t)1 << i))
+            return scope_catalogue[i].name;
+    return NULL;
+}
+
+int registry_add_tools(const mcp_tool_desc_t *tools, size_t n, aly_err_t *err)
+{
+    for (size_t i = 0; i < n; i++) {
+        const mcp_tool_desc_t *d = &tools[i];
+        if (!valid_tool_name(d->name))
+            return aly_errf(err, "tool name \"%s\" is not [A-Za-z0-9._-]{1,128}", d->name);
+        for (size_t k = 0; k < reg.n_tools; k++)
+            if (strcmp(reg.tools[k].d->name, d->name) == 0)
+                return aly_errf(err, "tool %s registered twice", d->name);
+        json_t *in = parse_json(d->input_schema, "inputSchema", d->name, err), *out = NULL;
+        if (in == NULL)
+            return -1;
+        aly_err_t why;
+        if (schema_check(in, &why) != 0) {
+            json_decref(in);
+            return aly_errf(err, "inputSchema of %s: %s", d->name, why.msg);
+        }
+        if (d->output_schema != NULL && (out = parse_json(d->output_schema, "outputSchema", d->name, err)) == NULL) {
+            json_decref(in);
+            return -1;
+        }
+        json_t *ann = json_pack("{s:b, s:b, s:b, s:b}", "readOnlyHint", (d->annotations & TOOL_READ_ONLY) != 0,
+                                "destructiveHint", (d->annotations & TOOL_DESTRUCTIVE) != 0, "idempotentHint",
+                                (d->annotations & TOOL_IDEMPOTENT) != 0, "openWorldHint", (d->annotations & TOOL_OPEN_WORLD) != 0);
+        if (d->title != NULL)
+            json_object_set_new(ann, "title", json_string(d->title));
+        json_t *item = json_pack("{s:s, s:s, s:O, s:o}", "name", d->name, "description", d->description, "inputSchema", in,
+                                 "annotations", ann);
+        if (d->title != NULL)
+            json_object_set_new(item, "title", json_string(d->title));
+        if (out != NULL)
+            json_object_set_new(item, "outputSchema", out);
+        const char *sn = scope_name(d->scope);
+        if (sn != NULL)
+            json_object_set_new(item, "_meta", json_pack("{s:s}", "aly/scope", sn));
+        reg.tools = grow(reg.tools, reg.n_tools, sizeof(*reg.tools));
+        reg.tools[reg.n_tools++] = (tool_entry_t){d, in, item};
+    }
+    return 0;
+}
+
+int registry_add_resources(const mcp_resource_desc_t *res, size_t n, aly_err_t *err)
+{
+    for (size_t i = 0; i < n; i++) {
+        const mcp_resource_desc_t *d = &res[i];
+        json_t *item = json_pack("{s:s, s:s}", d->is_template ? "uriTemplate" : "uri", d->uri, "name", d->name);
+        if (item == NULL)
+            return aly_errf(err, "resource %s: bad descriptor", d->uri);
+        if (d->title != NULL)
+            json_object_set_new(item, "title", json_string(d->title));
+        if (d->description != NULL)
+            json_object_set_new(item, "description", json_string(d->description));
+        if (d->mime_type != NULL)
+            json_object_set_new(item, "mimeType", json_string(d->mime_type));
+        reg.resources = grow(reg.resources, reg.n_resources, sizeof(*reg.resources));
+        reg.resources[reg.n_resources++] = (resource_entry_t){d, item};
+    }
+    return 0;
+}
+
+int registry_add_prompts(const mcp_prompt_desc_t *prompts, size_t n, aly_err_t *err)
+{
+    for (size_t i = 0; i < n; i++) {
+        const mcp_prompt_desc_t *d = &prompts[i];
+        json_t *args = parse_json(d->arguments != NULL ? d->arguments : "[]", "arguments", d->name, err);
+        if (args == NULL)
+            return -1;
+        if (!json_is_array(args)) {
+            json_decref(args);
+            return aly_errf(err, "arguments of prompt %s must be an array", d->name);
+        }
+        json_t *item = json_pack("{s:s, s:O}", "name", d->name, "arguments", args);
+        if (d->title != NULL)
+            json_object_set_new(item, "title", json_string(d->title));
+        if (d->description != NULL)
+            json_object_set_new(item, "description", json_string(d->description));
+        reg.prompts = grow(reg.prompts, reg.n_prompts, sizeof(*reg.prompts));
+        reg.prompts[reg.n_prompts++] = (prompt_entry_t){d, args, item};
+    }
+    return 0;
+}
+
+/* ---- helpers ---- */
+
+json_t *mcp_text_result(const char *text, int is_error)
+{
+    json_t *r = json_pack("{s:[{s:s, s:s}]}", "content", "type", "text", "text", text);
+    if (is_error)
+        json_object_set_new(r, "isError", json_true());
+    return r;
+}
+
+json_t *mcp_structured_result(json_t *structured)
+{
+    char *text = json_dumps(structured, JSON_COMPACT);
+    json_t *r = json_pack("{s:[{s:s, s:s}], s:o}", "content", "type", "text", "text", text != NULL ? text : "", "structuredContent",
+                          structured);
+    free(text);
+    return r;
+}
+
+/* Refuses the call with RPC_INSUFFICIENT_SCOPE when the principal lacks need; returns 1 when refused. */
+static int lacks_scope(mcp_call_t *call, scope_set_t need)
+{
+    scope_set_t missing;
+    if (need == 0 || auth_require(mcp_call_principal(call), need, &missing) == 0)
+        return 0;
+    char msg[256];
+    snprintf(msg, sizeof(msg), "this needs the scope %s, which your credential lacks: mint a key that has it", scope_name(missing));
+    mcp_call_error(call, RPC_INSUFFICIENT_SCOPE, msg, json_pack("{s:s}", "required_scope", scope_name(missing)));
+    return 1;
+}
+
+/*
+ * Pages over n listing items: reads params.cursor, appends up to PAGE_SIZE
+ * items to a new array under key, adds nextCursor when more remain.
+ * items(i) returns the i-th listing (borrowed) or NULL to skip it.
+ */
+static void page(mcp_call_t *call, json_t *params, const char *kind, const char *key, size_t n, json_t *(*item)(size_t))
+{
+    size_t start = 0;
+    json_t *c = json_object_get(params, "cursor");
+    if (c != NULL) {
+        char payload[CURSOR_MAX_PAYLOAD + 1];
+        long pl = json_is_string(c) ? cursor_decode(json_string_value(c), json_string_length(c), payload, sizeof(payload)) : -1;
+        size_t klen = strlen(kind);
+        if (pl <= (long)klen + 1 || strncmp(payload, kind, klen) != 0 || payload[klen] != ':') {
+            mcp_call_error(call, RPC_INVALID_PARAMS, "invalid cursor: pass next_cursor back unchanged, or omit it to start over",
+                           NULL);
+            return;
+        }
+        start = strtoul(payload + klen + 1, NULL, 10);
+    }
+    json_t *arr = json_array();
+    size_t i;
+    for (i = start; i < n && json_array_size(arr) < PAGE_SIZE; i++) {
+        json_t *it = item(i);
+        if (it != NULL)
+            json_array_append(arr, it);
+    }
+    json_t *result = json_pack("{s:o}", key, arr);
+    if (i < n) {
+        char payload[64], text[2 * CURSOR_MAX_PAYLOAD];
+        int pl = snprintf(payload, sizeof(payload), "%s:%zu", kind, i);
+        if (cursor_encode(payload, (size_t)pl, text, sizeof(text)) > 0)
+            json_object_set_new(result, "nextCursor", json_string(text));
+    }
+    mcp_call_result(call, result);
+}
+
+static json_t *tool_item(size_t i)
+{
+    return reg.tools[i].listing;
+}
+
+static json_t *static_resource_item(size_t i)
+{
+    return reg.resources[i].d->is_template ? NULL : reg.resources[i].listing;
+}
+
+static json_t *template_item(size_t i)
+{
+    return reg.resources[i].d->is_template ? reg.resources[i].listing : NULL;
+}
+
+static json_t *prompt_item(size_t i)
+{
+    return reg.prompts[i].listing;
+}
+
+/* ---- methods ---- */
+
+void registry_tools_list(mcp_call_t *call, json_t *params)
+{
+    page(call, params, "tools", "tools", reg.n_tools, tool_item);
+}
+
+void registry_tools_call(mcp_call_t *call, json_t *params)
+{
+    const char *name = json_string_value(json_object_get(params, "name"));
+    json_t *args = json_object_get(params, "arguments");
+    if (name == NULL) {
+        mcp_call_error(call, RPC_INVALID_PARAMS, "tools/call needs params.name, the tool to call", NULL);
+        return;
+    }
+    if (args != NULL && !json_is_object(args)) {
+        mcp_call_error(call, RPC_INVALID_PARAMS, "params.arguments must be an object", NULL);
+        return;
+    }
+    const tool_entry_t *t = NULL;
+    for (size_t i = 0; i < reg.n_tools && t == NULL; i++)
+        if (strcmp(reg.tools[i].d->name, name) == 0)
+            t = &reg.tools[i];
+    if (t == NULL) {
+        mcp_call_error(call, RPC_INVALID_PARAMS, "unknown tool: call tools/list for the tools this server has",
+                       json_pack("{s:s}", "tool", name));
+        return;
+    }
+    if (lacks_scope(call, t->d->scope))
+        return;
+    json_t *empty = NULL;
+    if (args == NULL)
+        args = empty = json_object();
+    aly_err_t why;
+    if (schema_validate(t->input, args, &why) != 0) {
+        char msg[ALY_ERR_MAX + 32];
+        snprintf(msg, sizeof(msg), "Invalid arguments: %s", why.msg);
+        mcp_call_result(call, mcp_text_result(msg, 1));
+    } else {
+        t->d->call(call, args);
+    }
+    json_decref(empty);
+}
+
+void registry_resources_list(mcp_call_t *call, json_t *params)
+{
+    page(call, params, "res", "resources", reg.n_resources, static_resource_item);
+}
+
+void registry_resource_templates_list(mcp_call_t *call, json_t *params)
+{
+    page(call, params, "tpl", "resourceTemplates", reg.n_resources, template_item);
+}
+
+/* Matches uri against a template with {var} segments; fills vars.  1 on a match. */
+static int template_match(const char *tpl, const char *uri, json_t *vars)
+{
+    while (*tpl) {
+        if (*tpl == '{') {
+            const char *end = strchr(tpl, '}');
+            if (end == NULL)
+                return 0;
+            size_t vlen = strcspn(uri, "/?#");
+            if (vlen == 0 || vlen > 256)
+                return 0;
+            char name[64], value[257];
+            snprintf(name, sizeof(name), "%.*s", (int)(end - tpl - 1), tpl + 1);
+            snprintf(value, sizeof(value), "%.*s", (int)vlen, uri);
+            json_object_set_new(vars, name, json_string(value));
+            tpl = end + 1;
+            uri += vlen;
+        } else if (*tpl++ != *uri++) {
+            return 0;
+        }
+    }
+    return *uri == '\0';
+}
+
+void registry_resources_read(mcp_call_t *call, json_t *params)
+{
+    const char *uri = json_string_value(json_object_get(params, "uri"));
+    if (uri == NULL) {
+        mcp_call_error(call, RPC_INVALID_PARAMS, "resources/read needs params.uri", NULL);
+        return;
+    }
+    for (int templates = 0; templates < 2; templates++) {
+        for (size_t i = 0; i < reg.n_resources; i++) {
+            const mcp_resource_desc_t *d = reg.resources[i].d;
+            if (d->is_template != templates)
+                continue;
+            json_t *vars = json_object();
+            int hit = templates ? template_match(d->uri, uri, vars) : strcmp(d->uri, uri) == 0;
+            if (hit) {
+                if (!lacks_scope(call, d->scope))
+                    d->read(call, uri, vars);
+                json_decref(vars);
+                return;
+            }
+            json_decref(vars);
+        }
+    }
+    mcp_call_error(call, RPC_RESOURCE_NOT_FOUND, "Resource not found", json_pack("{s:s}", "uri", uri));
+}
+
+void registry_prompts_list(mcp_call_t *call, json_t *params)
+{
+    page(call, params, "prompts", "prompts", reg.n_prompts, prompt_item);
+}
+
+static const prompt_entry_t *find_prompt(const char *name)
+{
+    for (size_t i = 0; name != NULL && i < reg.n_prompts; i++)
+        if (strcmp(reg.prompts[i].d->name, name) == 0)
+            return &reg.prompts[i];
+    return NULL;
+}
+
+void registry_prompts_get(mcp_call_t *call, json_t *params)
+{
+    const char *name = json_string_value(json_object_get(params, "name"));
+    const prompt_entry_t *p = find_prompt(name);
+    if (p == NULL) {
+        mcp_call_error(call, RPC_INVALID_PARAMS, "unknown prompt: call prompts/list for the prompts this server has", NULL);
+        return;
+    }
+    if (lacks_scope(call, p->d->scope))
+        return;
+    json_t *args = json_object_get(params, "arguments"), *empty = NULL;
+    if (args != NULL && !json_is_object(args)) {
+        mcp_call_error(call, RPC_INVALID_PARAMS, "params.arguments must be an object of strings", NULL);
+        return;
+    }
+    if (args == NULL)
+        args = empty = json_object();
+    size_t i;
+    json_t *a;
+    json_array_foreach(p->arguments, i, a)
+    {
+        const char *an = json_string_value(json_object_get(a, "name"));
+        json_t *v = json_object_get(args, an);
+        if ((json_is_true(json_object_get(a, "required")) && v == NULL) || (v != NULL && !json_is_string(v))) {
+            char msg[200];
+            snprintf(msg, sizeof(msg), "prompt %s needs the string argument %s", p->d->name, an);
+            mcp_call_error(call, RPC_INVALID_PARAMS, msg, NULL);
+            json_decref(empty);
+            return;
+        }
+    }
+    p->d->get(call, args);
+    json_decref(empty);
+}
+
+void registry_complete(mcp_call_t *call, json_t *params)
+{
+    json_t *ref = json_object_get(params, "ref"), *arg = json_object_get(params, "argument");
+    const char *type = json_string_value(json_object_get(ref, "type"));
+    const char *an = json_string_value(json_object_get(arg, "name"));
+    const char *value = json_string_value(json_object_get(arg, "value"));
+    if (type == NULL || an == NULL || value == NULL) {
+        mcp_call_error(call, RPC_INVALID_PARAMS, "completion/complete needs ref.type, argument.name and argument.value", NULL);
+        return;
+    }
+    json_t *values = NULL;
+    if (strcmp(type, "ref/prompt") == 0) {
+        const prompt_entry_t *p = find_prompt(json_string_value(json_object_get(ref, "name")));
+        if (p == NULL) {
+            mcp_call_error(call, RPC_INVALID_PARAMS, "unknown prompt in ref.name", NULL);
+            return;
+        }
+        if (lacks_scope(call, p->d->scope))
+            return;
+        values = p->d->complete != NULL ? p->d->complete(call, an, value) : NULL;
+    } else if (strcmp(type, "ref/resource") == 0) {
+        const char *uri = json_string_value(json_object_get(ref, "uri"));
+        const mcp_resource_desc_t *d = NULL;
+        for (size_t i = 0; uri != NULL && i < reg.n_resources && d == NULL; i++)
+            if (strcmp(reg.resources[i].d->uri, uri) == 0)
+                d = reg.resources[i].d;
+        if (d == NULL) {
+            mcp_call_error(call, RPC_INVALID_PARAMS, "unknown resource template in ref.uri", NULL);
+            return;
+        }
+        if (lacks_scope(call, d->scope))
+            return;
+        values = d->complete != NULL ? d->complete(call, an, value) : NULL;
+    } else {
+        mcp_call_error(call, RPC_INVALID_PARAMS, "ref.type must be ref/prompt or ref/resource", NULL);
+        return;
+    }
+    if (values == NULL)
+        values = json_array();
+    size_t total = json_array_size(values);
+    while (json_array_size(values) > 100)
+        json_array_remove(values, json_array_size(values) - 1);
+    mcp_call_result(call, json_pack("{s:{s:o, s:I, s:b}}", "completion", "values", values, "total", (json_int_t)total, "hasMore",
+                                    total > 100));
+}
+
+int registry_init(aly_err_t *err)
+{
+    if (registry_extensions != NULL && registry_extensions(err) != 0)
+        return -1;
+    return 0;
+}
