@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "aly/log.h"
+#include "aly/mcp.h"
 #include "aly/scope.h"
 #include "aly/worker.h"
 
@@ -194,7 +195,6 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
 
 /* Error codes of JSON-RPC error bodies for HTTP-level refusals (implementation-defined range). */
 #define RPC_UNAUTHORIZED (-32001)
-#define RPC_FORBIDDEN (-32003)
 
 static void send_rpc_error(h2o_req_t *req, int status, const char *reason, int code, const char *message, json_t *data)
 {
@@ -242,30 +242,20 @@ int http_authenticate(http_ctx_t *hctx, h2o_req_t *req, principal_t *p)
     return -1;
 }
 
-void http_send_insufficient_scope(http_ctx_t *hctx, h2o_req_t *req, const principal_t *p, scope_set_t need)
+void http_add_scope_challenge(http_ctx_t *hctx, h2o_req_t *req, scope_set_t held, scope_set_t need)
 {
-    char held_and_need[512], missing_names[256], header[2048], metadata[1200], msg[512];
-    scope_set_t missing = need & ~p->scopes;
-    auth_format_scopes(p->scopes | need, held_and_need, sizeof(held_and_need));
-    auth_format_scopes(missing, missing_names, sizeof(missing_names));
-    snprintf(metadata, sizeof(metadata), "%s/.well-known/oauth-protected-resource/api/mcp", hctx->cfg->public_url);
-    snprintf(header, sizeof(header), "Bearer error=\"insufficient_scope\", scope=\"%s\", resource_metadata=\"%s\"",
-             held_and_need, metadata);
+    char scopes[512], header[2048];
+    auth_format_scopes(held | need, scopes, sizeof(scopes));
+    snprintf(header, sizeof(header),
+             "Bearer error=\"insufficient_scope\", scope=\"%s\", resource_metadata=\"%s/.well-known/oauth-protected-resource/api/mcp\"",
+             scopes, hctx->cfg->public_url);
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL, h2o_strdup(&req->pool, header, SIZE_MAX).base,
                    strlen(header));
-    snprintf(msg, sizeof(msg), "this needs the scope %s, which your credential lacks: mint a key with it (alyctl keys create --scopes ...)",
-             missing_names);
-    send_rpc_error(req, 403, "Forbidden", RPC_FORBIDDEN, msg, json_pack("{s:s, s:s}", "required_scope", missing_names, "scope", held_and_need));
 }
 
 static void serve_mcp(http_ctx_t *hctx, h2o_req_t *req)
 {
-    principal_t p;
-    if (http_authenticate(hctx, req, &p) != 0)
-        return;
-    /* Until the MCP engine lands: say who the gate let through, so clients and tests can see the principal. */
-    send_rpc_error(req, 501, "Not Implemented", -32601, "the MCP engine is not available in this build yet",
-                   json_pack("{s:s, s:s}", "principal", p.id, "workspace", p.workspace));
+    mcp_serve(hctx, req);
 }
 
 static void serve_resource_metadata(http_ctx_t *hctx, h2o_req_t *req)

@@ -32,6 +32,16 @@ static const record_field_t key_fields[] = {
 };
 const record_type_t record_key = {"key", 1, key_fields, ALY_ARRAY_SIZE(key_fields)};
 
+static const record_field_t session_fields[] = {
+    {"id", RF_STR, F(session_record_t, id), 0},
+    {"principal", RF_STR, F(session_record_t, principal), 0},
+    {"protocol", RF_STR, F(session_record_t, protocol), 0},
+    {"created", RF_U64, F(session_record_t, created_ms), 0},
+    {"expires", RF_U64, F(session_record_t, expires_ms), 0},
+    {"level", RF_U64, F(session_record_t, log_level), 1},
+};
+const record_type_t record_session = {"session", 1, session_fields, ALY_ARRAY_SIZE(session_fields)};
+
 static const record_field_t revocation_fields[] = {
     {"subject", RF_STR, F(revocation_record_t, subject), 0},
     {"revoked", RF_U64, F(revocation_record_t, revoked_ms), 0},

@@ -188,8 +188,11 @@ static int lacks_scope(mcp_call_t *call, scope_set_t need)
     if (need == 0 || auth_require(mcp_call_principal(call), need, &missing) == 0)
         return 0;
     char msg[256];
-    snprintf(msg, sizeof(msg), "this needs the scope %s, which your credential lacks: mint a key that has it", scope_name(missing));
-    mcp_call_error(call, RPC_INSUFFICIENT_SCOPE, msg, json_pack("{s:s}", "required_scope", scope_name(missing)));
+    const char *name = scope_name(missing);
+    if (name == NULL)
+        name = "?";
+    snprintf(msg, sizeof(msg), "this needs the scope %s, which your credential lacks: mint a key that has it", name);
+    mcp_call_error(call, RPC_INSUFFICIENT_SCOPE, msg, json_pack("{s:s}", "required_scope", name));
     return 1;
 }
 

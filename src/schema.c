@@ -6,6 +6,7 @@
 #include "aly/schema.h"
 
 #include <regex.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,10 +66,15 @@ int schema_check(const json_t *schema, aly_err_t *err)
     return check_node(schema, 0, err);
 }
 
-static int fail(aly_err_t *err, const char *path, const char *fmt, const char *detail)
+static int fail(aly_err_t *err, const char *path, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static int fail(aly_err_t *err, const char *path, const char *fmt, ...)
 {
     char rule[256];
-    snprintf(rule, sizeof(rule), fmt, detail);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(rule, sizeof(rule), fmt, ap);
+    va_end(ap);
     return aly_errf(err, "%s: %s", path[0] ? path : "arguments", rule);
 }
 

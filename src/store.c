@@ -18,7 +18,7 @@
 #define MAX_READERS 1022 /* workers x concurrent read txns, plus alyctl; LMDB's default is 126 */
 
 /* The named databases of each environment, opened once per process. */
-static const char *const durable_dbs[DB_N] = {"meta", "workspaces", "keys", "key_hash", "revoked_jti", "revoked_sub", "data"};
+static const char *const durable_dbs[DB_N] = {"meta", "workspaces", "keys", "key_hash", "revoked_jti", "revoked_sub", "data", "sessions"};
 static const char *const volatile_dbs[VDB_N] = {"meta", "last_used", "rate"};
 
 struct store {

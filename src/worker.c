@@ -22,7 +22,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "aly/cursor.h"
 #include "aly/http.h"
+#include "aly/mcp.h"
+#include "aly/registry.h"
 #include "aly/log.h"
 #include "aly/store.h"
 
@@ -214,6 +217,7 @@ static void begin_drain(void)
     }
     log_info("draining %zu connection(s), at most %llu ms", w.n_conns, (unsigned long long)w.spec->cfg->shutdown_timeout_ms);
     h2o_context_request_shutdown(&w.ctx);
+    mcp_close_streams();
     /* First sweep one tick later: the GOAWAY frames h2o just queued must reach the wire first. */
     h2o_timeout_init(w.loop, &w.sweep_timeout, 100);
     w.sweep_entry.cb = sweep;
@@ -257,6 +261,8 @@ void worker_run(const worker_spec_t *spec)
     auth_t *auth = auth_new(spec->cfg, store, &err);
     if (auth == NULL)
         log_fatal("%s", err.msg);
+    if (cursor_init(spec->cfg->key_pepper_file, &err) != 0 || registry_init(&err) != 0)
+        log_fatal("%s", err.msg);
     w.hctx = (http_ctx_t){.cfg = spec->cfg,
                           .store = store,
                           .auth = auth,
@@ -269,6 +275,7 @@ void worker_run(const worker_spec_t *spec)
     http_register(&w.conf, &w.hctx, &public_hosts, &admin_hosts);
 
     w.loop = h2o_evloop_create();
+    w.hctx.loop = w.loop;
     h2o_context_init(&w.ctx, w.loop, &w.conf);
     h2o_linklist_init_anchor(&w.conns);
 

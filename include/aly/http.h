@@ -20,6 +20,7 @@ typedef struct http_ctx {
     const aly_config_t *cfg;
     store_t *store;
     auth_t *auth;
+    h2o_loop_t *loop;
     stats_shared_t *stats;
     stats_slot_t *slot;
     uint64_t started_ms;
@@ -39,8 +40,8 @@ void http_register(h2o_globalconf_t *conf, http_ctx_t *hctx, h2o_hostconf_t ***p
  */
 int http_authenticate(http_ctx_t *hctx, h2o_req_t *req, principal_t *p);
 
-/* The 403 for a principal lacking need: WWW-Authenticate insufficient_scope with held + required scopes. */
-void http_send_insufficient_scope(http_ctx_t *hctx, h2o_req_t *req, const principal_t *p, scope_set_t need);
+/* Adds the 403 challenge for a principal lacking need: insufficient_scope with held + required scopes. */
+void http_add_scope_challenge(http_ctx_t *hctx, h2o_req_t *req, scope_set_t held, scope_set_t need);
 
 /* Sends body (JSON text) with status; the body is copied. */
 void http_send_json(h2o_req_t *req, int status, const char *reason, const char *body, size_t len);

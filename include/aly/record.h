@@ -77,6 +77,17 @@ typedef struct revocation_record {
     uint64_t revoked_ms;
 } revocation_record_t;
 
+/* An MCP session, bound to the principal that initialised it. */
+typedef struct session_record {
+    char id[48];
+    char principal[160];
+    char protocol[16];
+    uint64_t created_ms;
+    uint64_t expires_ms;
+    uint64_t log_level; /* index into the MCP log levels, debug = 0 */
+} session_record_t;
+
+extern const record_type_t record_session;
 extern const record_type_t record_workspace;
 extern const record_type_t record_key;
 extern const record_type_t record_revocation;

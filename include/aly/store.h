@@ -36,6 +36,7 @@ typedef enum {
     DB_REVOKED_JTI, /* jti -> revocation record */
     DB_REVOKED_SUB, /* sub -> revocation record */
     DB_DATA,        /* ws id "/" ... -> workspace data (tools) */
+    DB_SESSIONS,    /* MCP session id -> session record */
     DB_N
 } store_db_t;
 
