@@ -213,6 +213,8 @@ static void auth_param(char *out, size_t len, const char *in)
     out[o] = '\0';
 }
 
+int (*http_anonymous_principal)(principal_t *out);
+
 int http_authenticate(http_ctx_t *hctx, h2o_req_t *req, principal_t *p)
 {
     ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
@@ -220,7 +222,7 @@ int http_authenticate(http_ctx_t *hctx, h2o_req_t *req, principal_t *p)
     size_t len = i >= 0 ? req->headers.entries[i].value.len : 0;
     aly_err_t why = {""};
     auth_result_t r = auth_authenticate(hctx->auth, value, len, p, &why);
-    if (r == AUTH_OK)
+    if (r == AUTH_OK || (r == AUTH_MISSING && http_anonymous_principal != NULL && http_anonymous_principal(p) == 0))
         return 0;
     if (r == AUTH_ERROR) {
         send_rpc_error(req, 503, "Service Unavailable", -32603, "the credential store cannot be read; try again shortly", NULL);

@@ -364,8 +364,6 @@ void mcp_call_log(mcp_call_t *call, const char *level, const char *logger, json_
     emit(x, json_pack("{s:s, s:s, s:o}", "jsonrpc", "2.0", "method", "notifications/message", "params", params), 0);
 }
 
-/* ---- sessions ---- */
-
 static void random_b62(char *out, size_t n)
 {
     static const char b62[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
@@ -380,6 +378,156 @@ static void random_b62(char *out, size_t n)
     }
     out[n] = '\0';
 }
+
+/* ---- requests to the client ----
+ *
+ * The client answers a server request with a POST that any worker may get.
+ * The issuing worker records "p:<id>" -> principal in the volatile store; a
+ * worker that receives the reply and has no local waiter stores it under
+ * "r:<id>" (only when that pending record exists and names the same
+ * principal, so clients cannot fill the store with replies nobody awaits);
+ * the issuing worker polls for it every REPLY_POLL_MS.
+ */
+
+#define REPLY_POLL_MS 20
+#define REPLY_TIMEOUT_MS 60000
+
+typedef struct waiter {
+    h2o_linklist_t link;
+    char id[48];
+    mcp_call_t *call;
+    mcp_reply_fn cb;
+    uint64_t deadline;
+} waiter_t;
+
+static h2o_linklist_t waiters = {&waiters, &waiters};
+static h2o_timeout_t reply_poll;
+static h2o_timeout_entry_t reply_poll_entry;
+static int reply_poll_ready;
+static h2o_loop_t *reply_loop;
+
+static void replies_write(store_t *st, const char *prefix, const char *id, const void *val, size_t vlen, int del)
+{
+    char k[64];
+    int kl = snprintf(k, sizeof(k), "%s%s", prefix, id);
+    store_txn_t t;
+    aly_err_t err;
+    if (store_begin(st, STORE_WRITE | STORE_VOLATILE, &t, &err) != 0)
+        return;
+    int rc = del ? store_del(&t, VDB_REPLIES, k, (size_t)kl, &err) : store_put(&t, VDB_REPLIES, k, (size_t)kl, val, vlen, 0, &err);
+    if (rc < 0 || store_commit(&t, &err) != 0) {
+        store_abort(&t);
+        log_warn("client reply store: %s", err.msg);
+    }
+}
+
+static void deliver(waiter_t *wt, json_t *reply)
+{
+    h2o_linklist_unlink(&wt->link);
+    store_t *st = wt->call->x->hctx->store;
+    replies_write(st, "p:", wt->id, NULL, 0, 1);
+    json_t *result = json_object_get(reply, "result"), *error = json_object_get(reply, "error");
+    if (reply == NULL)
+        error = json_pack("{s:i, s:s}", "code", RPC_INTERNAL_ERROR, "message", "the client did not answer in time");
+    else
+        json_incref(error);
+    wt->cb(wt->call, result, error);
+    json_decref(error);
+    free(wt);
+}
+
+static void poll_replies(h2o_timeout_entry_t *entry)
+{
+    (void)entry;
+    uint64_t now = aly_now_ms();
+    h2o_linklist_t *l = waiters.next;
+    while (l != &waiters) {
+        waiter_t *wt = H2O_STRUCT_FROM_MEMBER(waiter_t, link, l);
+        l = l->next;
+        store_t *st = wt->call->x->hctx->store;
+        char k[64];
+        int kl = snprintf(k, sizeof(k), "r:%s", wt->id);
+        store_txn_t t;
+        store_val_t v;
+        aly_err_t err;
+        json_t *reply = NULL;
+        if (store_begin(st, STORE_VOLATILE, &t, &err) == 0) {
+            if (store_get(&t, VDB_REPLIES, k, (size_t)kl, &v, &err) == 0)
+                reply = json_loadb(v.data, v.len, 0, NULL);
+            store_abort(&t);
+        }
+        if (reply != NULL) {
+            replies_write(st, "r:", wt->id, NULL, 0, 1);
+            deliver(wt, reply);
+            json_decref(reply);
+        } else if (now >= wt->deadline) {
+            deliver(wt, NULL);
+        }
+    }
+    if (!h2o_linklist_is_empty(&waiters))
+        h2o_timeout_link(reply_loop, &reply_poll, &reply_poll_entry);
+}
+
+int mcp_call_request(mcp_call_t *call, const char *method, json_t *params, mcp_reply_fn cb)
+{
+    exchange_t *x = call->x;
+    if (!x->accepts_sse || x->finishing) {
+        json_decref(params);
+        return -1;
+    }
+    waiter_t *wt = calloc(1, sizeof(*wt));
+    if (wt == NULL)
+        abort();
+    memcpy(wt->id, "aly-", 4);
+    random_b62(wt->id + 4, 24);
+    wt->call = call;
+    wt->cb = cb;
+    wt->deadline = aly_now_ms() + REPLY_TIMEOUT_MS;
+    h2o_linklist_insert(&waiters, &wt->link);
+    replies_write(x->hctx->store, "p:", wt->id, x->principal.id, strlen(x->principal.id), 0);
+    if (!reply_poll_ready) {
+        reply_loop = x->hctx->loop;
+        h2o_timeout_init(x->hctx->loop, &reply_poll, REPLY_POLL_MS);
+        reply_poll_entry.cb = poll_replies;
+        reply_poll_ready = 1;
+    }
+    if (!h2o_timeout_is_linked(&reply_poll_entry))
+        h2o_timeout_link(x->hctx->loop, &reply_poll, &reply_poll_entry);
+    emit(x, json_pack("{s:s, s:s, s:s, s:o}", "jsonrpc", "2.0", "id", wt->id, "method", method, "params", params), 0);
+    return 0;
+}
+
+/* A response posted by the client: hand it to our waiter, or park it for the worker that waits. */
+static void client_reply(exchange_t *x, json_t *msg)
+{
+    const char *id = json_string_value(json_object_get(msg, "id"));
+    if (id == NULL || strncmp(id, "aly-", 4) != 0 || strlen(id) >= sizeof(((waiter_t *)0)->id))
+        return;
+    for (h2o_linklist_t *l = waiters.next; l != &waiters; l = l->next) {
+        waiter_t *wt = H2O_STRUCT_FROM_MEMBER(waiter_t, link, l);
+        if (strcmp(wt->id, id) == 0) {
+            if (strcmp(wt->call->x->principal.id, x->principal.id) == 0)
+                deliver(wt, msg);
+            return;
+        }
+    }
+    char *text = json_dumps(msg, JSON_COMPACT);
+    char pk[64], rk[64];
+    int pl = snprintf(pk, sizeof(pk), "p:%s", id), rl = snprintf(rk, sizeof(rk), "r:%s", id);
+    store_txn_t t;
+    store_val_t v;
+    aly_err_t err;
+    if (text != NULL && store_begin(x->hctx->store, STORE_WRITE | STORE_VOLATILE, &t, &err) == 0) {
+        if (store_get(&t, VDB_REPLIES, pk, (size_t)pl, &v, &err) == 0 && v.len == strlen(x->principal.id) &&
+            memcmp(v.data, x->principal.id, v.len) == 0 && store_put(&t, VDB_REPLIES, rk, (size_t)rl, text, strlen(text), 0, &err) == 0)
+            store_commit(&t, &err);
+        else
+            store_abort(&t);
+    }
+    free(text);
+}
+
+/* ---- sessions ---- */
 
 static int session_write(store_t *st, const session_record_t *s, aly_err_t *err)
 {
@@ -569,8 +717,10 @@ static void dispatch(exchange_t *x, json_t *msg)
     }
     if (method == NULL) {
         if (json_object_get(msg, "method") == NULL && id != NULL &&
-            (json_object_get(msg, "result") != NULL || json_object_get(msg, "error") != NULL))
-            return; /* a response from the client: we send no requests, so there is nothing to match */
+            (json_object_get(msg, "result") != NULL || json_object_get(msg, "error") != NULL)) {
+            client_reply(x, msg);
+            return;
+        }
         protocol_error(x, valid_id(id) ? id : NULL, RPC_INVALID_REQUEST, "a request needs a string method");
         return;
     }

@@ -17,7 +17,7 @@ static const char *const known_keywords[] = {
     "type",      "properties", "required",  "additionalProperties", "enum",     "const",      "minimum",
     "maximum",   "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength", "pattern", "format",
     "items",     "minItems",   "maxItems",  "uniqueItems", "title",  "description", "default", "examples",
-    "$schema",
+    "$schema",   "$defs",      "$ref",
 };
 
 static int known(const char *k)
@@ -57,6 +57,15 @@ static int check_node(const json_t *s, int depth, aly_err_t *err)
         }
         if ((strcmp(k, "items") == 0 || strcmp(k, "additionalProperties") == 0) && check_node(v, depth + 1, err) != 0)
             return -1;
+        if (strcmp(k, "$ref") == 0 && (!json_is_string(v) || strncmp(json_string_value(v), "#/$defs/", 8) != 0))
+            return aly_errf(err, "only local references (#/$defs/NAME) are supported");
+        if (strcmp(k, "$defs") == 0) {
+            const char *dk;
+            json_t *dv;
+            if (!json_is_object(v))
+                return aly_errf(err, "$defs must be an object");
+            json_object_foreach(v, dk, dv) if (check_node(dv, depth + 1, err) != 0) return -1;
+        }
     }
     return 0;
 }
@@ -146,7 +155,7 @@ static void join(char *out, size_t len, const char *path, const char *key)
     snprintf(out, len, "%s%s%s", path, path[0] ? "." : "", key);
 }
 
-static int validate(const json_t *s, const json_t *v, const char *path, int depth, aly_err_t *err)
+static int validate(const json_t *root, const json_t *s, const json_t *v, const char *path, int depth, aly_err_t *err)
 {
     if (json_is_true(s))
         return 0;
@@ -155,6 +164,13 @@ static int validate(const json_t *s, const json_t *v, const char *path, int dept
     if (depth > MAX_DEPTH)
         return fail(err, path, "nests too deep%s", "");
     json_t *t = json_object_get(s, "type"), *x;
+    if (json_is_string(x = json_object_get(s, "$ref"))) {
+        json_t *target = json_object_get(json_object_get(root, "$defs"), json_string_value(x) + 8);
+        if (target == NULL)
+            return fail(err, path, "refers to a missing definition %s", json_string_value(x));
+        if (validate(root, target, v, path, depth + 1, err) != 0)
+            return -1;
+    }
     if (json_is_string(t) && !type_matches(json_string_value(t), v))
         return fail(err, path, "must be of type %s", json_string_value(t));
     if (json_is_array(t)) {
@@ -245,11 +261,11 @@ static int validate(const json_t *s, const json_t *v, const char *path, int dept
             join(sub, sizeof(sub), path, k);
             json_t *ps = json_object_get(props, k);
             if (ps != NULL) {
-                if (validate(ps, pv, sub, depth + 1, err) != 0)
+                if (validate(root, ps, pv, sub, depth + 1, err) != 0)
                     return -1;
             } else if (json_is_false(addl)) {
                 return fail(err, sub, "is not a known field (additionalProperties is false)%s", "");
-            } else if (json_is_object(addl) && validate(addl, pv, sub, depth + 1, err) != 0) {
+            } else if (json_is_object(addl) && validate(root, addl, pv, sub, depth + 1, err) != 0) {
                 return -1;
             }
         }
@@ -267,7 +283,7 @@ static int validate(const json_t *s, const json_t *v, const char *path, int dept
         json_array_foreach((json_t *)v, i, e)
         {
             snprintf(sub, sizeof(sub), "%s[%zu]", path[0] ? path : "arguments", i);
-            if (items != NULL && validate(items, e, sub, depth + 1, err) != 0)
+            if (items != NULL && validate(root, items, e, sub, depth + 1, err) != 0)
                 return -1;
             if (json_is_true(json_object_get(s, "uniqueItems")))
                 for (size_t k = 0; k < i; k++)
@@ -280,5 +296,5 @@ static int validate(const json_t *s, const json_t *v, const char *path, int dept
 
 int schema_validate(const json_t *schema, const json_t *value, aly_err_t *err)
 {
-    return validate(schema, value, "", 0, err);
+    return validate(schema, schema, value, "", 0, err);
 }

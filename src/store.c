@@ -19,7 +19,7 @@
 
 /* The named databases of each environment, opened once per process. */
 static const char *const durable_dbs[DB_N] = {"meta", "workspaces", "keys", "key_hash", "revoked_jti", "revoked_sub", "data", "sessions"};
-static const char *const volatile_dbs[VDB_N] = {"meta", "last_used", "rate"};
+static const char *const volatile_dbs[VDB_N] = {"meta", "last_used", "rate", "replies"};
 
 struct store {
     MDB_env *env;

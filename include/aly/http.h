@@ -34,6 +34,13 @@ typedef struct http_ctx {
 void http_register(h2o_globalconf_t *conf, http_ctx_t *hctx, h2o_hostconf_t ***public_hosts, h2o_hostconf_t ***admin_hosts);
 
 /*
+ * Test builds only: when set, a request with no Authorization header gets the
+ * principal this fills (return 0) instead of a 401.  The shipped alyd never
+ * sets it; t/fixtures/main.c does, for the MCP conformance suite.
+ */
+extern int (*http_anonymous_principal)(principal_t *out);
+
+/*
  * Authenticates req's bearer credential into p.  On failure sends the 401
  * (WWW-Authenticate, Cache-Control: no-store, JSON-RPC error body) or 503 and
  * returns -1; the caller just returns.

@@ -48,6 +48,16 @@ void mcp_call_progress(mcp_call_t *call, double progress, double total, const ch
 /* Emits notifications/message when level is at or above the session's level; data is stolen. */
 void mcp_call_log(mcp_call_t *call, const char *level, const char *logger, json_t *data);
 
+/*
+ * Sends a request to the client (sampling/createMessage, elicitation/create)
+ * on this call's event stream.  cb runs once with the client's result or
+ * error, or with an error after REPLY_TIMEOUT; the client may post its reply
+ * to any worker.  Returns -1 when the client cannot receive requests (it did
+ * not accept text/event-stream).
+ */
+typedef void (*mcp_reply_fn)(mcp_call_t *call, json_t *result, json_t *error);
+int mcp_call_request(mcp_call_t *call, const char *method, json_t *params, mcp_reply_fn cb);
+
 /* Completes the request with a result (stolen) or a JSON-RPC error (data stolen, may be NULL). */
 void mcp_call_result(mcp_call_t *call, json_t *result);
 void mcp_call_error(mcp_call_t *call, int code, const char *message, json_t *data);

@@ -45,6 +45,7 @@ typedef enum {
     VDB_META,
     VDB_LAST_USED, /* key id -> uint64 ms, little endian */
     VDB_RATE,      /* principal id -> limiter state */
+    VDB_REPLIES,   /* "p:" request id -> principal (awaiting); "r:" request id -> the client's reply (JSON) */
     VDB_N
 } store_vdb_t;
 
