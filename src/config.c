@@ -78,7 +78,7 @@ static const directive_t directives[] = {
     {"authorization_servers", K_URLLIST, F(authorization_servers), 1, 0, 0},
     {"max_request_body", K_SIZE, F(max_request_body), 0, 1024, (uint64_t)64 << 20},
     {"shutdown_timeout", K_DURATION, F(shutdown_timeout_ms), 0, 0, 3600 * 1000},
-    {"session_ttl", K_DURATION, F(session_ttl_ms), 0, 60 * 1000, (uint64_t)30 * 86400 * 1000},
+    {"session_ttl", K_DURATION, F(session_ttl_ms), 0, 1000, (uint64_t)30 * 86400 * 1000},
     {"metrics_listen", K_MLISTEN, 0, 0, 0, 0},
 };
 

@@ -215,6 +215,22 @@ static void auth_param(char *out, size_t len, const char *in)
 
 int (*http_anonymous_principal)(principal_t *out);
 
+/* Access-log fields ride on req->env as (name, value) pairs: h2o keeps that vector per request and never reads it here. */
+void http_log_note(h2o_req_t *req, const char *key, const char *value, size_t len)
+{
+    h2o_vector_reserve(&req->pool, &req->env, req->env.size + 2);
+    req->env.entries[req->env.size++] = h2o_iovec_init(key, strlen(key));
+    req->env.entries[req->env.size++] = h2o_strdup(&req->pool, value, len);
+}
+
+static h2o_iovec_t log_field(h2o_req_t *req, const char *key)
+{
+    for (size_t i = 0; i + 1 < req->env.size; i += 2)
+        if (h2o_memis(req->env.entries[i].base, req->env.entries[i].len, key, strlen(key)))
+            return req->env.entries[i + 1];
+    return h2o_iovec_init(H2O_STRLIT("-"));
+}
+
 int http_authenticate(http_ctx_t *hctx, h2o_req_t *req, principal_t *p)
 {
     ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
@@ -222,8 +238,10 @@ int http_authenticate(http_ctx_t *hctx, h2o_req_t *req, principal_t *p)
     size_t len = i >= 0 ? req->headers.entries[i].value.len : 0;
     aly_err_t why = {""};
     auth_result_t r = auth_authenticate(hctx->auth, value, len, p, &why);
-    if (r == AUTH_OK || (r == AUTH_MISSING && http_anonymous_principal != NULL && http_anonymous_principal(p) == 0))
+    if (r == AUTH_OK || (r == AUTH_MISSING && http_anonymous_principal != NULL && http_anonymous_principal(p) == 0)) {
+        http_log_note(req, "principal", p->id, strlen(p->id));
         return 0;
+    }
     if (r == AUTH_ERROR) {
         send_rpc_error(req, 503, "Service Unavailable", -32603, "the credential store cannot be read; try again shortly", NULL);
         return -1;
@@ -339,7 +357,7 @@ static void on_log(h2o_logger_t *self, h2o_req_t *req)
     if (!log_access_enabled())
         return;
 
-    char line[1024], ts[40], client[INET6_ADDRSTRLEN + 2] = "-", method[24], path[512];
+    char line[1400], ts[40], client[INET6_ADDRSTRLEN + 2] = "-", method[24], path[512], principal[161], rpc[161];
     aly_format_time(ts, sizeof(ts), aly_wall_ms());
     struct sockaddr_storage ss;
     socklen_t sl = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
@@ -353,13 +371,17 @@ static void on_log(h2o_logger_t *self, h2o_req_t *req)
     method[ml] = '\0';
     size_t pl = sanitize(path, req->path.base, req->path.len, sizeof(path) - 1);
     path[pl] = '\0';
+    h2o_iovec_t f = log_field(req, "principal");
+    principal[sanitize(principal, f.base, f.len, sizeof(principal) - 1)] = '\0';
+    f = log_field(req, "rpc");
+    rpc[sanitize(rpc, f.base, f.len, sizeof(rpc) - 1)] = '\0';
     struct timeval now;
     gettimeofday(&now, NULL);
     int64_t usec = (int64_t)(now.tv_sec - req->timestamps.request_begin_at.tv_sec) * 1000000 +
                    (now.tv_usec - req->timestamps.request_begin_at.tv_usec);
     const char *proto = req->version >= 0x200 ? "HTTP/2" : req->version == 0x101 ? "HTTP/1.1" : "HTTP/1.0";
-    int n = snprintf(line, sizeof(line), "%s %s - %s %s - %d %zu %.3f %s", ts, client, method, path, req->res.status,
-                     req->bytes_sent, (double)usec / 1000.0, proto);
+    int n = snprintf(line, sizeof(line), "%s %s %s %s %s %s %d %zu %.3f %s %d", ts, client, principal, method, path, rpc,
+                     req->res.status, req->bytes_sent, (double)usec / 1000.0, proto, (int)getpid());
     if (n > 0)
         log_access_line(line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
 }

@@ -892,6 +892,25 @@ static void serve_delete(http_ctx_t *hctx, h2o_req_t *req, const principal_t *p,
     h2o_send_inline(req, "", 0);
 }
 
+/* The access log's rpc field: the method, "tools/call:NAME" for a tool, or "batch:N". */
+static void log_rpc(h2o_req_t *req, json_t *body)
+{
+    char buf[160];
+    if (json_is_array(body)) {
+        snprintf(buf, sizeof(buf), "batch:%zu", json_array_size(body));
+    } else {
+        const char *m = json_string_value(json_object_get(body, "method"));
+        const char *tool = json_string_value(json_object_get(json_object_get(body, "params"), "name"));
+        if (m == NULL)
+            snprintf(buf, sizeof(buf), "%s", json_object_get(body, "id") != NULL ? "response" : "-");
+        else if (tool != NULL && strcmp(m, "tools/call") == 0)
+            snprintf(buf, sizeof(buf), "tools/call:%.100s", tool);
+        else
+            snprintf(buf, sizeof(buf), "%.150s", m);
+    }
+    http_log_note(req, "rpc", buf, strlen(buf));
+}
+
 static int is_initialize(json_t *msg)
 {
     const char *m = json_string_value(json_object_get(msg, "method"));
@@ -950,7 +969,7 @@ void mcp_serve(http_ctx_t *hctx, h2o_req_t *req)
         return;
     }
     json_error_t jerr;
-    json_t *body = json_loadb(req->entity.base, req->entity.len, 0, &jerr);
+    json_t *body = json_loadb(req->entity.base, req->entity.len, JSON_DECODE_ANY, &jerr);
     if (body == NULL) {
         char msg[300];
         snprintf(msg, sizeof(msg), "Parse error: %s (at byte %d)", jerr.text, jerr.position);
@@ -958,6 +977,7 @@ void mcp_serve(http_ctx_t *hctx, h2o_req_t *req)
         return;
     }
     int batch = json_is_array(body);
+    log_rpc(req, body);
     if (!batch && !json_is_object(body)) {
         json_decref(body);
         send_http_error(req, 400, "Bad Request", RPC_INVALID_REQUEST, "the body must be a JSON-RPC message (an object)");

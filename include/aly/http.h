@@ -50,6 +50,9 @@ int http_authenticate(http_ctx_t *hctx, h2o_req_t *req, principal_t *p);
 /* Adds the 403 challenge for a principal lacking need: insufficient_scope with held + required scopes. */
 void http_add_scope_challenge(http_ctx_t *hctx, h2o_req_t *req, scope_set_t held, scope_set_t need);
 
+/* Notes a field for the access log line of req: "principal" or "rpc" (copied into the request's pool). */
+void http_log_note(h2o_req_t *req, const char *key, const char *value, size_t len);
+
 /* Sends body (JSON text) with status; the body is copied. */
 void http_send_json(h2o_req_t *req, int status, const char *reason, const char *body, size_t len);
 

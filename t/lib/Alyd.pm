@@ -280,7 +280,8 @@ sub _make_cert {
     my ($dir) = @_;
     my ($exit, $out, $err) = run_cmd(
         'openssl', 'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1',
-        '-subj', '/CN=localhost', '-keyout', "$dir/key.pem", '-out', "$dir/cert.pem"
+        '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1',
+        '-keyout', "$dir/key.pem", '-out', "$dir/cert.pem"
     );
     croak "openssl req failed ($exit): $err" if $exit != 0;
     return ("$dir/cert.pem", "$dir/key.pem");
@@ -314,6 +315,8 @@ sub make_cert { my ($class, $dir) = @_; return _make_cert($dir) }
 #   extra     => [lines]  more directives, appended to the file
 #   init      => 0        skip "alyctl init"
 #   wait      => 0        do not wait for /healthz and the workers
+#   bin       => PATH     run this daemon binary (e.g. $ENV{ALYD_TEST}, the fixture build)
+#   env       => {K=>V}   extra environment for the daemon
 sub start {
     my ($class, %o) = @_;
     my $self = bless { opts => \%o, owner => $$ }, $class;
@@ -384,11 +387,13 @@ sub write_conf {
 
 sub spawn {
     my ($self) = @_;
-    my @cmd = (alyd_bin(), '-f', '-c', $self->{conf});
+    my @cmd = ($self->{opts}{bin} // alyd_bin(), '-f', '-c', $self->{conf});
     push @cmd, '-w', $self->{workers} unless ($self->{opts}{workers_via} // 'flag') eq 'config';
     my $pid = fork // croak "fork: $!";
     if ($pid == 0) {
         setpgrp(0, 0);
+        my $env = $self->{opts}{env} // {};
+        $ENV{$_} = $env->{$_} for keys %$env;
         open(STDIN,  '<',  '/dev/null');
         open(STDOUT, '>>', "$self->{dir}/stdout.txt");
         open(STDERR, '>>', "$self->{dir}/stderr.txt");
