@@ -260,8 +260,9 @@ store_t *store_open(const aly_config_t *cfg, aly_err_t *err)
     int dead;
     mdb_reader_check(st->env, &dead);
     mdb_reader_check(st->vol, &dead);
-    if (open_dbis(st->env, durable_dbs, ALY_ARRAY_SIZE(durable_dbs), st->dbi, 0, err) != 0 ||
-        open_dbis(st->vol, volatile_dbs, ALY_ARRAY_SIZE(volatile_dbs), st->vdbi, 0, err) != 0 ||
+    /* Creating missing databases here lets a newer alyd open a store made by an older one. */
+    if (open_dbis(st->env, durable_dbs, ALY_ARRAY_SIZE(durable_dbs), st->dbi, 1, err) != 0 ||
+        open_dbis(st->vol, volatile_dbs, ALY_ARRAY_SIZE(volatile_dbs), st->vdbi, 1, err) != 0 ||
         verify_schema(st->env, st->dbi[0], err) != 0)
         goto fail;
     return st;
