@@ -311,6 +311,12 @@ int mcp_call_cancelled(const mcp_call_t *call)
 
 void mcp_call_result(mcp_call_t *call, json_t *result)
 {
+    if (result == NULL) {
+        /* A handler failed to build its result (out of memory, or a bad json_pack format). */
+        log_error("a handler produced no result");
+        mcp_call_error(call, RPC_INTERNAL_ERROR, "internal error: the result could not be built", NULL);
+        return;
+    }
     call_finish(call, json_pack("{s:s, s:O, s:o}", "jsonrpc", "2.0", "id", call->id, "result", result));
 }
 

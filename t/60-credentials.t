@@ -42,6 +42,7 @@ Alyd::spew("$keys/jwks.json", sh($python, $mint, 'jwks', "rsa1=$keys/rsa.pem", "
 my $issuer = 'https://auth.example.test';
 my $srv = Alyd->start(
     workers => 2,
+    bin     => $ENV{ALYD_TEST},
     extra   => ["oauth_issuer $issuer", "oauth_jwks_file $keys/jwks.json", "oauth_leeway 60s"]
 );
 my $resource = $srv->url('/api/mcp');
@@ -67,18 +68,18 @@ sub mcp {
     my ($auth) = @_;
     my @h = defined $auth ? ('-H', "Authorization: $auth") : ();
     my ($st, $hdr, $body) = Alyd::curl('-X', 'POST', @h, '-H', 'Content-Type: application/json',
-        '--data', '{"jsonrpc":"2.0","id":1,"method":"ping"}', $resource);
+        '--data', '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"aly_test_whoami"}}', $resource);
     return ($st, $hdr, $body);
 }
 
-# Passing the gate: the MCP placeholder answers 501 and names the principal.
+# Passing the gate: the test build's aly_test_whoami tool names the principal.
 sub passes {
     my ($auth, $name, $want_ws) = @_;
     my ($st, $hdr, $body) = mcp($auth);
-    is($st, 501, "$name: passes the gate");
+    is($st, 200, "$name: passes the gate");
     my $j = eval { Alyd::json_decode($body) } // {};
-    is($j->{error}{data}{workspace}, $want_ws, "$name: principal of the right workspace") if $want_ws;
-    return $j->{error}{data}{principal};
+    is($j->{result}{structuredContent}{workspace}, $want_ws, "$name: principal of the right workspace") if $want_ws;
+    return $j->{result}{structuredContent}{principal};
 }
 
 sub refused {
