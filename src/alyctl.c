@@ -20,7 +20,9 @@
 
 #include "aly/auth.h"
 #include "aly/config.h"
+#include "aly/demo.h"
 #include "aly/record.h"
+#include "aly/shop.h"
 #include "aly/store.h"
 
 typedef struct ctl {
@@ -583,6 +585,157 @@ static int cmd_backup(ctl_t *ctl)
     return 0;
 }
 
+/* ---- demo, import, audit ---- */
+
+static int parse_uint(const char *v, const char *opt, unsigned long long max, unsigned long long *out)
+{
+    char *end;
+    if (v == NULL)
+        return 0;
+    unsigned long long n = strtoull(v, &end, 10);
+    if (*v < '0' || *v > '9' || *end != '\0' || n > max)
+        return fail("%s \"%s\" must be an integer from 0 to %llu", opt, v, max), -1;
+    *out = n;
+    return 0;
+}
+
+static int cmd_demo(ctl_t *ctl)
+{
+    static const char *const names[] = {"--workspace", "--sites", "--products", "--orders", "--days", "--seed"};
+    const char *v[ALY_ARRAY_SIZE(names)] = {NULL};
+    if (ctl->argc < 1 || strcmp(ctl->argv[0], "seed") != 0)
+        return fail("usage: demo seed --workspace WS [--sites 3 --products 40 --orders 300 --days 90 --seed N]");
+    if (take_options(ctl, names, v, ALY_ARRAY_SIZE(names)) != 0)
+        return 1;
+    if (ctl->argc != 1 || v[0] == NULL)
+        return fail("usage: demo seed --workspace WS [--sites 3 --products 40 --orders 300 --days 90 --seed N]");
+    unsigned long long sites = 3, products = 40, orders = 300, days = 90, seed = 42;
+    if (parse_uint(v[1], "--sites", 50, &sites) || parse_uint(v[2], "--products", 100000, &products) ||
+        parse_uint(v[3], "--orders", 1000000, &orders) || parse_uint(v[4], "--days", 3650, &days) ||
+        parse_uint(v[5], "--seed", ~0ULL, &seed))
+        return 1;
+    store_t *st = open_store(ctl);
+    if (st == NULL)
+        return 1;
+    demo_opts_t o = {(unsigned)sites, (unsigned)products, (unsigned)orders, (unsigned)days, seed};
+    demo_counts_t c;
+    aly_err_t err;
+    int rc = demo_seed(st, v[0], &o, &c, &err);
+    store_close(st);
+    if (rc != 0)
+        return fail("%s", err.msg);
+    if (ctl->json)
+        print_json(json_pack("{s:s, s:i, s:i, s:i, s:i}", "workspace", v[0], "sites", c.sites, "products", c.products, "orders",
+                             c.orders, "visit_days", c.visit_days));
+    else
+        printf("seeded %s: %u sites, %u products, %u orders, %u days of visits\n", v[0], c.sites, c.products, c.orders,
+               c.visit_days);
+    return 0;
+}
+
+static void report_line(unsigned line, const char *why, void *ctx)
+{
+    fprintf(stderr, "%s:%u: %s\n", (const char *)ctx, line, why);
+}
+
+static int cmd_import(ctl_t *ctl)
+{
+    static const char *const names[] = {"--workspace"};
+    const char *v[1] = {NULL};
+    if (take_options(ctl, names, v, 1) != 0)
+        return 1;
+    if (ctl->argc != 1 || v[0] == NULL)
+        return fail("usage: import --workspace WS FILE.jsonl");
+    FILE *fp = strcmp(ctl->argv[0], "-") == 0 ? stdin : fopen(ctl->argv[0], "r");
+    if (fp == NULL)
+        return fail("cannot open %s: %s", ctl->argv[0], strerror(errno));
+    store_t *st = open_store(ctl);
+    if (st == NULL) {
+        if (fp != stdin)
+            fclose(fp);
+        return 1;
+    }
+    demo_counts_t c;
+    aly_err_t err;
+    int rc = demo_import(st, v[0], fp, report_line, ctl->argv[0], &c, &err);
+    store_close(st);
+    if (fp != stdin)
+        fclose(fp);
+    if (rc != 0)
+        return fail("%s", err.msg);
+    if (ctl->json)
+        print_json(json_pack("{s:i, s:i, s:i, s:i}", "sites", c.sites, "products", c.products, "orders", c.orders, "visit_days",
+                             c.visit_days));
+    else
+        printf("imported %u sites, %u products, %u orders, %u visit counts\n", c.sites, c.products, c.orders, c.visit_days);
+    return 0;
+}
+
+typedef struct audit_ctx {
+    json_t *out;
+    uint64_t since;
+    const char *ws;
+} audit_ctx_t;
+
+static int audit_cb(void *vctx, const store_val_t *key, const store_val_t *val)
+{
+    audit_ctx_t *c = vctx;
+    const char *k = key->data;
+    const char *a = memchr(k, '/', key->len);
+    /* Audit keys are "<ws>/A/<time><seq>"; skip every other record of DB_DATA. */
+    if (a == NULL || (size_t)(a - k) + 3 > key->len || a[1] != 'A' || a[2] != '/')
+        return 0;
+    audit_record_t r;
+    aly_err_t err;
+    if (record_decode(&record_audit, val->data, val->len, &r, &err) != 0 || r.at_ms < c->since)
+        return 0;
+    char at[40];
+    aly_format_time(at, sizeof(at), r.at_ms);
+    if (c->out != NULL)
+        json_array_append_new(c->out, json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I}", "at", at, "workspace", r.workspace,
+                                                "principal", r.principal, "tool", r.tool, "object", r.object, "before_version",
+                                                (json_int_t)r.before_version, "after_version", (json_int_t)r.after_version));
+    else
+        printf("%s %s %s %s %s v%llu->v%llu\n", at, r.workspace, r.principal, r.tool, r.object, (unsigned long long)r.before_version,
+               (unsigned long long)r.after_version);
+    return 0;
+}
+
+static int cmd_audit(ctl_t *ctl)
+{
+    static const char *const names[] = {"--workspace", "--since"};
+    const char *v[2] = {NULL, NULL};
+    if (take_options(ctl, names, v, 2) != 0)
+        return 1;
+    if (ctl->argc != 0)
+        return fail("usage: audit [--workspace WS] [--since YYYY-MM-DD]");
+    audit_ctx_t c = {ctl->json ? json_array() : NULL, 0, v[0]};
+    if (v[1] != NULL) {
+        int64_t ms = shop_date_ms(v[1]);
+        if (ms < 0)
+            return fail("--since \"%s\" must be a date YYYY-MM-DD", v[1]);
+        c.since = (uint64_t)ms;
+    }
+    store_t *st = open_store(ctl);
+    if (st == NULL)
+        return 1;
+    char prefix[64] = "";
+    size_t pl = v[0] != NULL ? shop_key(prefix, sizeof(prefix), v[0], 'A', NULL, NULL) : 0;
+    store_txn_t t;
+    aly_err_t err;
+    int rc = store_begin(st, 0, &t, &err);
+    if (rc == 0) {
+        rc = store_scan(&t, DB_DATA, prefix, pl, NULL, 0, audit_cb, &c, &err);
+        store_abort(&t);
+    }
+    store_close(st);
+    if (rc != 0)
+        return fail("%s", err.msg);
+    if (c.out != NULL)
+        print_json(c.out);
+    return 0;
+}
+
 static const command_t commands[] = {
     {"init", "init                 create data_dir, the pepper file and the store", cmd_init},
     {"stats", "stats                record counts, map use and readers of the store", cmd_stats},
@@ -592,6 +745,9 @@ static const command_t commands[] = {
      cmd_keys},
     {"oauth", "oauth revoke-jti JTI | oauth revoke-sub SUB", cmd_oauth},
     {"backup", "backup DEST_DIR      hot, compacted copy of the durable store", cmd_backup},
+    {"demo", "demo seed --workspace WS [--sites 3 --products 40 --orders 300 --days 90 --seed N]", cmd_demo},
+    {"import", "import --workspace WS FILE.jsonl   sites, products, orders, visits; all or nothing", cmd_import},
+    {"audit", "audit [--workspace WS] [--since YYYY-MM-DD]   every mutation made through the tools", cmd_audit},
 };
 
 static void usage(FILE *fp)

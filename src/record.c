@@ -8,47 +8,45 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define F(type, field) offsetof(type, field), sizeof(((type *)0)->field)
 
 static const record_field_t workspace_fields[] = {
-    {"id", RF_STR, F(workspace_record_t, id), 0},
-    {"name", RF_STR, F(workspace_record_t, name), 0},
-    {"created", RF_U64, F(workspace_record_t, created_ms), 0},
+    RF_STR_(workspace_record_t, id, "id", 0),
+    RF_STR_(workspace_record_t, name, "name", 0),
+    RF_U64_(workspace_record_t, created_ms, "created", 0),
 };
 const record_type_t record_workspace = {"ws", 1, workspace_fields, ALY_ARRAY_SIZE(workspace_fields)};
 
 static const record_field_t key_fields[] = {
-    {"id", RF_STR, F(key_record_t, id), 0},
-    {"ws", RF_STR, F(key_record_t, workspace), 0},
-    {"name", RF_STR, F(key_record_t, name), 1},
-    {"scopes", RF_U64, F(key_record_t, scopes), 0},
-    {"created", RF_U64, F(key_record_t, created_ms), 0},
-    {"expires", RF_U64, F(key_record_t, expires_ms), 1},
-    {"revoked", RF_U64, F(key_record_t, revoked_ms), 1},
-    {"rl_n", RF_U64, F(key_record_t, rate_count), 1},
-    {"rl_p", RF_U64, F(key_record_t, rate_period_s), 1},
-    {"rl_b", RF_U64, F(key_record_t, rate_burst), 1},
-    {"hash", RF_BIN, F(key_record_t, hash), 0},
+    RF_STR_(key_record_t, id, "id", 0),
+    RF_STR_(key_record_t, workspace, "ws", 0),
+    RF_STR_(key_record_t, name, "name", 1),
+    RF_U64_(key_record_t, scopes, "scopes", 0),
+    RF_U64_(key_record_t, created_ms, "created", 0),
+    RF_U64_(key_record_t, expires_ms, "expires", 1),
+    RF_U64_(key_record_t, revoked_ms, "revoked", 1),
+    RF_U64_(key_record_t, rate_count, "rl_n", 1),
+    RF_U64_(key_record_t, rate_period_s, "rl_p", 1),
+    RF_U64_(key_record_t, rate_burst, "rl_b", 1),
+    RF_BIN_(key_record_t, hash, "hash"),
 };
 const record_type_t record_key = {"key", 1, key_fields, ALY_ARRAY_SIZE(key_fields)};
 
 static const record_field_t session_fields[] = {
-    {"id", RF_STR, F(session_record_t, id), 0},
-    {"principal", RF_STR, F(session_record_t, principal), 0},
-    {"protocol", RF_STR, F(session_record_t, protocol), 0},
-    {"created", RF_U64, F(session_record_t, created_ms), 0},
-    {"expires", RF_U64, F(session_record_t, expires_ms), 0},
-    {"level", RF_U64, F(session_record_t, log_level), 1},
+    RF_STR_(session_record_t, id, "id", 0),
+    RF_STR_(session_record_t, principal, "principal", 0),
+    RF_STR_(session_record_t, protocol, "protocol", 0),
+    RF_U64_(session_record_t, created_ms, "created", 0),
+    RF_U64_(session_record_t, expires_ms, "expires", 0),
+    RF_U64_(session_record_t, log_level, "level", 1),
 };
 const record_type_t record_session = {"session", 1, session_fields, ALY_ARRAY_SIZE(session_fields)};
 
 static const record_field_t revocation_fields[] = {
-    {"subject", RF_STR, F(revocation_record_t, subject), 0},
-    {"revoked", RF_U64, F(revocation_record_t, revoked_ms), 0},
+    RF_STR_(revocation_record_t, subject, "subject", 0),
+    RF_U64_(revocation_record_t, revoked_ms, "revoked", 0),
 };
 const record_type_t record_revocation = {"revoked", 1, revocation_fields, ALY_ARRAY_SIZE(revocation_fields)};
 
-#undef F
 
 static void pack_str(msgpack_packer *pk, const char *s)
 {
@@ -56,8 +54,62 @@ static void pack_str(msgpack_packer *pk, const char *s)
     msgpack_pack_str_with_body(pk, s, n);
 }
 
+static void pack_fields(msgpack_packer *pk, const record_type_t *type, const char *base)
+{
+    for (size_t i = 0; i < type->n_fields; i++) {
+        const record_field_t *f = &type->fields[i];
+        pack_str(pk, f->name);
+        switch (f->kind) {
+        case RF_STR:
+            pack_str(pk, base + f->offset);
+            break;
+        case RF_U64: {
+            uint64_t v;
+            memcpy(&v, base + f->offset, sizeof(v));
+            msgpack_pack_uint64(pk, v);
+            break;
+        }
+        case RF_BIN:
+            msgpack_pack_bin_with_body(pk, base + f->offset, f->size);
+            break;
+        case RF_LIST: {
+            uint64_t n;
+            memcpy(&n, base + f->count_offset, sizeof(n));
+            if (n > f->max)
+                n = f->max;
+            msgpack_pack_array(pk, (size_t)n);
+            for (uint64_t k = 0; k < n; k++) {
+                msgpack_pack_map(pk, (uint32_t)f->sub->n_fields);
+                pack_fields(pk, f->sub, base + f->offset + k * f->size);
+            }
+            break;
+        }
+        }
+    }
+}
+
+/* Every string field must be terminated inside its array; checked before packing. */
+static int terminated(const record_type_t *type, const char *base, aly_err_t *err)
+{
+    for (size_t i = 0; i < type->n_fields; i++) {
+        const record_field_t *f = &type->fields[i];
+        if (f->kind == RF_STR && memchr(base + f->offset, '\0', f->size) == NULL)
+            return aly_errf(err, "record field %s is not terminated", f->name);
+        if (f->kind == RF_LIST) {
+            uint64_t n;
+            memcpy(&n, base + f->count_offset, sizeof(n));
+            for (uint64_t k = 0; k < n && k < f->max; k++)
+                if (terminated(f->sub, base + f->offset + k * f->size, err) != 0)
+                    return -1;
+        }
+    }
+    return 0;
+}
+
 int record_encode(const record_type_t *type, const void *obj, char **out, size_t *len, aly_err_t *err)
 {
+    if (terminated(type, obj, err) != 0)
+        return -1;
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
     msgpack_packer pk;
@@ -67,31 +119,7 @@ int record_encode(const record_type_t *type, const void *obj, char **out, size_t
     pack_str(&pk, type->tag);
     pack_str(&pk, "v");
     msgpack_pack_uint32(&pk, type->version);
-    const char *base = obj;
-    for (size_t i = 0; i < type->n_fields; i++) {
-        const record_field_t *f = &type->fields[i];
-        pack_str(&pk, f->name);
-        switch (f->kind) {
-        case RF_STR: {
-            const char *s = base + f->offset;
-            if (memchr(s, '\0', f->size) == NULL) {
-                msgpack_sbuffer_destroy(&sb);
-                return aly_errf(err, "record field %s is not terminated", f->name);
-            }
-            pack_str(&pk, s);
-            break;
-        }
-        case RF_U64: {
-            uint64_t v;
-            memcpy(&v, base + f->offset, sizeof(v));
-            msgpack_pack_uint64(&pk, v);
-            break;
-        }
-        case RF_BIN:
-            msgpack_pack_bin_with_body(&pk, base + f->offset, f->size);
-            break;
-        }
-    }
+    pack_fields(&pk, type, obj);
     *out = sb.data;
     *len = sb.size;
     return 0;
@@ -103,20 +131,20 @@ static int key_is(const msgpack_object *k, const char *name)
     return k->type == MSGPACK_OBJECT_STR && k->via.str.size == n && memcmp(k->via.str.ptr, name, n) == 0;
 }
 
-static int decode_map(const record_type_t *type, const msgpack_object *map, char *base, aly_err_t *err)
+static int decode_map(const record_type_t *type, const msgpack_object *map, char *base, int tagged, aly_err_t *err)
 {
     if (map->type != MSGPACK_OBJECT_MAP)
         return aly_errf(err, "%s record is not a map", type->tag);
     uint64_t seen = 0;
-    int tag_ok = 0, version_ok = 0;
+    int tag_ok = !tagged, version_ok = !tagged;
     for (uint32_t i = 0; i < map->via.map.size; i++) {
         const msgpack_object *k = &map->via.map.ptr[i].key, *v = &map->via.map.ptr[i].val;
-        if (key_is(k, "t")) {
+        if (tagged && key_is(k, "t")) {
             tag_ok = v->type == MSGPACK_OBJECT_STR && v->via.str.size == strlen(type->tag) &&
                      memcmp(v->via.str.ptr, type->tag, v->via.str.size) == 0;
             continue;
         }
-        if (key_is(k, "v")) {
+        if (tagged && key_is(k, "v")) {
             version_ok = v->type == MSGPACK_OBJECT_POSITIVE_INTEGER && v->via.u64 == type->version;
             continue;
         }
@@ -145,6 +173,16 @@ static int decode_map(const record_type_t *type, const msgpack_object *map, char
                     return aly_errf(err, "%s record field %s is not %zu bytes", type->tag, fd->name, fd->size);
                 memcpy(base + fd->offset, v->via.bin.ptr, fd->size);
                 break;
+            case RF_LIST: {
+                if (v->type != MSGPACK_OBJECT_ARRAY || v->via.array.size > fd->max)
+                    return aly_errf(err, "%s record field %s is not a list of at most %zu", type->tag, fd->name, fd->max);
+                uint64_t n = v->via.array.size;
+                for (uint64_t e = 0; e < n; e++)
+                    if (decode_map(fd->sub, &v->via.array.ptr[e], base + fd->offset + e * fd->size, 0, err) != 0)
+                        return -1;
+                memcpy(base + fd->count_offset, &n, sizeof(n));
+                break;
+            }
             }
         }
     }
@@ -222,9 +260,12 @@ int record_decode(const record_type_t *type, const void *data, size_t len, void 
 {
     size_t struct_size = 0;
     for (size_t f = 0; f < type->n_fields; f++) {
-        size_t end = type->fields[f].offset + type->fields[f].size;
+        const record_field_t *fd = &type->fields[f];
+        size_t end = fd->offset + (fd->kind == RF_LIST ? fd->size * fd->max : fd->size);
         if (end > struct_size)
             struct_size = end;
+        if (fd->kind == RF_LIST && fd->count_offset + sizeof(uint64_t) > struct_size)
+            struct_size = fd->count_offset + sizeof(uint64_t);
     }
     memset(obj, 0, struct_size);
     /* Our records are small; refusing big values bounds what a corrupt length prefix can make the decoder allocate. */
@@ -243,7 +284,7 @@ int record_decode(const record_type_t *type, const void *data, size_t len, void 
     else if (off != len)
         ret = aly_errf(err, "%s record has %zu trailing bytes", type->tag, len - off);
     else
-        ret = decode_map(type, &up.data, obj, err);
+        ret = decode_map(type, &up.data, obj, 1, err);
     msgpack_unpacked_destroy(&up);
     return ret;
 }

@@ -12,6 +12,7 @@
 
 #include "aly/cursor.h"
 #include "aly/schema.h"
+#include "aly/tools.h"
 
 #define PAGE_SIZE 50
 
@@ -453,6 +454,8 @@ void registry_complete(mcp_call_t *call, json_t *params)
 
 int registry_init(aly_err_t *err)
 {
+    if (tools_register(err) != 0)
+        return -1;
     if (registry_extensions != NULL && registry_extensions(err) != 0)
         return -1;
     return 0;

@@ -21,10 +21,13 @@
 #include "aly/scope.h"
 
 typedef enum {
-    RF_STR, /* char[size], NUL-terminated, at most size-1 bytes */
-    RF_U64, /* uint64_t */
-    RF_BIN, /* unsigned char[size], exactly size bytes */
+    RF_STR,  /* char[size], NUL-terminated, at most size-1 bytes */
+    RF_U64,  /* uint64_t */
+    RF_BIN,  /* unsigned char[size], exactly size bytes */
+    RF_LIST, /* an array of at most max elements of type sub, each size bytes; count in a uint64_t at count_offset */
 } record_kind_t;
+
+struct record_type;
 
 typedef struct record_field {
     const char *name;
@@ -32,6 +35,9 @@ typedef struct record_field {
     size_t offset;
     size_t size;
     int optional; /* absent means zero / empty */
+    size_t max;
+    size_t count_offset;
+    const struct record_type *sub;
 } record_field_t;
 
 typedef struct record_type {
@@ -40,6 +46,15 @@ typedef struct record_type {
     const record_field_t *fields;
     size_t n_fields;
 } record_type_t;
+
+/* Table rows: RF_STR_(type, field, "name", optional) and friends. */
+#define RF_MEMBER_SIZE(t, f) sizeof(((t *)0)->f)
+#define RF_STR_(t, f, n, opt) {.name = (n), .kind = RF_STR, .offset = offsetof(t, f), .size = RF_MEMBER_SIZE(t, f), .optional = (opt)}
+#define RF_U64_(t, f, n, opt) {.name = (n), .kind = RF_U64, .offset = offsetof(t, f), .size = sizeof(uint64_t), .optional = (opt)}
+#define RF_BIN_(t, f, n) {.name = (n), .kind = RF_BIN, .offset = offsetof(t, f), .size = RF_MEMBER_SIZE(t, f)}
+#define RF_LIST_(t, f, n, count, subtype)                                                                                     \
+    {.name = (n), .kind = RF_LIST, .offset = offsetof(t, f), .size = RF_MEMBER_SIZE(t, f[0]), .optional = 1,                    \
+     .max = RF_MEMBER_SIZE(t, f) / RF_MEMBER_SIZE(t, f[0]), .count_offset = offsetof(t, count), .sub = &(subtype)}
 
 /* Encodes obj as a msgpack map into a malloc'd buffer. */
 int record_encode(const record_type_t *type, const void *obj, char **out, size_t *len, aly_err_t *err);

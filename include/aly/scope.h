@@ -11,6 +11,15 @@
 
 typedef uint32_t scope_set_t;
 
+/* The bits, in catalogue order (scope.c). */
+#define SCOPE_READ_SITES ((scope_set_t)1 << 0)
+#define SCOPE_WRITE_SITES ((scope_set_t)1 << 1)
+#define SCOPE_READ_CONTENT ((scope_set_t)1 << 2)
+#define SCOPE_WRITE_CONTENT ((scope_set_t)1 << 3)
+#define SCOPE_READ_ORDERS ((scope_set_t)1 << 4)
+#define SCOPE_WRITE_ORDERS ((scope_set_t)1 << 5)
+#define SCOPE_READ_ANALYTICS ((scope_set_t)1 << 6)
+
 typedef struct scope_desc {
     const char *name;
     const char *grants; /* for error messages and alyctl */
