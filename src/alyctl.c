@@ -39,6 +39,7 @@ typedef struct command {
 } command_t;
 
 static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int take_options(ctl_t *ctl, const char *const *names, const char **values, size_t n);
 
 static int fail(const char *fmt, ...)
 {
@@ -103,10 +104,74 @@ static int cmd_init(ctl_t *ctl)
     return 0;
 }
 
+typedef struct site_stats_ctx {
+    json_t *out;
+} site_stats_ctx_t;
+
+static int site_stats_cb(void *vctx, const store_val_t *key, const store_val_t *val)
+{
+    (void)key;
+    site_stats_ctx_t *c = vctx;
+    site_record_t s;
+    aly_err_t err;
+    if (record_decode(&record_site, val->data, val->len, &s, &err) != 0)
+        return 0;
+    json_array_append_new(c->out, json_pack("{s:s, s:s, s:I, s:I}", "id", s.id, "name", s.name, "products", (json_int_t)s.products,
+                                            "orders", (json_int_t)s.orders));
+    return 0;
+}
+
+/* alyctl stats --workspace WS: the workspace's sites with their product and order counts. */
+static int workspace_stats(ctl_t *ctl, const char *ws)
+{
+    aly_err_t err;
+    store_t *st = store_open(ctl->cfg, &err);
+    if (st == NULL)
+        return fail("%s", err.msg);
+    site_stats_ctx_t c = {json_array()};
+    char prefix[64];
+    size_t pl = shop_key(prefix, sizeof(prefix), ws, 'S', NULL, NULL);
+    store_txn_t t;
+    store_val_t v;
+    int rc = store_begin(st, 0, &t, &err);
+    if (rc == 0) {
+        if (store_get(&t, DB_WORKSPACES, ws, strlen(ws), &v, &err) != 0)
+            rc = aly_errf(&err, "no workspace %s (alyctl workspace list)", ws);
+        else
+            rc = store_scan(&t, DB_DATA, prefix, pl, NULL, 0, site_stats_cb, &c, &err);
+        store_abort(&t);
+    }
+    store_close(st);
+    if (rc != 0) {
+        json_decref(c.out);
+        return fail("%s", err.msg);
+    }
+    if (ctl->json) {
+        print_json(json_pack("{s:s, s:o}", "workspace", ws, "sites", c.out));
+        return 0;
+    }
+    size_t i;
+    json_t *s;
+    json_array_foreach(c.out, i, s)
+    {
+        printf("%-26s %6lld products %6lld orders  %s\n", json_string_value(json_object_get(s, "id")),
+               (long long)json_integer_value(json_object_get(s, "products")), (long long)json_integer_value(json_object_get(s, "orders")),
+               json_string_value(json_object_get(s, "name")));
+    }
+    json_decref(c.out);
+    return 0;
+}
+
 static int cmd_stats(ctl_t *ctl)
 {
+    static const char *const names[] = {"--workspace"};
+    const char *ws[1] = {NULL};
+    if (take_options(ctl, names, ws, 1) != 0)
+        return 1;
     if (ctl->argc != 0)
-        return fail("stats takes no arguments, got \"%s\"", ctl->argv[0]);
+        return fail("stats takes no arguments but --workspace WS, got \"%s\"", ctl->argv[0]);
+    if (ws[0] != NULL)
+        return workspace_stats(ctl, ws[0]);
     aly_err_t err;
     store_t *st = store_open(ctl->cfg, &err);
     if (st == NULL)
@@ -738,7 +803,7 @@ static int cmd_audit(ctl_t *ctl)
 
 static const command_t commands[] = {
     {"init", "init                 create data_dir, the pepper file and the store", cmd_init},
-    {"stats", "stats                record counts, map use and readers of the store", cmd_stats},
+    {"stats", "stats [--workspace WS]   store: records, map use, readers; a workspace: its sites' counts", cmd_stats},
     {"workspace", "workspace create NAME | workspace list", cmd_workspace},
     {"keys", "keys create --workspace WS --scopes S1,S2 [--name N] [--expires 90d] [--rate-limit R]\n"
              "                       keys list [--workspace WS] | keys show ID | keys revoke ID",

@@ -1,0 +1,339 @@
+# The workspace tools of SPEC §4 against a real alyd with demo data: for every
+# tool a good call, a bad input, a call without its scope (403) and a call
+# naming another workspace's record ("not found", never "forbidden").  Then
+# paging, idempotency, optimistic concurrency, order state rules, analytics,
+# resources, prompts, completion, audit, races between workers, and the
+# end-to-end question of connect-claude-desktop.txt through the official SDK.
+use strict;
+use warnings;
+use Test::More;
+use JSON::PP ();
+use POSIX ();
+use Alyd;
+
+Alyd::watchdog(300);
+my $srv = Alyd->start(workers => 2, extra => ['rate_limit 100000/second burst=100000']);
+my $url = $srv->url('/api/mcp');
+
+sub ctl {
+    my ($exit, $out, $err) = Alyd::run_cmd(Alyd::alyctl_bin(), '-c', $srv->conf, @_);
+    die "alyctl @_: $err" if $exit;
+    chomp $out;
+    return $out;
+}
+my $ALL = 'read:sites,write:sites,read:content,write:content,read:orders,write:orders,read:analytics';
+my $wsA = ctl('workspace', 'create', 'Shop A');
+my $wsB = ctl('workspace', 'create', 'Shop B');
+ctl('demo', 'seed', '--workspace', $wsA, '--seed', '3');
+ctl('demo', 'seed', '--workspace', $wsB, '--seed', '4', '--sites', '2', '--products', '12', '--orders', '40', '--days', '30');
+my $keyA = ctl('keys', 'create', '--workspace', $wsA, '--scopes', $ALL);
+my $keyB = ctl('keys', 'create', '--workspace', $wsB, '--scopes', $ALL);
+
+my $json = JSON::PP->new->canonical;
+my $id = 0;
+
+# call($key, $tool, $args) -> (status, result-or-error hash, headers)
+sub call {
+    my ($key, $tool, $args) = @_;
+    my ($st, $hdr, $body) = Alyd::curl('-X', 'POST', '-H', "Authorization: Bearer $key", '-H', 'Content-Type: application/json',
+        '-H', 'Accept: application/json', '--data-binary',
+        $json->encode({ jsonrpc => '2.0', id => ++$id, method => 'tools/call', params => { name => $tool, arguments => $args // {} } }),
+        $url);
+    my $r = Alyd::json_decode($body) // {};
+    return ($st, $r->{result} // $r->{error} // {}, $hdr);
+}
+
+sub ok_call {
+    my ($key, $tool, $args, $name) = @_;
+    my ($st, $r) = call($key, $tool, $args);
+    ok($st == 200 && !$r->{isError} && $r->{structuredContent}, "$tool: $name") or diag($json->encode($r));
+    is_deeply(Alyd::json_decode($r->{content}[0]{text} // 'null'), $r->{structuredContent}, "$tool: text block = structuredContent")
+      if $r->{structuredContent};
+    return $r->{structuredContent} // {};
+}
+
+sub err_call {
+    my ($key, $tool, $args, $re, $name) = @_;
+    my ($st, $r) = call($key, $tool, $args);
+    ok($st == 200 && $r->{isError}, "$tool: $name is an isError result");
+    like($r->{content}[0]{text} // '', $re, "$tool: $name says why");
+}
+
+my %scope_of = (
+    'sites.list' => 'read:sites', 'sites.get' => 'read:sites', 'sites.create' => 'write:sites', 'sites.update' => 'write:sites',
+    'products.list' => 'read:content', 'products.get' => 'read:content', 'products.create' => 'write:content',
+    'products.update' => 'write:content', 'products.delete' => 'write:content', 'orders.list' => 'read:orders',
+    'orders.get' => 'read:orders', 'orders.fulfill' => 'write:orders', 'orders.cancel' => 'write:orders',
+    'analytics.summary' => 'read:analytics', 'analytics.timeseries' => 'read:analytics',
+);
+
+# ---- tools/list: every tool of SPEC §4, fully described ----
+{
+    my ($st, $hdr, $body) = Alyd::curl('-X', 'POST', '-H', "Authorization: Bearer $keyA", '-H', 'Content-Type: application/json',
+        '--data', '{"jsonrpc":"2.0","id":1,"method":"tools/list"}', $url);
+    my %tools = map { $_->{name} => $_ } @{ (Alyd::json_decode($body) // {})->{result}{tools} // [] };
+    for my $t (sort keys %scope_of) {
+        my $d = $tools{$t};
+        ok($d && $d->{title} && $d->{description} && $d->{inputSchema}{type} eq 'object' && $d->{outputSchema},
+            "$t: listed with title, description, inputSchema, outputSchema");
+        is($d->{inputSchema}{additionalProperties}, JSON::PP::false, "$t: inputSchema forbids unknown fields");
+        is($d->{_meta}{'aly/scope'}, $scope_of{$t}, "$t: declares scope $scope_of{$t}");
+        is($d->{annotations}{openWorldHint}, JSON::PP::false, "$t: openWorldHint false");
+    }
+    is($tools{'sites.list'}{annotations}{readOnlyHint}, JSON::PP::true, 'reads are readOnlyHint');
+    is($tools{'products.delete'}{annotations}{destructiveHint}, JSON::PP::true, 'products.delete is destructive');
+    is($tools{'orders.cancel'}{annotations}{destructiveHint}, JSON::PP::true, 'orders.cancel is destructive');
+    is($tools{'orders.fulfill'}{annotations}{idempotentHint}, JSON::PP::true, 'orders.fulfill is idempotent');
+}
+
+# ---- 403 for every tool without its scope ----
+for my $t (sort keys %scope_of) {
+    my $other = $scope_of{$t} eq 'read:sites' ? 'read:content' : 'read:sites';
+    my $k = ctl('keys', 'create', '--workspace', $wsA, '--scopes', $other);
+    my ($st, $r, $hdr) = call($k, $t, {});
+    is($st, 403, "$t: 403 without $scope_of{$t}");
+    like(Alyd::header_value($hdr, 'www-authenticate') // '', qr/insufficient_scope.*\Q$scope_of{$t}\E/, "$t: challenge names $scope_of{$t}");
+}
+
+# ---- sites ----
+my $sitesA = ok_call($keyA, 'sites.list', {}, 'lists the sites')->{sites};
+is(scalar @$sitesA, 3, 'sites.list: the three demo sites');
+ok(!grep({ !defined $_->{product_count} || !defined $_->{order_count} } @$sitesA), 'sites.list: counts on every site');
+my $site = $sitesA->[0]{id};
+my ($siteB) = map { $_->{id} } @{ ok_call($keyB, 'sites.list', {}, 'lists B\'s sites')->{sites} };
+err_call($keyA, 'sites.list', { limit => 0 }, qr/limit: must be >= 1/, 'limit 0');
+{
+    my $p1 = ok_call($keyA, 'sites.list', { limit => 2 }, 'first page');
+    ok($p1->{next_cursor}, 'sites.list: next_cursor when more remain');
+    my $p2 = ok_call($keyA, 'sites.list', { limit => 2, cursor => $p1->{next_cursor} }, 'second page');
+    is(scalar(@{ $p1->{sites} }) + scalar(@{ $p2->{sites} }), 3, 'sites.list: pages cover every site once');
+    ok(!defined $p2->{next_cursor}, 'sites.list: last page has next_cursor null');
+    (my $bad = $p1->{next_cursor}) =~ s/^(.)/$1 eq 'A' ? 'B' : 'A'/e;
+    err_call($keyA, 'sites.list', { cursor => $bad }, qr/cursor/, 'tampered cursor');
+}
+is(ok_call($keyA, 'sites.get', { site_id => $site }, 'gets a site')->{id}, $site, 'sites.get: the site');
+err_call($keyA, 'sites.get', { site_id => 'nope' }, qr/site_id: must match the pattern/, 'malformed id');
+err_call($keyB, 'sites.get', { site_id => $site }, qr/no site/, 'another workspace\'s site');
+my $new = ok_call($keyA, 'sites.create', { name => 'Pop-up', domain => 'popup.example.com', currency => 'CHF' }, 'creates a site');
+like($new->{id}, qr/^site_[0-9A-Za-z]{20}$/, 'sites.create: a site_ id');
+err_call($keyA, 'sites.create', { name => 'X', domain => 'Not A Domain', currency => 'CHF' }, qr/domain: must match/, 'bad domain');
+err_call($keyA, 'sites.create', { name => 'X', domain => 'x.example.com', currency => 'chf' }, qr/currency/, 'bad currency');
+my $upd = ok_call($keyA, 'sites.update', { site_id => $new->{id}, name => 'Pop-up 2', expected_version => 1 }, 'renames');
+is($upd->{version}, 2, 'sites.update: version bumped');
+err_call($keyA, 'sites.update', { site_id => $new->{id}, name => 'Y', expected_version => 1 }, qr/expected_version/, 'stale version');
+err_call($keyA, 'sites.update', { site_id => $new->{id} }, qr/at least one field/, 'nothing to change');
+err_call($keyB, 'sites.update', { site_id => $new->{id}, name => 'hijack' }, qr/no site/, 'another workspace\'s site');
+
+# ---- products ----
+my %count;
+for my $s (@$sitesA) {
+    my ($n, $c, $pages) = (0, undef, 0);
+    do {
+        my $p = ok_call($keyA, 'products.list', { site_id => $s->{id}, limit => 7, $c ? (cursor => $c) : () }, "pages $s->{id}");
+        $n += @{ $p->{products} };
+        $c = $p->{next_cursor};
+        $pages++;
+    } while ($c && $pages < 50);
+    is($n, $s->{product_count}, "products.list: paging $s->{id} yields product_count ($n)");
+}
+my $plist = ok_call($keyA, 'products.list', { site_id => $site, status => 'active' }, 'filters by status');
+ok(!grep({ $_->{status} ne 'active' } @{ $plist->{products} }), 'products.list: status filter holds');
+my $prod = $plist->{products}[0];
+is(ref $prod->{price}, 'HASH', 'money is an object');
+like($prod->{price}{amount}, qr/^\d+$/, 'money amount is an integer in minor units');
+like($prod->{price}{currency}, qr/^[A-Z]{3}$/, 'money carries an ISO 4217 currency');
+my $q = ok_call($keyA, 'products.list', { site_id => $site, query => $prod->{sku} }, 'queries by sku');
+is($q->{products}[0]{id}, $prod->{id}, 'products.list: query finds the sku');
+err_call($keyA, 'products.list', { site_id => $site, status => 'sold' }, qr/status: must be one of/, 'bad status');
+err_call($keyB, 'products.list', { site_id => $site }, qr/no site/, 'another workspace\'s site');
+is(ok_call($keyA, 'products.get', { site_id => $site, product_id => $prod->{id} }, 'gets a product')->{sku}, $prod->{sku}, 'products.get');
+err_call($keyA, 'products.get', { site_id => $site, product_id => 'prod_x' }, qr/product_id: must match/, 'malformed id');
+err_call($keyB, 'products.get', { site_id => $siteB, product_id => $prod->{id} }, qr/no product/, 'another workspace\'s product');
+
+my %create = (site_id => $site, title => 'Test Mug', price => 1299, sku => 'TEST-MUG-1', inventory => 5, tags => ['test'],
+    idempotency_key => 'create-test-mug-0001');
+my $made = ok_call($keyA, 'products.create', \%create, 'creates a product');
+is($made->{price}{amount}, 1299, 'products.create: price stored in minor units');
+is($made->{status}, 'draft', 'products.create: status defaults to draft');
+is(ok_call($keyA, 'products.create', \%create, 'same idempotency key and body')->{id}, $made->{id}, 'idempotent replay returns the same product');
+err_call($keyA, 'products.create', { %create, price => 1 }, qr/idempotency_key: already used/, 'same key, different body');
+err_call($keyA, 'products.create', { %create, idempotency_key => 'create-test-mug-0002' }, qr/sku: TEST-MUG-1 is already used/, 'duplicate sku');
+err_call($keyA, 'products.create', { site_id => $site, title => 'Float', price => 12.5, sku => 'F1' }, qr/price: must be of type integer/, 'float price');
+err_call($keyA, 'products.create', { site_id => $site, title => 'Neg', price => -1, sku => 'N1' }, qr/price: must be >= 0/, 'negative price');
+err_call($keyB, 'products.create', { site_id => $site, title => 'X', price => 1, sku => 'X1' }, qr/no site/, 'into another workspace');
+my $u = ok_call($keyA, 'products.update', { site_id => $site, product_id => $made->{id}, price => 1499, expected_version => 1 }, 'updates');
+is($u->{version}, 2, 'products.update: version 2');
+is($u->{title}, 'Test Mug', 'products.update: untouched fields kept');
+err_call($keyA, 'products.update', { site_id => $site, product_id => $made->{id}, price => 1, expected_version => 1 }, qr/expected_version/,
+    'stale expected_version');
+is(ok_call($keyA, 'products.get', { site_id => $site, product_id => $made->{id} }, 'after the refused update')->{price}{amount}, 1499,
+    'a refused update wrote nothing');
+err_call($keyA, 'products.update', { site_id => $site, product_id => $made->{id}, colour => 'red' }, qr/colour: is not a known field/, 'unknown field');
+err_call($keyB, 'products.update', { site_id => $siteB, product_id => $made->{id}, price => 1 }, qr/no product/, 'another workspace\'s product');
+err_call($keyA, 'products.delete', { site_id => $site, product_id => $made->{id}, expected_version => 1 }, qr/expected_version/, 'stale delete');
+err_call($keyB, 'products.delete', { site_id => $siteB, product_id => $made->{id} }, qr/no product/, 'another workspace\'s product');
+ok(ok_call($keyA, 'products.delete', { site_id => $site, product_id => $made->{id}, expected_version => 2 }, 'deletes')->{deleted}, 'deleted');
+err_call($keyA, 'products.get', { site_id => $site, product_id => $made->{id} }, qr/no product/, 'deleted product');
+
+# ---- orders ----
+my $orders = ok_call($keyA, 'orders.list', { site_id => $site, limit => 100 }, 'lists orders')->{orders};
+ok(@$orders > 0, 'orders.list: the demo orders');
+my ($paid) = grep { $_->{status} eq 'paid' } @$orders;
+my ($pending) = grep { $_->{status} eq 'pending' } @$orders;
+my ($cancelled) = grep { $_->{status} eq 'cancelled' } @$orders;
+my ($paid2) = grep { $_->{status} eq 'paid' && $_->{id} ne $paid->{id} } @$orders;
+my $since = ok_call($keyA, 'orders.list', { site_id => $site, since => '2100-01-01' }, 'since in the future');
+is(scalar @{ $since->{orders} }, 0, 'orders.list: since filters by time');
+ok(!grep({ $_->{status} ne 'paid' } @{ ok_call($keyA, 'orders.list', { site_id => $site, status => 'paid' }, 'status paid')->{orders} }),
+    'orders.list: status filter holds');
+err_call($keyA, 'orders.list', { site_id => $site, since => 'yesterday' }, qr/since/, 'bad since');
+err_call($keyB, 'orders.list', { site_id => $site }, qr/no site/, 'another workspace\'s site');
+my $o = ok_call($keyA, 'orders.get', { order_id => $paid->{id} }, 'gets an order');
+ok(@{ $o->{line_items} } >= 1 && $o->{total}{amount} > 0, 'orders.get: line items and total');
+err_call($keyA, 'orders.get', { order_id => 'ord_' }, qr/order_id: must match/, 'malformed id');
+err_call($keyB, 'orders.get', { order_id => $paid->{id} }, qr/no order/, 'another workspace\'s order');
+my $f = ok_call($keyA, 'orders.fulfill', { order_id => $paid->{id}, carrier => 'DHL', tracking_number => 'JD0001' }, 'fulfils a paid order');
+is($f->{status}, 'fulfilled', 'orders.fulfill: fulfilled');
+is($f->{fulfillment}{tracking_number}, 'JD0001', 'orders.fulfill: tracking recorded');
+is(ok_call($keyA, 'orders.fulfill', { order_id => $paid->{id}, carrier => 'DHL', tracking_number => 'JD0001' }, 'again')->{version},
+    $f->{version}, 'orders.fulfill: idempotent (same call, same version)');
+err_call($keyA, 'orders.fulfill', { order_id => $pending->{id}, carrier => 'DHL', tracking_number => 'X1' }, qr/pending/, 'unpaid order') if $pending;
+err_call($keyA, 'orders.fulfill', { order_id => $cancelled->{id}, carrier => 'DHL', tracking_number => 'X1' }, qr/cancelled/, 'cancelled order') if $cancelled;
+err_call($keyA, 'orders.fulfill', { order_id => $paid->{id}, carrier => 'DHL' }, qr/tracking_number: is required/, 'missing field');
+err_call($keyB, 'orders.fulfill', { order_id => $paid2->{id}, carrier => 'DHL', tracking_number => 'X' }, qr/no order/, 'another workspace\'s order');
+err_call($keyA, 'orders.cancel', { order_id => $paid->{id} }, qr/already fulfilled/, 'fulfilled order');
+is(ok_call($keyA, 'orders.cancel', { order_id => $paid2->{id}, reason => 'customer asked' }, 'cancels')->{status}, 'cancelled', 'cancelled');
+is(ok_call($keyA, 'orders.cancel', { order_id => $paid2->{id} }, 'again')->{status}, 'cancelled', 'orders.cancel: idempotent');
+err_call($keyA, 'orders.cancel', { order_id => 42 }, qr/order_id: must be of type string/, 'id of the wrong type');
+err_call($keyB, 'orders.cancel', { order_id => $paid->{id} }, qr/no order/, 'another workspace\'s order');
+
+# ---- analytics ----
+my @t = gmtime(time);
+my $today = POSIX::strftime('%Y-%m-%d', @t);
+my $from = POSIX::strftime('%Y-%m-%d', gmtime(time - 89 * 86400));
+my $sum = ok_call($keyA, 'analytics.summary', { site_id => $site, from => $from, to => $today }, '90 days');
+ok($sum->{visits} > 0 && $sum->{orders} > 0, 'analytics.summary: visits and orders');
+like($sum->{revenue}{amount}, qr/^\d+$/, 'analytics.summary: revenue in integer minor units');
+is($sum->{average_order_value}{amount}, int(($sum->{revenue}{amount} + int($sum->{orders} / 2)) / $sum->{orders}), 'average order value');
+ok(abs($sum->{conversion_rate} - $sum->{orders} / $sum->{visits}) < 0.0001, 'conversion rate = orders / visits');
+ok(@{ $sum->{top_products} } >= 1 && @{ $sum->{top_products} } <= 5, 'top products');
+my $ts = ok_call($keyA, 'analytics.timeseries', { site_id => $site, from => $from, to => $today }, 'daily series');
+is(scalar @{ $ts->{points} }, 90, 'analytics.timeseries: one point per day');
+my ($v, $n) = (0, 0);
+$v += $_->{visits}, $n += $_->{orders} for @{ $ts->{points} };
+is($v, $sum->{visits}, 'series visits add up to the summary');
+is($n, $sum->{orders}, 'series orders add up to the summary');
+err_call($keyA, 'analytics.summary', { site_id => $site, from => '2025-01-01', to => '2026-06-01' }, qr/at most 366 days/, 'range too long');
+err_call($keyA, 'analytics.summary', { site_id => $site, from => $today, to => $from }, qr/before from/, 'reversed range');
+err_call($keyA, 'analytics.timeseries', { site_id => $site, from => '2026-02-30', to => $today }, qr/date/, 'impossible date');
+err_call($keyB, 'analytics.summary', { site_id => $site, from => $from, to => $today }, qr/no site/, 'another workspace\'s site');
+err_call($keyB, 'analytics.timeseries', { site_id => $site, from => $from, to => $today }, qr/no site/, 'another workspace\'s site');
+
+# ---- resources, prompts, completion ----
+sub rpc {
+    my ($key, $method, $params) = @_;
+    my ($st, $hdr, $body) = Alyd::curl('-X', 'POST', '-H', "Authorization: Bearer $key", '-H', 'Content-Type: application/json',
+        '--data-binary', $json->encode({ jsonrpc => '2.0', id => ++$id, method => $method, params => $params }), $url);
+    return ($st, Alyd::json_decode($body) // {});
+}
+{
+    my ($st, $r) = rpc($keyA, 'resources/templates/list', {});
+    my %tpl = map { $_->{uriTemplate} => 1 } @{ $r->{result}{resourceTemplates} // [] };
+    ok($tpl{'aly://sites/{site_id}'} && $tpl{'aly://sites/{site_id}/products/{product_id}'} && $tpl{'aly://orders/{order_id}'},
+        'resource templates listed');
+    ($st, $r) = rpc($keyA, 'resources/read', { uri => "aly://sites/$site" });
+    is((Alyd::json_decode($r->{result}{contents}[0]{text} // '{}') // {})->{id}, $site, 'aly://sites/{id} reads the site');
+    ($st, $r) = rpc($keyA, 'resources/read', { uri => "aly://sites/$site/products/$prod->{id}" });
+    is((Alyd::json_decode($r->{result}{contents}[0]{text} // '{}') // {})->{sku}, $prod->{sku}, 'product resource');
+    ($st, $r) = rpc($keyA, 'resources/read', { uri => "aly://orders/$paid->{id}" });
+    is((Alyd::json_decode($r->{result}{contents}[0]{text} // '{}') // {})->{status}, 'fulfilled', 'order resource');
+    ($st, $r) = rpc($keyB, 'resources/read', { uri => "aly://orders/$paid->{id}" });
+    is($r->{error}{code}, -32002, 'another workspace\'s order resource: not found');
+    my $k = ctl('keys', 'create', '--workspace', $wsA, '--scopes', 'read:sites');
+    ($st, $r) = rpc($k, 'resources/read', { uri => "aly://orders/$paid->{id}" });
+    is($st, 403, 'order resource without read:orders: 403');
+    ($st, $r) = rpc($keyA, 'prompts/list', {});
+    my %pr = map { $_->{name} => 1 } @{ $r->{result}{prompts} // [] };
+    ok($pr{'sales-report'} && $pr{'fulfilment-queue'}, 'prompts listed');
+    ($st, $r) = rpc($keyA, 'prompts/get', { name => 'sales-report', arguments => { site_id => $site, period => 'October' } });
+    like($r->{result}{messages}[0]{content}{text} // '', qr/\Q$site\E.*October/s, 'sales-report names the site and period');
+    ($st, $r) = rpc($keyA, 'prompts/get', { name => 'fulfilment-queue', arguments => {} });
+    is($r->{error}{code}, -32602, 'prompt without its required argument: -32602');
+    ($st, $r) = rpc($keyA, 'completion/complete', { ref => { type => 'ref/prompt', name => 'sales-report' }, argument => { name => 'site_id', value => 'site_' } });
+    is_deeply([sort @{ $r->{result}{completion}{values} // [] }], [sort map { $_->{id} } @$sitesA, $new], 'completion suggests the workspace\'s site ids');
+    ($st, $r) = rpc($keyB, 'completion/complete', { ref => { type => 'ref/prompt', name => 'sales-report' }, argument => { name => 'site_id', value => '' } });
+    ok(!grep({ my $x = $_; grep { $_->{id} eq $x } @$sitesA } @{ $r->{result}{completion}{values} // [] }), 'completion never suggests another workspace\'s sites');
+}
+
+# ---- audit ----
+{
+    my $audit = Alyd::json_decode(ctl('--json', 'audit', '--workspace', $wsA)) // [];
+    my %tools = map { $_->{tool} => 1 } @$audit;
+    ok($tools{$_}, "audit records $_") for qw(sites.create sites.update products.create products.update products.delete orders.fulfill orders.cancel);
+    my ($del) = grep { $_->{tool} eq 'products.delete' } @$audit;
+    is_deeply([$del->{object}, $del->{before_version}, $del->{after_version}], [$made->{id}, 2, 0], 'audit: object and versions');
+    like($del->{principal}, qr/^key_/, 'audit: the principal');
+    my $auditB = Alyd::json_decode(ctl('--json', 'audit', '--workspace', $wsB)) // [];
+    is(scalar @$auditB, 0, 'audit of B shows none of A\'s mutations (B only tried and failed)');
+}
+
+# ---- races between workers ----
+sub race {
+    my (@calls) = @_;
+    my @pids;
+    my $dir = $srv->dir;
+    for my $i (0 .. $#calls) {
+        my $pid = fork // die;
+        if ($pid == 0) {
+            my ($st, $r) = call(@{ $calls[$i] });
+            Alyd::spew("$dir/race.$i", $r->{isError} ? 'lost' : 'won');
+            POSIX::_exit(0);
+        }
+        push @pids, $pid;
+    }
+    waitpid($_, 0) for @pids;
+    return map { Alyd::slurp("$dir/race.$_") // 'none' } 0 .. $#calls;
+}
+{
+    my $won_once = 0;
+    for my $round (1 .. 8) {
+        my $p = ok_call($keyA, 'products.create', { site_id => $site, title => "Race $round", price => 100, sku => "RACE-$round" }, "race $round product");
+        my @r = race(map { [$keyA, 'products.update', { site_id => $site, product_id => $p->{id}, price => 200 + $_, expected_version => 1 }] } 1 .. 2);
+        $won_once++ if (grep { $_ eq 'won' } @r) == 1 && (grep { $_ eq 'lost' } @r) == 1;
+        my $after = ok_call($keyA, 'products.get', { site_id => $site, product_id => $p->{id} }, "race $round result");
+        is($after->{version}, 2, "race $round: exactly one update applied (version 2)");
+    }
+    is($won_once, 8, 'two concurrent updates with expected_version: exactly one wins every time');
+    my $fc = 0;
+    my @paid = grep { $_->{status} eq 'paid' } @{ ok_call($keyA, 'orders.list', { site_id => $sitesA->[1]{id}, status => 'paid', limit => 100 }, 'paid orders')->{orders} };
+    for my $o (@paid[0 .. 5]) {
+        next unless $o;
+        my @r = race([$keyA, 'orders.fulfill', { order_id => $o->{id}, carrier => 'UPS', tracking_number => 'R1' }], [$keyA, 'orders.cancel', { order_id => $o->{id} }]);
+        my $final = ok_call($keyA, 'orders.get', { order_id => $o->{id} }, 'after the race');
+        $fc++ if (grep { $_ eq 'won' } @r) == 1
+          && ($final->{status} eq 'fulfilled' ? $r[0] eq 'won' : $final->{status} eq 'cancelled' && $r[1] eq 'won');
+    }
+    is($fc, scalar(grep { defined } @paid[0 .. 5]), 'fulfil racing cancel: exactly one wins, and the order shows the winner');
+}
+
+# ---- the customer's question, through the official SDK ----
+SKIP: {
+    my $nodedir = $ENV{ALY_NODE_DIR} // '';
+    my $node = "$nodedir/node_modules/node/bin/node";
+    skip 'Node clients not installed (scripts/install-node)', 4 unless -x $node && -d "$nodedir/node_modules/\@modelcontextprotocol/sdk";
+    system('cp', Alyd::srcdir() . '/t/interop/sdk-e2e.mjs', "$nodedir/sdk-e2e.mjs") == 0 or die;
+    my $k = ctl('keys', 'create', '--workspace', $wsA, '--scopes', 'read:sites,read:content');
+    my ($e, $out, $err) = Alyd::run_cmd($node, "$nodedir/sdk-e2e.mjs", $url, $k);
+    my $r = Alyd::json_decode((split /\n/, $out)[-1] // '') // {};
+    is($e, 0, 'SDK: sites.list then products.list per site ran') or diag("$out $err");
+    my $stats = Alyd::json_decode(ctl('--json', 'stats', '--workspace', $wsA)) // {};
+    my %want = map { $_->{id} => $_->{products} } @{ $stats->{sites} // [] };
+    is_deeply($r->{counts}, \%want, 'SDK: products counted through paging = alyctl stats');
+    my ($most) = sort { $want{$b} <=> $want{$a} } keys %want;
+    is($r->{most}, $most, "SDK: the site with the most products ($most) is the one alyctl stats shows");
+    cmp_ok($r->{pages}, '>', scalar(keys %want), 'SDK: it had to follow next_cursor');
+}
+
+is((Alyd::curl($srv->url('/healthz')))[0], 200, 'still serving');
+$srv->stop;
+done_testing;
