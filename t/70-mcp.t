@@ -107,6 +107,17 @@ sub initialize {
     rpc_error(rpc(id => 1, method => 'ping'), 404, -32600, 'unknown session', session => 'mcp_nope');
     my ($g) = Alyd::curl('-H', "Authorization: Bearer $key_sites", '-H', 'Accept: text/event-stream', $url);
     is($g, 405, 'GET without a session: 405');
+
+    # The session's event stream stays open and sends a keep-alive comment every 20 s
+    # (Node's fetch drops a stream silent for 300 s).
+    my (undef, $live) = initialize();
+    my ($gs, $gh, $gb) = Alyd::curl('-N', '--max-time', 23, '-H', "Authorization: Bearer $key_sites", '-H', 'Accept: text/event-stream',
+        '-H', "Mcp-Session-Id: $live", $url);
+    like(Alyd::header_value($gh, 'content-type') // '', qr{^text/event-stream}, 'GET with a session: an event stream');
+    like($gb, qr/^: stream open$/m, 'the stream opens at once');
+    like($gb, qr/^: keep-alive$/m, 'a keep-alive comment arrives within 20 s');
+    my ($gw) = Alyd::curl('-H', "Authorization: Bearer $key_sites", '-H', 'Accept: application/json', '-H', "Mcp-Session-Id: $live", $url);
+    is($gw, 406, 'GET with a session but without Accept: text/event-stream: 406');
 }
 
 # ---- the registry: listing, scope, validation ----
