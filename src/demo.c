@@ -231,7 +231,8 @@ static int valid_id(const char *id, const char *prefix)
 static int import_line(import_ctx_t *c, json_t *doc, char *why, size_t wl, aly_err_t *err)
 {
     const char *type = json_string_value(json_object_get(doc, "type"));
-    if (type == NULL) {
+    if (type == NULL || (strcmp(type, "site") != 0 && strcmp(type, "product") != 0 && strcmp(type, "order") != 0 &&
+                         strcmp(type, "visits") != 0)) {
         snprintf(why, wl, "type must be site, product, order or visits");
         return -1;
     }
