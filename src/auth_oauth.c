@@ -61,48 +61,6 @@ struct auth_oauth {
     cache_entry_t *cache;
 };
 
-static int b64url_value(int c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '-')
-        return 62;
-    if (c == '_')
-        return 63;
-    return -1;
-}
-
-/* base64url without padding into out; returns the decoded length or -1. */
-static long b64url_decode(const char *in, size_t len, unsigned char *out, size_t cap)
-{
-    size_t o = 0;
-    uint32_t acc = 0;
-    int bits = 0;
-    if (len % 4 == 1)
-        return -1;
-    for (size_t i = 0; i < len; i++) {
-        int v = b64url_value((unsigned char)in[i]);
-        if (v < 0)
-            return -1;
-        acc = (acc << 6) | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            if (o == cap)
-                return -1;
-            out[o++] = (unsigned char)(acc >> bits);
-        }
-    }
-    /* Leftover bits must be zero (canonical encoding). */
-    if (bits > 0 && (acc & ((1u << bits) - 1)) != 0)
-        return -1;
-    return (long)o;
-}
-
 /* ---- loading ---- */
 
 static BIGNUM *jwk_bn(json_t *jwk, const char *name)
@@ -111,14 +69,14 @@ static BIGNUM *jwk_bn(json_t *jwk, const char *name)
     unsigned char buf[1024];
     if (s == NULL)
         return NULL;
-    long n = b64url_decode(s, strlen(s), buf, sizeof(buf));
+    long n = aly_b64url_decode(s, strlen(s), buf, sizeof(buf));
     return n > 0 ? BN_bin2bn(buf, (int)n, NULL) : NULL;
 }
 
 static int fixed_coord(json_t *jwk, const char *name, unsigned char out[32])
 {
     const char *s = json_string_value(json_object_get(jwk, name));
-    return s != NULL && b64url_decode(s, strlen(s), out, 32) == 32;
+    return s != NULL && aly_b64url_decode(s, strlen(s), out, 32) == 32;
 }
 
 /* Builds the public key of one JWK and writes it as PEM into k. */
@@ -321,7 +279,7 @@ static int select_key(auth_oauth_t *o, const char *jws, size_t hlen, const unsig
     unsigned char hbuf[MAX_HEADER];
     if (hlen > 4 * MAX_HEADER / 3)
         return aly_errf(why, "the token header is too large");
-    long n = b64url_decode(jws, hlen, hbuf, sizeof(hbuf));
+    long n = aly_b64url_decode(jws, hlen, hbuf, sizeof(hbuf));
     if (n <= 0)
         return aly_errf(why, "the token header is not base64url");
     json_error_t jerr;
@@ -506,7 +464,7 @@ auth_result_t auth_oauth_verify(auth_oauth_t *o, const char *jws, size_t len, st
     if (dot1 == NULL || dot2 == NULL || memchr(dot2 + 1, '.', len - (size_t)(dot2 + 1 - jws)) != NULL)
         return aly_errf(why, "the OAuth token is not a JWS compact token (three dot-separated parts)"), AUTH_INVALID;
     for (size_t i = 0; i < len; i++)
-        if (jws[i] != '.' && b64url_value((unsigned char)jws[i]) < 0)
+        if (jws[i] != '.' && !aly_b64url_char((unsigned char)jws[i]))
             return aly_errf(why, "the OAuth token contains characters outside base64url"), AUTH_INVALID;
     const unsigned char *key = NULL;
     size_t keylen = 0;

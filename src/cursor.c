@@ -35,47 +35,6 @@ int cursor_init(const char *pepper_path, aly_err_t *err)
     return 0;
 }
 
-static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-static size_t enc(const unsigned char *in, size_t len, char *out)
-{
-    size_t o = 0;
-    uint32_t acc = 0;
-    int bits = 0;
-    for (size_t i = 0; i < len; i++) {
-        acc = (acc << 8) | in[i];
-        bits += 8;
-        while (bits >= 6) {
-            bits -= 6;
-            out[o++] = b64[(acc >> bits) & 63];
-        }
-    }
-    if (bits > 0)
-        out[o++] = b64[(acc << (6 - bits)) & 63];
-    return o;
-}
-
-static long dec(const char *in, size_t len, unsigned char *out, size_t cap)
-{
-    size_t o = 0;
-    uint32_t acc = 0;
-    int bits = 0;
-    for (size_t i = 0; i < len; i++) {
-        const char *p = memchr(b64, in[i], 64);
-        if (p == NULL || in[i] == '\0')
-            return -1;
-        acc = (acc << 6) | (uint32_t)(p - b64);
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            if (o == cap)
-                return -1;
-            out[o++] = (unsigned char)(acc >> bits);
-        }
-    }
-    return (long)o;
-}
-
 size_t cursor_encode(const void *payload, size_t len, char *out, size_t cap)
 {
     unsigned char buf[CURSOR_MAX_PAYLOAD + 32];
@@ -84,7 +43,7 @@ size_t cursor_encode(const void *payload, size_t len, char *out, size_t cap)
         return 0;
     memcpy(buf, payload, len);
     HMAC(EVP_sha256(), cursor_key, sizeof(cursor_key), buf, len, buf + len, &maclen);
-    size_t n = enc(buf, len + MAC_LEN, out);
+    size_t n = aly_b64url_encode(buf, len + MAC_LEN, out);
     out[n] = '\0';
     return n;
 }
@@ -95,7 +54,7 @@ long cursor_decode(const char *text, size_t len, char *payload, size_t cap)
     unsigned int maclen = 0;
     if (!have_key || len > (CURSOR_MAX_PAYLOAD + MAC_LEN) * 4 / 3 + 4)
         return -1;
-    long n = dec(text, len, buf, sizeof(buf));
+    long n = aly_b64url_decode(text, len, buf, sizeof(buf));
     if (n < MAC_LEN + 1 || (size_t)(n - MAC_LEN) >= cap)
         return -1;
     size_t plen = (size_t)n - MAC_LEN;

@@ -28,6 +28,14 @@ uint64_t aly_wall_ms(void);
 /* RFC 3339 UTC time with milliseconds ("2026-11-25T14:58:56.123Z") into buf (>= 32 bytes). */
 void aly_format_time(char *buf, size_t len, uint64_t wall_ms);
 
+/* base64url without padding (RFC 4648 §5).  Decoding refuses any other character and non-zero
+ * leftover bits, and returns the decoded length or -1 (also when out is too small). */
+long aly_b64url_decode(const char *in, size_t len, unsigned char *out, size_t cap);
+/* Writes 4*ceil(len/3) characters at most (no padding, no NUL); returns the count. */
+size_t aly_b64url_encode(const unsigned char *in, size_t len, char *out);
+/* 1 when c is a base64url character. */
+int aly_b64url_char(int c);
+
 #define ALY_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
 #endif
