@@ -552,6 +552,60 @@ static int session_write(store_t *st, const session_record_t *s, aly_err_t *err)
     return rc;
 }
 
+#define SESSION_SWEEP_EVERY 64  /* initializes per worker between sweeps */
+#define SESSION_SWEEP_SCAN 1000 /* sessions looked at per sweep */
+
+typedef struct sweep_ctx {
+    uint64_t now;
+    unsigned seen, n;
+    char ids[SESSION_SWEEP_SCAN][sizeof(((session_record_t *)0)->id)];
+} sweep_ctx_t;
+
+/* Collects expired (or undecodable) session ids; they are deleted after the scan, not under its cursor. */
+static int sweep_cb(void *vctx, const store_val_t *key, const store_val_t *val)
+{
+    sweep_ctx_t *c = vctx;
+    session_record_t s;
+    aly_err_t err;
+    if (++c->seen > SESSION_SWEEP_SCAN)
+        return 1;
+    if ((record_decode(&record_session, val->data, val->len, &s, &err) != 0 || s.expires_ms <= c->now) &&
+        key->len < sizeof(c->ids[0])) {
+        memcpy(c->ids[c->n], key->data, key->len);
+        c->ids[c->n++][key->len] = '\0';
+    }
+    return 0;
+}
+
+/*
+ * Expired sessions are removed lazily: every SESSION_SWEEP_EVERY initializes a
+ * worker looks at up to SESSION_SWEEP_SCAN sessions and deletes the expired
+ * (and undecodable) ones, so clients that never send DELETE cannot make the
+ * store grow without bound.
+ */
+static void session_sweep(store_t *st)
+{
+    static unsigned count;
+    if (++count % SESSION_SWEEP_EVERY != 0)
+        return;
+    store_txn_t t;
+    aly_err_t err;
+    sweep_ctx_t *c = calloc(1, sizeof(*c));
+    if (c == NULL || store_begin(st, STORE_WRITE, &t, &err) != 0) {
+        free(c);
+        return;
+    }
+    c->now = aly_wall_ms();
+    int rc = store_scan(&t, DB_SESSIONS, "", 0, NULL, 0, sweep_cb, c, &err);
+    for (unsigned i = 0; rc == 0 && i < c->n; i++)
+        rc = store_del(&t, DB_SESSIONS, c->ids[i], strlen(c->ids[i]), &err) < 0 ? -1 : 0;
+    if (rc != 0 || store_commit(&t, &err) != 0) {
+        store_abort(&t);
+        log_warn("session sweep: %s", err.msg);
+    }
+    free(c);
+}
+
 /* 0 found and usable, 1 unknown/expired/another principal's, -1 store error. */
 static int session_load(http_ctx_t *hctx, const char *id, size_t len, const principal_t *p, session_record_t *out)
 {
@@ -616,6 +670,7 @@ static void do_initialize(mcp_call_t *call, json_t *params)
     }
     x->has_session = 1;
     x->protocol = pi;
+    session_sweep(x->hctx->store);
     json_t *caps = json_pack("{s:{}, s:{}, s:{s:b}, s:{s:b, s:b}, s:{s:b}}", "logging", "completions", "prompts", "listChanged", 0,
                              "resources", "subscribe", 1, "listChanged", 0, "tools", "listChanged", 0);
     mcp_call_result(call, json_pack("{s:s, s:o, s:{s:s, s:s, s:s}, s:s}", "protocolVersion", mcp_protocol_versions[pi],

@@ -10,7 +10,7 @@ use Alyd;
 
 Alyd::watchdog(240);
 
-my $srv = Alyd->start(workers => 2, bin => $ENV{ALYD_TEST}, extra => ['session_ttl 2s']);
+my $srv = Alyd->start(workers => 2, bin => $ENV{ALYD_TEST}, extra => ['session_ttl 2s', 'rate_limit 100000/second burst=100000']);
 my $url = $srv->url('/api/mcp');
 
 sub ctl_ok {
@@ -105,6 +105,15 @@ sub initialize {
     sleep 3;
     rpc_error(rpc(id => 1, method => 'ping'), 404, -32600, 'expired session (session_ttl 2s)', session => $exp);
     rpc_error(rpc(id => 1, method => 'ping'), 404, -32600, 'unknown session', session => 'mcp_nope');
+
+    # Expired sessions do not pile up: workers sweep them every 64 initializes.
+    my $count = sub { (Alyd::json_decode(ctl_ok('--json', 'stats')) // {})->{environments}{store}{databases}{sessions} };
+    my $before = $count->();
+    initialize(headers => ['Connection: close']) for 1 .. 140;
+    sleep 3;
+    initialize(headers => ['Connection: close']) for 1 .. 140;
+    my $after = $count->();
+    cmp_ok($after, '<', $before + 280, "expired sessions were swept ($before before, 280 created, $after left)");
     my ($g) = Alyd::curl('-H', "Authorization: Bearer $key_sites", '-H', 'Accept: text/event-stream', $url);
     is($g, 405, 'GET without a session: 405');
 
