@@ -17,6 +17,7 @@
 
 #include "aly/log.h"
 #include "aly/mcp.h"
+#include "aly/ratelimit.h"
 #include "aly/scope.h"
 #include "aly/worker.h"
 
@@ -231,20 +232,132 @@ static h2o_iovec_t log_field(h2o_req_t *req, const char *key)
     return h2o_iovec_init(H2O_STRLIT("-"));
 }
 
+/* This worker's limiter: made on first use, after fork, on the worker's own store. */
+static ratelimit_t *limiter(http_ctx_t *hctx)
+{
+    static ratelimit_t *rl;
+    if (rl != NULL && ratelimit_store(rl) == hctx->store)
+        return rl;
+    ratelimit_free(rl);
+    aly_err_t err;
+    if ((rl = ratelimit_new(hctx->store, RATELIMIT_MAX_ADDRESSES, &err)) == NULL)
+        log_error("rate limiter: %s", err.msg);
+    return rl;
+}
+
+/*
+ * A limiter that cannot decide (volatile store full or unreadable) admits the
+ * request: failing closed would turn a full map into an outage.  Counted, and
+ * logged at most every 10 s so a flood cannot fill the error log.
+ */
+static void limiter_failed(http_ctx_t *hctx, const char *err)
+{
+    static uint64_t logged_ms;
+    uint64_t now = aly_now_ms();
+    stats_add(&hctx->slot->ratelimit[STATS_RL_ERROR], 1);
+    if (logged_ms == 0 || now - logged_ms >= 10000) {
+        logged_ms = now;
+        log_error("rate limit decision failed, request admitted: %s", err);
+    }
+}
+
+static void add_pool_header(h2o_req_t *req, const char *name, const char *value)
+{
+    h2o_iovec_t v = h2o_strdup(&req->pool, value, SIZE_MAX);
+    h2o_add_header_by_str(&req->pool, &req->res.headers, name, strlen(name), 0, NULL, v.base, v.len);
+}
+
+/* The 429: Retry-After, RateLimit-Policy, RateLimit and a JSON-RPC error whose data says when to come back. */
+static void send_rate_limited(h2o_req_t *req, const char *policy, const aly_rate_t *rate, const ratelimit_decision_t *d,
+                              const char *what)
+{
+    char text[160], rate_text[64];
+    snprintf(text, sizeof(text), "%llu", (unsigned long long)d->retry_after_s);
+    add_pool_header(req, "retry-after", text);
+    ratelimit_policy_header(policy, rate, text, sizeof(text));
+    add_pool_header(req, "ratelimit-policy", text);
+    ratelimit_header(policy, d, text, sizeof(text));
+    add_pool_header(req, "ratelimit", text);
+    config_format_rate(rate, rate_text, sizeof(rate_text));
+    snprintf(text, sizeof(text), "%s (%s): retry in %llu s", what, rate_text, (unsigned long long)d->retry_after_s);
+    send_rpc_error(req, 429, "Too Many Requests", RATELIMIT_RPC_CODE, text,
+                   json_pack("{s:I, s:s, s:s}", "retry_after_seconds", (json_int_t)d->retry_after_s, "limit", policy, "policy",
+                             rate_text));
+}
+
+/* The principal's decision, once per authenticated request; -1 when the 429 was sent. */
+static int limit_principal(http_ctx_t *hctx, h2o_req_t *req, const principal_t *p)
+{
+    ratelimit_t *rl = limiter(hctx);
+    ratelimit_decision_t d;
+    aly_err_t err;
+    if (rl == NULL) {
+        limiter_failed(hctx, "no limiter");
+        return 0;
+    }
+    if (ratelimit_principal(rl, p->id, &p->rate, ratelimit_now_ns(), &d, &err) != 0) {
+        limiter_failed(hctx, err.msg);
+        return 0;
+    }
+    if (d.allowed) {
+        char text[160];
+        stats_add(&hctx->slot->ratelimit[STATS_RL_ALLOWED], 1);
+        ratelimit_header(RATELIMIT_POLICY_PRINCIPAL, &d, text, sizeof(text));
+        add_pool_header(req, "ratelimit", text);
+        return 0;
+    }
+    stats_add(&hctx->slot->ratelimit[STATS_RL_REFUSED], 1);
+    send_rate_limited(req, RATELIMIT_POLICY_PRINCIPAL, &p->rate, &d, "rate limit exceeded");
+    return -1;
+}
+
+static void peer_address(h2o_req_t *req, ratelimit_addr_t *out)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
+    ratelimit_address(len != 0 ? (struct sockaddr *)&ss : NULL, out);
+}
+
 int http_authenticate(http_ctx_t *hctx, h2o_req_t *req, principal_t *p)
 {
     ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
     const char *value = i >= 0 ? req->headers.entries[i].value.base : NULL;
     size_t len = i >= 0 ? req->headers.entries[i].value.len : 0;
+    const aly_rate_t *fail_rate = &hctx->cfg->auth_failure_limit;
+    ratelimit_t *rl = value != NULL ? limiter(hctx) : NULL;
+    ratelimit_addr_t addr = {.len = 0};
     aly_err_t why = {""};
+    /* An address over its failure budget is refused before any credential work: no HMAC, no JWT, no key lookup. */
+    if (rl != NULL) {
+        ratelimit_decision_t d;
+        aly_err_t err;
+        peer_address(req, &addr);
+        if (ratelimit_address_check(rl, &addr, fail_rate, ratelimit_now_ns(), &d, &err) != 0) {
+            limiter_failed(hctx, err.msg);
+        } else if (!d.allowed) {
+            stats_add(&hctx->slot->auth_refused, 1);
+            send_rate_limited(req, RATELIMIT_POLICY_ADDRESS, fail_rate, &d, "too many failed authentications from this address");
+            return -1;
+        }
+    }
+    if (value != NULL)
+        stats_add(&hctx->slot->credential_checks, 1);
     auth_result_t r = auth_authenticate(hctx->auth, value, len, p, &why);
     if (r == AUTH_OK || (r == AUTH_MISSING && http_anonymous_principal != NULL && http_anonymous_principal(p) == 0)) {
         http_log_note(req, "principal", p->id, strlen(p->id));
-        return 0;
+        return limit_principal(hctx, req, p);
     }
     if (r == AUTH_ERROR) {
         send_rpc_error(req, 503, "Service Unavailable", -32603, "the credential store cannot be read; try again shortly", NULL);
         return -1;
+    }
+    if (r == AUTH_INVALID && rl != NULL) {
+        /* A request without any credential is no failure (clients send one after a restart); a bad one is. */
+        ratelimit_decision_t d;
+        aly_err_t err;
+        stats_add(&hctx->slot->auth_failures, 1);
+        if (ratelimit_address_failure(rl, &addr, fail_rate, ratelimit_now_ns(), &d, &err) != 0)
+            limiter_failed(hctx, err.msg);
     }
     char metadata[1200], desc[600], header[2048];
     snprintf(metadata, sizeof(metadata), "%s/.well-known/oauth-protected-resource/api/mcp", hctx->cfg->public_url);

@@ -62,13 +62,18 @@ static uint64_t load(const uint64_t *p)
 
 char *stats_render(const stats_shared_t *s, size_t *len)
 {
-    uint64_t req[STATS_N_STATUS] = {0}, in_flight = 0, conns = 0;
+    uint64_t req[STATS_N_STATUS] = {0}, in_flight = 0, conns = 0, rl[STATS_N_RL] = {0}, checks = 0, failures = 0, refused = 0;
     for (int i = 0; i < STATS_N_SLOTS; i++) {
         const stats_slot_t *sl = &s->slots[i];
         for (int k = 0; k < STATS_N_STATUS; k++)
             req[k] += load(&sl->requests[k]);
         in_flight += load(&sl->in_flight);
         conns += load(&sl->connections);
+        for (int k = 0; k < STATS_N_RL; k++)
+            rl[k] += load(&sl->ratelimit[k]);
+        checks += load(&sl->credential_checks);
+        failures += load(&sl->auth_failures);
+        refused += load(&sl->auth_refused);
     }
     char *buf;
     size_t size;
@@ -103,6 +108,24 @@ char *stats_render(const stats_shared_t *s, size_t *len)
             "alyd_uptime_seconds %llu\n",
             (unsigned long long)in_flight, (unsigned long long)conns, (unsigned long long)load(&s->workers),
             (unsigned long long)load(&s->worker_restarts), (unsigned long long)up);
+    fprintf(fp,
+            "# HELP alyd_ratelimit_decisions_total Rate-limit decisions; error: the limiter's store failed, request admitted.\n"
+            "# TYPE alyd_ratelimit_decisions_total counter\n"
+            "alyd_ratelimit_decisions_total{result=\"allowed\"} %llu\n"
+            "alyd_ratelimit_decisions_total{result=\"refused\"} %llu\n"
+            "alyd_ratelimit_decisions_total{result=\"error\"} %llu\n"
+            "# HELP alyd_credential_checks_total Bearer credentials verified (key HMAC and lookup, or JWT).\n"
+            "# TYPE alyd_credential_checks_total counter\n"
+            "alyd_credential_checks_total %llu\n"
+            "# HELP alyd_auth_failures_total Failed authentications charged to a client address.\n"
+            "# TYPE alyd_auth_failures_total counter\n"
+            "alyd_auth_failures_total %llu\n"
+            "# HELP alyd_auth_failures_refused_total Requests refused before any credential work (auth_failure_limit).\n"
+            "# TYPE alyd_auth_failures_refused_total counter\n"
+            "alyd_auth_failures_refused_total %llu\n",
+            (unsigned long long)rl[STATS_RL_ALLOWED], (unsigned long long)rl[STATS_RL_REFUSED],
+            (unsigned long long)rl[STATS_RL_ERROR], (unsigned long long)checks, (unsigned long long)failures,
+            (unsigned long long)refused);
     if (fclose(fp) != 0) {
         free(buf);
         return NULL;

@@ -45,7 +45,7 @@ my $srv = Alyd->start(
     bin     => $ENV{ALYD_TEST},
     # This test refuses dozens of credentials from one address on purpose: lift the brute-force limit (t/90 tests it).
     extra   => ["oauth_issuer $issuer", "oauth_jwks_file $keys/jwks.json", "oauth_leeway 60s",
-        'auth_failure_limit 100000/second burst=100000']
+        'auth_failure_limit 100000/second burst=100000', 'rate_limit 100000/second burst=100000']
 );
 my $resource = $srv->url('/api/mcp');
 my $metadata = $srv->url('/.well-known/oauth-protected-resource/api/mcp');

@@ -41,9 +41,13 @@ void http_register(h2o_globalconf_t *conf, http_ctx_t *hctx, h2o_hostconf_t ***p
 extern int (*http_anonymous_principal)(principal_t *out);
 
 /*
- * Authenticates req's bearer credential into p.  On failure sends the 401
- * (WWW-Authenticate, Cache-Control: no-store, JSON-RPC error body) or 503 and
- * returns -1; the caller just returns.
+ * The gate of every /api/mcp request: refuses an address over
+ * auth_failure_limit (429, before any credential work), authenticates req's
+ * bearer credential into p, then takes the principal's rate-limit decision.
+ * On failure sends the 401 (WWW-Authenticate, Cache-Control: no-store,
+ * JSON-RPC error body), the 429 (Retry-After, RateLimit-Policy, RateLimit) or
+ * a 503, and returns -1; the caller just returns.  On success the response
+ * will carry the RateLimit header.
  */
 int http_authenticate(http_ctx_t *hctx, h2o_req_t *req, principal_t *p);
 

@@ -20,11 +20,18 @@
 #define STATS_N_STATUS 17
 #define STATS_N_SLOTS (ALY_MAX_WORKERS * 2) /* old and new generation during a reload */
 
+/* Rate-limit decisions (aly/ratelimit.h), by result; "error": the store failed and the request was admitted. */
+enum { STATS_RL_ALLOWED, STATS_RL_REFUSED, STATS_RL_ERROR, STATS_N_RL };
+
 typedef struct stats_slot {
     pid_t pid; /* 0 when free */
     uint64_t requests[STATS_N_STATUS];
     uint64_t in_flight;
     uint64_t connections;
+    uint64_t ratelimit[STATS_N_RL]; /* per-principal decisions; errors of the address check count as errors too */
+    uint64_t credential_checks; /* credentials handed to auth_authenticate (HMAC or JWT, key lookup) */
+    uint64_t auth_failures;     /* failed authentications charged to a client address */
+    uint64_t auth_refused;      /* requests refused (429) before any credential work: address over auth_failure_limit */
 } stats_slot_t;
 
 typedef struct stats_shared {
