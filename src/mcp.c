@@ -54,7 +54,10 @@ typedef struct exchange {
     unsigned pending; /* calls not completed */
     int dispatching;  /* the body's messages are still being dispatched */
     unsigned refs;
-    json_t *responses; /* collected while the answer may still be JSON */
+    buf_t answer;            /* responses collected while the answer may still be JSON, comma-separated */
+    size_t n_answers;
+    size_t answer_off[MAX_BATCH + 1], answer_len[MAX_BATCH + 1];
+    int protocol_error_code; /* of a message that was not a valid request */
     int status;        /* HTTP status of a JSON answer */
     scope_set_t scope_needed; /* a 403 answer: the scope that was missing */
     out_mode_t out;
@@ -70,6 +73,7 @@ struct mcp_call {
     exchange_t *x;
     json_t *id;
     json_t *meta;
+    mcp_capture_t *capture;
     int done;
     int cancelled;
     h2o_linklist_t link; /* pending calls, for notifications/cancelled */
@@ -102,7 +106,7 @@ static void release(exchange_t *x)
 {
     if (--x->refs != 0)
         return;
-    json_decref(x->responses);
+    free(x->answer.data);
     free(x->queued.data);
     free(x->inflight.data);
     free(x);
@@ -170,15 +174,11 @@ static void start_sse(exchange_t *x)
     h2o_start_response(req, &x->gen);
 }
 
-static void sse_event(exchange_t *x, json_t *msg)
+static void sse_event(exchange_t *x, const char *text, size_t len)
 {
-    char *text = json_dumps(msg, JSON_COMPACT);
-    if (text == NULL)
-        return;
     buf_append(&x->queued, "event: message\ndata: ", 21);
-    buf_append(&x->queued, text, strlen(text));
+    buf_append(&x->queued, text, len);
     buf_append(&x->queued, "\n\n", 2);
-    free(text);
     flush(x);
 }
 
@@ -188,23 +188,29 @@ static void send_json_answer(exchange_t *x)
     h2o_req_t *req = x->req;
     if (req == NULL || x->client_gone)
         return;
-    if (json_array_size(x->responses) == 0) {
+    if (x->n_answers == 0) {
         req->res.status = 202;
         req->res.reason = "Accepted";
         req->res.content_length = 0;
         h2o_send_inline(req, "", 0);
         return;
     }
-    json_t *body = x->batch ? x->responses : json_array_get(x->responses, 0);
-    char *text = json_dumps(body, JSON_COMPACT);
+    if (x->batch) {
+        /* The collected answers are already comma-separated: wrap them into an array. */
+        buf_t b = {NULL, 0, 0};
+        buf_append(&b, "[", 1);
+        buf_append(&b, x->answer.data, x->answer.len);
+        buf_append(&b, "]", 1);
+        free(x->answer.data);
+        x->answer = b;
+    }
     if (x->has_session)
         h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("mcp-session-id"), 0, NULL, x->session.id,
                               strlen(x->session.id));
     if (x->scope_needed != 0)
         http_add_scope_challenge(x->hctx, req, x->principal.scopes, x->scope_needed);
-    http_send_json(req, x->status, x->status == 200 ? "OK" : x->status == 400 ? "Bad Request" : "Forbidden", text ? text : "{}",
-                   text ? strlen(text) : 2);
-    free(text);
+    http_send_json(req, x->status, x->status == 200 ? "OK" : x->status == 400 ? "Bad Request" : "Forbidden", x->answer.data,
+                   x->answer.len);
 }
 
 /* Called when a call completes and when dispatch ends: finishes the exchange once nothing is pending. */
@@ -222,29 +228,42 @@ static void maybe_finish(exchange_t *x)
     }
 }
 
-/* Emits a message: a notification (may switch to SSE) or a response. */
-static void emit(exchange_t *x, json_t *msg, int is_response)
+/* Emits a serialised message: a notification or server request (may switch the answer to SSE) or a response. */
+static void emit_text(exchange_t *x, const char *text, size_t len, int is_response)
 {
     if (x->out == OUT_SSE) {
-        sse_event(x, msg);
-        json_decref(msg);
+        sse_event(x, text, len);
         return;
     }
     if (!is_response) {
-        if (!x->accepts_sse || x->finishing) {
-            json_decref(msg); /* a JSON answer cannot carry notifications */
-            return;
-        }
+        if (!x->accepts_sse || x->finishing)
+            return; /* a JSON answer cannot carry notifications */
         start_sse(x);
-        size_t i;
-        json_t *r;
-        json_array_foreach(x->responses, i, r) sse_event(x, r);
-        json_array_clear(x->responses);
-        sse_event(x, msg);
-        json_decref(msg);
+        for (size_t i = 0; i < x->n_answers; i++)
+            sse_event(x, x->answer.data + x->answer_off[i], x->answer_len[i]);
+        x->n_answers = 0;
+        x->answer.len = 0;
+        sse_event(x, text, len);
         return;
     }
-    json_array_append_new(x->responses, msg);
+    if (x->n_answers == ALY_ARRAY_SIZE(x->answer_off))
+        return; /* cannot happen: a body holds at most MAX_BATCH messages, each answered once */
+    if (x->n_answers > 0)
+        buf_append(&x->answer, ",", 1);
+    x->answer_off[x->n_answers] = x->answer.len;
+    x->answer_len[x->n_answers] = len;
+    x->n_answers++;
+    buf_append(&x->answer, text, len);
+}
+
+static void emit(exchange_t *x, json_t *msg, int is_response)
+{
+    char *text = json_dumps(msg, JSON_COMPACT);
+    json_decref(msg);
+    if (text == NULL)
+        return;
+    emit_text(x, text, strlen(text), is_response);
+    free(text);
 }
 
 /* ---- calls ---- */
@@ -263,19 +282,16 @@ static mcp_call_t *call_new(exchange_t *x, json_t *id, json_t *params)
     return c;
 }
 
-static void call_finish(mcp_call_t *c, json_t *response)
+/* Completes c with its serialised response (a JSON-RPC response object). */
+static void call_finish(mcp_call_t *c, const char *response, size_t len)
 {
-    if (c->done) {
-        json_decref(response);
+    if (c->done)
         return;
-    }
     c->done = 1;
     exchange_t *x = c->x;
     h2o_linklist_unlink(&c->link);
-    if (c->cancelled)
-        json_decref(response); /* notifications/cancelled: the response is suppressed */
-    else
-        emit(x, response, 1);
+    if (!c->cancelled) /* notifications/cancelled: the response is suppressed */
+        emit_text(x, response, len, 1);
     x->pending--;
     maybe_finish(x);
     json_decref(c->id);
@@ -309,15 +325,45 @@ int mcp_call_cancelled(const mcp_call_t *call)
     return call->cancelled || call->x->client_gone || call->x->req == NULL;
 }
 
+void mcp_call_result_text(mcp_call_t *call, const char *result, size_t len)
+{
+    /* The envelope is assembled as text: the result may come serialised from a cache. */
+    char *id = json_dumps(call->id, JSON_COMPACT | JSON_ENCODE_ANY);
+    buf_t b = {NULL, 0, 0};
+    static const char head[] = "{\"jsonrpc\":\"2.0\",\"id\":", mid[] = ",\"result\":";
+    buf_append(&b, head, sizeof(head) - 1);
+    buf_append(&b, id ? id : "null", id ? strlen(id) : 4);
+    buf_append(&b, mid, sizeof(mid) - 1);
+    buf_append(&b, result, len);
+    buf_append(&b, "}", 1);
+    free(id);
+    call_finish(call, b.data, b.len);
+    free(b.data);
+}
+
 void mcp_call_result(mcp_call_t *call, json_t *result)
 {
-    if (result == NULL) {
+    char *text = result != NULL ? json_dumps(result, JSON_COMPACT) : NULL;
+    if (text == NULL) {
         /* A handler failed to build its result (out of memory, or a bad json_pack format). */
+        json_decref(result);
         log_error("a handler produced no result");
         mcp_call_error(call, RPC_INTERNAL_ERROR, "internal error: the result could not be built", NULL);
         return;
     }
-    call_finish(call, json_pack("{s:s, s:O, s:o}", "jsonrpc", "2.0", "id", call->id, "result", result));
+    if (call->capture != NULL) {
+        call->capture->is_error = json_is_true(json_object_get(result, "isError"));
+        call->capture->text = strdup(text);
+        call->capture->len = strlen(text);
+    }
+    json_decref(result);
+    mcp_call_result_text(call, text, strlen(text));
+    free(text);
+}
+
+void mcp_call_capture(mcp_call_t *call, mcp_capture_t *capture)
+{
+    call->capture = capture;
 }
 
 void mcp_call_error(mcp_call_t *call, int code, const char *message, json_t *data)
@@ -332,7 +378,11 @@ void mcp_call_error(mcp_call_t *call, int code, const char *message, json_t *dat
     json_t *err = json_pack("{s:i, s:s}", "code", code, "message", message);
     if (data != NULL)
         json_object_set_new(err, "data", data);
-    call_finish(call, json_pack("{s:s, s:O, s:o}", "jsonrpc", "2.0", "id", call->id, "error", err));
+    json_t *resp = json_pack("{s:s, s:O, s:o}", "jsonrpc", "2.0", "id", call->id, "error", err);
+    char *text = json_dumps(resp, JSON_COMPACT);
+    json_decref(resp);
+    call_finish(call, text ? text : "", text ? strlen(text) : 0);
+    free(text);
 }
 
 void mcp_call_progress(mcp_call_t *call, double progress, double total, const char *message)
@@ -752,6 +802,7 @@ static void cancel(exchange_t *x, json_t *params)
 /* An error response that belongs to no call (invalid message). */
 static void protocol_error(exchange_t *x, json_t *id, int code, const char *message)
 {
+    x->protocol_error_code = code;
     emit(x, json_pack("{s:s, s:O, s:{s:i, s:s}}", "jsonrpc", "2.0", "id", id ? id : json_null(), "error", "code", code, "message",
                       message),
          1);
@@ -874,7 +925,6 @@ static exchange_t *exchange_new(http_ctx_t *hctx, h2o_req_t *req, const principa
     x->principal = *p;
     x->refs = 1;
     x->status = 200;
-    x->responses = json_array();
     exchange_t **link = h2o_mem_alloc_shared(&req->pool, sizeof(*link), on_req_disposed);
     *link = x;
     return x;
@@ -1091,10 +1141,8 @@ void mcp_serve(http_ctx_t *hctx, h2o_req_t *req)
     } else {
         dispatch(x, body);
         /* A single invalid message: HTTP 400 with its JSON-RPC error (no call was made). */
-        json_t *only = json_array_get(x->responses, 0);
-        json_t *code = json_object_get(json_object_get(only, "error"), "code");
-        if (x->pending == 0 && only != NULL && json_is_integer(code) &&
-            (json_integer_value(code) == RPC_INVALID_REQUEST || json_integer_value(code) == RPC_PARSE_ERROR))
+        if (x->pending == 0 && x->n_answers == 1 &&
+            (x->protocol_error_code == RPC_INVALID_REQUEST || x->protocol_error_code == RPC_PARSE_ERROR))
             x->status = 400;
     }
     json_decref(body);

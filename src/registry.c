@@ -15,6 +15,25 @@
 #include "aly/tools.h"
 
 #define PAGE_SIZE 50
+#define CACHE_SLOTS 256
+#define CACHE_MAX_ENTRY (64 * 1024)
+
+/*
+ * Results of cacheable tools (TOOL_CACHEABLE), per worker, keyed by workspace, tool and
+ * canonical arguments, and valid only for the store snapshot they were
+ * computed at: any write to the durable store moves the snapshot id and so
+ * retires every entry.  A hit skips the tool and the JSON serialisation.
+ * Direct-mapped (a colliding key replaces the slot); isError results are not
+ * kept; bounded by CACHE_SLOTS x CACHE_MAX_ENTRY.
+ */
+typedef struct cache_entry {
+    char *key;
+    char *text;
+    size_t len;
+    uint64_t snapshot;
+} cache_entry_t;
+
+static cache_entry_t result_cache[CACHE_SLOTS];
 
 typedef struct tool_entry {
     const mcp_tool_desc_t *d;
@@ -261,6 +280,51 @@ void registry_tools_list(mcp_call_t *call, json_t *params)
     page(call, params, "tools", "tools", reg.n_tools, tool_item);
 }
 
+static uint64_t fnv1a(const char *s)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h;
+}
+
+static void call_cached(mcp_call_t *call, const tool_entry_t *t, json_t *args)
+{
+    char *canon = json_dumps(args, JSON_COMPACT | JSON_SORT_KEYS);
+    store_t *st = mcp_call_store(call);
+    uint64_t snapshot = store_snapshot(st);
+    char *key = NULL;
+    if (canon == NULL || snapshot == 0 ||
+        asprintf(&key, "%s\n%s\n%s", mcp_call_principal(call)->workspace, t->d->name, canon) < 0) {
+        free(canon);
+        t->d->call(call, args);
+        return;
+    }
+    free(canon);
+    cache_entry_t *e = &result_cache[fnv1a(key) % CACHE_SLOTS];
+    if (e->key != NULL && e->snapshot == snapshot && strcmp(e->key, key) == 0) {
+        free(key);
+        mcp_call_result_text(call, e->text, e->len);
+        return;
+    }
+    mcp_capture_t cap = {NULL, 0, 0};
+    mcp_call_capture(call, &cap);
+    if (t->d->call(call, args) == MCP_PENDING) {
+        mcp_call_capture(call, NULL); /* still running: its result will not be cached */
+        free(key);
+        return;
+    }
+    /* The call has completed (and is gone); cap holds its result. */
+    if (cap.text != NULL && !cap.is_error && cap.len <= CACHE_MAX_ENTRY) {
+        free(e->key);
+        free(e->text);
+        *e = (cache_entry_t){key, cap.text, cap.len, snapshot};
+        return;
+    }
+    free(cap.text);
+    free(key);
+}
+
 void registry_tools_call(mcp_call_t *call, json_t *params)
 {
     const char *name = json_string_value(json_object_get(params, "name"));
@@ -292,6 +356,8 @@ void registry_tools_call(mcp_call_t *call, json_t *params)
         char msg[ALY_ERR_MAX + 32];
         snprintf(msg, sizeof(msg), "Invalid arguments: %s", why.msg);
         mcp_call_result(call, mcp_text_result(msg, 1));
+    } else if (t->d->annotations & TOOL_CACHEABLE) {
+        call_cached(call, t, args);
     } else {
         t->d->call(call, args);
     }

@@ -522,6 +522,16 @@ int store_scan(store_txn_t *t, int db, const void *prefix, size_t plen, const vo
     return ret;
 }
 
+uint64_t store_snapshot(store_t *st)
+{
+    store_txn_t t;
+    if (store_begin(st, 0, &t, NULL) != 0)
+        return 0;
+    uint64_t id = mdb_txn_id(t.txn);
+    store_abort(&t);
+    return id;
+}
+
 int store_backup(store_t *st, const char *dir, aly_err_t *err)
 {
     int rc = mdb_env_copy2(st->env, dir, MDB_CP_COMPACT);

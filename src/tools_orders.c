@@ -221,10 +221,10 @@ const mcp_tool_desc_t tools_orders[] = {
      LIMIT_CURSOR "},\"required\":[\"site_id\"],\"additionalProperties\":false}",
      "{\"type\":\"object\",\"properties\":{\"site_id\":{\"type\":\"string\"},\"orders\":{\"type\":\"array\",\"items\":" ORDER_OUT "},"
      "\"next_cursor\":{\"type\":[\"string\",\"null\"]}},\"required\":[\"orders\",\"next_cursor\"]}",
-     TOOL_READ_ONLY | TOOL_IDEMPOTENT, orders_list},
+     TOOL_READ_ONLY | TOOL_IDEMPOTENT | TOOL_CACHEABLE, orders_list},
     {"orders.get", "Get an order", "One order with its customer, line items, total and fulfilment.", SCOPE_READ_ORDERS,
      "{\"type\":\"object\",\"properties\":{\"order_id\":" ORDER_ID "},\"required\":[\"order_id\"],\"additionalProperties\":false}",
-     ORDER_OUT, TOOL_READ_ONLY | TOOL_IDEMPOTENT, orders_get},
+     ORDER_OUT, TOOL_READ_ONLY | TOOL_IDEMPOTENT | TOOL_CACHEABLE, orders_get},
     {"orders.fulfill", "Fulfil an order",
      "Mark a paid order as shipped with the carrier and tracking number. Calling it again with the same values changes nothing; "
      "a pending (unpaid) or cancelled order is refused.",

@@ -310,11 +310,11 @@ const mcp_tool_desc_t tools_products[] = {
      "\"query\":{\"type\":\"string\",\"minLength\":1,\"maxLength\":100}," LIMIT_CURSOR "},\"required\":[\"site_id\"],\"additionalProperties\":false}",
      "{\"type\":\"object\",\"properties\":{\"site_id\":{\"type\":\"string\"},\"products\":{\"type\":\"array\",\"items\":" PRODUCT_OUT "},"
      "\"next_cursor\":{\"type\":[\"string\",\"null\"]}},\"required\":[\"products\",\"next_cursor\"]}",
-     TOOL_READ_ONLY | TOOL_IDEMPOTENT, products_list},
+     TOOL_READ_ONLY | TOOL_IDEMPOTENT | TOOL_CACHEABLE, products_list},
     {"products.get", "Get a product", "One product of a site, with price, inventory, status, tags and version.", SCOPE_READ_CONTENT,
      "{\"type\":\"object\",\"properties\":{\"site_id\":" SITE_ID ",\"product_id\":" PRODUCT_ID "},\"required\":[\"site_id\",\"product_id\"],"
      "\"additionalProperties\":false}",
-     PRODUCT_OUT, TOOL_READ_ONLY | TOOL_IDEMPOTENT, products_get},
+     PRODUCT_OUT, TOOL_READ_ONLY | TOOL_IDEMPOTENT | TOOL_CACHEABLE, products_get},
     {"products.create", "Create a product",
      "Add a product to a site. price is an integer in minor units of the site's currency. Pass an idempotency_key to make retries "
      "safe: the same key with the same arguments returns the product created the first time.",

@@ -140,10 +140,10 @@ const mcp_tool_desc_t tools_sites[] = {
      SCOPE_READ_SITES, "{\"type\":\"object\",\"properties\":{" LIMIT_CURSOR "},\"additionalProperties\":false}",
      "{\"type\":\"object\",\"properties\":{\"sites\":{\"type\":\"array\",\"items\":" SITE_OUT "},\"next_cursor\":{\"type\":[\"string\",\"null\"]}},"
      "\"required\":[\"sites\",\"next_cursor\"]}",
-     TOOL_READ_ONLY | TOOL_IDEMPOTENT, sites_list},
+     TOOL_READ_ONLY | TOOL_IDEMPOTENT | TOOL_CACHEABLE, sites_list},
     {"sites.get", "Get a site", "One site by id, with its product and order counts.", SCOPE_READ_SITES,
      "{\"type\":\"object\",\"properties\":{\"site_id\":" SITE_ID "},\"required\":[\"site_id\"],\"additionalProperties\":false}", SITE_OUT,
-     TOOL_READ_ONLY | TOOL_IDEMPOTENT, sites_get},
+     TOOL_READ_ONLY | TOOL_IDEMPOTENT | TOOL_CACHEABLE, sites_get},
     {"sites.create", "Create a site", "Create a new site (shop) with a name, a domain and the ISO 4217 currency its prices use.",
      SCOPE_WRITE_SITES,
      "{\"type\":\"object\",\"properties\":{\"name\":" NAME_SCHEMA ",\"domain\":" DOMAIN_SCHEMA ",\"currency\":" CURRENCY_SCHEMA "},"

@@ -58,6 +58,21 @@ void mcp_call_log(mcp_call_t *call, const char *level, const char *logger, json_
 typedef void (*mcp_reply_fn)(mcp_call_t *call, json_t *result, json_t *error);
 int mcp_call_request(mcp_call_t *call, const char *method, json_t *params, mcp_reply_fn cb);
 
+/* Completes the request with a result already serialised as JSON text (not copied beyond the call). */
+void mcp_call_result_text(mcp_call_t *call, const char *result, size_t len);
+
+/*
+ * While set, mcp_call_result() also hands a malloc'd copy of the serialised
+ * result to capture (the registry's response cache).  Clear it before
+ * returning if the call is still pending.
+ */
+typedef struct mcp_capture {
+    char *text;
+    size_t len;
+    int is_error;
+} mcp_capture_t;
+void mcp_call_capture(mcp_call_t *call, mcp_capture_t *capture);
+
 /* Completes the request with a result (stolen) or a JSON-RPC error (data stolen, may be NULL). */
 void mcp_call_result(mcp_call_t *call, json_t *result);
 void mcp_call_error(mcp_call_t *call, int code, const char *message, json_t *data);

@@ -22,6 +22,9 @@ enum {
     TOOL_DESTRUCTIVE = 1 << 1,
     TOOL_IDEMPOTENT = 1 << 2,
     TOOL_OPEN_WORLD = 1 << 3,
+    /* Not advertised: the result depends only on the workspace, the arguments and the durable store,
+     * and the tool emits no notifications, so the registry may serve it from its snapshot-keyed cache. */
+    TOOL_CACHEABLE = 1 << 8,
 };
 
 typedef mcp_status_t (*mcp_tool_fn)(mcp_call_t *call, json_t *args);

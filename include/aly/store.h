@@ -85,6 +85,13 @@ typedef int (*store_scan_cb)(void *ctx, const store_val_t *key, const store_val_
 int store_scan(store_txn_t *t, int db, const void *prefix, size_t plen, const void *after, size_t alen, store_scan_cb cb,
                void *ctx, aly_err_t *err);
 
+/*
+ * The id of the durable environment's latest committed write transaction:
+ * it changes with every write, so data read under the same id is the same.
+ * 0 when it cannot be read.
+ */
+uint64_t store_snapshot(store_t *st);
+
 /* Hot copy of the durable environment into dir (which must exist and be empty), compacted. */
 int store_backup(store_t *st, const char *dir, aly_err_t *err);
 
