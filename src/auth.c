@@ -14,6 +14,19 @@
 
 #define STAMP_SLOTS 256
 #define STAMP_INTERVAL_MS 60000
+#define KEY_CACHE_SLOTS 1024
+
+/*
+ * Keys this worker verified, by HMAC: a hit skips the store lookup and the
+ * record decode.  An entry is trusted only under the revocation generation it
+ * was made in (alyctl keys revoke moves it) and never past the key's expiry.
+ */
+typedef struct key_cache_entry {
+    unsigned char hash[32];
+    uint64_t generation;
+    principal_t principal;
+    int used;
+} key_cache_entry_t;
 
 typedef struct stamp {
     char id[ALY_ID_MAX];
@@ -26,6 +39,7 @@ struct auth {
     auth_pepper_t *pepper;
     auth_oauth_t *oauth;
     stamp_t stamps[STAMP_SLOTS]; /* last-used stamps this worker wrote, to write at most once a minute */
+    key_cache_entry_t keys[KEY_CACHE_SLOTS];
 };
 
 auth_t *auth_new(const aly_config_t *cfg, store_t *st, aly_err_t *err)
@@ -100,7 +114,8 @@ static void stamp_used(auth_t *a, const char *id)
     s->ms = prev;
 }
 
-static auth_result_t check_key(auth_t *a, const char *key, size_t len, store_txn_t *t, principal_t *out, aly_err_t *why)
+static auth_result_t check_key(auth_t *a, const char *key, size_t len, store_txn_t *t, uint64_t generation, principal_t *out,
+                               aly_err_t *why)
 {
     if (!auth_key_well_formed(key, len))
         return aly_errf(why, "malformed API key (wrong length or checksum): paste the whole key, or mint a new one"),
@@ -110,6 +125,12 @@ static auth_result_t check_key(auth_t *a, const char *key, size_t len, store_txn
     if (auth_key_hash(a->pepper, key, len, hash, &err) != 0) {
         log_error("%s", err.msg);
         return AUTH_ERROR;
+    }
+    key_cache_entry_t *ce = &a->keys[(hash[0] | (unsigned)hash[1] << 8) % KEY_CACHE_SLOTS];
+    if (ce->used && ce->generation == generation && CRYPTO_memcmp(ce->hash, hash, sizeof(hash)) == 0 &&
+        (ce->principal.expires_ms == 0 || aly_wall_ms() < ce->principal.expires_ms)) {
+        *out = ce->principal;
+        return AUTH_OK;
     }
     store_val_t ref, val;
     int rc = store_get(t, DB_KEY_HASH, hash, sizeof(hash), &ref, &err);
@@ -143,6 +164,10 @@ static auth_result_t check_key(auth_t *a, const char *key, size_t len, store_txn
         out->rate = (aly_rate_t){(uint32_t)rec.rate_count, (uint32_t)rec.rate_period_s, (uint32_t)rec.rate_burst};
     else
         out->rate = a->cfg->rate_limit;
+    memcpy(ce->hash, hash, sizeof(hash));
+    ce->generation = generation;
+    ce->principal = *out;
+    ce->used = 1;
     return AUTH_OK;
 }
 
@@ -179,10 +204,11 @@ auth_result_t auth_authenticate(auth_t *a, const char *header, size_t len, princ
         return AUTH_ERROR;
     }
     auth_result_t r;
+    uint64_t generation = revocation_generation(&t);
     if (is_oauth)
-        r = auth_oauth_verify(a->oauth, tok + op, tlen - op, &t, revocation_generation(&t), out, why);
+        r = auth_oauth_verify(a->oauth, tok + op, tlen - op, &t, generation, out, why);
     else
-        r = check_key(a, tok, tlen, &t, out, why);
+        r = check_key(a, tok, tlen, &t, generation, out, why);
     store_abort(&t);
     if (r == AUTH_OK && out->kind == PRINCIPAL_KEY)
         stamp_used(a, out->id);

@@ -13,6 +13,7 @@
 #include <openssl/evp.h>
 #include <openssl/params.h>
 #include <openssl/rand.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,14 +29,26 @@ struct auth_pepper {
     EVP_MAC_CTX *ctx; /* keyed once; re-initialised with a NULL key per use */
 };
 
-static uint32_t crc32(const char *s, size_t n)
+/* CRC-32 (IEEE), table-driven: it runs on every request that carries a key. */
+static uint32_t crc_table[256];
+
+static void crc_init(void)
 {
-    uint32_t c = 0xffffffffu;
-    for (size_t i = 0; i < n; i++) {
-        c ^= (unsigned char)s[i];
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
         for (int k = 0; k < 8; k++)
             c = (c >> 1) ^ (0xedb88320u & (0u - (c & 1)));
+        crc_table[i] = c;
     }
+}
+
+static uint32_t crc32(const char *s, size_t n)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, crc_init);
+    uint32_t c = 0xffffffffu;
+    for (size_t i = 0; i < n; i++)
+        c = crc_table[(c ^ (unsigned char)s[i]) & 0xff] ^ (c >> 8);
     return c ^ 0xffffffffu;
 }
 
