@@ -14,6 +14,7 @@
 #include "aly/mcp.h"
 
 #include <openssl/rand.h>
+#include <openssl/sha.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -454,6 +455,7 @@ typedef struct waiter {
     mcp_call_t *call;
     mcp_reply_fn cb;
     uint64_t deadline;
+    char owner[80]; /* "q:" + hex SHA-256 of principal, session and request id: lets another worker cancel */
 } waiter_t;
 
 static h2o_linklist_t waiters = {&waiters, &waiters};
@@ -464,7 +466,7 @@ static h2o_loop_t *reply_loop;
 
 static void replies_write(store_t *st, const char *prefix, const char *id, const void *val, size_t vlen, int del)
 {
-    char k[64];
+    char k[96];
     int kl = snprintf(k, sizeof(k), "%s%s", prefix, id);
     store_txn_t t;
     aly_err_t err;
@@ -477,11 +479,29 @@ static void replies_write(store_t *st, const char *prefix, const char *id, const
     }
 }
 
+/* "q:" + hex SHA-256 of who asked what: principal, session (or none) and the JSON-RPC id of the request. */
+static void owner_key(const exchange_t *x, json_t *id, char out[80])
+{
+    char *idtext = json_dumps(id, JSON_COMPACT | JSON_ENCODE_ANY);
+    buf_t b = {NULL, 0, 0};
+    unsigned char d[32];
+    buf_append(&b, x->principal.id, strlen(x->principal.id) + 1);
+    buf_append(&b, x->has_session ? x->session.id : "", x->has_session ? strlen(x->session.id) + 1 : 1);
+    buf_append(&b, idtext ? idtext : "", idtext ? strlen(idtext) : 0);
+    SHA256((const unsigned char *)b.data, b.len, d);
+    free(b.data);
+    free(idtext);
+    memcpy(out, "q:", 2);
+    for (int i = 0; i < 32; i++)
+        snprintf(out + 2 + 2 * i, 3, "%02x", d[i]);
+}
+
 static void deliver(waiter_t *wt, json_t *reply)
 {
     h2o_linklist_unlink(&wt->link);
     store_t *st = wt->call->x->hctx->store;
     replies_write(st, "p:", wt->id, NULL, 0, 1);
+    replies_write(st, "", wt->owner, NULL, 0, 1);
     json_t *result = json_object_get(reply, "result"), *error = json_object_get(reply, "error");
     if (reply == NULL)
         error = json_pack("{s:i, s:s}", "code", RPC_INTERNAL_ERROR, "message", "the client did not answer in time");
@@ -507,12 +527,21 @@ static void poll_replies(h2o_timeout_entry_t *entry)
         store_val_t v;
         aly_err_t err;
         json_t *reply = NULL;
+        int cancelled = 0;
         if (store_begin(st, STORE_VOLATILE, &t, &err) == 0) {
             if (store_get(&t, VDB_REPLIES, k, (size_t)kl, &v, &err) == 0)
                 reply = json_loadb(v.data, v.len, 0, NULL);
+            k[0] = 'c'; /* "c:<id>": another worker got notifications/cancelled for this request */
+            cancelled = store_get(&t, VDB_REPLIES, k, (size_t)kl, &v, &err) == 0;
             store_abort(&t);
         }
-        if (reply != NULL) {
+        if (cancelled) {
+            json_decref(reply);
+            replies_write(st, "c:", wt->id, NULL, 0, 1);
+            replies_write(st, "r:", wt->id, NULL, 0, 1);
+            wt->call->cancelled = 1;
+            deliver(wt, NULL);
+        } else if (reply != NULL) {
             replies_write(st, "r:", wt->id, NULL, 0, 1);
             deliver(wt, reply);
             json_decref(reply);
@@ -540,7 +569,9 @@ int mcp_call_request(mcp_call_t *call, const char *method, json_t *params, mcp_r
     wt->cb = cb;
     wt->deadline = aly_now_ms() + REPLY_TIMEOUT_MS;
     h2o_linklist_insert(&waiters, &wt->link);
+    owner_key(x, call->id, wt->owner);
     replies_write(x->hctx->store, "p:", wt->id, x->principal.id, strlen(x->principal.id), 0);
+    replies_write(x->hctx->store, "", wt->owner, wt->id, strlen(wt->id), 0);
     if (!reply_poll_ready) {
         reply_loop = x->hctx->loop;
         h2o_timeout_init(x->hctx->loop, &reply_poll, REPLY_POLL_MS);
@@ -787,15 +818,52 @@ static const method_t methods[] = {
     {"completion/complete", registry_complete},
 };
 
+/*
+ * notifications/cancelled: marks the named pending request of the same
+ * principal (and session, when there is one) so its response is dropped, and
+ * stops what it waits for: a request to the client is abandoned at once, so
+ * the handler finishes and the answer's stream ends.
+ */
 static void cancel(exchange_t *x, json_t *params)
 {
     json_t *id = json_object_get(params, "requestId");
-    for (h2o_linklist_t *l = pending_calls.next; id != NULL && l != &pending_calls; l = l->next) {
+    mcp_call_t *target = NULL;
+    for (h2o_linklist_t *l = pending_calls.next; id != NULL && l != &pending_calls && target == NULL; l = l->next) {
         mcp_call_t *c = H2O_STRUCT_FROM_MEMBER(mcp_call_t, link, l);
-        /* Only the same principal (and session, when there is one) may cancel a request. */
         if (json_equal(c->id, id) && strcmp(c->x->principal.id, x->principal.id) == 0 &&
             (!x->has_session || (c->x->has_session && strcmp(c->x->session.id, x->session.id) == 0)))
-            c->cancelled = 1;
+            target = c;
+    }
+    if (target == NULL) {
+        /* Not here: if another worker waits on the client for that request, tell it through the store. */
+        char owner[80], wid[48];
+        store_txn_t t;
+        store_val_t v;
+        aly_err_t err;
+        int found = 0;
+        if (id == NULL)
+            return;
+        owner_key(x, id, owner);
+        if (store_begin(x->hctx->store, STORE_VOLATILE, &t, &err) == 0) {
+            if (store_get(&t, VDB_REPLIES, owner, strlen(owner), &v, &err) == 0 && v.len < sizeof(wid)) {
+                memcpy(wid, v.data, v.len);
+                wid[v.len] = '\0';
+                found = 1;
+            }
+            store_abort(&t);
+        }
+        if (found)
+            replies_write(x->hctx->store, "c:", wid, "", 0, 0);
+        return;
+    }
+    target->cancelled = 1;
+    for (h2o_linklist_t *l = waiters.next; l != &waiters;) {
+        waiter_t *wt = H2O_STRUCT_FROM_MEMBER(waiter_t, link, l);
+        l = l->next;
+        if (wt->call == target) {
+            deliver(wt, NULL); /* completes (and frees) target */
+            break;
+        }
     }
 }
 

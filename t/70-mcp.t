@@ -6,6 +6,7 @@ use strict;
 use warnings;
 use Test::More;
 use JSON::PP ();
+use POSIX ();
 use Alyd;
 
 Alyd::watchdog(240);
@@ -194,6 +195,30 @@ sub initialize {
     is(j($b)->{id}, 5, '... with the response');
     ($st, $hdr, $b) = post(rpc(id => 6, method => 'tools/call', params => { name => 'test_simple_text' }));
     like(Alyd::header_value($hdr, 'content-type') // '', qr{^application/json}, 'no notifications: plain JSON even when SSE is accepted');
+}
+
+# ---- notifications/cancelled ----
+{
+    # test_sampling holds its request open while it waits for the client's reply; cancelling it must end the
+    # stream at once, without a response.
+    my (undef, $sid) = initialize();
+    my $out = $srv->dir . '/cancel.out';
+    my $pid = fork // die;
+    if ($pid == 0) {
+        exec('curl', '-s', '-N', '--max-time', '30', '-o', $out, '-X', 'POST', '-H', "Authorization: Bearer $key_sites",
+            '-H', 'Content-Type: application/json', '-H', "Accept: $ACCEPT", '-H', "Mcp-Session-Id: $sid", '--data',
+            rpc(id => 9, method => 'tools/call', params => { name => 'test_sampling', arguments => { prompt => 'hi' } }), $url) or POSIX::_exit(127);
+    }
+    ok(Alyd::poll_until(10, sub { (Alyd::slurp($out) // '') =~ /sampling\/createMessage/ }), 'the server asked the client for sampling');
+    my ($st) = post(rpc(method => 'notifications/cancelled', params => { requestId => 9, reason => 'user stopped' }), session => $sid);
+    is($st, 202, 'notifications/cancelled: 202');
+    my $t0 = time;
+    my $done = Alyd::poll_until(5, sub { waitpid($pid, POSIX::WNOHANG()) == $pid });
+    ok($done, sprintf('the cancelled request\'s stream ended (%.1fs after the cancel)', time - $t0));
+    kill 'KILL', $pid unless $done;
+    unlike(Alyd::slurp($out) // '', qr/"id":9,"result"/, 'and carried no response for the cancelled request');
+    my ($ok) = post(rpc(id => 10, method => 'ping'), session => $sid);
+    is($ok, 200, 'the session still serves');
 }
 
 # ---- batches (2025-03-26 only) ----
