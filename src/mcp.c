@@ -344,7 +344,8 @@ void mcp_call_result_text(mcp_call_t *call, const char *result, size_t len)
 
 void mcp_call_result(mcp_call_t *call, json_t *result)
 {
-    char *text = result != NULL ? json_dumps(result, JSON_COMPACT) : NULL;
+    /* 12 significant digits: 0.0045 stays 0.0045 instead of %.17g's 0.0044999999999999997. */
+    char *text = result != NULL ? json_dumps(result, JSON_COMPACT | JSON_REAL_PRECISION(12)) : NULL;
     if (text == NULL) {
         /* A handler failed to build its result (out of memory, or a bad json_pack format). */
         json_decref(result);

@@ -194,7 +194,7 @@ json_t *mcp_text_result(const char *text, int is_error)
 
 json_t *mcp_structured_result(json_t *structured)
 {
-    char *text = json_dumps(structured, JSON_COMPACT);
+    char *text = json_dumps(structured, JSON_COMPACT | JSON_REAL_PRECISION(12));
     json_t *r = json_pack("{s:[{s:s, s:s}], s:o}", "content", "type", "text", "text", text != NULL ? text : "", "structuredContent",
                           structured);
     free(text);

