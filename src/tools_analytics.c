@@ -146,19 +146,12 @@ static int load_range(mcp_call_t *call, json_t *args, range_t *r, int with_top)
     if (tools_begin(call, 0, &t) != 0)
         goto fail;
     r->t = &t;
-    int rc = shop_site_get(&t, r->ws, site, &r->site, &r->err);
-    if (rc != 0) {
-        store_abort(&t);
-        if (rc < 0)
-            tools_store_error(call, &r->err);
-        else
-            tools_fail(call, "site_id: no site %s in this workspace", site);
+    if (tools_load_site(call, &t, site, &r->site) != 0)
         goto fail;
-    }
     char prefix[128], start[160], ts[20];
     size_t pl = shop_key(prefix, sizeof(prefix), r->ws, 'V', r->site.id, "");
     size_t sl;
-    rc = store_scan(&t, DB_DATA, prefix, pl, NULL, 0, visit_cb, r, &r->err);
+    int rc = store_scan(&t, DB_DATA, prefix, pl, NULL, 0, visit_cb, r, &r->err);
     if (rc == 0) {
         r->prefix_len = pl = shop_key(prefix, sizeof(prefix), r->ws, 'T', r->site.id, "");
         snprintf(ts, sizeof(ts), "%016llx", (unsigned long long)(f > 0 ? f - 1 : 0));

@@ -71,6 +71,20 @@ int tools_commit(mcp_call_t *call, store_txn_t *t)
     return 0;
 }
 
+int tools_load_site(mcp_call_t *call, store_txn_t *t, const char *site_id, site_record_t *s)
+{
+    aly_err_t err;
+    int rc = shop_site_get(t, tools_ws(call), site_id, s, &err);
+    if (rc == 0)
+        return 0;
+    store_abort(t);
+    if (rc < 0)
+        tools_store_error(call, &err);
+    else
+        tools_fail(call, "site_id: no site %s in this workspace (sites.list shows the sites)", site_id);
+    return -1;
+}
+
 int tools_audit(mcp_call_t *call, store_txn_t *t, const char *tool, const char *object, uint64_t before, uint64_t after,
                 aly_err_t *err)
 {

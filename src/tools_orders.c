@@ -85,13 +85,8 @@ static mcp_status_t orders_list(mcp_call_t *call, json_t *args)
     site_record_t s;
     store_txn_t t;
     aly_err_t err;
-    if (tools_begin(call, 0, &t) != 0)
+    if (tools_begin(call, 0, &t) != 0 || tools_load_site(call, &t, site, &s) != 0)
         return MCP_DONE;
-    int rc = shop_site_get(&t, ws, site, &s, &err);
-    if (rc != 0) {
-        store_abort(&t);
-        return rc < 0 ? tools_store_error(call, &err) : tools_fail(call, "site_id: no site %s in this workspace", site);
-    }
     size_t pl = shop_key(prefix, sizeof(prefix), ws, 'T', s.id, "");
     size_t sl = 0;
     const char *from = NULL;
@@ -107,7 +102,7 @@ static mcp_status_t orders_list(mcp_call_t *call, json_t *args)
     }
     list_ctx_t c = {.t = &t, .ws = ws, .items = json_array(), .limit = tools_limit(args),
                     .status = json_string_value(json_object_get(args, "status")), .prefix_len = pl};
-    rc = store_scan(&t, DB_DATA, prefix, pl, from, sl, list_cb, &c, &err);
+    int rc = store_scan(&t, DB_DATA, prefix, pl, from, sl, list_cb, &c, &err);
     store_abort(&t);
     if (rc != 0 || c.failed) {
         json_decref(c.items);

@@ -14,20 +14,10 @@
 #include "aly/tools.h"
 #include "aly/tools_schema.h"
 
-/* Reads the site args.site_id of the caller's workspace; completes call when it fails. */
+/* The site named by args.site_id (see tools_load_site). */
 static int load_site(mcp_call_t *call, store_txn_t *t, json_t *args, site_record_t *s)
 {
-    const char *id = json_string_value(json_object_get(args, "site_id"));
-    aly_err_t err;
-    int rc = shop_site_get(t, tools_ws(call), id, s, &err);
-    if (rc == 0)
-        return 0;
-    store_abort(t);
-    if (rc < 0)
-        tools_store_error(call, &err);
-    else
-        tools_fail(call, "site_id: no site %s in this workspace (sites.list shows the sites)", id);
-    return -1;
+    return tools_load_site(call, t, json_string_value(json_object_get(args, "site_id")), s);
 }
 
 typedef struct list_ctx {

@@ -59,15 +59,9 @@ static mcp_status_t sites_get(mcp_call_t *call, json_t *args)
     const char *id = json_string_value(json_object_get(args, "site_id"));
     site_record_t s;
     store_txn_t t;
-    aly_err_t err;
-    if (tools_begin(call, 0, &t) != 0)
+    if (tools_begin(call, 0, &t) != 0 || tools_load_site(call, &t, id, &s) != 0)
         return MCP_DONE;
-    int rc = shop_site_get(&t, tools_ws(call), id, &s, &err);
     store_abort(&t);
-    if (rc < 0)
-        return tools_store_error(call, &err);
-    if (rc == 1)
-        return tools_fail(call, "site_id: no site %s in this workspace (sites.list shows the sites)", id);
     return tools_ok(call, tools_site_json(&s));
 }
 
@@ -103,13 +97,8 @@ static mcp_status_t sites_update(mcp_call_t *call, json_t *args)
     site_record_t s;
     store_txn_t t;
     aly_err_t err;
-    if (tools_begin(call, 1, &t) != 0)
+    if (tools_begin(call, 1, &t) != 0 || tools_load_site(call, &t, id, &s) != 0)
         return MCP_DONE;
-    int rc = shop_site_get(&t, tools_ws(call), id, &s, &err);
-    if (rc != 0) {
-        store_abort(&t);
-        return rc < 0 ? tools_store_error(call, &err) : tools_fail(call, "site_id: no site %s in this workspace", id);
-    }
     if (expected != NULL && (uint64_t)json_integer_value(expected) != s.version) {
         store_abort(&t);
         return tools_fail(call, "expected_version: the site is at version %llu, not %lld; nothing was written (get it again)",

@@ -40,6 +40,12 @@ int tools_begin(mcp_call_t *call, int write, store_txn_t *t);
 /* Commits t and appends nothing more; on failure completes call with an error. */
 int tools_commit(mcp_call_t *call, store_txn_t *t);
 
+/*
+ * Reads site_id of the caller's workspace into s inside t.  On failure aborts
+ * t, completes call ("no site ..." or the store error) and returns -1.
+ */
+int tools_load_site(mcp_call_t *call, store_txn_t *t, const char *site_id, site_record_t *s);
+
 /* Audit record for a mutation in transaction t. */
 int tools_audit(mcp_call_t *call, store_txn_t *t, const char *tool, const char *object, uint64_t before, uint64_t after,
                 aly_err_t *err);
