@@ -257,23 +257,29 @@ sub proc_alive {
     return defined $state && $state ne 'Z' && $state ne 'X';
 }
 
-# Live (non-zombie) children of $ppid, from /proc/*/stat.
-sub children_of {
-    my ($ppid) = @_;
-    my @kids;
+# Every process, from /proc/*/stat: a list of [pid, state, ppid, pgid].
+sub processes {
+    my @procs;
     opendir(my $dh, '/proc') or return ();
     for my $d (readdir $dh) {
         next unless $d =~ /^\d+$/;
         my $stat = slurp("/proc/$d/stat") // next;
-        # pid (comm) state ppid ...; comm may hold spaces and parentheses.
+        # pid (comm) state ppid pgrp ...; comm may hold spaces and parentheses.
         my $rp = rindex($stat, ')');
         next if $rp < 0;
         my @f = split ' ', substr($stat, $rp + 2);
-        next unless @f >= 2 && $f[1] == $ppid && $f[0] ne 'Z' && $f[0] ne 'X';
-        push @kids, $d + 0;
+        push @procs, [$d + 0, @f[0 .. 2]] if @f >= 3;
     }
     closedir $dh;
-    return sort { $a <=> $b } @kids;
+    return @procs;
+}
+
+sub _live { $_[0][1] ne 'Z' && $_[0][1] ne 'X' }
+
+# Live (non-zombie) children of $ppid.
+sub children_of {
+    my ($ppid) = @_;
+    return sort { $a <=> $b } map { $_->[0] } grep { $_->[2] == $ppid && _live($_) } processes();
 }
 
 sub _make_cert {
@@ -497,16 +503,7 @@ sub stop {
 sub _group_alive {
     my ($self) = @_;
     return 0 unless $self->{pgid};
-    opendir(my $dh, '/proc') or return 0;
-    for my $d (readdir $dh) {
-        next unless $d =~ /^\d+$/;
-        my $stat = slurp("/proc/$d/stat") // next;
-        my $rp = rindex($stat, ')');
-        next if $rp < 0;
-        my @f = split ' ', substr($stat, $rp + 2);
-        return 1 if @f >= 3 && $f[2] == $self->{pgid} && $f[0] ne 'Z' && $f[0] ne 'X';
-    }
-    return 0;
+    return scalar grep { $_->[3] == $self->{pgid} && _live($_) } processes();
 }
 
 # Stops everything the server started: TERM to a master still running (it
@@ -528,16 +525,7 @@ sub kill_all {
 # Reaps zombies of our process group that were reparented to this process.
 sub _reap_orphans {
     my ($self) = @_;
-    opendir(my $dh, '/proc') or return;
-    for my $d (readdir $dh) {
-        next unless $d =~ /^\d+$/;
-        my $stat = slurp("/proc/$d/stat") // next;
-        my $rp = rindex($stat, ')');
-        next if $rp < 0;
-        my @f = split ' ', substr($stat, $rp + 2);
-        waitpid($d, WNOHANG) if @f >= 3 && $f[1] == $$ && $f[2] == $self->{pgid};
-    }
-    closedir $dh;
+    waitpid($_->[0], WNOHANG) for grep { $_->[2] == $$ && $_->[3] == $self->{pgid} } processes();
 }
 
 sub DESTROY {
