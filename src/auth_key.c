@@ -12,7 +12,6 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/params.h>
-#include <openssl/rand.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,7 +21,6 @@
 
 #include "aly/auth.h"
 
-static const char b62[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
 struct auth_pepper {
     EVP_MAC *mac;
@@ -56,14 +54,9 @@ static void checksum(const char *secret, char out[AUTH_KEY_CHECK_LEN])
 {
     uint32_t c = crc32(secret, AUTH_KEY_SECRET_LEN);
     for (int i = AUTH_KEY_CHECK_LEN - 1; i >= 0; i--) {
-        out[i] = b62[c % 62];
+        out[i] = aly_b62_digits[c % 62];
         c /= 62;
     }
-}
-
-static int is_b62(char c)
-{
-    return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
 }
 
 int auth_key_generate(char *out, size_t len, aly_err_t *err)
@@ -72,16 +65,8 @@ int auth_key_generate(char *out, size_t len, aly_err_t *err)
         return aly_errf(err, "key buffer too small");
     const size_t pl = sizeof(AUTH_KEY_PREFIX) - 1;
     memcpy(out, AUTH_KEY_PREFIX, pl);
-    unsigned char rnd[64];
-    size_t n = 0;
-    while (n < AUTH_KEY_SECRET_LEN) {
-        if (RAND_bytes(rnd, sizeof(rnd)) != 1)
-            return aly_errf(err, "cannot draw random bytes");
-        for (size_t i = 0; i < sizeof(rnd) && n < AUTH_KEY_SECRET_LEN; i++)
-            if (rnd[i] < 248) /* 4 * 62: keeps the characters uniform */
-                out[pl + n++] = b62[rnd[i] % 62];
-    }
-    OPENSSL_cleanse(rnd, sizeof(rnd));
+    if (aly_random_b62(out + pl, AUTH_KEY_SECRET_LEN) != 0)
+        return aly_errf(err, "cannot draw random bytes");
     checksum(out + pl, out + pl + AUTH_KEY_SECRET_LEN);
     out[AUTH_KEY_LEN] = '\0';
     return 0;
@@ -93,7 +78,7 @@ int auth_key_well_formed(const char *key, size_t len)
     if (len != AUTH_KEY_LEN || memcmp(key, AUTH_KEY_PREFIX, pl) != 0)
         return 0;
     for (size_t i = pl; i < len; i++)
-        if (!is_b62(key[i]))
+        if (!aly_b62_char((unsigned char)key[i]))
             return 0;
     char want[AUTH_KEY_CHECK_LEN];
     checksum(key + pl, want);

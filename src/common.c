@@ -1,8 +1,11 @@
 /*
- * Helpers declared in aly/common.h: the error record and clocks.
+ * Helpers declared in aly/common.h: the error record, clocks, time format,
+ * base64url and random base62 ids.
  */
 #include "aly/common.h"
 
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <time.h>
@@ -104,4 +107,27 @@ size_t aly_b64url_encode(const unsigned char *in, size_t len, char *out)
     if (bits > 0)
         out[o++] = b64url[(acc << (6 - bits)) & 63];
     return o;
+}
+
+const char aly_b62_digits[63] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+int aly_b62_char(int c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
+}
+
+int aly_random_b62(char *out, size_t n)
+{
+    unsigned char rnd[64];
+    size_t o = 0;
+    while (o < n) {
+        if (RAND_bytes(rnd, sizeof(rnd)) != 1)
+            return -1;
+        for (size_t i = 0; i < sizeof(rnd) && o < n; i++)
+            if (rnd[i] < 248) /* 4 * 62: a byte above this would favour the first digits */
+                out[o++] = aly_b62_digits[rnd[i] % 62];
+    }
+    OPENSSL_cleanse(rnd, sizeof(rnd));
+    out[n] = '\0';
+    return 0;
 }

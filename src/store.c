@@ -542,25 +542,11 @@ int store_backup(store_t *st, const char *dir, aly_err_t *err)
 
 int store_new_id(const char *prefix, char *out, size_t len, aly_err_t *err)
 {
-    static const char b62[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
     size_t pl = strlen(prefix);
     if (len < pl + 21)
         return aly_errf(err, "id buffer too small");
-    unsigned char rnd[40];
-    if (RAND_bytes(rnd, sizeof(rnd)) != 1)
-        return aly_errf(err, "cannot draw random bytes");
     memcpy(out, prefix, pl);
-    /* Rejection sampling keeps the characters uniform: 248 = 4 * 62. */
-    size_t n = 0;
-    for (size_t i = 0; n < 20; i++) {
-        if (i == sizeof(rnd)) {
-            if (RAND_bytes(rnd, sizeof(rnd)) != 1)
-                return aly_errf(err, "cannot draw random bytes");
-            i = 0;
-        }
-        if (rnd[i] < 248)
-            out[pl + n++] = b62[rnd[i] % 62];
-    }
-    out[pl + 20] = '\0';
+    if (aly_random_b62(out + pl, 20) != 0)
+        return aly_errf(err, "cannot draw random bytes");
     return 0;
 }

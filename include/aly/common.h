@@ -36,6 +36,16 @@ size_t aly_b64url_encode(const unsigned char *in, size_t len, char *out);
 /* 1 when c is a base64url character. */
 int aly_b64url_char(int c);
 
+/* The 62 alphanumerics in ASCII order: the alphabet of every id, key and session name. */
+extern const char aly_b62_digits[63];
+/* 1 when c is one of aly_b62_digits. */
+int aly_b62_char(int c);
+
+/* Writes n characters drawn uniformly from aly_b62_digits by OpenSSL's CSPRNG into out, then a
+ * NUL at out[n] (so out holds n + 1).  Returns 0, or -1 when the CSPRNG fails (out is then
+ * undefined).  Thread-safe; the only source of random ids in the tree. */
+int aly_random_b62(char *out, size_t n);
+
 #define ALY_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
 #endif
