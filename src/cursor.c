@@ -1,5 +1,6 @@
 /*
- * Pagination cursors of aly/cursor.h.
+ * Pagination cursors of aly/cursor.h: the cursor key, the MAC'd encoding and
+ * the one "<kind>|<after>" payload every listing uses.
  */
 #include "aly/cursor.h"
 
@@ -7,6 +8,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -64,4 +66,28 @@ long cursor_decode(const char *text, size_t len, char *payload, size_t cap)
     memcpy(payload, buf, plen);
     payload[plen] = '\0';
     return (long)plen;
+}
+
+size_t cursor_make(const char *kind, const char *after, char *out, size_t cap)
+{
+    char payload[CURSOR_MAX_PAYLOAD + 1];
+    /* A '|' in kind would make "a|b" + "c" read back as "a" + "b|c". */
+    if (kind[0] == '\0' || strchr(kind, '|') != NULL)
+        return 0;
+    int n = snprintf(payload, sizeof(payload), "%s|%s", kind, after);
+    if (n <= 0 || (size_t)n > CURSOR_MAX_PAYLOAD)
+        return 0;
+    return cursor_encode(payload, (size_t)n, out, cap);
+}
+
+int cursor_read(const char *text, size_t len, const char *kind, char *after, size_t cap)
+{
+    char payload[CURSOR_MAX_PAYLOAD + 1];
+    long n = cursor_decode(text, len, payload, sizeof(payload));
+    size_t kl = strlen(kind);
+    if (n < (long)kl + 1 || memcmp(payload, kind, kl) != 0 || payload[kl] != '|' || (size_t)n - kl - 1 >= cap)
+        return -1;
+    memcpy(after, payload + kl + 1, (size_t)n - kl - 1);
+    after[(size_t)n - kl - 1] = '\0';
+    return 0;
 }
