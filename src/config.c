@@ -11,9 +11,11 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <grp.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <netinet/in.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,7 +36,8 @@ typedef enum {
     K_WORKERS,  /* N or auto */
     K_UINT,     /* positive integer */
     K_SIZE,     /* bytes with k/m/g */
-    K_DURATION, /* ms/s/m/h/d; bare numbers are seconds */
+    K_DURATION,   /* ms/s/m/h/d; bare numbers are seconds; stored in ms */
+    K_DURATION_S, /* the same, stored in whole seconds (min/max still in ms) */
     K_RATE,     /* N/period [burst=B] */
     K_CLIENTRATE,
 } kind_t;
@@ -74,7 +77,7 @@ static const directive_t directives[] = {
     {"oauth_issuer", K_URL, F(oauth_issuer), 0, 0, 0},
     {"oauth_jwks_file", K_PATH, F(oauth_jwks_file), 0, 0, 0},
     {"oauth_hs256_secret_file", K_PATH, F(oauth_hs256_secret_file), 0, 0, 0},
-    {"oauth_leeway", K_DURATION, F(oauth_leeway_s), 0, 0, 3600 * 1000},
+    {"oauth_leeway", K_DURATION_S, F(oauth_leeway_s), 0, 0, 3600 * 1000},
     {"authorization_servers", K_URLLIST, F(authorization_servers), 1, 0, 0},
     {"max_request_body", K_SIZE, F(max_request_body), 0, 1024, (uint64_t)64 << 20},
     {"shutdown_timeout", K_DURATION, F(shutdown_timeout_ms), 0, 0, 3600 * 1000},
@@ -166,6 +169,31 @@ static const struct unit size_units[] = {{"", 1},       {"k", 1024},    {"K", 10
                                          {"M", 1 << 20}, {"g", 1 << 30}, {"G", 1 << 30}, {NULL, 0}};
 static const struct unit duration_units[] = {{"", 1000},          {"ms", 1},          {"s", 1000}, {"m", 60 * 1000},
                                              {"h", 3600 * 1000}, {"d", 86400 * 1000}, {NULL, 0}};
+
+int config_parse_duration(const char *text, uint64_t *ms)
+{
+    return parse_scaled(text, duration_units, ms);
+}
+
+int config_lookup_user(const char *user, const char *group, uid_t *uid, gid_t *gid, aly_err_t *err)
+{
+    *uid = (uid_t)-1;
+    *gid = (gid_t)-1;
+    if (user != NULL) {
+        struct passwd *pw = getpwnam(user);
+        if (pw == NULL)
+            return aly_errf(err, "user \"%s\" does not exist", user);
+        *uid = pw->pw_uid;
+        *gid = pw->pw_gid;
+    }
+    if (group != NULL) {
+        struct group *gr = getgrnam(group);
+        if (gr == NULL)
+            return aly_errf(err, "group \"%s\" does not exist", group);
+        *gid = gr->gr_gid;
+    }
+    return 0;
+}
 
 int config_parse_rate(const char *text, aly_rate_t *rate, aly_err_t *err)
 {
@@ -373,7 +401,8 @@ static int set_value(aly_config_t *cfg, const directive_t *d, parse_state_t *ps,
         return 0;
     }
     case K_SIZE:
-    case K_DURATION: {
+    case K_DURATION:
+    case K_DURATION_S: {
         uint64_t v;
         int is_size = d->kind == K_SIZE;
         if (parse_scaled(argv[0], is_size ? size_units : duration_units, &v) != 0)
@@ -389,10 +418,8 @@ static int set_value(aly_config_t *cfg, const directive_t *d, parse_state_t *ps,
         }
         if (is_size)
             *(size_t *)dst = (size_t)v;
-        else if (strcmp(d->name, "oauth_leeway") == 0)
-            *(uint64_t *)dst = v / 1000;
         else
-            *(uint64_t *)dst = v;
+            *(uint64_t *)dst = d->kind == K_DURATION_S ? v / 1000 : v;
         return 0;
     }
     case K_RATE:

@@ -15,9 +15,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <grp.h>
 #include <netinet/in.h>
-#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,21 +77,9 @@ static struct {
 
 static int resolve_user(const aly_config_t *cfg, uid_t *uid, gid_t *gid, aly_err_t *err)
 {
-    *uid = (uid_t)-1;
-    *gid = (gid_t)-1;
-    if (cfg->user != NULL) {
-        struct passwd *pw = getpwnam(cfg->user);
-        if (pw == NULL)
-            return aly_errf(err, "%s: user \"%s\" does not exist", cfg->path, cfg->user);
-        *uid = pw->pw_uid;
-        *gid = pw->pw_gid;
-    }
-    if (cfg->group != NULL) {
-        struct group *gr = getgrnam(cfg->group);
-        if (gr == NULL)
-            return aly_errf(err, "%s: group \"%s\" does not exist", cfg->path, cfg->group);
-        *gid = gr->gr_gid;
-    }
+    aly_err_t why;
+    if (config_lookup_user(cfg->user, cfg->group, uid, gid, &why) != 0)
+        return aly_errf(err, "%s: %s", cfg->path, why.msg);
     if (*uid == getuid())
         *uid = (uid_t)-1;
     if (*gid == getgid() && *uid == (uid_t)-1)

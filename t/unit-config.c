@@ -147,6 +147,42 @@ static void test_rates(void)
         is_int(config_parse_rate(bad_rates[i], &r, &err), -1, "rate \"%s\" refused", bad_rates[i]);
 }
 
+static void test_durations(void)
+{
+    static const struct {
+        const char *text;
+        uint64_t ms;
+    } good[] = {{"1500ms", 1500}, {"30", 30000}, {"45s", 45000}, {"5m", 300000}, {"12h", 43200000}, {"90d", 7776000000ULL}};
+    for (size_t i = 0; i < ALY_ARRAY_SIZE(good); i++) {
+        uint64_t ms = 0;
+        is_int(config_parse_duration(good[i].text, &ms), 0, "duration \"%s\" parses", good[i].text);
+        is_int(ms, good[i].ms, "duration \"%s\" in ms", good[i].text);
+    }
+    const char *bad_durations[] = {"", "d", "-1s", " 5s", "5 s", "5w", "5sec", "1.5h", "99999999999999999999s",
+                                   "9999999999999999d"};
+    for (size_t i = 0; i < ALY_ARRAY_SIZE(bad_durations); i++) {
+        uint64_t ms = 7;
+        is_int(config_parse_duration(bad_durations[i], &ms), -1, "duration \"%s\" refused", bad_durations[i]);
+    }
+}
+
+static void test_users(void)
+{
+    uid_t uid;
+    gid_t gid;
+    aly_err_t err;
+    is_int(config_lookup_user(NULL, NULL, &uid, &gid, &err), 0, "no user, no group");
+    ok(uid == (uid_t)-1 && gid == (gid_t)-1, "nothing set: ids stay -1");
+    is_int(config_lookup_user("root", NULL, &uid, &gid, &err), 0, "root resolves");
+    ok(uid == 0 && gid == 0, "root is uid 0, gid 0");
+    is_int(config_lookup_user(NULL, "root", &uid, &gid, &err), 0, "group alone resolves");
+    ok(uid == (uid_t)-1 && gid == 0, "group alone sets the gid only");
+    is_int(config_lookup_user("no-such-user-aly", NULL, &uid, &gid, &err), -1, "unknown user refused");
+    is_str(err.msg, "user \"no-such-user-aly\" does not exist", "unknown user named");
+    is_int(config_lookup_user("root", "no-such-group-aly", &uid, &gid, &err), -1, "unknown group refused");
+    is_str(err.msg, "group \"no-such-group-aly\" does not exist", "unknown group named");
+}
+
 static void test_bad(void)
 {
     bad("listen 127.0.0.1:8080\nlistn 127.0.0.1:9000\n", 2, "unknown directive \"listn\"");
@@ -193,6 +229,8 @@ int main(void)
     test_full();
     test_defaults();
     test_rates();
+    test_durations();
+    test_users();
     test_bad();
     char cmd[300];
     snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);

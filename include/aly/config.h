@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 
 #include "aly/common.h"
 
@@ -106,6 +107,22 @@ void config_free(aly_config_t *cfg);
 
 /* Number of workers to run: "auto" resolved to the CPU count. */
 unsigned config_worker_count(const aly_config_t *cfg);
+
+/*
+ * The one duration grammar of alyd.conf and alyctl: a decimal number and a
+ * unit, ms, s, m, h or d; a bare number is seconds.  0 and *ms in
+ * milliseconds, or -1 (no message: the caller names the directive or option)
+ * on anything else or on overflow.  Bounds are the caller's.
+ */
+int config_parse_duration(const char *text, uint64_t *ms);
+
+/*
+ * Resolves the "user" and "group" directives (either may be NULL: then its
+ * id stays -1).  uid and gid come from user's passwd entry, and group, when
+ * set, overrides gid.  -1 with err naming a user or group that does not
+ * exist.  Not thread-safe (getpwnam): call it before starting threads.
+ */
+int config_lookup_user(const char *user, const char *group, uid_t *uid, gid_t *gid, aly_err_t *err);
 
 /* "N/period burst=B" into rate; -1 with err on a malformed value. */
 int config_parse_rate(const char *text, aly_rate_t *rate, aly_err_t *err);
