@@ -5,7 +5,6 @@
 #include "aly/shop.h"
 
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -93,26 +92,17 @@ size_t shop_key(char *buf, size_t len, const char *ws, char kind, const char *a,
 
 int shop_get(store_txn_t *t, const char *key, size_t klen, const record_type_t *type, void *rec, aly_err_t *err)
 {
-    store_val_t v;
+    /* klen 0 is shop_key()'s "too long for any record": nothing is stored under it. */
     if (klen == 0)
         return 1;
-    int rc = store_get(t, DB_DATA, key, klen, &v, err);
-    if (rc != 0)
-        return rc;
-    return record_decode(type, v.data, v.len, rec, err) == 0 ? 0 : -1;
+    return store_get_record(t, DB_DATA, key, klen, type, rec, err);
 }
 
 int shop_put(store_txn_t *t, const char *key, size_t klen, const record_type_t *type, const void *rec, aly_err_t *err)
 {
-    char *val;
-    size_t vlen;
     if (klen == 0)
         return aly_errf(err, "record key too long");
-    if (record_encode(type, rec, &val, &vlen, err) != 0)
-        return -1;
-    int rc = store_put(t, DB_DATA, key, klen, val, vlen, 0, err);
-    free(val);
-    return rc == 0 ? 0 : -1;
+    return store_put_record(t, DB_DATA, key, klen, type, rec, 0, err) == 0 ? 0 : -1;
 }
 
 int shop_site_get(store_txn_t *t, const char *ws, const char *site, site_record_t *out, aly_err_t *err)

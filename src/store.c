@@ -1,6 +1,8 @@
 /*
- * Opening, creating and checking the two LMDB environments of aly/store.h.
- * The typed record API for workspaces, keys and tools builds on this file.
+ * The two LMDB environments of aly/store.h: creating, opening and checking
+ * them, transactions, and the raw get/put/del/scan with the checks that tie
+ * a database id to its environment and a key to LMDB's size limit.  The
+ * typed record layer (store_record.c) builds on this file.
  */
 #include "aly/store.h"
 
@@ -437,17 +439,45 @@ int store_commit(store_txn_t *t, aly_err_t *err)
     return 0;
 }
 
-static MDB_dbi dbi_of(store_txn_t *t, int db)
+/* The handle of db in t's environment; -1 when db belongs to the other environment or to none. */
+static int dbi_of(store_txn_t *t, int db, MDB_dbi *dbi, aly_err_t *err)
 {
-    return (t->flags & STORE_VOLATILE) ? t->st->vdbi[db] : t->st->dbi[db];
+    int vol = (t->flags & STORE_VOLATILE) != 0;
+    if (vol && db >= STORE_VDB_BASE && db < VDB_END) {
+        *dbi = t->st->vdbi[db - STORE_VDB_BASE];
+        return 0;
+    }
+    if (!vol && db >= 0 && db < DB_N) {
+        *dbi = t->st->dbi[db];
+        return 0;
+    }
+    if ((db >= 0 && db < DB_N) || (db >= STORE_VDB_BASE && db < VDB_END))
+        return aly_errf(err, "store database \"%s\" is in the %s environment, this transaction is on the %s one",
+                        db < DB_N ? durable_dbs[db] : volatile_dbs[db - STORE_VDB_BASE], vol ? "durable" : "volatile",
+                        vol ? "volatile" : "durable");
+    return aly_errf(err, "no store database %d", db);
+}
+
+/* 0 when klen is usable, 1 when empty, -1 when over LMDB's limit. */
+static int key_size(size_t klen, aly_err_t *err)
+{
+    if (klen == 0)
+        return 1;
+    if (klen > STORE_MAX_KEY)
+        return aly_errf(err, "store key of %zu bytes is over the limit of %d", klen, STORE_MAX_KEY);
+    return 0;
 }
 
 int store_get(store_txn_t *t, int db, const void *key, size_t klen, store_val_t *val, aly_err_t *err)
 {
-    if (klen == 0 || klen > 511)
-        return 1;
+    MDB_dbi dbi;
+    int rc = key_size(klen, err);
+    if (rc != 0)
+        return rc;
+    if (dbi_of(t, db, &dbi, err) != 0)
+        return -1;
     MDB_val k = {klen, (void *)key}, v;
-    int rc = mdb_get(t->txn, dbi_of(t, db), &k, &v);
+    rc = mdb_get(t->txn, dbi, &k, &v);
     if (rc == MDB_NOTFOUND)
         return 1;
     if (rc != 0)
@@ -460,10 +490,15 @@ int store_get(store_txn_t *t, int db, const void *key, size_t klen, store_val_t 
 int store_put(store_txn_t *t, int db, const void *key, size_t klen, const void *val, size_t vlen, int noclobber,
               aly_err_t *err)
 {
-    if (klen == 0 || klen > 511)
-        return aly_errf(err, "store key of %zu bytes is out of range", klen);
+    MDB_dbi dbi;
+    if (klen == 0)
+        return aly_errf(err, "store key is empty");
+    if (key_size(klen, err) != 0)
+        return -1;
+    if (dbi_of(t, db, &dbi, err) != 0)
+        return -1;
     MDB_val k = {klen, (void *)key}, v = {vlen, (void *)val};
-    int rc = mdb_put(t->txn, dbi_of(t, db), &k, &v, noclobber ? MDB_NOOVERWRITE : 0);
+    int rc = mdb_put(t->txn, dbi, &k, &v, noclobber ? MDB_NOOVERWRITE : 0);
     if (rc == MDB_KEYEXIST)
         return 1;
     if (rc == MDB_MAP_FULL)
@@ -475,8 +510,14 @@ int store_put(store_txn_t *t, int db, const void *key, size_t klen, const void *
 
 int store_del(store_txn_t *t, int db, const void *key, size_t klen, aly_err_t *err)
 {
+    MDB_dbi dbi;
+    int rc = key_size(klen, err);
+    if (rc != 0)
+        return rc;
+    if (dbi_of(t, db, &dbi, err) != 0)
+        return -1;
     MDB_val k = {klen, (void *)key};
-    int rc = mdb_del(t->txn, dbi_of(t, db), &k, NULL);
+    rc = mdb_del(t->txn, dbi, &k, NULL);
     if (rc == MDB_NOTFOUND)
         return 1;
     if (rc != 0)
@@ -487,8 +528,13 @@ int store_del(store_txn_t *t, int db, const void *key, size_t klen, aly_err_t *e
 int store_scan(store_txn_t *t, int db, const void *prefix, size_t plen, const void *after, size_t alen, store_scan_cb cb,
                void *ctx, aly_err_t *err)
 {
+    MDB_dbi dbi;
     MDB_cursor *cur;
-    int rc = mdb_cursor_open(t->txn, dbi_of(t, db), &cur);
+    if (plen > STORE_MAX_KEY || alen > STORE_MAX_KEY)
+        return aly_errf(err, "store scan key of %zu bytes is over the limit of %d", plen > alen ? plen : alen, STORE_MAX_KEY);
+    if (dbi_of(t, db, &dbi, err) != 0)
+        return -1;
+    int rc = mdb_cursor_open(t->txn, dbi, &cur);
     if (rc != 0)
         return aly_errf(err, "cannot open a cursor: %s", mdb_strerror(rc));
     MDB_val k, v;

@@ -1,12 +1,21 @@
 /*
- * Unit tests of the msgpack record codec (src/record.c): round trips, and
- * every kind of corrupt record refused without a crash or a huge allocation.
+ * Unit tests of the data layer below the tools: the msgpack record codec
+ * (src/record.c: round trips, every kind of corrupt record refused without a
+ * crash or a huge allocation), the store's checks (a database id used on the
+ * other environment's transaction, keys over LMDB's limit), the typed record
+ * layer (src/store_record.c), cursors (src/cursor.c) and random ids.
  */
 #include <msgpack.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "aly/config.h"
+#include "aly/cursor.h"
 #include "aly/record.h"
+#include "aly/shop.h"
+#include "aly/store.h"
 #include "tap.h"
 
 static void roundtrip(void)
@@ -158,10 +167,285 @@ static void hostile(void)
     free(buf);
 }
 
+static char dir[] = "/tmp/aly-unit-record-XXXXXX";
+
+static store_t *open_temp_store(aly_config_t **cfg_out)
+{
+    char path[300], text[400];
+    snprintf(path, sizeof(path), "%s/alyd.conf", dir);
+    snprintf(text, sizeof(text), "data_dir %s/data\nmap_size 16m\nvolatile_map_size 16m\n", dir);
+    FILE *fp = fopen(path, "w");
+    if (fp == NULL)
+        return NULL;
+    fputs(text, fp);
+    fclose(fp);
+    aly_err_t err;
+    aly_config_t *cfg = config_load(path, &err);
+    store_t *st = NULL;
+    if (cfg != NULL && store_init(cfg, (uid_t)-1, (gid_t)-1, &err) == 0)
+        st = store_open(cfg, &err);
+    if (st == NULL)
+        printf("# cannot open a store in %s: %s\n", dir, err.msg);
+    *cfg_out = cfg;
+    return st;
+}
+
+/* A database id names its environment: the other environment's ids are refused, never looked up. */
+static void environments(store_t *st)
+{
+    store_txn_t t, vt;
+    store_val_t v;
+    aly_err_t err = {""};
+    is_int(store_begin(st, STORE_WRITE, &t, &err), 0, "durable write transaction");
+    is_int(store_begin(st, STORE_WRITE | STORE_VOLATILE, &vt, &err), 0, "volatile write transaction");
+    is_int(store_put(&t, DB_SESSIONS, "s1", 2, "x", 1, 0, &err), 0, "durable id on the durable environment");
+    is_int(store_put(&vt, VDB_RATE, "r1", 2, "y", 1, 0, &err), 0, "volatile id on the volatile environment");
+    is_int(store_get(&vt, VDB_RATE, "r1", 2, &v, &err), 0, "read back from the volatile environment");
+
+    err.msg[0] = '\0';
+    is_int(store_get(&vt, DB_SESSIONS, "s1", 2, &v, &err), -1, "durable id on a volatile transaction: get refused");
+    ok(strstr(err.msg, "\"sessions\" is in the durable environment") != NULL, "says which environment: %s", err.msg);
+    is_int(store_put(&vt, DB_DATA, "k", 1, "v", 1, 0, &err), -1, "durable id on a volatile transaction: put refused");
+    is_int(store_del(&vt, DB_SESSIONS, "s1", 2, &err), -1, "durable id on a volatile transaction: del refused");
+    is_int(store_scan(&vt, DB_SESSIONS, "", 0, NULL, 0, NULL, NULL, &err), -1, "durable id on a volatile transaction: scan refused");
+    err.msg[0] = '\0';
+    is_int(store_get(&t, VDB_RATE, "r1", 2, &v, &err), -1, "volatile id on a durable transaction: get refused");
+    ok(strstr(err.msg, "\"rate\" is in the volatile environment") != NULL, "says which environment: %s", err.msg);
+    is_int(store_put(&t, VDB_LAST_USED, "k", 1, "v", 1, 0, &err), -1, "volatile id on a durable transaction: put refused");
+    int ids[] = {-1, DB_N, STORE_VDB_BASE - 1, VDB_END, 100000};
+    for (size_t i = 0; i < ALY_ARRAY_SIZE(ids); i++) {
+        err.msg[0] = '\0';
+        is_int(store_get(&t, ids[i], "s1", 2, &v, &err), -1, "id %d on the durable environment refused", ids[i]);
+        is_int(store_get(&vt, ids[i], "r1", 2, &v, &err), -1, "id %d on the volatile environment refused", ids[i]);
+        ok(strstr(err.msg, "no store database") != NULL, "names no database: %s", err.msg);
+    }
+    is_int(store_get(&t, DB_SESSIONS, "s1", 2, &v, &err), 0, "the durable record is still there");
+    ok(v.len == 1 && memcmp(v.data, "x", 1) == 0, "with its value");
+    store_abort(&vt);
+    store_abort(&t);
+}
+
+static int count_cb(void *ctx, const store_val_t *key, const store_val_t *val)
+{
+    (void)key;
+    (void)val;
+    ++*(int *)ctx;
+    return 0;
+}
+
+/* LMDB refuses keys over 511 bytes: that is an error, not "not found". */
+static void key_sizes(store_t *st)
+{
+    char key[STORE_MAX_KEY + 2];
+    memset(key, 'k', sizeof(key));
+    store_txn_t t;
+    store_val_t v;
+    aly_err_t err = {""};
+    is_int(store_begin(st, STORE_WRITE, &t, &err), 0, "write transaction");
+    is_int(store_put(&t, DB_DATA, key, STORE_MAX_KEY, "v", 1, 0, &err), 0, "a key of %d bytes is stored", STORE_MAX_KEY);
+    is_int(store_get(&t, DB_DATA, key, STORE_MAX_KEY, &v, &err), 0, "and found");
+    is_int(store_get(&t, DB_DATA, key, STORE_MAX_KEY + 1, &v, &err), -1, "get with a key of %d bytes is an error", STORE_MAX_KEY + 1);
+    ok(strstr(err.msg, "512 bytes is over the limit of 511") != NULL, "says why: %s", err.msg);
+    is_int(store_put(&t, DB_DATA, key, STORE_MAX_KEY + 1, "v", 1, 0, &err), -1, "put with an oversized key is an error");
+    is_int(store_del(&t, DB_DATA, key, STORE_MAX_KEY + 1, &err), -1, "del with an oversized key is an error");
+    int n = 0;
+    is_int(store_scan(&t, DB_DATA, key, STORE_MAX_KEY + 1, NULL, 0, count_cb, &n, &err), -1, "scan with an oversized prefix is an error");
+    is_int(store_scan(&t, DB_DATA, key, 1, key, STORE_MAX_KEY + 1, count_cb, &n, &err), -1, "scan after an oversized key is an error");
+    is_int(store_scan(&t, DB_DATA, key, STORE_MAX_KEY, NULL, 0, count_cb, &n, &err), 0, "scan with a %d-byte prefix works", STORE_MAX_KEY);
+    is_int(n, 1, "and finds the record");
+    is_int(store_get(&t, DB_DATA, "", 0, &v, &err), 1, "an empty key is not found");
+    is_int(store_put(&t, DB_DATA, "", 0, "v", 1, 0, &err), -1, "an empty key cannot be stored");
+    is_int(store_del(&t, DB_DATA, key, STORE_MAX_KEY, &err), 0, "the %d-byte key is deleted", STORE_MAX_KEY);
+    is_int(store_get(&t, DB_DATA, key, STORE_MAX_KEY, &v, &err), 1, "and gone");
+    store_abort(&t);
+}
+
+typedef struct seen {
+    int good, bad, stop_at;
+    char names[8][ALY_NAME_MAX];
+    char why[ALY_ERR_MAX];
+} seen_t;
+
+static int site_each(void *ctx, const store_val_t *key, void *rec)
+{
+    (void)key;
+    seen_t *s = ctx;
+    const site_record_t *site = rec;
+    if (s->good < 8)
+        snprintf(s->names[s->good], sizeof(s->names[0]), "%s", site->name);
+    s->good++;
+    if (s->stop_at < 0)
+        return -1;
+    return s->good == s->stop_at;
+}
+
+static int site_bad(void *ctx, const store_val_t *key, const char *why)
+{
+    (void)key;
+    seen_t *s = ctx;
+    s->bad++;
+    snprintf(s->why, sizeof(s->why), "%s", why);
+    return 0;
+}
+
+static void typed_records(store_t *st)
+{
+    store_txn_t t;
+    aly_err_t err = {""};
+    is_int(store_begin(st, STORE_WRITE, &t, &err), 0, "write transaction");
+    workspace_record_t ws = {.created_ms = 42}, back;
+    strcpy(ws.id, "ws_typed");
+    strcpy(ws.name, "Typed");
+    is_int(store_put_record(&t, DB_WORKSPACES, ws.id, strlen(ws.id), &record_workspace, &ws, 1, &err), 0, "put_record stores");
+    is_int(store_put_record(&t, DB_WORKSPACES, ws.id, strlen(ws.id), &record_workspace, &ws, 1, &err), 1, "noclobber: 1 when it exists");
+    is_int(store_get_record(&t, DB_WORKSPACES, ws.id, strlen(ws.id), &record_workspace, &back, &err), 0, "get_record finds it");
+    ok(memcmp(&ws, &back, sizeof(ws)) == 0, "and decodes it exactly");
+    is_int(store_get_record(&t, DB_WORKSPACES, "ws_none", 7, &record_workspace, &back, &err), 1, "get_record: 1 when absent");
+    key_record_t k;
+    is_int(store_get_record(&t, DB_WORKSPACES, ws.id, strlen(ws.id), &record_key, &k, &err), -1, "a workspace is not a key record");
+    ok(strstr(err.msg, "not a key record") != NULL, "says why: %s", err.msg);
+    is_int(store_put(&t, DB_WORKSPACES, "ws_raw", 6, "\xc1", 1, 0, &err), 0, "a raw, corrupt value");
+    is_int(store_get_record(&t, DB_WORKSPACES, "ws_raw", 6, &record_workspace, &back, &err), -1, "get_record refuses it");
+    is_int(store_put_record(&t, DB_WORKSPACES, "", 0, &record_workspace, &ws, 0, &err), -1, "put_record refuses an empty key");
+
+    /* A scan that decodes: three sites under a prefix, one corrupt value among them, one site outside. */
+    const char *names[] = {"Alpha", "Beta", "Gamma"};
+    for (int i = 0; i < 3; i++) {
+        site_record_t s = {.created_ms = 1, .version = 1};
+        snprintf(s.id, sizeof(s.id), "site_%d", i);
+        snprintf(s.name, sizeof(s.name), "%s", names[i]);
+        strcpy(s.currency, "EUR");
+        char key[64];
+        size_t kl = shop_key(key, sizeof(key), "ws_typed", 'S', s.id, NULL);
+        is_int(store_put_record(&t, DB_DATA, key, kl, &record_site, &s, 0, &err), 0, "site %d stored", i);
+    }
+    is_int(store_put(&t, DB_DATA, "ws_typed/S/site_1x", 18, "junk", 4, 0, &err), 0, "a value that is no record");
+    site_record_t other = {.created_ms = 1};
+    strcpy(other.id, "site_9");
+    strcpy(other.name, "Elsewhere");
+    strcpy(other.currency, "EUR");
+    is_int(store_put_record(&t, DB_DATA, "ws_other/S/site_9", 17, &record_site, &other, 0, &err), 0, "a site of another workspace");
+
+    site_record_t buf;
+    seen_t seen = {0};
+    store_records_t r = {&record_site, &buf, site_each, site_bad, &seen};
+    is_int(store_scan_records(&t, DB_DATA, "ws_typed/S/", 11, NULL, 0, &r, &err), 0, "scan_records runs");
+    is_int(seen.good, 3, "each record under the prefix decoded");
+    is_str(seen.names[0], "Alpha", "in key order (1)");
+    is_str(seen.names[2], "Gamma", "in key order (3)");
+    is_int(seen.bad, 1, "the corrupt value went to bad");
+    ok(seen.why[0] != '\0', "with the reason: %s", seen.why);
+
+    memset(&seen, 0, sizeof(seen));
+    r.bad = NULL;
+    is_int(store_scan_records(&t, DB_DATA, "ws_typed/S/", 11, "ws_typed/S/site_0", 17, &r, &err), 0, "scan_records after a key, no bad");
+    is_int(seen.good, 2, "resumes after the key, skips the corrupt value");
+    is_str(seen.names[0], "Beta", "starting with the next one");
+
+    memset(&seen, 0, sizeof(seen));
+    seen.stop_at = 1;
+    is_int(store_scan_records(&t, DB_DATA, "ws_typed/S/", 11, NULL, 0, &r, &err), 0, "each returning 1 stops");
+    is_int(seen.good, 1, "after one record");
+
+    memset(&seen, 0, sizeof(seen));
+    seen.stop_at = -1;
+    is_int(store_scan_records(&t, DB_DATA, "ws_typed/S/", 11, NULL, 0, &r, &err), -1, "each returning -1 fails the scan");
+
+    memset(&seen, 0, sizeof(seen));
+    product_record_t pbuf;
+    store_records_t rp = {&record_product, &pbuf, site_each, site_bad, &seen};
+    is_int(store_scan_records(&t, DB_DATA, "ws_typed/S/", 11, NULL, 0, &rp, &err), 0, "scan_records as another type");
+    ok(seen.good == 0 && seen.bad == 4, "nothing decodes as a product: %d good, %d bad", seen.good, seen.bad);
+    is_int(store_scan_records(&t, VDB_RATE, "", 0, NULL, 0, &r, &err), -1, "scan_records checks the environment too");
+    store_abort(&t);
+}
+
+static void cursors(const aly_config_t *cfg)
+{
+    char text[CURSOR_TEXT_MAX], after[64];
+    aly_err_t err;
+    is_int(cursor_make("orders", "ord_1", text, sizeof(text)), 0, "no cursor before cursor_init");
+    is_int(cursor_init(cfg->key_pepper_file, &err), 0, "cursor key from the pepper");
+    size_t n = cursor_make("orders", "ord_1", text, sizeof(text));
+    ok(n > 0 && strlen(text) == n, "cursor made");
+    is_int(cursor_read(text, n, "orders", after, sizeof(after)), 0, "and read back");
+    is_str(after, "ord_1", "with its after");
+    is_int(cursor_read(text, n, "products", after, sizeof(after)), -1, "another listing's cursor refused");
+    is_int(cursor_read(text, n, "order", after, sizeof(after)), -1, "a listing whose name is a prefix refused");
+    is_int(cursor_read(text, n, "orders", after, 5), -1, "an after longer than the caller's buffer refused");
+    for (size_t i = 0; i < n; i++) {
+        char saved = text[i];
+        text[i] = text[i] == 'A' ? 'B' : 'A';
+        int rc = cursor_read(text, n, "orders", after, sizeof(after));
+        text[i] = saved;
+        if (rc != -1) {
+            ok(0, "tampered cursor at byte %zu refused", i);
+            return;
+        }
+    }
+    ok(1, "every single-byte edit refused");
+    n = cursor_make("orders", "", text, sizeof(text));
+    is_int(cursor_read(text, n, "orders", after, sizeof(after)), 0, "an empty after round-trips");
+    is_str(after, "", "as empty");
+    n = cursor_make("sites", "a|b", text, sizeof(text));
+    is_int(cursor_read(text, n, "sites", after, sizeof(after)), 0, "an after holding | round-trips");
+    is_str(after, "a|b", "intact");
+    is_int(cursor_make("a|b", "c", text, sizeof(text)), 0, "a kind holding | refused");
+    is_int(cursor_make("", "c", text, sizeof(text)), 0, "an empty kind refused");
+    char big[CURSOR_MAX_PAYLOAD];
+    memset(big, 'x', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    is_int(cursor_make("k", big, text, sizeof(text)), 0, "a payload over CURSOR_MAX_PAYLOAD refused");
+    big[CURSOR_MAX_PAYLOAD - 2] = '\0';
+    ok(cursor_make("k", big, text, sizeof(text)) > 0, "a payload of exactly CURSOR_MAX_PAYLOAD accepted");
+    is_int(cursor_make("k", "x", text, 8), 0, "a too small output buffer refused");
+}
+
+static void random_ids(void)
+{
+    char a[41], b[41];
+    memset(a, '!', sizeof(a));
+    is_int(aly_random_b62(a, 40), 0, "40 random characters");
+    is_int(strlen(a), 40, "NUL-terminated after exactly n");
+    int all = 1;
+    for (int i = 0; i < 40; i++)
+        all &= aly_b62_char((unsigned char)a[i]);
+    ok(all, "all base62: %s", a);
+    aly_random_b62(b, 40);
+    ok(strcmp(a, b) != 0, "two draws differ");
+    ok(!aly_b62_char('-') && !aly_b62_char('_') && !aly_b62_char(0) && aly_b62_char('z') && aly_b62_char('0'),
+       "aly_b62_char knows the alphabet");
+    char id[ALY_ID_MAX];
+    aly_err_t err;
+    is_int(store_new_id("key_", id, sizeof(id), &err), 0, "store_new_id");
+    ok(strncmp(id, "key_", 4) == 0 && strlen(id) == 24, "prefix + 20: %s", id);
+    is_int(store_new_id("key_", id, 24, &err), -1, "refuses a buffer without room for the NUL");
+}
+
 int main(void)
 {
     roundtrip();
     shapes();
     hostile();
+    random_ids();
+    if (mkdtemp(dir) == NULL) {
+        perror("mkdtemp");
+        return 1;
+    }
+    aly_config_t *cfg = NULL;
+    store_t *st = open_temp_store(&cfg);
+    ok(st != NULL, "temporary store");
+    if (st != NULL) {
+        environments(st);
+        key_sizes(st);
+        typed_records(st);
+        cursors(cfg);
+        store_close(st);
+    }
+    config_free(cfg);
+    char cmd[300];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    if (system(cmd) != 0)
+        printf("# could not remove %s\n", dir);
     return done_testing();
 }

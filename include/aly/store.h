@@ -27,7 +27,14 @@
 
 typedef struct store store_t;
 
-/* Named databases of the durable environment.  Keys of workspace data start with the workspace id. */
+/*
+ * Named databases.  A database id names its environment: durable ids run from
+ * 0 to DB_N - 1, volatile ids from STORE_VDB_BASE on, so no id is valid in
+ * both.  store_get/put/del/scan on a transaction of the other environment (or
+ * with an id of neither) fail with -1 and a message naming the mistake; they
+ * never read another environment's table.  Keys of workspace data start with
+ * the workspace id.
+ */
 typedef enum {
     DB_META,        /* "schema" -> meta record; "revocations" -> revocation generation */
     DB_WORKSPACES,  /* ws id -> workspace record */
@@ -40,50 +47,115 @@ typedef enum {
     DB_N
 } store_db_t;
 
-/* Named databases of the volatile environment (STORE_VOLATILE). */
+#define STORE_VDB_BASE 64
+
+/* Named databases of the volatile environment: use them with STORE_VOLATILE transactions only. */
 typedef enum {
-    VDB_META,
+    VDB_META = STORE_VDB_BASE,
     VDB_LAST_USED, /* key id -> uint64 ms, little endian */
     VDB_RATE,      /* principal id -> limiter state */
     VDB_REPLIES,   /* "p:" request id -> principal (awaiting); "r:" request id -> the client's reply (JSON) */
-    VDB_N
+    VDB_END
 } store_vdb_t;
+
+#define VDB_N (VDB_END - STORE_VDB_BASE)
+
+/* LMDB's compile-time limit on key length (mdb_env_get_maxkeysize() of the default build). */
+#define STORE_MAX_KEY 511
 
 #define STORE_WRITE 1
 #define STORE_VOLATILE 2
 
-/* A transaction on one environment.  Read transactions reuse one reset handle per environment. */
+/*
+ * A transaction on one environment: the durable one, or the volatile one with
+ * STORE_VOLATILE.  One thread at a time.  Read transactions reuse one reset
+ * handle per environment and store_t, so at most one read transaction per
+ * environment should be open at once for the reuse to apply (a second one is
+ * simply a fresh LMDB transaction).  Every successful store_begin() is ended
+ * by exactly one store_commit() or store_abort(); store_abort() on an ended
+ * transaction is a no-op.
+ */
 typedef struct store_txn {
     store_t *st;
     void *txn; /* MDB_txn */
     int flags;
 } store_txn_t;
 
+/* A key or value inside the map: valid until the transaction ends or writes to that key; never written through. */
 typedef struct store_val {
-    const void *data; /* valid until the transaction ends */
+    const void *data;
     size_t len;
 } store_val_t;
 
+/* flags: STORE_WRITE and/or STORE_VOLATILE.  -1 with err when LMDB refuses (reader table full, map resized twice). */
 int store_begin(store_t *st, int flags, store_txn_t *t, aly_err_t *err);
+/* Commits a write transaction (ends a read one).  The transaction is over either way. */
 int store_commit(store_txn_t *t, aly_err_t *err);
 void store_abort(store_txn_t *t);
 
-/* 0 found, 1 not found, -1 error. */
+/*
+ * Keys are 1 to STORE_MAX_KEY bytes.  A longer key is an error (-1) in every
+ * call, never a silent "not found"; an empty key is "not found" for get and
+ * del (no record has one) and an error for put.
+ */
+
+/* 0 found (val set), 1 not found, -1 error. */
 int store_get(store_txn_t *t, int db, const void *key, size_t klen, store_val_t *val, aly_err_t *err);
-/* noclobber: fail with 1 when the key exists.  0 stored, 1 exists, -1 error. */
+/* noclobber: fail with 1 when the key exists.  0 stored, 1 exists, -1 error (also: read transaction, map full). */
 int store_put(store_txn_t *t, int db, const void *key, size_t klen, const void *val, size_t vlen, int noclobber,
               aly_err_t *err);
 /* 0 deleted, 1 not found, -1 error. */
 int store_del(store_txn_t *t, int db, const void *key, size_t klen, aly_err_t *err);
 
 /*
- * Calls cb for every record whose key starts with prefix, in key order,
- * starting after "after" when not NULL.  cb returns 0 to go on, 1 to stop,
- * -1 to fail.  Returns 0, or -1 with err.
+ * Calls cb for every record whose key starts with prefix (plen 0: every
+ * record), in key order, starting after the key "after" when not NULL (which
+ * need not exist).  key and val are valid during the call only.  cb returns 0
+ * to go on, 1 to stop, -1 to fail.  Returns 0, or -1 with err (a failing cb
+ * gives "store scan stopped on a bad record").  cb must not write to db.
  */
 typedef int (*store_scan_cb)(void *ctx, const store_val_t *key, const store_val_t *val);
 int store_scan(store_txn_t *t, int db, const void *prefix, size_t plen, const void *after, size_t alen, store_scan_cb cb,
                void *ctx, aly_err_t *err);
+
+/* ---- typed records (store_record.c) ----
+ *
+ * Get, put and scan of msgpack records described by a record_type_t
+ * (aly/record.h): the record layer every module uses instead of pairing
+ * record_encode/record_decode with store_get/store_put by hand.  Decoded
+ * records own their data (fixed arrays), so they outlive the transaction.
+ *
+ *     workspace_record_t ws;
+ *     rc = store_get_record(&t, DB_WORKSPACES, id, strlen(id), &record_workspace, &ws, &err);   // 0, 1, -1
+ *     rc = store_put_record(&t, DB_WORKSPACES, ws.id, strlen(ws.id), &record_workspace, &ws, 1, &err);
+ *
+ *     static int each(void *ctx, const store_val_t *key, void *rec) { site_record_t *s = rec; ...; return 0; }
+ *     site_record_t s;
+ *     store_records_t r = {&record_site, &s, each, NULL, ctx};
+ *     rc = store_scan_records(&t, DB_DATA, prefix, plen, NULL, 0, &r, &err);
+ */
+struct record_type;
+
+/* 0 found and decoded into rec (the type's struct), 1 not found, -1 error (store, or a record that is not a type). */
+int store_get_record(store_txn_t *t, int db, const void *key, size_t klen, const struct record_type *type, void *rec,
+                     aly_err_t *err);
+/* Encodes rec as type and stores it: 0 stored, 1 exists (with noclobber), -1 error. */
+int store_put_record(store_txn_t *t, int db, const void *key, size_t klen, const struct record_type *type, const void *rec,
+                     int noclobber, aly_err_t *err);
+
+typedef struct store_records {
+    const struct record_type *type;
+    void *rec; /* the caller's struct of type, overwritten for each record */
+    /* Each record that decodes: 0 go on, 1 stop, -1 fail. */
+    int (*each)(void *ctx, const store_val_t *key, void *rec);
+    /* Each record under the prefix that is not a type (why says what is wrong): 0 go on, 1 stop, -1 fail.  NULL: skip it. */
+    int (*bad)(void *ctx, const store_val_t *key, const char *why);
+    void *ctx;
+} store_records_t;
+
+/* store_scan() that decodes each record as r->type and hands it to r->each (or r->bad). */
+int store_scan_records(store_txn_t *t, int db, const void *prefix, size_t plen, const void *after, size_t alen,
+                       const store_records_t *r, aly_err_t *err);
 
 /*
  * The id of the durable environment's latest committed write transaction:
@@ -95,7 +167,7 @@ uint64_t store_snapshot(store_t *st);
 /* Hot copy of the durable environment into dir (which must exist and be empty), compacted. */
 int store_backup(store_t *st, const char *dir, aly_err_t *err);
 
-/* A random id "prefix" + 20 base62 characters into out (>= strlen(prefix) + 21). */
+/* A random id: prefix + 20 characters of aly_random_b62() into out (len >= strlen(prefix) + 21). */
 int store_new_id(const char *prefix, char *out, size_t len, aly_err_t *err);
 
 /*
