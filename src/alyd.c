@@ -1,10 +1,12 @@
 /*
  * alyd: the Aly MCP server.  Everything but main() lives in libaly; the
- * command line is in cli.c.
+ * command line is in alyd_main.c.
  */
-#include "aly/master.h"
+#include <stddef.h>
+
+#include "aly/alyd.h"
 
 int main(int argc, char **argv)
 {
-    return alyd_main(argc, argv);
+    return alyd_main(argc, argv, NULL);
 }

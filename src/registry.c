@@ -12,7 +12,6 @@
 
 #include "aly/cursor.h"
 #include "aly/schema.h"
-#include "aly/tools.h"
 
 #define PAGE_SIZE 50
 #define CACHE_SLOTS 256
@@ -61,8 +60,6 @@ static struct {
     size_t n_prompts;
 } reg;
 
-int (*registry_extensions)(aly_err_t *err);
-
 static void *grow(void *p, size_t n, size_t size)
 {
     void *q = realloc(p, (n + 1) * size);
@@ -90,14 +87,6 @@ static int valid_tool_name(const char *n)
               *p == '-'))
             return 0;
     return 1;
-}
-
-static const char *scope_name(scope_set_t s)
-{
-    for (size_t i = 0; i < scope_count; i++)
-        if (s == ((scope_set_t)1 << i))
-            return scope_catalogue[i].name;
-    return NULL;
 }
 
 int registry_add_tools(const mcp_tool_desc_t *tools, size_t n, aly_err_t *err)
@@ -182,30 +171,11 @@ int registry_add_prompts(const mcp_prompt_desc_t *prompts, size_t n, aly_err_t *
     return 0;
 }
 
-/* ---- helpers ---- */
-
-json_t *mcp_text_result(const char *text, int is_error)
-{
-    json_t *r = json_pack("{s:[{s:s, s:s}]}", "content", "type", "text", "text", text);
-    if (is_error)
-        json_object_set_new(r, "isError", json_true());
-    return r;
-}
-
-json_t *mcp_structured_result(json_t *structured)
-{
-    char *text = json_dumps(structured, JSON_COMPACT | JSON_REAL_PRECISION(12));
-    json_t *r = json_pack("{s:[{s:s, s:s}], s:o}", "content", "type", "text", "text", text != NULL ? text : "", "structuredContent",
-                          structured);
-    free(text);
-    return r;
-}
-
 /* Refuses the call with RPC_INSUFFICIENT_SCOPE when the principal lacks need; returns 1 when refused. */
 static int lacks_scope(mcp_call_t *call, scope_set_t need)
 {
     scope_set_t missing;
-    if (need == 0 || auth_require(mcp_call_principal(call), need, &missing) == 0)
+    if (need == 0 || scope_require(mcp_call_principal(call)->scopes, need, &missing) == 0)
         return 0;
     char msg[256];
     const char *name = scope_name(missing);
@@ -516,13 +486,4 @@ void registry_complete(mcp_call_t *call, json_t *params)
         json_array_remove(values, json_array_size(values) - 1);
     mcp_call_result(call, json_pack("{s:{s:o, s:I, s:b}}", "completion", "values", values, "total", (json_int_t)total, "hasMore",
                                     total > 100));
-}
-
-int registry_init(aly_err_t *err)
-{
-    if (tools_register(err) != 0)
-        return -1;
-    if (registry_extensions != NULL && registry_extensions(err) != 0)
-        return -1;
-    return 0;
 }

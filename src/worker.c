@@ -1,7 +1,8 @@
 /*
- * A worker: privilege drop, store, h2o event loop over the inherited
- * listeners, connection accounting, and the two ways out (immediate stop and
- * graceful drain).
+ * A worker: privilege drop, store, the composition of the layers (it owns the
+ * route table and registers the tools: no layer below names one above it),
+ * the h2o event loop over the inherited listeners, accepting connections,
+ * and the two ways out (immediate stop and graceful drain).
  *
  * Signals only set flags and write a byte to a self-pipe watched by the event
  * loop, so the loop wakes and acts on them between callbacks; h2o_evloop_run()
@@ -22,12 +23,15 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "aly/alyd.h"
 #include "aly/cursor.h"
+#include "aly/endpoints.h"
+#include "aly/gate.h"
 #include "aly/http.h"
-#include "aly/mcp.h"
-#include "aly/registry.h"
 #include "aly/log.h"
+#include "aly/mcp.h"
 #include "aly/store.h"
+#include "aly/tools.h"
 
 /*
  * Connections accepted per wake-up.  One: when a burst of clients connects at
@@ -48,7 +52,11 @@ static struct {
     h2o_globalconf_t conf;
     h2o_context_t ctx;
     h2o_evloop_t *loop;
-    http_ctx_t hctx;
+    stats_slot_t *slot;
+    gate_t gate;
+    mcp_ctx_t mcp;
+    endpoints_t endpoints;
+    http_site_t site;
     listener_state_t *listeners;
     size_t n_listeners;
     int accepting;
@@ -60,6 +68,15 @@ static struct {
     h2o_timeout_t sweep_timeout;
     h2o_timeout_entry_t sweep_entry;
 } w;
+
+/* Every endpoint of alyd: the HTTP layer routes over this table and names none itself. */
+static const http_route_t routes[] = {
+    {"/api/mcp", HTTP_POST | HTTP_GET | HTTP_DELETE, HTTP_PUBLIC, mcp_serve, &w.mcp},
+    {"/.well-known/oauth-protected-resource", HTTP_GET, HTTP_PUBLIC, endpoint_resource_metadata, &w.endpoints},
+    {"/.well-known/oauth-protected-resource/api/mcp", HTTP_GET, HTTP_PUBLIC, endpoint_resource_metadata, &w.endpoints},
+    {"/healthz", HTTP_GET, HTTP_PUBLIC | HTTP_ADMIN, endpoint_healthz, &w.endpoints},
+    {"/metrics", HTTP_GET, HTTP_PUBLIC | HTTP_ADMIN | HTTP_LOOPBACK, endpoint_metrics, &w.endpoints},
+};
 
 static volatile sig_atomic_t sig_stop, sig_drain, sig_reopen;
 static int wake_pipe[2] = {-1, -1};
@@ -109,12 +126,6 @@ static void drop_privileges(const worker_spec_t *spec)
     }
 }
 
-worker_conn_t *worker_conn_of(h2o_req_t *req)
-{
-    h2o_socket_t *sock = req->conn->callbacks->get_socket(req->conn);
-    return sock != NULL ? sock->on_close.data : NULL;
-}
-
 static void start_listener(listener_state_t *ls);
 
 static void set_accepting(int on)
@@ -132,11 +143,11 @@ static void set_accepting(int on)
 
 static void on_conn_close(void *data)
 {
-    worker_conn_t *conn = data;
+    http_conn_t *conn = data;
     h2o_linklist_unlink(&conn->link);
     free(conn);
     w.n_conns--;
-    stats_add(&w.hctx.slot->connections, -1);
+    stats_add(&w.slot->connections, -1);
     if (w.n_conns < w.spec->cfg->max_connections)
         set_accepting(1);
 }
@@ -150,7 +161,7 @@ static void on_accept(h2o_socket_t *listener, const char *err)
         h2o_socket_t *sock = h2o_evloop_socket_accept(listener);
         if (sock == NULL)
             break; /* EAGAIN: another worker took it */
-        worker_conn_t *conn = calloc(1, sizeof(*conn));
+        http_conn_t *conn = calloc(1, sizeof(*conn));
         if (conn == NULL) {
             h2o_socket_close(sock);
             continue;
@@ -160,7 +171,7 @@ static void on_accept(h2o_socket_t *listener, const char *err)
         conn->sock = sock;
         h2o_linklist_insert(&w.conns, &conn->link);
         w.n_conns++;
-        stats_add(&w.hctx.slot->connections, 1);
+        stats_add(&w.slot->connections, 1);
         sock->on_close.cb = on_conn_close;
         sock->on_close.data = conn;
         h2o_accept(&ls->accept_ctx, sock);
@@ -198,9 +209,8 @@ static void sweep(h2o_timeout_entry_t *entry)
     (void)entry;
     uint64_t now = aly_now_ms();
     for (h2o_linklist_t *l = w.conns.next; l != &w.conns; l = l->next) {
-        worker_conn_t *c = H2O_STRUCT_FROM_MEMBER(worker_conn_t, link, l);
-        int quiet = c->inflight == 0 && c->sock->bytes_read == c->read_at_idle;
-        if (quiet && !c->shut && (c->responses > 0 || now - w.drain_started_ms >= FRESH_CONN_GRACE_MS)) {
+        http_conn_t *c = H2O_STRUCT_FROM_MEMBER(http_conn_t, link, l);
+        if (http_conn_quiet(c) && !c->shut && (c->responses > 0 || now - w.drain_started_ms >= FRESH_CONN_GRACE_MS)) {
             shutdown(h2o_socket_get_fd(c->sock), SHUT_RDWR);
             c->shut = 1;
         }
@@ -263,25 +273,27 @@ void worker_run(const worker_spec_t *spec)
     store_t *store = store_open(spec->cfg, &err);
     if (store == NULL)
         log_fatal("%s", err.msg);
-
     auth_t *auth = auth_new(spec->cfg, store, &err);
     if (auth == NULL)
         log_fatal("%s", err.msg);
-    if (cursor_init(spec->cfg->key_pepper_file, &err) != 0 || registry_init(&err) != 0)
+    if (cursor_init(spec->cfg->key_pepper_file, &err) != 0 || tools_register(&err) != 0 ||
+        (alyd_hooks != NULL && alyd_hooks->register_tables != NULL && alyd_hooks->register_tables(&err) != 0))
         log_fatal("%s", err.msg);
-    w.hctx = (http_ctx_t){.cfg = spec->cfg,
-                          .store = store,
-                          .auth = auth,
-                          .stats = spec->stats,
-                          .slot = &spec->stats->slots[spec->slot],
-                          .started_ms = aly_now_ms(),
-                          .worker_number = spec->number};
-    setup_globalconf(spec->cfg);
-    h2o_hostconf_t **public_hosts, **admin_hosts;
-    http_register(&w.conf, &w.hctx, &public_hosts, &admin_hosts);
 
     w.loop = h2o_evloop_create();
-    w.hctx.loop = w.loop;
+    w.slot = &spec->stats->slots[spec->slot];
+    gate_init(&w.gate, spec->cfg, auth, store, w.slot, alyd_hooks != NULL ? alyd_hooks->authenticate : NULL);
+    w.mcp = (mcp_ctx_t){.cfg = spec->cfg, .store = store, .loop = w.loop, .gate = &w.gate};
+    w.endpoints = (endpoints_t){.cfg = spec->cfg,
+                                .store = store,
+                                .stats = spec->stats,
+                                .started_ms = aly_now_ms(),
+                                .worker_number = spec->number};
+    w.site = (http_site_t){.cfg = spec->cfg, .slot = w.slot, .routes = routes, .n_routes = ALY_ARRAY_SIZE(routes)};
+    setup_globalconf(spec->cfg);
+    h2o_hostconf_t **public_hosts, **admin_hosts;
+    http_register(&w.conf, &w.site, &public_hosts, &admin_hosts);
+
     h2o_context_init(&w.ctx, w.loop, &w.conf);
     h2o_linklist_init_anchor(&w.conns);
 
@@ -319,6 +331,7 @@ void worker_run(const worker_spec_t *spec)
             break;
         }
     }
+    gate_free(&w.gate);
     auth_free(auth);
     store_close(store);
     log_info("exiting");

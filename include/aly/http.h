@@ -1,67 +1,95 @@
 /*
- * The HTTP surface (SPEC §2): the route table, JSON responses, access log.
- *
- * One catch-all h2o handler per host dispatches on an exact path from a table
- * of routes; a route names its methods and whether it is reachable on the
- * public listeners, the admin (metrics) listener, or both.  Everything the
- * table does not name is a 404 with a JSON body.
+ * The HTTP layer: bytes on the wire and nothing above them.  It routes each
+ * request over a table its caller passes in (exact paths, allowed methods,
+ * which listeners reach a route), refuses what no route takes (404, 405,
+ * 413) with a JSON body, counts requests and connections, writes the access
+ * log line of every request, and offers the JSON send helpers the layers
+ * above answer with.  It names no endpoint: the worker owns the route table.
  */
 #ifndef ALY_HTTP_H
 #define ALY_HTTP_H
 
 #include <h2o.h>
+#include <jansson.h>
 
-#include "aly/auth.h"
 #include "aly/config.h"
 #include "aly/stats.h"
-#include "aly/store.h"
 
-typedef struct http_ctx {
+/* Methods a route accepts. */
+enum {
+    HTTP_GET = 1 << 0,
+    HTTP_POST = 1 << 1,
+    HTTP_DELETE = 1 << 2,
+};
+
+/* Where a route is reachable. */
+enum {
+    HTTP_PUBLIC = 1 << 0,   /* on the public listeners */
+    HTTP_ADMIN = 1 << 1,    /* on metrics_listen */
+    HTTP_LOOPBACK = 1 << 2, /* on public listeners, only from loopback clients */
+};
+
+typedef void (*http_serve_fn)(void *data, h2o_req_t *req);
+
+typedef struct http_route {
+    const char *path; /* matched exactly against the normalised path (no query string) */
+    unsigned methods;
+    unsigned flags;
+    http_serve_fn serve;
+    void *data;
+} http_route_t;
+
+/* One worker's HTTP surface; the caller keeps it (and its routes) alive for the worker's life. */
+typedef struct http_site {
     const aly_config_t *cfg;
-    store_t *store;
-    auth_t *auth;
-    h2o_loop_t *loop;
-    stats_shared_t *stats;
     stats_slot_t *slot;
-    uint64_t started_ms;
-    unsigned worker_number;
-} http_ctx_t;
+    const http_route_t *routes;
+    size_t n_routes;
+} http_site_t;
 
 /*
  * Registers the public host and the admin host on conf.  *public_hosts and
  * *admin_hosts receive NULL-terminated host lists for h2o_accept_ctx_t.hosts.
  */
-void http_register(h2o_globalconf_t *conf, http_ctx_t *hctx, h2o_hostconf_t ***public_hosts, h2o_hostconf_t ***admin_hosts);
+void http_register(h2o_globalconf_t *conf, http_site_t *site, h2o_hostconf_t ***public_hosts, h2o_hostconf_t ***admin_hosts);
 
 /*
- * Test builds only: when set, a request with no Authorization header gets the
- * principal this fills (return 0) instead of a 401.  The shipped alyd never
- * sets it; t/fixtures/main.c does, for the MCP conformance suite.
+ * A connection as the HTTP layer accounts it.  The acceptor allocates one per
+ * socket and keeps it in sock->on_close.data; the HTTP layer counts the
+ * requests it hands to a route and the responses it logs, so a draining
+ * worker can tell an idle connection from a busy one.
  */
-extern int (*http_anonymous_principal)(principal_t *out);
+typedef struct http_conn {
+    h2o_linklist_t link; /* the acceptor's list */
+    h2o_socket_t *sock;
+    unsigned inflight;   /* requests handed to a route and not yet logged */
+    size_t read_at_idle; /* sock->bytes_read when the last response was logged */
+    unsigned responses;
+    int shut;
+} http_conn_t;
 
-/*
- * The gate of every /api/mcp request: refuses an address over
- * auth_failure_limit (429, before any credential work), authenticates req's
- * bearer credential into p, then takes the principal's rate-limit decision.
- * On failure sends the 401 (WWW-Authenticate, Cache-Control: no-store,
- * JSON-RPC error body), the 429 (Retry-After, RateLimit-Policy, RateLimit) or
- * a 503, and returns -1; the caller just returns.  On success the response
- * will carry the RateLimit header.
- */
-int http_authenticate(http_ctx_t *hctx, h2o_req_t *req, principal_t *p);
-
-/* Adds the 403 challenge for a principal lacking need: insufficient_scope with held + required scopes. */
-void http_add_scope_challenge(http_ctx_t *hctx, h2o_req_t *req, scope_set_t held, scope_set_t need);
+/* The connection of req, or NULL when the socket is gone. */
+http_conn_t *http_conn_of(h2o_req_t *req);
+/* 1 when no request is in a route and nothing was read since the last response. */
+int http_conn_quiet(const http_conn_t *c);
 
 /* Notes a field for the access log line of req: "principal" or "rpc" (copied into the request's pool). */
 void http_log_note(h2o_req_t *req, const char *key, const char *value, size_t len);
 
+/* Adds a response header: name (lower case) must outlive the request; value is copied into its pool. */
+void http_add_header(h2o_req_t *req, const char *name, const char *value);
+
+/* 1 when the peer of req is a loopback address. */
+int http_is_loopback(h2o_req_t *req);
+
 /* Sends body (JSON text) with status; the body is copied. */
 void http_send_json(h2o_req_t *req, int status, const char *reason, const char *body, size_t len);
-
+/* Sends obj (stolen) serialised; a 500 when it cannot be serialised. */
+void http_send_json_object(h2o_req_t *req, int status, const char *reason, json_t *obj);
 /* Sends {"error":code,"message":msg} with status. */
 void http_send_error(h2o_req_t *req, int status, const char *reason, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
+/* Sends a JSON-RPC error response with id null: {"jsonrpc":"2.0","id":null,"error":{code,message[,data]}}; data stolen. */
+void http_send_rpc_error(h2o_req_t *req, int status, const char *reason, int code, const char *message, json_t *data);
 
 #endif

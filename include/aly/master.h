@@ -11,9 +11,6 @@
  */
 int master_run(const char *config_path, int foreground, unsigned workers_override);
 
-/* The whole alyd command line (alyd [-ftv] [-c file] [-w workers]); returns the exit status. */
-int alyd_main(int argc, char **argv);
-
 /* alyd -t: loads the configuration and its TLS files; prints the verdict; returns the exit status. */
 int master_test_config(const char *config_path);
 

@@ -6,15 +6,17 @@
  * Modules register their tables once per worker at start-up; registration
  * parses and checks every schema, so a broken descriptor stops the worker
  * with a message instead of misbehaving at call time.  The registry enforces
- * the required scope (SPEC §3) and validates arguments against inputSchema
- * (aly/schema.h) before a handler runs.
+ * the required scope (a principal lacking it gets RPC_INSUFFICIENT_SCOPE with
+ * data {"required_scope": name}, which the transport turns into an HTTP 403)
+ * and validates arguments against inputSchema (aly/schema.h) before a handler
+ * runs.  The registry knows no transport: it sees calls through aly/handler.h.
  */
 #ifndef ALY_REGISTRY_H
 #define ALY_REGISTRY_H
 
 #include <jansson.h>
 
-#include "aly/mcp.h"
+#include "aly/handler.h"
 #include "aly/scope.h"
 
 enum {
@@ -74,12 +76,6 @@ int registry_add_tools(const mcp_tool_desc_t *tools, size_t n, aly_err_t *err);
 int registry_add_resources(const mcp_resource_desc_t *res, size_t n, aly_err_t *err);
 int registry_add_prompts(const mcp_prompt_desc_t *prompts, size_t n, aly_err_t *err);
 
-/* Hook run by each worker after the built-in tables are registered; the test build sets it to add fixtures. */
-extern int (*registry_extensions)(aly_err_t *err);
-
-/* Registers every built-in table; called once per worker. */
-int registry_init(aly_err_t *err);
-
 /* The MCP methods backed by the registry (params may be NULL). */
 void registry_tools_list(mcp_call_t *call, json_t *params);
 void registry_tools_call(mcp_call_t *call, json_t *params);
@@ -89,17 +85,5 @@ void registry_resources_read(mcp_call_t *call, json_t *params);
 void registry_prompts_list(mcp_call_t *call, json_t *params);
 void registry_prompts_get(mcp_call_t *call, json_t *params);
 void registry_complete(mcp_call_t *call, json_t *params);
-
-/*
- * A principal lacking the scope of a tool, resource or prompt gets the
- * JSON-RPC error RPC_INSUFFICIENT_SCOPE with data {"required_scope": name};
- * the transport turns it into the HTTP 403 of SPEC §3.
- */
-#define RPC_INSUFFICIENT_SCOPE (-32003)
-
-/* Result helpers for handlers. */
-json_t *mcp_text_result(const char *text, int is_error);
-/* {"content":[{"type":"text","text":<json>}],"structuredContent":structured}; structured is stolen. */
-json_t *mcp_structured_result(json_t *structured);
 
 #endif

@@ -2,7 +2,9 @@
  * A worker process: one h2o event loop serving the listeners it inherited.
  *
  * The master forks, and the child calls worker_run(), which never returns: it
- * drops privileges, opens the store, serves until told to stop, and exits.
+ * drops privileges, opens the store, composes the layers (the route table,
+ * the gate, the MCP engine, the registry and its tools), serves until told to
+ * stop, and exits.
  * Signals: TERM/INT stop at once, QUIT drains (stop accepting, let in-flight
  * requests finish, close idle connections, give up at shutdown_timeout), USR1
  * reopens the logs.
@@ -36,18 +38,5 @@ typedef struct worker_spec {
 } worker_spec_t;
 
 void worker_run(const worker_spec_t *spec) __attribute__((noreturn));
-
-/* Per-connection state, reachable from a request for in-flight accounting. */
-typedef struct worker_conn {
-    h2o_linklist_t link;
-    h2o_socket_t *sock;
-    unsigned inflight;     /* requests handed to a handler and not yet logged */
-    size_t read_at_idle;   /* sock->bytes_read when the last response was logged */
-    unsigned responses;
-    int shut;
-} worker_conn_t;
-
-/* The connection state of req, or NULL when the socket is gone. */
-worker_conn_t *worker_conn_of(h2o_req_t *req);
 
 #endif

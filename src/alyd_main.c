@@ -1,13 +1,14 @@
 /*
- * alyd's command line, shared by the daemon (alyd.c) and the test build
- * (t/fixtures/main.c): parses the options and hands over to the master
- * (master.c), which owns the process model.
+ * alyd's command line (aly/alyd.h), shared by the daemon (alyd.c) and the
+ * test build (t/fixtures/main.c): parses the options and hands over to the
+ * master (master.c), which owns the process model.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "aly/alyd.h"
 #include "aly/config.h"
 #include "aly/master.h"
 
@@ -21,8 +22,11 @@ static void usage(FILE *fp)
                 "  -w workers  number of worker processes (overrides \"workers\")\n");
 }
 
-int alyd_main(int argc, char **argv)
+const alyd_hooks_t *alyd_hooks;
+
+int alyd_main(int argc, char **argv, const alyd_hooks_t *hooks)
 {
+    alyd_hooks = hooks;
     const char *config_path = ALY_DEFAULT_CONFIG;
     int foreground = 0, test = 0, opt;
     unsigned workers = 0;

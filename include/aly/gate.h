@@ -1,0 +1,45 @@
+/*
+ * The gate every /api/mcp request passes before the MCP engine sees it:
+ * request -> principal, or a refusal already sent.
+ *
+ * In order: an address over auth_failure_limit is refused (429) before any
+ * credential work; the bearer credential becomes a principal (401 with
+ * WWW-Authenticate when missing or bad, 503 when the credential store cannot
+ * be read); the principal's rate limit is decided (429 with Retry-After,
+ * RateLimit-Policy and RateLimit).  An admitted response carries the
+ * RateLimit header.  A limiter that cannot decide admits the request: a full
+ * volatile map must not become an outage; that is counted and logged.
+ */
+#ifndef ALY_GATE_H
+#define ALY_GATE_H
+
+#include <h2o.h>
+
+#include "aly/auth.h"
+#include "aly/config.h"
+#include "aly/ratelimit.h"
+#include "aly/stats.h"
+#include "aly/store.h"
+
+/* How a bearer header becomes a principal: auth_authenticate() unless a test build substitutes its own. */
+typedef auth_result_t (*gate_auth_fn)(auth_t *a, const char *header, size_t len, principal_t *out, aly_err_t *why);
+
+typedef struct gate {
+    const aly_config_t *cfg;
+    auth_t *auth;
+    gate_auth_fn authenticate;
+    ratelimit_t *limiter; /* NULL when it could not be made: every request is admitted (and counted) */
+    stats_slot_t *slot;
+} gate_t;
+
+/* Sets up g for one worker after fork; authenticate NULL means auth_authenticate. */
+void gate_init(gate_t *g, const aly_config_t *cfg, auth_t *auth, store_t *store, stats_slot_t *slot, gate_auth_fn authenticate);
+void gate_free(gate_t *g);
+
+/* 0: *p is the request's principal, admitted.  -1: the refusal was sent; the caller just returns. */
+int gate_pass(gate_t *g, h2o_req_t *req, principal_t *p);
+
+/* Adds the 403 challenge for a principal lacking need: insufficient_scope with held + required scopes. */
+void gate_scope_challenge(gate_t *g, h2o_req_t *req, scope_set_t held, scope_set_t need);
+
+#endif

@@ -1,0 +1,106 @@
+/*
+ * Shared by the files of the MCP engine (mcp_*.c) and nothing else: the
+ * exchange (one POST or GET on /api/mcp), the call, and the functions each
+ * file offers the others.  See aly/mcp.h for which file owns what.
+ */
+#ifndef ALY_MCP_INTERNAL_H
+#define ALY_MCP_INTERNAL_H
+
+#include "aly/mcp.h"
+#include "aly/record.h"
+
+#define MCP_MAX_BATCH 100
+
+typedef struct mcp_buf {
+    char *data;
+    size_t len, cap;
+} mcp_buf_t;
+
+void mcp_buf_append(mcp_buf_t *b, const char *s, size_t n);
+
+typedef enum { OUT_UNDECIDED, OUT_JSON, OUT_SSE } mcp_out_mode_t;
+
+/*
+ * One POST (or GET stream).  Lives in malloc'd memory with a reference count
+ * (one per live call, one for the HTTP request), because a client may go away
+ * while a call is pending: h2o tells us through a dispose callback on the
+ * request's pool, after which nothing touches the request.
+ */
+typedef struct mcp_exchange {
+    h2o_generator_t gen;
+    h2o_req_t *req; /* NULL once h2o disposed the request */
+    int client_gone;
+    mcp_ctx_t *ctx;
+    principal_t principal;
+    int has_session;
+    session_record_t session;
+    int protocol; /* index into mcp_protocol_versions */
+    int accepts_sse;
+    int batch;
+    unsigned pending; /* calls not completed */
+    int dispatching;  /* the body's messages are still being dispatched */
+    unsigned refs;
+    mcp_buf_t answer; /* responses collected while the answer may still be JSON, comma-separated */
+    size_t n_answers;
+    size_t answer_off[MCP_MAX_BATCH + 1], answer_len[MCP_MAX_BATCH + 1];
+    int protocol_error_code;  /* of a message that was not a valid request */
+    int status;               /* HTTP status of a JSON answer */
+    scope_set_t scope_needed; /* a 403 answer: the scope that was missing */
+    mcp_out_mode_t out;
+    mcp_buf_t queued, inflight;
+    int sending, finishing, final_sent;
+    /* GET streams */
+    int is_stream;
+    int stream_linked;
+    h2o_linklist_t stream_link;
+    h2o_timeout_entry_t keepalive;
+} mcp_exchange_t;
+
+struct mcp_call {
+    mcp_exchange_t *x;
+    json_t *id;
+    json_t *meta;
+    mcp_capture_t *capture;
+    int done;
+    int cancelled;
+    h2o_linklist_t link; /* pending calls, for notifications/cancelled */
+};
+
+/* ---- mcp_exchange.c ---- */
+mcp_exchange_t *mcp_exchange_new(mcp_ctx_t *ctx, h2o_req_t *req, const principal_t *p);
+void mcp_exchange_release(mcp_exchange_t *x);
+/* Switches the answer to an SSE stream (status, headers, start of the response). */
+void mcp_exchange_start_sse(mcp_exchange_t *x);
+/* Sends what is queued when the previous send completed. */
+void mcp_exchange_flush(mcp_exchange_t *x);
+/* Finishes the exchange once no call is pending and dispatch has ended. */
+void mcp_exchange_maybe_finish(mcp_exchange_t *x);
+/* Emits a message (stolen) or its text: a response, or a notification / server request (may switch to SSE). */
+void mcp_emit(mcp_exchange_t *x, json_t *msg, int is_response);
+/* A new pending call of x for request id. */
+mcp_call_t *mcp_call_new(mcp_exchange_t *x, json_t *id, json_t *params);
+/* The pending call of principal (and session, when x has one) with JSON-RPC id, or NULL. */
+mcp_call_t *mcp_call_find(const mcp_exchange_t *x, json_t *id);
+
+/* ---- mcp_method.c ---- */
+void mcp_dispatch(mcp_exchange_t *x, json_t *msg);
+/* Index of a log level name ("debug" .. "emergency"), -1 when unknown. */
+int mcp_log_level(const char *name);
+
+/* ---- mcp_session.c ---- */
+/* Creates and stores a session of x's principal for protocol pi; fills x->session. */
+int mcp_session_create(mcp_exchange_t *x, int pi, aly_err_t *err);
+int mcp_session_write(store_t *st, const session_record_t *s, aly_err_t *err);
+/* 0 found and usable, 1 unknown/expired/another principal's, -1 store error. */
+int mcp_session_load(store_t *st, const char *id, size_t len, const principal_t *p, session_record_t *out);
+void mcp_session_delete(store_t *st, const char *id);
+
+/* ---- mcp_client.c ---- */
+/* A response the client posted to one of our requests (msg has an "aly-" id). */
+void mcp_client_reply(mcp_exchange_t *x, json_t *msg);
+/* notifications/cancelled for target: abandons its request to the client, if any. */
+void mcp_client_abandon(mcp_call_t *target);
+/* notifications/cancelled for a request no local call has: tells the worker that waits on it, if any. */
+void mcp_client_cancel_remote(mcp_exchange_t *x, json_t *id);
+
+#endif

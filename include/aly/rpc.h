@@ -1,0 +1,25 @@
+/*
+ * JSON-RPC 2.0 error codes: every code alyd puts in an error object, in one
+ * place.  The -32768..-32000 range is reserved by JSON-RPC; -32099..-32000 is
+ * "implementation-defined server errors", where the MCP specification and
+ * alyd pick theirs.  A code is part of the wire contract: never renumber one.
+ */
+#ifndef ALY_RPC_H
+#define ALY_RPC_H
+
+/* JSON-RPC 2.0 */
+#define RPC_PARSE_ERROR (-32700)
+#define RPC_INVALID_REQUEST (-32600)
+#define RPC_METHOD_NOT_FOUND (-32601)
+#define RPC_INVALID_PARAMS (-32602)
+#define RPC_INTERNAL_ERROR (-32603)
+
+/* MCP: resources/read of a URI nothing serves. */
+#define RPC_RESOURCE_NOT_FOUND (-32002)
+
+/* alyd: the HTTP refusals also carry a JSON-RPC error body. */
+#define RPC_UNAUTHORIZED (-32001)       /* 401: no or bad credential */
+#define RPC_INSUFFICIENT_SCOPE (-32003) /* 403: data.required_scope names the missing scope */
+#define RPC_RATE_LIMITED (-32029)       /* 429: data.retry_after_seconds says when to come back */
+
+#endif

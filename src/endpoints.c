@@ -1,0 +1,67 @@
+/*
+ * The endpoints that need no credential (aly/endpoints.h).
+ */
+#include "aly/endpoints.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "aly/http.h"
+#include "aly/log.h"
+#include "aly/scope.h"
+
+void endpoint_resource_metadata(void *data, h2o_req_t *req)
+{
+    const aly_config_t *cfg = ((endpoints_t *)data)->cfg;
+    char resource[1024];
+    snprintf(resource, sizeof(resource), "%s/api/mcp", cfg->public_url);
+    json_t *servers = json_array(), *scopes = json_array();
+    for (size_t i = 0; i < cfg->authorization_servers.n; i++)
+        json_array_append_new(servers, json_string(cfg->authorization_servers.items[i]));
+    for (size_t i = 0; i < scope_count; i++)
+        json_array_append_new(scopes, json_string(scope_catalogue[i].name));
+    json_t *doc = json_pack("{s:s, s:o, s:o, s:[s], s:s}", "resource", resource, "authorization_servers", servers,
+                            "scopes_supported", scopes, "bearer_methods_supported", "header", "resource_name", "Aly");
+    http_send_json_object(req, 200, "OK", doc);
+}
+
+void endpoint_healthz(void *data, h2o_req_t *req)
+{
+    endpoints_t *e = data;
+    aly_err_t err;
+    char body[512];
+    int n;
+    uint64_t up = (aly_now_ms() - e->started_ms) / 1000;
+    if (store_check(e->store, &err) != 0) {
+        log_error("health check: %s", err.msg);
+        n = snprintf(body, sizeof(body),
+                     "{\"status\":\"unavailable\",\"pid\":%d,\"version\":\"%s\",\"worker\":%u,\"error\":\"the store cannot be "
+                     "read; see the error log\"}",
+                     (int)getpid(), PACKAGE_VERSION, e->worker_number);
+        http_send_json(req, 503, "Service Unavailable", body, (size_t)n);
+        return;
+    }
+    n = snprintf(body, sizeof(body), "{\"status\":\"ok\",\"pid\":%d,\"version\":\"%s\",\"uptime_seconds\":%llu,\"worker\":%u}",
+                 (int)getpid(), PACKAGE_VERSION, (unsigned long long)up, e->worker_number);
+    http_send_json(req, 200, "OK", body, (size_t)n);
+}
+
+void endpoint_metrics(void *data, h2o_req_t *req)
+{
+    endpoints_t *e = data;
+    size_t len;
+    char *text = stats_render(e->stats, &len);
+    if (text == NULL) {
+        http_send_error(req, 500, "Internal Server Error", "internal", "cannot render metrics");
+        return;
+    }
+    req->res.status = 200;
+    req->res.reason = "OK";
+    req->res.content_length = len;
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("text/plain; version=0.0.4; charset=utf-8"));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-store"));
+    h2o_send_inline(req, text, len);
+    free(text);
+}

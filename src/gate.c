@@ -1,0 +1,178 @@
+/*
+ * The credential and rate-limit gate (aly/gate.h).
+ */
+#include "aly/gate.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "aly/http.h"
+#include "aly/log.h"
+#include "aly/rpc.h"
+#include "aly/scope.h"
+
+void gate_init(gate_t *g, const aly_config_t *cfg, auth_t *auth, store_t *store, stats_slot_t *slot, gate_auth_fn authenticate)
+{
+    aly_err_t err;
+    *g = (gate_t){.cfg = cfg, .auth = auth, .authenticate = authenticate != NULL ? authenticate : auth_authenticate, .slot = slot};
+    if ((g->limiter = ratelimit_new(store, RATELIMIT_MAX_ADDRESSES, &err)) == NULL)
+        log_error("rate limiter: %s (every request is admitted)", err.msg);
+}
+
+void gate_free(gate_t *g)
+{
+    ratelimit_free(g->limiter);
+    g->limiter = NULL;
+}
+
+/*
+ * A limiter that cannot decide (volatile store full or unreadable) admits the
+ * request: failing closed would turn a full map into an outage.  Counted, and
+ * logged at most every 10 s so a flood cannot fill the error log.
+ */
+static void limiter_failed(gate_t *g, const char *err)
+{
+    static uint64_t logged_ms;
+    uint64_t now = aly_now_ms();
+    stats_add(&g->slot->ratelimit[STATS_RL_ERROR], 1);
+    if (logged_ms == 0 || now - logged_ms >= 10000) {
+        logged_ms = now;
+        log_error("rate limit decision failed, request admitted: %s", err);
+    }
+}
+
+/* The 429: Retry-After, RateLimit-Policy, RateLimit and a JSON-RPC error whose data says when to come back. */
+static void send_rate_limited(h2o_req_t *req, const char *policy, const aly_rate_t *rate, const ratelimit_decision_t *d,
+                              const char *what)
+{
+    char text[160], rate_text[64];
+    snprintf(text, sizeof(text), "%llu", (unsigned long long)d->retry_after_s);
+    http_add_header(req, "retry-after", text);
+    ratelimit_policy_header(policy, rate, text, sizeof(text));
+    http_add_header(req, "ratelimit-policy", text);
+    ratelimit_header(policy, d, text, sizeof(text));
+    http_add_header(req, "ratelimit", text);
+    config_format_rate(rate, rate_text, sizeof(rate_text));
+    snprintf(text, sizeof(text), "%s (%s): retry in %llu s", what, rate_text, (unsigned long long)d->retry_after_s);
+    http_send_rpc_error(req, 429, "Too Many Requests", RPC_RATE_LIMITED, text,
+                        json_pack("{s:I, s:s, s:s}", "retry_after_seconds", (json_int_t)d->retry_after_s, "limit", policy,
+                                  "policy", rate_text));
+}
+
+/* The principal's decision, once per authenticated request; -1 when the 429 was sent. */
+static int limit_principal(gate_t *g, h2o_req_t *req, const principal_t *p)
+{
+    ratelimit_decision_t d;
+    aly_err_t err;
+    if (g->limiter == NULL) {
+        limiter_failed(g, "no limiter");
+        return 0;
+    }
+    if (ratelimit_principal(g->limiter, p->id, &p->rate, ratelimit_now_ns(), &d, &err) != 0) {
+        limiter_failed(g, err.msg);
+        return 0;
+    }
+    if (d.allowed) {
+        char text[160];
+        stats_add(&g->slot->ratelimit[STATS_RL_ALLOWED], 1);
+        ratelimit_header(RATELIMIT_POLICY_PRINCIPAL, &d, text, sizeof(text));
+        http_add_header(req, "ratelimit", text);
+        return 0;
+    }
+    stats_add(&g->slot->ratelimit[STATS_RL_REFUSED], 1);
+    send_rate_limited(req, RATELIMIT_POLICY_PRINCIPAL, &p->rate, &d, "rate limit exceeded");
+    return -1;
+}
+
+static void peer_address(h2o_req_t *req, ratelimit_addr_t *out)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
+    ratelimit_address(len != 0 ? (struct sockaddr *)&ss : NULL, out);
+}
+
+/* Quoted-string content for an auth-param: our messages hold no quotes or backslashes, but make sure. */
+static void auth_param(char *out, size_t len, const char *in)
+{
+    size_t o = 0;
+    for (; *in && o + 1 < len; in++)
+        out[o++] = (*in == '"' || *in == '\\' || (unsigned char)*in < 0x20) ? '\'' : *in;
+    out[o] = '\0';
+}
+
+/* The 401: WWW-Authenticate naming the protected-resource metadata, and a JSON-RPC error body. */
+static void send_unauthorized(gate_t *g, h2o_req_t *req, auth_result_t r, aly_err_t *why)
+{
+    char metadata[1200], desc[600], header[2048];
+    snprintf(metadata, sizeof(metadata), "%s/.well-known/oauth-protected-resource/api/mcp", g->cfg->public_url);
+    if (r == AUTH_MISSING) {
+        snprintf(header, sizeof(header), "Bearer realm=\"aly\", resource_metadata=\"%s\"", metadata);
+        snprintf(why->msg, sizeof(why->msg), "%s",
+                 "this endpoint needs a credential: send Authorization: Bearer aly_... (an API key) or an OAuth access token");
+    } else {
+        auth_param(desc, sizeof(desc), why->msg);
+        snprintf(header, sizeof(header),
+                 "Bearer realm=\"aly\", error=\"invalid_token\", error_description=\"%s\", resource_metadata=\"%s\"", desc,
+                 metadata);
+    }
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL, h2o_strdup(&req->pool, header, SIZE_MAX).base,
+                   strlen(header));
+    http_send_rpc_error(req, 401, "Unauthorized", RPC_UNAUTHORIZED, why->msg, json_pack("{s:s}", "resource_metadata", metadata));
+}
+
+int gate_pass(gate_t *g, h2o_req_t *req, principal_t *p)
+{
+    ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
+    const char *value = i >= 0 ? req->headers.entries[i].value.base : NULL;
+    size_t len = i >= 0 ? req->headers.entries[i].value.len : 0;
+    const aly_rate_t *fail_rate = &g->cfg->auth_failure_limit;
+    ratelimit_t *rl = value != NULL ? g->limiter : NULL;
+    ratelimit_addr_t addr = {.len = 0};
+    aly_err_t why = {""};
+    /* An address over its failure budget is refused before any credential work: no HMAC, no JWT, no key lookup. */
+    if (rl != NULL) {
+        ratelimit_decision_t d;
+        aly_err_t err;
+        peer_address(req, &addr);
+        if (ratelimit_address_check(rl, &addr, fail_rate, ratelimit_now_ns(), &d, &err) != 0) {
+            limiter_failed(g, err.msg);
+        } else if (!d.allowed) {
+            stats_add(&g->slot->auth_refused, 1);
+            send_rate_limited(req, RATELIMIT_POLICY_ADDRESS, fail_rate, &d, "too many failed authentications from this address");
+            return -1;
+        }
+    }
+    if (value != NULL)
+        stats_add(&g->slot->credential_checks, 1);
+    auth_result_t r = g->authenticate(g->auth, value, len, p, &why);
+    if (r == AUTH_OK) {
+        http_log_note(req, "principal", p->id, strlen(p->id));
+        return limit_principal(g, req, p);
+    }
+    if (r == AUTH_ERROR) {
+        http_send_rpc_error(req, 503, "Service Unavailable", RPC_INTERNAL_ERROR, "the credential store cannot be read; try again shortly",
+                            NULL);
+        return -1;
+    }
+    if (r == AUTH_INVALID && rl != NULL) {
+        /* A request without any credential is no failure (clients send one after a restart); a bad one is. */
+        ratelimit_decision_t d;
+        aly_err_t err;
+        stats_add(&g->slot->auth_failures, 1);
+        if (ratelimit_address_failure(rl, &addr, fail_rate, ratelimit_now_ns(), &d, &err) != 0)
+            limiter_failed(g, err.msg);
+    }
+    send_unauthorized(g, req, r, &why);
+    return -1;
+}
+
+void gate_scope_challenge(gate_t *g, h2o_req_t *req, scope_set_t held, scope_set_t need)
+{
+    char scopes[512], header[2048];
+    scope_format(held | need, scopes, sizeof(scopes));
+    snprintf(header, sizeof(header),
+             "Bearer error=\"insufficient_scope\", scope=\"%s\", resource_metadata=\"%s/.well-known/oauth-protected-resource/api/mcp\"",
+             scopes, g->cfg->public_url);
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL, h2o_strdup(&req->pool, header, SIZE_MAX).base,
+                   strlen(header));
+}

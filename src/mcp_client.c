@@ -1,0 +1,222 @@
+/*
+ * Requests from the server to the client (sampling/createMessage,
+ * elicitation/create) and the hand-over of their replies between workers.
+ *
+ * The client answers a server request with a POST that any worker may get.
+ * The issuing worker records "p:<id>" -> principal in the volatile store; a
+ * worker that receives the reply and has no local waiter stores it under
+ * "r:<id>" (only when that pending record exists and names the same
+ * principal, so clients cannot fill the store with replies nobody awaits);
+ * the issuing worker polls for it every REPLY_POLL_MS.  A cancellation that
+ * lands on another worker travels the same way ("c:<id>"), found through the
+ * owner record "q:<digest of principal, session, request id>" -> "<id>".
+ */
+#include <openssl/sha.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "aly/log.h"
+#include "aly/mcp_internal.h"
+
+#define REPLY_POLL_MS 20
+#define REPLY_TIMEOUT_MS 60000
+#define OWNER_KEY_LEN 67 /* "q:" + 64 hex digits */
+
+typedef struct waiter {
+    h2o_linklist_t link;
+    char id[48];
+    mcp_call_t *call;
+    mcp_reply_fn cb;
+    uint64_t deadline;
+    char owner[OWNER_KEY_LEN + 1];
+} waiter_t;
+
+static h2o_linklist_t waiters = {&waiters, &waiters};
+static h2o_timeout_t reply_poll;
+static h2o_timeout_entry_t reply_poll_entry;
+static int reply_poll_ready;
+static h2o_loop_t *reply_loop;
+
+static void replies_write(store_t *st, const char *prefix, const char *id, const void *val, size_t vlen, int del)
+{
+    char k[96];
+    int kl = snprintf(k, sizeof(k), "%s%s", prefix, id);
+    store_txn_t t;
+    aly_err_t err;
+    if (store_begin(st, STORE_WRITE | STORE_VOLATILE, &t, &err) != 0)
+        return;
+    int rc = del ? store_del(&t, VDB_REPLIES, k, (size_t)kl, &err) : store_put(&t, VDB_REPLIES, k, (size_t)kl, val, vlen, 0, &err);
+    if (rc < 0 || store_commit(&t, &err) != 0) {
+        store_abort(&t);
+        log_warn("client reply store: %s", err.msg);
+    }
+}
+
+/* "q:" + hex SHA-256 of who asked what: principal, session (or none) and the JSON-RPC id of the request. */
+static void owner_key(const mcp_exchange_t *x, json_t *id, char out[OWNER_KEY_LEN + 1])
+{
+    char *idtext = json_dumps(id, JSON_COMPACT | JSON_ENCODE_ANY);
+    mcp_buf_t b = {NULL, 0, 0};
+    unsigned char d[32];
+    mcp_buf_append(&b, x->principal.id, strlen(x->principal.id) + 1);
+    mcp_buf_append(&b, x->has_session ? x->session.id : "", x->has_session ? strlen(x->session.id) + 1 : 1);
+    mcp_buf_append(&b, idtext ? idtext : "", idtext ? strlen(idtext) : 0);
+    SHA256((const unsigned char *)b.data, b.len, d);
+    free(b.data);
+    free(idtext);
+    memcpy(out, "q:", 2);
+    for (int i = 0; i < 32; i++)
+        snprintf(out + 2 + 2 * i, 3, "%02x", d[i]);
+}
+
+static void deliver(waiter_t *wt, json_t *reply)
+{
+    h2o_linklist_unlink(&wt->link);
+    store_t *st = wt->call->x->ctx->store;
+    replies_write(st, "p:", wt->id, NULL, 0, 1);
+    replies_write(st, "", wt->owner, NULL, 0, 1);
+    json_t *result = json_object_get(reply, "result"), *error = json_object_get(reply, "error");
+    if (reply == NULL)
+        error = json_pack("{s:i, s:s}", "code", RPC_INTERNAL_ERROR, "message", "the client did not answer in time");
+    else
+        json_incref(error);
+    wt->cb(wt->call, result, error);
+    json_decref(error);
+    free(wt);
+}
+
+static void poll_replies(h2o_timeout_entry_t *entry)
+{
+    (void)entry;
+    uint64_t now = aly_now_ms();
+    h2o_linklist_t *l = waiters.next;
+    while (l != &waiters) {
+        waiter_t *wt = H2O_STRUCT_FROM_MEMBER(waiter_t, link, l);
+        l = l->next;
+        store_t *st = wt->call->x->ctx->store;
+        char k[64];
+        int kl = snprintf(k, sizeof(k), "r:%s", wt->id);
+        store_txn_t t;
+        store_val_t v;
+        aly_err_t err;
+        json_t *reply = NULL;
+        int cancelled = 0;
+        if (store_begin(st, STORE_VOLATILE, &t, &err) == 0) {
+            if (store_get(&t, VDB_REPLIES, k, (size_t)kl, &v, &err) == 0)
+                reply = json_loadb(v.data, v.len, 0, NULL);
+            k[0] = 'c';
+            cancelled = store_get(&t, VDB_REPLIES, k, (size_t)kl, &v, &err) == 0;
+            store_abort(&t);
+        }
+        if (cancelled) {
+            json_decref(reply);
+            replies_write(st, "c:", wt->id, NULL, 0, 1);
+            replies_write(st, "r:", wt->id, NULL, 0, 1);
+            wt->call->cancelled = 1;
+            deliver(wt, NULL);
+        } else if (reply != NULL) {
+            replies_write(st, "r:", wt->id, NULL, 0, 1);
+            deliver(wt, reply);
+            json_decref(reply);
+        } else if (now >= wt->deadline) {
+            deliver(wt, NULL);
+        }
+    }
+    if (!h2o_linklist_is_empty(&waiters))
+        h2o_timeout_link(reply_loop, &reply_poll, &reply_poll_entry);
+}
+
+int mcp_call_request(mcp_call_t *call, const char *method, json_t *params, mcp_reply_fn cb)
+{
+    mcp_exchange_t *x = call->x;
+    if (!x->accepts_sse || x->finishing) {
+        json_decref(params);
+        return -1;
+    }
+    waiter_t *wt = calloc(1, sizeof(*wt));
+    if (wt == NULL)
+        abort();
+    memcpy(wt->id, "aly-", 4);
+    if (aly_random_b62(wt->id + 4, 24) != 0)
+        abort();
+    wt->call = call;
+    wt->cb = cb;
+    wt->deadline = aly_now_ms() + REPLY_TIMEOUT_MS;
+    h2o_linklist_insert(&waiters, &wt->link);
+    owner_key(x, call->id, wt->owner);
+    replies_write(x->ctx->store, "p:", wt->id, x->principal.id, strlen(x->principal.id), 0);
+    replies_write(x->ctx->store, "", wt->owner, wt->id, strlen(wt->id), 0);
+    if (!reply_poll_ready) {
+        reply_loop = x->ctx->loop;
+        h2o_timeout_init(x->ctx->loop, &reply_poll, REPLY_POLL_MS);
+        reply_poll_entry.cb = poll_replies;
+        reply_poll_ready = 1;
+    }
+    if (!h2o_timeout_is_linked(&reply_poll_entry))
+        h2o_timeout_link(x->ctx->loop, &reply_poll, &reply_poll_entry);
+    mcp_emit(x, json_pack("{s:s, s:s, s:s, s:o}", "jsonrpc", "2.0", "id", wt->id, "method", method, "params", params), 0);
+    return 0;
+}
+
+void mcp_client_reply(mcp_exchange_t *x, json_t *msg)
+{
+    const char *id = json_string_value(json_object_get(msg, "id"));
+    if (id == NULL || strncmp(id, "aly-", 4) != 0 || strlen(id) >= sizeof(((waiter_t *)0)->id))
+        return;
+    for (h2o_linklist_t *l = waiters.next; l != &waiters; l = l->next) {
+        waiter_t *wt = H2O_STRUCT_FROM_MEMBER(waiter_t, link, l);
+        if (strcmp(wt->id, id) == 0) {
+            if (strcmp(wt->call->x->principal.id, x->principal.id) == 0)
+                deliver(wt, msg);
+            return;
+        }
+    }
+    char *text = json_dumps(msg, JSON_COMPACT);
+    char pk[64], rk[64];
+    int pl = snprintf(pk, sizeof(pk), "p:%s", id), rl = snprintf(rk, sizeof(rk), "r:%s", id);
+    store_txn_t t;
+    store_val_t v;
+    aly_err_t err;
+    if (text != NULL && store_begin(x->ctx->store, STORE_WRITE | STORE_VOLATILE, &t, &err) == 0) {
+        if (store_get(&t, VDB_REPLIES, pk, (size_t)pl, &v, &err) == 0 && v.len == strlen(x->principal.id) &&
+            memcmp(v.data, x->principal.id, v.len) == 0 && store_put(&t, VDB_REPLIES, rk, (size_t)rl, text, strlen(text), 0, &err) == 0)
+            store_commit(&t, &err);
+        else
+            store_abort(&t);
+    }
+    free(text);
+}
+
+void mcp_client_abandon(mcp_call_t *target)
+{
+    for (h2o_linklist_t *l = waiters.next; l != &waiters; l = l->next) {
+        waiter_t *wt = H2O_STRUCT_FROM_MEMBER(waiter_t, link, l);
+        if (wt->call == target) {
+            deliver(wt, NULL); /* completes (and frees) target */
+            return;
+        }
+    }
+}
+
+void mcp_client_cancel_remote(mcp_exchange_t *x, json_t *id)
+{
+    char owner[OWNER_KEY_LEN + 1], wid[48];
+    store_txn_t t;
+    store_val_t v;
+    aly_err_t err;
+    int found = 0;
+    if (id == NULL)
+        return;
+    owner_key(x, id, owner);
+    if (store_begin(x->ctx->store, STORE_VOLATILE, &t, &err) == 0) {
+        if (store_get(&t, VDB_REPLIES, owner, strlen(owner), &v, &err) == 0 && v.len < sizeof(wid)) {
+            memcpy(wid, v.data, v.len);
+            wid[v.len] = '\0';
+            found = 1;
+        }
+        store_abort(&t);
+    }
+    if (found)
+        replies_write(x->ctx->store, "c:", wid, "", 0, 0);
+}

@@ -1,0 +1,391 @@
+/*
+ * One exchange on /api/mcp and its output, and the call API of aly/handler.h.
+ *
+ * A POST's messages become calls; each completes synchronously or later and
+ * hands its response here.  Responses are collected while the answer can
+ * still be one JSON body (an array for a batch); the first notification or
+ * server request, when the client accepts text/event-stream, turns the answer
+ * into an SSE stream and replays what was collected.  Output goes through
+ * h2o's generator protocol: one send in flight, the next queued until
+ * proceed.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "aly/http.h"
+#include "aly/log.h"
+#include "aly/mcp_internal.h"
+#include "aly/scope.h"
+
+static h2o_linklist_t pending_calls = {&pending_calls, &pending_calls};
+
+void mcp_buf_append(mcp_buf_t *b, const char *s, size_t n)
+{
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 1024;
+        while (cap < b->len + n)
+            cap *= 2;
+        char *d = realloc(b->data, cap);
+        if (d == NULL)
+            abort();
+        b->data = d;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, s, n);
+    b->len += n;
+}
+
+/* ---- exchange lifetime and output ---- */
+
+void mcp_exchange_release(mcp_exchange_t *x)
+{
+    if (--x->refs != 0)
+        return;
+    free(x->answer.data);
+    free(x->queued.data);
+    free(x->inflight.data);
+    free(x);
+}
+
+static void on_req_disposed(void *p)
+{
+    mcp_exchange_t *x = *(mcp_exchange_t **)p;
+    x->req = NULL;
+    if (x->stream_linked) {
+        /* Still on the open-streams list: a drain that ran first has already unlinked it. */
+        h2o_linklist_unlink(&x->stream_link);
+        x->stream_linked = 0;
+    }
+    if (x->is_stream && h2o_timeout_is_linked(&x->keepalive))
+        h2o_timeout_unlink(&x->keepalive);
+    mcp_exchange_release(x);
+}
+
+mcp_exchange_t *mcp_exchange_new(mcp_ctx_t *ctx, h2o_req_t *req, const principal_t *p)
+{
+    mcp_exchange_t *x = calloc(1, sizeof(*x));
+    if (x == NULL)
+        abort();
+    x->req = req;
+    x->ctx = ctx;
+    x->principal = *p;
+    x->refs = 1;
+    x->status = 200;
+    mcp_exchange_t **link = h2o_mem_alloc_shared(&req->pool, sizeof(*link), on_req_disposed);
+    *link = x;
+    return x;
+}
+
+void mcp_exchange_flush(mcp_exchange_t *x)
+{
+    if (x->req == NULL || x->client_gone || x->sending || x->final_sent)
+        return;
+    if (x->queued.len == 0 && !x->finishing)
+        return;
+    mcp_buf_t t = x->inflight;
+    x->inflight = x->queued;
+    x->queued = t;
+    x->queued.len = 0;
+    h2o_iovec_t v = h2o_iovec_init(x->inflight.data, x->inflight.len);
+    x->sending = 1;
+    if (x->finishing)
+        x->final_sent = 1;
+    h2o_send(x->req, &v, v.len ? 1 : 0, x->finishing ? H2O_SEND_STATE_FINAL : H2O_SEND_STATE_IN_PROGRESS);
+}
+
+static void on_proceed(h2o_generator_t *gen, h2o_req_t *req)
+{
+    (void)req;
+    mcp_exchange_t *x = (mcp_exchange_t *)gen;
+    x->sending = 0;
+    x->inflight.len = 0;
+    mcp_exchange_flush(x);
+}
+
+static void on_stop(h2o_generator_t *gen, h2o_req_t *req)
+{
+    (void)req;
+    mcp_exchange_t *x = (mcp_exchange_t *)gen;
+    x->client_gone = 1;
+}
+
+static void add_session_header(mcp_exchange_t *x)
+{
+    if (x->has_session)
+        h2o_add_header_by_str(&x->req->pool, &x->req->res.headers, H2O_STRLIT("mcp-session-id"), 0, NULL, x->session.id,
+                              strlen(x->session.id));
+}
+
+void mcp_exchange_start_sse(mcp_exchange_t *x)
+{
+    x->out = OUT_SSE;
+    if (x->req == NULL || x->client_gone)
+        return;
+    h2o_req_t *req = x->req;
+    req->res.status = 200;
+    req->res.reason = "OK";
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("text/event-stream"));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-store"));
+    add_session_header(x);
+    x->gen.proceed = on_proceed;
+    x->gen.stop = on_stop;
+    h2o_start_response(req, &x->gen);
+}
+
+static void sse_event(mcp_exchange_t *x, const char *text, size_t len)
+{
+    mcp_buf_append(&x->queued, "event: message\ndata: ", 21);
+    mcp_buf_append(&x->queued, text, len);
+    mcp_buf_append(&x->queued, "\n\n", 2);
+    mcp_exchange_flush(x);
+}
+
+/* Sends the collected JSON answer (or 202 when there is nothing to answer). */
+static void send_json_answer(mcp_exchange_t *x)
+{
+    h2o_req_t *req = x->req;
+    if (req == NULL || x->client_gone)
+        return;
+    if (x->n_answers == 0) {
+        req->res.status = 202;
+        req->res.reason = "Accepted";
+        req->res.content_length = 0;
+        h2o_send_inline(req, "", 0);
+        return;
+    }
+    if (x->batch) {
+        /* The collected answers are already comma-separated: wrap them into an array. */
+        mcp_buf_t b = {NULL, 0, 0};
+        mcp_buf_append(&b, "[", 1);
+        mcp_buf_append(&b, x->answer.data, x->answer.len);
+        mcp_buf_append(&b, "]", 1);
+        free(x->answer.data);
+        x->answer = b;
+    }
+    add_session_header(x);
+    if (x->scope_needed != 0)
+        gate_scope_challenge(x->ctx->gate, req, x->principal.scopes, x->scope_needed);
+    http_send_json(req, x->status, x->status == 200 ? "OK" : x->status == 400 ? "Bad Request" : "Forbidden", x->answer.data,
+                   x->answer.len);
+}
+
+void mcp_exchange_maybe_finish(mcp_exchange_t *x)
+{
+    if (x->pending != 0 || x->finishing || x->dispatching)
+        return;
+    x->finishing = 1;
+    if (x->out == OUT_SSE) {
+        mcp_exchange_flush(x);
+    } else {
+        x->out = OUT_JSON;
+        send_json_answer(x);
+    }
+}
+
+static void emit_text(mcp_exchange_t *x, const char *text, size_t len, int is_response)
+{
+    if (x->out == OUT_SSE) {
+        sse_event(x, text, len);
+        return;
+    }
+    if (!is_response) {
+        if (!x->accepts_sse || x->finishing)
+            return; /* a JSON answer cannot carry notifications */
+        mcp_exchange_start_sse(x);
+        for (size_t i = 0; i < x->n_answers; i++)
+            sse_event(x, x->answer.data + x->answer_off[i], x->answer_len[i]);
+        x->n_answers = 0;
+        x->answer.len = 0;
+        sse_event(x, text, len);
+        return;
+    }
+    if (x->n_answers == ALY_ARRAY_SIZE(x->answer_off))
+        return; /* cannot happen: a body holds at most MCP_MAX_BATCH messages, each answered once */
+    if (x->n_answers > 0)
+        mcp_buf_append(&x->answer, ",", 1);
+    x->answer_off[x->n_answers] = x->answer.len;
+    x->answer_len[x->n_answers] = len;
+    x->n_answers++;
+    mcp_buf_append(&x->answer, text, len);
+}
+
+void mcp_emit(mcp_exchange_t *x, json_t *msg, int is_response)
+{
+    char *text = json_dumps(msg, JSON_COMPACT);
+    json_decref(msg);
+    if (text == NULL)
+        return;
+    emit_text(x, text, strlen(text), is_response);
+    free(text);
+}
+
+/* ---- calls ---- */
+
+mcp_call_t *mcp_call_new(mcp_exchange_t *x, json_t *id, json_t *params)
+{
+    mcp_call_t *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        abort();
+    c->x = x;
+    c->id = json_incref(id);
+    c->meta = json_incref(json_object_get(params, "_meta"));
+    x->refs++;
+    x->pending++;
+    h2o_linklist_insert(&pending_calls, &c->link);
+    return c;
+}
+
+mcp_call_t *mcp_call_find(const mcp_exchange_t *x, json_t *id)
+{
+    for (h2o_linklist_t *l = pending_calls.next; id != NULL && l != &pending_calls; l = l->next) {
+        mcp_call_t *c = H2O_STRUCT_FROM_MEMBER(mcp_call_t, link, l);
+        if (json_equal(c->id, id) && strcmp(c->x->principal.id, x->principal.id) == 0 &&
+            (!x->has_session || (c->x->has_session && strcmp(c->x->session.id, x->session.id) == 0)))
+            return c;
+    }
+    return NULL;
+}
+
+/* Completes c with its serialised response (a JSON-RPC response object). */
+static void call_finish(mcp_call_t *c, const char *response, size_t len)
+{
+    if (c->done)
+        return;
+    c->done = 1;
+    mcp_exchange_t *x = c->x;
+    h2o_linklist_unlink(&c->link);
+    if (!c->cancelled) /* notifications/cancelled: the response is suppressed */
+        emit_text(x, response, len, 1);
+    x->pending--;
+    mcp_exchange_maybe_finish(x);
+    json_decref(c->id);
+    json_decref(c->meta);
+    free(c);
+    mcp_exchange_release(x);
+}
+
+const principal_t *mcp_call_principal(const mcp_call_t *call)
+{
+    return &call->x->principal;
+}
+
+store_t *mcp_call_store(const mcp_call_t *call)
+{
+    return call->x->ctx->store;
+}
+
+json_t *mcp_call_meta(const mcp_call_t *call)
+{
+    return call->meta;
+}
+
+int mcp_call_cancelled(const mcp_call_t *call)
+{
+    return call->cancelled || call->x->client_gone || call->x->req == NULL;
+}
+
+void mcp_call_result_text(mcp_call_t *call, const char *result, size_t len)
+{
+    /* The envelope is assembled as text: the result may come serialised from a cache. */
+    char *id = json_dumps(call->id, JSON_COMPACT | JSON_ENCODE_ANY);
+    mcp_buf_t b = {NULL, 0, 0};
+    static const char head[] = "{\"jsonrpc\":\"2.0\",\"id\":", mid[] = ",\"result\":";
+    mcp_buf_append(&b, head, sizeof(head) - 1);
+    mcp_buf_append(&b, id ? id : "null", id ? strlen(id) : 4);
+    mcp_buf_append(&b, mid, sizeof(mid) - 1);
+    mcp_buf_append(&b, result, len);
+    mcp_buf_append(&b, "}", 1);
+    free(id);
+    call_finish(call, b.data, b.len);
+    free(b.data);
+}
+
+void mcp_call_result(mcp_call_t *call, json_t *result)
+{
+    /* 12 significant digits: 0.0045 stays 0.0045 instead of %.17g's 0.0044999999999999997. */
+    char *text = result != NULL ? json_dumps(result, JSON_COMPACT | JSON_REAL_PRECISION(12)) : NULL;
+    if (text == NULL) {
+        /* A handler failed to build its result (out of memory, or a bad json_pack format). */
+        json_decref(result);
+        log_error("a handler produced no result");
+        mcp_call_error(call, RPC_INTERNAL_ERROR, "internal error: the result could not be built", NULL);
+        return;
+    }
+    if (call->capture != NULL) {
+        call->capture->is_error = json_is_true(json_object_get(result, "isError"));
+        call->capture->text = strdup(text);
+        call->capture->len = strlen(text);
+    }
+    json_decref(result);
+    mcp_call_result_text(call, text, strlen(text));
+    free(text);
+}
+
+void mcp_call_capture(mcp_call_t *call, mcp_capture_t *capture)
+{
+    call->capture = capture;
+}
+
+void mcp_call_error(mcp_call_t *call, int code, const char *message, json_t *data)
+{
+    mcp_exchange_t *x = call->x;
+    if (code == RPC_INSUFFICIENT_SCOPE && !x->batch && x->out != OUT_SSE) {
+        /* A missing scope is an HTTP 403 carrying the insufficient_scope challenge, not a 200. */
+        json_t *rs = json_object_get(data, "required_scope");
+        x->scope_needed = scope_lookup(json_string_value(rs), json_string_length(rs));
+        x->status = 403;
+    }
+    json_t *err = json_pack("{s:i, s:s}", "code", code, "message", message);
+    if (data != NULL)
+        json_object_set_new(err, "data", data);
+    json_t *resp = json_pack("{s:s, s:O, s:o}", "jsonrpc", "2.0", "id", call->id, "error", err);
+    char *text = json_dumps(resp, JSON_COMPACT);
+    json_decref(resp);
+    call_finish(call, text ? text : "", text ? strlen(text) : 0);
+    free(text);
+}
+
+void mcp_call_progress(mcp_call_t *call, double progress, double total, const char *message)
+{
+    json_t *token = json_object_get(call->meta, "progressToken");
+    if (token == NULL || call->done)
+        return;
+    json_t *params = json_pack("{s:O, s:f}", "progressToken", token, "progress", progress);
+    if (total > 0)
+        json_object_set_new(params, "total", json_real(total));
+    if (message != NULL)
+        json_object_set_new(params, "message", json_string(message));
+    mcp_emit(call->x, json_pack("{s:s, s:s, s:o}", "jsonrpc", "2.0", "method", "notifications/progress", "params", params), 0);
+}
+
+void mcp_call_log(mcp_call_t *call, const char *level, const char *logger, json_t *data)
+{
+    int li = mcp_log_level(level);
+    mcp_exchange_t *x = call->x;
+    if (li < 0 || call->done || (x->has_session && (uint64_t)li < x->session.log_level)) {
+        json_decref(data);
+        return;
+    }
+    json_t *params = json_pack("{s:s, s:o}", "level", level, "data", data);
+    if (logger != NULL)
+        json_object_set_new(params, "logger", json_string(logger));
+    mcp_emit(x, json_pack("{s:s, s:s, s:o}", "jsonrpc", "2.0", "method", "notifications/message", "params", params), 0);
+}
+
+json_t *mcp_text_result(const char *text, int is_error)
+{
+    json_t *r = json_pack("{s:[{s:s, s:s}]}", "content", "type", "text", "text", text);
+    if (is_error)
+        json_object_set_new(r, "isError", json_true());
+    return r;
+}
+
+json_t *mcp_structured_result(json_t *structured)
+{
+    char *text = json_dumps(structured, JSON_COMPACT | JSON_REAL_PRECISION(12));
+    json_t *r = json_pack("{s:[{s:s, s:s}], s:o}", "content", "type", "text", "text", text != NULL ? text : "", "structuredContent",
+                          structured);
+    free(text);
+    return r;
+}

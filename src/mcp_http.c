@@ -1,0 +1,296 @@
+/*
+ * The HTTP front of /api/mcp: the DNS-rebinding guard (Origin, Host), the
+ * protocol version header, the credential gate, then GET (a session's event
+ * stream), DELETE (end a session) or POST (one message, or a 2025-03-26
+ * batch, dispatched into an exchange).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "aly/http.h"
+#include "aly/mcp_internal.h"
+
+#define PROTOCOL_DEFAULT 2        /* a request without MCP-Protocol-Version is 2025-03-26 */
+#define STREAM_KEEPALIVE_MS 20000 /* Node's fetch drops an SSE stream silent for 300 s */
+
+const char *const mcp_protocol_versions[] = {"2025-11-25", "2025-06-18", "2025-03-26"};
+const size_t mcp_protocol_count = ALY_ARRAY_SIZE(mcp_protocol_versions);
+
+static h2o_linklist_t open_streams = {&open_streams, &open_streams};
+static h2o_timeout_t keepalive_timeout;
+static int keepalive_ready;
+
+static h2o_iovec_t header(h2o_req_t *req, const char *lcname)
+{
+    ssize_t i = h2o_find_header_by_str(&req->headers, lcname, strlen(lcname), -1);
+    return i >= 0 ? req->headers.entries[i].value : h2o_iovec_init(NULL, 0);
+}
+
+static int list_has(const aly_strlist_t *l, const char *s, size_t n)
+{
+    for (size_t i = 0; i < l->n; i++)
+        if (strlen(l->items[i]) == n && strncasecmp(l->items[i], s, n) == 0)
+            return 1;
+    return 0;
+}
+
+/* Host against allowed_hosts; a port equal to the scheme's default may be left out on either side. */
+static int host_allowed(const aly_config_t *cfg, h2o_req_t *req)
+{
+    h2o_iovec_t a = req->input.authority;
+    if (a.len == 0 || a.len > 255)
+        return 0;
+    if (list_has(&cfg->allowed_hosts, a.base, a.len))
+        return 1;
+    const char *def = req->scheme == &H2O_URL_SCHEME_HTTPS ? ":443" : ":80";
+    char buf[300];
+    if (a.len > strlen(def) && memcmp(a.base + a.len - strlen(def), def, strlen(def)) == 0)
+        return list_has(&cfg->allowed_hosts, a.base, a.len - strlen(def));
+    snprintf(buf, sizeof(buf), "%.*s%s", (int)a.len, a.base, def);
+    return list_has(&cfg->allowed_hosts, buf, strlen(buf));
+}
+
+static void refuse(h2o_req_t *req, int status, const char *reason, int code, const char *message)
+{
+    http_send_rpc_error(req, status, reason, code, message, NULL);
+}
+
+/* A session that could not be loaded: 503 when the store failed, 404 when it is unknown or expired. */
+static void refuse_session(h2o_req_t *req, int rc, const char *unknown)
+{
+    refuse(req, rc < 0 ? 503 : 404, rc < 0 ? "Service Unavailable" : "Not Found", RPC_INVALID_REQUEST,
+           rc < 0 ? "the session store cannot be read" : unknown);
+}
+
+static int accepts(h2o_iovec_t accept, const char *type)
+{
+    return accept.base != NULL && h2o_strstr(accept.base, accept.len, type, strlen(type)) != SIZE_MAX;
+}
+
+static void on_keepalive(h2o_timeout_entry_t *entry)
+{
+    mcp_exchange_t *x = H2O_STRUCT_FROM_MEMBER(mcp_exchange_t, keepalive, entry);
+    mcp_buf_append(&x->queued, ": keep-alive\n\n", 14);
+    mcp_exchange_flush(x);
+    h2o_timeout_link(x->ctx->loop, &keepalive_timeout, &x->keepalive);
+}
+
+void mcp_close_streams(void)
+{
+    while (!h2o_linklist_is_empty(&open_streams)) {
+        mcp_exchange_t *x = H2O_STRUCT_FROM_MEMBER(mcp_exchange_t, stream_link, open_streams.next);
+        h2o_linklist_unlink(&x->stream_link);
+        x->stream_linked = 0;
+        if (h2o_timeout_is_linked(&x->keepalive))
+            h2o_timeout_unlink(&x->keepalive);
+        x->finishing = 1;
+        mcp_exchange_flush(x);
+    }
+}
+
+static void serve_get(mcp_ctx_t *ctx, h2o_req_t *req, const principal_t *p, h2o_iovec_t sid)
+{
+    if (sid.base == NULL) {
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, H2O_STRLIT("POST, DELETE"));
+        refuse(req, 405, "Method Not Allowed", RPC_INVALID_REQUEST,
+               "GET opens the event stream of a session: send Mcp-Session-Id (from initialize)");
+        return;
+    }
+    if (!accepts(header(req, "accept"), "text/event-stream")) {
+        refuse(req, 406, "Not Acceptable", RPC_INVALID_REQUEST, "the event stream needs Accept: text/event-stream");
+        return;
+    }
+    session_record_t s;
+    int rc = mcp_session_load(ctx->store, sid.base, sid.len, p, &s);
+    if (rc != 0) {
+        refuse_session(req, rc, "unknown or expired session: initialize again");
+        return;
+    }
+    mcp_exchange_t *x = mcp_exchange_new(ctx, req, p);
+    x->is_stream = 1;
+    x->has_session = 1;
+    x->session = s;
+    if (!keepalive_ready) {
+        h2o_timeout_init(ctx->loop, &keepalive_timeout, STREAM_KEEPALIVE_MS);
+        keepalive_ready = 1;
+    }
+    x->keepalive.cb = on_keepalive;
+    h2o_timeout_link(ctx->loop, &keepalive_timeout, &x->keepalive);
+    h2o_linklist_insert(&open_streams, &x->stream_link);
+    x->stream_linked = 1;
+    mcp_exchange_start_sse(x);
+    mcp_buf_append(&x->queued, ": stream open\n\n", 15);
+    mcp_exchange_flush(x);
+}
+
+static void serve_delete(mcp_ctx_t *ctx, h2o_req_t *req, const principal_t *p, h2o_iovec_t sid)
+{
+    session_record_t s;
+    if (sid.base == NULL) {
+        refuse(req, 400, "Bad Request", RPC_INVALID_REQUEST, "DELETE ends a session: send its Mcp-Session-Id");
+        return;
+    }
+    int rc = mcp_session_load(ctx->store, sid.base, sid.len, p, &s);
+    if (rc != 0) {
+        refuse_session(req, rc, "unknown or expired session");
+        return;
+    }
+    mcp_session_delete(ctx->store, s.id);
+    req->res.status = 204;
+    req->res.reason = "No Content";
+    h2o_send_inline(req, "", 0);
+}
+
+/* The access log's rpc field: the method, "tools/call:NAME" for a tool, or "batch:N". */
+static void log_rpc(h2o_req_t *req, json_t *body)
+{
+    char buf[160];
+    if (json_is_array(body)) {
+        snprintf(buf, sizeof(buf), "batch:%zu", json_array_size(body));
+    } else {
+        const char *m = json_string_value(json_object_get(body, "method"));
+        const char *tool = json_string_value(json_object_get(json_object_get(body, "params"), "name"));
+        if (m == NULL)
+            snprintf(buf, sizeof(buf), "%s", json_object_get(body, "id") != NULL ? "response" : "-");
+        else if (tool != NULL && strcmp(m, "tools/call") == 0)
+            snprintf(buf, sizeof(buf), "tools/call:%.100s", tool);
+        else
+            snprintf(buf, sizeof(buf), "%.150s", m);
+    }
+    http_log_note(req, "rpc", buf, strlen(buf));
+}
+
+static int is_initialize(json_t *msg)
+{
+    const char *m = json_string_value(json_object_get(msg, "method"));
+    return m != NULL && strcmp(m, "initialize") == 0;
+}
+
+/* Why a batch cannot be served, or NULL. */
+static const char *batch_refusal(json_t *body, int protocol)
+{
+    if (strcmp(mcp_protocol_versions[protocol], "2025-03-26") != 0)
+        return "batches are only part of protocol 2025-03-26: send one message per POST";
+    if (json_array_size(body) == 0)
+        return "an empty batch";
+    if (json_array_size(body) > MCP_MAX_BATCH)
+        return "a batch holds at most 100 messages";
+    return NULL;
+}
+
+static void serve_post(mcp_ctx_t *ctx, h2o_req_t *req, const principal_t *p, h2o_iovec_t sid, int protocol, int pv_sent)
+{
+    h2o_iovec_t accept = header(req, "accept");
+    int sse = accepts(accept, "text/event-stream"), json = accepts(accept, "application/json") || accepts(accept, "*/*");
+    if (accept.base != NULL && !sse && !json) {
+        refuse(req, 406, "Not Acceptable", RPC_INVALID_REQUEST, "Accept must include application/json and text/event-stream");
+        return;
+    }
+    ssize_t ct = h2o_find_header(&req->headers, H2O_TOKEN_CONTENT_TYPE, -1);
+    if (ct < 0 || !accepts(req->headers.entries[ct].value, "application/json")) {
+        refuse(req, 415, "Unsupported Media Type", RPC_INVALID_REQUEST, "POST a JSON-RPC message as application/json");
+        return;
+    }
+    json_error_t jerr;
+    json_t *body = json_loadb(req->entity.base, req->entity.len, JSON_DECODE_ANY, &jerr);
+    if (body == NULL) {
+        char msg[300];
+        snprintf(msg, sizeof(msg), "Parse error: %s (at byte %d)", jerr.text, jerr.position);
+        refuse(req, 400, "Bad Request", RPC_PARSE_ERROR, msg);
+        return;
+    }
+    int batch = json_is_array(body);
+    log_rpc(req, body);
+    if (!batch && !json_is_object(body)) {
+        json_decref(body);
+        refuse(req, 400, "Bad Request", RPC_INVALID_REQUEST, "the body must be a JSON-RPC message (an object)");
+        return;
+    }
+    session_record_t s;
+    int has_session = 0;
+    if (sid.base != NULL && !(!batch && is_initialize(body))) {
+        int rc = mcp_session_load(ctx->store, sid.base, sid.len, p, &s);
+        if (rc != 0) {
+            json_decref(body);
+            refuse_session(req, rc, "unknown or expired session: initialize again");
+            return;
+        }
+        has_session = 1;
+        if (!pv_sent)
+            for (size_t i = 0; i < mcp_protocol_count; i++)
+                if (strcmp(s.protocol, mcp_protocol_versions[i]) == 0)
+                    protocol = (int)i;
+    }
+    const char *why = batch ? batch_refusal(body, protocol) : NULL;
+    if (why != NULL) {
+        json_decref(body);
+        refuse(req, 400, "Bad Request", RPC_INVALID_REQUEST, why);
+        return;
+    }
+
+    mcp_exchange_t *x = mcp_exchange_new(ctx, req, p);
+    x->batch = batch;
+    x->accepts_sse = sse;
+    x->protocol = protocol;
+    x->has_session = has_session;
+    if (has_session)
+        x->session = s;
+    x->refs++; /* held while dispatching, so nothing can free x under us */
+    x->dispatching = 1;
+    if (batch) {
+        size_t i;
+        json_t *m;
+        json_array_foreach(body, i, m) mcp_dispatch(x, m);
+    } else {
+        mcp_dispatch(x, body);
+        /* A single invalid message: HTTP 400 with its JSON-RPC error (no call was made). */
+        if (x->pending == 0 && x->n_answers == 1 &&
+            (x->protocol_error_code == RPC_INVALID_REQUEST || x->protocol_error_code == RPC_PARSE_ERROR))
+            x->status = 400;
+    }
+    json_decref(body);
+    x->dispatching = 0;
+    mcp_exchange_maybe_finish(x);
+    mcp_exchange_release(x);
+}
+
+void mcp_serve(void *vctx, h2o_req_t *req)
+{
+    mcp_ctx_t *ctx = vctx;
+    /* DNS-rebinding guard first: a browser page must not reach us through a name it controls. */
+    h2o_iovec_t origin = header(req, "origin");
+    if (origin.base != NULL && !list_has(&ctx->cfg->allowed_origins, origin.base, origin.len)) {
+        refuse(req, 403, "Forbidden", RPC_INVALID_REQUEST, "Origin not allowed (allowed_origins)");
+        return;
+    }
+    if (!host_allowed(ctx->cfg, req)) {
+        refuse(req, 421, "Misdirected Request", RPC_INVALID_REQUEST, "Host not served here (allowed_hosts)");
+        return;
+    }
+    h2o_iovec_t pv = header(req, "mcp-protocol-version");
+    int protocol = PROTOCOL_DEFAULT;
+    if (pv.base != NULL) {
+        size_t i;
+        for (i = 0; i < mcp_protocol_count; i++)
+            if (h2o_memis(pv.base, pv.len, mcp_protocol_versions[i], strlen(mcp_protocol_versions[i])))
+                break;
+        if (i == mcp_protocol_count) {
+            refuse(req, 400, "Bad Request", RPC_INVALID_REQUEST,
+                   "unsupported MCP-Protocol-Version (supported: 2025-11-25, 2025-06-18, 2025-03-26)");
+            return;
+        }
+        protocol = (int)i;
+    }
+    principal_t p;
+    if (gate_pass(ctx->gate, req, &p) != 0)
+        return;
+    h2o_iovec_t sid = header(req, "mcp-session-id");
+    if (h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET")))
+        serve_get(ctx, req, &p, sid);
+    else if (h2o_memis(req->method.base, req->method.len, H2O_STRLIT("DELETE")))
+        serve_delete(ctx, req, &p, sid);
+    else
+        serve_post(ctx, req, &p, sid, protocol, pv.base != NULL);
+}
