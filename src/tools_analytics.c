@@ -85,7 +85,7 @@ static int order_cb(void *vctx, const store_val_t *key, const store_val_t *val)
     const char *k = key->data;
     if (key->len < r->prefix_len + 17)
         return 0;
-    char hex[17], id[ALY_ID_MAX];
+    char hex[17];
     memcpy(hex, k + r->prefix_len, 16);
     hex[16] = '\0';
     uint64_t ms = strtoull(hex, NULL, 16);
@@ -94,13 +94,8 @@ static int order_cb(void *vctx, const store_val_t *key, const store_val_t *val)
         return 0;
     if (idx >= r->days)
         return 1;
-    size_t idlen = key->len - r->prefix_len - 17;
-    if (idlen >= sizeof(id))
-        return 0;
-    memcpy(id, k + r->prefix_len + 17, idlen);
-    id[idlen] = '\0';
     order_record_t o;
-    int rc = shop_order_get(r->t, r->ws, id, &o, &r->err);
+    int rc = tools_order_at(r->t, r->ws, key, &o, &r->err);
     if (rc < 0) {
         r->failed = 1;
         return -1;

@@ -1,13 +1,13 @@
 /*
- * Helpers shared by the workspace tools (aly/tools.h): results, transactions,
- * audit, cursors, and the JSON views of records.  tools_register() is here too.
+ * Helpers shared by the workspace tools (aly/tools.h): results, the checks
+ * and loads that end a call early, the mutation epilogue (audit, commit),
+ * and the JSON views of records.  tools_register() is here too.
  */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "aly/cursor.h"
 #include "aly/log.h"
 #include "aly/tools.h"
 
@@ -28,14 +28,20 @@ const char *tools_ws(mcp_call_t *call)
     return mcp_call_principal(call)->workspace;
 }
 
-mcp_status_t tools_fail(mcp_call_t *call, const char *fmt, ...)
+static mcp_status_t vfail(mcp_call_t *call, const char *fmt, va_list ap)
 {
     char msg[600];
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    mcp_call_result(call, mcp_text_result(msg, 1));
+    return MCP_DONE;
+}
+
+mcp_status_t tools_fail(mcp_call_t *call, const char *fmt, ...)
+{
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    vfail(call, fmt, ap);
     va_end(ap);
-    mcp_call_result(call, mcp_text_result(msg, 1));
     return MCP_DONE;
 }
 
@@ -61,65 +67,80 @@ int tools_begin(mcp_call_t *call, int write, store_txn_t *t)
     return 0;
 }
 
-int tools_commit(mcp_call_t *call, store_txn_t *t)
+int tools_check(mcp_call_t *call, store_txn_t *t, int rc, const aly_err_t *err, const char *fmt, ...)
 {
-    aly_err_t err;
-    if (store_commit(t, &err) != 0) {
-        tools_store_error(call, &err);
+    if (rc == 0)
+        return 0;
+    store_abort(t);
+    if (rc < 0) {
+        tools_store_error(call, err);
         return -1;
     }
-    return 0;
+    va_list ap;
+    va_start(ap, fmt);
+    vfail(call, fmt, ap);
+    va_end(ap);
+    return -1;
 }
 
 int tools_load_site(mcp_call_t *call, store_txn_t *t, const char *site_id, site_record_t *s)
 {
     aly_err_t err;
-    int rc = shop_site_get(t, tools_ws(call), site_id, s, &err);
-    if (rc == 0)
-        return 0;
-    store_abort(t);
-    if (rc < 0)
-        tools_store_error(call, &err);
-    else
-        tools_fail(call, "site_id: no site %s in this workspace (sites.list shows the sites)", site_id);
-    return -1;
+    return tools_check(call, t, shop_site_get(t, tools_ws(call), site_id, s, &err), &err,
+                       "site_id: no site %s in this workspace (sites.list shows the sites)", site_id);
 }
 
-int tools_audit(mcp_call_t *call, store_txn_t *t, const char *tool, const char *object, uint64_t before, uint64_t after,
-                aly_err_t *err)
+int tools_load_product(mcp_call_t *call, store_txn_t *t, const site_record_t *s, const char *product_id, product_record_t *p)
 {
-    return shop_audit(t, tools_ws(call), mcp_call_principal(call)->id, tool, object, before, after, err);
+    aly_err_t err;
+    return tools_check(call, t, shop_product_get(t, tools_ws(call), s->id, product_id, p, &err), &err,
+                       "product_id: no product %s in site %s", product_id, s->id);
 }
 
-int tools_cursor_in(json_t *args, const char *kind, char *after, size_t len)
+int tools_load_order(mcp_call_t *call, store_txn_t *t, const char *order_id, order_record_t *o)
 {
-    json_t *c = json_object_get(args, "cursor");
-    after[0] = '\0';
-    if (c == NULL)
-        return 0;
-    char payload[CURSOR_MAX_PAYLOAD + 1];
-    long n = json_is_string(c) ? cursor_decode(json_string_value(c), json_string_length(c), payload, sizeof(payload)) : -1;
-    size_t kl = strlen(kind);
-    if (n < (long)kl + 1 || strncmp(payload, kind, kl) != 0 || payload[kl] != '|' || (size_t)n - kl - 1 >= len)
-        return -1;
-    memcpy(after, payload + kl + 1, (size_t)n - kl - 1);
-    after[n - kl - 1] = '\0';
-    return 0;
+    aly_err_t err;
+    return tools_check(call, t, shop_order_get(t, tools_ws(call), order_id, o, &err), &err,
+                       "order_id: no order %s in this workspace (orders.list shows a site's orders)", order_id);
 }
 
-json_t *tools_cursor_out(const char *kind, const char *after)
+int tools_order_at(store_txn_t *t, const char *ws, const store_val_t *key, order_record_t *o, aly_err_t *err)
 {
-    char payload[CURSOR_MAX_PAYLOAD], text[2 * CURSOR_MAX_PAYLOAD];
-    int n = snprintf(payload, sizeof(payload), "%s|%s", kind, after);
-    if (n <= 0 || (size_t)n >= sizeof(payload) || cursor_encode(payload, (size_t)n, text, sizeof(text)) == 0)
-        return json_null();
-    return json_string(text);
+    const char *k = key->data, *slash = memrchr(k, '/', key->len);
+    char id[ALY_ID_MAX];
+    size_t idlen = slash != NULL ? key->len - (size_t)(slash + 1 - k) : sizeof(id);
+    if (idlen >= sizeof(id))
+        return 1;
+    memcpy(id, slash + 1, idlen);
+    id[idlen] = '\0';
+    return shop_order_get(t, ws, id, o, err);
 }
 
-int tools_limit(json_t *args)
+int tools_expect_version(mcp_call_t *call, store_txn_t *t, json_t *args, const char *what, uint64_t version)
 {
-    json_t *l = json_object_get(args, "limit");
-    return json_is_integer(l) ? (int)json_integer_value(l) : TOOLS_DEFAULT_LIMIT;
+    json_t *expected = json_object_get(args, "expected_version");
+    int stale = expected != NULL && (uint64_t)json_integer_value(expected) != version;
+    return tools_check(call, t, stale, NULL, "expected_version: the %s is at version %llu, not %lld; nothing was written (get it again)",
+                       what, (unsigned long long)version, (long long)json_integer_value(expected));
+}
+
+mcp_status_t tools_finish(mcp_call_t *call, store_txn_t *t, int rc, const aly_err_t *err, const tools_change_t *ch, json_t *result)
+{
+    aly_err_t own;
+    if (rc == 0 && shop_audit(t, tools_ws(call), mcp_call_principal(call)->id, ch->tool, ch->object, ch->before, ch->after, &own) != 0) {
+        rc = -1;
+        err = &own;
+    }
+    if (rc != 0) {
+        store_abort(t);
+        json_decref(result);
+        return tools_store_error(call, err);
+    }
+    if (store_commit(t, &own) != 0) {
+        json_decref(result);
+        return tools_store_error(call, &own);
+    }
+    return tools_ok(call, result);
 }
 
 json_t *tools_money(uint64_t amount, const char *currency)
@@ -179,17 +200,14 @@ typedef struct complete_ctx {
     json_t *out;
 } complete_ctx_t;
 
-static int complete_cb(void *vctx, const store_val_t *key, const store_val_t *val)
+static int complete_cb(void *vctx, const store_val_t *key, void *rec)
 {
     (void)key;
     complete_ctx_t *c = vctx;
-    site_record_t s;
-    aly_err_t err;
-    if (record_decode(&record_site, val->data, val->len, &s, &err) != 0)
-        return 0;
+    const site_record_t *s = rec;
     size_t n = strlen(c->prefix);
-    if (strncmp(s.id, c->prefix, n) == 0 || strncasecmp(s.name, c->prefix, n) == 0)
-        json_array_append_new(c->out, json_string(s.id));
+    if (strncmp(s->id, c->prefix, n) == 0 || strncasecmp(s->name, c->prefix, n) == 0)
+        json_array_append_new(c->out, json_string(s->id));
     return json_array_size(c->out) >= 100;
 }
 
@@ -202,9 +220,12 @@ json_t *tools_complete_site(mcp_call_t *call, const char *arg, const char *prefi
     aly_err_t err;
     char k[64];
     size_t kl = shop_key(k, sizeof(k), tools_ws(call), 'S', NULL, NULL);
+    site_record_t s;
     complete_ctx_t c = {prefix, out};
+    /* Suggestions are best effort: a record that does not decode is simply not suggested. */
+    store_records_t r = {&record_site, &s, complete_cb, NULL, &c};
     if (store_begin(mcp_call_store(call), 0, &t, &err) == 0) {
-        store_scan(&t, DB_DATA, k, kl, NULL, 0, complete_cb, &c, &err);
+        store_scan_records(&t, DB_DATA, k, kl, NULL, 0, &r, &err);
         store_abort(&t);
     }
     return out;

@@ -13,48 +13,22 @@
 
 typedef struct list_ctx {
     store_txn_t *t;
-    const char *ws;
-    json_t *items;
-    int limit, more, failed;
-    const char *status;
-    char last[96];
-    size_t prefix_len;
-    aly_err_t err;
+    const char *ws, *status;
 } list_ctx_t;
 
-static int list_cb(void *vctx, const store_val_t *key, const store_val_t *val)
+static int list_item(void *vctx, const store_val_t *key, const void *rec, json_t **out, aly_err_t *err)
 {
-    (void)val;
+    (void)rec;
     list_ctx_t *c = vctx;
-    const char *k = key->data;
-    const char *slash = memrchr(k, '/', key->len);
-    if (slash == NULL)
-        return 0;
-    char id[ALY_ID_MAX];
-    size_t idlen = key->len - (size_t)(slash + 1 - k);
-    if (idlen >= sizeof(id))
-        return 0;
-    memcpy(id, slash + 1, idlen);
-    id[idlen] = '\0';
     order_record_t o;
-    int rc = shop_order_get(c->t, c->ws, id, &o, &c->err);
-    if (rc < 0) {
-        c->failed = 1;
+    int rc = tools_order_at(c->t, c->ws, key, &o, err);
+    if (rc < 0)
         return -1;
-    }
     if (rc == 1 || (c->status != NULL && strcmp(o.status, c->status) != 0))
         return 0;
-    if ((int)json_array_size(c->items) == c->limit) {
-        c->more = 1;
-        return 1;
-    }
-    json_array_append_new(c->items, tools_order_json(&o));
-    size_t sl = key->len - c->prefix_len;
-    if (sl < sizeof(c->last)) {
-        memcpy(c->last, k + c->prefix_len, sl);
-        c->last[sl] = '\0';
-    }
-    return 0;
+    if (out != NULL)
+        *out = tools_order_json(&o);
+    return 1;
 }
 
 /* "since" as a date (YYYY-MM-DD) or an RFC 3339 time with Z; ms since the epoch, or -1. */
@@ -74,79 +48,47 @@ static int64_t parse_since(const char *s)
 
 static mcp_status_t orders_list(mcp_call_t *call, json_t *args)
 {
-    const char *ws = tools_ws(call), *site = json_string_value(json_object_get(args, "site_id"));
     const char *since = json_string_value(json_object_get(args, "since"));
-    char after[96], prefix[128], start[200];
-    if (tools_cursor_in(args, "orders", after, sizeof(after)) != 0)
-        return tools_fail(call, "cursor: not a cursor from orders.list; pass next_cursor back unchanged, or omit it");
+    tools_page_t pg;
+    if (tools_page_in(call, args, "orders", &pg) != 0)
+        return MCP_DONE;
     int64_t since_ms = 0;
     if (since != NULL && (since_ms = parse_since(since)) < 0)
         return tools_fail(call, "since: must be a date (YYYY-MM-DD) or a UTC time (YYYY-MM-DDTHH:MM:SSZ)");
     site_record_t s;
     store_txn_t t;
-    aly_err_t err;
-    if (tools_begin(call, 0, &t) != 0 || tools_load_site(call, &t, site, &s) != 0)
+    if (tools_begin(call, 0, &t) != 0 || tools_load_site(call, &t, json_string_value(json_object_get(args, "site_id")), &s) != 0)
         return MCP_DONE;
-    size_t pl = shop_key(prefix, sizeof(prefix), ws, 'T', s.id, "");
-    size_t sl = 0;
-    const char *from = NULL;
-    if (after[0]) {
-        sl = shop_key(start, sizeof(start), ws, 'T', s.id, after);
-        from = start;
-    } else if (since_ms > 0) {
-        char ts[20];
-        /* Resume "after" the key just before since: every order at or after since sorts later. */
-        snprintf(ts, sizeof(ts), "%016llx", (unsigned long long)(since_ms - 1));
-        sl = shop_key(start, sizeof(start), ws, 'T', s.id, ts);
-        from = start;
-    }
-    list_ctx_t c = {.t = &t, .ws = ws, .items = json_array(), .limit = tools_limit(args),
-                    .status = json_string_value(json_object_get(args, "status")), .prefix_len = pl};
-    int rc = store_scan(&t, DB_DATA, prefix, pl, from, sl, list_cb, &c, &err);
-    store_abort(&t);
-    if (rc != 0 || c.failed) {
-        json_decref(c.items);
-        return tools_store_error(call, c.failed ? &c.err : &err);
-    }
-    return tools_ok(call, json_pack("{s:s, s:o, s:o}", "site_id", s.id, "orders", c.items, "next_cursor",
-                                    c.more ? tools_cursor_out("orders", c.last) : json_null()));
-}
-
-static int load_order(mcp_call_t *call, store_txn_t *t, json_t *args, order_record_t *o)
-{
-    const char *id = json_string_value(json_object_get(args, "order_id"));
-    aly_err_t err;
-    int rc = shop_order_get(t, tools_ws(call), id, o, &err);
-    if (rc == 0)
-        return 0;
-    store_abort(t);
-    if (rc < 0)
-        tools_store_error(call, &err);
-    else
-        tools_fail(call, "order_id: no order %s in this workspace (orders.list shows a site's orders)", id);
-    return -1;
+    /* Time index keys are "<ms:16x>/<order>": resuming after the instant just before since starts at since. */
+    char from[20];
+    snprintf(from, sizeof(from), "%016llx", (unsigned long long)(since_ms - 1));
+    list_ctx_t c = {&t, tools_ws(call), json_string_value(json_object_get(args, "status"))};
+    tools_list_t l = {.kind = "orders", .type = 'T', .site = s.id, .from = since_ms > 0 ? from : NULL, .item = list_item, .ctx = &c};
+    return tools_list(call, &t, &pg, &l, json_pack("{s:s}", "site_id", s.id));
 }
 
 static mcp_status_t orders_get(mcp_call_t *call, json_t *args)
 {
     order_record_t o;
     store_txn_t t;
-    if (tools_begin(call, 0, &t) != 0 || load_order(call, &t, args, &o) != 0)
+    if (tools_begin(call, 0, &t) != 0 || tools_load_order(call, &t, json_string_value(json_object_get(args, "order_id")), &o) != 0)
         return MCP_DONE;
     store_abort(&t);
     return tools_ok(call, tools_order_json(&o));
 }
 
+/* The order as it stands, nothing written: the answer to a change it already has. */
+static mcp_status_t unchanged(mcp_call_t *call, store_txn_t *t, const order_record_t *o)
+{
+    store_abort(t);
+    return tools_ok(call, tools_order_json(o));
+}
+
 static mcp_status_t write_order(mcp_call_t *call, store_txn_t *t, order_record_t *o, const char *tool, uint64_t before)
 {
     aly_err_t err;
-    if (shop_order_put(t, tools_ws(call), o, 0, &err) != 0 || tools_audit(call, t, tool, o->id, before, o->version, &err) != 0) {
-        store_abort(t);
-        return tools_store_error(call, &err);
-    }
-    if (tools_commit(call, t) != 0)
-        return MCP_DONE;
-    return tools_ok(call, tools_order_json(o));
+    int rc = shop_order_put(t, tools_ws(call), o, 0, &err);
+    return tools_finish(call, t, rc, &err, &(tools_change_t){tool, o->id, before, o->version}, tools_order_json(o));
 }
 
 static mcp_status_t orders_fulfill(mcp_call_t *call, json_t *args)
@@ -155,18 +97,17 @@ static mcp_status_t orders_fulfill(mcp_call_t *call, json_t *args)
     const char *tracking = json_string_value(json_object_get(args, "tracking_number"));
     order_record_t o;
     store_txn_t t;
-    if (tools_begin(call, 1, &t) != 0 || load_order(call, &t, args, &o) != 0)
+    if (tools_begin(call, 1, &t) != 0 || tools_load_order(call, &t, json_string_value(json_object_get(args, "order_id")), &o) != 0)
         return MCP_DONE;
     if (strcmp(o.status, "fulfilled") == 0) {
-        store_abort(&t);
-        if (strcmp(o.carrier, carrier) != 0 || strcmp(o.tracking, tracking) != 0)
-            return tools_fail(call, "order %s is already fulfilled with %s %s; nothing was changed", o.id, o.carrier, o.tracking);
-        return tools_ok(call, tools_order_json(&o)); /* the same fulfilment again: idempotent */
+        if (tools_check(call, &t, strcmp(o.carrier, carrier) != 0 || strcmp(o.tracking, tracking) != 0, NULL,
+                        "order %s is already fulfilled with %s %s; nothing was changed", o.id, o.carrier, o.tracking) != 0)
+            return MCP_DONE;
+        return unchanged(call, &t, &o); /* the same fulfilment again: idempotent */
     }
-    if (strcmp(o.status, "paid") != 0) {
-        store_abort(&t);
-        return tools_fail(call, "order %s is %s: only paid orders can be fulfilled", o.id, o.status);
-    }
+    if (tools_check(call, &t, strcmp(o.status, "paid") != 0, NULL, "order %s is %s: only paid orders can be fulfilled", o.id,
+                    o.status) != 0)
+        return MCP_DONE;
     uint64_t before = o.version;
     snprintf(o.status, sizeof(o.status), "fulfilled");
     snprintf(o.carrier, sizeof(o.carrier), "%s", carrier);
@@ -180,16 +121,12 @@ static mcp_status_t orders_cancel(mcp_call_t *call, json_t *args)
 {
     order_record_t o;
     store_txn_t t;
-    if (tools_begin(call, 1, &t) != 0 || load_order(call, &t, args, &o) != 0)
+    if (tools_begin(call, 1, &t) != 0 || tools_load_order(call, &t, json_string_value(json_object_get(args, "order_id")), &o) != 0)
         return MCP_DONE;
-    if (strcmp(o.status, "cancelled") == 0) {
-        store_abort(&t);
-        return tools_ok(call, tools_order_json(&o));
-    }
-    if (strcmp(o.status, "fulfilled") == 0) {
-        store_abort(&t);
-        return tools_fail(call, "order %s is already fulfilled and cannot be cancelled", o.id);
-    }
+    if (strcmp(o.status, "cancelled") == 0)
+        return unchanged(call, &t, &o);
+    if (tools_check(call, &t, strcmp(o.status, "fulfilled") == 0, NULL, "order %s is already fulfilled and cannot be cancelled", o.id) != 0)
+        return MCP_DONE;
     uint64_t before = o.version;
     snprintf(o.status, sizeof(o.status), "cancelled");
     o.cancelled_ms = aly_wall_ms();
@@ -199,7 +136,7 @@ static mcp_status_t orders_cancel(mcp_call_t *call, json_t *args)
 
 #define ORDER_OUT                                                                                                               \
     "{\"type\":\"object\",\"properties\":{\"id\":{\"type\":\"string\"},\"site_id\":{\"type\":\"string\"},"                      \
-    "\"status\":{\"type\":\"string\",\"enum\":[\"pending\",\"paid\",\"fulfilled\",\"cancelled\"]},\"total\":" MONEY_OUT ","     \
+    "\"status\":" ORDER_STATUS_SCHEMA ",\"total\":" MONEY_OUT ","                                                           \
     "\"line_items\":{\"type\":\"array\",\"items\":{\"type\":\"object\",\"properties\":{\"product_id\":{\"type\":\"string\"},"    \
     "\"quantity\":{\"type\":\"integer\"},\"unit_price\":" MONEY_OUT "}}},"                                                      \
     "\"fulfillment\":{\"type\":[\"object\",\"null\"]},\"version\":{\"type\":\"integer\"}},"                                     \
@@ -211,7 +148,7 @@ const mcp_tool_desc_t tools_orders[] = {
      "Paged: pass next_cursor back as cursor until it is null.",
      SCOPE_READ_ORDERS,
      "{\"type\":\"object\",\"properties\":{\"site_id\":" SITE_ID ","
-     "\"status\":{\"type\":\"string\",\"enum\":[\"pending\",\"paid\",\"fulfilled\",\"cancelled\"]},"
+     "\"status\":" ORDER_STATUS_SCHEMA ","
      "\"since\":{\"type\":\"string\",\"minLength\":10,\"maxLength\":30,\"description\":\"YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ\"},"
      LIMIT_CURSOR "},\"required\":[\"site_id\"],\"additionalProperties\":false}",
      "{\"type\":\"object\",\"properties\":{\"site_id\":{\"type\":\"string\"},\"orders\":{\"type\":\"array\",\"items\":" ORDER_OUT "},"

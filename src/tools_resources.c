@@ -1,5 +1,5 @@
 /*
- * Resources and prompts over the workspace data (SPEC §4): the templates
+ * Resources and prompts over the workspace data: the templates
  * aly://sites/{site_id}, aly://sites/{site_id}/products/{product_id} and
  * aly://orders/{order_id} (JSON, scope-checked like the tools that read the
  * same records), and the prompts sales-report and fulfilment-queue, whose
@@ -11,8 +11,15 @@
 
 #include "aly/tools.h"
 
-static mcp_status_t contents(mcp_call_t *call, const char *uri, json_t *doc)
+/* Completes a read: rc is the lookup's (0 found: doc is its JSON, 1 not found, -1 store error). */
+static mcp_status_t contents(mcp_call_t *call, const char *uri, int rc, const aly_err_t *err, json_t *doc)
 {
+    if (rc < 0)
+        return tools_store_error(call, err);
+    if (rc > 0) {
+        mcp_call_error(call, RPC_RESOURCE_NOT_FOUND, "Resource not found", json_pack("{s:s}", "uri", uri));
+        return MCP_DONE;
+    }
     char *text = json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(doc);
     mcp_call_result(call, json_pack("{s:[{s:s, s:s, s:s}]}", "contents", "uri", uri, "mimeType", "application/json", "text",
@@ -21,56 +28,67 @@ static mcp_status_t contents(mcp_call_t *call, const char *uri, json_t *doc)
     return MCP_DONE;
 }
 
-static mcp_status_t not_found(mcp_call_t *call, const char *uri)
+static const char *var(json_t *vars, const char *name)
 {
-    mcp_call_error(call, RPC_RESOURCE_NOT_FOUND, "Resource not found", json_pack("{s:s}", "uri", uri));
-    return MCP_DONE;
+    return json_string_value(json_object_get(vars, name));
+}
+
+/* Reads the record the template variables name in t: shop_*_get's 0, 1 or -1, and its JSON in *doc when found. */
+typedef int (*lookup_fn)(store_txn_t *t, const char *ws, json_t *vars, json_t **doc, aly_err_t *err);
+
+static mcp_status_t read_with(mcp_call_t *call, const char *uri, json_t *vars, lookup_fn lookup)
+{
+    store_txn_t t;
+    aly_err_t err;
+    json_t *doc = NULL;
+    if (tools_begin(call, 0, &t) != 0)
+        return MCP_DONE;
+    int rc = lookup(&t, tools_ws(call), vars, &doc, &err);
+    store_abort(&t);
+    return contents(call, uri, rc, &err, doc);
+}
+
+static int site_doc(store_txn_t *t, const char *ws, json_t *vars, json_t **doc, aly_err_t *err)
+{
+    site_record_t s;
+    int rc = shop_site_get(t, ws, var(vars, "site_id"), &s, err);
+    if (rc == 0)
+        *doc = tools_site_json(&s);
+    return rc;
+}
+
+static int product_doc(store_txn_t *t, const char *ws, json_t *vars, json_t **doc, aly_err_t *err)
+{
+    site_record_t s;
+    product_record_t p;
+    int rc = shop_site_get(t, ws, var(vars, "site_id"), &s, err);
+    if (rc == 0 && (rc = shop_product_get(t, ws, s.id, var(vars, "product_id"), &p, err)) == 0)
+        *doc = tools_product_json(&p, s.currency);
+    return rc;
+}
+
+static int order_doc(store_txn_t *t, const char *ws, json_t *vars, json_t **doc, aly_err_t *err)
+{
+    order_record_t o;
+    int rc = shop_order_get(t, ws, var(vars, "order_id"), &o, err);
+    if (rc == 0)
+        *doc = tools_order_json(&o);
+    return rc;
 }
 
 static mcp_status_t read_site(mcp_call_t *call, const char *uri, json_t *vars)
 {
-    site_record_t s;
-    store_txn_t t;
-    aly_err_t err;
-    if (tools_begin(call, 0, &t) != 0)
-        return MCP_DONE;
-    int rc = shop_site_get(&t, tools_ws(call), json_string_value(json_object_get(vars, "site_id")), &s, &err);
-    store_abort(&t);
-    if (rc != 0)
-        return rc < 0 ? tools_store_error(call, &err) : not_found(call, uri);
-    return contents(call, uri, tools_site_json(&s));
+    return read_with(call, uri, vars, site_doc);
 }
 
 static mcp_status_t read_product(mcp_call_t *call, const char *uri, json_t *vars)
 {
-    site_record_t s;
-    product_record_t p;
-    store_txn_t t;
-    aly_err_t err;
-    if (tools_begin(call, 0, &t) != 0)
-        return MCP_DONE;
-    const char *ws = tools_ws(call);
-    int rc = shop_site_get(&t, ws, json_string_value(json_object_get(vars, "site_id")), &s, &err);
-    if (rc == 0)
-        rc = shop_product_get(&t, ws, s.id, json_string_value(json_object_get(vars, "product_id")), &p, &err);
-    store_abort(&t);
-    if (rc != 0)
-        return rc < 0 ? tools_store_error(call, &err) : not_found(call, uri);
-    return contents(call, uri, tools_product_json(&p, s.currency));
+    return read_with(call, uri, vars, product_doc);
 }
 
 static mcp_status_t read_order(mcp_call_t *call, const char *uri, json_t *vars)
 {
-    order_record_t o;
-    store_txn_t t;
-    aly_err_t err;
-    if (tools_begin(call, 0, &t) != 0)
-        return MCP_DONE;
-    int rc = shop_order_get(&t, tools_ws(call), json_string_value(json_object_get(vars, "order_id")), &o, &err);
-    store_abort(&t);
-    if (rc != 0)
-        return rc < 0 ? tools_store_error(call, &err) : not_found(call, uri);
-    return contents(call, uri, tools_order_json(&o));
+    return read_with(call, uri, vars, order_doc);
 }
 
 const mcp_resource_desc_t tools_resources[] = {

@@ -1,8 +1,9 @@
 /*
- * The workspace tools of SPEC §4 (sites, products, orders, analytics), the
- * resources and prompts over the same data, and the helpers they share.
- * Each tools_*.c holds one table of descriptors; tools_register() hands them
- * all to the registry.  Tenant = the principal's workspace, always.
+ * The workspace tools (sites, products, orders, analytics), the resources and
+ * prompts over the same data, and the helpers they share.  Each tools_*.c
+ * holds one table of descriptors; tools_register() hands them all to the
+ * registry.  A tool only ever reads and writes the principal's workspace:
+ * every key it builds starts with that workspace's id.
  */
 #ifndef ALY_TOOLS_H
 #define ALY_TOOLS_H
@@ -37,24 +38,81 @@ mcp_status_t tools_store_error(mcp_call_t *call, const aly_err_t *err);
 
 /* Begins a transaction on the durable store (write when write != 0); on failure completes call. */
 int tools_begin(mcp_call_t *call, int write, store_txn_t *t);
-/* Commits t and appends nothing more; on failure completes call with an error. */
-int tools_commit(mcp_call_t *call, store_txn_t *t);
 
 /*
- * Reads site_id of the caller's workspace into s inside t.  On failure aborts
- * t, completes call ("no site ..." or the store error) and returns -1.
+ * Every lookup or check a tool makes inside t ends here.  rc is what the
+ * shop_* function returned (0 found / free, 1 not found / taken, -1 store
+ * error with err): 0 passes through; otherwise t is aborted, call completes
+ * with the store error (rc < 0) or with the message (rc > 0), and -1 is
+ * returned so the tool can simply return MCP_DONE.
  */
+int tools_check(mcp_call_t *call, store_txn_t *t, int rc, const aly_err_t *err, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+/* The records a tool names by id, read in t, each through tools_check(): on failure t is aborted and call completed. */
 int tools_load_site(mcp_call_t *call, store_txn_t *t, const char *site_id, site_record_t *s);
+int tools_load_product(mcp_call_t *call, store_txn_t *t, const site_record_t *s, const char *product_id, product_record_t *p);
+int tools_load_order(mcp_call_t *call, store_txn_t *t, const char *order_id, order_record_t *o);
 
-/* Audit record for a mutation in transaction t. */
-int tools_audit(mcp_call_t *call, store_txn_t *t, const char *tool, const char *object, uint64_t before, uint64_t after,
-                aly_err_t *err);
+/* The order a time index key ("<ws>/T/<site>/<ms>/<order>") names: shop_order_get's 0, 1 or -1. */
+int tools_order_at(store_txn_t *t, const char *ws, const store_val_t *key, order_record_t *o, aly_err_t *err);
 
-/* Paging: decodes args.cursor for list kind into after (the key suffix to resume after); -1 when it is not ours. */
-int tools_cursor_in(json_t *args, const char *kind, char *after, size_t len);
-/* Encodes a next_cursor for kind resuming after key suffix; returns a new JSON string. */
-json_t *tools_cursor_out(const char *kind, const char *after);
-int tools_limit(json_t *args);
+/* Optimistic concurrency: args.expected_version, when given, must be version; else aborts t, completes call ("the <what> is at ..."). */
+int tools_expect_version(mcp_call_t *call, store_txn_t *t, json_t *args, const char *what, uint64_t version);
+
+/* The audit record of one mutation: tool changed object from version before to after (0: did not exist / no longer exists). */
+typedef struct tools_change {
+    const char *tool, *object;
+    uint64_t before, after;
+} tools_change_t;
+
+/*
+ * The end of every mutating tool.  rc is 0 when the caller's writes in t
+ * succeeded (else err says why): then the audit record of ch is added, t is
+ * committed and call completes with result.  Any failure aborts t, and call
+ * completes with the store error.  result is stolen either way.
+ */
+mcp_status_t tools_finish(mcp_call_t *call, store_txn_t *t, int rc, const aly_err_t *err, const tools_change_t *ch, json_t *result);
+
+/* ---- paging of the list tools (tools_list.c) ---- */
+
+#define TOOLS_AFTER_MAX 96
+
+/* The page a call asks for: resume after a key suffix (empty: the first page), at most limit items. */
+typedef struct tools_page {
+    char after[TOOLS_AFTER_MAX];
+    int limit;
+} tools_page_t;
+
+/* Reads args.cursor (which list kind must have made) and args.limit; a bad cursor completes call and returns -1. */
+int tools_page_in(mcp_call_t *call, json_t *args, const char *kind, tools_page_t *pg);
+
+/*
+ * Whether the entry at key belongs in the page: 1 yes, 0 skip, -1 fail (err
+ * filled).  rec is the decoded record (NULL when the list has no record
+ * type).  When the entry belongs and out is not NULL, *out receives its JSON
+ * view; out is NULL once the page is full, when only "is there more" is asked.
+ */
+typedef int (*tools_item_fn)(void *ctx, const store_val_t *key, const void *rec, json_t **out, aly_err_t *err);
+
+typedef struct tools_list {
+    const char *kind; /* the cursor's kind and the name of the result's array ("sites") */
+    char type;        /* the listed keys' kind in the shop layout ('S', 'P', 'T') */
+    const char *site; /* the site whose entries are listed; NULL for the sites themselves */
+    const char *from; /* first page only: start after this key suffix (< TOOLS_AFTER_MAX bytes); NULL: from the first */
+    const record_type_t *record; /* what the entries hold, decoded into rec for item; NULL: index entries, rec is NULL */
+    void *rec;
+    tools_item_fn item;
+    void *ctx;
+} tools_list_t;
+
+/*
+ * Scans the records of l in t after pg's position, keeping those l->item
+ * accepts, pg->limit at most; aborts t and completes call with out (stolen:
+ * the fields that come before the list, e.g. site_id) plus l->kind: [items]
+ * and next_cursor (null on the last page).
+ */
+mcp_status_t tools_list(mcp_call_t *call, store_txn_t *t, const tools_page_t *pg, const tools_list_t *l, json_t *out);
 
 /* JSON views of records. */
 json_t *tools_money(uint64_t amount, const char *currency);

@@ -1,0 +1,111 @@
+/*
+ * Paging for the list tools (sites.list, products.list, orders.list): the
+ * page a call asks for (cursor and limit), the scan that fills it, and the
+ * next_cursor that resumes it.  A cursor holds the key suffix of the last
+ * record returned, so the next page starts right after it even when records
+ * were added or removed in between.
+ */
+#include <string.h>
+
+#include "aly/cursor.h"
+#include "aly/tools.h"
+
+int tools_page_in(mcp_call_t *call, json_t *args, const char *kind, tools_page_t *pg)
+{
+    json_t *c = json_object_get(args, "cursor"), *l = json_object_get(args, "limit");
+    pg->after[0] = '\0';
+    pg->limit = json_is_integer(l) ? (int)json_integer_value(l) : TOOLS_DEFAULT_LIMIT;
+    if (c == NULL ||
+        (json_is_string(c) && cursor_read(json_string_value(c), json_string_length(c), kind, pg->after, sizeof(pg->after)) == 0))
+        return 0;
+    tools_fail(call, "cursor: not a cursor from %s.list; pass next_cursor back unchanged, or omit it", kind);
+    return -1;
+}
+
+typedef struct page_scan {
+    const tools_list_t *l;
+    size_t prefix_len;
+    int limit, more;
+    json_t *items;
+    char last[TOOLS_AFTER_MAX];
+    aly_err_t err;
+    int failed; /* the item callback failed: err says why */
+} page_scan_t;
+
+static int page_add(void *vctx, const store_val_t *key, void *rec)
+{
+    page_scan_t *c = vctx;
+    int full = (int)json_array_size(c->items) >= c->limit;
+    json_t *item = NULL;
+    /* Filtering comes before the limit: "more" means one more record that matches, not one more record. */
+    int rc = c->l->item(c->l->ctx, key, rec, full ? NULL : &item, &c->err);
+    if (rc < 0) {
+        c->failed = 1;
+        return -1;
+    }
+    if (rc == 0)
+        return 0;
+    if (full) {
+        c->more = 1;
+        return 1;
+    }
+    json_array_append_new(c->items, item);
+    /* A key too long for a cursor cannot come from the shop layout; such a page simply cannot be resumed. */
+    size_t sl = key->len - c->prefix_len;
+    if (sl < sizeof(c->last)) {
+        memcpy(c->last, (const char *)key->data + c->prefix_len, sl);
+        c->last[sl] = '\0';
+    }
+    return 0;
+}
+
+static int page_key(void *vctx, const store_val_t *key, const store_val_t *val)
+{
+    (void)val;
+    return page_add(vctx, key, NULL);
+}
+
+/* A record that does not decode fails the page rather than leave a silent hole in it. */
+static int page_bad(void *vctx, const store_val_t *key, const char *why)
+{
+    page_scan_t *c = vctx;
+    c->failed = 1;
+    aly_errf(&c->err, "record %.*s: %s", (int)key->len, (const char *)key->data, why);
+    return -1;
+}
+
+static json_t *cursor_out(const char *kind, const char *after)
+{
+    char text[CURSOR_TEXT_MAX];
+    return cursor_make(kind, after, text, sizeof(text)) == 0 ? json_null() : json_string(text);
+}
+
+mcp_status_t tools_list(mcp_call_t *call, store_txn_t *t, const tools_page_t *pg, const tools_list_t *l, json_t *out)
+{
+    /* Workspace and site ids are shorter than ALY_ID_MAX, so the prefix fits in half of key and a resume point in the rest. */
+    char key[2 * TOOLS_AFTER_MAX];
+    size_t pl = shop_key(key, TOOLS_AFTER_MAX, tools_ws(call), l->type, l->site, l->site ? "" : NULL), sl = 0;
+    const char *after = pg->after[0] ? pg->after : l->from;
+    if (after != NULL) {
+        sl = pl + strlen(after);
+        memcpy(key + pl, after, sl - pl);
+    }
+    page_scan_t c = {.l = l, .prefix_len = pl, .limit = pg->limit, .items = json_array()};
+    aly_err_t err;
+    int rc;
+    if (l->record != NULL) {
+        store_records_t r = {l->record, l->rec, page_add, page_bad, &c};
+        rc = store_scan_records(t, DB_DATA, key, pl, sl ? key : NULL, sl, &r, &err);
+    } else {
+        rc = store_scan(t, DB_DATA, key, pl, sl ? key : NULL, sl, page_key, &c, &err);
+    }
+    store_abort(t);
+    if (rc != 0) {
+        json_decref(c.items);
+        json_decref(out);
+        return tools_store_error(call, c.failed ? &c.err : &err);
+    }
+    json_object_set_new(out, l->kind, c.items);
+    json_object_set_new(out, "next_cursor", c.more ? cursor_out(l->kind, c.last) : json_null());
+    return tools_ok(call, out);
+}
