@@ -1,15 +1,19 @@
 /*
  * Demo data and JSON-lines import (aly/demo.h), written through the same
  * shop_* functions as the tools, so seeded and imported data obey the same
- * invariants (sku index, order time index, site counters).
+ * invariants (sku index, order time index, site counters); imported fields
+ * are checked against the tools' own schema fragments.
  */
 #include "aly/demo.h"
 
 #include <jansson.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "aly/schema.h"
 #include "aly/shop.h"
+#include "aly/tools_schema.h"
 
 #define DAY_MS 86400000ULL
 
@@ -27,15 +31,28 @@ static unsigned pick(uint64_t *s, unsigned n)
     return (unsigned)(next(s) % n);
 }
 
+/* An id shaped like store_new_id's, but drawn from the seeded sequence so a seed always gives the same ids. */
 static void make_id(uint64_t *s, const char *prefix, char *out, size_t len)
 {
-    static const char b62[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
     size_t pl = strlen(prefix);
     snprintf(out, len, "%s", prefix);
     for (size_t i = 0; i < 20 && pl + i + 1 < len; i++) {
-        out[pl + i] = b62[pick(s, 62)];
+        out[pl + i] = aly_b62_digits[pick(s, 62)];
         out[pl + i + 1] = '\0';
     }
+}
+
+/* Begins the one write transaction of a seed or an import, in workspace ws, which must exist. */
+static int begin_in(store_t *st, const char *ws, store_txn_t *t, aly_err_t *err)
+{
+    store_val_t v;
+    if (store_begin(st, STORE_WRITE, t, err) != 0)
+        return -1;
+    int rc = store_get(t, DB_WORKSPACES, ws, strlen(ws), &v, err);
+    if (rc == 0)
+        return 0;
+    store_abort(t);
+    return rc < 0 ? -1 : aly_errf(err, "no workspace %s (alyctl workspace list)", ws);
 }
 
 static const char *const site_names[] = {"Northwind Outfitters", "Blue Harbor Coffee", "Atlas Home Goods", "Juniper Books",
@@ -56,13 +73,8 @@ int demo_seed(store_t *st, const char *ws, const demo_opts_t *o, demo_counts_t *
         return aly_errf(err, "demo sizes out of range (sites 1-50, products <= 100000, orders <= 1000000, days 1-3650)");
     uint64_t s = o->seed ? o->seed : 42;
     store_txn_t t;
-    store_val_t v;
-    if (store_begin(st, STORE_WRITE, &t, err) != 0)
+    if (begin_in(st, ws, &t, err) != 0)
         return -1;
-    if (store_get(&t, DB_WORKSPACES, ws, strlen(ws), &v, err) != 0) {
-        store_abort(&t);
-        return aly_errf(err, "no workspace %s (alyctl workspace list)", ws);
-    }
     memset(out, 0, sizeof(*out));
     uint64_t now = aly_wall_ms(), today = now - now % DAY_MS;
     site_record_t *sites = calloc(o->sites, sizeof(*sites));
@@ -180,264 +192,250 @@ int demo_seed(store_t *st, const char *ws, const demo_opts_t *o, demo_counts_t *
 
 /* ---- import ---- */
 
+/*
+ * Each line type is checked against a schema assembled from the fragments
+ * the tools declare (aly/tools_schema.h), so an imported record obeys the
+ * rules a tool call would have been held to; what a schema cannot say (the
+ * site exists, the sku is free, the id is new) the line's function checks.
+ * Fields a line type does not name are ignored, so an export with extra
+ * fields imports as it is.
+ */
+#define SITE_LINE                                                                                                               \
+    "{\"type\":\"object\",\"properties\":{\"id\":" SITE_ID "," SITE_FIELDS "},\"required\":[\"id\",\"name\",\"domain\",\"currency\"]}"
+#define PRODUCT_LINE                                                                                                            \
+    "{\"type\":\"object\",\"properties\":{\"site_id\":" SITE_ID ",\"id\":" PRODUCT_ID "," PRODUCT_FIELDS "},"                  \
+    "\"required\":[\"site_id\",\"id\",\"title\",\"sku\"]}"
+#define ORDER_LINE                                                                                                              \
+    "{\"type\":\"object\",\"properties\":{\"site_id\":" SITE_ID ",\"id\":" ORDER_ID ",\"status\":" ORDER_STATUS_SCHEMA ","    \
+    "\"created\":" DATE_SCHEMA ",\"items\":{\"type\":\"array\",\"minItems\":1,\"maxItems\":" TOOLS_STR(SHOP_MAX_ITEMS) ","      \
+    "\"items\":" LINE_ITEM_SCHEMA "}},\"required\":[\"site_id\",\"id\",\"status\",\"created\",\"items\"]}"
+#define VISITS_LINE                                                                                                             \
+    "{\"type\":\"object\",\"properties\":{\"site_id\":" SITE_ID ",\"date\":" DATE_SCHEMA ","                                   \
+    "\"count\":{\"type\":\"integer\",\"minimum\":0,\"maximum\":1000000000}},\"required\":[\"site_id\",\"date\"]}"
+
 typedef struct import_ctx {
     store_txn_t *t;
     const char *ws;
     demo_counts_t *counts;
+    site_record_t site; /* the site a product, order or visits line belongs to */
 } import_ctx_t;
 
-static const char *str(json_t *o, const char *k, size_t max, int required, char *why, size_t wl)
-{
-    json_t *v = json_object_get(o, k);
-    if (v == NULL) {
-        if (required)
-            snprintf(why, wl, "%s is required", k);
-        return required ? NULL : "";
-    }
-    if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > max) {
-        snprintf(why, wl, "%s must be a string of 1 to %zu bytes", k, max);
-        return NULL;
-    }
-    return json_string_value(v);
-}
+/* A line's function: 0 applied, 1 a bad line (why says what is wrong), -1 the store failed (err). */
+typedef int (*line_fn)(import_ctx_t *c, json_t *line, aly_err_t *why, aly_err_t *err);
 
-static int uint_field(json_t *o, const char *k, uint64_t max, uint64_t *out, char *why, size_t wl)
+static int bad(aly_err_t *why, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int bad(aly_err_t *why, const char *fmt, ...)
 {
-    json_t *v = json_object_get(o, k);
-    if (v == NULL) {
-        *out = 0;
-        return 0;
-    }
-    if (!json_is_integer(v) || json_integer_value(v) < 0 || (uint64_t)json_integer_value(v) > max) {
-        snprintf(why, wl, "%s must be an integer from 0 to %llu", k, (unsigned long long)max);
-        return -1;
-    }
-    *out = (uint64_t)json_integer_value(v);
-    return 0;
-}
-
-static int valid_id(const char *id, const char *prefix)
-{
-    size_t pl = strlen(prefix);
-    if (strncmp(id, prefix, pl) != 0 || strlen(id) != pl + 20)
-        return 0;
-    for (const char *c = id + pl; *c; c++)
-        if (!((*c >= '0' && *c <= '9') || (*c >= 'A' && *c <= 'Z') || (*c >= 'a' && *c <= 'z')))
-            return 0;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why->msg, sizeof(why->msg), fmt, ap);
+    va_end(ap);
     return 1;
 }
 
-/* Applies one line inside the transaction; fills why and returns -1 on a bad line. */
-static int import_line(import_ctx_t *c, json_t *doc, char *why, size_t wl, aly_err_t *err)
+static const char *field(json_t *line, const char *key)
 {
-    const char *type = json_string_value(json_object_get(doc, "type"));
-    if (type == NULL || (strcmp(type, "site") != 0 && strcmp(type, "product") != 0 && strcmp(type, "order") != 0 &&
-                         strcmp(type, "visits") != 0)) {
-        snprintf(why, wl, "type must be site, product, order or visits");
-        return -1;
+    return json_string_value(json_object_get(line, key));
+}
+
+static uint64_t uint_field(json_t *line, const char *key)
+{
+    return (uint64_t)json_integer_value(json_object_get(line, key));
+}
+
+/* A date field as ms since the epoch; the schema has checked the calendar, this the epoch. */
+static int64_t date_field(json_t *line, const char *key, aly_err_t *why)
+{
+    int64_t ms = shop_date_ms(field(line, key));
+    if (ms < 0)
+        bad(why, "%s: must be a date from 1970-01-01 on", key);
+    return ms;
+}
+
+static int import_site(import_ctx_t *c, json_t *line, aly_err_t *why, aly_err_t *err)
+{
+    site_record_t s = {.version = 1}, old;
+    const char *id = field(line, "id");
+    int rc = shop_site_get(c->t, c->ws, id, &old, err);
+    if (rc != 1)
+        return rc < 0 ? -1 : bad(why, "site %s already exists", id);
+    snprintf(s.id, sizeof(s.id), "%s", id);
+    tools_site_apply(&s, line);
+    s.created_ms = s.updated_ms = aly_wall_ms();
+    c->counts->sites++;
+    return shop_site_put(c->t, c->ws, &s, err) == 0 ? 0 : -1;
+}
+
+static int import_product(import_ctx_t *c, json_t *line, aly_err_t *why, aly_err_t *err)
+{
+    site_record_t *s = &c->site;
+    product_record_t p = {.version = 1}, old;
+    const char *id = field(line, "id");
+    int rc = shop_product_get(c->t, c->ws, s->id, id, &old, err);
+    if (rc != 1)
+        return rc < 0 ? -1 : bad(why, "product %s already exists in site %s", id, s->id);
+    snprintf(p.id, sizeof(p.id), "%s", id);
+    snprintf(p.site, sizeof(p.site), "%s", s->id);
+    snprintf(p.status, sizeof(p.status), "draft");
+    tools_product_apply(&p, line);
+    if ((rc = shop_sku_taken(c->t, c->ws, s->id, p.sku, NULL, err)) != 0)
+        return rc < 0 ? -1 : bad(why, "sku %s is already used in site %s", p.sku, s->id);
+    p.created_ms = p.updated_ms = aly_wall_ms();
+    s->products++;
+    c->counts->products++;
+    return shop_product_put(c->t, c->ws, &p, NULL, err) == 0 && shop_site_put(c->t, c->ws, s, err) == 0 ? 0 : -1;
+}
+
+static int import_order(import_ctx_t *c, json_t *line, aly_err_t *why, aly_err_t *err)
+{
+    site_record_t *s = &c->site;
+    order_record_t o = {.version = 1}, old;
+    const char *id = field(line, "id");
+    int64_t created = date_field(line, "created", why);
+    if (created < 0)
+        return 1;
+    int rc = shop_order_get(c->t, c->ws, id, &old, err);
+    if (rc != 1)
+        return rc < 0 ? -1 : bad(why, "order %s already exists", id);
+    snprintf(o.id, sizeof(o.id), "%s", id);
+    snprintf(o.site, sizeof(o.site), "%s", s->id);
+    snprintf(o.status, sizeof(o.status), "%s", field(line, "status"));
+    snprintf(o.currency, sizeof(o.currency), "%s", s->currency);
+    /* A day is all the line says: noon keeps the order on that day in every analytics range. */
+    o.created_ms = (uint64_t)created + 12 * 3600000ULL;
+    if (strcmp(o.status, "pending") != 0)
+        o.paid_ms = o.created_ms;
+    size_t i;
+    json_t *it;
+    json_array_foreach(json_object_get(line, "items"), i, it)
+    {
+        line_item_t *li = &o.items[o.n_items++];
+        const char *pid = field(it, "product_id");
+        product_record_t p;
+        if ((rc = shop_product_get(c->t, c->ws, s->id, pid, &p, err)) != 0)
+            return rc < 0 ? -1 : bad(why, "items[%zu].product_id: no product %s in site %s", i, pid, s->id);
+        snprintf(li->product, sizeof(li->product), "%s", pid);
+        snprintf(li->title, sizeof(li->title), "%s", p.title);
+        li->quantity = uint_field(it, "quantity");
+        li->unit_price = uint_field(it, "unit_price");
+        o.total += li->quantity * li->unit_price;
     }
-    if (strcmp(type, "site") == 0) {
-        site_record_t s = {.version = 1};
-        const char *id = str(doc, "id", 31, 1, why, wl), *name = id ? str(doc, "name", 127, 1, why, wl) : NULL;
-        const char *domain = name ? str(doc, "domain", 253, 1, why, wl) : NULL, *cur = domain ? str(doc, "currency", 3, 1, why, wl) : NULL;
-        if (cur == NULL)
-            return -1;
-        if (!valid_id(id, "site_") || strlen(cur) != 3) {
-            snprintf(why, wl, "id must be site_ + 20 base62 characters and currency an ISO 4217 code");
-            return -1;
-        }
-        site_record_t old;
-        int rc = shop_site_get(c->t, c->ws, id, &old, err);
-        if (rc < 0)
-            return -2;
-        if (rc == 0) {
-            snprintf(why, wl, "site %s already exists", id);
-            return -1;
-        }
-        snprintf(s.id, sizeof(s.id), "%s", id);
-        snprintf(s.name, sizeof(s.name), "%s", name);
-        snprintf(s.domain, sizeof(s.domain), "%s", domain);
-        snprintf(s.currency, sizeof(s.currency), "%s", cur);
-        s.created_ms = s.updated_ms = aly_wall_ms();
-        c->counts->sites++;
-        return shop_site_put(c->t, c->ws, &s, err) == 0 ? 0 : -2;
+    s->orders++;
+    c->counts->orders++;
+    return shop_order_put(c->t, c->ws, &o, 1, err) == 0 && shop_site_put(c->t, c->ws, s, err) == 0 ? 0 : -1;
+}
+
+static int import_visits(import_ctx_t *c, json_t *line, aly_err_t *why, aly_err_t *err)
+{
+    if (date_field(line, "date", why) < 0)
+        return 1;
+    c->counts->visit_days++;
+    return shop_visits_add(c->t, c->ws, c->site.id, field(line, "date"), uint_field(line, "count"), err) == 0 ? 0 : -1;
+}
+
+static const struct line_type {
+    const char *name;
+    const char *schema;
+    int in_site; /* the line names its site in site_id, which must exist */
+    line_fn apply;
+} line_types[] = {
+    {"site", SITE_LINE, 0, import_site},
+    {"product", PRODUCT_LINE, 1, import_product},
+    {"order", ORDER_LINE, 1, import_order},
+    {"visits", VISITS_LINE, 1, import_visits},
+};
+
+#define N_TYPES ALY_ARRAY_SIZE(line_types)
+
+/* Applies one line inside the transaction: 0, 1 for a bad line (why filled) or -1 when the store failed. */
+static int import_line(import_ctx_t *c, json_t *line, json_t *const *schemas, aly_err_t *why, aly_err_t *err)
+{
+    const char *type = field(line, "type");
+    size_t i = 0;
+    while (i < N_TYPES && (type == NULL || strcmp(type, line_types[i].name) != 0))
+        i++;
+    if (i == N_TYPES)
+        return bad(why, "type must be site, product, order or visits%s%.20s%s", type ? ", not \"" : "", type ? type : "",
+                   type ? "\"" : "");
+    if (schema_validate(schemas[i], line, why) != 0)
+        return 1;
+    if (line_types[i].in_site) {
+        const char *site_id = field(line, "site_id");
+        int rc = shop_site_get(c->t, c->ws, site_id, &c->site, err);
+        if (rc != 0)
+            return rc < 0 ? -1 : bad(why, "site_id: %s is not a site of this workspace (import its site line first)", site_id);
     }
-    const char *site_id = str(doc, "site_id", 31, 1, why, wl);
-    if (site_id == NULL)
-        return -1;
-    site_record_t s;
-    int rc = shop_site_get(c->t, c->ws, site_id, &s, err);
-    if (rc < 0)
-        return -2;
-    if (rc == 1) {
-        snprintf(why, wl, "site_id %s is not a site of this workspace (import its site line first)", site_id);
-        return -1;
+    return line_types[i].apply(c, line, why, err);
+}
+
+/* The line schemas, parsed and checked once per import; -1 with err names a broken one (a bug, not bad input). */
+static int load_schemas(json_t **schemas, aly_err_t *err)
+{
+    for (size_t i = 0; i < N_TYPES; i++) {
+        json_error_t jerr;
+        aly_err_t why;
+        schemas[i] = json_loads(line_types[i].schema, 0, &jerr);
+        if (schemas[i] == NULL || schema_check(schemas[i], &why) != 0) {
+            const char *msg = schemas[i] == NULL ? jerr.text : why.msg;
+            for (size_t k = 0; k <= i; k++)
+                json_decref(schemas[k]);
+            return aly_errf(err, "the import schema of %s lines is broken: %s", line_types[i].name, msg);
+        }
     }
-    if (strcmp(type, "product") == 0) {
-        product_record_t p = {.version = 1};
-        const char *id = str(doc, "id", 31, 1, why, wl), *title = id ? str(doc, "title", 200, 1, why, wl) : NULL;
-        const char *sku = title ? str(doc, "sku", 64, 1, why, wl) : NULL;
-        const char *status = sku ? str(doc, "status", 9, 0, why, wl) : NULL;
-        const char *desc = status ? str(doc, "description", 2000, 0, why, wl) : NULL;
-        if (desc == NULL || uint_field(doc, "price", 100000000000ULL, &p.price, why, wl) != 0 ||
-            uint_field(doc, "inventory", 1000000000, &p.inventory, why, wl) != 0)
-            return -1;
-        if (!valid_id(id, "prod_")) {
-            snprintf(why, wl, "id must be prod_ + 20 base62 characters");
-            return -1;
-        }
-        if (status[0] && strcmp(status, "draft") != 0 && strcmp(status, "active") != 0 && strcmp(status, "archived") != 0) {
-            snprintf(why, wl, "status must be draft, active or archived");
-            return -1;
-        }
-        int taken = shop_sku_taken(c->t, c->ws, s.id, sku, NULL, err);
-        if (taken < 0)
-            return -2;
-        if (taken) {
-            snprintf(why, wl, "sku %s is already used in site %s", sku, s.id);
-            return -1;
-        }
-        snprintf(p.id, sizeof(p.id), "%s", id);
-        snprintf(p.site, sizeof(p.site), "%s", s.id);
-        snprintf(p.title, sizeof(p.title), "%s", title);
-        snprintf(p.sku, sizeof(p.sku), "%s", sku);
-        snprintf(p.description, sizeof(p.description), "%s", desc);
-        snprintf(p.status, sizeof(p.status), "%s", status[0] ? status : "draft");
-        p.created_ms = p.updated_ms = aly_wall_ms();
-        s.products++;
-        c->counts->products++;
-        return shop_product_put(c->t, c->ws, &p, NULL, err) == 0 && shop_site_put(c->t, c->ws, &s, err) == 0 ? 0 : -2;
-    }
-    if (strcmp(type, "visits") == 0) {
-        const char *date = str(doc, "date", 10, 1, why, wl);
-        uint64_t n;
-        if (date == NULL || uint_field(doc, "count", 1000000000, &n, why, wl) != 0)
-            return -1;
-        if (shop_date_ms(date) < 0) {
-            snprintf(why, wl, "date must be YYYY-MM-DD");
-            return -1;
-        }
-        c->counts->visit_days++;
-        return shop_visits_add(c->t, c->ws, s.id, date, n, err) == 0 ? 0 : -2;
-    }
-    if (strcmp(type, "order") == 0) {
-        order_record_t o = {.version = 1};
-        const char *id = str(doc, "id", 31, 1, why, wl), *status = id ? str(doc, "status", 11, 1, why, wl) : NULL;
-        const char *created = status ? str(doc, "created", 10, 1, why, wl) : NULL;
-        json_t *items = json_object_get(doc, "items");
-        if (created == NULL)
-            return -1;
-        if (!valid_id(id, "ord_") || shop_date_ms(created) < 0) {
-            snprintf(why, wl, "id must be ord_ + 20 base62 characters and created a date YYYY-MM-DD");
-            return -1;
-        }
-        if (strcmp(status, "pending") != 0 && strcmp(status, "paid") != 0 && strcmp(status, "fulfilled") != 0 &&
-            strcmp(status, "cancelled") != 0) {
-            snprintf(why, wl, "status must be pending, paid, fulfilled or cancelled");
-            return -1;
-        }
-        if (!json_is_array(items) || json_array_size(items) == 0 || json_array_size(items) > SHOP_MAX_ITEMS) {
-            snprintf(why, wl, "items must be an array of 1 to %d line items", SHOP_MAX_ITEMS);
-            return -1;
-        }
-        snprintf(o.id, sizeof(o.id), "%s", id);
-        snprintf(o.site, sizeof(o.site), "%s", s.id);
-        snprintf(o.status, sizeof(o.status), "%s", status);
-        snprintf(o.currency, sizeof(o.currency), "%s", s.currency);
-        o.created_ms = (uint64_t)shop_date_ms(created) + 12 * 3600000ULL;
-        if (strcmp(status, "pending") != 0)
-            o.paid_ms = o.created_ms;
-        size_t i;
-        json_t *it;
-        json_array_foreach(items, i, it)
-        {
-            line_item_t *li = &o.items[o.n_items++];
-            const char *pid = str(it, "product_id", 31, 1, why, wl);
-            if (pid == NULL || uint_field(it, "quantity", 1000000, &li->quantity, why, wl) != 0 ||
-                uint_field(it, "unit_price", 100000000000ULL, &li->unit_price, why, wl) != 0)
-                return -1;
-            product_record_t p;
-            rc = shop_product_get(c->t, c->ws, s.id, pid, &p, err);
-            if (rc < 0)
-                return -2;
-            if (rc == 1 || li->quantity == 0) {
-                snprintf(why, wl, "item %zu: product %s is not in site %s, or quantity is 0", i, pid, s.id);
-                return -1;
-            }
-            snprintf(li->product, sizeof(li->product), "%s", pid);
-            snprintf(li->title, sizeof(li->title), "%s", p.title);
-            o.total += li->quantity * li->unit_price;
-        }
-        order_record_t old;
-        if ((rc = shop_order_get(c->t, c->ws, id, &old, err)) != 1) {
-            if (rc == 0)
-                snprintf(why, wl, "order %s already exists", id);
-            return rc == 0 ? -1 : -2;
-        }
-        s.orders++;
-        c->counts->orders++;
-        return shop_order_put(c->t, c->ws, &o, 1, err) == 0 && shop_site_put(c->t, c->ws, &s, err) == 0 ? 0 : -2;
-    }
-    snprintf(why, wl, "type must be site, product, order or visits, not \"%.20s\"", type);
-    return -1;
+    return 0;
 }
 
 int demo_import(store_t *st, const char *ws, FILE *in, void (*report)(unsigned line, const char *why, void *ctx), void *ctx,
                 demo_counts_t *out, aly_err_t *err)
 {
     store_txn_t t;
-    store_val_t v;
+    json_t *schemas[N_TYPES];
     memset(out, 0, sizeof(*out));
-    if (store_begin(st, STORE_WRITE, &t, err) != 0)
+    if (load_schemas(schemas, err) != 0)
         return -1;
-    if (store_get(&t, DB_WORKSPACES, ws, strlen(ws), &v, err) != 0) {
-        store_abort(&t);
-        return aly_errf(err, "no workspace %s (alyctl workspace list)", ws);
+    if (begin_in(st, ws, &t, err) != 0) {
+        for (size_t i = 0; i < N_TYPES; i++)
+            json_decref(schemas[i]);
+        return -1;
     }
-    import_ctx_t c = {&t, ws, out};
-    char *line = NULL;
+    import_ctx_t c = {.t = &t, .ws = ws, .counts = out};
+    char *text = NULL;
     size_t cap = 0;
     ssize_t n;
-    unsigned lineno = 0, bad = 0;
+    unsigned lineno = 0, nbad = 0;
     int failed = 0;
-    while ((n = getline(&line, &cap, in)) > 0) {
+    while (!failed && (n = getline(&text, &cap, in)) > 0) {
         lineno++;
-        if (n > 1024 * 1024) {
-            report(lineno, "line longer than 1 MiB", ctx);
-            bad++;
-            continue;
-        }
         size_t len = (size_t)n;
-        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+        while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == '\r'))
             len--;
         if (len == 0)
             continue;
+        aly_err_t why;
         json_error_t jerr;
-        json_t *doc = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
-        char why[300] = "";
-        if (!json_is_object(doc)) {
-            snprintf(why, sizeof(why), "not a JSON object: %s", doc ? "another JSON value" : jerr.text);
-            report(lineno, why, ctx);
-            bad++;
-        } else {
-            int rc = import_line(&c, doc, why, sizeof(why), err);
-            if (rc == -1) {
-                report(lineno, why, ctx);
-                bad++;
-            } else if (rc == -2) {
-                failed = 1;
-            }
+        json_t *line = n > 1024 * 1024 ? NULL : json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+        int rc = 1;
+        if (n > 1024 * 1024)
+            bad(&why, "line longer than 1 MiB");
+        else if (!json_is_object(line))
+            bad(&why, "not a JSON object: %s", line ? "another JSON value" : jerr.text);
+        else
+            rc = import_line(&c, line, schemas, &why, err);
+        json_decref(line);
+        if (rc == 1) {
+            report(lineno, why.msg, ctx);
+            nbad++;
         }
-        json_decref(doc);
-        if (failed)
-            break;
+        failed = rc < 0;
     }
-    free(line);
-    if (failed || bad > 0 || ferror(in)) {
+    free(text);
+    for (size_t i = 0; i < N_TYPES; i++)
+        json_decref(schemas[i]);
+    if (failed || nbad > 0 || ferror(in)) {
         store_abort(&t);
         if (failed)
             return -1;
-        return aly_errf(err, ferror(in) ? "read error" : "%u invalid line(s); nothing was imported", bad);
+        return aly_errf(err, ferror(in) ? "read error" : "%u invalid line(s); nothing was imported", nbad);
     }
     return store_commit(&t, err);
 }

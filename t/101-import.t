@@ -67,5 +67,53 @@ isnt($e, 0, 'importing the same ids again fails');
 like($err, qr/good\.jsonl:1: site \Q$site\E already exists/, 'and says which line');
 ($e) = ctl('import', '--workspace', $ws, "$dir/nope.jsonl");
 isnt($e, 0, 'a missing file fails');
+
+# ---- every field is held to the rule the tools declare for it ----
+# Each line breaks one rule (the rest of it is valid), against the site and
+# product imported above; the message names the field and the rule.
+my ($f, $g, $h, $nosite) = map { 'site_' . ($_ x 20) } qw(F G H V);
+my ($pr, $ps, $pt, $nop) = map { 'prod_' . ($_ x 20) } qw(R S T U);
+my $ord = 'ord_' . ('Q' x 20);
+my @rules = (
+    [qq({"type":"site","id":"site_short","name":"x","domain":"x.example","currency":"EUR"}), qr/^id: must match the pattern/, 'an id of the wrong shape'],
+    [qq({"type":"site","id":"$f","name":"Upper","domain":"Shop.Example","currency":"EUR"}), qr/^domain: must match the pattern/, 'a domain sites.create refuses'],
+    [qq({"type":"site","id":"$g","name":"Lower","domain":"lower.example","currency":"eur"}), qr/^currency: must match the pattern/, 'a currency sites.create refuses'],
+    [qq({"type":"site","id":"$h","domain":"h.example","currency":"EUR"}), qr/^name: is required/, 'a missing required field'],
+    [qq({"type":"product","site_id":"$site","id":"$pr","title":"x","sku":"has space"}), qr/^sku: must match the pattern/, 'a sku products.create refuses'],
+    [qq({"type":"product","site_id":"$site","id":"$ps","title":"x","sku":"s-1","status":"sold"}), qr/^status: must be one of: draft, active, archived/, 'a status outside the enum'],
+    [qq({"type":"product","site_id":"$site","id":"$pt","title":"x","sku":"t-1","tags":["a","a"]}), qr/^tags\[1\]: repeats an earlier item/, 'repeated tags'],
+    [qq({"type":"product","site_id":"$site","id":"$prod","title":"Again","sku":"L-2"}), qr/^product \Q$prod\E already exists/, 'a product id that exists'],
+    [qq({"type":"order","site_id":"$site","id":"$ord","status":"paid","created":"2026-11-02","items":[{"product_id":"$prod","quantity":0}]}), qr/^items\[0\]\.quantity: must be >= 1/, 'a quantity of 0'],
+    [qq({"type":"order","site_id":"$site","id":"$ord","status":"paid","created":"2026-11-02","items":[{"product_id":"$nop","quantity":1}]}), qr/^items\[0\]\.product_id: no product/, 'an item naming no product of the site'],
+    [qq({"type":"order","site_id":"$site","id":"$ord","status":"shipped","created":"2026-11-02","items":[{"product_id":"$prod","quantity":1}]}), qr/^status: must be one of: pending, paid, fulfilled, cancelled/, 'an order status outside the enum'],
+    [qq({"type":"order","site_id":"$site","id":"$ord","status":"paid","created":"2026-11-02","items":[]}), qr/^items: must have at least 1 items/, 'an order without items'],
+    [qq({"type":"visits","site_id":"$site","date":"1969-12-31","count":1}), qr/^date: must be a date from 1970-01-01 on/, 'a day before the epoch'],
+    [qq({"type":"visits","site_id":"$site","date":"2026-11-02","count":-1}), qr/^count: must be >= 0/, 'a negative count'],
+    [qq({"type":"visits","site_id":"$nosite","date":"2026-11-02","count":1}), qr/^site_id: \S+ is not a site of this workspace/, 'a site that does not exist'],
+    [qq({"site_id":"$site"}), qr/^type must be site, product, order or visits$/, 'no type'],
+    [qq({"type":"refund"}), qr/^type must be site, product, order or visits, not "refund"$/, 'an unknown type, named'],
+);
+Alyd::spew("$dir/rules.jsonl", join("\n", map { $_->[0] } @rules) . "\n");
+($e, $o, $err) = ctl('import', '--workspace', $ws, "$dir/rules.jsonl");
+isnt($e, 0, 'import of lines that each break one rule fails');
+my %why = $err =~ /^\Q$dir\E\/rules\.jsonl:(\d+): (.*)$/mg;
+is(scalar(keys %why), scalar(@rules), 'every rule-breaking line is reported');
+like($why{ $_ + 1 } // '', $rules[$_][1], "import refuses $rules[$_][2]") for 0 .. $#rules;
+$st = Alyd::json_decode(ctl_ok('--json', 'stats', '--workspace', $ws));
+is_deeply([@{ $st->{sites}[0] }{qw(id products orders)}], [$site, 1, 1], 'and changes nothing');
+
+# The fields the tools accept, import accepts too, with the same meaning: tags arrive, description may be empty.
+my $tagged = 'prod_' . ('W' x 20);
+Alyd::spew("$dir/tags.jsonl", qq({"type":"product","site_id":"$site","id":"$tagged","title":"Mug","sku":"M-1","price":900,"description":"","tags":["gift","eco"]}) . "\n");
+$r = Alyd::json_decode(ctl_ok('--json', 'import', '--workspace', $ws, "$dir/tags.jsonl"));
+is($r->{products}, 1, 'a product with tags and an empty description imports');
+my $key = ctl_ok('keys', 'create', '--workspace', $ws, '--scopes', 'read:content');
+my (undef, undef, $body) = Alyd::curl('-X', 'POST', '-H', "Authorization: Bearer $key", '-H', 'Content-Type: application/json',
+    '-H', 'Accept: application/json', '--data-binary',
+    qq({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"products.get","arguments":{"site_id":"$site","product_id":"$tagged"}}}),
+    $srv->url('/api/mcp'));
+my $p = (Alyd::json_decode($body) // {})->{result}{structuredContent} // {};
+is_deeply([@$p{qw(sku status description)}, $p->{tags}, $p->{price}{amount}], ['M-1', 'draft', '', ['gift', 'eco'], 900],
+    'products.get shows the imported product as imported');
 $srv->stop;
 done_testing;
