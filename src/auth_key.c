@@ -143,18 +143,11 @@ int auth_key_store(store_txn_t *t, const key_record_t *rec, aly_err_t *err)
 {
     char k[2 * ALY_ID_MAX + 2];
     size_t kl = record_key_of(rec->workspace, rec->id, k, sizeof(k));
-    char *val;
-    size_t vlen;
     if (kl == 0)
         return aly_errf(err, "key id too long");
-    if (record_encode(&record_key, rec, &val, &vlen, err) != 0)
+    if (store_put_record(t, DB_KEYS, k, kl, &record_key, rec, 0, err) != 0)
         return -1;
-    int rc = store_put(t, DB_KEYS, k, kl, val, vlen, 0, err);
-    free(val);
-    if (rc != 0)
-        return -1;
-    rc = store_put(t, DB_KEY_HASH, rec->hash, sizeof(rec->hash), k, kl, 0, err);
-    return rc == 0 ? 0 : -1;
+    return store_put(t, DB_KEY_HASH, rec->hash, sizeof(rec->hash), k, kl, 0, err) == 0 ? 0 : -1;
 }
 
 typedef struct find_ctx {
