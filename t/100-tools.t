@@ -1,4 +1,4 @@
-# The workspace tools of SPEC §4 against a real alyd with demo data: for every
+# The workspace tools against a real alyd with demo data: for every
 # tool a good call, a bad input, a call without its scope (403) and a call
 # naming another workspace's record ("not found", never "forbidden").  Then
 # paging, idempotency, optimistic concurrency, order state rules, analytics,
@@ -120,7 +120,9 @@ err_call($keyA, 'sites.create', { name => 'X', domain => 'Not A Domain', currenc
 err_call($keyA, 'sites.create', { name => 'X', domain => 'x.example.com', currency => 'chf' }, qr/currency/, 'bad currency');
 my $upd = ok_call($keyA, 'sites.update', { site_id => $new->{id}, name => 'Pop-up 2', expected_version => 1 }, 'renames');
 is($upd->{version}, 2, 'sites.update: version bumped');
-err_call($keyA, 'sites.update', { site_id => $new->{id}, name => 'Y', expected_version => 1 }, qr/expected_version/, 'stale version');
+err_call($keyA, 'sites.update', { site_id => $new->{id}, name => 'Y', expected_version => 1 },
+    qr/expected_version: the site is at version 2, not 1; nothing was written/, 'stale version');
+is(ok_call($keyA, 'sites.get', { site_id => $new->{id} }, 'after the refused update')->{name}, 'Pop-up 2', 'a refused site update wrote nothing');
 err_call($keyA, 'sites.update', { site_id => $new->{id} }, qr/at least one field/, 'nothing to change');
 err_call($keyB, 'sites.update', { site_id => $new->{id}, name => 'hijack' }, qr/no site/, 'another workspace\'s site');
 
@@ -188,6 +190,45 @@ ok(!grep({ $_->{status} ne 'paid' } @{ ok_call($keyA, 'orders.list', { site_id =
     'orders.list: status filter holds');
 err_call($keyA, 'orders.list', { site_id => $site, since => 'yesterday' }, qr/since/, 'bad since');
 err_call($keyB, 'orders.list', { site_id => $site }, qr/no site/, 'another workspace\'s site');
+
+# Paging walks the time index: small pages give the same orders in the same
+# order as large ones, a filter applies before the limit (a page is never cut
+# short by orders it leaves out), and since combines with a cursor.
+sub all_pages {
+    my ($tool, $args, $field) = @_;
+    my (@items, $c);
+    my $pages = 0;
+    do {
+        my ($st, $r) = call($keyA, $tool, { %$args, $c ? (cursor => $c) : () });
+        my $p = $r->{structuredContent} // {};
+        push @items, @{ $p->{$field} // [] };
+        $c = $p->{next_cursor};
+        $pages++;
+    } while ($c && $pages < 500);
+    return (\@items, $pages);
+}
+{
+    my ($big) = all_pages('orders.list', { site_id => $site, limit => 100 }, 'orders');
+    is(scalar @$big, $sitesA->[0]{order_count}, 'orders.list: paging yields order_count orders');
+    my ($small, $pages) = all_pages('orders.list', { site_id => $site, limit => 7 }, 'orders');
+    is_deeply([map { $_->{id} } @$small], [map { $_->{id} } @$big], 'orders.list: pages of 7 and of 100 give the same orders in the same order');
+    cmp_ok($pages, '>=', int(@$big / 7), 'orders.list: it took that many pages');
+    is_deeply([map { $_->{created_at} } @$big], [sort map { $_->{created_at} } @$big], 'orders.list: oldest first');
+    my ($paid_pages) = all_pages('orders.list', { site_id => $site, status => 'paid', limit => 3 }, 'orders');
+    is_deeply([map { $_->{id} } @$paid_pages], [map { $_->{id} } grep { $_->{status} eq 'paid' } @$big],
+        'orders.list: a status filter pages over exactly the matching orders');
+    my $np = scalar(grep { $_->{status} eq 'paid' } @$big);
+    my $one = ok_call($keyA, 'orders.list', { site_id => $site, status => 'paid', limit => $np }, 'every paid order in one page');
+    is(scalar @{ $one->{orders} }, $np, 'orders.list: a page of exactly the matching orders');
+    ok(!defined $one->{next_cursor}, 'orders.list: and no next_cursor, though other orders follow');
+    my $mid = substr($big->[int(@$big / 2)]{created_at}, 0, 19);
+    my ($later) = all_pages('orders.list', { site_id => $site, since => "${mid}Z", limit => 5 }, 'orders');
+    is_deeply([map { $_->{id} } @$later], [map { $_->{id} } grep { substr($_->{created_at}, 0, 19) ge $mid } @$big],
+        'orders.list: since with paging gives the orders from that second on');
+    my $sc = ok_call($keyA, 'sites.list', { limit => 1 }, 'a sites.list cursor')->{next_cursor};
+    err_call($keyA, 'products.list', { site_id => $site, cursor => $sc }, qr/cursor: not a cursor from products\.list/, 'another list\'s cursor');
+    err_call($keyA, 'orders.list', { site_id => $site, cursor => $sc }, qr/cursor: not a cursor from orders\.list/, 'another list\'s cursor');
+}
 my $o = ok_call($keyA, 'orders.get', { order_id => $paid->{id} }, 'gets an order');
 ok(@{ $o->{line_items} } >= 1 && $o->{total}{amount} > 0, 'orders.get: line items and total');
 err_call($keyA, 'orders.get', { order_id => 'ord_' }, qr/order_id: must match/, 'malformed id');
@@ -249,6 +290,10 @@ sub rpc {
     is((Alyd::json_decode($r->{result}{contents}[0]{text} // '{}') // {})->{status}, 'fulfilled', 'order resource');
     ($st, $r) = rpc($keyB, 'resources/read', { uri => "aly://orders/$paid->{id}" });
     is($r->{error}{code}, -32002, 'another workspace\'s order resource: not found');
+    ($st, $r) = rpc($keyA, 'resources/read', { uri => "aly://sites/$site/products/prod_" . ('Z' x 20) });
+    is($r->{error}{code}, -32002, 'a product resource that does not exist: not found');
+    ($st, $r) = rpc($keyB, 'resources/read', { uri => "aly://sites/$site" });
+    is($r->{error}{code}, -32002, 'another workspace\'s site resource: not found');
     my $k = ctl('keys', 'create', '--workspace', $wsA, '--scopes', 'read:sites');
     ($st, $r) = rpc($k, 'resources/read', { uri => "aly://orders/$paid->{id}" });
     is($st, 403, 'order resource without read:orders: 403');
@@ -273,6 +318,10 @@ sub rpc {
     my ($del) = grep { $_->{tool} eq 'products.delete' } @$audit;
     is_deeply([$del->{object}, $del->{before_version}, $del->{after_version}], [$made->{id}, 2, 0], 'audit: object and versions');
     like($del->{principal}, qr/^key_/, 'audit: the principal');
+    is(scalar(grep { $_->{tool} eq 'products.create' && $_->{object} eq $made->{id} } @$audit), 1,
+        'audit: an idempotent replay of products.create writes no second record');
+    my ($fu) = grep { $_->{tool} eq 'orders.fulfill' && $_->{object} eq $paid->{id} } @$audit;
+    is_deeply([$fu->{before_version}, $fu->{after_version}], [$paid->{version}, $paid->{version} + 1], 'audit: fulfil moves the version by one');
     my $auditB = Alyd::json_decode(ctl('--json', 'audit', '--workspace', $wsB)) // [];
     is(scalar @$auditB, 0, 'audit of B shows none of A\'s mutations (B only tried and failed)');
 }
