@@ -50,7 +50,7 @@ static int page_add(void *vctx, const store_val_t *key, void *rec)
         return 1;
     }
     json_array_append_new(c->items, item);
-    /* A key too long for a cursor cannot come from the shop layout; such a page simply cannot be resumed. */
+    /* Suffixes are an id or "<ms:16x>/<id>"; a longer key than the shop layout writes is listed but not resumed from. */
     size_t sl = key->len - c->prefix_len;
     if (sl < sizeof(c->last)) {
         memcpy(c->last, (const char *)key->data + c->prefix_len, sl);
@@ -82,7 +82,8 @@ static json_t *cursor_out(const char *kind, const char *after)
 
 mcp_status_t tools_list(mcp_call_t *call, store_txn_t *t, const tools_page_t *pg, const tools_list_t *l, json_t *out)
 {
-    /* Workspace and site ids are shorter than ALY_ID_MAX, so the prefix fits in half of key and a resume point in the rest. */
+    /* Workspace and site ids live in char[ALY_ID_MAX], so the prefix fits in the first half of key and a resume point in the rest. */
+    _Static_assert(2 * ALY_ID_MAX + 4 <= TOOLS_AFTER_MAX, "a list prefix must fit in TOOLS_AFTER_MAX");
     char key[2 * TOOLS_AFTER_MAX];
     size_t pl = shop_key(key, TOOLS_AFTER_MAX, tools_ws(call), l->type, l->site, l->site ? "" : NULL), sl = 0;
     const char *after = pg->after[0] ? pg->after : l->from;

@@ -16,6 +16,7 @@ typedef struct list_ctx {
     const char *ws, *status;
 } list_ctx_t;
 
+/* Time index entries hold no record: the key ends with the order id, and the order is read by it. */
 static int list_item(void *vctx, const store_val_t *key, const void *rec, json_t **out, aly_err_t *err)
 {
     (void)rec;

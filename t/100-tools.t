@@ -67,7 +67,7 @@ my %scope_of = (
     'analytics.summary' => 'read:analytics', 'analytics.timeseries' => 'read:analytics',
 );
 
-# ---- tools/list: every tool of SPEC §4, fully described ----
+# ---- tools/list: every workspace tool, fully described ----
 {
     my ($st, $hdr, $body) = Alyd::curl('-X', 'POST', '-H', "Authorization: Bearer $keyA", '-H', 'Content-Type: application/json',
         '--data', '{"jsonrpc":"2.0","id":1,"method":"tools/list"}', $url);

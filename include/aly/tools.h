@@ -40,11 +40,12 @@ mcp_status_t tools_store_error(mcp_call_t *call, const aly_err_t *err);
 int tools_begin(mcp_call_t *call, int write, store_txn_t *t);
 
 /*
- * Every lookup or check a tool makes inside t ends here.  rc is what the
- * shop_* function returned (0 found / free, 1 not found / taken, -1 store
- * error with err): 0 passes through; otherwise t is aborted, call completes
- * with the store error (rc < 0) or with the message (rc > 0), and -1 is
- * returned so the tool can simply return MCP_DONE.
+ * The one way a lookup or a rule checked inside t ends a call early.  rc is
+ * what a shop_* lookup returned (0 found / free, 1 not found / taken, -1
+ * store error in err) or a refusal condition (non-zero: refuse).  0 passes
+ * through; otherwise t is aborted, call completes with the store error
+ * (rc < 0) or with the message (rc > 0), and -1 tells the tool to return
+ * MCP_DONE.
  */
 int tools_check(mcp_call_t *call, store_txn_t *t, int rc, const aly_err_t *err, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
