@@ -269,7 +269,7 @@ int record_decode(const record_type_t *type, const void *data, size_t len, void 
     }
     memset(obj, 0, struct_size);
     /* Our records are small; refusing big values bounds what a corrupt length prefix can make the decoder allocate. */
-    if (len == 0 || len > 64 * 1024)
+    if (len == 0 || len > RECORD_MAX_SIZE)
         return aly_errf(err, "%s record has an implausible size (%zu bytes)", type->tag, len);
     size_t off = 0;
     if (!sane(data, len, &off, 0) || off != len)

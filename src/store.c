@@ -458,24 +458,26 @@ static int dbi_of(store_txn_t *t, int db, MDB_dbi *dbi, aly_err_t *err)
     return aly_errf(err, "no store database %d", db);
 }
 
-/* 0 when klen is usable, 1 when empty, -1 when over LMDB's limit. */
-static int key_size(size_t klen, aly_err_t *err)
+/*
+ * Resolves db for a call with a key of klen bytes: 0 with *dbi set, 1 when
+ * the key is empty (nothing is stored under it), -1 when the key is over
+ * LMDB's limit or db is not in t's environment.
+ */
+static int target(store_txn_t *t, int db, size_t klen, MDB_dbi *dbi, aly_err_t *err)
 {
     if (klen == 0)
         return 1;
     if (klen > STORE_MAX_KEY)
         return aly_errf(err, "store key of %zu bytes is over the limit of %d", klen, STORE_MAX_KEY);
-    return 0;
+    return dbi_of(t, db, dbi, err);
 }
 
 int store_get(store_txn_t *t, int db, const void *key, size_t klen, store_val_t *val, aly_err_t *err)
 {
     MDB_dbi dbi;
-    int rc = key_size(klen, err);
+    int rc = target(t, db, klen, &dbi, err);
     if (rc != 0)
         return rc;
-    if (dbi_of(t, db, &dbi, err) != 0)
-        return -1;
     MDB_val k = {klen, (void *)key}, v;
     rc = mdb_get(t->txn, dbi, &k, &v);
     if (rc == MDB_NOTFOUND)
@@ -491,14 +493,11 @@ int store_put(store_txn_t *t, int db, const void *key, size_t klen, const void *
               aly_err_t *err)
 {
     MDB_dbi dbi;
-    if (klen == 0)
-        return aly_errf(err, "store key is empty");
-    if (key_size(klen, err) != 0)
-        return -1;
-    if (dbi_of(t, db, &dbi, err) != 0)
-        return -1;
+    int rc = target(t, db, klen, &dbi, err);
+    if (rc != 0)
+        return rc == 1 ? aly_errf(err, "store key is empty") : -1;
     MDB_val k = {klen, (void *)key}, v = {vlen, (void *)val};
-    int rc = mdb_put(t->txn, dbi, &k, &v, noclobber ? MDB_NOOVERWRITE : 0);
+    rc = mdb_put(t->txn, dbi, &k, &v, noclobber ? MDB_NOOVERWRITE : 0);
     if (rc == MDB_KEYEXIST)
         return 1;
     if (rc == MDB_MAP_FULL)
@@ -511,11 +510,9 @@ int store_put(store_txn_t *t, int db, const void *key, size_t klen, const void *
 int store_del(store_txn_t *t, int db, const void *key, size_t klen, aly_err_t *err)
 {
     MDB_dbi dbi;
-    int rc = key_size(klen, err);
+    int rc = target(t, db, klen, &dbi, err);
     if (rc != 0)
         return rc;
-    if (dbi_of(t, db, &dbi, err) != 0)
-        return -1;
     MDB_val k = {klen, (void *)key};
     rc = mdb_del(t->txn, dbi, &k, NULL);
     if (rc == MDB_NOTFOUND)

@@ -1,10 +1,12 @@
 #!/usr/bin/perl
 # alyctl: init creates the data directory, the pepper and the store, and is
-# idempotent; stats reads the store (JSON and text); errors and exit codes.
+# idempotent; stats reads the store (JSON and text); keys create --expires
+# takes alyd.conf's durations; errors and exit codes.
 use strict;
 use warnings;
 use Test::More;
 use File::Temp ();
+use Time::Local qw(timegm);
 use Alyd;
 
 watchdog(60);
@@ -87,6 +89,41 @@ like($out, qr/^volatile\b/m, 'text stats lists the volatile environment');
     my $r = (json_decode($out) // {})->{environments}{store}{readers};
     ok(defined $r && $r >= 1, "stats reports readers while alyd runs ($r)") if defined $r;
     $srv->stop;
+}
+
+# --- keys create --expires: the one duration grammar of alyd.conf -----------------
+{
+    # RFC 3339 with milliseconds to ms since the epoch.
+    my $ms = sub {
+        my ($y, $mo, $d, $h, $mi, $s, $f) = $_[0] =~ /^(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)\.(\d{3})Z$/ or return undef;
+        return timegm($s, $mi, $h, $d, $mo - 1, $y) * 1000 + $f;
+    };
+    ($exit, $out, $err) = run_cmd($ctl, '-c', $conf, 'workspace', 'create', 'Durations');
+    is($exit, 0, 'workspace for the duration tests') or diag($err);
+    chomp(my $ws = $out);
+    for my $case (['90', 90_000, 'a bare number is seconds'], ['1500ms', 1500, 'milliseconds'], ['45s', 45_000, 'seconds'],
+                  ['30m', 1_800_000, 'minutes'], ['12h', 43_200_000, 'hours'], ['3650d', 315_360_000_000, 'ten years, the most']) {
+        my ($text, $want, $what) = @$case;
+        ($exit, $out, $err) = run_cmd($ctl, '-c', $conf, '--json', 'keys', 'create', '--workspace', $ws, '--scopes', 'read:sites',
+                                      '--expires', $text);
+        is($exit, 0, "--expires $text: $what") or diag($err);
+        my $k = json_decode($out) // {};
+        my ($c, $e) = ($ms->($k->{created} // ''), $ms->($k->{expires} // ''));
+        ok(defined $c && defined $e && $e - $c == $want, "--expires $text: expires $want ms after created")
+            or diag("created $k->{created}, expires $k->{expires}");
+    }
+    ($exit, $out, $err) = run_cmd($ctl, '-c', $conf, '--json', 'keys', 'list', '--workspace', $ws);
+    my $before = scalar @{ json_decode($out) // [] };
+    is($before, 6, 'six keys minted');
+    for my $bad ('0d', '0', '3651d', '10w', 'soon', '-5s', '1.5h', ' 5s', '5 s', '') {
+        ($exit, $out, $err) = run_cmd($ctl, '-c', $conf, 'keys', 'create', '--workspace', $ws, '--scopes', 'read:sites',
+                                      '--expires', $bad);
+        is($exit, 1, "--expires '$bad' refused with 1");
+        like($err, qr/^alyctl: --expires "\Q$bad\E" must be a duration like 90d, 12h, 30m or 45s$/, '... saying why');
+        is($out, '', '... and no key printed');
+    }
+    ($exit, $out, $err) = run_cmd($ctl, '-c', $conf, '--json', 'keys', 'list', '--workspace', $ws);
+    is(scalar @{ json_decode($out) // [] }, $before, 'no key stored by a refused --expires');
 }
 
 # --- errors ----------------------------------------------------------------------

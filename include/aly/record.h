@@ -10,6 +10,11 @@
  * record owns its data and outlives the LMDB transaction it came from.
  * Unknown fields are skipped, so an older alyd can read a newer record that
  * only added optional fields.
+ *
+ * Most code does not call the codec directly: store_get_record(),
+ * store_put_record() and store_scan_records() (aly/store.h) pair it with the
+ * store.  The struct passed as obj must be the one the table describes: the
+ * codec writes as far as the table's furthest field.
  */
 #ifndef ALY_RECORD_H
 #define ALY_RECORD_H
@@ -56,10 +61,24 @@ typedef struct record_type {
     {.name = (n), .kind = RF_LIST, .offset = offsetof(t, f), .size = RF_MEMBER_SIZE(t, f[0]), .optional = 1,                    \
      .max = RF_MEMBER_SIZE(t, f) / RF_MEMBER_SIZE(t, f[0]), .count_offset = offsetof(t, count), .sub = &(subtype)}
 
-/* Encodes obj as a msgpack map into a malloc'd buffer. */
+/* Largest encoded record record_decode() accepts; ours are a few KiB at most. */
+#define RECORD_MAX_SIZE (64 * 1024)
+
+/*
+ * Encodes obj as a msgpack map: *out is malloc'd and the caller frees it;
+ * *len is its size.  A list holds at most its field's max elements (more are
+ * dropped).  -1 with err, and nothing to free, when a string field is not
+ * NUL-terminated inside its array.
+ */
 int record_encode(const record_type_t *type, const void *obj, char **out, size_t *len, aly_err_t *err);
 
-/* Decodes data into obj (zeroed first); -1 with err on anything unexpected. */
+/*
+ * Decodes data (len bytes, 1 to RECORD_MAX_SIZE) into obj, which it zeroes
+ * first, so optional fields that are absent read as 0 or "".  -1 with err on
+ * anything unexpected: another tag or version, a field of the wrong kind or
+ * over its size, a missing required field, trailing bytes, nesting over 8
+ * levels.  obj owns its data afterwards; data is not referenced.
+ */
 int record_decode(const record_type_t *type, const void *data, size_t len, void *obj, aly_err_t *err);
 
 /* ---- the records of the durable store ---- */

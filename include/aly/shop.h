@@ -95,10 +95,14 @@ typedef struct idempotency_record {
 
 extern const record_type_t record_site, record_product, record_order, record_audit, record_idempotency;
 
-/* Builds "<ws>/<kind>/<parts...>" into buf; returns its length (0 when too long). */
+/* Builds "<ws>/<kind>/<parts...>" into buf (NUL-terminated); returns its length, 0 when it does not fit in len. */
 size_t shop_key(char *buf, size_t len, const char *ws, char kind, const char *a, const char *b);
 
-/* Typed get/put of one record under key: 0 ok, 1 not found, -1 error. */
+/*
+ * store_get_record() / store_put_record() on DB_DATA, taking shop_key()'s
+ * result as is: klen 0 (a key too long to build) is "not found" for get and
+ * an error for put.  get: 0 found, 1 not found, -1 error; put: 0 or -1.
+ */
 int shop_get(store_txn_t *t, const char *key, size_t klen, const record_type_t *type, void *rec, aly_err_t *err);
 int shop_put(store_txn_t *t, const char *key, size_t klen, const record_type_t *type, const void *rec, aly_err_t *err);
 
