@@ -355,8 +355,8 @@ static int import_line(import_ctx_t *c, json_t *line, json_t *const *schemas, al
     while (i < N_TYPES && (type == NULL || strcmp(type, line_types[i].name) != 0))
         i++;
     if (i == N_TYPES)
-        return bad(why, "type must be site, product, order or visits%s%.20s%s", type ? ", not \"" : "", type ? type : "",
-                   type ? "\"" : "");
+        return type == NULL ? bad(why, "type must be site, product, order or visits")
+                            : bad(why, "type must be site, product, order or visits, not \"%.20s\"", type);
     if (schema_validate(schemas[i], line, why) != 0)
         return 1;
     if (line_types[i].in_site) {
