@@ -3,7 +3,8 @@
  * (src/record.c: round trips, every kind of corrupt record refused without a
  * crash or a huge allocation), the store's checks (a database id used on the
  * other environment's transaction, keys over LMDB's limit), the typed record
- * layer (src/store_record.c), cursors (src/cursor.c) and random ids.
+ * layer (src/store_record.c), cursors (src/cursor.c), random ids, and the
+ * administrative operations alyctl calls (src/admin.c).
  */
 #include <msgpack.h>
 #include <stdio.h>
@@ -11,6 +12,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "aly/admin.h"
+#include "aly/auth.h"
 #include "aly/config.h"
 #include "aly/cursor.h"
 #include "aly/record.h"
@@ -401,6 +404,107 @@ static void cursors(const aly_config_t *cfg)
     is_int(cursor_make("k", "x", text, 8), 0, "a too small output buffer refused");
 }
 
+static uint64_t generation(store_t *st)
+{
+    store_txn_t t;
+    store_val_t v;
+    uint64_t gen = 0;
+    if (store_begin(st, 0, &t, NULL) == 0) {
+        if (store_get(&t, DB_META, "revocations", 11, &v, NULL) == 0 && v.len == sizeof(gen))
+            memcpy(&gen, v.data, sizeof(gen));
+        store_abort(&t);
+    }
+    return gen;
+}
+
+static int count_each(void *ctx, const void *rec)
+{
+    (void)rec;
+    ++*(int *)ctx;
+    return 0;
+}
+
+static void admin(store_t *st, const aly_config_t *cfg)
+{
+    aly_err_t err;
+    char name[ALY_NAME_MAX + 1];
+    memset(name, 'n', sizeof(name));
+    name[ALY_NAME_MAX - 1] = '\0';
+    ok(admin_name_ok(name), "a name of %d bytes is fine", ALY_NAME_MAX - 1);
+    name[ALY_NAME_MAX - 1] = 'n';
+    name[ALY_NAME_MAX] = '\0';
+    ok(!admin_name_ok(name), "a name of %d bytes is not", ALY_NAME_MAX);
+    ok(!admin_name_ok("") && !admin_name_ok("a\tb") && !admin_name_ok("a\x7f"), "empty names and control characters refused");
+
+    workspace_record_t ws;
+    is_int(admin_workspace_create(st, "", &ws, &err), -1, "workspace with an empty name refused");
+    is_str(err.msg, "workspace name must be 1 to 127 printable bytes", "says why");
+    is_int(admin_workspace_create(st, "Admin shop", &ws, &err), 0, "workspace created");
+    ok(strncmp(ws.id, "ws_", 3) == 0 && strlen(ws.id) == 23, "with a ws_ id: %s", ws.id);
+    int n = 0;
+    is_int(admin_workspace_sites(st, ws.id, count_each, &n, &err), 0, "a new workspace has no sites");
+    is_int(n, 0, "none listed");
+    is_int(admin_workspace_sites(st, "ws_missing", count_each, &n, &err), -1, "sites of a missing workspace refused");
+    is_str(err.msg, "no workspace ws_missing (alyctl workspace list)", "naming it");
+
+    char key[AUTH_KEY_LEN + 1];
+    key_record_t k, again;
+    aly_rate_t rate = {60, 60, 10};
+    admin_key_spec_t spec = {.workspace = "ws_missing", .scopes = 1};
+    memset(key, 'x', sizeof(key));
+    is_int(admin_key_mint(st, cfg->key_pepper_file, &spec, &k, key, sizeof(key), &err), -1, "no key for a missing workspace");
+    is_str(err.msg, "no workspace ws_missing (alyctl workspace list)", "naming it");
+    ok(key[0] == '\0' && key[AUTH_KEY_LEN - 1] == '\0', "the refused key's text is wiped");
+    n = 0;
+    is_int(admin_key_list(st, NULL, count_each, NULL, &n, &err), 0, "keys listed");
+    is_int(n, 0, "nothing stored for the refused key");
+    spec.name = "bad\nname";
+    spec.workspace = ws.id;
+    is_int(admin_key_mint(st, cfg->key_pepper_file, &spec, &k, key, sizeof(key), &err), -1, "a key name with a newline refused");
+    spec.name = "laptop";
+    spec.ttl_ms = 90000;
+    spec.rate = &rate;
+    is_int(admin_key_mint(st, "/nonexistent/pepper", &spec, &k, key, sizeof(key), &err), -1, "no key without the pepper");
+    is_int(admin_key_mint(st, cfg->key_pepper_file, &spec, &k, key, sizeof(key), &err), 0, "key minted");
+    ok(auth_key_well_formed(key, strlen(key)), "the key text is a well-formed key");
+    ok(k.expires_ms == k.created_ms + 90000 && k.rate_count == 60 && k.rate_burst == 10, "expiry and rate stored");
+    is_int(admin_key_get(st, k.id, &again, &err), 0, "found by id");
+    ok(memcmp(&k, &again, sizeof(k)) == 0, "as minted (only the HMAC of the key is in it)");
+    is_int(admin_key_get(st, "key_missing", &again, &err), 1, "a missing key id: 1");
+    n = 0;
+    is_int(admin_key_list(st, ws.id, count_each, NULL, &n, &err), 0, "keys of the workspace");
+    is_int(n, 1, "one");
+
+    uint64_t gen = generation(st);
+    is_int(admin_key_revoke(st, "key_missing", &again, &err), 1, "revoking a missing key: 1");
+    is_int(generation(st), gen, "and no generation bump");
+    is_int(admin_key_revoke(st, k.id, &again, &err), 0, "key revoked");
+    ok(again.revoked_ms != 0, "with a revocation time");
+    is_int(generation(st), gen + 1, "the revocation generation moves");
+    uint64_t first = again.revoked_ms;
+    is_int(admin_key_revoke(st, k.id, &again, &err), 0, "revoking again is fine");
+    ok(again.revoked_ms == first, "and keeps the first revocation time");
+    is_int(generation(st), gen + 1, "without another bump");
+
+    char big[300];
+    memset(big, 's', sizeof(big));
+    big[256] = '\0';
+    is_int(admin_revoke(st, ADMIN_REVOKE_SUB, big, &err), -1, "a subject of 256 bytes refused");
+    is_str(err.msg, "the subject must be 1 to 255 bytes", "says why");
+    is_int(admin_revoke(st, ADMIN_REVOKE_JTI, "", &err), -1, "an empty jti refused");
+    is_str(err.msg, "the jti must be 1 to 255 bytes", "says why");
+    is_int(generation(st), gen + 1, "refused revocations bump nothing");
+    big[255] = '\0';
+    is_int(admin_revoke(st, ADMIN_REVOKE_SUB, big, &err), 0, "a subject of 255 bytes revoked");
+    is_int(generation(st), gen + 2, "the generation moves");
+    store_txn_t t;
+    revocation_record_t r;
+    store_begin(st, 0, &t, &err);
+    is_int(store_get_record(&t, DB_REVOKED_SUB, big, 255, &record_revocation, &r, &err), 0, "the revocation is stored under the subject");
+    is_int(store_get_record(&t, DB_REVOKED_JTI, big, 255, &record_revocation, &r, &err), 1, "and not as a jti");
+    store_abort(&t);
+}
+
 static void random_ids(void)
 {
     char a[41], b[41];
@@ -440,6 +544,7 @@ int main(void)
         key_sizes(st);
         typed_records(st);
         cursors(cfg);
+        admin(st, cfg);
         store_close(st);
     }
     config_free(cfg);
