@@ -4,18 +4,17 @@
  * parser tokenises a line, finds its row and hands the arguments to the kind's
  * parser; checks that involve several directives (TLS listeners need a
  * certificate, OAuth needs an issuer and a key source) run once the whole file
- * has been read, and are reported against the line that caused them.
+ * has been read, and are reported against the line that caused them.  The
+ * value grammars themselves (numbers with units, rates, addresses) are in
+ * config_value.c, shared with alyctl.
  */
 #include "aly/config.h"
 
 #include <arpa/inet.h>
-#include <ctype.h>
 #include <errno.h>
-#include <grp.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <netinet/in.h>
-#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -139,160 +138,6 @@ static void strlist_free(aly_strlist_t *l)
     l->n = 0;
 }
 
-/* Unsigned decimal with an optional unit suffix looked up in units[] (NULL-terminated pairs). */
-struct unit {
-    const char *suffix;
-    uint64_t mult;
-};
-
-static int parse_scaled(const char *text, const struct unit *units, uint64_t *out)
-{
-    if (!isdigit((unsigned char)text[0]))
-        return -1;
-    errno = 0;
-    char *end;
-    unsigned long long v = strtoull(text, &end, 10);
-    if (errno != 0)
-        return -1;
-    for (const struct unit *u = units; u->suffix != NULL; u++) {
-        if (strcmp(end, u->suffix) == 0) {
-            if (u->mult != 0 && v > UINT64_MAX / u->mult)
-                return -1;
-            *out = v * u->mult;
-            return 0;
-        }
-    }
-    return -1;
-}
-
-static const struct unit size_units[] = {{"", 1},       {"k", 1024},    {"K", 1024},          {"m", 1 << 20},
-                                         {"M", 1 << 20}, {"g", 1 << 30}, {"G", 1 << 30}, {NULL, 0}};
-static const struct unit duration_units[] = {{"", 1000},          {"ms", 1},          {"s", 1000}, {"m", 60 * 1000},
-                                             {"h", 3600 * 1000}, {"d", 86400 * 1000}, {NULL, 0}};
-
-int config_parse_duration(const char *text, uint64_t *ms)
-{
-    return parse_scaled(text, duration_units, ms);
-}
-
-int config_lookup_user(const char *user, const char *group, uid_t *uid, gid_t *gid, aly_err_t *err)
-{
-    *uid = (uid_t)-1;
-    *gid = (gid_t)-1;
-    if (user != NULL) {
-        struct passwd *pw = getpwnam(user);
-        if (pw == NULL)
-            return aly_errf(err, "user \"%s\" does not exist", user);
-        *uid = pw->pw_uid;
-        *gid = pw->pw_gid;
-    }
-    if (group != NULL) {
-        struct group *gr = getgrnam(group);
-        if (gr == NULL)
-            return aly_errf(err, "group \"%s\" does not exist", group);
-        *gid = gr->gr_gid;
-    }
-    return 0;
-}
-
-int config_parse_rate(const char *text, aly_rate_t *rate, aly_err_t *err)
-{
-    static const struct {
-        const char *name;
-        uint32_t secs;
-    } periods[] = {{"second", 1}, {"s", 1},       {"minute", 60}, {"min", 60}, {"m", 60},
-                   {"hour", 3600}, {"h", 3600}, {"day", 86400}, {"d", 86400}};
-    char buf[128];
-    if (strlen(text) >= sizeof(buf))
-        return aly_errf(err, "rate \"%.40s...\" is too long", text);
-    strcpy(buf, text);
-
-    char *burst = NULL, *sp = strpbrk(buf, " \t");
-    if (sp != NULL) {
-        *sp++ = '\0';
-        while (*sp == ' ' || *sp == '\t')
-            sp++;
-        if (strncmp(sp, "burst=", 6) != 0)
-            return aly_errf(err, "expected \"burst=B\" after the rate, got \"%s\"", sp);
-        burst = sp + 6;
-    }
-    char *slash = strchr(buf, '/');
-    if (slash == NULL)
-        return aly_errf(err, "rate \"%s\" must look like 600/minute", buf);
-    *slash = '\0';
-    static const struct unit plain[] = {{"", 1}, {NULL, 0}};
-    uint64_t count, b = 0;
-    if (parse_scaled(buf, plain, &count) != 0 || count == 0 || count > 1000000000)
-        return aly_errf(err, "rate count \"%s\" must be an integer from 1 to 1000000000", buf);
-    size_t i;
-    for (i = 0; i < ALY_ARRAY_SIZE(periods); i++)
-        if (strcmp(slash + 1, periods[i].name) == 0)
-            break;
-    if (i == ALY_ARRAY_SIZE(periods))
-        return aly_errf(err, "rate period \"%s\" must be second, minute, hour or day", slash + 1);
-    if (burst != NULL && (parse_scaled(burst, plain, &b) != 0 || b == 0 || b > 1000000000))
-        return aly_errf(err, "burst \"%s\" must be an integer from 1 to 1000000000", burst);
-    rate->count = (uint32_t)count;
-    rate->period_s = periods[i].secs;
-    rate->burst = burst != NULL ? (uint32_t)b : (uint32_t)count;
-    return 0;
-}
-
-void config_format_rate(const aly_rate_t *rate, char *buf, size_t len)
-{
-    const char *p = rate->period_s == 1 ? "second" : rate->period_s == 60 ? "minute" : rate->period_s == 3600 ? "hour" : "day";
-    snprintf(buf, len, "%u/%s burst=%u", rate->count, p, rate->burst);
-}
-
-int config_parse_listen(const char *spec, aly_listen_t *l, aly_err_t *err)
-{
-    char host[256];
-    const char *port_str;
-    if (spec[0] == '[') {
-        const char *close = strchr(spec, ']');
-        if (close == NULL || close[1] != ':' || (size_t)(close - spec - 1) >= sizeof(host))
-            return aly_errf(err, "listen address \"%s\" must look like [::1]:8080", spec);
-        memcpy(host, spec + 1, close - spec - 1);
-        host[close - spec - 1] = '\0';
-        port_str = close + 2;
-    } else {
-        const char *colon = strrchr(spec, ':');
-        if (colon == NULL || (size_t)(colon - spec) >= sizeof(host) || colon == spec)
-            return aly_errf(err, "listen address \"%s\" must look like 127.0.0.1:8080", spec);
-        if (memchr(spec, ':', colon - spec) != NULL)
-            return aly_errf(err, "IPv6 listen address \"%s\" must be in brackets, like [::1]:8080", spec);
-        memcpy(host, spec, colon - spec);
-        host[colon - spec] = '\0';
-        port_str = colon + 1;
-    }
-    static const struct unit plain[] = {{"", 1}, {NULL, 0}};
-    uint64_t port;
-    if (parse_scaled(port_str, plain, &port) != 0 || port == 0 || port > 65535)
-        return aly_errf(err, "port \"%s\" in \"%s\" must be from 1 to 65535", port_str, spec);
-
-    memset(&l->addr, 0, sizeof(l->addr));
-    struct sockaddr_in *sin = (struct sockaddr_in *)&l->addr;
-    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&l->addr;
-    const char *ip = strcmp(host, "*") == 0 ? "0.0.0.0" : strcmp(host, "localhost") == 0 ? "127.0.0.1" : host;
-    if (inet_pton(AF_INET, ip, &sin->sin_addr) == 1) {
-        sin->sin_family = AF_INET;
-        sin->sin_port = htons((uint16_t)port);
-        l->addrlen = sizeof(*sin);
-        l->loopback = (ntohl(sin->sin_addr.s_addr) >> 24) == 127;
-    } else if (inet_pton(AF_INET6, ip, &sin6->sin6_addr) == 1) {
-        sin6->sin6_family = AF_INET6;
-        sin6->sin6_port = htons((uint16_t)port);
-        l->addrlen = sizeof(*sin6);
-        l->loopback = IN6_IS_ADDR_LOOPBACK(&sin6->sin6_addr);
-    } else {
-        return aly_errf(err, "listen host \"%s\" must be an IP address, \"*\" or \"localhost\"", host);
-    }
-    l->spec = xstrdup(spec);
-    l->host = xstrdup(host);
-    l->port = (uint16_t)port;
-    return 0;
-}
-
 static int valid_url(const char *u)
 {
     const char *rest;
@@ -383,19 +228,17 @@ static int set_value(aly_config_t *cfg, const directive_t *d, parse_state_t *ps,
             cfg->workers = 0;
             return 0;
         }
-        static const struct unit plain[] = {{"", 1}, {NULL, 0}};
         uint64_t v;
-        if (parse_scaled(argv[0], plain, &v) != 0 || v < d->min || v > d->max)
+        if (config_parse_uint(argv[0], &v) != 0 || v < d->min || v > d->max)
             return fail(ps, err, "workers \"%s\" must be \"auto\" or from 1 to %d", argv[0], ALY_MAX_WORKERS);
         cfg->workers = (unsigned)v;
         return 0;
     }
     case K_UINT: {
-        static const struct unit plain[] = {{"", 1}, {NULL, 0}};
         uint64_t v;
         char range[64];
         snprintf(range, sizeof(range), "from %llu to %llu", (unsigned long long)d->min, (unsigned long long)d->max);
-        if (parse_scaled(argv[0], plain, &v) != 0 || v < d->min || v > d->max)
+        if (config_parse_uint(argv[0], &v) != 0 || v < d->min || v > d->max)
             return fail(ps, err, "%s must be an integer %s", d->name, range);
         *(unsigned *)dst = (unsigned)v;
         return 0;
@@ -405,7 +248,7 @@ static int set_value(aly_config_t *cfg, const directive_t *d, parse_state_t *ps,
     case K_DURATION_S: {
         uint64_t v;
         int is_size = d->kind == K_SIZE;
-        if (parse_scaled(argv[0], is_size ? size_units : duration_units, &v) != 0)
+        if ((is_size ? config_parse_size(argv[0], &v) : config_parse_duration(argv[0], &v)) != 0)
             return fail(ps, err, is_size ? "%s \"%s\" must be a size like 512k, 1m or 2g" : "%s \"%s\" must be a duration like 500ms, 30s, 5m, 24h or 7d",
                         d->name, argv[0]);
         if ((d->min != 0 || d->max != 0) && (v < d->min || v > d->max)) {

@@ -166,6 +166,29 @@ static void test_durations(void)
     }
 }
 
+static void test_numbers(void)
+{
+    uint64_t v = 0;
+    is_int(config_parse_uint("0", &v), 0, "0 parses");
+    is_int(config_parse_uint("18446744073709551615", &v), 0, "UINT64_MAX parses");
+    ok(v == UINT64_MAX, "as UINT64_MAX");
+    const char *bad_uints[] = {"", "-1", "+1", " 1", "1 ", "1k", "0x10", "18446744073709551616"};
+    for (size_t i = 0; i < ALY_ARRAY_SIZE(bad_uints); i++)
+        is_int(config_parse_uint(bad_uints[i], &v), -1, "uint \"%s\" refused", bad_uints[i]);
+    static const struct {
+        const char *text;
+        uint64_t bytes;
+    } sizes[] = {{"512", 512}, {"512k", 524288}, {"2K", 2048}, {"1m", 1048576}, {"3M", 3145728}, {"2g", 2147483648ULL},
+                 {"1G", 1073741824}};
+    for (size_t i = 0; i < ALY_ARRAY_SIZE(sizes); i++) {
+        is_int(config_parse_size(sizes[i].text, &v), 0, "size \"%s\" parses", sizes[i].text);
+        is_int(v, sizes[i].bytes, "size \"%s\" in bytes", sizes[i].text);
+    }
+    const char *bad_sizes[] = {"", "k", "1kb", "1t", "1.5m", "-1k", "17179869184g"};
+    for (size_t i = 0; i < ALY_ARRAY_SIZE(bad_sizes); i++)
+        is_int(config_parse_size(bad_sizes[i], &v), -1, "size \"%s\" refused", bad_sizes[i]);
+}
+
 static void test_users(void)
 {
     uid_t uid;
@@ -230,6 +253,7 @@ int main(void)
     test_defaults();
     test_rates();
     test_durations();
+    test_numbers();
     test_users();
     test_bad();
     char cmd[300];

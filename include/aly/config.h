@@ -108,6 +108,14 @@ void config_free(aly_config_t *cfg);
 /* Number of workers to run: "auto" resolved to the CPU count. */
 unsigned config_worker_count(const aly_config_t *cfg);
 
+/* ---- value grammars (config_value.c) ---- */
+
+/* A plain unsigned decimal (no sign, no space, no unit): 0, or -1 on anything else or on overflow. */
+int config_parse_uint(const char *text, uint64_t *v);
+
+/* A size: a decimal with k, m or g (binary multiples, either case) or none (bytes).  0, or -1. */
+int config_parse_size(const char *text, uint64_t *bytes);
+
 /*
  * The one duration grammar of alyd.conf and alyctl: a decimal number and a
  * unit, ms, s, m, h or d; a bare number is seconds.  0 and *ms in
