@@ -1,5 +1,6 @@
 /*
- * alyd.conf: the directive table, the parsed configuration, and its loader.
+ * alyd.conf: the directive table, the parsed configuration, and its loader
+ * (config.c); the value grammars alyctl shares (config_value.c).
  *
  * The file holds one directive per line, "name value...", and "#" starts a
  * comment.  Every directive alyd knows is one row of a table in config.c; the
