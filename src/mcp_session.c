@@ -5,8 +5,9 @@
  *
  * Expired sessions are removed lazily: every SWEEP_EVERY initializes a worker
  * looks at up to SWEEP_SCAN sessions after where its previous sweep stopped
- * (wrapping at the end of the key space) and deletes the expired and
- * undecodable ones.  Resuming matters: a sweep that always started at the
+ * (going on from the first key when it reaches the last) and deletes the
+ * expired and undecodable ones; the same id may be seen twice when fewer than
+ * SWEEP_SCAN exist, which costs a "not found" delete.  Resuming matters: a sweep that always started at the
  * first key would look at the same live sessions for ever once more than
  * SWEEP_SCAN exist, and expired ones behind them would fill the store.
  */
@@ -83,14 +84,18 @@ static void session_sweep(store_t *st)
     c->now = aly_wall_ms();
     size_t rl = strlen(resume);
     int rc = store_scan(&t, DB_SESSIONS, "", 0, rl ? resume : NULL, rl, sweep_cb, c, &err);
+    int wrapped = rc == 0 && rl != 0 && c->seen < SWEEP_SCAN;
+    if (wrapped) /* the end came first: go on from the first key with what is left of the budget */
+        rc = store_scan(&t, DB_SESSIONS, "", 0, NULL, 0, sweep_cb, c, &err);
     for (unsigned i = 0; rc == 0 && i < c->n; i++)
         rc = store_del(&t, DB_SESSIONS, c->ids[i], strlen(c->ids[i]), &err) < 0 ? -1 : 0;
     if (rc != 0 || store_commit(&t, &err) != 0) {
         store_abort(&t);
         log_warn("session sweep: %s", err.msg);
     } else {
-        /* A scan that stopped early resumes after its last key; one that reached the end starts over. */
-        memcpy(resume, c->seen == SWEEP_SCAN ? c->last : "", c->seen == SWEEP_SCAN ? strlen(c->last) + 1 : 1);
+        /* The next sweep resumes after the last key looked at; after a sweep that saw every key, at the first. */
+        int all = c->seen < SWEEP_SCAN;
+        memcpy(resume, all ? "" : c->last, all ? 1 : strlen(c->last) + 1);
     }
     free(c);
 }
