@@ -18,7 +18,7 @@
 #define CACHE_MAX_ENTRY (64 * 1024)
 
 /*
- * Results of cacheable tools (TOOL_CACHEABLE), per worker, keyed by workspace, tool and
+ * Results of cacheable tools (TOOL_CACHED), per worker, keyed by workspace, tool and
  * canonical arguments, and valid only for the store snapshot they were
  * computed at: any write to the durable store moves the snapshot id and so
  * retires every entry.  A hit skips the tool and the JSON serialisation.
@@ -196,15 +196,13 @@ static void page(mcp_call_t *call, json_t *params, const char *kind, const char 
     size_t start = 0;
     json_t *c = json_object_get(params, "cursor");
     if (c != NULL) {
-        char payload[CURSOR_MAX_PAYLOAD + 1];
-        long pl = json_is_string(c) ? cursor_decode(json_string_value(c), json_string_length(c), payload, sizeof(payload)) : -1;
-        size_t klen = strlen(kind);
-        if (pl <= (long)klen + 1 || strncmp(payload, kind, klen) != 0 || payload[klen] != ':') {
+        char after[32], *end;
+        if (!json_is_string(c) || cursor_read(json_string_value(c), json_string_length(c), kind, after, sizeof(after)) != 0 ||
+            (start = strtoul(after, &end, 10), end == after || *end != '\0')) {
             mcp_call_error(call, RPC_INVALID_PARAMS, "invalid cursor: pass next_cursor back unchanged, or omit it to start over",
                            NULL);
             return;
         }
-        start = strtoul(payload + klen + 1, NULL, 10);
     }
     json_t *arr = json_array();
     size_t i;
@@ -215,9 +213,9 @@ static void page(mcp_call_t *call, json_t *params, const char *kind, const char 
     }
     json_t *result = json_pack("{s:o}", key, arr);
     if (i < n) {
-        char payload[64], text[2 * CURSOR_MAX_PAYLOAD];
-        int pl = snprintf(payload, sizeof(payload), "%s:%zu", kind, i);
-        if (cursor_encode(payload, (size_t)pl, text, sizeof(text)) > 0)
+        char after[32], text[CURSOR_TEXT_MAX];
+        snprintf(after, sizeof(after), "%zu", i);
+        if (cursor_make(kind, after, text, sizeof(text)) > 0)
             json_object_set_new(result, "nextCursor", json_string(text));
     }
     mcp_call_result(call, result);
@@ -326,7 +324,7 @@ void registry_tools_call(mcp_call_t *call, json_t *params)
         char msg[ALY_ERR_MAX + 32];
         snprintf(msg, sizeof(msg), "Invalid arguments: %s", why.msg);
         mcp_call_result(call, mcp_text_result(msg, 1));
-    } else if (t->d->annotations & TOOL_CACHEABLE) {
+    } else if (t->d->run & TOOL_CACHED) {
         call_cached(call, t, args);
     } else {
         t->d->call(call, args);

@@ -232,7 +232,7 @@ const mcp_tool_desc_t tools_analytics[] = {
      "\"top_products\":{\"type\":\"array\",\"items\":{\"type\":\"object\",\"properties\":{\"product_id\":{\"type\":\"string\"},"
      "\"quantity\":{\"type\":\"integer\"},\"revenue\":" MONEY_OUT "}}}},"
      "\"required\":[\"site_id\",\"visits\",\"orders\",\"revenue\",\"conversion_rate\",\"average_order_value\",\"top_products\"]}",
-     TOOL_READ_ONLY | TOOL_IDEMPOTENT | TOOL_CACHEABLE, analytics_summary},
+     TOOL_READ_ONLY | TOOL_IDEMPOTENT, analytics_summary, TOOL_CACHED},
     {"analytics.timeseries", "Daily sales series",
      "Day by day visits, paid orders and revenue of a site for a date range (inclusive, UTC, at most 366 days).",
      SCOPE_READ_ANALYTICS, RANGE_IN,
@@ -240,6 +240,6 @@ const mcp_tool_desc_t tools_analytics[] = {
      "\"points\":{\"type\":\"array\",\"items\":{\"type\":\"object\",\"properties\":{\"date\":{\"type\":\"string\"},"
      "\"visits\":{\"type\":\"integer\"},\"orders\":{\"type\":\"integer\"},\"revenue\":" MONEY_OUT "},"
      "\"required\":[\"date\",\"visits\",\"orders\",\"revenue\"]}}},\"required\":[\"site_id\",\"points\"]}",
-     TOOL_READ_ONLY | TOOL_IDEMPOTENT | TOOL_CACHEABLE, analytics_timeseries},
+     TOOL_READ_ONLY | TOOL_IDEMPOTENT, analytics_timeseries, TOOL_CACHED},
 };
 const size_t tools_analytics_count = sizeof(tools_analytics) / sizeof(tools_analytics[0]);

@@ -154,10 +154,10 @@ const mcp_tool_desc_t tools_orders[] = {
      LIMIT_CURSOR "},\"required\":[\"site_id\"],\"additionalProperties\":false}",
      "{\"type\":\"object\",\"properties\":{\"site_id\":{\"type\":\"string\"},\"orders\":{\"type\":\"array\",\"items\":" ORDER_OUT "},"
      "\"next_cursor\":{\"type\":[\"string\",\"null\"]}},\"required\":[\"orders\",\"next_cursor\"]}",
-     TOOL_READ_ONLY | TOOL_IDEMPOTENT | TOOL_CACHEABLE, orders_list},
+     TOOL_READ_ONLY | TOOL_IDEMPOTENT, orders_list, TOOL_CACHED},
     {"orders.get", "Get an order", "One order with its customer, line items, total and fulfilment.", SCOPE_READ_ORDERS,
      "{\"type\":\"object\",\"properties\":{\"order_id\":" ORDER_ID "},\"required\":[\"order_id\"],\"additionalProperties\":false}",
-     ORDER_OUT, TOOL_READ_ONLY | TOOL_IDEMPOTENT | TOOL_CACHEABLE, orders_get},
+     ORDER_OUT, TOOL_READ_ONLY | TOOL_IDEMPOTENT, orders_get, TOOL_CACHED},
     {"orders.fulfill", "Fulfil an order",
      "Mark a paid order as shipped with the carrier and tracking number. Calling it again with the same values changes nothing; "
      "a pending (unpaid) or cancelled order is refused.",
@@ -165,12 +165,12 @@ const mcp_tool_desc_t tools_orders[] = {
      "{\"type\":\"object\",\"properties\":{\"order_id\":" ORDER_ID ",\"carrier\":{\"type\":\"string\",\"minLength\":1,\"maxLength\":63},"
      "\"tracking_number\":{\"type\":\"string\",\"pattern\":\"^[A-Za-z0-9 ._/-]{1,127}$\"}},"
      "\"required\":[\"order_id\",\"carrier\",\"tracking_number\"],\"additionalProperties\":false}",
-     ORDER_OUT, TOOL_IDEMPOTENT, orders_fulfill},
+     ORDER_OUT, TOOL_IDEMPOTENT, orders_fulfill, 0},
     {"orders.cancel", "Cancel an order",
      "Cancel an order that has not been fulfilled. Cancelling a cancelled order changes nothing; a fulfilled order is refused.",
      SCOPE_WRITE_ORDERS,
      "{\"type\":\"object\",\"properties\":{\"order_id\":" ORDER_ID ",\"reason\":{\"type\":\"string\",\"maxLength\":500}},"
      "\"required\":[\"order_id\"],\"additionalProperties\":false}",
-     ORDER_OUT, TOOL_DESTRUCTIVE | TOOL_IDEMPOTENT, orders_cancel},
+     ORDER_OUT, TOOL_DESTRUCTIVE | TOOL_IDEMPOTENT, orders_cancel, 0},
 };
 const size_t tools_orders_count = sizeof(tools_orders) / sizeof(tools_orders[0]);

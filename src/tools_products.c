@@ -215,11 +215,11 @@ const mcp_tool_desc_t tools_products[] = {
      "\"query\":{\"type\":\"string\",\"minLength\":1,\"maxLength\":100}," LIMIT_CURSOR "},\"required\":[\"site_id\"],\"additionalProperties\":false}",
      "{\"type\":\"object\",\"properties\":{\"site_id\":{\"type\":\"string\"},\"products\":{\"type\":\"array\",\"items\":" PRODUCT_OUT "},"
      "\"next_cursor\":{\"type\":[\"string\",\"null\"]}},\"required\":[\"products\",\"next_cursor\"]}",
-     TOOL_READ_ONLY | TOOL_IDEMPOTENT | TOOL_CACHEABLE, products_list},
+     TOOL_READ_ONLY | TOOL_IDEMPOTENT, products_list, TOOL_CACHED},
     {"products.get", "Get a product", "One product of a site, with price, inventory, status, tags and version.", SCOPE_READ_CONTENT,
      "{\"type\":\"object\",\"properties\":{\"site_id\":" SITE_ID ",\"product_id\":" PRODUCT_ID "},\"required\":[\"site_id\",\"product_id\"],"
      "\"additionalProperties\":false}",
-     PRODUCT_OUT, TOOL_READ_ONLY | TOOL_IDEMPOTENT | TOOL_CACHEABLE, products_get},
+     PRODUCT_OUT, TOOL_READ_ONLY | TOOL_IDEMPOTENT, products_get, TOOL_CACHED},
     {"products.create", "Create a product",
      "Add a product to a site. price is an integer in minor units of the site's currency. Pass an idempotency_key to make retries "
      "safe: the same key with the same arguments returns the product created the first time.",
@@ -227,14 +227,14 @@ const mcp_tool_desc_t tools_products[] = {
      "{\"type\":\"object\",\"properties\":{\"site_id\":" SITE_ID "," PRODUCT_FIELDS ","
      "\"idempotency_key\":{\"type\":\"string\",\"pattern\":\"^[A-Za-z0-9._:-]{8,100}$\"}},"
      "\"required\":[\"site_id\",\"title\",\"price\",\"sku\"],\"additionalProperties\":false}",
-     PRODUCT_OUT, 0, products_create},
+     PRODUCT_OUT, 0, products_create, 0},
     {"products.update", "Update a product",
      "Change some fields of a product; fields not given stay as they are. Pass expected_version (from products.get) to refuse the "
      "change when the product changed meanwhile.",
      SCOPE_WRITE_CONTENT,
      "{\"type\":\"object\",\"properties\":{\"site_id\":" SITE_ID ",\"product_id\":" PRODUCT_ID "," PRODUCT_FIELDS ","
      EXPECTED_VERSION "},\"required\":[\"site_id\",\"product_id\"],\"additionalProperties\":false}",
-     PRODUCT_OUT, 0, products_update},
+     PRODUCT_OUT, 0, products_update, 0},
     {"products.delete", "Delete a product",
      "Delete a product from a site for good. Pass expected_version to refuse the deletion when the product changed meanwhile.",
      SCOPE_WRITE_CONTENT,
@@ -242,6 +242,6 @@ const mcp_tool_desc_t tools_products[] = {
      EXPECTED_VERSION "},\"required\":[\"site_id\",\"product_id\"],\"additionalProperties\":false}",
      "{\"type\":\"object\",\"properties\":{\"site_id\":{\"type\":\"string\"},\"product_id\":{\"type\":\"string\"},\"deleted\":{\"type\":\"boolean\"},"
      "\"version\":{\"type\":\"integer\"}},\"required\":[\"product_id\",\"deleted\"]}",
-     TOOL_DESTRUCTIVE, products_delete},
+     TOOL_DESTRUCTIVE, products_delete, 0},
 };
 const size_t tools_products_count = sizeof(tools_products) / sizeof(tools_products[0]);

@@ -81,21 +81,21 @@ const mcp_tool_desc_t tools_sites[] = {
      SCOPE_READ_SITES, "{\"type\":\"object\",\"properties\":{" LIMIT_CURSOR "},\"additionalProperties\":false}",
      "{\"type\":\"object\",\"properties\":{\"sites\":{\"type\":\"array\",\"items\":" SITE_OUT "},\"next_cursor\":{\"type\":[\"string\",\"null\"]}},"
      "\"required\":[\"sites\",\"next_cursor\"]}",
-     TOOL_READ_ONLY | TOOL_IDEMPOTENT | TOOL_CACHEABLE, sites_list},
+     TOOL_READ_ONLY | TOOL_IDEMPOTENT, sites_list, TOOL_CACHED},
     {"sites.get", "Get a site", "One site by id, with its product and order counts.", SCOPE_READ_SITES,
      "{\"type\":\"object\",\"properties\":{\"site_id\":" SITE_ID "},\"required\":[\"site_id\"],\"additionalProperties\":false}", SITE_OUT,
-     TOOL_READ_ONLY | TOOL_IDEMPOTENT | TOOL_CACHEABLE, sites_get},
+     TOOL_READ_ONLY | TOOL_IDEMPOTENT, sites_get, TOOL_CACHED},
     {"sites.create", "Create a site", "Create a new site (shop) with a name, a domain and the ISO 4217 currency its prices use.",
      SCOPE_WRITE_SITES,
      "{\"type\":\"object\",\"properties\":{" SITE_FIELDS "},"
      "\"required\":[\"name\",\"domain\",\"currency\"],\"additionalProperties\":false}",
-     SITE_OUT, 0, sites_create},
+     SITE_OUT, 0, sites_create, 0},
     {"sites.update", "Rename a site or change its domain",
      "Change a site's name and/or domain. Pass expected_version (from sites.get) to refuse the change if someone else changed the "
      "site meanwhile.",
      SCOPE_WRITE_SITES,
      "{\"type\":\"object\",\"properties\":{\"site_id\":" SITE_ID ",\"name\":" NAME_SCHEMA ",\"domain\":" DOMAIN_SCHEMA
      "," EXPECTED_VERSION "},\"required\":[\"site_id\"],\"additionalProperties\":false}",
-     SITE_OUT, TOOL_IDEMPOTENT, sites_update},
+     SITE_OUT, TOOL_IDEMPOTENT, sites_update, 0},
 };
 const size_t tools_sites_count = sizeof(tools_sites) / sizeof(tools_sites[0]);

@@ -19,14 +19,22 @@
 #include "aly/handler.h"
 #include "aly/scope.h"
 
+/* Annotations: advertised to the client in tools/list as hints. */
 enum {
     TOOL_READ_ONLY = 1 << 0,
     TOOL_DESTRUCTIVE = 1 << 1,
     TOOL_IDEMPOTENT = 1 << 2,
     TOOL_OPEN_WORLD = 1 << 3,
-    /* Not advertised: the result depends only on the workspace, the arguments and the durable store,
-     * and the tool emits no notifications, so the registry may serve it from its snapshot-keyed cache. */
-    TOOL_CACHEABLE = 1 << 8,
+};
+
+/*
+ * How the registry may run a tool: never advertised.  TOOL_CACHED: the result
+ * depends only on the workspace, the arguments and the durable store, and the
+ * tool emits no notifications, so the registry may serve it from its
+ * snapshot-keyed result cache.
+ */
+enum {
+    TOOL_CACHED = 1 << 0,
 };
 
 typedef mcp_status_t (*mcp_tool_fn)(mcp_call_t *call, json_t *args);
@@ -38,8 +46,9 @@ typedef struct mcp_tool_desc {
     scope_set_t scope; /* 0: any principal */
     const char *input_schema;  /* JSON text */
     const char *output_schema; /* JSON text or NULL */
-    unsigned annotations;
+    unsigned annotations; /* TOOL_READ_ONLY ... */
     mcp_tool_fn call;
+    unsigned run; /* TOOL_CACHED or 0 */
 } mcp_tool_desc_t;
 
 /* Resource handlers complete with {"contents":[...]}. vars holds template variables. */
