@@ -1,5 +1,5 @@
-# Credentials against a real alyd: the API key matrix and the JWT matrix of
-# SPEC §3.  Every refusal must be a 401 with the right WWW-Authenticate and
+# Credentials against a real alyd: the API key matrix and the JWT matrix
+# (well-formed, malformed, unknown, revoked, expired, wrong algorithm).  Every refusal must be a 401 with the right WWW-Authenticate and
 # Cache-Control: no-store, and must change nothing in the store.
 use strict;
 use warnings;

@@ -1,4 +1,4 @@
-# Rate limits against the real alyd (SPEC §5): per-principal GCRA budgets
+# Rate limits against the real alyd: per-principal GCRA budgets
 # shared by 4 workers, exact Retry-After, the IETF RateLimit headers, separate
 # budgets per key and per OAuth principal, a steady client getting the
 # sustained rate, and brute force: bad credentials from one address are

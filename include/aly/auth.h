@@ -1,5 +1,5 @@
 /*
- * Credentials and principals (SPEC §3).
+ * Credentials and principals.
  *
  * A bearer credential is either an API key ("aly_" + 32 base62 secret + 6
  * base62 CRC32 of the secret) or an OAuth access token ("aly_oauth_" + a JWS

@@ -1,5 +1,5 @@
 /*
- * Rate limits (SPEC §5): a budget per principal, and a budget of failed
+ * Rate limits: a budget per principal, and a budget of failed
  * authentications per client address (brute force), both shared by every
  * worker because their state lives in the volatile LMDB environment (VDB_RATE,
  * opened MDB_NOSYNC: a crash may lose the last few decisions, never more).
