@@ -101,7 +101,7 @@ int ctl_cmd_workspace(ctl_t *ctl)
 static json_t *key_json(const key_record_t *k, uint64_t last_used)
 {
     char scopes[256], created[40], expires[40], revoked[40], used[40], rate[64] = "default";
-    auth_format_scopes((scope_set_t)k->scopes, scopes, sizeof(scopes));
+    scope_format((scope_set_t)k->scopes, scopes, sizeof(scopes));
     ctl_format_time(k->created_ms, created, sizeof(created));
     ctl_format_time(k->expires_ms, expires, sizeof(expires));
     ctl_format_time(k->revoked_ms, revoked, sizeof(revoked));
@@ -146,7 +146,7 @@ static int keys_create(ctl_t *ctl, store_t *st)
     aly_err_t err;
     aly_rate_t rate;
     admin_key_spec_t spec = {.workspace = v[0], .name = v[2]};
-    if (auth_parse_scopes(v[1], &spec.scopes, &err) != 0)
+    if (scope_parse(v[1], &spec.scopes, &err) != 0)
         return ctl_fail("%s", err.msg);
     if (v[2] != NULL && !admin_name_ok(v[2]))
         return ctl_fail("key name must be 1 to %d printable bytes", ALY_NAME_MAX - 1);
@@ -181,7 +181,7 @@ static int key_line(void *ctx, const void *rec)
         json_array_append_new(lo->out, key_json(k, 0));
     } else {
         char scopes[256];
-        auth_format_scopes((scope_set_t)k->scopes, scopes, sizeof(scopes));
+        scope_format((scope_set_t)k->scopes, scopes, sizeof(scopes));
         printf("%-28s %-26s %-8s %-16s %s\n", k->id, k->workspace, k->revoked_ms ? "revoked" : "active", k->name[0] ? k->name : "-",
                scopes);
     }

@@ -25,19 +25,14 @@
 
 int mcp_session_write(store_t *st, const session_record_t *s, aly_err_t *err)
 {
-    char *val;
-    size_t vlen;
     store_txn_t t;
-    if (record_encode(&record_session, s, &val, &vlen, err) != 0)
+    if (store_begin(st, STORE_WRITE, &t, err) != 0)
         return -1;
-    int rc = store_begin(st, STORE_WRITE, &t, err);
-    if (rc == 0) {
-        rc = store_put(&t, DB_SESSIONS, s->id, strlen(s->id), val, vlen, 0, err) == 0 ? store_commit(&t, err) : -1;
-        if (rc != 0)
-            store_abort(&t);
+    if (store_put_record(&t, DB_SESSIONS, s->id, strlen(s->id), &record_session, s, 0, err) != 0 || store_commit(&t, err) != 0) {
+        store_abort(&t);
+        return -1;
     }
-    free(val);
-    return rc;
+    return 0;
 }
 
 typedef struct sweep_ctx {
@@ -122,15 +117,12 @@ int mcp_session_create(mcp_exchange_t *x, int pi, aly_err_t *err)
 int mcp_session_load(store_t *st, const char *id, size_t len, const principal_t *p, session_record_t *out)
 {
     store_txn_t t;
-    store_val_t v;
     aly_err_t err;
     if (len == 0 || len >= sizeof(out->id))
         return 1;
     if (store_begin(st, 0, &t, &err) != 0)
         return -1;
-    int rc = store_get(&t, DB_SESSIONS, id, len, &v, &err);
-    if (rc == 0 && record_decode(&record_session, v.data, v.len, out, &err) != 0)
-        rc = -1;
+    int rc = store_get_record(&t, DB_SESSIONS, id, len, &record_session, out, &err);
     store_abort(&t);
     if (rc != 0)
         return rc;

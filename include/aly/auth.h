@@ -4,9 +4,9 @@
  * A bearer credential is either an API key ("aly_" + 32 base62 secret + 6
  * base62 CRC32 of the secret) or an OAuth access token ("aly_oauth_" + a JWS
  * compact JWT).  Both become the same principal: who, which workspace, which
- * scopes, which rate policy.  The MCP layer asks auth_require() for the scope
- * a tool, resource or prompt needs; the HTTP layer turns an auth failure into
- * the 401/403 with WWW-Authenticate.
+ * scopes, which rate policy.  The registry checks the scope a tool,
+ * resource or prompt needs (aly/scope.h); the gate turns an auth failure into
+ * the 401 with WWW-Authenticate.
  *
  * Keys are stored only as HMAC-SHA256(pepper, key); the pepper lives in a file
  * outside the store, so a leaked store does not allow offline guessing.  JWTs
@@ -65,14 +65,6 @@ int auth_check_config(const aly_config_t *cfg, aly_err_t *err);
  * AUTH_INVALID, why says what was wrong in words fit for the client.
  */
 auth_result_t auth_authenticate(auth_t *a, const char *header, size_t len, principal_t *out, aly_err_t *why);
-
-/* 0 when p holds every scope of need; else -1 and *missing is the first scope lacking. */
-int auth_require(const principal_t *p, scope_set_t need, scope_set_t *missing);
-
-/* "read:sites write:content" for a set, into buf. */
-void auth_format_scopes(scope_set_t set, char *buf, size_t len);
-/* Parses a comma- or space-separated scope list; -1 with err naming an unknown scope. */
-int auth_parse_scopes(const char *text, scope_set_t *out, aly_err_t *err);
 
 /* ---- API keys (auth_key.c) ---- */
 
