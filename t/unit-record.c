@@ -265,7 +265,7 @@ static void key_sizes(store_t *st)
 
 typedef struct seen {
     int good, bad, stop_at;
-    char names[8][ALY_NAME_MAX];
+    char names[8][SHOP_SITE_NAME_MAX];
     char why[ALY_ERR_MAX];
 } seen_t;
 
