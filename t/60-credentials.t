@@ -210,6 +210,37 @@ refused('Bearer ' . jwt(drop => ['ws']), 'ws missing', 'ws');
 refused('Bearer ' . jwt(drop => ['sub']), 'sub missing', 'sub');
 refused('Bearer ' . jwt(claims => { ws => 'ws_doesnotexist' }), 'unknown workspace', 'unknown workspace');
 refused('Bearer aly_oauth_%%%.***.!!!', 'garbage base64', 'base64url');
+
+# ---- time claims at the ends of their range: refused or accepted as the rules say, no overflow, no crash ----
+{
+    my @before = sort $srv->worker_pids;
+    my $max = 9223372036854775807; # INT64_MAX
+    my $far = 4611686018427387904; # 2^62
+    my $now = time;
+    for my $exp ($max, $max - 30, $far, $now + 5) {
+        my $tok = jwt(claims => { exp => $exp });
+        passes("Bearer $tok", "exp $exp", $ws_a);
+        passes("Bearer $tok", "exp $exp again (from the cache)", $ws_a);
+    }
+    refused('Bearer ' . jwt(claims => { exp => -1 }), 'exp -1', 'exp');
+    refused('Bearer ' . jwt(claims => { exp => -$max - 1 }), 'exp INT64_MIN', 'exp');
+    refused('Bearer ' . jwt(claims => { exp => 0 }), 'exp 0', 'exp');
+    refused('Bearer ' . jwt(claims => { exp => $now - 61 }), 'exp just past the leeway', 'expired');
+    passes('Bearer ' . jwt(claims => { exp => $now - 30 }), 'exp within the leeway', $ws_a);
+    refused('Bearer ' . jwt(claims => { exp => '9223372036854775808' + 0 }), 'exp 2^63 (no integer holds it)');
+    refused('Bearer ' . jwt(claims => { exp => 1e300 }), 'exp 1e300', 'exp');
+    refused('Bearer ' . jwt(claims => { nbf => $max }), 'nbf INT64_MAX', 'not valid yet');
+    refused('Bearer ' . jwt(claims => { nbf => $max, exp => $max }), 'nbf and exp INT64_MAX', 'not valid yet');
+    refused('Bearer ' . jwt(claims => { nbf => -1 }), 'nbf -1', 'nbf');
+    passes('Bearer ' . jwt(claims => { nbf => 1 }), 'nbf 1 (1970)', $ws_a);
+    passes('Bearer ' . jwt(claims => { nbf => $now + 30 }), 'nbf within the leeway', $ws_a);
+    refused('Bearer ' . jwt(claims => { iat => $max }), 'iat INT64_MAX', 'future');
+    refused('Bearer ' . jwt(claims => { iat => $max, exp => $max }), 'iat and exp INT64_MAX', 'future');
+    refused('Bearer ' . jwt(claims => { iat => -1 }), 'iat -1', 'iat');
+    passes('Bearer ' . jwt(claims => { iat => 1 }), 'iat 1 (1970)', $ws_a);
+    is_deeply([sort $srv->worker_pids], \@before, 'time claim extremes: no worker died');
+}
+
 refused('Bearer aly_oauth_' . ('A' x 10240), '10 KB token', 'longer than');
 refused('Bearer aly_oauth_' . substr($warm, 10, -3), 'signature cut short', 'signature');
 {
