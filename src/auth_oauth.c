@@ -433,8 +433,17 @@ static int check_claims(auth_oauth_t *o, json_t *c, store_txn_t *t, principal_t 
 
     memset(p, 0, sizeof(*p));
     p->kind = PRINCIPAL_OAUTH;
-    snprintf(p->id, sizeof(p->id), "oauth:%s", sub);
-    snprintf(p->workspace, sizeof(p->workspace), "%s", ws);
+    /*
+     * A sub is only unique at its issuer, and one issuer serves every
+     * workspace: the id names the workspace too, so the same sub in two
+     * workspaces is two principals (rate budgets, sessions, replies).
+     */
+    int idlen = snprintf(p->id, sizeof(p->id), "oauth:%s:%s", ws, sub);
+    if (idlen < 0 || (size_t)idlen >= sizeof(p->id))
+        return aly_errf(why, "the token's sub claim is too long (at most %zu bytes with this workspace)",
+                        sizeof(p->id) - sizeof("oauth::") - strlen(ws));
+    if (RECORD_SET_STR(p->workspace, ws) != 0)
+        return aly_errf(why, "the token names an unknown workspace");
     /* Unknown scopes are ignored: an authorization server may mint scopes for other resources too. */
     for (const char *s = scope; *s;) {
         size_t n = strcspn(s, " ");
