@@ -378,10 +378,20 @@ static int aud_matches(json_t *aud, const char *resource)
     return 0;
 }
 
+/*
+ * The time claims are signed integers up to INT64_MAX, so they are compared
+ * by difference with now (both positive: a difference cannot overflow),
+ * never by adding the leeway to them; the leeway is bounded for the same
+ * reason.  A token may legitimately expire in the far future: its expiry in
+ * milliseconds saturates instead of wrapping round to the past.
+ */
+#define MAX_LEEWAY_S (7 * 86400)
+
 static int check_claims(auth_oauth_t *o, json_t *c, store_txn_t *t, principal_t *p, aly_err_t *why)
 {
     const aly_config_t *cfg = o->cfg;
-    int64_t now = (int64_t)(aly_wall_ms() / 1000), leeway = (int64_t)cfg->oauth_leeway_s, exp, nbf, iat;
+    int64_t now = (int64_t)(aly_wall_ms() / 1000), exp, nbf, iat;
+    int64_t leeway = cfg->oauth_leeway_s > MAX_LEEWAY_S ? MAX_LEEWAY_S : (int64_t)cfg->oauth_leeway_s;
     const char *iss = claim_str(c, "iss", 1024, why);
     if (iss == NULL)
         return -1;
@@ -391,16 +401,16 @@ static int check_claims(auth_oauth_t *o, json_t *c, store_txn_t *t, principal_t 
         return aly_errf(why, "the token's audience (aud) does not include %s", o->resource);
     if (claim_int(c, "exp", 1, &exp, why) < 0)
         return -1;
-    if (now >= exp + leeway)
+    if (now - exp >= leeway)
         return aly_errf(why, "the token has expired: get a new one");
     int rc = claim_int(c, "nbf", 0, &nbf, why);
     if (rc < 0)
         return -1;
-    if (rc == 0 && now + leeway < nbf)
+    if (rc == 0 && nbf - now > leeway)
         return aly_errf(why, "the token is not valid yet (nbf)");
     if ((rc = claim_int(c, "iat", 0, &iat, why)) < 0)
         return -1;
-    if (rc == 0 && iat > now + leeway)
+    if (rc == 0 && iat - now > leeway)
         return aly_errf(why, "the token was issued in the future (iat)");
     const char *sub = claim_str(c, "sub", 128, why), *ws = NULL, *scope;
     if (sub == NULL || (ws = claim_str(c, "ws", ALY_ID_MAX - 1, why)) == NULL)
@@ -423,8 +433,17 @@ static int check_claims(auth_oauth_t *o, json_t *c, store_txn_t *t, principal_t 
 
     memset(p, 0, sizeof(*p));
     p->kind = PRINCIPAL_OAUTH;
-    snprintf(p->id, sizeof(p->id), "oauth:%s", sub);
-    snprintf(p->workspace, sizeof(p->workspace), "%s", ws);
+    /*
+     * A sub is only unique at its issuer, and one issuer serves every
+     * workspace: the id names the workspace too, so the same sub in two
+     * workspaces is two principals (rate budgets, sessions, replies).
+     */
+    int idlen = snprintf(p->id, sizeof(p->id), "oauth:%s:%s", ws, sub);
+    if (idlen < 0 || (size_t)idlen >= sizeof(p->id))
+        return aly_errf(why, "the token's sub claim is too long (at most %zu bytes with this workspace)",
+                        sizeof(p->id) - sizeof("oauth::") - strlen(ws));
+    if (RECORD_SET_STR(p->workspace, ws) != 0)
+        return aly_errf(why, "the token names an unknown workspace");
     /* Unknown scopes are ignored: an authorization server may mint scopes for other resources too. */
     for (const char *s = scope; *s;) {
         size_t n = strcspn(s, " ");
@@ -443,7 +462,7 @@ static int check_claims(auth_oauth_t *o, json_t *c, store_txn_t *t, principal_t 
             if (strcmp(cfg->client_rates[i].client_id, client) == 0)
                 p->rate = cfg->client_rates[i].rate;
     }
-    p->expires_ms = (uint64_t)exp * 1000;
+    p->expires_ms = (uint64_t)exp > UINT64_MAX / 1000 ? UINT64_MAX : (uint64_t)exp * 1000;
     return 0;
 }
 

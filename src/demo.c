@@ -260,7 +260,9 @@ static int import_site(import_ctx_t *c, json_t *line, aly_err_t *why, aly_err_t 
     if (rc != 1)
         return rc < 0 ? -1 : bad(why, "site %s already exists", id);
     snprintf(s.id, sizeof(s.id), "%s", id);
-    tools_site_apply(&s, line);
+    const char *unfit = tools_site_apply(&s, line);
+    if (unfit != NULL)
+        return bad(why, "%s: too long to store", unfit);
     s.created_ms = s.updated_ms = aly_wall_ms();
     c->counts->sites++;
     return shop_site_put(c->t, c->ws, &s, err) == 0 ? 0 : -1;
@@ -277,7 +279,9 @@ static int import_product(import_ctx_t *c, json_t *line, aly_err_t *why, aly_err
     snprintf(p.id, sizeof(p.id), "%s", id);
     snprintf(p.site, sizeof(p.site), "%s", s->id);
     snprintf(p.status, sizeof(p.status), "draft");
-    tools_product_apply(&p, line);
+    const char *unfit = tools_product_apply(&p, line);
+    if (unfit != NULL)
+        return bad(why, "%s: too long to store", unfit);
     if ((rc = shop_sku_taken(c->t, c->ws, s->id, p.sku, NULL, err)) != 0)
         return rc < 0 ? -1 : bad(why, "sku %s is already used in site %s", p.sku, s->id);
     p.created_ms = p.updated_ms = aly_wall_ms();

@@ -88,18 +88,80 @@ static void pack_fields(msgpack_packer *pk, const record_type_t *type, const cha
     }
 }
 
-/* Every string field must be terminated inside its array; checked before packing. */
-static int terminated(const record_type_t *type, const char *base, aly_err_t *err)
+/*
+ * Length of the well-formed UTF-8 sequence at s (RFC 3629: shortest form, no
+ * surrogates, nothing above U+10FFFF), or 0 when there is none.
+ */
+static size_t utf8_seq(const unsigned char *s, size_t left)
+{
+    unsigned c = s[0];
+    size_t n;
+    unsigned lo = 0x80, hi = 0xbf;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf)
+        n = 2;
+    else if (c >= 0xe0 && c <= 0xef) {
+        n = 3;
+        if (c == 0xe0)
+            lo = 0xa0; /* overlong */
+        if (c == 0xed)
+            hi = 0x9f; /* surrogates */
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        n = 4;
+        if (c == 0xf0)
+            lo = 0x90; /* overlong */
+        if (c == 0xf4)
+            hi = 0x8f; /* above U+10FFFF */
+    } else
+        return 0;
+    if (left < n || s[1] < lo || s[1] > hi)
+        return 0;
+    for (size_t i = 2; i < n; i++)
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+    return n;
+}
+
+int record_utf8_valid(const char *s, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    for (size_t i = 0, n; i < len; i += n)
+        if ((n = utf8_seq(p + i, len - i)) == 0)
+            return 0;
+    return 1;
+}
+
+int record_str_copy(char *dst, size_t size, const char *src)
+{
+    size_t n = strlen(src);
+    if (n >= size)
+        return -1;
+    memcpy(dst, src, n + 1);
+    return 0;
+}
+
+/*
+ * Every string field must be terminated inside its array and be UTF-8:
+ * checked before packing, because a record whose text cannot become JSON
+ * could be stored but never shown again.
+ */
+static int check_strings(const record_type_t *type, const char *base, aly_err_t *err)
 {
     for (size_t i = 0; i < type->n_fields; i++) {
         const record_field_t *f = &type->fields[i];
-        if (f->kind == RF_STR && memchr(base + f->offset, '\0', f->size) == NULL)
-            return aly_errf(err, "record field %s is not terminated", f->name);
+        if (f->kind == RF_STR) {
+            const char *end = memchr(base + f->offset, '\0', f->size);
+            if (end == NULL)
+                return aly_errf(err, "record field %s is not terminated", f->name);
+            if (!record_utf8_valid(base + f->offset, (size_t)(end - (base + f->offset))))
+                return aly_errf(err, "record field %s is not valid UTF-8", f->name);
+        }
         if (f->kind == RF_LIST) {
             uint64_t n;
             memcpy(&n, base + f->count_offset, sizeof(n));
             for (uint64_t k = 0; k < n && k < f->max; k++)
-                if (terminated(f->sub, base + f->offset + k * f->size, err) != 0)
+                if (check_strings(f->sub, base + f->offset + k * f->size, err) != 0)
                     return -1;
         }
     }
@@ -108,7 +170,7 @@ static int terminated(const record_type_t *type, const char *base, aly_err_t *er
 
 int record_encode(const record_type_t *type, const void *obj, char **out, size_t *len, aly_err_t *err)
 {
-    if (terminated(type, obj, err) != 0)
+    if (check_strings(type, obj, err) != 0)
         return -1;
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);

@@ -109,12 +109,25 @@ static int fail(aly_err_t *err, const char *path, const char *fmt, ...)
     return aly_errf(err, "%s: %s", path[0] ? path : "arguments", rule);
 }
 
+/*
+ * 1 when v is a real with an integral value that a json_int_t holds.  The
+ * range is checked before the conversion: converting a double outside it
+ * (1e300) is undefined behaviour.  2^63 is exact as a double.
+ */
+static int integral_real(const json_t *v)
+{
+    if (!json_is_real(v))
+        return 0;
+    double d = json_real_value(v);
+    return d >= -9223372036854775808.0 && d < 9223372036854775808.0 && d == (double)(json_int_t)d;
+}
+
 static int type_matches(const char *t, const json_t *v)
 {
     if (strcmp(t, "string") == 0)
         return json_is_string(v);
     if (strcmp(t, "integer") == 0)
-        return json_is_integer(v) || (json_is_real(v) && json_real_value(v) == (double)(long long)json_real_value(v));
+        return json_is_integer(v) || integral_real(v);
     if (strcmp(t, "number") == 0)
         return json_is_number(v);
     if (strcmp(t, "boolean") == 0)
@@ -177,7 +190,26 @@ static void join(char *out, size_t len, const char *path, const char *key)
     snprintf(out, len, "%s%s%s", path, path[0] ? "." : "", key);
 }
 
-static int validate(const json_t *root, const json_t *s, const json_t *v, const char *path, int depth, aly_err_t *err)
+static int validate_in(const json_t *root, const json_t *s, json_t *parent, const char *key, size_t index, json_t *v,
+                       const char *path, int depth, aly_err_t *err);
+
+/* 1 when the schema's type is or lists "integer". */
+static int wants_integer(const json_t *t)
+{
+    size_t i;
+    json_t *e;
+    if (json_is_string(t))
+        return strcmp(json_string_value(t), "integer") == 0;
+    json_array_foreach(t, i, e) if (json_is_string(e) && strcmp(json_string_value(e), "integer") == 0) return 1;
+    return 0;
+}
+
+/*
+ * Validates v against s.  When v is an integral real where s wants an
+ * integer, *integer receives the integer that replaces it (a new reference
+ * the caller puts in v's place) and the checks that follow see the integer.
+ */
+static int validate(const json_t *root, const json_t *s, json_t *v, json_t **integer, const char *path, int depth, aly_err_t *err)
 {
     if (json_is_true(s))
         return 0;
@@ -190,8 +222,10 @@ static int validate(const json_t *root, const json_t *s, const json_t *v, const 
         json_t *target = json_object_get(json_object_get(root, "$defs"), json_string_value(x) + 8);
         if (target == NULL)
             return fail(err, path, "refers to a missing definition %s", json_string_value(x));
-        if (validate(root, target, v, path, depth + 1, err) != 0)
+        if (validate(root, target, v, integer, path, depth + 1, err) != 0)
             return -1;
+        if (*integer != NULL)
+            v = *integer;
     }
     if (json_is_string(t) && !type_matches(json_string_value(t), v))
         return fail(err, path, "must be of type %s", json_string_value(t));
@@ -202,6 +236,8 @@ static int validate(const json_t *root, const json_t *s, const json_t *v, const 
         if (!ok)
             return fail(err, path, "has the wrong type%s", "");
     }
+    if (json_is_real(v) && wants_integer(t) && integral_real(v))
+        v = *integer = json_integer((json_int_t)json_real_value(v));
     if ((x = json_object_get(s, "const")) != NULL && !json_equal(x, (json_t *)v))
         return fail(err, path, "must equal the constant value%s", "");
     if (json_is_array(x = json_object_get(s, "enum"))) {
@@ -273,16 +309,16 @@ static int validate(const json_t *root, const json_t *s, const json_t *v, const 
         }
         const char *k;
         json_t *pv;
-        json_object_foreach((json_t *)v, k, pv)
+        json_object_foreach(v, k, pv)
         {
             join(sub, sizeof(sub), path, k);
             json_t *ps = json_object_get(props, k);
             if (ps != NULL) {
-                if (validate(root, ps, pv, sub, depth + 1, err) != 0)
+                if (validate_in(root, ps, v, k, 0, pv, sub, depth + 1, err) != 0)
                     return -1;
             } else if (json_is_false(addl)) {
                 return fail(err, sub, "is not a known field (additionalProperties is false)%s", "");
-            } else if (json_is_object(addl) && validate(root, addl, pv, sub, depth + 1, err) != 0) {
+            } else if (json_is_object(addl) && validate_in(root, addl, v, k, 0, pv, sub, depth + 1, err) != 0) {
                 return -1;
             }
         }
@@ -297,11 +333,12 @@ static int validate(const json_t *root, const json_t *s, const json_t *v, const 
             return snprintf(num, sizeof(num), "%lld", (long long)json_integer_value(x)),
                    fail(err, path, "must have at most %s items", num);
         json_t *items = json_object_get(s, "items"), *e;
-        json_array_foreach((json_t *)v, i, e)
+        json_array_foreach(v, i, e)
         {
             snprintf(sub, sizeof(sub), "%s[%zu]", path[0] ? path : "arguments", i);
-            if (items != NULL && validate(root, items, e, sub, depth + 1, err) != 0)
+            if (items != NULL && validate_in(root, items, v, NULL, i, e, sub, depth + 1, err) != 0)
                 return -1;
+            e = json_array_get(v, i); /* the item may have been replaced by its integer */
             if (json_is_true(json_object_get(s, "uniqueItems")))
                 for (size_t k = 0; k < i; k++)
                     if (json_equal(json_array_get(v, k), e))
@@ -311,7 +348,29 @@ static int validate(const json_t *root, const json_t *s, const json_t *v, const 
     return 0;
 }
 
-int schema_validate(const json_t *schema, const json_t *value, aly_err_t *err)
+/* Validates v, member key (or element index) of parent, and puts a normalised integer in its place. */
+static int validate_in(const json_t *root, const json_t *s, json_t *parent, const char *key, size_t index, json_t *v,
+                       const char *path, int depth, aly_err_t *err)
 {
-    return validate(schema, schema, value, "", 0, err);
+    json_t *integer = NULL;
+    if (validate(root, s, v, &integer, path, depth, err) != 0) {
+        json_decref(integer);
+        return -1;
+    }
+    if (integer != NULL) {
+        /* Replacing a member's value keeps its place, so the caller's iteration over parent goes on undisturbed. */
+        if (key != NULL)
+            json_object_set_new(parent, key, integer);
+        else
+            json_array_set_new(parent, index, integer);
+    }
+    return 0;
+}
+
+int schema_validate(const json_t *schema, json_t *value, aly_err_t *err)
+{
+    json_t *integer = NULL;
+    int rc = validate(schema, schema, value, &integer, "", 0, err);
+    json_decref(integer); /* the value itself was a number: nothing holds it to replace */
+    return rc;
 }

@@ -193,10 +193,9 @@ int shop_audit(store_txn_t *t, const char *ws, const char *principal, const char
 {
     static uint32_t seq;
     audit_record_t a = {.at_ms = aly_wall_ms(), .before_version = before_version, .after_version = after_version};
-    snprintf(a.workspace, sizeof(a.workspace), "%s", ws);
-    snprintf(a.principal, sizeof(a.principal), "%s", principal);
-    snprintf(a.tool, sizeof(a.tool), "%s", tool);
-    snprintf(a.object, sizeof(a.object), "%s", object);
+    if (RECORD_SET_STR(a.workspace, ws) != 0 || RECORD_SET_STR(a.principal, principal) != 0 || RECORD_SET_STR(a.tool, tool) != 0 ||
+        RECORD_SET_STR(a.object, object) != 0)
+        return aly_errf(err, "audit record of %s: a field is too long to store", tool);
     /* Time then a per-process sequence (salted with the pid) keeps keys unique across workers and in time order. */
     char suffix[40], k[128];
     snprintf(suffix, sizeof(suffix), "%016llx%04x%08x", (unsigned long long)a.at_ms, (unsigned)(getpid() & 0xffff), ++seq);

@@ -22,7 +22,7 @@ typedef struct day {
 
 typedef struct top {
     char product[ALY_ID_MAX];
-    char title[201];
+    char title[SHOP_TITLE_MAX];
     uint64_t quantity, revenue;
 } top_t;
 
@@ -73,7 +73,7 @@ static void add_top(range_t *r, const line_item_t *it)
         return;
     top_t *t = &r->top[r->n_top++];
     snprintf(t->product, sizeof(t->product), "%s", it->product);
-    snprintf(t->title, sizeof(t->title), "%s", it->title);
+    memcpy(t->title, it->title, sizeof(t->title));
     t->quantity = it->quantity;
     t->revenue = it->quantity * it->unit_price;
 }

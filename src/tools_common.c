@@ -127,6 +127,12 @@ int tools_expect_version(mcp_call_t *call, store_txn_t *t, json_t *args, const c
 mcp_status_t tools_finish(mcp_call_t *call, store_txn_t *t, int rc, const aly_err_t *err, const tools_change_t *ch, json_t *result)
 {
     aly_err_t own;
+    if (rc == 0 && result == NULL) {
+        /* The answer is built before the commit, so a change that could not be shown is not made at all. */
+        store_abort(t);
+        log_error("%s: the result could not be built; nothing was committed", ch->tool);
+        return tools_fail(call, "the result could not be built; nothing was written");
+    }
     if (rc == 0 && shop_audit(t, tools_ws(call), mcp_call_principal(call)->id, ch->tool, ch->object, ch->before, ch->after, &own) != 0) {
         rc = -1;
         err = &own;

@@ -111,8 +111,9 @@ static mcp_status_t orders_fulfill(mcp_call_t *call, json_t *args)
         return MCP_DONE;
     uint64_t before = o.version;
     snprintf(o.status, sizeof(o.status), "fulfilled");
-    snprintf(o.carrier, sizeof(o.carrier), "%s", carrier);
-    snprintf(o.tracking, sizeof(o.tracking), "%s", tracking);
+    if (tools_check(call, &t, RECORD_SET_STR(o.carrier, carrier) != 0 || RECORD_SET_STR(o.tracking, tracking) != 0, NULL,
+                    "carrier, tracking_number: too long to store; nothing was written") != 0)
+        return MCP_DONE;
     o.fulfilled_ms = aly_wall_ms();
     o.version++;
     return write_order(call, &t, &o, "orders.fulfill", before);
@@ -162,7 +163,7 @@ const mcp_tool_desc_t tools_orders[] = {
      "Mark a paid order as shipped with the carrier and tracking number. Calling it again with the same values changes nothing; "
      "a pending (unpaid) or cancelled order is refused.",
      SCOPE_WRITE_ORDERS,
-     "{\"type\":\"object\",\"properties\":{\"order_id\":" ORDER_ID ",\"carrier\":{\"type\":\"string\",\"minLength\":1,\"maxLength\":63},"
+     "{\"type\":\"object\",\"properties\":{\"order_id\":" ORDER_ID ",\"carrier\":{\"type\":\"string\",\"minLength\":1,\"maxLength\":" TOOLS_STR(SHOP_CARRIER_CHARS) "},"
      "\"tracking_number\":{\"type\":\"string\",\"pattern\":\"^[A-Za-z0-9 ._/-]{1,127}$\"}},"
      "\"required\":[\"order_id\",\"carrier\",\"tracking_number\"],\"additionalProperties\":false}",
      ORDER_OUT, TOOL_IDEMPOTENT, orders_fulfill, 0},

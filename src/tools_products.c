@@ -130,7 +130,9 @@ static mcp_status_t products_create(mcp_call_t *call, json_t *args)
     }
     snprintf(p.site, sizeof(p.site), "%s", s.id);
     snprintf(p.status, sizeof(p.status), "draft");
-    tools_product_apply(&p, args);
+    const char *unfit = tools_product_apply(&p, args);
+    if (tools_check(call, &t, unfit != NULL, NULL, "%s: too long to store; nothing was written", unfit ? unfit : "") != 0)
+        return MCP_DONE;
     p.created_ms = p.updated_ms = aly_wall_ms();
     if (sku_free(call, &t, &p, NULL, "; skus are unique per site") != 0)
         return MCP_DONE;
@@ -173,7 +175,9 @@ static mcp_status_t products_update(mcp_call_t *call, json_t *args)
     char old_sku[sizeof(p.sku)];
     snprintf(old_sku, sizeof(old_sku), "%s", p.sku);
     uint64_t before = p.version;
-    tools_product_apply(&p, args);
+    const char *unfit = tools_product_apply(&p, args);
+    if (tools_check(call, &t, unfit != NULL, NULL, "%s: too long to store; nothing was written", unfit ? unfit : "") != 0)
+        return MCP_DONE;
     if (strcmp(old_sku, p.sku) != 0 && sku_free(call, &t, &p, p.id, "") != 0)
         return MCP_DONE;
     p.version++;

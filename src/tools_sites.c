@@ -44,7 +44,9 @@ static mcp_status_t sites_create(mcp_call_t *call, json_t *args)
     aly_err_t err;
     if (store_new_id("site_", s.id, sizeof(s.id), &err) != 0)
         return tools_store_error(call, &err);
-    tools_site_apply(&s, args);
+    const char *unfit = tools_site_apply(&s, args);
+    if (unfit != NULL)
+        return tools_fail(call, "%s: too long to store; nothing was written", unfit);
     s.created_ms = s.updated_ms = aly_wall_ms();
     store_txn_t t;
     if (tools_begin(call, 1, &t) != 0)
@@ -65,7 +67,9 @@ static mcp_status_t sites_update(mcp_call_t *call, json_t *args)
         tools_expect_version(call, &t, args, "site", s.version) != 0)
         return MCP_DONE;
     uint64_t before = s.version;
-    tools_site_apply(&s, args);
+    const char *unfit = tools_site_apply(&s, args);
+    if (tools_check(call, &t, unfit != NULL, NULL, "%s: too long to store; nothing was written", unfit ? unfit : "") != 0)
+        return MCP_DONE;
     s.version++;
     s.updated_ms = aly_wall_ms();
     int rc = shop_site_put(&t, tools_ws(call), &s, &err);

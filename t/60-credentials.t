@@ -45,7 +45,9 @@ my $srv = Alyd->start(
     bin     => $ENV{ALYD_TEST},
     # This test refuses dozens of credentials from one address on purpose: lift the brute-force limit (t/90 tests it).
     extra   => ["oauth_issuer $issuer", "oauth_jwks_file $keys/jwks.json", "oauth_leeway 60s",
-        'auth_failure_limit 100000/second burst=100000', 'rate_limit 100000/second burst=100000']
+        'auth_failure_limit 100000/second burst=100000', 'rate_limit 100000/second burst=100000',
+        # Tokens issued to this client get a budget small enough to spend in a test.
+        'oauth_client_rate_limit tight-client 3/minute burst=3']
 );
 my $resource = $srv->url('/api/mcp');
 my $metadata = $srv->url('/.well-known/oauth-protected-resource/api/mcp');
@@ -178,7 +180,7 @@ sub jwt {
 }
 
 my $p = passes('Bearer ' . jwt(), 'valid RS256', $ws_a);
-is($p, 'oauth:user-1', 'OAuth principal from sub');
+is($p, "oauth:$ws_a:user-1", 'OAuth principal from the workspace and sub');
 passes('Bearer ' . jwt(alg => 'ES256', key => "$keys/ec.pem", kid => 'ec1'), 'valid ES256', $ws_a);
 passes('Bearer ' . jwt(claims => { aud => ['https://other.example', $resource] }), 'aud array holding our resource', $ws_a);
 passes('Bearer ' . jwt(claims => { ws => $ws_b, sub => 'user-2' }), 'token of workspace B', $ws_b);
@@ -210,6 +212,73 @@ refused('Bearer ' . jwt(drop => ['ws']), 'ws missing', 'ws');
 refused('Bearer ' . jwt(drop => ['sub']), 'sub missing', 'sub');
 refused('Bearer ' . jwt(claims => { ws => 'ws_doesnotexist' }), 'unknown workspace', 'unknown workspace');
 refused('Bearer aly_oauth_%%%.***.!!!', 'garbage base64', 'base64url');
+
+# ---- time claims at the ends of their range: refused or accepted as the rules say, no overflow, no crash ----
+{
+    my @before = sort $srv->worker_pids;
+    my $max = 9223372036854775807; # INT64_MAX
+    my $far = 4611686018427387904; # 2^62
+    my $now = time;
+    for my $exp ($max, $max - 30, $far, $now + 5) {
+        my $tok = jwt(claims => { exp => $exp });
+        passes("Bearer $tok", "exp $exp", $ws_a);
+        passes("Bearer $tok", "exp $exp again (from the cache)", $ws_a);
+    }
+    refused('Bearer ' . jwt(claims => { exp => -1 }), 'exp -1', 'exp');
+    refused('Bearer ' . jwt(claims => { exp => -$max - 1 }), 'exp INT64_MIN', 'exp');
+    refused('Bearer ' . jwt(claims => { exp => 0 }), 'exp 0', 'exp');
+    refused('Bearer ' . jwt(claims => { exp => $now - 61 }), 'exp just past the leeway', 'expired');
+    passes('Bearer ' . jwt(claims => { exp => $now - 30 }), 'exp within the leeway', $ws_a);
+    refused('Bearer ' . jwt(claims => { exp => '9223372036854775808' + 0 }), 'exp 2^63 (no integer holds it)');
+    refused('Bearer ' . jwt(claims => { exp => 1e300 }), 'exp 1e300', 'exp');
+    refused('Bearer ' . jwt(claims => { nbf => $max }), 'nbf INT64_MAX', 'not valid yet');
+    refused('Bearer ' . jwt(claims => { nbf => $max, exp => $max }), 'nbf and exp INT64_MAX', 'not valid yet');
+    refused('Bearer ' . jwt(claims => { nbf => -1 }), 'nbf -1', 'nbf');
+    passes('Bearer ' . jwt(claims => { nbf => 1 }), 'nbf 1 (1970)', $ws_a);
+    passes('Bearer ' . jwt(claims => { nbf => $now + 30 }), 'nbf within the leeway', $ws_a);
+    refused('Bearer ' . jwt(claims => { iat => $max }), 'iat INT64_MAX', 'future');
+    refused('Bearer ' . jwt(claims => { iat => $max, exp => $max }), 'iat and exp INT64_MAX', 'future');
+    refused('Bearer ' . jwt(claims => { iat => -1 }), 'iat -1', 'iat');
+    passes('Bearer ' . jwt(claims => { iat => 1 }), 'iat 1 (1970)', $ws_a);
+    is_deeply([sort $srv->worker_pids], \@before, 'time claim extremes: no worker died');
+}
+
+# ---- the same sub in two workspaces is two principals ----
+{
+    my %tight = (sub => 'shared-user', client_id => 'tight-client', scope => 'read:sites');
+    my $tok_a = jwt(claims => { %tight, ws => $ws_a });
+    my $tok_b = jwt(claims => { %tight, ws => $ws_b });
+    my $pa_o = passes("Bearer $tok_a", 'sub shared-user in workspace A', $ws_a);
+    my $pb_o = passes("Bearer $tok_b", 'sub shared-user in workspace B', $ws_b);
+    isnt($pa_o, $pb_o, 'the same sub in two workspaces: two principal ids');
+    my $spent;
+    for (1 .. 8) { if ((mcp("Bearer $tok_a"))[0] == 429) { $spent = 1; last } }
+    ok($spent, "workspace A's principal spends its budget (3/minute) and gets 429");
+    is((mcp("Bearer $tok_a"))[0], 429, 'workspace A: still 429');
+    is((mcp("Bearer $tok_b"))[0], 200, "workspace B's principal of the same sub: a budget of its own");
+
+    # A session belongs to the principal that opened it: the same sub in another workspace cannot use it.
+    my $init = sub {
+        my ($tok) = @_;
+        my ($st, $hdr) = Alyd::curl('-X', 'POST', '-H', "Authorization: Bearer $tok", '-H', 'Content-Type: application/json',
+            '-H', 'Accept: application/json, text/event-stream', '--data',
+            '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},'
+              . '"clientInfo":{"name":"t","version":"1"}}}', $resource);
+        return ($st, Alyd::header_value($hdr, 'mcp-session-id'));
+    };
+    my $ping = sub {
+        my ($tok, $sid) = @_;
+        return (Alyd::curl('-X', 'POST', '-H', "Authorization: Bearer $tok", '-H', 'Content-Type: application/json', '-H',
+            'Accept: application/json, text/event-stream', '-H', "Mcp-Session-Id: $sid", '-H', 'MCP-Protocol-Version: 2025-11-25',
+            '--data', '{"jsonrpc":"2.0","id":2,"method":"ping"}', $resource))[0];
+    };
+    my $tok_c = jwt(claims => { sub => 'shared-user-2', ws => $ws_b });
+    my $tok_d = jwt(claims => { sub => 'shared-user-2', ws => $ws_a });
+    my ($ist, $sid) = $init->($tok_c);
+    is($ist, 200, 'initialize as shared-user-2 of workspace B');
+    is($ping->($tok_c, $sid // ''), 200, 'its session works for it');
+    is($ping->($tok_d, $sid // ''), 404, 'the same sub in workspace A: not its session (404)');
+}
 refused('Bearer aly_oauth_' . ('A' x 10240), '10 KB token', 'longer than');
 refused('Bearer aly_oauth_' . substr($warm, 10, -3), 'signature cut short', 'signature');
 {

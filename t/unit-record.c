@@ -265,7 +265,7 @@ static void key_sizes(store_t *st)
 
 typedef struct seen {
     int good, bad, stop_at;
-    char names[8][ALY_NAME_MAX];
+    char names[8][SHOP_SITE_NAME_MAX];
     char why[ALY_ERR_MAX];
 } seen_t;
 
@@ -526,12 +526,59 @@ static void random_ids(void)
     is_int(store_new_id("key_", id, 24, &err), -1, "refuses a buffer without room for the NUL");
 }
 
+/* Text: a field is never cut, and what is not UTF-8 is never encoded. */
+static void text(void)
+{
+    workspace_record_t ws = {.created_ms = 1};
+    aly_err_t err;
+    char *buf = NULL;
+    size_t len;
+    strcpy(ws.id, "ws_1");
+    char name[sizeof(ws.name) + 1];
+    memset(name, 'a', sizeof(name) - 2);
+    name[sizeof(name) - 2] = '\0';
+    is_int(RECORD_SET_STR(ws.name, name), 0, "a string of size-1 bytes fits");
+    is_str(ws.name, name, "and is copied whole");
+    name[sizeof(name) - 2] = 'a';
+    name[sizeof(name) - 1] = '\0';
+    is_int(RECORD_SET_STR(ws.name, name), -1, "one byte more is refused");
+    ok(strlen(ws.name) == sizeof(ws.name) - 1, "and the field keeps its old value");
+
+    static const struct {
+        const char *text, *why;
+        int valid;
+    } cases[] = {
+        {"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", "2-, 3- and 4-byte characters", 1},
+        {"\xf4\x8f\xbf\xbf", "U+10FFFF", 1},
+        {"caf\xc3", "a 2-byte character cut after its first byte", 0},
+        {"\xe2\x82", "a 3-byte character cut after two bytes", 0},
+        {"\xf0\x9f\x98", "a 4-byte character cut after three bytes", 0},
+        {"\x80", "a lone continuation byte", 0},
+        {"\xc0\xaf", "an overlong '/'", 0},
+        {"\xe0\x80\xaf", "an overlong 3-byte form", 0},
+        {"\xed\xa0\x80", "a UTF-16 surrogate", 0},
+        {"\xf4\x90\x80\x80", "above U+10FFFF", 0},
+        {"\xff", "0xff", 0},
+    };
+    for (size_t i = 0; i < ALY_ARRAY_SIZE(cases); i++) {
+        is_int(record_utf8_valid(cases[i].text, strlen(cases[i].text)), cases[i].valid, "UTF-8 check: %s", cases[i].why);
+        strcpy(ws.name, cases[i].text);
+        int rc = record_encode(&record_workspace, &ws, &buf, &len, &err);
+        is_int(rc, cases[i].valid ? 0 : -1, "record_encode %s %s", cases[i].valid ? "takes" : "refuses", cases[i].why);
+        if (rc == 0)
+            free(buf);
+        else
+            ok(strstr(err.msg, "name is not valid UTF-8") != NULL, "says why: %s", err.msg);
+    }
+}
+
 int main(void)
 {
     roundtrip();
     shapes();
     hostile();
     random_ids();
+    text();
     if (mkdtemp(dir) == NULL) {
         perror("mkdtemp");
         return 1;

@@ -36,7 +36,7 @@ typedef enum { PRINCIPAL_KEY = 1, PRINCIPAL_OAUTH = 2 } principal_kind_t;
 
 typedef struct principal {
     principal_kind_t kind;
-    char id[160];              /* "key_…" or "oauth:" + sub */
+    char id[160];              /* "key_…", or "oauth:" + workspace + ":" + sub (a sub is unique only per issuer) */
     char workspace[ALY_ID_MAX];
     scope_set_t scopes;
     aly_rate_t rate;           /* the policy that applies to this principal */

@@ -68,7 +68,8 @@ typedef struct record_type {
  * Encodes obj as a msgpack map: *out is malloc'd and the caller frees it;
  * *len is its size.  A list holds at most its field's max elements (more are
  * dropped).  -1 with err, and nothing to free, when a string field is not
- * NUL-terminated inside its array.
+ * NUL-terminated inside its array or is not valid UTF-8 (text that could not
+ * become JSON again is never stored).
  */
 int record_encode(const record_type_t *type, const void *obj, char **out, size_t *len, aly_err_t *err);
 
@@ -80,6 +81,17 @@ int record_encode(const record_type_t *type, const void *obj, char **out, size_t
  * levels.  obj owns its data afterwards; data is not referenced.
  */
 int record_decode(const record_type_t *type, const void *data, size_t len, void *obj, aly_err_t *err);
+
+/*
+ * Copies the string src into a char[size] field; -1, dst untouched, when it
+ * does not fit.  Never cuts: a cut can split a UTF-8 character, and
+ * record_encode() refuses a field that is not valid UTF-8.
+ */
+int record_str_copy(char *dst, size_t size, const char *src);
+#define RECORD_SET_STR(field, src) record_str_copy((field), sizeof(field), (src))
+
+/* 1 when s[0..len) is well-formed UTF-8 (RFC 3629). */
+int record_utf8_valid(const char *s, size_t len);
 
 /* ---- the records of the durable store ---- */
 

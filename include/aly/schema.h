@@ -25,7 +25,13 @@ int schema_check(const json_t *schema, aly_err_t *err);
 /*
  * Validates value against schema.  On failure returns -1 and err says which
  * field broke which rule ("price: must be >= 0"), using a dotted path.
+ *
+ * JSON Schema counts 1999.0 as an integer, but a handler reading it with
+ * json_integer_value() would get 0: so a real with an integral value, where
+ * the schema wants an integer, is replaced in value by that integer (a
+ * member or an item; value itself is never replaced).  Handlers then see
+ * integers only.  1999.5 is not an integer and is refused.
  */
-int schema_validate(const json_t *schema, const json_t *value, aly_err_t *err);
+int schema_validate(const json_t *schema, json_t *value, aly_err_t *err);
 
 #endif

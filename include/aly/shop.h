@@ -28,9 +28,28 @@
 #define SHOP_MAX_TAGS 10
 #define SHOP_MAX_ITEMS 20
 
+/*
+ * Free text is limited in characters (the schemas' maxLength, which the
+ * tool schemas take from these *_CHARS, counts code points) and stored in
+ * bytes: a field holds its limit at 4 bytes per character (the longest
+ * UTF-8 sequence) plus the NUL, so a valid argument always fits whole and is
+ * never cut inside a character.
+ */
+#define SHOP_TEXT_BYTES(chars) (4 * (chars) + 1)
+#define SHOP_SITE_NAME_CHARS 127
+#define SHOP_TITLE_CHARS 200
+#define SHOP_DESCRIPTION_CHARS 2000
+#define SHOP_TAG_CHARS 32
+#define SHOP_CARRIER_CHARS 63
+#define SHOP_SITE_NAME_MAX SHOP_TEXT_BYTES(SHOP_SITE_NAME_CHARS)
+#define SHOP_TITLE_MAX SHOP_TEXT_BYTES(SHOP_TITLE_CHARS)
+#define SHOP_DESCRIPTION_MAX SHOP_TEXT_BYTES(SHOP_DESCRIPTION_CHARS)
+#define SHOP_TAG_MAX SHOP_TEXT_BYTES(SHOP_TAG_CHARS)
+#define SHOP_CARRIER_MAX SHOP_TEXT_BYTES(SHOP_CARRIER_CHARS)
+
 typedef struct site_record {
     char id[ALY_ID_MAX];
-    char name[ALY_NAME_MAX];
+    char name[SHOP_SITE_NAME_MAX];
     char domain[254];
     char currency[4];
     uint64_t created_ms, updated_ms, version;
@@ -38,15 +57,15 @@ typedef struct site_record {
 } site_record_t;
 
 typedef struct tag_item {
-    char tag[33];
+    char tag[SHOP_TAG_MAX];
 } tag_item_t;
 
 typedef struct product_record {
     char id[ALY_ID_MAX];
     char site[ALY_ID_MAX];
-    char title[201];
+    char title[SHOP_TITLE_MAX];
     char sku[65];
-    char description[2001];
+    char description[SHOP_DESCRIPTION_MAX];
     char status[10]; /* draft, active, archived */
     uint64_t price;  /* minor units of the site's currency */
     uint64_t inventory;
@@ -57,7 +76,7 @@ typedef struct product_record {
 
 typedef struct line_item {
     char product[ALY_ID_MAX];
-    char title[201];
+    char title[SHOP_TITLE_MAX];
     uint64_t quantity;
     uint64_t unit_price;
 } line_item_t;
@@ -69,7 +88,7 @@ typedef struct order_record {
     char customer_email[254];
     char status[12]; /* pending, paid, fulfilled, cancelled */
     char currency[4];
-    char carrier[64];
+    char carrier[SHOP_CARRIER_MAX];
     char tracking[128];
     uint64_t total; /* minor units */
     uint64_t created_ms, paid_ms, fulfilled_ms, cancelled_ms;

@@ -71,7 +71,9 @@ typedef struct tools_change {
  * The end of every mutating tool.  rc is 0 when the caller's writes in t
  * succeeded (else err says why): then the audit record of ch is added, t is
  * committed and call completes with result.  Any failure aborts t, and call
- * completes with the store error.  result is stolen either way.
+ * completes with the store error.  A NULL result (the answer could not be
+ * built) aborts t too: no change is committed behind an error.  result is
+ * stolen either way.
  */
 mcp_status_t tools_finish(mcp_call_t *call, store_txn_t *t, int rc, const aly_err_t *err, const tools_change_t *ch, json_t *result);
 

@@ -23,7 +23,7 @@
     "\"limit\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":100,\"description\":\"page size, default 50\"},"               \
     "\"cursor\":{\"type\":\"string\",\"minLength\":1,\"maxLength\":512,\"description\":\"next_cursor of the previous page\"}"
 #define EXPECTED_VERSION "\"expected_version\":{\"type\":\"integer\",\"minimum\":1}"
-#define NAME_SCHEMA "{\"type\":\"string\",\"minLength\":1,\"maxLength\":127}"
+#define NAME_SCHEMA "{\"type\":\"string\",\"minLength\":1,\"maxLength\":" TOOLS_STR(SHOP_SITE_NAME_CHARS) "}"
 #define DOMAIN_SCHEMA                                                                                                           \
     "{\"type\":\"string\",\"maxLength\":253,\"pattern\":\"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\\\.)+[a-z]{2,63}$\","             \
     "\"description\":\"lower-case host name, e.g. shop.example.com\"}"
@@ -39,14 +39,14 @@
 
 /* The fields a product is created or changed with (products.create, products.update, import). */
 #define PRODUCT_FIELDS                                                                                                          \
-    "\"title\":{\"type\":\"string\",\"minLength\":1,\"maxLength\":200},"                                                        \
+    "\"title\":{\"type\":\"string\",\"minLength\":1,\"maxLength\":" TOOLS_STR(SHOP_TITLE_CHARS) "},"                           \
     "\"sku\":{\"type\":\"string\",\"pattern\":\"^[A-Za-z0-9._-]{1,64}$\",\"description\":\"stock keeping unit, unique per site\"}," \
-    "\"description\":{\"type\":\"string\",\"maxLength\":2000},"                                                                 \
+    "\"description\":{\"type\":\"string\",\"maxLength\":" TOOLS_STR(SHOP_DESCRIPTION_CHARS) "},"                                \
     "\"price\":" PRICE_SCHEMA ","                                                                                               \
     "\"inventory\":{\"type\":\"integer\",\"minimum\":0,\"maximum\":1000000000},"                                               \
     "\"status\":" PRODUCT_STATUS_SCHEMA ","                                                                                     \
     "\"tags\":{\"type\":\"array\",\"maxItems\":" TOOLS_STR(SHOP_MAX_TAGS) ",\"uniqueItems\":true,"                               \
-    "\"items\":{\"type\":\"string\",\"minLength\":1,\"maxLength\":32}}"
+    "\"items\":{\"type\":\"string\",\"minLength\":1,\"maxLength\":" TOOLS_STR(SHOP_TAG_CHARS) "}}"
 
 /* A line item as import reads it: the product, how many, at which unit price. */
 #define LINE_ITEM_SCHEMA                                                                                                        \
@@ -61,9 +61,13 @@
     "\"name\":{\"type\":\"string\"},\"domain\":{\"type\":\"string\"},\"currency\":{\"type\":\"string\"},"                      \
     "\"product_count\":{\"type\":\"integer\"},\"order_count\":{\"type\":\"integer\"},\"version\":{\"type\":\"integer\"}"
 
-/* Copies the SITE_FIELDS present in in (already validated) into s; the others stay as they are. */
-void tools_site_apply(site_record_t *s, const json_t *in);
-/* Copies the PRODUCT_FIELDS present in in (already validated) into p; tags, when present, replace p's. */
-void tools_product_apply(product_record_t *p, const json_t *in);
+/*
+ * Copies the SITE_FIELDS present in in (already validated) into s; the others
+ * stay as they are.  NULL, or the name of a field that does not fit whole
+ * (s is then partly changed: write nothing).
+ */
+const char *tools_site_apply(site_record_t *s, const json_t *in);
+/* The same for the PRODUCT_FIELDS and p; tags, when present, replace p's. */
+const char *tools_product_apply(product_record_t *p, const json_t *in);
 
 #endif
