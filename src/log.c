@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define LINE_MAX_BYTES 2048
@@ -21,6 +22,28 @@ typedef struct log_target {
 static log_target_t error_target = {NULL, 2}, access_target = {NULL, 2};
 static char role[32] = "alyd";
 
+/*
+ * Opens (creating) a log file for appending.  The master opens logs as root,
+ * in a directory the worker user may be able to write, and then hands the
+ * file to that user: so it refuses a symlink (O_NOFOLLOW), anything but a
+ * regular file, and a file with other hard links, any of which the worker
+ * user could have planted to make root append to, or give away, another file.
+ */
+static int open_log_file(const char *path, aly_err_t *err)
+{
+    struct stat st;
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0640);
+    if (fd < 0)
+        return aly_errf(err, "cannot open log file %s: %s%s", path, strerror(errno),
+                        errno == ELOOP ? " (it is a symbolic link: name the file itself)" : ""),
+               -1;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1) {
+        close(fd);
+        return aly_errf(err, "refusing log file %s: not a regular file with a single link", path), -1;
+    }
+    return fd;
+}
+
 static int open_target(const char *spec, log_target_t *t, uid_t uid, gid_t gid, aly_err_t *err)
 {
     if (strcmp(spec, "off") == 0) {
@@ -31,9 +54,9 @@ static int open_target(const char *spec, log_target_t *t, uid_t uid, gid_t gid, 
         *t = (log_target_t){NULL, 2};
         return 0;
     }
-    int fd = open(spec, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    int fd = open_log_file(spec, err);
     if (fd < 0)
-        return aly_errf(err, "cannot open log file %s: %s", spec, strerror(errno));
+        return -1;
     if ((uid != (uid_t)-1 || gid != (gid_t)-1) && fchown(fd, uid, gid) != 0) {
         int e = errno;
         close(fd);
@@ -74,9 +97,9 @@ static int reopen_target(log_target_t *t, aly_err_t *err)
 {
     if (t->path == NULL)
         return 0;
-    int fd = open(t->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    int fd = open_log_file(t->path, err);
     if (fd < 0)
-        return aly_errf(err, "cannot reopen log file %s: %s", t->path, strerror(errno));
+        return -1;
     /* dup2 keeps the descriptor number, so a line written concurrently goes to one file or the other. */
     if (dup2(fd, t->fd) < 0) {
         int e = errno;

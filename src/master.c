@@ -15,6 +15,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -134,6 +135,63 @@ static void close_unused(const generation_t *g)
 }
 
 /* Everything a generation needs before its workers fork.  On failure nothing changes. */
+/*
+ * mdb_reader_check for data_dir, run in a child that first becomes the
+ * worker user.  data_dir belongs to that user, who could plant a symlink
+ * where LMDB opens its files; root must never follow it (LMDB would create,
+ * truncate or lock the target).  The child reports through a pipe.
+ */
+static int reader_check(const aly_config_t *cfg, uid_t uid, gid_t gid, int *cleared, aly_err_t *err)
+{
+    struct {
+        int rc, cleared;
+        aly_err_t err;
+    } r = {-1, 0, {""}};
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0)
+        return aly_errf(err, "cannot check the store's readers: pipe: %s", strerror(errno));
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(fds[0]);
+        close(fds[1]);
+        return aly_errf(err, "cannot check the store's readers: fork: %s", strerror(errno));
+    }
+    if (pid == 0) {
+        close(fds[0]);
+        if (gid != (gid_t)-1 && (setgroups(1, &gid) != 0 || setgid(gid) != 0))
+            aly_errf(&r.err, "cannot switch to group %u: %s", (unsigned)gid, strerror(errno));
+        else if (uid != (uid_t)-1 && setuid(uid) != 0)
+            aly_errf(&r.err, "cannot switch to user %u: %s", (unsigned)uid, strerror(errno));
+        else
+            r.rc = store_reader_check(cfg, &r.cleared, &r.err);
+        ssize_t n = write(fds[1], &r, sizeof(r));
+        _exit(n == (ssize_t)sizeof(r) ? 0 : 1);
+    }
+    close(fds[1]);
+    size_t got = 0;
+    while (got < sizeof(r)) {
+        ssize_t n = read(fds[0], (char *)&r + got, sizeof(r) - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+    }
+    close(fds[0]);
+    int status;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    if (got != sizeof(r))
+        return aly_errf(err, "the store's reader check did not report (it died)");
+    if (r.rc != 0) {
+        *err = r.err;
+        err->msg[sizeof(err->msg) - 1] = '\0';
+        return -1;
+    }
+    *cleared = r.cleared;
+    return 0;
+}
+
 static int prepare_generation(aly_config_t *cfg, unsigned workers_override, generation_t *g, aly_err_t *err)
 {
     memset(g, 0, sizeof(*g));
@@ -151,7 +209,7 @@ static int prepare_generation(aly_config_t *cfg, unsigned workers_override, gene
         goto fail;
     /* The store must exist before workers try to open it; this also clears stale readers. */
     int cleared;
-    if (store_reader_check(cfg, &cleared, err) != 0)
+    if (reader_check(cfg, g->uid, g->gid, &cleared, err) != 0)
         goto fail;
     for (size_t i = 0; i < cfg->n_listens; i++) {
         worker_listener_t *wl = &g->listeners[g->n_listeners];
@@ -297,7 +355,7 @@ static void reap(int stopping)
         /* A dead process may have held LMDB reader slots; free them for the others. */
         aly_err_t err;
         int cleared;
-        if (store_reader_check(m.gen.cfg, &cleared, &err) != 0)
+        if (reader_check(m.gen.cfg, m.gen.uid, m.gen.gid, &cleared, &err) != 0)
             log_error("reader check after a worker death: %s", err.msg);
         else if (cleared > 0)
             log_info("cleared %d stale store reader slot(s)", cleared);
