@@ -15,7 +15,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <grp.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -27,6 +26,7 @@
 #include <unistd.h>
 
 #include "aly/auth.h"
+#include "aly/daemon.h"
 #include "aly/log.h"
 #include "aly/stats.h"
 #include "aly/store.h"
@@ -135,63 +135,6 @@ static void close_unused(const generation_t *g)
 }
 
 /* Everything a generation needs before its workers fork.  On failure nothing changes. */
-/*
- * mdb_reader_check for data_dir, run in a child that first becomes the
- * worker user.  data_dir belongs to that user, who could plant a symlink
- * where LMDB opens its files; root must never follow it (LMDB would create,
- * truncate or lock the target).  The child reports through a pipe.
- */
-static int reader_check(const aly_config_t *cfg, uid_t uid, gid_t gid, int *cleared, aly_err_t *err)
-{
-    struct {
-        int rc, cleared;
-        aly_err_t err;
-    } r = {-1, 0, {""}};
-    int fds[2];
-    if (pipe2(fds, O_CLOEXEC) != 0)
-        return aly_errf(err, "cannot check the store's readers: pipe: %s", strerror(errno));
-    pid_t pid = fork();
-    if (pid < 0) {
-        close(fds[0]);
-        close(fds[1]);
-        return aly_errf(err, "cannot check the store's readers: fork: %s", strerror(errno));
-    }
-    if (pid == 0) {
-        close(fds[0]);
-        if (gid != (gid_t)-1 && (setgroups(1, &gid) != 0 || setgid(gid) != 0))
-            aly_errf(&r.err, "cannot switch to group %u: %s", (unsigned)gid, strerror(errno));
-        else if (uid != (uid_t)-1 && setuid(uid) != 0)
-            aly_errf(&r.err, "cannot switch to user %u: %s", (unsigned)uid, strerror(errno));
-        else
-            r.rc = store_reader_check(cfg, &r.cleared, &r.err);
-        ssize_t n = write(fds[1], &r, sizeof(r));
-        _exit(n == (ssize_t)sizeof(r) ? 0 : 1);
-    }
-    close(fds[1]);
-    size_t got = 0;
-    while (got < sizeof(r)) {
-        ssize_t n = read(fds[0], (char *)&r + got, sizeof(r) - got);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
-        got += (size_t)n;
-    }
-    close(fds[0]);
-    int status;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-        ;
-    if (got != sizeof(r))
-        return aly_errf(err, "the store's reader check did not report (it died)");
-    if (r.rc != 0) {
-        *err = r.err;
-        err->msg[sizeof(err->msg) - 1] = '\0';
-        return -1;
-    }
-    *cleared = r.cleared;
-    return 0;
-}
-
 static int prepare_generation(aly_config_t *cfg, unsigned workers_override, generation_t *g, aly_err_t *err)
 {
     memset(g, 0, sizeof(*g));
@@ -209,7 +152,7 @@ static int prepare_generation(aly_config_t *cfg, unsigned workers_override, gene
         goto fail;
     /* The store must exist before workers try to open it; this also clears stale readers. */
     int cleared;
-    if (reader_check(cfg, g->uid, g->gid, &cleared, err) != 0)
+    if (daemon_reader_check(cfg, g->uid, g->gid, &cleared, err) != 0)
         goto fail;
     for (size_t i = 0; i < cfg->n_listens; i++) {
         worker_listener_t *wl = &g->listeners[g->n_listeners];
@@ -355,7 +298,7 @@ static void reap(int stopping)
         /* A dead process may have held LMDB reader slots; free them for the others. */
         aly_err_t err;
         int cleared;
-        if (reader_check(m.gen.cfg, m.gen.uid, m.gen.gid, &cleared, &err) != 0)
+        if (daemon_reader_check(m.gen.cfg, m.gen.uid, m.gen.gid, &cleared, &err) != 0)
             log_error("reader check after a worker death: %s", err.msg);
         else if (cleared > 0)
             log_info("cleared %d stale store reader slot(s)", cleared);
@@ -454,83 +397,6 @@ static void stop_all(int sig, uint64_t wait_ms)
     }
 }
 
-static int write_pid_file(const char *path, aly_err_t *err)
-{
-    FILE *fp = fopen(path, "r");
-    if (fp != NULL) {
-        int old = 0;
-        if (fscanf(fp, "%d", &old) == 1 && old > 0 && old != getpid() && kill(old, 0) == 0) {
-            fclose(fp);
-            return aly_errf(err, "alyd is already running as pid %d (pid_file %s)", old, path);
-        }
-        fclose(fp);
-    }
-    char tmp[4200];
-    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0)
-        return aly_errf(err, "cannot write pid_file %s: %s", path, strerror(errno));
-    char buf[32];
-    int n = snprintf(buf, sizeof(buf), "%d\n", (int)getpid());
-    int ok = write(fd, buf, (size_t)n) == n;
-    close(fd);
-    if (!ok || rename(tmp, path) != 0) {
-        unlink(tmp);
-        return aly_errf(err, "cannot write pid_file %s: %s", path, strerror(errno));
-    }
-    return 0;
-}
-
-/*
- * Forks into the background.  The parent waits until the child reports that
- * the pid file is written (or that it failed), so an init system that reads
- * the pid file after the parent exits (systemd Type=forking) finds it.
- * Returns the write end of that report pipe in the child.
- */
-static int daemonize(aly_err_t *err)
-{
-    int report[2];
-    if (pipe(report) != 0)
-        return aly_errf(err, "cannot create a pipe: %s", strerror(errno));
-    pid_t pid = fork();
-    if (pid < 0)
-        return aly_errf(err, "cannot fork: %s", strerror(errno));
-    if (pid > 0) {
-        close(report[1]);
-        char ok = 0;
-        ssize_t n;
-        do
-            n = read(report[0], &ok, 1);
-        while (n < 0 && errno == EINTR);
-        _exit(n == 1 && ok == 1 ? 0 : 1);
-    }
-    close(report[0]);
-    if (setsid() < 0)
-        return aly_errf(err, "setsid: %s", strerror(errno));
-    int fd = open("/dev/null", O_RDWR);
-    if (fd >= 0) {
-        dup2(fd, 0);
-        dup2(fd, 1);
-        if (strcmp(m.gen.cfg->error_log, "stderr") != 0 && strcmp(m.gen.cfg->access_log, "stderr") != 0)
-            dup2(fd, 2);
-        if (fd > 2)
-            close(fd);
-    }
-    fcntl(report[1], F_SETFD, FD_CLOEXEC);
-    return report[1];
-}
-
-/* Tells the waiting parent of daemonize() whether start-up succeeded. */
-static void report_started(int fd, int ok)
-{
-    if (fd < 0)
-        return;
-    char c = ok ? 1 : 0;
-    ssize_t n = write(fd, &c, 1);
-    (void)n;
-    close(fd);
-}
-
 int master_run(const char *config_path, int foreground, unsigned workers_override)
 {
     aly_err_t err;
@@ -554,21 +420,22 @@ int master_run(const char *config_path, int foreground, unsigned workers_overrid
     }
     m.gen.id = 1;
     int report_fd = -1;
-    if (!foreground && (report_fd = daemonize(&err)) < 0) {
+    int keep_stderr = strcmp(cfg->error_log, "stderr") == 0 || strcmp(cfg->access_log, "stderr") == 0;
+    if (!foreground && (report_fd = daemon_detach(keep_stderr, &err)) < 0) {
         fprintf(stderr, "alyd: %s\n", err.msg);
         return 1;
     }
     const char *pid_file = cfg->pid_file != NULL ? cfg->pid_file : foreground ? NULL : "/run/alyd/alyd.pid";
     if (pid_file != NULL) {
-        if (write_pid_file(pid_file, &err) != 0) {
+        if (daemon_write_pid_file(pid_file, &err) != 0) {
             log_error("%s", err.msg);
             fprintf(stderr, "alyd: %s\n", err.msg);
-            report_started(report_fd, 0);
+            daemon_report_started(report_fd, 0);
             return 1;
         }
         m.pid_path = strdup(pid_file);
     }
-    report_started(report_fd, 1);
+    daemon_report_started(report_fd, 1);
 
     sigset_t set;
     sigemptyset(&set);
