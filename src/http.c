@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "aly/log.h"
@@ -211,6 +212,31 @@ static size_t sanitize(char *out, const char *s, size_t len, size_t max)
     return len;
 }
 
+static int log_pid; /* this worker's, set at registration: getpid() is a system call */
+
+/* RFC 3339 UTC time with milliseconds of now into out (>= 25 bytes); the part up to the seconds is formatted once a second. */
+static void log_time(char *out, const struct timeval *now)
+{
+    static time_t cached_sec = -1;
+    static char cached[20];
+    if (now->tv_sec != cached_sec) {
+        struct tm tm;
+        gmtime_r(&now->tv_sec, &tm);
+        snprintf(cached, sizeof(cached), "%04u-%02u-%02uT%02u:%02u:%02u", (unsigned)(tm.tm_year + 1900) % 10000,
+                 (unsigned)(tm.tm_mon + 1) % 100, (unsigned)tm.tm_mday % 100, (unsigned)tm.tm_hour % 100, (unsigned)tm.tm_min % 100,
+                 (unsigned)tm.tm_sec % 100);
+        cached_sec = now->tv_sec;
+    }
+    unsigned ms = (unsigned)(now->tv_usec / 1000) % 1000;
+    memcpy(out, cached, 19);
+    out[19] = '.';
+    out[20] = (char)('0' + ms / 100);
+    out[21] = (char)('0' + ms / 10 % 10);
+    out[22] = (char)('0' + ms % 10);
+    out[23] = 'Z';
+    out[24] = '\0';
+}
+
 static void on_log(h2o_logger_t *self, h2o_req_t *req)
 {
     http_site_t *site = ((http_logger_t *)self)->site;
@@ -226,8 +252,10 @@ static void on_log(h2o_logger_t *self, h2o_req_t *req)
     if (!log_access_enabled())
         return;
 
-    char line[1400], ts[40], client[INET6_ADDRSTRLEN + 2] = "-", method[24], path[512], principal[161], rpc[161];
-    aly_format_time(ts, sizeof(ts), aly_wall_ms());
+    char line[1400], ts[32], client[INET6_ADDRSTRLEN + 2] = "-", method[24], path[512], principal[161], rpc[161];
+    struct timeval now;
+    gettimeofday(&now, NULL);
+    log_time(ts, &now);
     struct sockaddr_storage ss;
     socklen_t sl = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
     if (sl != 0) {
@@ -244,13 +272,11 @@ static void on_log(h2o_logger_t *self, h2o_req_t *req)
     principal[sanitize(principal, f.base, f.len, sizeof(principal) - 1)] = '\0';
     f = log_field(req, "rpc");
     rpc[sanitize(rpc, f.base, f.len, sizeof(rpc) - 1)] = '\0';
-    struct timeval now;
-    gettimeofday(&now, NULL);
     int64_t usec = (int64_t)(now.tv_sec - req->timestamps.request_begin_at.tv_sec) * 1000000 +
                    (now.tv_usec - req->timestamps.request_begin_at.tv_usec);
     const char *proto = req->version >= 0x200 ? "HTTP/2" : req->version == 0x101 ? "HTTP/1.1" : "HTTP/1.0";
     int n = snprintf(line, sizeof(line), "%s %s %s %s %s %s %d %zu %.3f %s %d", ts, client, principal, method, path, rpc,
-                     req->res.status, req->bytes_sent, (double)usec / 1000.0, proto, (int)getpid());
+                     req->res.status, req->bytes_sent, (double)usec / 1000.0, proto, log_pid);
     if (n > 0)
         log_access_line(line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
 }
@@ -272,6 +298,7 @@ static h2o_hostconf_t *register_host(h2o_globalconf_t *conf, const char *name, h
 void http_register(h2o_globalconf_t *conf, http_site_t *site, h2o_hostconf_t ***public_hosts, h2o_hostconf_t ***admin_hosts)
 {
     static h2o_hostconf_t *pub[2], *adm[2];
+    log_pid = (int)getpid();
     pub[0] = register_host(conf, "default", site, HTTP_PUBLIC);
     adm[0] = register_host(conf, "admin", site, HTTP_ADMIN);
     pub[1] = adm[1] = NULL;

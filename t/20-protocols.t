@@ -205,6 +205,14 @@ for my $path ('/.well-known/oauth-protected-resource', '/.well-known/oauth-prote
     my @probe1 = grep { /\sGET \/healthz\?probe=1\s/ } split /\n/, $text;
     is(scalar @probe1, 1, 'exactly one access log line for one request');
     like($probe1[0] // '', qr/^\S+\s+127\.0\.0\.1\s/, 'access log line has time and client address');
+    my ($ts) = ($probe1[0] // '') =~ /^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) /;
+    ok(defined $ts, 'access log time is RFC 3339 UTC with milliseconds');
+    my @t = gmtime(time);
+    my $today = sprintf('%04d-%02d-%02d', $t[5] + 1900, $t[4] + 1, $t[3]);
+    like($ts // '', qr/^\Q$today\ET/, 'access log time is today, in UTC');
+    my %workers = map { $_ => 1 } $srv->worker_pids;
+    my @pids = map { /\s(\d+)$/ ? $1 : () } grep { length } split /\n/, $text;
+    is(scalar(grep { !$workers{$_} } @pids), 0, 'the last field of every access log line is a worker pid');
 }
 
 # public_url and authorization_servers reach the metadata.
