@@ -1,18 +1,24 @@
 /*
  * Unit tests of the GCRA limiter (src/ratelimit.c): the arithmetic against a
  * brute-force token bucket, the B + N*t/period bound, exact Retry-After,
- * clamping after a clock step, and on a temporary store the cells, the sweep
- * of idle cells and the cap on address cells.
- *
- *   t/unit-ratelimit             the tests (TAP)
- *   t/unit-ratelimit --bench [N] cost of one decision on a temporary store:
- *                                median of 5 rounds of N calls, in microseconds
+ * clamping after a clock step; on a temporary store the shared cells, idle
+ * cells carrying no state, the size of the address table and its evictions;
+ * processes racing on one cell and on fresh cells (never more than the burst,
+ * never two cells for one key), a budget outliving the process that spent
+ * it, and a damaged table file (cells and header) recovered from.
+ * The cost of a decision: scripts/bench-ratelimit-shm.
  */
 #include <arpa/inet.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -122,10 +128,8 @@ static void bound(void)
 
 static char dir[] = "/tmp/unit-ratelimit-XXXXXX";
 
-static store_t *temp_store(void)
+static aly_config_t *temp_config(void)
 {
-    if (mkdtemp(dir) == NULL)
-        return NULL;
     aly_err_t err;
     aly_config_t *cfg = config_defaults(&err);
     if (cfg == NULL)
@@ -137,6 +141,17 @@ static store_t *temp_store(void)
     snprintf(pepper, sizeof(pepper), "%s/pepper", dir);
     cfg->key_pepper_file = strdup(pepper);
     cfg->volatile_map_size = (size_t)64 << 20;
+    return cfg;
+}
+
+static store_t *temp_store(void)
+{
+    if (mkdtemp(dir) == NULL)
+        return NULL;
+    aly_err_t err;
+    aly_config_t *cfg = temp_config();
+    if (cfg == NULL)
+        return NULL;
     store_t *st = NULL;
     if (store_init(cfg, (uid_t)-1, (gid_t)-1, &err) == 0)
         st = store_open(cfg, &err);
@@ -224,7 +239,13 @@ static void with_store(store_t *st)
     ratelimit_address_check(rl, &other_addr, &f, T0, &d, &err);
     ok(d.allowed && d.remaining == 3, "another address is untouched");
 
-    /* The cap: 1000 addresses through a limiter capped at 50 leave at most 50 cells, counted exactly. */
+    /*
+     * The address table holds 50 cells: 1000 addresses, each live (TAT 2 s
+     * ahead), fill it and then evict a live budget per insert; every insert
+     * either took an empty cell or evicted one.
+     */
+    ratelimit_counts_t c0, c;
+    ratelimit_count(rl, T0, &c0, &err);
     for (int i = 0; i < 1000; i++) {
         char text[32];
         snprintf(text, sizeof(text), "10.%d.%d.1", i / 256, i % 256);
@@ -234,100 +255,376 @@ static void with_store(store_t *st)
             break;
         }
     }
-    ratelimit_counts_t c;
-    is_int(ratelimit_count(rl, &c, &err), 0, "count cells");
-    ok(c.addresses <= 50, "address cells stay under the cap: %zu", c.addresses);
-    is_int(c.address_counter, c.addresses, "the address counter matches the cells");
+    is_int(ratelimit_count(rl, T0 + S, &c, &err), 0, "count cells");
+    is_int(c.address_capacity, 50, "the address table has the size asked for");
+    ok(c.address_used <= 50 && c.addresses <= 50, "address cells stay under the cap: %zu used, %zu live", c.address_used,
+       c.addresses);
+    is_int(c.address_evictions - c0.address_evictions, 1000 - (c.address_used - c0.address_used),
+           "an insert into a full window evicts one live budget, counted (%llu)",
+           (unsigned long long)(c.address_evictions - c0.address_evictions));
+    is_int(c.principal_evictions, 0, "a flood of addresses evicts no principal");
+    is_int(c.duplicates, 0, "no key holds two cells");
+    ratelimit_principal(rl, "key_a", &r, T0 + S, &d, &err);
+    ok(!d.allowed, "key_a's spent budget survived the address flood");
 
-    /* The sweep: an hour later every cell is idle; decisions delete them a batch at a time. */
+    /* An hour later every cell is idle: no state, though the cells stay until reused. */
     uint64_t later = T0 + 3600 * S;
+    ratelimit_count(rl, later, &c, &err);
+    ok(c.principals == 0 && c.addresses == 0 && c.principal_used >= 3, "an hour later: %zu principal cells, none live",
+       c.principal_used);
     for (int i = 0; i < 40; i++)
         ratelimit_principal(rl, "key_sweeper", &r, later + (uint64_t)i, &d, &err);
-    is_int(ratelimit_count(rl, &c, &err), 0, "count cells after the sweep");
-    is_int(c.addresses, 0, "idle address cells are swept");
-    is_int(c.principals, 1, "idle principal cells are swept; the active one stays");
-    is_int(c.address_counter, 0, "and the counter follows");
+    ratelimit_count(rl, later + 40, &c, &err);
+    is_int(c.principals, 1, "the active principal is the one live cell");
+    ok(!d.allowed && d.retry_after_s == 1, "and it spent its burst: refused, 1 s");
+
+    /* Idle cells are reused before any live budget: five new addresses in a full table evict nothing. */
+    ratelimit_count(rl, later, &c0, &err);
+    int fresh = 0;
+    for (int i = 0; i < 5; i++) {
+        char text[32];
+        snprintf(text, sizeof(text), "203.0.113.%d", i);
+        addr4(text, &a);
+        ratelimit_address_failure(rl, &a, &f, later, &d, &err);
+        ratelimit_address_failure(rl, &a, &f, later, &d, &err);
+        fresh += d.allowed && d.remaining == 1;
+    }
+    ratelimit_count(rl, later, &c, &err);
+    is_int(fresh, 5, "five new addresses, two failures each: one unit left each");
+    is_int(c.address_evictions, c0.address_evictions, "taking idle cells evicts no live budget");
+    is_int(c.addresses, 5, "five live address cells");
     ratelimit_free(rl);
 }
 
-static double now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
-}
+/* ---- processes sharing the table ---- */
 
-static int cmp(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* Median of 5 rounds of n decisions, µs per call; also a bare write transaction and a read check for reference. */
-static int bench(store_t *st, int n)
+static ratelimit_t *open_limiter(store_t *st)
 {
     aly_err_t err;
-    ratelimit_t *rl = ratelimit_new(st, RATELIMIT_MAX_ADDRESSES, &err);
-    aly_rate_t huge = {1000000000, 1, 1000000000}, fail = {30, 60, 30};
-    ratelimit_decision_t d;
-    ratelimit_addr_t a;
-    addr4("192.0.2.1", &a);
-    double txn[5], dec[5], check[5], gcra[5];
-    for (int round = 0; round < 5; round++) {
-        double t0 = now_us();
-        for (int i = 0; i < n; i++) {
-            store_txn_t t;
-            store_begin(st, STORE_WRITE | STORE_VOLATILE, &t, &err);
-            store_abort(&t);
-        }
-        double t1 = now_us();
-        for (int i = 0; i < n; i++)
-            if (ratelimit_principal(rl, "key_bench", &huge, ratelimit_now_ns(), &d, &err) != 0)
-                return fprintf(stderr, "bench: %s\n", err.msg), 1;
-        double t2 = now_us();
-        for (int i = 0; i < n; i++)
-            ratelimit_address_check(rl, &a, &fail, ratelimit_now_ns(), &d, &err);
-        double t3 = now_us();
-        uint64_t tat = 0;
-        for (int i = 0; i < n; i++)
-            ratelimit_gcra(&tat, &huge, ratelimit_now_ns(), 1, &d);
-        double t4 = now_us();
-        txn[round] = (t1 - t0) / n;
-        dec[round] = (t2 - t1) / n;
-        check[round] = (t3 - t2) / n;
-        gcra[round] = (t4 - t3) / n;
-    }
-    qsort(txn, 5, sizeof(double), cmp);
-    qsort(dec, 5, sizeof(double), cmp);
-    qsort(check, 5, sizeof(double), cmp);
-    qsort(gcra, 5, sizeof(double), cmp);
-    printf("median of 5 rounds x %d calls, microseconds per call:\n", n);
-    printf("  principal decision (write txn, get, put, commit)  %.3f\n", dec[2]);
-    printf("  address check (read txn, get)                     %.3f\n", check[2]);
-    printf("  empty write txn begin+abort (reference)           %.3f\n", txn[2]);
-    printf("  GCRA arithmetic + clock read alone                %.3f\n", gcra[2]);
-    printf("  one process: at most %.0f decisions/s\n", 1e6 / dec[2]);
-    ratelimit_free(rl);
-    return 0;
+    ratelimit_t *rl = ratelimit_new(st, 50, &err);
+    if (rl == NULL)
+        fprintf(stderr, "# limiter: %s\n", err.msg);
+    return rl;
 }
 
-int main(int argc, char **argv)
+/* In a forked child, as a worker does: its own store, then its own mapping of the table. */
+static ratelimit_t *child_limiter(void)
 {
-    if (argc > 1 && strcmp(argv[1], "--bench") == 0) {
-        store_t *st = temp_store();
-        int rc = st != NULL ? bench(st, argc > 2 ? atoi(argv[2]) : 100000) : 1;
-        store_close(st);
-        remove_store();
-        return rc;
+    aly_err_t err;
+    aly_config_t *cfg = temp_config();
+    store_t *st = cfg != NULL ? store_open(cfg, &err) : NULL;
+    return st != NULL ? open_limiter(st) : NULL;
+}
+
+/* Counters the children of a race write into: an anonymous shared mapping. */
+typedef struct race {
+    _Atomic int ready;
+    _Atomic int round_arrived[400];
+    _Atomic int round_left[400];
+    _Atomic int admitted[400];
+    _Atomic int errors;
+} race_t;
+
+static race_t *race_map(void)
+{
+    void *p = mmap(NULL, sizeof(race_t), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+/* Waits until all n processes reached the counter: the race then starts at once. */
+static void barrier(_Atomic int *counter, int n)
+{
+    atomic_fetch_add(counter, 1);
+    while (atomic_load(counter) < n)
+        sched_yield();
+}
+
+static int wait_children(pid_t *pids, int n)
+{
+    int clean = 0;
+    for (int i = 0; i < n; i++) {
+        int status;
+        if (waitpid(pids[i], &status, 0) == pids[i] && WIFEXITED(status) && WEXITSTATUS(status) == 0)
+            clean++;
     }
+    return clean;
+}
+
+/*
+ * N processes, each with its own mapping (as workers open theirs after fork),
+ * hammer one principal whose budget is 100 and does not refill within the
+ * test: exactly 100 admitted, whatever the interleaving.
+ */
+#define RACERS 4
+static void race_one_cell(void)
+{
+    race_t *rc = race_map();
+    aly_rate_t slow = {1, 3600, 100};
+    pid_t pids[RACERS];
+    for (int p = 0; p < RACERS; p++) {
+        if ((pids[p] = fork()) == 0) {
+            ratelimit_t *rl = child_limiter();
+            barrier(&rc->ready, RACERS);
+            for (int i = 0; rl != NULL && i < 5000; i++) {
+                ratelimit_decision_t d;
+                aly_err_t err;
+                if (ratelimit_principal(rl, "key_race", &slow, ratelimit_now_ns(), &d, &err) != 0)
+                    atomic_fetch_add(&rc->errors, 1);
+                else if (d.allowed)
+                    atomic_fetch_add(&rc->admitted[0], 1);
+            }
+            _exit(rl != NULL ? 0 : 1);
+        }
+    }
+    is_int(wait_children(pids, RACERS), RACERS, "%d racing processes finished", RACERS);
+    is_int(atomic_load(&rc->admitted[0]), 100, "%d processes x 5000 decisions on one principal of burst 100: exactly 100 admitted",
+           RACERS);
+    is_int(atomic_load(&rc->errors), 0, "no decision failed");
+    munmap(rc, sizeof(*rc));
+}
+
+/*
+ * The insert race: for each of 400 new principals all processes meet at a
+ * barrier, then each tries 3 times at once; burst 2 must admit exactly 2 per
+ * principal, which fails if two processes each make a cell for one key.
+ */
+static void race_fresh_cells(store_t *st)
+{
+    race_t *rc = race_map();
+    aly_rate_t slow = {1, 3600, 2};
+    pid_t pids[RACERS];
+    for (int p = 0; p < RACERS; p++) {
+        if ((pids[p] = fork()) == 0) {
+            ratelimit_t *rl = child_limiter();
+            for (int k = 0; rl != NULL && k < 400; k++) {
+                char id[32];
+                snprintf(id, sizeof(id), "key_fresh_%d", k);
+                barrier(&rc->round_arrived[k], RACERS);
+                for (int i = 0; i < 3; i++) {
+                    ratelimit_decision_t d;
+                    aly_err_t err;
+                    if (ratelimit_principal(rl, id, &slow, ratelimit_now_ns(), &d, &err) != 0)
+                        atomic_fetch_add(&rc->errors, 1);
+                    else if (d.allowed)
+                        atomic_fetch_add(&rc->admitted[k], 1);
+                }
+            }
+            _exit(rl != NULL ? 0 : 1);
+        }
+    }
+    is_int(wait_children(pids, RACERS), RACERS, "%d inserting processes finished", RACERS);
+    int exact = 0;
+    for (int k = 0; k < 400; k++)
+        exact += atomic_load(&rc->admitted[k]) == 2;
+    is_int(exact, 400, "400 new principals raced by %d processes: each admitted exactly its burst of 2", RACERS);
+    is_int(atomic_load(&rc->errors), 0, "no decision failed");
+    ratelimit_t *rl = open_limiter(st);
+    ratelimit_counts_t c;
+    aly_err_t err;
+    ratelimit_count(rl, ratelimit_now_ns(), &c, &err);
+    is_int(c.duplicates, 0, "and no key holds two cells");
+    ok(c.principals >= 401, "each has its live cell (%zu)", c.principals);
+    ratelimit_free(rl);
+    munmap(rc, sizeof(*rc));
+}
+
+static void pause_insert(void)
+{
+    usleep(50);
+}
+
+/*
+ * The insert race where two processes choose different cells for one key.
+ * Each round, racer 0 fills the 50-cell address table with filler addresses
+ * whose TATs fall between the racers' clocks (racer p decides at base + p ms),
+ * so a cell is idle for one racer and a live budget for another and their
+ * scans pick different cells; the pause between choosing and claiming lets
+ * both choose before either claims.  A new address of burst 2 raced by all
+ * must still be admitted exactly twice: only the check after claiming (a
+ * live or nearer pending copy wins) prevents a second cell.
+ */
+#define ROUNDS 150
+static void race_diverging_inserts(void)
+{
+    race_t *rc = race_map();
+    aly_rate_t slow = {1, 3600, 2}, filler = {1, 1, 1};
+    const uint64_t ms = 1000000ull, round_span = 3 * 3600 * S;
+    pid_t pids[RACERS];
+    for (int p = 0; p < RACERS; p++) {
+        if ((pids[p] = fork()) == 0) {
+            ratelimit_t *rl = child_limiter();
+            ratelimit_test_pause = pause_insert;
+            for (int round = 0; rl != NULL && round < ROUNDS; round++) {
+                uint64_t base = T0 + (uint64_t)round * round_span;
+                ratelimit_addr_t a;
+                ratelimit_decision_t d;
+                aly_err_t err;
+                char text[32];
+                for (int i = 0; p == 0 && i < 60; i++) {
+                    snprintf(text, sizeof(text), "10.77.%d.%d", round % 200, i);
+                    addr4(text, &a);
+                    ratelimit_address_failure(rl, &a, &filler, base - S + (uint64_t)i * RACERS * ms / 60, &d, &err);
+                }
+                barrier(&rc->round_arrived[round], RACERS);
+                snprintf(text, sizeof(text), "172.16.%d.%d", round / 200, round % 200);
+                addr4(text, &a);
+                for (int i = 0; i < 3; i++) {
+                    if (ratelimit_address_failure(rl, &a, &slow, base + (uint64_t)p * ms, &d, &err) != 0)
+                        atomic_fetch_add(&rc->errors, 1);
+                    else if (d.allowed)
+                        atomic_fetch_add(&rc->admitted[round], 1);
+                }
+                barrier(&rc->round_left[round], RACERS); /* the next fill may evict this round's cell */
+            }
+            _exit(rl != NULL ? 0 : 1);
+        }
+    }
+    is_int(wait_children(pids, RACERS), RACERS, "%d racers on diverging cells finished", RACERS);
+    int exact = 0;
+    for (int r = 0; r < ROUNDS; r++)
+        exact += atomic_load(&rc->admitted[r]) == 2;
+    is_int(exact, ROUNDS, "%d new addresses raced where racers see different idle cells: each admitted exactly its burst of 2",
+           ROUNDS);
+    is_int(atomic_load(&rc->errors), 0, "no decision failed");
+    munmap(rc, sizeof(*rc));
+}
+
+/* Evictions racing with inserts on a 50-cell address table: the table stays consistent. */
+static void race_evictions(store_t *st)
+{
+    race_t *rc = race_map();
+    aly_rate_t f = {30, 60, 3};
+    pid_t pids[RACERS];
+    for (int p = 0; p < RACERS; p++) {
+        if ((pids[p] = fork()) == 0) {
+            ratelimit_t *rl = child_limiter();
+            barrier(&rc->ready, RACERS);
+            for (int i = 0; rl != NULL && i < 3000; i++) {
+                char text[32];
+                ratelimit_addr_t a;
+                ratelimit_decision_t d;
+                aly_err_t err;
+                snprintf(text, sizeof(text), "10.9.%d.%d", (i * 7 + p) % 200, p);
+                addr4(text, &a);
+                if (ratelimit_address_failure(rl, &a, &f, ratelimit_now_ns(), &d, &err) != 0 ||
+                    ratelimit_address_check(rl, &a, &f, ratelimit_now_ns(), &d, &err) != 0)
+                    atomic_fetch_add(&rc->errors, 1);
+            }
+            _exit(rl != NULL ? 0 : 1);
+        }
+    }
+    is_int(wait_children(pids, RACERS), RACERS, "%d evicting processes finished", RACERS);
+    is_int(atomic_load(&rc->errors), 0, "no decision failed");
+    ratelimit_t *rl = open_limiter(st);
+    ratelimit_counts_t c;
+    aly_err_t err;
+    ratelimit_count(rl, ratelimit_now_ns(), &c, &err);
+    ok(c.address_used <= 50 && c.duplicates == 0, "50 cells, %zu used, no duplicate after the churn", c.address_used);
+    ok(c.address_evictions > 0, "live budgets were evicted for room (%llu)", (unsigned long long)c.address_evictions);
+    ratelimit_free(rl);
+    munmap(rc, sizeof(*rc));
+}
+
+/* A budget spent by a process that then died (as a worker may) is still spent for the next one. */
+static void outlives_process(store_t *st)
+{
+    aly_rate_t r = {60, 60, 10};
+    pid_t pid = fork();
+    if (pid == 0) {
+        ratelimit_t *rl = child_limiter();
+        for (int i = 0; rl != NULL && i < 10; i++) {
+            ratelimit_decision_t d;
+            aly_err_t err;
+            ratelimit_principal(rl, "key_dead", &r, T0 + 7200 * S, &d, &err);
+        }
+        kill(getpid(), SIGKILL);
+        _exit(1);
+    }
+    int status;
+    waitpid(pid, &status, 0);
+    ok(WIFSIGNALED(status), "the spending process was killed");
+    ratelimit_t *rl = open_limiter(st);
+    ratelimit_decision_t d;
+    aly_err_t err;
+    ratelimit_principal(rl, "key_dead", &r, T0 + 7200 * S, &d, &err);
+    ok(!d.allowed && d.retry_after_s == 1, "its spent budget outlives it");
+    ratelimit_free(rl);
+}
+
+static void table_path(char *buf, size_t len)
+{
+    snprintf(buf, len, "%s/volatile/%s", dir, RATELIMIT_FILE);
+}
+
+/* Overwrites the file from offset on with 0xff bytes (a torn page, or a process that died mid-insert everywhere). */
+static int damage(off_t offset)
+{
+    char path[256];
+    table_path(path, sizeof(path));
+    int fd = open(path, O_RDWR);
+    struct stat sb;
+    if (fd < 0 || fstat(fd, &sb) != 0)
+        return -1;
+    static unsigned char junk[65536];
+    memset(junk, 0xff, sizeof(junk));
+    for (off_t at = offset; at < sb.st_size; at += (off_t)sizeof(junk))
+        if (pwrite(fd, junk, sizeof(junk), at) < 0)
+            return close(fd), -1;
+    return close(fd);
+}
+
+static void damaged_file(store_t *st)
+{
+    aly_rate_t r = {60, 60, 10};
+    aly_err_t err;
+    ratelimit_decision_t d;
+    ratelimit_t *rl = open_limiter(st);
+    is_int(damage(4096), 0, "every cell overwritten with 0xff: busy marks of a dead claimer, torn keys");
+    int admitted = 0, failed = 0;
+    for (int i = 0; i < 12; i++) {
+        if (ratelimit_principal(rl, "key_after_damage", &r, T0, &d, &err) != 0)
+            failed++;
+        else
+            admitted += d.allowed;
+    }
+    ok(failed == 0 && admitted == 10, "a principal on the damaged table: its burst exactly (%d admitted, %d errors)", admitted,
+       failed);
+    ratelimit_addr_t a;
+    addr4("192.0.2.99", &a);
+    ok(ratelimit_address_check(rl, &a, &r, T0, &d, &err) == 0 && d.allowed && d.remaining == 10,
+       "an address never seen: a full budget");
+
+    struct stat before, after;
+    char path[256];
+    table_path(path, sizeof(path));
+    stat(path, &before);
+    is_int(damage(0), 0, "the header overwritten too");
+    ratelimit_t *fresh = open_limiter(st);
+    stat(path, &after);
+    ok(fresh != NULL && before.st_ino != after.st_ino, "the next limiter replaces the file under the same name");
+    ok(fresh != NULL && ratelimit_principal(fresh, "key_after_damage", &r, T0, &d, &err) == 0 && d.allowed && d.remaining == 9,
+       "and starts from empty cells");
+    ratelimit_free(fresh);
+    ratelimit_free(rl);
+}
+
+int main(void)
+{
     basics();
     against_bucket();
     bound();
     addresses();
     store_t *st = temp_store();
     ok(st != NULL, "temporary store");
-    if (st != NULL)
+    if (st != NULL) {
         with_store(st);
+        race_one_cell();
+        race_fresh_cells(st);
+        race_diverging_inserts();
+        race_evictions(st);
+        outlives_process(st);
+        damaged_file(st);
+    }
     store_close(st);
     remove_store();
     return done_testing();

@@ -1,8 +1,7 @@
 /*
- * Rate limits: a budget per principal, and a budget of failed
- * authentications per client address (brute force), both shared by every
- * worker because their state lives in the volatile LMDB environment (VDB_RATE,
- * opened MDB_NOSYNC: a crash may lose the last few decisions, never more).
+ * Rate limits: a budget per principal, and a budget of failed authentications
+ * per client address (brute force), both shared by every worker because their
+ * state lives in one file every process maps: data_dir/volatile/RATELIMIT_FILE.
  *
  * The algorithm is GCRA, the "generic cell rate algorithm": a policy
  * "N/period burst=B" has an emission interval T = period / N and a capacity of
@@ -14,27 +13,66 @@
  * serve them, and there is no double burst at window edges.  A refusal
  * changes nothing, so Retry-After is exact: after it, one request passes.
  *
- * Keys of VDB_RATE:
- *   "p:" principal id          -> cell (TAT) of a principal
- *   "a:" 4 (IPv4) or 6 (IPv6 /64) + address bytes -> cell of a client address
- *   "n:addresses"              -> number of address cells (uint64, little endian)
- * A cell is 9 bytes: version 1, then the TAT in nanoseconds since the epoch
- * (uint64, little endian).  A cell whose TAT is past is the same as no cell,
- * so idle cells are deleted by an amortised sweep: every RATELIMIT_SWEEP_EVERY
- * decisions of a process, RATELIMIT_SWEEP_BATCH cells after that
- * process's cursor are examined in the same transaction.  Address cells are
- * capped (an attacker may use many addresses): inserting one over the cap
- * first evicts, from a sample of RATELIMIT_EVICT_SAMPLE address cells, the
- * expired ones or else the one with the earliest TAT (the one closest to a
- * full budget, whose loss gives an attacker the least).
+ * Where the cells live, and why there.  A file under the volatile directory,
+ * mapped MAP_SHARED by each process that decides (ratelimit_new: every worker
+ * after fork, tests, benchmarks), rather than a region the master maps before
+ * forking: a worker's death, a respawn, a reload and a restart of the whole
+ * daemon keep every budget (the old LMDB cells did too), the master needs no
+ * part in it, and any process of the same user can open it.  Nothing is
+ * synced: the kernel writes pages back when it likes, so after a crash of the
+ * machine cells may be stale or torn; every cell value is either accepted as
+ * is (a TAT is clamped below) or recognised as abandoned, so the worst a torn
+ * page does is refill or spend some budgets once.
+ *
+ * File layout (host byte order; a file of another version or geometry is
+ * replaced by a fresh one under the same name, atomically by rename, and
+ * processes still mapping the old one go on using it until they reopen):
+ *   bytes 0..4095      header: magic "alyrate", version, cell size, window,
+ *                      cells per table, the 128-bit hash key (random at
+ *                      creation), eviction counters
+ *   then               RATELIMIT_PRINCIPAL_CELLS principal cells, then
+ *                      max_addresses address cells, 32 bytes each:
+ *                      head (62 bits of the key's digest + a state), the other
+ *                      64 bits of the digest, the TAT, and a spare word
+ * A key (principal id, or an address key) is hashed with SipHash-2-4 into 128
+ * bits under the file's random key, so two keys share a cell only with
+ * probability 2^-126, and an attacker choosing addresses cannot aim at a
+ * victim's cell.  A key may sit in any of the RATELIMIT_WINDOW cells after
+ * its home cell (open addressing, wrapping at the end of its table).
+ *
+ * No lock.  A decision on an existing cell is one compare-and-swap of the
+ * 64-bit TAT (C11 atomics): read it, compute GCRA, swap it in if nobody
+ * changed it meanwhile, else compute again.  A cell changes hands only while
+ * its TAT word holds a "busy" mark (a flag, the claimer's pid and a
+ * CLOCK_MONOTONIC millisecond stamp) put there by compare-and-swap, so no
+ * decision can land on a cell that changed owner.  Inserting a key claims a
+ * cell that way, publishes the key as pending, and looks at the rest of the
+ * window: a live copy of the same key, or a pending copy nearer the home
+ * cell, wins and the newcomer withdraws; a pending copy further away is
+ * waited for.  Two processes inserting one key at once therefore end with a
+ * single cell, and no budget is ever counted twice.  A busy mark older than
+ * one second belongs to a process that died (or stalled) mid-insert: the cell
+ * is then free for anyone to take.
+ *
+ * Bounded size, and the eviction rule.  Both tables have a fixed size.  A
+ * cell whose TAT is past is the same as no cell (the bucket is full), so an
+ * insert takes, in this order, an empty cell, an abandoned one, an idle one
+ * (TAT past: no state lost, exactness kept), and only when the whole window
+ * holds live budgets the one with the earliest TAT (the one closest to a full
+ * budget, whose loss gives its owner the least); such evictions are counted.
+ * Principals and addresses have separate tables, so a flood of addresses
+ * never evicts a principal.  The address table holds max_addresses cells: an
+ * attacker with more addresses than that (a large IPv6 allocation) can get a
+ * fresh budget per address; nothing per-address stops that.
  *
  * Time is the wall clock (every worker and a restart agree on it).  A TAT more
- * than B*T ahead of now can only come from the clock stepping back or a
- * policy shrinking; it is clamped to now + B*T, so neither locks anyone out
- * for longer than one emission interval.
+ * than B*T ahead of now can only come from the clock stepping back, a policy
+ * shrinking or a torn page; it is clamped to now + B*T, so none of them locks
+ * anyone out for longer than one emission interval.
  *
- * Errors: functions that touch the store return 0, or -1 with err filled.  The
- * HTTP layer admits a request whose decision failed (see README "Rate limits").
+ * Errors: functions that touch the table return 0, or -1 with err filled.
+ * The HTTP layer admits a request whose decision failed (see README "Rate
+ * limits").
  */
 #ifndef ALY_RATELIMIT_H
 #define ALY_RATELIMIT_H
@@ -47,10 +85,10 @@
 #include "aly/config.h"
 #include "aly/store.h"
 
-#define RATELIMIT_MAX_ADDRESSES 100000 /* address cells kept at most */
-#define RATELIMIT_SWEEP_EVERY 16       /* write decisions between two sweeps, per process */
-#define RATELIMIT_SWEEP_BATCH 32       /* cells a sweep examines */
-#define RATELIMIT_EVICT_SAMPLE 8       /* address cells examined to evict one */
+#define RATELIMIT_FILE "ratelimit.cells"  /* in the volatile directory of the store */
+#define RATELIMIT_MAX_ADDRESSES 100000    /* address cells (alyd's table; tests use less) */
+#define RATELIMIT_PRINCIPAL_CELLS 65536   /* principal cells: principals with a live budget at once */
+#define RATELIMIT_WINDOW 8                /* cells a key may occupy: probed on lookup, sampled to evict */
 
 /* The JSON-RPC error code of a 429 (implementation-defined range -32000..-32099; "429"). */
 #define RATELIMIT_RPC_CODE (-32029)
@@ -79,9 +117,14 @@ typedef struct ratelimit_addr {
 } ratelimit_addr_t;
 
 /*
- * Per-process limiter on an open store: holds the sweep cursors.  max_addresses
- * caps the address cells (RATELIMIT_MAX_ADDRESSES in alyd; tests use less).
- * NULL with err on failure.
+ * This process's mapping of the table file in st's volatile directory,
+ * created (mode 0600) when missing.  Call it after fork: a mapping inherited
+ * across fork works, but the store it names must not be used by the child.
+ * max_addresses is the size of the address table (RATELIMIT_MAX_ADDRESSES in
+ * alyd; tests use less; at least 1); every process sharing the file must pass
+ * the same value, or each new one replaces the file.  The store is only used
+ * to find the directory and is returned by ratelimit_store.  NULL with err on
+ * failure (directory not writable, mmap failed).
  */
 ratelimit_t *ratelimit_new(store_t *st, size_t max_addresses, aly_err_t *err);
 void ratelimit_free(ratelimit_t *rl);
@@ -97,7 +140,7 @@ uint64_t ratelimit_now_ns(void);
  */
 int ratelimit_gcra(uint64_t *tat, const aly_rate_t *rate, uint64_t now_ns, int charge, ratelimit_decision_t *d);
 
-/* The decision for one request of principal id: one write transaction, charged when admitted. */
+/* The decision for one request of principal id (any non-empty string), charged when admitted. */
 int ratelimit_principal(ratelimit_t *rl, const char *id, const aly_rate_t *rate, uint64_t now_ns, ratelimit_decision_t *d,
                         aly_err_t *err);
 
@@ -105,24 +148,36 @@ int ratelimit_principal(ratelimit_t *rl, const char *id, const aly_rate_t *rate,
 void ratelimit_address(const struct sockaddr *sa, ratelimit_addr_t *out);
 
 /*
- * Would one more failed authentication from a be refused?  A read
- * transaction only: d->allowed 0 means the address is over its failure
- * budget and the request must be refused before any credential work.
+ * Would one more failed authentication from a be refused?  Reads only:
+ * d->allowed 0 means the address is over its failure budget and the request
+ * must be refused before any credential work.
  */
 int ratelimit_address_check(ratelimit_t *rl, const ratelimit_addr_t *a, const aly_rate_t *rate, uint64_t now_ns,
                             ratelimit_decision_t *d, aly_err_t *err);
 
-/* Charges one failed authentication to a (one write transaction; may evict another address cell). */
+/* Charges one failed authentication to a (may evict another address's cell, see above). */
 int ratelimit_address_failure(ratelimit_t *rl, const ratelimit_addr_t *a, const aly_rate_t *rate, uint64_t now_ns,
                               ratelimit_decision_t *d, aly_err_t *err);
 
-/* Cells now in VDB_RATE, by kind, and the address counter (tests, alyctl). */
+/*
+ * What the two tables hold at now_ns (tests, alyctl): a scan of every cell,
+ * racing with decisions, so a snapshot only when nothing else decides.
+ */
 typedef struct ratelimit_counts {
-    size_t principals;
-    size_t addresses;
-    uint64_t address_counter; /* the "n:addresses" record; equals addresses when consistent */
+    size_t principals, addresses;                 /* cells holding state: TAT after now_ns */
+    size_t principal_used, address_used;          /* cells taken, idle ones included */
+    size_t principal_capacity, address_capacity;  /* cells in each table */
+    uint64_t principal_evictions, address_evictions; /* live budgets dropped for want of room, since the file was made */
+    size_t duplicates;                            /* live keys held by two cells: always 0 unless the file is damaged */
 } ratelimit_counts_t;
-int ratelimit_count(ratelimit_t *rl, ratelimit_counts_t *out, aly_err_t *err);
+int ratelimit_count(ratelimit_t *rl, uint64_t now_ns, ratelimit_counts_t *out, aly_err_t *err);
+
+/*
+ * Tests only (NULL otherwise): called by an insert between choosing a cell
+ * and claiming it, so that a test can widen the window in which two
+ * processes inserting one key choose different cells.
+ */
+extern void (*ratelimit_test_pause)(void);
 
 /*
  * Header values (draft-ietf-httpapi-ratelimit-headers-11, Structured Fields):
