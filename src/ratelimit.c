@@ -408,13 +408,20 @@ static int abandoned(uint64_t tat)
     return (tat & BUSY) && ((mono_ms() - then) & BUSY_MS_MASK) > STALE_MS;
 }
 
-/* Is c a copy of k that counts: pending or live, and not abandoned? Returns its state, or HEAD_EMPTY. */
+/*
+ * Is c a copy of k that counts: live, or pending under a claim that is not
+ * abandoned?  Returns HEAD_LIVE, HEAD_PENDING, or HEAD_EMPTY for anything
+ * else (a pending head without a claim can only come from a torn page).
+ */
 static uint64_t copy_of(cell_t *c, const cell_key_t *k)
 {
-    uint64_t h = atomic_load(&c->head);
-    if (h == HEAD_EMPTY || (h & ~HEAD_STATE) != k->head || atomic_load(&c->lo) != k->lo || abandoned(atomic_load(&c->tat)))
+    uint64_t h = atomic_load(&c->head), state = h & HEAD_STATE;
+    if ((h & ~HEAD_STATE) != k->head || (state != HEAD_LIVE && state != HEAD_PENDING) || atomic_load(&c->lo) != k->lo)
         return HEAD_EMPTY;
-    return h & HEAD_STATE;
+    uint64_t t = atomic_load(&c->tat);
+    if (t & BUSY)
+        return abandoned(t) ? HEAD_EMPTY : state;
+    return state == HEAD_LIVE ? HEAD_LIVE : HEAD_EMPTY;
 }
 
 static cell_t *find_live(const ratelimit_t *rl, int table, const cell_key_t *k)
