@@ -255,7 +255,7 @@ static int replace(const char *path, const uint64_t cells[TABLES], aly_err_t *er
     if ((size_t)snprintf(tmp, sizeof(tmp), "%s.new.%ld", path, (long)getpid()) >= sizeof(tmp))
         return aly_errf(err, "%s: path too long", path);
     unlink(tmp);
-    int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
     if (fd < 0)
         return aly_errf(err, "%s: %s", tmp, strerror(errno));
     int rc = format(fd, tmp, cells, err);
@@ -276,7 +276,7 @@ static int table_open(ratelimit_t *rl, const char *path, const uint64_t cells[TA
 {
     size_t len = file_len(cells);
     for (int attempt = 0; attempt < 8; attempt++) {
-        int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
         if (fd < 0)
             return aly_errf(err, "%s: %s", path, strerror(errno));
         struct stat fs, ps;

@@ -118,8 +118,9 @@ typedef struct ratelimit_addr {
 
 /*
  * This process's mapping of the table file in st's volatile directory,
- * created (mode 0600) when missing.  Call it after fork: a mapping inherited
- * across fork works, but the store it names must not be used by the child.
+ * created (mode 0640, like the LMDB files) when missing.  Call it after
+ * fork: a mapping inherited across fork works, but the store it names must
+ * not be used by the child.
  * max_addresses is the size of the address table (RATELIMIT_MAX_ADDRESSES in
  * alyd; tests use less; at least 1); every process sharing the file must pass
  * the same value, or each new one replaces the file.  The store is only used
