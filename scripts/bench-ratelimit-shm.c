@@ -198,8 +198,8 @@ int main(int argc, char **argv)
             for (int s = 0; s < SHARINGS; s++)
                 for (int k = 0; k < KINDS; k++)
                     failed |= (v[k][s][i][r] = run(k, s, procs[i], seconds, &c[k][s][i][r])) < 0;
-    printf("rate-limit decisions per second, all processes together (median of %d rounds of %.2f s; %ld cores online)\n",
-           rounds, seconds, sysconf(_SC_NPROCESSORS_ONLN));
+    printf("rate-limit decisions per second, all processes together (median of %d rounds of %.2f s; %ld cores online)\n", rounds,
+           seconds, sysconf(_SC_NPROCESSORS_ONLN));
     printf("%-9s %14s %14s %14s %14s %10s %10s\n", "processes", "shm distinct", "lmdb distinct", "shm shared", "lmdb shared",
            "x distinct", "x shared");
     for (int i = 0; i < nprocs; i++) {

@@ -47,7 +47,7 @@
 #define BUSY_MS_BITS 40
 #define BUSY_PID_BITS 23
 #define BUSY_MS_MASK (((uint64_t)1 << BUSY_MS_BITS) - 1)
-#define STALE_MS 1000 /* a claim this old was abandoned: inserts take a few microseconds */
+#define STALE_MS 1000             /* a claim this old was abandoned: inserts take a few microseconds */
 #define GIVE_UP_MS (3 * STALE_MS) /* a decision that cannot settle for this long reports an error */
 
 enum { PRINCIPALS, ADDRESSES, TABLES };

@@ -85,10 +85,10 @@
 #include "aly/config.h"
 #include "aly/store.h"
 
-#define RATELIMIT_FILE "ratelimit.cells"  /* in the volatile directory of the store */
-#define RATELIMIT_MAX_ADDRESSES 100000    /* address cells (alyd's table; tests use less) */
-#define RATELIMIT_PRINCIPAL_CELLS 65536   /* principal cells: principals with a live budget at once */
-#define RATELIMIT_WINDOW 8                /* cells a key may occupy: probed on lookup, sampled to evict */
+#define RATELIMIT_FILE "ratelimit.cells" /* in the volatile directory of the store */
+#define RATELIMIT_MAX_ADDRESSES 100000   /* address cells (alyd's table; tests use less) */
+#define RATELIMIT_PRINCIPAL_CELLS 65536  /* principal cells: principals with a live budget at once */
+#define RATELIMIT_WINDOW 8               /* cells a key may occupy: probed on lookup, sampled to evict */
 
 /* The JSON-RPC error code of a 429 (implementation-defined range -32000..-32099; "429"). */
 #define RATELIMIT_RPC_CODE (-32029)
@@ -165,11 +165,11 @@ int ratelimit_address_failure(ratelimit_t *rl, const ratelimit_addr_t *a, const 
  * racing with decisions, so a snapshot only when nothing else decides.
  */
 typedef struct ratelimit_counts {
-    size_t principals, addresses;                 /* cells holding state: TAT after now_ns */
-    size_t principal_used, address_used;          /* cells taken, idle ones included */
-    size_t principal_capacity, address_capacity;  /* cells in each table */
+    size_t principals, addresses;                    /* cells holding state: TAT after now_ns */
+    size_t principal_used, address_used;             /* cells taken, idle ones included */
+    size_t principal_capacity, address_capacity;     /* cells in each table */
     uint64_t principal_evictions, address_evictions; /* live budgets dropped for want of room, since the file was made */
-    size_t duplicates;                            /* live keys held by two cells: always 0 unless the file is damaged */
+    size_t duplicates;                               /* live keys held by two cells: always 0 unless the file is damaged */
 } ratelimit_counts_t;
 int ratelimit_count(ratelimit_t *rl, uint64_t now_ns, ratelimit_counts_t *out, aly_err_t *err);
 
