@@ -26,8 +26,8 @@ void gate_free(gate_t *g)
 }
 
 /*
- * A limiter that cannot decide (volatile store full or unreadable) admits the
- * request: failing closed would turn a full map into an outage.  Counted, and
+ * A limiter that cannot decide (its table file cannot be created or mapped,
+ * or a cell stays claimed by a stalled process) admits the request: failing closed would turn a full map into an outage.  Counted, and
  * logged at most every 10 s so a flood cannot fill the error log.
  */
 static void limiter_failed(gate_t *g, const char *err)

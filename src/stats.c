@@ -109,7 +109,7 @@ char *stats_render(const stats_shared_t *s, size_t *len)
             (unsigned long long)in_flight, (unsigned long long)conns, (unsigned long long)load(&s->workers),
             (unsigned long long)load(&s->worker_restarts), (unsigned long long)up);
     fprintf(fp,
-            "# HELP alyd_ratelimit_decisions_total Rate-limit decisions; error: the limiter's store failed, request admitted.\n"
+            "# HELP alyd_ratelimit_decisions_total Rate-limit decisions; error: the limiter could not decide, request admitted.\n"
             "# TYPE alyd_ratelimit_decisions_total counter\n"
             "alyd_ratelimit_decisions_total{result=\"allowed\"} %llu\n"
             "alyd_ratelimit_decisions_total{result=\"refused\"} %llu\n"

@@ -90,8 +90,7 @@
 #define RATELIMIT_PRINCIPAL_CELLS 65536  /* principal cells: principals with a live budget at once */
 #define RATELIMIT_WINDOW 8               /* cells a key may occupy: probed on lookup, sampled to evict */
 
-/* The JSON-RPC error code of a 429 (implementation-defined range -32000..-32099; "429"). */
-#define RATELIMIT_RPC_CODE (-32029)
+/* A 429 carries the JSON-RPC error RPC_RATE_LIMITED (aly/rpc.h). */
 
 /* Names of the two policies in RateLimit-Policy / RateLimit (draft-ietf-httpapi-ratelimit-headers-11). */
 #define RATELIMIT_POLICY_PRINCIPAL "principal"
