@@ -1,11 +1,13 @@
 /*
- * The error and access logs declared in aly/log.h.
+ * The error and access logs declared in aly/log.h, and the error log's flood
+ * guard: at most LOG_BURST lines per second from one call site.
  */
 #include "aly/log.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +15,7 @@
 #include <unistd.h>
 
 #define LINE_MAX_BYTES 2048
+#define SITES 64 /* call sites tracked by the flood guard; a colliding site takes the slot over */
 
 typedef struct log_target {
     char *path; /* NULL for stderr or off */
@@ -123,14 +126,30 @@ void log_set_role(const char *r)
     snprintf(role, sizeof(role), "%s", r);
 }
 
-static void vlog(log_level_t level, const char *fmt, va_list ap)
+static const char *const level_names[] = {"error", "warn", "info"};
+
+/*
+ * One call site of the error log, known by its format string: a client that
+ * can make one line appear per request must not be able to write the disk
+ * full or bury every other message.
+ */
+typedef struct site {
+    const char *fmt;
+    log_level_t level;
+    uint64_t second;     /* the wall-clock second count counts in */
+    unsigned count;      /* lines from this site in that second */
+    unsigned suppressed; /* lines dropped since the last one written */
+} site_t;
+
+static site_t sites[SITES];
+
+static void write_line(log_level_t level, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
+
+static void write_line(log_level_t level, const char *fmt, va_list ap)
 {
-    static const char *names[] = {"error", "warn", "info"};
-    if (error_target.fd < 0)
-        return;
     char line[LINE_MAX_BYTES], ts[40];
     aly_format_time(ts, sizeof(ts), aly_wall_ms());
-    int n = snprintf(line, sizeof(line), "%s [%s] alyd[%d] %s: ", ts, names[level], (int)getpid(), role);
+    int n = snprintf(line, sizeof(line), "%s [%s] alyd[%d] %s: ", ts, level_names[level], (int)getpid(), role);
     if (n < 0)
         return;
     int m = vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
@@ -148,6 +167,56 @@ static void vlog(log_level_t level, const char *fmt, va_list ap)
     (void)w;
 }
 
+static void write_fmt(log_level_t level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void write_fmt(log_level_t level, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    write_line(level, fmt, ap);
+    va_end(ap);
+}
+
+/* Says how many lines of s were dropped, so a reader knows the log is not the whole story. */
+static void flush_suppressed(site_t *s)
+{
+    if (s->suppressed == 0)
+        return;
+    write_fmt(s->level, "suppressed %u more lines like \"%.120s\" (more than %d a second)", s->suppressed, s->fmt, LOG_BURST);
+    s->suppressed = 0;
+}
+
+/* 1 when the line of fmt may be written now. */
+static int site_admits(log_level_t level, const char *fmt)
+{
+    site_t *s = &sites[((uintptr_t)fmt >> 3) % SITES];
+    uint64_t second = aly_wall_ms() / 1000;
+    if (s->fmt != fmt) {
+        flush_suppressed(s);
+        *s = (site_t){.fmt = fmt, .level = level, .second = second};
+    }
+    if (s->second != second) {
+        flush_suppressed(s);
+        s->second = second;
+        s->count = 0;
+    }
+    if (s->count >= LOG_BURST) {
+        s->suppressed++;
+        return 0;
+    }
+    s->count++;
+    return 1;
+}
+
+static void vlog(log_level_t level, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
+
+static void vlog(log_level_t level, const char *fmt, va_list ap)
+{
+    if (error_target.fd < 0 || !site_admits(level, fmt))
+        return;
+    write_line(level, fmt, ap);
+}
+
 void log_msg(log_level_t level, const char *fmt, ...)
 {
     va_list ap;
@@ -160,7 +229,8 @@ void log_fatal(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    vlog(LOG_LEVEL_ERROR, fmt, ap);
+    if (error_target.fd >= 0)
+        write_line(LOG_LEVEL_ERROR, fmt, ap);
     va_end(ap);
     exit(1);
 }

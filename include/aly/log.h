@@ -5,6 +5,11 @@
  * is formatted into a stack buffer and written with one write(2), so lines
  * from several workers never interleave.  log_reopen() is the USR1 path:
  * logrotate moves the file, the process opens the path again.
+ *
+ * Flood guard: each call site (known by its format string) writes at most
+ * LOG_BURST error-log lines per wall-clock second in a process; the rest are
+ * counted, and the site's next line after that second is preceded by
+ * "suppressed N more lines like "<format>"".  log_fatal() is never dropped.
  */
 #ifndef ALY_LOG_H
 #define ALY_LOG_H
@@ -12,6 +17,8 @@
 #include <sys/types.h>
 
 #include "aly/common.h"
+
+#define LOG_BURST 10
 
 typedef enum { LOG_LEVEL_ERROR, LOG_LEVEL_WARN, LOG_LEVEL_INFO } log_level_t;
 
