@@ -158,8 +158,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
             break;
         }
     }
-    if (route == NULL || !(route->flags & h->listener_flag) ||
-        (h->listener_flag == HTTP_PUBLIC && (route->flags & HTTP_LOOPBACK) && !http_is_loopback(req))) {
+    if (route == NULL || !(route->flags & h->listener_flag)) {
         http_send_error(req, 404, "Not Found", "not_found", "no such endpoint: %.*s (the MCP endpoint is POST /api/mcp)",
                         (int)(path.len > 200 ? 200 : path.len), path.base);
         return 0;

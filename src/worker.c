@@ -75,7 +75,8 @@ static const http_route_t routes[] = {
     {"/.well-known/oauth-protected-resource", HTTP_GET, HTTP_PUBLIC, endpoint_resource_metadata, &w.endpoints},
     {"/.well-known/oauth-protected-resource/api/mcp", HTTP_GET, HTTP_PUBLIC, endpoint_resource_metadata, &w.endpoints},
     {"/healthz", HTTP_GET, HTTP_PUBLIC | HTTP_ADMIN, endpoint_healthz, &w.endpoints},
-    {"/metrics", HTTP_GET, HTTP_PUBLIC | HTTP_ADMIN | HTTP_LOOPBACK, endpoint_metrics, &w.endpoints},
+    /* Never on a public listener: a local reverse proxy makes every client a loopback peer. */
+    {"/metrics", HTTP_GET, HTTP_ADMIN, endpoint_metrics, &w.endpoints},
 };
 
 static volatile sig_atomic_t sig_stop, sig_drain, sig_reopen;

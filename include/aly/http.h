@@ -24,9 +24,8 @@ enum {
 
 /* Where a route is reachable. */
 enum {
-    HTTP_PUBLIC = 1 << 0,   /* on the public listeners */
-    HTTP_ADMIN = 1 << 1,    /* on metrics_listen */
-    HTTP_LOOPBACK = 1 << 2, /* on public listeners, only from loopback clients */
+    HTTP_PUBLIC = 1 << 0, /* on the public listeners */
+    HTTP_ADMIN = 1 << 1,  /* on metrics_listen */
 };
 
 typedef void (*http_serve_fn)(void *data, h2o_req_t *req);
