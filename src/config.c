@@ -59,7 +59,7 @@ static const directive_t directives[] = {
     {"max_connections", K_UINT, F(max_connections), 0, 1, 1000000},
     {"idle_timeout", K_DURATION, F(idle_timeout_ms), 0, 1000, 3600 * 1000},
     {"data_dir", K_PATH, F(data_dir), 0, 0, 0},
-    {"map_size", K_SIZE, F(map_size), 0, (uint64_t)16 << 20, (uint64_t)1 << 40},
+    {"map_size", K_SIZE, F(map_size), 0, (uint64_t)1 << 20, (uint64_t)1 << 40},
     {"volatile_map_size", K_SIZE, F(volatile_map_size), 0, (uint64_t)16 << 20, (uint64_t)1 << 40},
     {"pid_file", K_PATH, F(pid_file), 0, 0, 0},
     {"user", K_STRING, F(user), 0, 0, 0},
@@ -82,6 +82,9 @@ static const directive_t directives[] = {
     {"shutdown_timeout", K_DURATION, F(shutdown_timeout_ms), 0, 0, 3600 * 1000},
     {"session_ttl", K_DURATION, F(session_ttl_ms), 0, 1000, (uint64_t)30 * 86400 * 1000},
     {"metrics_listen", K_MLISTEN, 0, 0, 0, 0},
+    {"list_scan_budget", K_UINT, F(list_scan_budget), 0, 1, 100000000},
+    {"workspace_quota", K_SIZE, F(workspace_quota), 0, 4096, (uint64_t)1 << 40},
+    {"tls_ticket_rotation", K_DURATION, F(tls_ticket_rotation_ms), 0, 1000, (uint64_t)7 * 86400 * 1000},
 };
 
 #undef F
@@ -317,6 +320,9 @@ static void set_defaults(aly_config_t *cfg)
     cfg->max_request_body = (size_t)1 << 20;
     cfg->shutdown_timeout_ms = 30 * 1000;
     cfg->session_ttl_ms = (uint64_t)24 * 3600 * 1000;
+    cfg->list_scan_budget = 5000;
+    cfg->workspace_quota = (size_t)256 << 20;
+    cfg->tls_ticket_rotation_ms = 3600 * 1000;
 }
 
 /* Points ps at the line that set a directive, so cross-directive errors name a line. */

@@ -84,6 +84,48 @@ static int limit_principal(gate_t *g, h2o_req_t *req, const principal_t *p)
     return -1;
 }
 
+size_t gate_charge(gate_t *g, h2o_req_t *req, const principal_t *p, size_t n, ratelimit_decision_t *refused)
+{
+    ratelimit_decision_t d;
+    aly_err_t err;
+    size_t admitted = 0;
+    if (g->limiter == NULL) {
+        limiter_failed(g, "no limiter");
+        return n;
+    }
+    for (; admitted < n; admitted++) {
+        if (ratelimit_principal(g->limiter, p->id, &p->rate, ratelimit_now_ns(), &d, &err) != 0) {
+            limiter_failed(g, err.msg);
+            return n;
+        }
+        if (!d.allowed)
+            break;
+        stats_add(&g->slot->ratelimit[STATS_RL_ALLOWED], 1);
+    }
+    if (admitted < n) {
+        /* A refusal changes no state, so every later call of the batch would be refused too: no need to ask again. */
+        stats_add(&g->slot->ratelimit[STATS_RL_REFUSED], n - admitted);
+        *refused = d;
+    }
+    if (n > 0) {
+        char text[160];
+        ratelimit_header(RATELIMIT_POLICY_PRINCIPAL, &d, text, sizeof(text));
+        h2o_iovec_t v = h2o_strdup(&req->pool, text, SIZE_MAX);
+        h2o_set_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("ratelimit"), 0, v.base, v.len, 1);
+    }
+    return admitted;
+}
+
+json_t *gate_refused_error(const principal_t *p, const ratelimit_decision_t *d)
+{
+    char text[160], rate_text[64];
+    config_format_rate(&p->rate, rate_text, sizeof(rate_text));
+    snprintf(text, sizeof(text), "rate limit exceeded (%s): this call of the batch was not made; retry in %llu s", rate_text,
+             (unsigned long long)d->retry_after_s);
+    return json_pack("{s:i, s:s, s:{s:I, s:s, s:s}}", "code", RPC_RATE_LIMITED, "message", text, "data", "retry_after_seconds",
+                     (json_int_t)d->retry_after_s, "limit", RATELIMIT_POLICY_PRINCIPAL, "policy", rate_text);
+}
+
 static void peer_address(h2o_req_t *req, ratelimit_addr_t *out)
 {
     struct sockaddr_storage ss;

@@ -275,6 +275,11 @@ store_t *mcp_call_store(const mcp_call_t *call)
     return call->x->ctx->store;
 }
 
+const aly_config_t *mcp_call_config(const mcp_call_t *call)
+{
+    return call->x->ctx->cfg;
+}
+
 json_t *mcp_call_meta(const mcp_call_t *call)
 {
     return call->meta;

@@ -168,6 +168,36 @@ static int is_initialize(json_t *msg)
     return m != NULL && strcmp(m, "initialize") == 0;
 }
 
+/* A message that makes a call (a request: a method and an id), which costs one unit of the rate limit. */
+static int is_call(json_t *msg)
+{
+    json_t *id = json_object_get(msg, "id");
+    return json_is_string(json_object_get(msg, "method")) && (json_is_string(id) || json_is_integer(id));
+}
+
+/*
+ * A batch's calls: the gate charged the request one unit, so the calls
+ * after the first are charged here, and those over the budget are answered
+ * with the rate-limit error instead of being made.
+ */
+static void dispatch_batch(mcp_ctx_t *ctx, mcp_exchange_t *x, h2o_req_t *req, const principal_t *p, json_t *body)
+{
+    size_t i, calls = 0, seen = 0;
+    json_t *m;
+    json_array_foreach(body, i, m) calls += is_call(m);
+    ratelimit_decision_t refused;
+    size_t admitted = 1 + (calls > 1 ? gate_charge(ctx->gate, req, p, calls - 1, &refused) : 0);
+    json_array_foreach(body, i, m)
+    {
+        if (is_call(m) && ++seen > admitted)
+            mcp_emit(x, json_pack("{s:s, s:O, s:o}", "jsonrpc", "2.0", "id", json_object_get(m, "id"), "error",
+                                  gate_refused_error(p, &refused)),
+                     1);
+        else
+            mcp_dispatch(x, m);
+    }
+}
+
 /* Why a batch cannot be served, or NULL. */
 static const char *batch_refusal(json_t *body, int protocol)
 {
@@ -240,9 +270,7 @@ static void serve_post(mcp_ctx_t *ctx, h2o_req_t *req, const principal_t *p, h2o
     x->refs++; /* held while dispatching, so nothing can free x under us */
     x->dispatching = 1;
     if (batch) {
-        size_t i;
-        json_t *m;
-        json_array_foreach(body, i, m) mcp_dispatch(x, m);
+        dispatch_batch(ctx, x, req, p, body);
     } else {
         mcp_dispatch(x, body);
         /* A single invalid message: HTTP 400 with its JSON-RPC error (no call was made). */

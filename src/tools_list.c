@@ -4,6 +4,12 @@
  * next_cursor that resumes it.  A cursor holds the key suffix of the last
  * record returned, so the next page starts right after it even when records
  * were added or removed in between.
+ *
+ * A filter may skip almost everything, and each record it looks at is
+ * decoded: one call examines at most list_scan_budget records.  When the
+ * budget runs out the page ends early (possibly empty) with a next_cursor
+ * after the last record examined, so a client that follows the cursors still
+ * gets exactly the matching set, a bounded piece of work per call.
  */
 #include <string.h>
 
@@ -26,11 +32,33 @@ typedef struct page_scan {
     const tools_list_t *l;
     size_t prefix_len;
     int limit, more;
+    unsigned examined, budget;
     json_t *items;
     char last[TOOLS_AFTER_MAX];
     aly_err_t err;
     int failed; /* the item callback failed: err says why */
 } page_scan_t;
+
+/* The resume point: right after key. */
+static void remember(page_scan_t *c, const store_val_t *key)
+{
+    /* Suffixes are an id or "<ms:16x>/<id>"; a longer key than the shop layout writes is listed but not resumed from. */
+    size_t sl = key->len - c->prefix_len;
+    if (sl < sizeof(c->last)) {
+        memcpy(c->last, (const char *)key->data + c->prefix_len, sl);
+        c->last[sl] = '\0';
+    }
+}
+
+/* Counts key against the scan budget: 1 (stop, with a cursor after key) when the budget is spent. */
+static int spend(page_scan_t *c, const store_val_t *key)
+{
+    if (++c->examined < c->budget)
+        return 0;
+    c->more = 1;
+    remember(c, key);
+    return 1;
+}
 
 static int page_add(void *vctx, const store_val_t *key, void *rec)
 {
@@ -44,19 +72,14 @@ static int page_add(void *vctx, const store_val_t *key, void *rec)
         return -1;
     }
     if (rc == 0)
-        return 0;
+        return spend(c, key);
     if (full) {
         c->more = 1;
         return 1;
     }
     json_array_append_new(c->items, item);
-    /* Suffixes are an id or "<ms:16x>/<id>"; a longer key than the shop layout writes is listed but not resumed from. */
-    size_t sl = key->len - c->prefix_len;
-    if (sl < sizeof(c->last)) {
-        memcpy(c->last, (const char *)key->data + c->prefix_len, sl);
-        c->last[sl] = '\0';
-    }
-    return 0;
+    remember(c, key);
+    return spend(c, key);
 }
 
 static int page_key(void *vctx, const store_val_t *key, const store_val_t *val)
@@ -91,7 +114,7 @@ mcp_status_t tools_list(mcp_call_t *call, store_txn_t *t, const tools_page_t *pg
         sl = pl + strlen(after);
         memcpy(key + pl, after, sl - pl);
     }
-    page_scan_t c = {.l = l, .prefix_len = pl, .limit = pg->limit, .items = json_array()};
+    page_scan_t c = {.l = l, .prefix_len = pl, .limit = pg->limit, .budget = mcp_call_config(call)->list_scan_budget, .items = json_array()};
     aly_err_t err;
     int rc;
     if (l->record != NULL) {

@@ -9,11 +9,18 @@
  * RateLimit-Policy and RateLimit).  An admitted response carries the
  * RateLimit header.  A limiter that cannot decide admits the request: a full
  * volatile map must not become an outage; that is counted and logged.
+ *
+ * One unit buys one call: the gate charges a request its first unit, and
+ * the engine charges each further call of a 2025-03-26 batch through
+ * gate_charge() before dispatching it.  A batch is not refused as a whole
+ * (a batch may hold more calls than a burst): the calls over the budget are
+ * answered one by one with the rate-limit error and never run.
  */
 #ifndef ALY_GATE_H
 #define ALY_GATE_H
 
 #include <h2o.h>
+#include <jansson.h>
 
 #include "aly/auth.h"
 #include "aly/config.h"
@@ -38,6 +45,18 @@ void gate_free(gate_t *g);
 
 /* 0: *p is the request's principal, admitted.  -1: the refusal was sent; the caller just returns. */
 int gate_pass(gate_t *g, h2o_req_t *req, principal_t *p);
+
+/*
+ * Charges n more calls of p's admitted request, one unit each, in order,
+ * stopping at the first refusal; returns how many were admitted.  When fewer
+ * than n, *refused is the refusing decision: answer each remaining call with
+ * gate_refused_error().  The response's RateLimit header is brought up to
+ * date.  A limiter that cannot decide admits all n.
+ */
+size_t gate_charge(gate_t *g, h2o_req_t *req, const principal_t *p, size_t n, ratelimit_decision_t *refused);
+
+/* The JSON-RPC error object (code, message, data) of a call gate_charge() refused; a new reference. */
+json_t *gate_refused_error(const principal_t *p, const ratelimit_decision_t *d);
 
 /* Adds the 403 challenge for a principal lacking need: insufficient_scope with held + required scopes. */
 void gate_scope_challenge(gate_t *g, h2o_req_t *req, scope_set_t held, scope_set_t need);

@@ -17,6 +17,7 @@
 #include <jansson.h>
 
 #include "aly/auth.h"
+#include "aly/config.h"
 #include "aly/rpc.h"
 #include "aly/store.h"
 
@@ -26,6 +27,8 @@ typedef enum { MCP_DONE = 0, MCP_PENDING = 1 } mcp_status_t;
 
 const principal_t *mcp_call_principal(const mcp_call_t *call);
 store_t *mcp_call_store(const mcp_call_t *call);
+/* The worker's configuration (limits such as list_scan_budget); valid for the call's lifetime. */
+const aly_config_t *mcp_call_config(const mcp_call_t *call);
 /* The "_meta" object of the request's params, or NULL. */
 json_t *mcp_call_meta(const mcp_call_t *call);
 /* 1 once notifications/cancelled named this request or the client went away (the response will be dropped). */

@@ -111,9 +111,10 @@ typedef struct tools_list {
 
 /*
  * Scans the records of l in t after pg's position, keeping those l->item
- * accepts, pg->limit at most; aborts t and completes call with out (stolen:
- * the fields that come before the list, e.g. site_id) plus l->kind: [items]
- * and next_cursor (null on the last page).
+ * accepts, pg->limit at most, examining list_scan_budget records at most;
+ * aborts t and completes call with out (stolen: the fields that come before
+ * the list, e.g. site_id) plus l->kind: [items] and next_cursor (null on the
+ * last page; set when the page ended on the limit or on the scan budget).
  */
 mcp_status_t tools_list(mcp_call_t *call, store_txn_t *t, const tools_page_t *pg, const tools_list_t *l, json_t *out);
 
