@@ -175,7 +175,7 @@ static int find_cb(void *vctx, const store_val_t *key, const store_val_t *val)
 int auth_key_find(store_txn_t *t, const char *id, key_record_t *rec, aly_err_t *err)
 {
     /* Operators name keys by id alone; keys are few, so a scan beats a second index. */
-    aly_err_t why = {""};
+    aly_err_t why = {.msg = ""};
     find_ctx_t ctx = {id, rec, 0, &why};
     if (store_scan(t, DB_KEYS, "", 0, NULL, 0, find_cb, &ctx, err) != 0)
         return why.msg[0] != '\0' ? aly_errf(err, "key %s: %s", id, why.msg) : -1;

@@ -17,6 +17,19 @@ int aly_errf(aly_err_t *err, const char *fmt, ...)
         va_start(ap, fmt);
         vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
         va_end(ap);
+        err->refused = 0;
+    }
+    return -1;
+}
+
+int aly_refusef(aly_err_t *err, const char *fmt, ...)
+{
+    if (err != NULL) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+        va_end(ap);
+        err->refused = 1;
     }
     return -1;
 }

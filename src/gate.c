@@ -170,7 +170,7 @@ int gate_pass(gate_t *g, h2o_req_t *req, principal_t *p)
     const aly_rate_t *fail_rate = &g->cfg->auth_failure_limit;
     ratelimit_t *rl = value != NULL ? g->limiter : NULL;
     ratelimit_addr_t addr = {.len = 0};
-    aly_err_t why = {""};
+    aly_err_t why = {.msg = ""};
     /* An address over its failure budget is refused before any credential work: no HMAC, no JWT, no key lookup. */
     if (rl != NULL) {
         ratelimit_decision_t d;

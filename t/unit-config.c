@@ -30,7 +30,7 @@ static const char *write_conf(const char *name, const char *text)
 static void bad(const char *text, unsigned line, const char *want)
 {
     const char *path = write_conf("bad.conf", text);
-    aly_err_t err = {{0}};
+    aly_err_t err = {.msg = {0}};
     aly_config_t *cfg = config_load(path, &err);
     ok(cfg == NULL, "rejected: %s", want);
     char prefix[300];

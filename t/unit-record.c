@@ -198,7 +198,7 @@ static void environments(store_t *st)
 {
     store_txn_t t, vt;
     store_val_t v;
-    aly_err_t err = {""};
+    aly_err_t err = {.msg = ""};
     is_int(store_begin(st, STORE_WRITE, &t, &err), 0, "durable write transaction");
     is_int(store_begin(st, STORE_WRITE | STORE_VOLATILE, &vt, &err), 0, "volatile write transaction");
     is_int(store_put(&t, DB_SESSIONS, "s1", 2, "x", 1, 0, &err), 0, "durable id on the durable environment");
@@ -243,7 +243,7 @@ static void key_sizes(store_t *st)
     memset(key, 'k', sizeof(key));
     store_txn_t t;
     store_val_t v;
-    aly_err_t err = {""};
+    aly_err_t err = {.msg = ""};
     is_int(store_begin(st, STORE_WRITE, &t, &err), 0, "write transaction");
     is_int(store_put(&t, DB_DATA, key, STORE_MAX_KEY, "v", 1, 0, &err), 0, "a key of %d bytes is stored", STORE_MAX_KEY);
     is_int(store_get(&t, DB_DATA, key, STORE_MAX_KEY, &v, &err), 0, "and found");
@@ -294,7 +294,7 @@ static int site_bad(void *ctx, const store_val_t *key, const char *why)
 static void typed_records(store_t *st)
 {
     store_txn_t t;
-    aly_err_t err = {""};
+    aly_err_t err = {.msg = ""};
     is_int(store_begin(st, STORE_WRITE, &t, &err), 0, "write transaction");
     workspace_record_t ws = {.created_ms = 42}, back;
     strcpy(ws.id, "ws_typed");

@@ -16,10 +16,17 @@
 
 typedef struct aly_err {
     char msg[ALY_ERR_MAX];
+    /*
+     * 1: not a failure but a refusal the client must hear as it is (a full
+     * store, a storage quota), set by aly_refusef(); 0 for everything else.
+     */
+    int refused;
 } aly_err_t;
 
 /* Formats into err (when not NULL) and returns -1, so "return aly_errf(...)" reads naturally. */
 int aly_errf(aly_err_t *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The same for a refusal: err->refused is set, so the message reaches the client instead of "internal error". */
+int aly_refusef(aly_err_t *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Monotonic clock in milliseconds; wall clock in milliseconds since the epoch. */
 uint64_t aly_now_ms(void);
