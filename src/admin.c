@@ -190,7 +190,8 @@ int admin_key_get(store_t *st, const char *id, key_record_t *out, aly_err_t *err
 int admin_key_revoke(store_t *st, const char *id, key_record_t *out, aly_err_t *err)
 {
     store_txn_t t;
-    if (store_begin(st, STORE_WRITE, &t, err) != 0)
+    /* A revocation must work on a full store: it rewrites one record in place. */
+    if (store_begin(st, STORE_WRITE | STORE_RESERVE, &t, err) != 0)
         return -1;
     int rc = auth_key_find(&t, id, out, err);
     if (rc != 0 || out->revoked_ms != 0) {
@@ -232,7 +233,8 @@ int admin_revoke(store_t *st, admin_revoke_t kind, const char *what, aly_err_t *
     revocation_record_t r = {.revoked_ms = aly_wall_ms()};
     snprintf(r.subject, sizeof(r.subject), "%s", what);
     store_txn_t t;
-    if (store_begin(st, STORE_WRITE, &t, err) != 0)
+    /* One small record: allowed into the reserve, so a leaked token can be revoked on a full store. */
+    if (store_begin(st, STORE_WRITE | STORE_RESERVE, &t, err) != 0)
         return -1;
     int db = kind == ADMIN_REVOKE_JTI ? DB_REVOKED_JTI : DB_REVOKED_SUB;
     int rc = store_put_record(&t, db, what, strlen(what), &record_revocation, &r, 0, err) == 0 &&

@@ -53,7 +53,7 @@ static int workspace_stats(ctl_t *ctl, const char *ws)
     return 0;
 }
 
-static void print_store_stats(ctl_t *ctl, const store_db_stat_t *dbs, int n, const store_env_stat_t envs[2])
+static void print_store_stats(ctl_t *ctl, const store_db_stat_t *dbs, int n, const store_env_stat_t envs[2], const store_usage_t *u)
 {
     if (ctl->json) {
         json_t *doc = json_object(), *je = json_object();
@@ -67,12 +67,18 @@ static void print_store_stats(ctl_t *ctl, const store_db_stat_t *dbs, int n, con
                                           (json_int_t)envs[e].used_bytes, "readers", (int)envs[e].readers, "max_readers",
                                           (int)envs[e].max_readers, "databases", dbo));
         }
+        json_object_set_new(json_object_get(je, "store"), "usage",
+                            json_pack("{s:I, s:I, s:b}", "in_use_bytes", (json_int_t)u->used_bytes, "write_limit_bytes",
+                                      (json_int_t)u->limit_bytes, "full", u->full));
         json_object_set_new(doc, "data_dir", json_string(ctl->cfg->data_dir));
         json_object_set_new(doc, "environments", je);
         ctl_print_json(doc);
         return;
     }
     printf("data_dir %s\n", ctl->cfg->data_dir);
+    printf("store     in use %.1f of %.1f MiB (%.2f%%), ordinary writes stop at %.1f MiB%s\n", (double)u->used_bytes / 1048576.0,
+           (double)u->map_size / 1048576.0, 100.0 * (double)u->used_bytes / (double)u->map_size, (double)u->limit_bytes / 1048576.0,
+           u->full ? ": FULL, raise map_size or delete data" : "");
     for (int e = 0; e < 2; e++) {
         printf("%-9s map %zu MiB, used %zu KiB (%.2f%%), readers %u/%u\n", envs[e].env, envs[e].map_size >> 20,
                envs[e].used_bytes >> 10, 100.0 * (double)envs[e].used_bytes / (double)envs[e].map_size, envs[e].readers,
@@ -99,11 +105,14 @@ int ctl_cmd_stats(ctl_t *ctl)
     store_db_stat_t dbs[32];
     store_env_stat_t envs[2];
     aly_err_t err;
+    store_usage_t u;
     int n = store_stats(st, dbs, ALY_ARRAY_SIZE(dbs), envs, &err);
+    if (n >= 0 && store_usage(st, &u, &err) != 0)
+        n = -1;
     store_close(st);
     if (n < 0)
         return ctl_fail("%s", err.msg);
-    print_store_stats(ctl, dbs, n, envs);
+    print_store_stats(ctl, dbs, n, envs, &u);
     return 0;
 }
 

@@ -6,6 +6,7 @@
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "aly/http.h"
@@ -43,8 +44,17 @@ void endpoint_healthz(void *data, h2o_req_t *req)
         http_send_json(req, 503, "Service Unavailable", body, (size_t)n);
         return;
     }
-    n = snprintf(body, sizeof(body), "{\"status\":\"ok\",\"pid\":%d,\"version\":\"%s\",\"uptime_seconds\":%llu,\"worker\":%u}",
-                 (int)getpid(), PACKAGE_VERSION, (unsigned long long)up, e->worker_number);
+    /*
+     * A full store is degraded, not down: reads, deletes and revocations
+     * still work, and every instance shares the store, so taking this one out
+     * of a load balancer (a 503) would help nobody.  Still 200.
+     */
+    store_usage_t u;
+    int full = store_usage(e->store, &u, &err) == 0 && u.full;
+    n = snprintf(body, sizeof(body),
+                 "{\"status\":\"%s\",\"pid\":%d,\"version\":\"%s\",\"uptime_seconds\":%llu,\"worker\":%u%s}",
+                 full ? "degraded" : "ok", (int)getpid(), PACKAGE_VERSION, (unsigned long long)up, e->worker_number,
+                 full ? ",\"error\":\"the store is full: writes are refused; raise map_size or delete data\"" : "");
     http_send_json(req, 200, "OK", body, (size_t)n);
 }
 
@@ -53,6 +63,30 @@ void endpoint_metrics(void *data, h2o_req_t *req)
     endpoints_t *e = data;
     size_t len;
     char *text = stats_render(e->stats, &len);
+    store_usage_t u;
+    aly_err_t err;
+    if (text != NULL && store_usage(e->store, &u, &err) == 0) {
+        /* The store is shared, so any worker's view is the store's: read at scrape time, not counted. */
+        char gauges[1024];
+        int n = snprintf(gauges, sizeof(gauges),
+                         "# HELP alyd_store_map_bytes map_size of the durable store.\n# TYPE alyd_store_map_bytes gauge\n"
+                         "alyd_store_map_bytes %zu\n"
+                         "# HELP alyd_store_used_bytes Bytes of the durable store's pages in use (free pages excluded).\n"
+                         "# TYPE alyd_store_used_bytes gauge\nalyd_store_used_bytes %zu\n"
+                         "# HELP alyd_store_limit_bytes Use above which ordinary writes are refused (map_size minus the reserve).\n"
+                         "# TYPE alyd_store_limit_bytes gauge\nalyd_store_limit_bytes %zu\n"
+                         "# HELP alyd_store_full 1 while ordinary writes are refused because the store is full.\n"
+                         "# TYPE alyd_store_full gauge\nalyd_store_full %d\n",
+                         u.map_size, u.used_bytes, u.limit_bytes, u.full);
+        char *more = realloc(text, len + (size_t)n + 1);
+        if (more != NULL) {
+            memcpy(more + len, gauges, (size_t)n + 1);
+            text = more;
+            len += (size_t)n;
+        }
+    } else if (text != NULL) {
+        log_error("metrics: %s", err.msg);
+    }
     if (text == NULL) {
         http_send_error(req, 500, "Internal Server Error", "internal", "cannot render metrics");
         return;

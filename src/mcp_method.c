@@ -38,8 +38,9 @@ static void do_initialize(mcp_call_t *call, json_t *params)
             pi = (int)i;
     aly_err_t err;
     if (mcp_session_create(x, pi, &err) != 0) {
-        log_error("creating a session: %s", err.msg);
-        mcp_call_error(call, RPC_INTERNAL_ERROR, "cannot create a session; try again", NULL);
+        if (!err.refused)
+            log_error("creating a session: %s", err.msg);
+        mcp_call_error(call, RPC_INTERNAL_ERROR, err.refused ? err.msg : "cannot create a session; try again", NULL);
         return;
     }
     json_t *caps = json_pack("{s:{}, s:{}, s:{s:b}, s:{s:b, s:b}, s:{s:b}}", "logging", "completions", "prompts", "listChanged", 0,

@@ -72,7 +72,7 @@ static void session_sweep(store_t *st)
     store_txn_t t;
     aly_err_t err;
     sweep_ctx_t *c = calloc(1, sizeof(*c));
-    if (c == NULL || store_begin(st, STORE_WRITE, &t, &err) != 0) {
+    if (c == NULL || store_begin(st, STORE_WRITE | STORE_RESERVE, &t, &err) != 0) {
         free(c);
         return;
     }
@@ -135,7 +135,7 @@ void mcp_session_delete(store_t *st, const char *id)
 {
     store_txn_t t;
     aly_err_t err;
-    if (store_begin(st, STORE_WRITE, &t, &err) != 0)
+    if (store_begin(st, STORE_WRITE | STORE_RESERVE, &t, &err) != 0)
         return;
     if (store_del(&t, DB_SESSIONS, id, strlen(id), &err) < 0 || store_commit(&t, &err) != 0) {
         store_abort(&t);

@@ -1,10 +1,13 @@
 /*
  * The two LMDB environments of aly/store.h: creating, opening and checking
  * them, transactions, and the raw get/put/del/scan with the checks that tie
- * a database id to its environment and a key to LMDB's size limit.  The
- * typed record layer (store_record.c) builds on this file.
+ * a database id to its environment and a key to LMDB's size limit; the
+ * reserve that keeps a full store deletable and the per-workspace quota.
+ * The typed record layer (store_record.c) builds on this file.
  */
 #include "aly/store.h"
+
+#include "aly/log.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -30,6 +33,9 @@
 #define DURABLE_FLAGS 0
 
 #define MAX_READERS 1022 /* workers x concurrent read txns, plus alyctl; LMDB's default is 126 */
+#define RESERVE_MAX ((size_t)64 << 20)
+#define FULL_LOG_EVERY_MS 10000
+#define USAGE_PREFIX "usage/"
 
 /* The named databases of each environment, opened once per process. */
 static const char *const durable_dbs[DB_N] = {"meta", "workspaces", "keys", "key_hash", "revoked_jti", "revoked_sub", "data", "sessions"};
@@ -42,6 +48,8 @@ struct store {
     MDB_dbi vdbi[VDB_N];
     MDB_txn *reader[2]; /* reset read transactions kept for reuse: durable, volatile */
     int reader_busy[2];
+    size_t reserve; /* bytes of the durable map only STORE_RESERVE transactions may use */
+    size_t quota;   /* workspace_quota */
 };
 
 static const char schema_key[] = "schema";
@@ -267,6 +275,8 @@ store_t *store_open(const aly_config_t *cfg, aly_err_t *err)
         aly_errf(err, "out of memory");
         return NULL;
     }
+    st->reserve = cfg->map_size / 8 < RESERVE_MAX ? cfg->map_size / 8 : RESERVE_MAX;
+    st->quota = cfg->workspace_quota;
     if (env_open(cfg, "store", cfg->map_size, DURABLE_FLAGS, &st->env, err) != 0)
         goto fail;
     if (env_open(cfg, "volatile", cfg->volatile_map_size, VOLATILE_FLAGS, &st->vol, err) != 0)
@@ -371,6 +381,69 @@ int store_stats(store_t *st, store_db_stat_t *dbs, size_t max, store_env_stat_t 
     return (int)n;
 }
 
+/* Pages on the free list as txn sees it: freed by deletes, reused before the map grows. */
+static int free_pages(MDB_txn *txn, size_t *pages)
+{
+    MDB_cursor *cur;
+    MDB_val k, v;
+    *pages = 0;
+    int rc = mdb_cursor_open(txn, 0, &cur);
+    if (rc != 0)
+        return rc;
+    /* Each value is an ID list whose first element is its length. */
+    while ((rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) == 0)
+        if (v.mv_size >= sizeof(size_t))
+            *pages += *(const size_t *)v.mv_data;
+    mdb_cursor_close(cur);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/* LMDB reads its free list only in a read transaction: a write transaction asks this before it begins. */
+int store_usage(store_t *st, store_usage_t *u, aly_err_t *err)
+{
+    MDB_envinfo info;
+    MDB_stat ms;
+    MDB_txn *txn;
+    size_t freed;
+    int rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn);
+    if (rc == 0) {
+        rc = mdb_env_info(st->env, &info);
+        if (rc == 0)
+            rc = mdb_env_stat(st->env, &ms);
+        if (rc == 0)
+            rc = free_pages(txn, &freed);
+        mdb_txn_abort(txn);
+    }
+    if (rc != 0)
+        return aly_errf(err, "cannot read how full the store is: %s", mdb_strerror(rc));
+    size_t pages = info.me_last_pgno + 1;
+    u->map_size = info.me_mapsize;
+    u->used_bytes = (pages > freed ? pages - freed : 0) * (size_t)ms.ms_psize;
+    u->limit_bytes = u->map_size - st->reserve;
+    u->full = u->used_bytes > u->limit_bytes;
+    return 0;
+}
+
+static double mib(size_t bytes)
+{
+    return (double)bytes / (1024.0 * 1024.0);
+}
+
+/* An ordinary write on a full durable store: refused with what to do, and logged (at most every 10 s per process). */
+static int refuse_full(const store_usage_t *u, aly_err_t *err)
+{
+    static uint64_t logged_ms;
+    uint64_t now = aly_now_ms();
+    if (logged_ms == 0 || now - logged_ms >= FULL_LOG_EVERY_MS) {
+        logged_ms = now;
+        log_error("the store is full (%.1f of %.1f MiB in use; ordinary writes stop at %.1f MiB): raise map_size and reload "
+                  "(HUP), or delete data; deletes and revocations still work",
+                  mib(u->used_bytes), mib(u->map_size), mib(u->limit_bytes));
+    }
+    return aly_refusef(err, "the store is full (%.1f of %.1f MiB): raise map_size or delete data", mib(u->used_bytes),
+                       mib(u->map_size));
+}
+
 int store_begin(store_t *st, int flags, store_txn_t *t, aly_err_t *err)
 {
     int vol = (flags & STORE_VOLATILE) != 0;
@@ -379,6 +452,13 @@ int store_begin(store_t *st, int flags, store_txn_t *t, aly_err_t *err)
     int rc;
     t->st = st;
     t->flags = flags;
+    t->quota_ws[0] = '\0';
+    t->quota_net = 0;
+    if ((flags & (STORE_WRITE | STORE_VOLATILE | STORE_RESERVE)) == STORE_WRITE) {
+        store_usage_t u;
+        if (store_usage(st, &u, err) != 0 || (u.full && refuse_full(&u, err) != 0))
+            return -1;
+    }
     if (!(flags & STORE_WRITE) && !st->reader_busy[vol]) {
         if (st->reader[vol] != NULL) {
             rc = mdb_txn_renew(st->reader[vol]);
@@ -472,6 +552,100 @@ static int target(store_txn_t *t, int db, size_t klen, MDB_dbi *dbi, aly_err_t *
     return dbi_of(t, db, dbi, err);
 }
 
+/* Bytes of ws's data counted from its records (a store made before usage was kept). */
+static int count_usage(store_txn_t *t, const char *prefix, size_t plen, uint64_t *bytes, aly_err_t *err)
+{
+    MDB_cursor *cur;
+    MDB_val k = {plen, (void *)prefix}, v;
+    *bytes = 0;
+    int rc = mdb_cursor_open(t->txn, t->st->dbi[DB_DATA], &cur);
+    if (rc != 0)
+        return aly_errf(err, "cannot open a cursor: %s", mdb_strerror(rc));
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size < plen || memcmp(k.mv_data, prefix, plen) != 0)
+            break;
+        *bytes += k.mv_size + v.mv_size;
+    }
+    mdb_cursor_close(cur);
+    if (rc != 0 && rc != MDB_NOTFOUND)
+        return aly_errf(err, "cannot count a workspace's data: %s", mdb_strerror(rc));
+    return 0;
+}
+
+/* The usage record's key "usage/<ws>" and the data prefix "<ws>/" of a DB_DATA key; 0 when the key names no workspace. */
+static size_t workspace_of(const void *key, size_t klen, char *ukey, size_t ulen, char *prefix, size_t plen)
+{
+    const char *slash = memchr(key, '/', klen);
+    size_t wl = slash != NULL ? (size_t)(slash - (const char *)key) : 0;
+    if (wl == 0 || wl + 1 > plen || sizeof(USAGE_PREFIX) + wl > ulen)
+        return 0;
+    memcpy(prefix, key, wl + 1);
+    memcpy(ukey, USAGE_PREFIX, sizeof(USAGE_PREFIX) - 1);
+    memcpy(ukey + sizeof(USAGE_PREFIX) - 1, key, wl);
+    return wl;
+}
+
+static int read_usage(store_txn_t *t, const char *ukey, size_t ulen, const char *prefix, size_t plen, uint64_t *bytes,
+                      aly_err_t *err)
+{
+    MDB_val k = {ulen, (void *)ukey}, v;
+    int rc = mdb_get(t->txn, t->st->dbi[DB_META], &k, &v);
+    if (rc == MDB_NOTFOUND)
+        return count_usage(t, prefix, plen, bytes, err);
+    if (rc != 0 || v.mv_size != sizeof(*bytes))
+        return aly_errf(err, "cannot read a workspace's usage: %s", rc != 0 ? mdb_strerror(rc) : "bad record");
+    memcpy(bytes, v.mv_data, sizeof(*bytes));
+    return 0;
+}
+
+/*
+ * Charges delta bytes of a DB_DATA write at key to its workspace, before the
+ * write: a growth that takes the workspace over its quota is refused unless
+ * this transaction freed at least as much there first.
+ */
+static int charge_quota(store_txn_t *t, const void *key, size_t klen, int64_t delta, aly_err_t *err)
+{
+    char ukey[sizeof(USAGE_PREFIX) + sizeof(t->quota_ws)], prefix[sizeof(t->quota_ws) + 1];
+    size_t wl = workspace_of(key, klen, ukey, sizeof(ukey), prefix, sizeof(prefix));
+    if (wl == 0 || delta == 0)
+        return 0;
+    size_t ul = sizeof(USAGE_PREFIX) - 1 + wl;
+    uint64_t used;
+    if (read_usage(t, ukey, ul, prefix, wl + 1, &used, err) != 0)
+        return -1;
+    if (strlen(t->quota_ws) != wl || memcmp(t->quota_ws, key, wl) != 0) {
+        memcpy(t->quota_ws, key, wl);
+        t->quota_ws[wl] = '\0';
+        t->quota_net = 0;
+    }
+    t->quota_net += delta;
+    uint64_t after = delta < 0 && (uint64_t)-delta > used ? 0 : used + (uint64_t)delta;
+    if (delta > 0 && t->quota_net > 0 && after > t->st->quota)
+        return aly_refusef(err, "workspace %s is over its storage quota (%.1f of %.1f MiB): delete data or raise workspace_quota",
+                           t->quota_ws, mib((size_t)after), mib(t->st->quota));
+    MDB_val k = {ul, ukey}, v = {sizeof(after), &after};
+    int rc = mdb_put(t->txn, t->st->dbi[DB_META], &k, &v, 0);
+    if (rc != 0)
+        return aly_errf(err, "cannot record a workspace's usage: %s", mdb_strerror(rc));
+    return 0;
+}
+
+int store_workspace_usage(store_t *st, const char *ws, uint64_t *bytes, aly_err_t *err)
+{
+    char ukey[sizeof(USAGE_PREFIX) + 64], prefix[66];
+    size_t wl = strlen(ws);
+    if (wl == 0 || wl > 63)
+        return aly_errf(err, "no workspace id \"%s\"", ws);
+    snprintf(ukey, sizeof(ukey), "%s%s", USAGE_PREFIX, ws);
+    snprintf(prefix, sizeof(prefix), "%s/", ws);
+    store_txn_t t;
+    if (store_begin(st, 0, &t, err) != 0)
+        return -1;
+    int rc = read_usage(&t, ukey, strlen(ukey), prefix, wl + 1, bytes, err);
+    store_abort(&t);
+    return rc;
+}
+
 int store_get(store_txn_t *t, int db, const void *key, size_t klen, store_val_t *val, aly_err_t *err)
 {
     MDB_dbi dbi;
@@ -496,7 +670,17 @@ int store_put(store_txn_t *t, int db, const void *key, size_t klen, const void *
     int rc = target(t, db, klen, &dbi, err);
     if (rc != 0)
         return rc == 1 ? aly_errf(err, "store key is empty") : -1;
-    MDB_val k = {klen, (void *)key}, v = {vlen, (void *)val};
+    MDB_val k = {klen, (void *)key}, v = {vlen, (void *)val}, old;
+    if (db == DB_DATA && !(t->flags & STORE_VOLATILE)) {
+        rc = mdb_get(t->txn, dbi, &k, &old);
+        if (rc != 0 && rc != MDB_NOTFOUND)
+            return aly_errf(err, "store read failed: %s", mdb_strerror(rc));
+        if (rc == 0 && noclobber)
+            return 1;
+        int64_t delta = (int64_t)(klen + vlen) - (rc == 0 ? (int64_t)(klen + old.mv_size) : 0);
+        if (charge_quota(t, key, klen, delta, err) != 0)
+            return -1;
+    }
     rc = mdb_put(t->txn, dbi, &k, &v, noclobber ? MDB_NOOVERWRITE : 0);
     if (rc == MDB_KEYEXIST)
         return 1;
@@ -513,7 +697,16 @@ int store_del(store_txn_t *t, int db, const void *key, size_t klen, aly_err_t *e
     int rc = target(t, db, klen, &dbi, err);
     if (rc != 0)
         return rc;
-    MDB_val k = {klen, (void *)key};
+    MDB_val k = {klen, (void *)key}, old;
+    if (db == DB_DATA && !(t->flags & STORE_VOLATILE)) {
+        rc = mdb_get(t->txn, dbi, &k, &old);
+        if (rc == MDB_NOTFOUND)
+            return 1;
+        if (rc != 0)
+            return aly_errf(err, "store read failed: %s", mdb_strerror(rc));
+        if (charge_quota(t, key, klen, -(int64_t)(klen + old.mv_size), err) != 0)
+            return -1;
+    }
     rc = mdb_del(t->txn, dbi, &k, NULL);
     if (rc == MDB_NOTFOUND)
         return 1;

@@ -53,6 +53,8 @@ mcp_status_t tools_ok(mcp_call_t *call, json_t *structured)
 
 mcp_status_t tools_store_error(mcp_call_t *call, const aly_err_t *err)
 {
+    if (err->refused)
+        return tools_fail(call, "%s", err->msg);
     log_error("tool store error: %s", err->msg);
     return tools_fail(call, "the store could not complete this request; try again");
 }
@@ -60,7 +62,8 @@ mcp_status_t tools_store_error(mcp_call_t *call, const aly_err_t *err)
 int tools_begin(mcp_call_t *call, int write, store_txn_t *t)
 {
     aly_err_t err;
-    if (store_begin(mcp_call_store(call), write ? STORE_WRITE : 0, t, &err) != 0) {
+    int flags = write == TOOLS_WRITE_FREES ? STORE_WRITE | STORE_RESERVE : write ? STORE_WRITE : 0;
+    if (store_begin(mcp_call_store(call), flags, t, &err) != 0) {
         tools_store_error(call, &err);
         return -1;
     }

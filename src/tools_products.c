@@ -148,10 +148,13 @@ static mcp_status_t products_create(mcp_call_t *call, json_t *args)
                         tools_product_json(&p, s.currency));
 }
 
-/* Begins the write of update/delete: site and product loaded, expected_version checked; on failure call is completed. */
-static int begin_change(mcp_call_t *call, store_txn_t *t, json_t *args, site_record_t *s, product_record_t *p)
+/*
+ * Begins the write of update (write 1) or delete (TOOLS_WRITE_FREES): site and
+ * product loaded, expected_version checked; on failure call is completed.
+ */
+static int begin_change(mcp_call_t *call, int write, store_txn_t *t, json_t *args, site_record_t *s, product_record_t *p)
 {
-    if (tools_begin(call, 1, t) != 0)
+    if (tools_begin(call, write, t) != 0)
         return -1;
     if (load_site(call, t, args, s) != 0 ||
         tools_load_product(call, t, s, json_string_value(json_object_get(args, "product_id")), p) != 0)
@@ -170,7 +173,7 @@ static mcp_status_t products_update(mcp_call_t *call, json_t *args)
     site_record_t s;
     product_record_t p;
     store_txn_t t;
-    if (begin_change(call, &t, args, &s, &p) != 0)
+    if (begin_change(call, 1, &t, args, &s, &p) != 0)
         return MCP_DONE;
     char old_sku[sizeof(p.sku)];
     snprintf(old_sku, sizeof(old_sku), "%s", p.sku);
@@ -193,7 +196,7 @@ static mcp_status_t products_delete(mcp_call_t *call, json_t *args)
     site_record_t s;
     product_record_t p;
     store_txn_t t;
-    if (begin_change(call, &t, args, &s, &p) != 0)
+    if (begin_change(call, TOOLS_WRITE_FREES, &t, args, &s, &p) != 0)
         return MCP_DONE;
     if (s.products > 0)
         s.products--;

@@ -111,4 +111,113 @@ sub tool {
     $srv->stop;
 }
 
+# A 2025-03-26 batch of tools/call messages; returns the results (or errors) in order of the ids.
+sub batch_tools {
+    my ($srv, $key, @calls) = @_;
+    my @msgs = map { { jsonrpc => '2.0', id => ++$id, method => 'tools/call', params => { name => $_->[0], arguments => $_->[1] } } } @calls;
+    my ($st, $r) = post($srv, $key, \@msgs);
+    my %by_id = map { ($_->{id} // '') => ($_->{result} // $_->{error}) } @{ ref $r eq 'ARRAY' ? $r : [] };
+    return map { $by_id{ $_->{id} } // {} } @msgs;
+}
+my $sku = 0;
+sub new_product { my ($site) = @_; return ['products.create', { site_id => $site, title => "Filler product number $sku", price => 1999,
+    sku => 'FILL-' . ++$sku, description => 'x' x 200 }] }
+
+# ---- a full store: writes refused with the cause, deletes and revocations still work ----
+{
+    my $srv = Alyd->start(workers => 2, extra => ['map_size 1m', 'rate_limit 100000/second burst=100000']);
+    my $ws = ctl($srv, 'workspace', 'create', 'Full');
+    my $key = ctl($srv, 'keys', 'create', '--workspace', $ws, '--scopes', $ALL);
+    ctl($srv, 'keys', 'create', '--workspace', $ws, '--scopes', 'read:sites');
+    ctl($srv, 'demo', 'seed', '--workspace', $ws, '--seed', '1', '--sites', '1', '--products', '10', '--orders', '1', '--days', '1');
+    my (undef, $sites) = tool($srv, $key, 'sites.list');
+    my $site = $sites->{structuredContent}{sites}[0]{id};
+
+    my ($refusal, @made);
+    for my $round (1 .. 60) {
+        for my $r (batch_tools($srv, $key, map { new_product($site) } 1 .. 50)) {
+            if ($r->{isError}) { $refusal //= $r->{content}[0]{text}; next }
+            push @made, $r->{structuredContent}{id} if $r->{structuredContent};
+        }
+        last if defined $refusal;
+    }
+    like($refusal // '', qr/^the store is full \(\d+\.\d of 1\.0 MiB\): raise map_size or delete data$/,
+        'writes on a full store are refused, naming the cause and what to do (' . scalar(@made) . ' products fitted)');
+
+    my ($st, undef, $body) = Alyd::curl($srv->url('/healthz'));
+    my $h = Alyd::json_decode($body) // {};
+    is($st, 200, '/healthz on a full store: 200 (reads, deletes and revocations still work)');
+    is($h->{status}, 'degraded', '... with status degraded');
+    like($h->{error} // '', qr/store is full/, '... saying why');
+    my (undef, undef, $m) = Alyd::curl($srv->metrics_url('/metrics'));
+    is(Alyd::metric_value($m, 'alyd_store_full'), 1, 'alyd_store_full 1');
+    is(Alyd::metric_value($m, 'alyd_store_map_bytes'), 1 << 20, 'alyd_store_map_bytes is map_size');
+    ok(Alyd::metric_value($m, 'alyd_store_used_bytes') > Alyd::metric_value($m, 'alyd_store_limit_bytes'),
+        'alyd_store_used_bytes is over alyd_store_limit_bytes');
+    my $text = ctl($srv, 'stats');
+    like($text, qr/in use [\d.]+ of 1\.0 MiB .*: FULL, raise map_size or delete data/, 'alyctl stats says the store is full');
+    my $j = Alyd::json_decode(scalar ctl($srv, '--json', 'stats')) // {};
+    ok($j->{environments}{store}{usage}{full}, 'alyctl --json stats: usage.full');
+    Alyd::poll_until(10, sub { ($srv->error_log_text // '') =~ /the store is full .* raise map_size and reload \(HUP\), or delete data/ });
+    like($srv->error_log_text // '', qr/the store is full \([\d.]+ of 1\.0 MiB in use; ordinary writes stop at [\d.]+ MiB\): raise map_size and reload \(HUP\), or delete data/,
+        'the error log says what to do');
+    my $lines = () = ($srv->error_log_text // '') =~ /the store is full/g;
+    ok($lines <= 6, "... a few times, not once per refused write ($lines lines)");
+
+    # Revocations commit on a full store.
+    my $keys = Alyd::json_decode(scalar ctl($srv, '--json', 'keys', 'list')) // [];
+    my ($other) = grep { $_->{scopes} eq 'read:sites' } @$keys;
+    my ($exit, undef, $err) = ctl($srv, 'keys', 'revoke', $other->{id});
+    is($exit, 0, 'alyctl keys revoke works on a full store') or diag($err);
+    ($exit, undef, $err) = ctl($srv, 'oauth', 'revoke-sub', 'someone');
+    is($exit, 0, 'alyctl oauth revoke-sub works on a full store') or diag($err);
+
+    # Deletes commit on a full store (each also writes its audit record, which the reserve holds).
+    my ($deleted, $del_failed, $why) = (0, 0);
+    for my $round (1 .. 2) {
+        my @ids = splice(@made, 0, 25);
+        for my $r (batch_tools($srv, $key, map { ['products.delete', { site_id => $site, product_id => $_ }] } @ids)) {
+            $r->{structuredContent}{deleted} ? $deleted++ : ($del_failed++, $why //= $json->encode($r));
+        }
+    }
+    is($deleted, 50, 'products.delete works on a full store: 50 of 50 deleted') or diag($why);
+    my (undef, $gone) = tool($srv, $key, 'products.get', { site_id => $site, product_id => $made[-1] });
+    ok($gone->{structuredContent}, 'reads still work');
+    $srv->stop;
+}
+
+# ---- a workspace over its storage quota: writes refused, deletes work, other workspaces unaffected ----
+{
+    my $srv = Alyd->start(workers => 1, extra => ['workspace_quota 64k', 'rate_limit 100000/second burst=100000']);
+    my ($key, $site);
+    for my $name ('Big', 'Small') {
+        my $ws = ctl($srv, 'workspace', 'create', $name);
+        my $k = ctl($srv, 'keys', 'create', '--workspace', $ws, '--scopes', $ALL);
+        my (undef, $r) = tool($srv, $k, 'sites.create', { name => "$name shop", domain => lc($name) . '.example', currency => 'EUR' });
+        ($key->{$name}, $site->{$name}) = ($k, $r->{structuredContent}{id});
+    }
+    ok($site->{Big} && $site->{Small}, 'two workspaces with a site each');
+    my ($refusal, @made);
+    for my $round (1 .. 20) {
+        for my $r (batch_tools($srv, $key->{Big}, map { new_product($site->{Big}) } 1 .. 50)) {
+            if ($r->{isError}) { $refusal //= $r->{content}[0]{text}; next }
+            push @made, $r->{structuredContent}{id};
+        }
+        last if defined $refusal;
+    }
+    like($refusal // '', qr/^workspace ws_\w+ is over its storage quota \([\d.]+ of 0\.1 MiB\): delete data or raise workspace_quota$/,
+        'a workspace over workspace_quota gets a clear tool error (' . scalar(@made) . ' products fitted)');
+    ok(@made > 20, '... after its writes fitted');
+    my ($r) = batch_tools($srv, $key->{Small}, new_product($site->{Small}));
+    ok(!$r->{isError} && $r->{structuredContent}{id}, 'another workspace still writes');
+    ($r) = batch_tools($srv, $key->{Big}, ['products.delete', { site_id => $site->{Big}, product_id => $made[0] }]);
+    ok($r->{structuredContent}{deleted}, 'a delete in the workspace over its quota works');
+    ($r) = batch_tools($srv, $key->{Big}, ['products.update', { site_id => $site->{Big}, product_id => $made[1], description => 'y' x 2000 }]);
+    like($r->{content}[0]{text} // '', qr/over its storage quota/, 'an update that grows it is refused');
+    my @freed = batch_tools($srv, $key->{Big}, map { ['products.delete', { site_id => $site->{Big}, product_id => $_ }] } @made[2 .. 21]);
+    ($r) = batch_tools($srv, $key->{Big}, new_product($site->{Big}));
+    ok(!$r->{isError}, 'after deleting data it writes again');
+    $srv->stop;
+}
+
 done_testing();

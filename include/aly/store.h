@@ -9,6 +9,22 @@
  *              never the environment's consistency.
  * Records are msgpack maps carrying a record type "t" and a version "v".
  *
+ * A full store is a state to operate in, not an outage.  Ordinary write
+ * transactions on the durable environment are refused (store_begin, a
+ * refusal naming the cause: "the store is full (N of M MiB in use)") once
+ * the pages in use pass map_size minus a reserve (map_size / 8, at most
+ * 64 MiB).  Transactions begun with STORE_RESERVE (deletes, revocations,
+ * session ends: they free space or barely grow) may use the reserve, so
+ * space can always be freed through the API and a key can always be revoked.
+ * Pages freed by deletes count as free again.
+ *
+ * Storage quota: the keys and values of DB_DATA under "<ws>/" count against
+ * workspace_quota.  Each workspace's usage is kept in DB_META under
+ * "usage/<ws>" (counted from its records the first time it is missing), and
+ * a put that grows a workspace over its quota, in a transaction that has not
+ * freed as much in that workspace, is refused ("workspace ... is over its
+ * storage quota"); deletes always pass.
+ *
  * Caveats (lmdb.h): an MDB_env must be opened by the process that uses it, so
  * workers call store_open() after fork and the master only ever opens an
  * environment briefly, for store_reader_check(), with nothing open at fork.
@@ -65,6 +81,7 @@ typedef enum {
 
 #define STORE_WRITE 1
 #define STORE_VOLATILE 2
+#define STORE_RESERVE 4 /* with STORE_WRITE: a write that frees space or barely grows, allowed into the reserve */
 
 /*
  * A transaction on one environment: the durable one, or the volatile one with
@@ -79,6 +96,9 @@ typedef struct store_txn {
     store_t *st;
     void *txn; /* MDB_txn */
     int flags;
+    /* Net bytes this transaction added to one workspace's data (the last one it wrote): deletes make room for their audit. */
+    char quota_ws[64];
+    int64_t quota_net;
 } store_txn_t;
 
 /* A key or value inside the map: valid until the transaction ends or writes to that key; never written through. */
@@ -87,7 +107,11 @@ typedef struct store_val {
     size_t len;
 } store_val_t;
 
-/* flags: STORE_WRITE and/or STORE_VOLATILE.  -1 with err when LMDB refuses (reader table full, map resized twice). */
+/*
+ * flags: STORE_WRITE, STORE_VOLATILE, STORE_RESERVE.  -1 with err when LMDB
+ * refuses (reader table full, map resized twice), or with a refusal
+ * (err->refused) for an ordinary durable write when the store is full.
+ */
 int store_begin(store_t *st, int flags, store_txn_t *t, aly_err_t *err);
 /* Commits a write transaction (ends a read one).  The transaction is over either way. */
 int store_commit(store_txn_t *t, aly_err_t *err);
@@ -101,7 +125,10 @@ void store_abort(store_txn_t *t);
 
 /* 0 found (val set), 1 not found, -1 error. */
 int store_get(store_txn_t *t, int db, const void *key, size_t klen, store_val_t *val, aly_err_t *err);
-/* noclobber: fail with 1 when the key exists.  0 stored, 1 exists, -1 error (also: read transaction, map full). */
+/*
+ * noclobber: fail with 1 when the key exists.  0 stored, 1 exists, -1 error
+ * (also: read transaction, map full; a refusal over the workspace quota).
+ */
 int store_put(store_txn_t *t, int db, const void *key, size_t klen, const void *val, size_t vlen, int noclobber,
               aly_err_t *err);
 /* 0 deleted, 1 not found, -1 error. */
@@ -205,6 +232,22 @@ typedef struct store_env_stat {
     unsigned readers;
     unsigned max_readers;
 } store_env_stat_t;
+
+/*
+ * How full the durable environment is: used_bytes counts the pages in use
+ * (the high-water mark minus the free list); ordinary writes are refused
+ * while used_bytes > limit_bytes (map_size minus the reserve).
+ */
+typedef struct store_usage {
+    size_t map_size;
+    size_t used_bytes;
+    size_t limit_bytes;
+    int full;
+} store_usage_t;
+int store_usage(store_t *st, store_usage_t *out, aly_err_t *err);
+
+/* Bytes of workspace ws's data as the quota counts them; 0 or -1. */
+int store_workspace_usage(store_t *st, const char *ws, uint64_t *bytes, aly_err_t *err);
 
 /* Fills up to max db stats and the two env stats; returns the number of db stats or -1. */
 int store_stats(store_t *st, store_db_stat_t *dbs, size_t max, store_env_stat_t envs[2], aly_err_t *err);

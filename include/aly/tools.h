@@ -33,10 +33,15 @@ const char *tools_ws(mcp_call_t *call);
 mcp_status_t tools_fail(mcp_call_t *call, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Completes call with structuredContent (stolen) plus the same JSON as text. */
 mcp_status_t tools_ok(mcp_call_t *call, json_t *structured);
-/* The store failed: log it and answer an internal error result. */
+/* The store failed: log it and answer an internal error result; a refusal (full store, quota) is answered as it is. */
 mcp_status_t tools_store_error(mcp_call_t *call, const aly_err_t *err);
 
-/* Begins a transaction on the durable store (write when write != 0); on failure completes call. */
+/*
+ * Begins a transaction on the durable store: write 0 reads, 1 writes,
+ * TOOLS_WRITE_FREES writes to free space (a delete), which a full store
+ * still admits.  On failure completes call.
+ */
+#define TOOLS_WRITE_FREES 2
 int tools_begin(mcp_call_t *call, int write, store_txn_t *t);
 
 /*
