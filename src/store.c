@@ -34,6 +34,7 @@
 
 #define MAX_READERS 1022 /* workers x concurrent read txns, plus alyctl; LMDB's default is 126 */
 #define RESERVE_MAX ((size_t)64 << 20)
+#define RESERVE_SMALL ((size_t)4 << 20)
 #define FULL_LOG_EVERY_MS 10000
 #define USAGE_PREFIX "usage/"
 
@@ -275,7 +276,7 @@ store_t *store_open(const aly_config_t *cfg, aly_err_t *err)
         aly_errf(err, "out of memory");
         return NULL;
     }
-    st->reserve = cfg->map_size / 8 < RESERVE_MAX ? cfg->map_size / 8 : RESERVE_MAX;
+    st->reserve = store_reserve(cfg->map_size);
     st->quota = cfg->workspace_quota;
     if (env_open(cfg, "store", cfg->map_size, DURABLE_FLAGS, &st->env, err) != 0)
         goto fail;
@@ -379,6 +380,20 @@ int store_stats(store_t *st, store_db_stat_t *dbs, size_t max, store_env_stat_t 
         mdb_txn_abort(txn);
     }
     return (int)n;
+}
+
+/*
+ * A quarter of a small map (up to 4 MiB), an eighth of a large one, never
+ * more than 64 MiB.  Deletes copy the pages they touch and LMDB reuses a
+ * freed page only once no reader can still see it, so a map close to its end
+ * needs room for a few transactions' worth of copies beyond what is "in use".
+ */
+size_t store_reserve(size_t map_size)
+{
+    size_t r = map_size / 8, small = map_size / 4 < RESERVE_SMALL ? map_size / 4 : RESERVE_SMALL;
+    if (r < small)
+        r = small;
+    return r < RESERVE_MAX ? r : RESERVE_MAX;
 }
 
 /* Pages on the free list as txn sees it: freed by deletes, reused before the map grows. */

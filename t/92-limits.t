@@ -172,17 +172,22 @@ sub new_product { my ($site) = @_; return ['products.create', { site_id => $site
     ($exit, undef, $err) = ctl($srv, 'oauth', 'revoke-sub', 'someone');
     is($exit, 0, 'alyctl oauth revoke-sub works on a full store') or diag($err);
 
-    # Deletes commit on a full store (each also writes its audit record, which the reserve holds).
-    my ($deleted, $del_failed, $why) = (0, 0);
-    for my $round (1 .. 2) {
-        my @ids = splice(@made, 0, 25);
+    # Deletes commit on a full store (each also writes its audit record, which the reserve holds), and free room for writes.
+    my ($deleted, $del_failed, $writes_again, $why) = (0, 0, 0);
+    while (@made > 1 && !$writes_again) {
+        my @ids = splice(@made, 0, @made > 26 ? 25 : @made - 1);
         for my $r (batch_tools($srv, $key, map { ['products.delete', { site_id => $site, product_id => $_ }] } @ids)) {
             $r->{structuredContent}{deleted} ? $deleted++ : ($del_failed++, $why //= $json->encode($r));
         }
+        my ($r) = batch_tools($srv, $key, new_product($site));
+        $writes_again = !$r->{isError};
     }
-    is($deleted, 50, 'products.delete works on a full store: 50 of 50 deleted') or diag($why);
-    my (undef, $gone) = tool($srv, $key, 'products.get', { site_id => $site, product_id => $made[-1] });
-    ok($gone->{structuredContent}, 'reads still work');
+    is($del_failed, 0, "products.delete works on a full store ($deleted deleted)") or diag($why);
+    ok($writes_again, 'after deleting data, writes work again');
+    ($st, undef, $body) = Alyd::curl($srv->url('/healthz'));
+    is((Alyd::json_decode($body) // {})->{status}, 'ok', '/healthz: ok again');
+    my (undef, $still) = tool($srv, $key, 'products.get', { site_id => $site, product_id => $made[-1] });
+    ok($still->{structuredContent}, 'reads worked throughout');
     $srv->stop;
 }
 

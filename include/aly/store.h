@@ -12,8 +12,8 @@
  * A full store is a state to operate in, not an outage.  Ordinary write
  * transactions on the durable environment are refused (store_begin, a
  * refusal naming the cause: "the store is full (N of M MiB in use)") once
- * the pages in use pass map_size minus a reserve (map_size / 8, at most
- * 64 MiB).  Transactions begun with STORE_RESERVE (deletes, revocations,
+ * the pages in use pass map_size minus a reserve (store_reserve(): a
+ * quarter of a small map, an eighth of a large one, at most 64 MiB).  Transactions begun with STORE_RESERVE (deletes, revocations,
  * session ends: they free space or barely grow) may use the reserve, so
  * space can always be freed through the API and a key can always be revoked.
  * Pages freed by deletes count as free again.
@@ -245,6 +245,9 @@ typedef struct store_usage {
     int full;
 } store_usage_t;
 int store_usage(store_t *st, store_usage_t *out, aly_err_t *err);
+
+/* Bytes of a durable map of map_size that only STORE_RESERVE transactions may use. */
+size_t store_reserve(size_t map_size);
 
 /* Bytes of workspace ws's data as the quota counts them; 0 or -1. */
 int store_workspace_usage(store_t *st, const char *ws, uint64_t *bytes, aly_err_t *err);
