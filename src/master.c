@@ -134,16 +134,31 @@ static void close_unused(const generation_t *g)
     m.n_bound = keep;
 }
 
+/*
+ * Workers that stay root by omission turn any bug in request handling into
+ * root: a root master needs "user", and "user root" is how an operator says
+ * it knowingly.
+ */
+static int refuse_implicit_root(const aly_config_t *cfg, aly_err_t *err)
+{
+    if (cfg->user == NULL && geteuid() == 0)
+        return aly_errf(err,
+                        "%s: alyd is started as root and \"user\" is not set, so its workers would serve requests as root: "
+                        "set \"user\" to the account they should run as (\"user root\" to keep root knowingly)",
+                        cfg->path);
+    return 0;
+}
+
 /* Everything a generation needs before its workers fork.  On failure nothing changes. */
 static int prepare_generation(aly_config_t *cfg, unsigned workers_override, generation_t *g, aly_err_t *err)
 {
     memset(g, 0, sizeof(*g));
     g->cfg = cfg;
-    if (resolve_user(cfg, &g->uid, &g->gid, err) != 0)
+    if (refuse_implicit_root(cfg, err) != 0 || resolve_user(cfg, &g->uid, &g->gid, err) != 0)
         return -1;
     for (size_t i = 0; i < cfg->n_listens; i++) {
         if (cfg->listens[i].tls && g->ssl_ctx == NULL) {
-            g->ssl_ctx = tls_context_new(cfg->tls_certificate, cfg->tls_key, err);
+            g->ssl_ctx = tls_context_new(cfg->tls_certificate, cfg->tls_key, cfg->tls_ticket_rotation_ms, err);
             if (g->ssl_ctx == NULL)
                 return -1;
         }
@@ -514,7 +529,7 @@ int master_test_config(const char *config_path)
     }
     for (size_t i = 0; rc == 0 && i < cfg->n_listens; i++) {
         if (cfg->listens[i].tls) {
-            SSL_CTX *ctx = tls_context_new(cfg->tls_certificate, cfg->tls_key, &err);
+            SSL_CTX *ctx = tls_context_new(cfg->tls_certificate, cfg->tls_key, cfg->tls_ticket_rotation_ms, &err);
             if (ctx == NULL) {
                 fprintf(stderr, "%s: %s\n", config_path, err.msg);
                 rc = 1;

@@ -225,4 +225,38 @@ sub new_product { my ($site) = @_; return ['products.create', { site_id => $site
     $srv->stop;
 }
 
+# ---- started as root, alyd needs "user": workers never stay root by omission ----
+SKIP: {
+    skip 'the tests do not run as root', 4 if $> != 0;
+    my $srv = Alyd->start(workers => 1, no_user => 1, wait => 0);
+    ok(Alyd::poll_until(10, sub { $srv->exited }), 'started as root without "user": alyd exits');
+    isnt($srv->exit_status // 0, 0, '... with a failure status');
+    my $text = ($srv->error_log_text // '') . ($srv->stderr_text // '');
+    like($text, qr/started as root and "user" is not set, so its workers would serve requests as root: set "user"/,
+        '... saying why and what to set') or diag($text);
+    ok(!(grep { $_ } Alyd::children_of($srv->master_pid)), '... and no worker ran');
+}
+
+# ---- session-ticket keys rotate: a ticket from two periods ago no longer resumes ----
+{
+    require Time::HiRes;
+    my $srv = Alyd->start(workers => 2, tls => 1, extra => ['tls_ticket_rotation 2s']);
+    my $sess = $srv->dir . '/tls-session.pem';
+    my $s_client = sub {
+        my @io = @_;
+        my ($exit, $out) = Alyd::run_cmd('openssl', 's_client', '-connect', '127.0.0.1:' . $srv->tls_port, '-tls1_2', '-servername',
+            '127.0.0.1', @io);
+        return $out =~ /^(Reused|New), /m ? $1 : "no handshake (exit $exit)";
+    };
+    my $period = sub { int(Time::HiRes::time() / 2) };
+    is($s_client->('-sess_out', $sess), 'New', 'a first connection makes a full handshake and keeps its ticket');
+    my $issued = $period->();
+    is($s_client->('-sess_in', $sess), 'Reused', 'the ticket resumes the session at once');
+    Time::HiRes::sleep(0.1) while $period->() < $issued + 2;
+    is($s_client->('-sess_in', $sess), 'New', 'two rotation periods later the ticket no longer resumes: a full handshake');
+    is($s_client->('-sess_out', $sess), 'New', 'a fresh ticket');
+    is($s_client->('-sess_in', $sess), 'Reused', '... resumes again');
+    $srv->stop;
+}
+
 done_testing();

@@ -323,6 +323,7 @@ sub make_cert { my ($class, $dir) = @_; return _make_cert($dir) }
 #   wait      => 0        do not wait for /healthz and the workers
 #   bin       => PATH     run this daemon binary (e.g. $ENV{ALYD_TEST}, the fixture build)
 #   env       => {K=>V}   extra environment for the daemon
+#   no_user   => 1        no "user root" line even when the tests run as root
 sub start {
     my ($class, %o) = @_;
     my $self = bless { opts => \%o, owner => $$ }, $class;
@@ -382,6 +383,8 @@ sub config_text {
     push @l, "data_dir $d/data", "error_log $d/error.log", "access_log $d/access.log";
     push @l, "pid_file $d/alyd.pid" if $o{pid_file};
     push @l, "workers " . ($o{workers} // 2) if ($o{workers_via} // 'flag') eq 'config';
+    # alyd refuses to run its workers as root by omission; the tests run as root knowingly unless they say otherwise.
+    push @l, "user root" if $> == 0 && !(grep { /^\s*user\s/ } @{ $o{extra} // [] }) && !$o{no_user};
     push @l, @{ $o{extra} // [] };
     return join("\n", @l) . "\n";
 }
