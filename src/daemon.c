@@ -28,7 +28,7 @@ int daemon_reader_check(const aly_config_t *cfg, uid_t uid, gid_t gid, int *clea
     struct {
         int rc, cleared;
         aly_err_t err;
-    } r = {-1, 0, {""}};
+    } r = {-1, 0, {.msg = ""}};
     int fds[2];
     if (pipe2(fds, O_CLOEXEC) != 0)
         return aly_errf(err, "cannot check the store's readers: pipe: %s", strerror(errno));
