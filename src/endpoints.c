@@ -51,8 +51,7 @@ void endpoint_healthz(void *data, h2o_req_t *req)
      */
     store_usage_t u;
     int full = store_usage(e->store, &u, &err) == 0 && u.full;
-    n = snprintf(body, sizeof(body),
-                 "{\"status\":\"%s\",\"pid\":%d,\"version\":\"%s\",\"uptime_seconds\":%llu,\"worker\":%u%s}",
+    n = snprintf(body, sizeof(body), "{\"status\":\"%s\",\"pid\":%d,\"version\":\"%s\",\"uptime_seconds\":%llu,\"worker\":%u%s}",
                  full ? "degraded" : "ok", (int)getpid(), PACKAGE_VERSION, (unsigned long long)up, e->worker_number,
                  full ? ",\"error\":\"the store is full: writes are refused; raise map_size or delete data\"" : "");
     http_send_json(req, 200, "OK", body, (size_t)n);
@@ -94,7 +93,8 @@ void endpoint_metrics(void *data, h2o_req_t *req)
     req->res.status = 200;
     req->res.reason = "OK";
     req->res.content_length = len;
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("text/plain; version=0.0.4; charset=utf-8"));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
+                   H2O_STRLIT("text/plain; version=0.0.4; charset=utf-8"));
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-store"));
     h2o_send_inline(req, text, len);
     free(text);

@@ -184,14 +184,15 @@ static void dispatch_batch(mcp_ctx_t *ctx, mcp_exchange_t *x, h2o_req_t *req, co
 {
     size_t i, calls = 0, seen = 0;
     json_t *m;
-    json_array_foreach(body, i, m) calls += is_call(m);
+    json_array_foreach(body, i, m)
+        calls += is_call(m);
     ratelimit_decision_t refused;
     size_t admitted = 1 + (calls > 1 ? gate_charge(ctx->gate, req, p, calls - 1, &refused) : 0);
-    json_array_foreach(body, i, m)
-    {
+    json_array_foreach(body, i, m) {
         if (is_call(m) && ++seen > admitted)
-            mcp_emit(x, json_pack("{s:s, s:O, s:o}", "jsonrpc", "2.0", "id", json_object_get(m, "id"), "error",
-                                  gate_refused_error(p, &refused)),
+            mcp_emit(x,
+                     json_pack("{s:s, s:O, s:o}", "jsonrpc", "2.0", "id", json_object_get(m, "id"), "error",
+                               gate_refused_error(p, &refused)),
                      1);
         else
             mcp_dispatch(x, m);

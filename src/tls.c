@@ -15,7 +15,6 @@
 #include <openssl/rand.h>
 #include <string.h>
 
-
 /* One context per generation of workers: the latest one's ticket secret is the one this process forks with. */
 static struct {
     unsigned char secret[32];
@@ -55,7 +54,8 @@ static uint64_t current_period(void)
 
 static int mac_init(EVP_MAC_CTX *hctx, const ticket_key_t *k)
 {
-    OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0), OSSL_PARAM_construct_end()};
+    OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
+                           OSSL_PARAM_construct_end()};
     return EVP_MAC_init(hctx, k->hmac, sizeof(k->hmac), params);
 }
 
@@ -65,8 +65,8 @@ static int mac_init(EVP_MAC_CTX *hctx, const ticket_key_t *k)
  * new ticket under the current key is issued); anything older is unknown
  * (0: a full handshake).
  */
-static int ticket_cb(SSL *ssl, unsigned char name[16], unsigned char iv[EVP_MAX_IV_LENGTH], EVP_CIPHER_CTX *cctx,
-                     EVP_MAC_CTX *hctx, int enc)
+static int ticket_cb(SSL *ssl, unsigned char name[16], unsigned char iv[EVP_MAX_IV_LENGTH], EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx,
+                     int enc)
 {
     (void)ssl;
     uint64_t now = current_period();

@@ -114,7 +114,11 @@ mcp_status_t tools_list(mcp_call_t *call, store_txn_t *t, const tools_page_t *pg
         sl = pl + strlen(after);
         memcpy(key + pl, after, sl - pl);
     }
-    page_scan_t c = {.l = l, .prefix_len = pl, .limit = pg->limit, .budget = mcp_call_config(call)->list_scan_budget, .items = json_array()};
+    page_scan_t c = {.l = l,
+                     .prefix_len = pl,
+                     .limit = pg->limit,
+                     .budget = mcp_call_config(call)->list_scan_budget,
+                     .items = json_array()};
     aly_err_t err;
     int rc;
     if (l->record != NULL) {

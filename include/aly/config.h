@@ -93,8 +93,8 @@ typedef struct aly_config {
     uint64_t shutdown_timeout_ms;
     uint64_t session_ttl_ms;
 
-    unsigned list_scan_budget; /* records a filtered list call examines at most before its page ends */
-    size_t workspace_quota;    /* bytes of data (keys and values) one workspace may hold */
+    unsigned list_scan_budget;       /* records a filtered list call examines at most before its page ends */
+    size_t workspace_quota;          /* bytes of data (keys and values) one workspace may hold */
     uint64_t tls_ticket_rotation_ms; /* a session-ticket key encrypts for this long, then decrypts for as long again */
 } aly_config_t;
 
