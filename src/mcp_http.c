@@ -186,7 +186,7 @@ static void dispatch_batch(mcp_ctx_t *ctx, mcp_exchange_t *x, h2o_req_t *req, co
     json_t *m;
     json_array_foreach(body, i, m)
         calls += is_call(m);
-    ratelimit_decision_t refused;
+    ratelimit_decision_t refused = {0};
     size_t admitted = 1 + (calls > 1 ? gate_charge(ctx->gate, req, p, calls - 1, &refused) : 0);
     json_array_foreach(body, i, m) {
         if (is_call(m) && ++seen > admitted)

@@ -52,7 +52,7 @@ typedef struct store store_t;
  * the workspace id.
  */
 typedef enum {
-    DB_META,        /* "schema" -> meta record; "revocations" -> revocation generation */
+    DB_META,        /* "schema" -> meta record; "revocations" -> revocation generation; "usage/" ws -> bytes (uint64) */
     DB_WORKSPACES,  /* ws id -> workspace record */
     DB_KEYS,        /* ws id "/" key id -> key record */
     DB_KEY_HASH,    /* HMAC-SHA256(pepper, key) (32 bytes) -> ws id "/" key id */
