@@ -85,6 +85,15 @@ static const directive_t directives[] = {
     {"list_scan_budget", K_UINT, F(list_scan_budget), 0, 1, 100000000},
     {"workspace_quota", K_SIZE, F(workspace_quota), 0, 4096, (uint64_t)1 << 40},
     {"tls_ticket_rotation", K_DURATION, F(tls_ticket_rotation_ms), 0, 1000, (uint64_t)7 * 86400 * 1000},
+    {"max_connections_per_address", K_UINT, F(max_connections_per_address), 0, 1, 1000000},
+    {"max_streams_per_connection", K_UINT, F(max_streams_per_connection), 0, 1, 256},
+    {"max_inflight_body", K_SIZE, F(max_inflight_body), 0, 64 << 10, (uint64_t)1 << 32},
+    {"max_inflight_body_per_address", K_SIZE, F(max_inflight_body_per_address), 0, 64 << 10, (uint64_t)1 << 36},
+    {"header_timeout", K_DURATION, F(header_timeout_ms), 0, 100, 3600 * 1000},
+    {"body_timeout", K_DURATION, F(body_timeout_ms), 0, 100, 3600 * 1000},
+    {"reset_budget", K_UINT, F(reset_budget), 0, 1, 1000000},
+    {"address_strikes", K_UINT, F(address_strikes), 0, 1, 1000000},
+    {"strike_window", K_DURATION, F(strike_window_ms), 0, 1000, (uint64_t)86400 * 1000},
 };
 
 #undef F
@@ -323,6 +332,15 @@ static void set_defaults(aly_config_t *cfg)
     cfg->list_scan_budget = 5000;
     cfg->workspace_quota = (size_t)256 << 20;
     cfg->tls_ticket_rotation_ms = 3600 * 1000;
+    cfg->max_connections_per_address = 64;
+    cfg->max_streams_per_connection = 100;
+    cfg->max_inflight_body = (size_t)8 << 20;
+    cfg->max_inflight_body_per_address = (size_t)32 << 20;
+    cfg->header_timeout_ms = 10 * 1000;
+    cfg->body_timeout_ms = 60 * 1000;
+    cfg->reset_budget = 100;
+    cfg->address_strikes = 5;
+    cfg->strike_window_ms = 60 * 1000;
 }
 
 /* Points ps at the line that set a directive, so cross-directive errors name a line. */
@@ -361,6 +379,18 @@ static int finish(aly_config_t *cfg, parse_state_t *ps, aly_err_t *err)
             return fail(ps, err, "metrics_listen %s is also a listen address", cfg->metrics_listen.spec);
         }
     }
+
+    /* A connection must be able to carry one whole body, and an address one whole connection. */
+    at(ps, "max_inflight_body");
+    if (ps->line == 0)
+        at(ps, "max_request_body");
+    if (cfg->max_inflight_body < cfg->max_request_body)
+        return fail(ps, err, "max_inflight_body (%zu bytes) is below max_request_body (%zu bytes): no body that large could arrive",
+                    cfg->max_inflight_body, cfg->max_request_body);
+    at(ps, "max_inflight_body_per_address");
+    if (cfg->max_inflight_body_per_address < cfg->max_inflight_body)
+        return fail(ps, err, "max_inflight_body_per_address (%zu bytes) is below max_inflight_body (%zu bytes)",
+                    cfg->max_inflight_body_per_address, cfg->max_inflight_body);
 
     int any_tls = 0;
     for (size_t i = 0; i < cfg->n_listens; i++)

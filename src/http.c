@@ -2,7 +2,8 @@
  * The HTTP layer (aly/http.h): one catch-all h2o handler per host routes over
  * the caller's table; one logger per host counts the request and writes its
  * access log line.  Bodies over max_request_body get a JSON 413 here, before
- * any route runs.
+ * any route runs.  The handler and the logger also keep each connection's
+ * abuse budgets, and http_sweep cuts connections that overrun them.
  */
 #include "aly/http.h"
 
@@ -12,9 +13,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <linux/tcp.h>
 
 #include "aly/log.h"
 
@@ -112,6 +116,106 @@ int http_conn_quiet(const http_conn_t *c)
     return c->inflight == 0 && c->sock->bytes_read == c->read_at_idle;
 }
 
+void http_conn_start(http_site_t *site, http_conn_t *c, h2o_socket_t *sock, guard_addr_t *addr)
+{
+    c->sock = sock;
+    c->addr = addr;
+    c->budget = site->cfg->reset_budget;
+}
+
+static const char *const cut_names[STATS_N_CUT] = {"reset budget", "body bytes in flight", "request deadline"};
+
+/*
+ * Cuts c: its socket is shut down both ways, so h2o reads the end of input,
+ * fails its writes and closes the connection through its own path (closing
+ * the socket here would free it under h2o's feet).  Requests h2o still hands
+ * over get a 429 from on_req.
+ */
+static void cut(http_site_t *site, http_conn_t *c, unsigned reason, uint64_t now)
+{
+    if (c->shut)
+        return;
+    shutdown(h2o_socket_get_fd(c->sock), SHUT_RDWR);
+    c->shut = 1;
+    stats_add(&site->slot->conn_cuts[reason], 1);
+    if (c->addr == NULL)
+        return;
+    stats_add(&site->slot->address_strikes, 1);
+    if (guard_strike(site->guard, c->addr, now)) {
+        char a[64];
+        guard_format(c->addr, a, sizeof(a));
+        stats_add(&site->slot->address_bans, 1);
+        log_warn("refusing connections from %s for %llu ms: %u connections cut within strike_window (the last for its %s)", a,
+                 (unsigned long long)site->cfg->strike_window_ms, site->cfg->address_strikes, cut_names[reason]);
+    }
+}
+
+/* Bytes the kernel received on c's TCP connection; -1 when it cannot tell. */
+static int received(const http_conn_t *c, uint64_t *bytes)
+{
+    struct tcp_info ti;
+    socklen_t len = sizeof(ti);
+    memset(&ti, 0, sizeof(ti));
+    if (getsockopt(h2o_socket_get_fd(c->sock), IPPROTO_TCP, TCP_INFO, &ti, &len) != 0 ||
+        len < offsetof(struct tcp_info, tcpi_bytes_received) + sizeof(ti.tcpi_bytes_received))
+        return -1;
+    *bytes = ti.tcpi_bytes_received;
+    return 0;
+}
+
+/*
+ * Two passes: the first brings each connection's counters up to date and
+ * sums the body bytes in flight per address, the second cuts.  Cutting an
+ * address's connections in list order until its sum fits is arbitrary but
+ * bounded: every connection it cuts was holding bytes.
+ */
+void http_sweep(http_site_t *site, h2o_linklist_t *conns, uint64_t now)
+{
+    const aly_config_t *cfg = site->cfg;
+    for (h2o_linklist_t *l = conns->next; l != conns; l = l->next) {
+        http_conn_t *c = H2O_STRUCT_FROM_MEMBER(http_conn_t, link, l);
+        if (c->addr != NULL)
+            c->addr->pending_body = 0;
+    }
+    for (h2o_linklist_t *l = conns->next; l != conns; l = l->next) {
+        http_conn_t *c = H2O_STRUCT_FROM_MEMBER(http_conn_t, link, l);
+        uint64_t rx;
+        c->swept = !c->shut && received(c, &rx) == 0;
+        if (!c->swept)
+            continue;
+        c->received = rx;
+        if (c->consumed > rx)
+            c->consumed = rx;
+        if (c->addr != NULL)
+            c->addr->pending_body += rx - c->consumed;
+        if (c->progress != c->progress_at_sweep || c->inflight > 0) {
+            c->progress_at_sweep = c->progress;
+            c->received_at_progress = rx;
+            c->busy_since_ms = 0;
+        } else if (rx > c->received_at_progress && c->busy_since_ms == 0) {
+            c->busy_since_ms = now;
+        }
+    }
+    for (h2o_linklist_t *l = conns->next; l != conns; l = l->next) {
+        http_conn_t *c = H2O_STRUCT_FROM_MEMBER(http_conn_t, link, l);
+        if (!c->swept || c->shut)
+            continue;
+        uint64_t rx = c->received, pending = rx - c->consumed;
+        if (pending > cfg->max_inflight_body ||
+            (pending > 0 && c->addr != NULL && c->addr->pending_body > cfg->max_inflight_body_per_address)) {
+            if (c->addr != NULL)
+                c->addr->pending_body -= pending < c->addr->pending_body ? pending : c->addr->pending_body;
+            cut(site, c, STATS_CUT_BODY, now);
+            continue;
+        }
+        if (c->busy_since_ms != 0) {
+            uint64_t limit = rx - c->received_at_progress > HTTP_HEADER_BYTES ? cfg->body_timeout_ms : cfg->header_timeout_ms;
+            if (now - c->busy_since_ms >= limit)
+                cut(site, c, STATS_CUT_DEADLINE, now);
+        }
+    }
+}
+
 static unsigned method_bit(h2o_iovec_t m)
 {
     if (h2o_memis(m.base, m.len, H2O_STRLIT("GET")))
@@ -145,9 +249,18 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     http_handler_t *h = (http_handler_t *)self;
     http_site_t *site = h->site;
     http_conn_t *conn = http_conn_of(req);
-    if (conn != NULL)
+    if (conn != NULL) {
         conn->inflight++;
+        conn->progress++;
+        /* The body has left h2o's buffers for this request; the allowance covers its headers and framing. */
+        conn->consumed += req->entity.len + HTTP_HEADER_BYTES;
+    }
     stats_add(&site->slot->in_flight, 1);
+    if (conn != NULL && conn->shut) {
+        static const char body[] = "{\"error\":\"connection_cut\",\"message\":\"this connection was cut for abuse; open a new one\"}";
+        http_send_json(req, 429, "Too Many Requests", body, sizeof(body) - 1);
+        return 0;
+    }
 
     /* path_normalized has no query string and resolved dot segments. */
     h2o_iovec_t path = req->path_normalized;
@@ -236,6 +349,38 @@ static void log_time(char *out, const struct timeval *now)
     out[24] = '\0';
 }
 
+/*
+ * A response is delivered when it has a status and its whole announced body
+ * was sent.  On HTTP/2, h2o counts bytes_sent only as DATA frames go to the
+ * connection's output, so a stream reset before that (by the client, or by
+ * h2o after a frame the client sent to make it) shows fewer.  HEAD answers
+ * announce a length they never send; streams of unknown length only count
+ * when they have no status.
+ */
+static int delivered(const h2o_req_t *req)
+{
+    if (req->res.status == 0)
+        return 0;
+    if (req->res.content_length == SIZE_MAX || h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD")))
+        return 1;
+    return req->bytes_sent >= req->res.content_length;
+}
+
+static void charge(http_site_t *site, http_conn_t *conn, h2o_req_t *req)
+{
+    if (conn->shut)
+        return;
+    if (delivered(req)) {
+        if (conn->budget < site->cfg->reset_budget)
+            conn->budget++;
+    } else if (conn->budget > 1) {
+        conn->budget--;
+    } else {
+        conn->budget = 0;
+        cut(site, conn, STATS_CUT_RESETS, aly_now_ms());
+    }
+}
+
 static void on_log(h2o_logger_t *self, h2o_req_t *req)
 {
     http_site_t *site = ((http_logger_t *)self)->site;
@@ -244,7 +389,9 @@ static void on_log(h2o_logger_t *self, h2o_req_t *req)
         if (conn->inflight > 0)
             conn->inflight--;
         conn->responses++;
+        conn->progress++;
         conn->read_at_idle = conn->sock->bytes_read;
+        charge(site, conn, req);
     }
     stats_add(&site->slot->in_flight, -1);
     stats_add(&site->slot->requests[stats_status_index(req->res.status)], 1);

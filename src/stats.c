@@ -63,6 +63,7 @@ static uint64_t load(const uint64_t *p)
 char *stats_render(const stats_shared_t *s, size_t *len)
 {
     uint64_t req[STATS_N_STATUS] = {0}, in_flight = 0, conns = 0, rl[STATS_N_RL] = {0}, checks = 0, failures = 0, refused = 0;
+    uint64_t cuts[STATS_N_CUT] = {0}, conn_refused[STATS_N_REFUSE] = {0}, strikes = 0, bans = 0;
     for (int i = 0; i < STATS_N_SLOTS; i++) {
         const stats_slot_t *sl = &s->slots[i];
         for (int k = 0; k < STATS_N_STATUS; k++)
@@ -74,6 +75,12 @@ char *stats_render(const stats_shared_t *s, size_t *len)
         checks += load(&sl->credential_checks);
         failures += load(&sl->auth_failures);
         refused += load(&sl->auth_refused);
+        for (int k = 0; k < STATS_N_CUT; k++)
+            cuts[k] += load(&sl->conn_cuts[k]);
+        for (int k = 0; k < STATS_N_REFUSE; k++)
+            conn_refused[k] += load(&sl->conn_refused[k]);
+        strikes += load(&sl->address_strikes);
+        bans += load(&sl->address_bans);
     }
     char *buf;
     size_t size;
@@ -126,6 +133,25 @@ char *stats_render(const stats_shared_t *s, size_t *len)
             (unsigned long long)rl[STATS_RL_ALLOWED], (unsigned long long)rl[STATS_RL_REFUSED],
             (unsigned long long)rl[STATS_RL_ERROR], (unsigned long long)checks, (unsigned long long)failures,
             (unsigned long long)refused);
+    fprintf(fp,
+            "# HELP alyd_connections_cut_total Connections shut for abuse: reset budget spent, body bytes in flight, request deadline.\n"
+            "# TYPE alyd_connections_cut_total counter\n"
+            "alyd_connections_cut_total{reason=\"resets\"} %llu\n"
+            "alyd_connections_cut_total{reason=\"body\"} %llu\n"
+            "alyd_connections_cut_total{reason=\"deadline\"} %llu\n"
+            "# HELP alyd_connections_refused_total Connections closed at accept: too many from the address, or the address struck out.\n"
+            "# TYPE alyd_connections_refused_total counter\n"
+            "alyd_connections_refused_total{reason=\"per_address\"} %llu\n"
+            "alyd_connections_refused_total{reason=\"strikes\"} %llu\n"
+            "# HELP alyd_address_strikes_total Strikes recorded against client addresses (one per connection cut).\n"
+            "# TYPE alyd_address_strikes_total counter\n"
+            "alyd_address_strikes_total %llu\n"
+            "# HELP alyd_address_bans_total Client addresses refused for strike_window after address_strikes strikes.\n"
+            "# TYPE alyd_address_bans_total counter\n"
+            "alyd_address_bans_total %llu\n",
+            (unsigned long long)cuts[STATS_CUT_RESETS], (unsigned long long)cuts[STATS_CUT_BODY],
+            (unsigned long long)cuts[STATS_CUT_DEADLINE], (unsigned long long)conn_refused[STATS_REFUSE_PER_ADDRESS],
+            (unsigned long long)conn_refused[STATS_REFUSE_STRUCK_OUT], (unsigned long long)strikes, (unsigned long long)bans);
     if (fclose(fp) != 0) {
         free(buf);
         return NULL;

@@ -27,6 +27,7 @@
 #include "aly/cursor.h"
 #include "aly/endpoints.h"
 #include "aly/gate.h"
+#include "aly/guard.h"
 #include "aly/http.h"
 #include "aly/log.h"
 #include "aly/mcp.h"
@@ -67,6 +68,9 @@ static struct {
     uint64_t drain_deadline_ms;
     h2o_timeout_t sweep_timeout;
     h2o_timeout_entry_t sweep_entry;
+    guard_t *guard;
+    h2o_timeout_t abuse_timeout;
+    h2o_timeout_entry_t abuse_entry;
 } w;
 
 /* Every endpoint of alyd: the HTTP layer routes over this table and names none itself. */
@@ -145,6 +149,7 @@ static void set_accepting(int on)
 static void on_conn_close(void *data)
 {
     http_conn_t *conn = data;
+    guard_release(conn->addr);
     h2o_linklist_unlink(&conn->link);
     free(conn);
     w.n_conns--;
@@ -162,14 +167,26 @@ static void on_accept(h2o_socket_t *listener, const char *err)
         h2o_socket_t *sock = h2o_evloop_socket_accept(listener);
         if (sock == NULL)
             break; /* EAGAIN: another worker took it */
+        /* Refused before h2o sees the socket, so closing it here is ours to do, and costs no more than the accept. */
+        struct sockaddr_storage peer;
+        guard_addr_t *addr = NULL;
+        guard_verdict_t v = GUARD_ADMIT;
+        if (h2o_socket_getpeername(sock, (struct sockaddr *)&peer) != 0)
+            v = guard_accept(w.guard, (struct sockaddr *)&peer, aly_now_ms(), &addr);
+        if (v != GUARD_ADMIT) {
+            stats_add(&w.slot->conn_refused[v == GUARD_STRUCK_OUT ? STATS_REFUSE_STRUCK_OUT : STATS_REFUSE_PER_ADDRESS], 1);
+            h2o_socket_close(sock);
+            continue;
+        }
         http_conn_t *conn = calloc(1, sizeof(*conn));
         if (conn == NULL) {
+            guard_release(addr);
             h2o_socket_close(sock);
             continue;
         }
         int one = 1;
         setsockopt(h2o_socket_get_fd(sock), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        conn->sock = sock;
+        http_conn_start(&w.site, conn, sock, addr);
         h2o_linklist_insert(&w.conns, &conn->link);
         w.n_conns++;
         stats_add(&w.slot->connections, 1);
@@ -219,6 +236,14 @@ static void sweep(h2o_timeout_entry_t *entry)
     h2o_timeout_link(w.loop, &w.sweep_timeout, &w.sweep_entry);
 }
 
+/* The abuse budgets of aly/http.h, applied to every connection several times a second. */
+static void abuse_sweep(h2o_timeout_entry_t *entry)
+{
+    (void)entry;
+    http_sweep(&w.site, &w.conns, aly_now_ms());
+    h2o_timeout_link(w.loop, &w.abuse_timeout, &w.abuse_entry);
+}
+
 static void begin_drain(void)
 {
     if (w.draining)
@@ -256,6 +281,8 @@ static void setup_globalconf(const aly_config_t *cfg)
     w.conf.http2.idle_timeout = cfg->idle_timeout_ms;
     uint64_t grace = cfg->shutdown_timeout_ms < 1000 ? 1000 : cfg->shutdown_timeout_ms;
     w.conf.http2.graceful_shutdown_timeout = grace;
+    /* SETTINGS still announce h2o's fixed 100 streams; this bounds how many of them reach a route at once. */
+    w.conf.http2.max_concurrent_requests_per_connection = cfg->max_streams_per_connection;
 }
 
 void worker_run(const worker_spec_t *spec)
@@ -290,7 +317,11 @@ void worker_run(const worker_spec_t *spec)
                                 .stats = spec->stats,
                                 .started_ms = aly_now_ms(),
                                 .worker_number = spec->number};
-    w.site = (http_site_t){.cfg = spec->cfg, .slot = w.slot, .routes = routes, .n_routes = ALY_ARRAY_SIZE(routes)};
+    w.guard = guard_new(spec->cfg);
+    if (w.guard == NULL)
+        log_fatal("out of memory");
+    w.site = (http_site_t){
+        .cfg = spec->cfg, .slot = w.slot, .guard = w.guard, .routes = routes, .n_routes = ALY_ARRAY_SIZE(routes)};
     setup_globalconf(spec->cfg);
     h2o_hostconf_t **public_hosts, **admin_hosts;
     http_register(&w.conf, &w.site, &public_hosts, &admin_hosts);
@@ -311,6 +342,9 @@ void worker_run(const worker_spec_t *spec)
         start_listener(ls);
     }
     w.accepting = 1;
+    h2o_timeout_init(w.loop, &w.abuse_timeout, HTTP_SWEEP_MS);
+    w.abuse_entry.cb = abuse_sweep;
+    h2o_timeout_link(w.loop, &w.abuse_timeout, &w.abuse_entry);
     h2o_socket_t *wake = h2o_evloop_socket_create(w.loop, wake_pipe[0], 0);
     h2o_socket_read_start(wake, on_wake);
 
@@ -333,6 +367,7 @@ void worker_run(const worker_spec_t *spec)
         }
     }
     gate_free(&w.gate);
+    guard_free(w.guard);
     auth_free(auth);
     store_close(store);
     log_info("exiting");

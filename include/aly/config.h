@@ -96,6 +96,17 @@ typedef struct aly_config {
     unsigned list_scan_budget;       /* records a filtered list call examines at most before its page ends */
     size_t workspace_quota;          /* bytes of data (keys and values) one workspace may hold */
     uint64_t tls_ticket_rotation_ms; /* a session-ticket key encrypts for this long, then decrypts for as long again */
+
+    /* Abuse limits (aly/guard.h per address, aly/http.h per connection). */
+    unsigned max_connections_per_address;
+    unsigned max_streams_per_connection;
+    size_t max_inflight_body;             /* per connection, >= max_request_body */
+    size_t max_inflight_body_per_address; /* >= max_inflight_body */
+    uint64_t header_timeout_ms;
+    uint64_t body_timeout_ms;
+    unsigned reset_budget;
+    unsigned address_strikes;
+    uint64_t strike_window_ms;
 } aly_config_t;
 
 /*

@@ -13,6 +13,7 @@
 #include <jansson.h>
 
 #include "aly/config.h"
+#include "aly/guard.h"
 #include "aly/stats.h"
 
 /* Methods a route accepts. */
@@ -42,6 +43,7 @@ typedef struct http_route {
 typedef struct http_site {
     const aly_config_t *cfg;
     stats_slot_t *slot;
+    guard_t *guard; /* the worker's per-address table: strikes for the connections cut here */
     const http_route_t *routes;
     size_t n_routes;
 } http_site_t;
@@ -54,10 +56,34 @@ void http_register(h2o_globalconf_t *conf, http_site_t *site, h2o_hostconf_t ***
 
 /*
  * A connection as the HTTP layer accounts it.  The acceptor allocates one per
- * socket and keeps it in sock->on_close.data; the HTTP layer counts the
- * requests it hands to a route and the responses it logs, so a draining
- * worker can tell an idle connection from a busy one.
+ * socket, keeps it in sock->on_close.data and calls http_conn_start; the HTTP
+ * layer counts the requests it hands to a route and the responses it logs,
+ * so a draining worker can tell an idle connection from a busy one, and
+ * keeps the connection's abuse budgets:
+ *
+ * - resets: a request that reached a route but whose response was not
+ *   delivered (no status, or fewer body bytes sent than announced: the
+ *   client reset the stream, or made the server reset it) spends one unit of
+ *   reset_budget; a delivered response earns one back, up to reset_budget.
+ * - body in flight: bytes read that have not gone into a request handed to a
+ *   route (h2o buffers whole bodies before any route runs, for every open
+ *   HTTP/2 stream at once), at most max_inflight_body per
+ *   connection and max_inflight_body_per_address over an address's
+ *   connections on this worker.
+ * - deadlines: once a connection with no request in a route sends anything,
+ *   a request must reach a route within header_timeout (body_timeout once it
+ *   has sent more than a header block, HTTP_HEADER_BYTES).
+ *
+ * Bytes received are the kernel's count for the TCP connection (TCP_INFO,
+ * TLS records included), read by the sweep only: h2o's sock->bytes_read
+ * holds the size of the last read, not a total.  A connection over a budget
+ * is cut: shutdown(2) of its socket (h2o sees the
+ * end of input and closes it through its own path), a 429 for any request
+ * h2o still hands over, and a strike for its address (aly/guard.h).
  */
+#define HTTP_HEADER_BYTES (16 * 1024)
+#define HTTP_SWEEP_MS 100 /* how often http_sweep should run */
+
 typedef struct http_conn {
     h2o_linklist_t link; /* the acceptor's list */
     h2o_socket_t *sock;
@@ -65,12 +91,25 @@ typedef struct http_conn {
     size_t read_at_idle; /* sock->bytes_read when the last response was logged */
     unsigned responses;
     int shut;
+    guard_addr_t *addr;         /* the peer's row in the guard, or NULL (untracked) */
+    unsigned budget;            /* undelivered requests still allowed */
+    unsigned progress;          /* requests handed to a route plus responses logged */
+    unsigned progress_at_sweep; /* progress at the previous sweep */
+    uint64_t consumed;          /* bytes that went into requests handed to a route, at most received */
+    uint64_t received_at_progress; /* bytes received when the sweep last saw progress */
+    uint64_t busy_since_ms;        /* when the sweep first saw bytes after that (0: none yet) */
+    uint64_t received;             /* bytes received, as of the last sweep */
+    int swept;                     /* received is current (the last sweep could read it) */
 } http_conn_t;
 
+/* Sets up c's accounting for sock, accepted now from the row addr (may be NULL). */
+void http_conn_start(http_site_t *site, http_conn_t *c, h2o_socket_t *sock, guard_addr_t *addr);
 /* The connection of req, or NULL when the socket is gone. */
 http_conn_t *http_conn_of(h2o_req_t *req);
 /* 1 when no request is in a route and nothing was read since the last response. */
 int http_conn_quiet(const http_conn_t *c);
+/* Applies the body-in-flight and deadline budgets to every connection on conns (linked by http_conn_t.link). */
+void http_sweep(http_site_t *site, h2o_linklist_t *conns, uint64_t now);
 
 /* Notes a field for the access log line of req: "principal" or "rpc" (copied into the request's pool). */
 void http_log_note(h2o_req_t *req, const char *key, const char *value, size_t len);

@@ -23,6 +23,11 @@
 /* Rate-limit decisions (aly/ratelimit.h), by result; "error": the store failed and the request was admitted. */
 enum { STATS_RL_ALLOWED, STATS_RL_REFUSED, STATS_RL_ERROR, STATS_N_RL };
 
+/* Connections shut for abuse (aly/http.h), by reason. */
+enum { STATS_CUT_RESETS, STATS_CUT_BODY, STATS_CUT_DEADLINE, STATS_N_CUT };
+/* Connections closed at accept (aly/guard.h), by reason. */
+enum { STATS_REFUSE_PER_ADDRESS, STATS_REFUSE_STRUCK_OUT, STATS_N_REFUSE };
+
 typedef struct stats_slot {
     pid_t pid; /* 0 when free */
     uint64_t requests[STATS_N_STATUS];
@@ -32,6 +37,10 @@ typedef struct stats_slot {
     uint64_t credential_checks; /* credentials handed to auth_authenticate (HMAC or JWT, key lookup) */
     uint64_t auth_failures;     /* failed authentications charged to a client address */
     uint64_t auth_refused;      /* requests refused (429) before any credential work: address over auth_failure_limit */
+    uint64_t conn_cuts[STATS_N_CUT];        /* connections shut: reset budget spent, body in flight, deadline */
+    uint64_t conn_refused[STATS_N_REFUSE]; /* connections closed at accept */
+    uint64_t address_strikes;              /* strikes recorded against addresses */
+    uint64_t address_bans;                 /* addresses that struck out */
 } stats_slot_t;
 
 typedef struct stats_shared {
