@@ -5,7 +5,7 @@
 # attacker would.  Each run prints one JSON line saying what it sent before
 # the server closed the connection, and when.
 #
-#   h2attack.py ATTACK --port P [--host H] [--bind ADDR] [--duration S] [--connections N]
+#   h2attack.py ATTACK --port P [--host H] [--bind ADDR] [--duration S] [--connections N] [--total S]
 #
 # ATTACK is one of:
 #   body-flood    100 POST streams, then DATA round-robin up to --body bytes each (4 MiB)
@@ -20,8 +20,9 @@
 # --bind picks the source address (any 127.x.y.z works on Linux), so an
 # attacker and a legitimate client on one machine count as different peers.
 # With --connections N the attack runs N times in a row, each on a new
-# connection; "refused" counts connections closed before the server sent a
-# byte ("no_reply": refused at accept, or cut before any answer).
+# connection (--total S: no new one after S seconds); "no_reply" counts
+# connections closed before the server sent a byte (refused at accept, or
+# cut before any answer).
 import argparse
 import errno
 import json
@@ -343,12 +344,18 @@ def main():
     p.add_argument("--bind", default=None)
     p.add_argument("--duration", type=float, default=5.0, help="give up on one connection after this many seconds")
     p.add_argument("--connections", type=int, default=1)
+    p.add_argument("--total", type=float, default=0, help="open no new connection after this many seconds (0: no limit)")
     p.add_argument("--streams", type=int, default=100)
     p.add_argument("--body", type=int, default=4 << 20)
     p.add_argument("--count", type=int, default=3000)
     p.add_argument("--interval", type=float, default=0.5)
     a = p.parse_args()
-    runs = [one(a) for _ in range(a.connections)]
+    runs = []
+    end = time.time() + a.total
+    while len(runs) < a.connections and (a.total <= 0 or time.time() < end):
+        runs.append(one(a))
+        if runs[-1]["no_reply"] and runs[-1]["seconds"] < 0.01:
+            time.sleep(0.01)  # refused at accept: do not spin
     out = {"attack": a.attack, "connections": len(runs), "no_reply": sum(1 for r in runs if r["no_reply"]),
            "closed": sum(1 for r in runs if r["closed"]), "runs": runs}
     print(json.dumps(out))
