@@ -81,8 +81,7 @@ static int row_free(const guard_t *g, const guard_addr_t *r, uint64_t now)
 {
     if (r->key[0] == 0)
         return 1;
-    return r->conns == 0 && r->banned_until_ms <= now &&
-           (r->strikes == 0 || now - r->strikes_since_ms >= g->cfg->strike_window_ms);
+    return r->conns == 0 && r->banned_until_ms <= now && (r->strikes == 0 || now - r->strikes_since_ms >= g->cfg->strike_window_ms);
 }
 
 /* The row of key, claiming a free one in its bucket when absent; NULL when the bucket is full. */

@@ -257,7 +257,8 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     }
     stats_add(&site->slot->in_flight, 1);
     if (conn != NULL && conn->shut) {
-        static const char body[] = "{\"error\":\"connection_cut\",\"message\":\"this connection was cut for abuse; open a new one\"}";
+        static const char body[] =
+            "{\"error\":\"connection_cut\",\"message\":\"this connection was cut for abuse; open a new one\"}";
         http_send_json(req, 429, "Too Many Requests", body, sizeof(body) - 1);
         return 0;
     }

@@ -133,25 +133,26 @@ char *stats_render(const stats_shared_t *s, size_t *len)
             (unsigned long long)rl[STATS_RL_ALLOWED], (unsigned long long)rl[STATS_RL_REFUSED],
             (unsigned long long)rl[STATS_RL_ERROR], (unsigned long long)checks, (unsigned long long)failures,
             (unsigned long long)refused);
-    fprintf(fp,
-            "# HELP alyd_connections_cut_total Connections shut for abuse: reset budget spent, body bytes in flight, request deadline.\n"
-            "# TYPE alyd_connections_cut_total counter\n"
-            "alyd_connections_cut_total{reason=\"resets\"} %llu\n"
-            "alyd_connections_cut_total{reason=\"body\"} %llu\n"
-            "alyd_connections_cut_total{reason=\"deadline\"} %llu\n"
-            "# HELP alyd_connections_refused_total Connections closed at accept: too many from the address, or the address struck out.\n"
-            "# TYPE alyd_connections_refused_total counter\n"
-            "alyd_connections_refused_total{reason=\"per_address\"} %llu\n"
-            "alyd_connections_refused_total{reason=\"strikes\"} %llu\n"
-            "# HELP alyd_address_strikes_total Strikes recorded against client addresses (one per connection cut).\n"
-            "# TYPE alyd_address_strikes_total counter\n"
-            "alyd_address_strikes_total %llu\n"
-            "# HELP alyd_address_bans_total Client addresses refused for strike_window after address_strikes strikes.\n"
-            "# TYPE alyd_address_bans_total counter\n"
-            "alyd_address_bans_total %llu\n",
-            (unsigned long long)cuts[STATS_CUT_RESETS], (unsigned long long)cuts[STATS_CUT_BODY],
-            (unsigned long long)cuts[STATS_CUT_DEADLINE], (unsigned long long)conn_refused[STATS_REFUSE_PER_ADDRESS],
-            (unsigned long long)conn_refused[STATS_REFUSE_STRUCK_OUT], (unsigned long long)strikes, (unsigned long long)bans);
+    fprintf(
+        fp,
+        "# HELP alyd_connections_cut_total Connections shut for abuse: reset budget spent, body bytes in flight, request deadline.\n"
+        "# TYPE alyd_connections_cut_total counter\n"
+        "alyd_connections_cut_total{reason=\"resets\"} %llu\n"
+        "alyd_connections_cut_total{reason=\"body\"} %llu\n"
+        "alyd_connections_cut_total{reason=\"deadline\"} %llu\n"
+        "# HELP alyd_connections_refused_total Connections closed at accept: too many from the address, or the address struck out.\n"
+        "# TYPE alyd_connections_refused_total counter\n"
+        "alyd_connections_refused_total{reason=\"per_address\"} %llu\n"
+        "alyd_connections_refused_total{reason=\"strikes\"} %llu\n"
+        "# HELP alyd_address_strikes_total Strikes recorded against client addresses (one per connection cut).\n"
+        "# TYPE alyd_address_strikes_total counter\n"
+        "alyd_address_strikes_total %llu\n"
+        "# HELP alyd_address_bans_total Client addresses refused for strike_window after address_strikes strikes.\n"
+        "# TYPE alyd_address_bans_total counter\n"
+        "alyd_address_bans_total %llu\n",
+        (unsigned long long)cuts[STATS_CUT_RESETS], (unsigned long long)cuts[STATS_CUT_BODY],
+        (unsigned long long)cuts[STATS_CUT_DEADLINE], (unsigned long long)conn_refused[STATS_REFUSE_PER_ADDRESS],
+        (unsigned long long)conn_refused[STATS_REFUSE_STRUCK_OUT], (unsigned long long)strikes, (unsigned long long)bans);
     if (fclose(fp) != 0) {
         free(buf);
         return NULL;

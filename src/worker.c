@@ -320,8 +320,8 @@ void worker_run(const worker_spec_t *spec)
     w.guard = guard_new(spec->cfg);
     if (w.guard == NULL)
         log_fatal("out of memory");
-    w.site = (http_site_t){
-        .cfg = spec->cfg, .slot = w.slot, .guard = w.guard, .routes = routes, .n_routes = ALY_ARRAY_SIZE(routes)};
+    w.site =
+        (http_site_t){.cfg = spec->cfg, .slot = w.slot, .guard = w.guard, .routes = routes, .n_routes = ALY_ARRAY_SIZE(routes)};
     setup_globalconf(spec->cfg);
     h2o_hostconf_t **public_hosts, **admin_hosts;
     http_register(&w.conf, &w.site, &public_hosts, &admin_hosts);

@@ -91,11 +91,11 @@ typedef struct http_conn {
     size_t read_at_idle; /* sock->bytes_read when the last response was logged */
     unsigned responses;
     int shut;
-    guard_addr_t *addr;         /* the peer's row in the guard, or NULL (untracked) */
-    unsigned budget;            /* undelivered requests still allowed */
-    unsigned progress;          /* requests handed to a route plus responses logged */
-    unsigned progress_at_sweep; /* progress at the previous sweep */
-    uint64_t consumed;          /* bytes that went into requests handed to a route, at most received */
+    guard_addr_t *addr;            /* the peer's row in the guard, or NULL (untracked) */
+    unsigned budget;               /* undelivered requests still allowed */
+    unsigned progress;             /* requests handed to a route plus responses logged */
+    unsigned progress_at_sweep;    /* progress at the previous sweep */
+    uint64_t consumed;             /* bytes that went into requests handed to a route, at most received */
     uint64_t received_at_progress; /* bytes received when the sweep last saw progress */
     uint64_t busy_since_ms;        /* when the sweep first saw bytes after that (0: none yet) */
     uint64_t received;             /* bytes received, as of the last sweep */

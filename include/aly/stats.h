@@ -33,11 +33,11 @@ typedef struct stats_slot {
     uint64_t requests[STATS_N_STATUS];
     uint64_t in_flight;
     uint64_t connections;
-    uint64_t ratelimit[STATS_N_RL]; /* per-principal decisions; errors of the address check count as errors too */
-    uint64_t credential_checks; /* credentials handed to auth_authenticate (HMAC or JWT, key lookup) */
-    uint64_t auth_failures;     /* failed authentications charged to a client address */
-    uint64_t auth_refused;      /* requests refused (429) before any credential work: address over auth_failure_limit */
-    uint64_t conn_cuts[STATS_N_CUT];        /* connections shut: reset budget spent, body in flight, deadline */
+    uint64_t ratelimit[STATS_N_RL];        /* per-principal decisions; errors of the address check count as errors too */
+    uint64_t credential_checks;            /* credentials handed to auth_authenticate (HMAC or JWT, key lookup) */
+    uint64_t auth_failures;                /* failed authentications charged to a client address */
+    uint64_t auth_refused;                 /* requests refused (429) before any credential work: address over auth_failure_limit */
+    uint64_t conn_cuts[STATS_N_CUT];       /* connections shut: reset budget spent, body in flight, deadline */
     uint64_t conn_refused[STATS_N_REFUSE]; /* connections closed at accept */
     uint64_t address_strikes;              /* strikes recorded against addresses */
     uint64_t address_bans;                 /* addresses that struck out */
