@@ -111,11 +111,6 @@ http_conn_t *http_conn_of(h2o_req_t *req)
     return sock != NULL ? sock->on_close.data : NULL;
 }
 
-int http_conn_quiet(const http_conn_t *c)
-{
-    return c->inflight == 0 && c->sock->bytes_read == c->read_at_idle;
-}
-
 void http_conn_start(http_site_t *site, http_conn_t *c, h2o_socket_t *sock, guard_addr_t *addr)
 {
     c->sock = sock;
@@ -161,6 +156,18 @@ static int received(const http_conn_t *c, uint64_t *bytes)
         return -1;
     *bytes = ti.tcpi_bytes_received;
     return 0;
+}
+
+/*
+ * Judged from the last sweep's count, so a connection that made progress
+ * since then is not quiet yet: the next sweep, at most HTTP_SWEEP_MS later,
+ * settles it.
+ */
+int http_conn_quiet(const http_conn_t *c)
+{
+    uint64_t rx;
+    return c->inflight == 0 && c->swept && c->progress == c->progress_at_sweep && received(c, &rx) == 0 &&
+           rx == c->received_at_progress;
 }
 
 /*
@@ -391,7 +398,6 @@ static void on_log(h2o_logger_t *self, h2o_req_t *req)
             conn->inflight--;
         conn->responses++;
         conn->progress++;
-        conn->read_at_idle = conn->sock->bytes_read;
         charge(site, conn, req);
     }
     stats_add(&site->slot->in_flight, -1);

@@ -87,8 +87,7 @@ void http_register(h2o_globalconf_t *conf, http_site_t *site, h2o_hostconf_t ***
 typedef struct http_conn {
     h2o_linklist_t link; /* the acceptor's list */
     h2o_socket_t *sock;
-    unsigned inflight;   /* requests handed to a route and not yet logged */
-    size_t read_at_idle; /* sock->bytes_read when the last response was logged */
+    unsigned inflight; /* requests handed to a route and not yet logged */
     unsigned responses;
     int shut;
     guard_addr_t *addr;            /* the peer's row in the guard, or NULL (untracked) */
@@ -106,7 +105,7 @@ typedef struct http_conn {
 void http_conn_start(http_site_t *site, http_conn_t *c, h2o_socket_t *sock, guard_addr_t *addr);
 /* The connection of req, or NULL when the socket is gone. */
 http_conn_t *http_conn_of(h2o_req_t *req);
-/* 1 when no request is in a route and nothing was read since the last response. */
+/* 1 when no request is in a route and nothing was received since the last request or response. */
 int http_conn_quiet(const http_conn_t *c);
 /* Applies the body-in-flight and deadline budgets to every connection on conns (linked by http_conn_t.link). */
 void http_sweep(http_site_t *site, h2o_linklist_t *conns, uint64_t now);
