@@ -85,6 +85,7 @@ static const directive_t directives[] = {
     {"list_scan_budget", K_UINT, F(list_scan_budget), 0, 1, 100000000},
     {"workspace_quota", K_SIZE, F(workspace_quota), 0, 4096, (uint64_t)1 << 40},
     {"tls_ticket_rotation", K_DURATION, F(tls_ticket_rotation_ms), 0, 1000, (uint64_t)7 * 86400 * 1000},
+    {"audit_retention", K_DURATION, F(audit_retention_ms), 0, 0, (uint64_t)3650 * 86400 * 1000},
     {"max_connections_per_address", K_UINT, F(max_connections_per_address), 0, 1, 1000000},
     {"max_streams_per_connection", K_UINT, F(max_streams_per_connection), 0, 1, 256},
     {"max_inflight_body", K_SIZE, F(max_inflight_body), 0, 64 << 10, (uint64_t)1 << 32},
@@ -332,6 +333,7 @@ static void set_defaults(aly_config_t *cfg)
     cfg->list_scan_budget = 5000;
     cfg->workspace_quota = (size_t)256 << 20;
     cfg->tls_ticket_rotation_ms = 3600 * 1000;
+    cfg->audit_retention_ms = (uint64_t)90 * 86400 * 1000;
     cfg->max_connections_per_address = 64;
     cfg->max_streams_per_connection = 100;
     cfg->max_inflight_body = (size_t)8 << 20;

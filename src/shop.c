@@ -202,6 +202,50 @@ int shop_audit(store_txn_t *t, const char *ws, const char *principal, const char
     return shop_put(t, k, shop_key(k, sizeof(k), ws, 'A', suffix, NULL), &record_audit, &a, err);
 }
 
+typedef struct prune_ctx {
+    uint64_t cutoff;
+    size_t plen; /* of "<ws>/A/": the key's time starts there */
+    unsigned n, max;
+    char keys[8][128];
+    size_t lens[8];
+} prune_ctx_t;
+
+/* Audit keys are "<ws>/A/<ms:16x><pid:4x><seq:8x>": the time is read from the key, no record decoded. */
+static int prune_cb(void *vctx, const store_val_t *key, const store_val_t *val)
+{
+    (void)val;
+    prune_ctx_t *c = vctx;
+    const char *k = key->data;
+    uint64_t ms = 0;
+    if (key->len < c->plen + 16 || key->len > sizeof(c->keys[0]))
+        return 1;
+    for (size_t i = c->plen; i < c->plen + 16; i++) {
+        int d = k[i] >= '0' && k[i] <= '9' ? k[i] - '0' : k[i] >= 'a' && k[i] <= 'f' ? k[i] - 'a' + 10 : -1;
+        if (d < 0)
+            return 1;
+        ms = ms << 4 | (uint64_t)d;
+    }
+    if (ms >= c->cutoff)
+        return 1; /* in time order: everything after is newer */
+    memcpy(c->keys[c->n], k, key->len);
+    c->lens[c->n++] = key->len;
+    return c->n == c->max;
+}
+
+int shop_audit_prune(store_txn_t *t, const char *ws, uint64_t cutoff_ms, unsigned max, aly_err_t *err)
+{
+    prune_ctx_t c = {.cutoff = cutoff_ms, .max = max < 8 ? max : 8};
+    char prefix[128];
+    size_t pl = shop_key(prefix, sizeof(prefix), ws, 'A', NULL, NULL);
+    c.plen = pl;
+    if (c.max == 0 || pl == 0 || store_scan(t, DB_DATA, prefix, pl, NULL, 0, prune_cb, &c, err) != 0)
+        return c.max == 0 || pl == 0 ? 0 : -1;
+    for (unsigned i = 0; i < c.n; i++)
+        if (store_del(t, DB_DATA, c.keys[i], c.lens[i], err) < 0)
+            return -1;
+    return 0;
+}
+
 void shop_date(uint64_t ms, char out[11])
 {
     time_t s = (time_t)(ms / 1000);

@@ -140,6 +140,12 @@ mcp_status_t tools_finish(mcp_call_t *call, store_txn_t *t, int rc, const aly_er
         rc = -1;
         err = &own;
     }
+    /* Two old records retired for each new one keeps the trail within audit_retention. */
+    uint64_t keep = mcp_call_config(call)->audit_retention_ms, now = aly_wall_ms();
+    if (rc == 0 && keep != 0 && now > keep && shop_audit_prune(t, tools_ws(call), now - keep, 2, &own) != 0) {
+        rc = -1;
+        err = &own;
+    }
     if (rc != 0) {
         store_abort(t);
         json_decref(result);

@@ -96,6 +96,7 @@ typedef struct aly_config {
     unsigned list_scan_budget;       /* records a filtered list call examines at most before its page ends */
     size_t workspace_quota;          /* bytes of data (keys and values) one workspace may hold */
     uint64_t tls_ticket_rotation_ms; /* a session-ticket key encrypts for this long, then decrypts for as long again */
+    uint64_t audit_retention_ms;     /* audit records older than this are pruned as new ones are written; 0: kept for ever */
 
     /* Abuse limits (aly/guard.h per address, aly/http.h per connection). */
     unsigned max_connections_per_address;

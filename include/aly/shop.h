@@ -138,6 +138,14 @@ int shop_order_get(store_txn_t *t, const char *ws, const char *order, order_reco
 int shop_order_put(store_txn_t *t, const char *ws, const order_record_t *o, int is_new, aly_err_t *err);
 int shop_visits_add(store_txn_t *t, const char *ws, const char *site, const char *date, uint64_t n, aly_err_t *err);
 
+/*
+ * Deletes at most max of ws's audit records written before cutoff_ms, oldest
+ * first (in the caller's transaction).  Called with every new audit record,
+ * so the trail stays within its retention without a separate sweep: each
+ * write retires a few more than it adds while old ones remain.
+ */
+int shop_audit_prune(store_txn_t *t, const char *ws, uint64_t cutoff_ms, unsigned max, aly_err_t *err);
+
 /* Appends an audit record (in the caller's transaction). */
 int shop_audit(store_txn_t *t, const char *ws, const char *principal, const char *tool, const char *object,
                uint64_t before_version, uint64_t after_version, aly_err_t *err);
