@@ -10,6 +10,11 @@
  * the issuing worker polls for it every REPLY_POLL_MS.  A cancellation that
  * lands on another worker travels the same way ("c:<id>"), found through the
  * owner record "q:<digest of principal, session, request id>" -> "<id>".
+ *
+ * Also the multi round-trip call API of aly/handler.h: on a modern request a
+ * handler's questions become an input_required result; on a legacy session
+ * they go out one by one as real requests, and once all are answered the
+ * method runs again with the answers (at most MAX_ROUNDS times).
  */
 #include <openssl/sha.h>
 #include <stdio.h>
@@ -21,7 +26,8 @@
 
 #define REPLY_POLL_MS 20
 #define REPLY_TIMEOUT_MS 60000
-#define OWNER_KEY_LEN 67 /* "q:" + 64 hex digits */
+#define OWNER_KEY_LEN 67
+#define MAX_ROUNDS 8 /* "q:" + 64 hex digits */
 
 typedef struct waiter {
     h2o_linklist_t link;
@@ -130,7 +136,8 @@ static void poll_replies(h2o_timeout_entry_t *entry)
 int mcp_call_request(mcp_call_t *call, const char *method, json_t *params, mcp_reply_fn cb)
 {
     mcp_exchange_t *x = call->x;
-    if (!x->accepts_sse || x->finishing) {
+    /* A modern request never gets requests from us: its handlers ask through input_required instead. */
+    if (x->modern || !x->accepts_sse || x->finishing) {
         json_decref(params);
         return -1;
     }
@@ -219,4 +226,90 @@ void mcp_client_cancel_remote(mcp_exchange_t *x, json_t *id)
     }
     if (found)
         replies_write(x->ctx->store, "c:", wid, "", 0, 0);
+}
+
+/* ---- multi round-trip requests ---- */
+
+json_t *mcp_call_input(const mcp_call_t *call, const char *key)
+{
+    return json_object_get(call->inputs, key);
+}
+
+json_t *mcp_call_state(const mcp_call_t *call)
+{
+    return call->state;
+}
+
+int mcp_call_client_can(const mcp_call_t *call, const char *capability)
+{
+    return !call->x->modern || json_object_get(call->x->client_caps, capability) != NULL;
+}
+
+/* Asks the next question, or runs the method again once all are answered; 1 when that completed the call. */
+static int ask_next(mcp_call_t *call);
+
+static void asked(mcp_call_t *call, json_t *result, json_t *error)
+{
+    if (result == NULL) {
+        const char *m = json_string_value(json_object_get(error, "message"));
+        char msg[400];
+        snprintf(msg, sizeof(msg), "this needs your input, and the client did not give it (%s)", m != NULL ? m : "no answer");
+        mcp_call_result(call, mcp_text_result(msg, 1));
+        return;
+    }
+    json_object_set(call->inputs, call->asking_key, result);
+    json_object_del(call->asking, call->asking_key);
+    ask_next(call);
+}
+
+static int ask_next(mcp_call_t *call)
+{
+    void *it = json_object_iter(call->asking);
+    if (it == NULL) {
+        json_decref(call->asking);
+        call->asking = NULL;
+        call->rerun(call, call->params);
+        return 0;
+    }
+    json_t *q = json_object_iter_value(it);
+    const char *method = json_string_value(json_object_get(q, "method"));
+    json_t *params = json_object_get(q, "params");
+    free(call->asking_key);
+    call->asking_key = strdup(json_object_iter_key(it));
+    if (call->asking_key == NULL)
+        abort();
+    if (method != NULL && mcp_call_request(call, method, params != NULL ? json_incref(params) : json_object(), asked) == 0)
+        return 0;
+    mcp_call_result(call, mcp_text_result("this needs your input: use a client that accepts text/event-stream, so it can be asked", 1));
+    return 1;
+}
+
+mcp_status_t mcp_call_input_required(mcp_call_t *call, json_t *requests, json_t *state)
+{
+    if (call->x->modern) {
+        char *token = mcp_modern_state_seal(call, state);
+        json_decref(state);
+        if (token == NULL) {
+            json_decref(requests);
+            mcp_call_error(call, RPC_INTERNAL_ERROR, "cannot protect the request state; try again", NULL);
+            return MCP_DONE;
+        }
+        call->input_required = 1;
+        mcp_call_result(call, json_pack("{s:o, s:s}", "inputRequests", requests, "requestState", token));
+        free(token);
+        return MCP_DONE;
+    }
+    if (call->rerun == NULL || ++call->rounds > MAX_ROUNDS || !json_is_object(requests) || json_object_size(requests) == 0) {
+        json_decref(requests);
+        json_decref(state);
+        mcp_call_result(call, mcp_text_result("this needs input the server could not ask for here", 1));
+        return MCP_DONE;
+    }
+    json_decref(call->state);
+    call->state = state;
+    json_decref(call->inputs);
+    call->inputs = json_object();
+    json_decref(call->asking);
+    call->asking = requests;
+    return ask_next(call) ? MCP_DONE : MCP_PENDING;
 }

@@ -45,6 +45,7 @@ void mcp_exchange_release(mcp_exchange_t *x)
     free(x->answer.data);
     free(x->queued.data);
     free(x->inflight.data);
+    json_decref(x->client_caps);
     free(x);
 }
 
@@ -230,6 +231,7 @@ mcp_call_t *mcp_call_new(mcp_exchange_t *x, json_t *id, json_t *params)
     c->x = x;
     c->id = json_incref(id);
     c->meta = json_incref(json_object_get(params, "_meta"));
+    c->params = json_incref(params);
     x->refs++;
     x->pending++;
     h2o_linklist_insert(&pending_calls, &c->link);
@@ -261,6 +263,11 @@ static void call_finish(mcp_call_t *c, const char *response, size_t len)
     mcp_exchange_maybe_finish(x);
     json_decref(c->id);
     json_decref(c->meta);
+    json_decref(c->params);
+    json_decref(c->inputs);
+    json_decref(c->state);
+    json_decref(c->asking);
+    free(c->asking_key);
     free(c);
     mcp_exchange_release(x);
 }
@@ -299,7 +306,16 @@ void mcp_call_result_text(mcp_call_t *call, const char *result, size_t len)
     mcp_buf_append(&b, head, sizeof(head) - 1);
     mcp_buf_append(&b, id ? id : "null", id ? strlen(id) : 4);
     mcp_buf_append(&b, mid, sizeof(mid) - 1);
-    mcp_buf_append(&b, result, len);
+    if (call->x->modern && len >= 2 && result[0] == '{') {
+        /* Modern results open with resultType, their caching hints and serverInfo (never kept in the result cache). */
+        mcp_buf_append(&b, "{", 1);
+        mcp_modern_result_head(call, &b);
+        if (len > 2)
+            mcp_buf_append(&b, ",", 1);
+        mcp_buf_append(&b, result + 1, len - 1);
+    } else {
+        mcp_buf_append(&b, result, len);
+    }
     mcp_buf_append(&b, "}", 1);
     free(id);
     call_finish(call, b.data, b.len);
@@ -317,7 +333,7 @@ void mcp_call_result(mcp_call_t *call, json_t *result)
         mcp_call_error(call, RPC_INTERNAL_ERROR, "internal error: the result could not be built", NULL);
         return;
     }
-    if (call->capture != NULL) {
+    if (call->capture != NULL && !call->input_required) {
         call->capture->is_error = json_is_true(json_object_get(result, "isError"));
         call->capture->text = strdup(text);
         call->capture->len = strlen(text);
@@ -335,6 +351,10 @@ void mcp_call_capture(mcp_call_t *call, mcp_capture_t *capture)
 void mcp_call_error(mcp_call_t *call, int code, const char *message, json_t *data)
 {
     mcp_exchange_t *x = call->x;
+    if (x->modern && code == RPC_RESOURCE_NOT_FOUND)
+        code = RPC_INVALID_PARAMS; /* -32002 is legacy-only; data.uri still names the resource */
+    if (code == RPC_MISSING_CAPABILITY && x->out != OUT_SSE)
+        x->status = 400;
     if (code == RPC_INSUFFICIENT_SCOPE && !x->batch && x->out != OUT_SSE) {
         /* A missing scope is an HTTP 403 carrying the insufficient_scope challenge, not a 200. */
         json_t *rs = json_object_get(data, "required_scope");
@@ -368,7 +388,9 @@ void mcp_call_log(mcp_call_t *call, const char *level, const char *logger, json_
 {
     int li = mcp_log_level(level);
     mcp_exchange_t *x = call->x;
-    if (li < 0 || call->done || (x->has_session && (uint64_t)li < x->session.log_level)) {
+    /* A modern request gets log messages only when its _meta asked for them, from that level up. */
+    if (li < 0 || call->done || (x->has_session && (uint64_t)li < x->session.log_level) || (x->modern && li < x->log_min) ||
+        (x->modern && x->log_min < 0)) {
         json_decref(data);
         return;
     }

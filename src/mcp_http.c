@@ -36,6 +36,39 @@ static int list_has(const aly_strlist_t *l, const char *s, size_t n)
     return 0;
 }
 
+/*
+ * Origin against allowed_origins.  A loopback origin may also name the same
+ * scheme and port by another loopback alias (localhost, 127.0.0.1, [::1]):
+ * a browser on this machine says "localhost" where public_url says
+ * 127.0.0.1, and no other host can answer to any of those names.
+ */
+static int origin_allowed(const aly_config_t *cfg, h2o_iovec_t o)
+{
+    static const char *const loop[] = {"localhost", "127.0.0.1", "[::1]"};
+    if (list_has(&cfg->allowed_origins, o.base, o.len))
+        return 1;
+    size_t at = o.len < 256 ? h2o_strstr(o.base, o.len, H2O_STRLIT("://")) : SIZE_MAX;
+    if (at == SIZE_MAX)
+        return 0;
+    const char *sep = o.base + at;
+    size_t sl = (size_t)(sep + 3 - o.base), rest = o.len - sl;
+    const char *host = sep + 3, *tail = NULL;
+    for (size_t k = 0; k < ALY_ARRAY_SIZE(loop) && tail == NULL; k++) {
+        size_t n = strlen(loop[k]);
+        if (rest >= n && strncasecmp(host, loop[k], n) == 0 && (rest == n || host[n] == ':'))
+            tail = host + n;
+    }
+    if (tail == NULL)
+        return 0;
+    for (size_t k = 0; k < ALY_ARRAY_SIZE(loop); k++) {
+        char buf[300];
+        int n = snprintf(buf, sizeof(buf), "%.*s%s%.*s", (int)sl, o.base, loop[k], (int)(o.base + o.len - tail), tail);
+        if (n > 0 && (size_t)n < sizeof(buf) && list_has(&cfg->allowed_origins, buf, (size_t)n))
+            return 1;
+    }
+    return 0;
+}
+
 /* Host against allowed_hosts; a port equal to the scheme's default may be left out on either side. */
 static int host_allowed(const aly_config_t *cfg, h2o_req_t *req)
 {
@@ -239,6 +272,12 @@ static void serve_post(mcp_ctx_t *ctx, h2o_req_t *req, const principal_t *p, h2o
         refuse(req, 400, "Bad Request", RPC_INVALID_REQUEST, "the body must be a JSON-RPC message (an object)");
         return;
     }
+    if (mcp_modern_route(ctx, req, p, body, header(req, "mcp-protocol-version"), sse)) {
+        json_decref(body);
+        return;
+    }
+    if (protocol < 0) /* a modern version header on a message that is a legacy one (a reply to our request) */
+        protocol = PROTOCOL_DEFAULT;
     session_record_t s;
     int has_session = 0;
     if (sid.base != NULL && !(!batch && is_initialize(body))) {
@@ -290,7 +329,7 @@ void mcp_serve(void *vctx, h2o_req_t *req)
     mcp_ctx_t *ctx = vctx;
     /* DNS-rebinding guard first: a browser page must not reach us through a name it controls. */
     h2o_iovec_t origin = header(req, "origin");
-    if (origin.base != NULL && !list_has(&ctx->cfg->allowed_origins, origin.base, origin.len)) {
+    if (origin.base != NULL && !origin_allowed(ctx->cfg, origin)) {
         refuse(req, 403, "Forbidden", RPC_INVALID_REQUEST, "Origin not allowed (allowed_origins)");
         return;
     }
@@ -305,12 +344,16 @@ void mcp_serve(void *vctx, h2o_req_t *req)
         for (i = 0; i < mcp_protocol_count; i++)
             if (h2o_memis(pv.base, pv.len, mcp_protocol_versions[i], strlen(mcp_protocol_versions[i])))
                 break;
-        if (i == mcp_protocol_count) {
+        int post = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("POST"));
+        if (i < mcp_protocol_count) {
+            protocol = (int)i;
+        } else if (post && mcp_modern_version(pv.base, pv.len)) {
+            protocol = -1; /* the body decides: a modern request, or a modern claim where none belongs */
+        } else {
             refuse(req, 400, "Bad Request", RPC_INVALID_REQUEST,
                    "unsupported MCP-Protocol-Version (supported: 2025-11-25, 2025-06-18, 2025-03-26)");
             return;
         }
-        protocol = (int)i;
     }
     principal_t p;
     if (gate_pass(ctx->gate, req, &p) != 0)

@@ -22,6 +22,9 @@ int mcp_log_level(const char *name)
     return -1;
 }
 
+const char mcp_instructions[] = "Operate an Aly commerce workspace: list sites, read and change products, fulfil orders, "
+                                "read analytics. Lists are paged: pass next_cursor back to continue.";
+
 static void do_initialize(mcp_call_t *call, json_t *params)
 {
     mcp_exchange_t *x = call->x;
@@ -47,9 +50,7 @@ static void do_initialize(mcp_call_t *call, json_t *params)
                              "resources", "subscribe", 1, "listChanged", 0, "tools", "listChanged", 0);
     mcp_call_result(call, json_pack("{s:s, s:o, s:{s:s, s:s, s:s}, s:s}", "protocolVersion", mcp_protocol_versions[pi],
                                     "capabilities", caps, "serverInfo", "name", "alyd", "title", "Aly", "version", PACKAGE_VERSION,
-                                    "instructions",
-                                    "Operate an Aly commerce workspace: list sites, read and change products, fulfil orders, "
-                                    "read analytics. Lists are paged: pass next_cursor back to continue."));
+                                    "instructions", mcp_instructions));
 }
 
 static void do_ping(mcp_call_t *call, json_t *params)
@@ -210,5 +211,8 @@ void mcp_dispatch(mcp_exchange_t *x, json_t *msg)
         return;
     }
     mcp_call_t *c = mcp_call_new(x, id, params);
+    if (methods[i].handle == registry_tools_call || methods[i].handle == registry_prompts_get ||
+        methods[i].handle == registry_resources_read)
+        c->rerun = methods[i].handle; /* these may ask the client for input, then run again with the answers */
     methods[i].handle(c, params);
 }

@@ -49,6 +49,32 @@ void mcp_call_log(mcp_call_t *call, const char *level, const char *logger, json_
 typedef void (*mcp_reply_fn)(mcp_call_t *call, json_t *result, json_t *error);
 int mcp_call_request(mcp_call_t *call, const char *method, json_t *params, mcp_reply_fn cb);
 
+/*
+ * Multi round-trip requests: one handler shape for both protocol eras.  A
+ * tool, prompt or resource handler that needs the client's input looks for
+ * the answer with mcp_call_input(); when it is missing it completes the call
+ * with mcp_call_input_required(), naming each question by a key.  On a modern
+ * (2026-07-28) request that becomes an "input_required" result whose
+ * requestState (the handler's state, integrity-protected and bound to the
+ * principal, the method and its params) comes back on the client's retry; on
+ * a legacy session the questions go to the client as real requests on the
+ * call's event stream and the handler runs again with the answers.
+ */
+/* The client's answer to the question named key, or NULL (borrowed). */
+json_t *mcp_call_input(const mcp_call_t *call, const char *key);
+/* The state the handler passed to the previous mcp_call_input_required of this request, verified; or NULL (borrowed). */
+json_t *mcp_call_state(const mcp_call_t *call);
+/* 1 when the request's client declared the capability ("elicitation", "sampling", "roots"); legacy sessions: 1. */
+int mcp_call_client_can(const mcp_call_t *call, const char *capability);
+/*
+ * Completes the call asking for input.  requests (stolen) is an object of
+ * key -> {"method": "elicitation/create" | "sampling/createMessage" |
+ * "roots/list", "params": {...}}; state (stolen, may be NULL) is any JSON the
+ * handler wants back.  The handler returns what this returns, and must not
+ * use the call afterwards (on a modern request it has completed).
+ */
+mcp_status_t mcp_call_input_required(mcp_call_t *call, json_t *requests, json_t *state);
+
 /* Completes the call with a result (stolen) or a JSON-RPC error (data stolen, may be NULL). */
 void mcp_call_result(mcp_call_t *call, json_t *result);
 void mcp_call_error(mcp_call_t *call, int code, const char *message, json_t *data);

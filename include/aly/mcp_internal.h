@@ -35,6 +35,10 @@ typedef struct mcp_exchange {
     int has_session;
     session_record_t session;
     int protocol; /* index into mcp_protocol_versions */
+    /* A modern (2026-07-28) request: no session, hints on results, logging only at _meta's logLevel. */
+    int modern;
+    json_t *client_caps; /* modern: the request's clientCapabilities */
+    int log_min;         /* modern: index of _meta's logLevel, -1 when it asked for no logs */
     int accepts_sse;
     int batch;
     unsigned pending; /* calls not completed */
@@ -64,7 +68,21 @@ struct mcp_call {
     int done;
     int cancelled;
     h2o_linklist_t link; /* pending calls, for notifications/cancelled */
+    /* Multi round-trip requests (aly/handler.h). */
+    const char *method;  /* modern: the method, bound into requestState */
+    json_t *params;      /* the request's params (digest for requestState; rerun on legacy sessions) */
+    int cache_scope;     /* modern results: 0 no caching hints, else MCP_CACHE_* */
+    int input_required;  /* the result is an input_required one */
+    json_t *inputs;      /* the client's answers, by key */
+    json_t *state;       /* the verified state of the previous round */
+    json_t *asking;      /* legacy: questions still to send, by key */
+    char *asking_key;
+    unsigned rounds;
+    /* legacy: runs the method again with the answers (the registry re-checks and re-enters the handler) */
+    void (*rerun)(mcp_call_t *call, json_t *params);
 };
+
+enum { MCP_CACHE_NONE, MCP_CACHE_PUBLIC, MCP_CACHE_PRIVATE };
 
 /* ---- mcp_exchange.c ---- */
 mcp_exchange_t *mcp_exchange_new(mcp_ctx_t *ctx, h2o_req_t *req, const principal_t *p);
@@ -82,7 +100,22 @@ mcp_call_t *mcp_call_new(mcp_exchange_t *x, json_t *id, json_t *params);
 /* The pending call of principal (and session, when x has one) with JSON-RPC id, or NULL. */
 mcp_call_t *mcp_call_find(const mcp_exchange_t *x, json_t *id);
 
+/* ---- mcp_modern.c ---- */
+/* 1 when an MCP-Protocol-Version value names a modern revision (sorts at or after 2026-07-28). */
+int mcp_modern_version(const char *v, size_t len);
+/*
+ * Classifies one parsed POST body: returns 0 when it belongs to the legacy
+ * era (the caller goes on as before), 1 when it was a modern request (served
+ * or refused here).
+ */
+int mcp_modern_route(mcp_ctx_t *ctx, h2o_req_t *req, const principal_t *p, json_t *body, h2o_iovec_t pv, int accepts_sse);
+/* Appends the fields every modern result carries (resultType, caching hints, serverInfo), comma-terminated. */
+void mcp_modern_result_head(const mcp_call_t *c, mcp_buf_t *b);
+/* The requestState sealing state for c's principal, method and params; malloc'd. */
+char *mcp_modern_state_seal(const mcp_call_t *c, json_t *state);
+
 /* ---- mcp_method.c ---- */
+extern const char mcp_instructions[];
 void mcp_dispatch(mcp_exchange_t *x, json_t *msg);
 /* Index of a log level name ("debug" .. "emergency"), -1 when unknown. */
 int mcp_log_level(const char *name);

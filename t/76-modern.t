@@ -1,0 +1,374 @@
+# The modern era (MCP 2026-07-28) beside the legacy one on /api/mcp, against
+# the test build: Claude Code's discover probe and what follows it, the
+# fields every modern result carries, the standard headers, and every bad
+# input the stateless path must refuse -- each with its status and JSON-RPC
+# code, nothing written, no session made, the workers still serving.  Also
+# multi round-trip requests (requestState sealed, bound and short-lived),
+# logging only on request, and the loopback aliases of the Origin check.
+use strict;
+use warnings;
+use Test::More;
+use JSON::PP ();
+use IO::Select;
+use IO::Socket::INET;
+use Digest::SHA qw(hmac_sha256);
+use MIME::Base64 qw(encode_base64url decode_base64url encode_base64);
+use Alyd;
+
+Alyd::watchdog(240);
+
+my $srv = Alyd->start(workers => 2, bin => $ENV{ALYD_TEST}, extra => ['rate_limit 100000/second burst=100000']);
+my $url = $srv->url('/api/mcp');
+
+sub ctl_ok {
+    my ($exit, $out, $err) = Alyd::run_cmd(Alyd::alyctl_bin(), '-c', $srv->conf, @_);
+    die "alyctl @_: $err" if $exit;
+    chomp $out;
+    return $out;
+}
+my $ws    = ctl_ok('workspace', 'create', 'Modern tests');
+my $ws2   = ctl_ok('workspace', 'create', 'Other');
+my $key   = ctl_ok('keys', 'create', '--workspace', $ws,  '--scopes', 'read:sites,write:sites');
+my $key2  = ctl_ok('keys', 'create', '--workspace', $ws2, '--scopes', 'read:sites,write:sites');
+my $MODERN = '2026-07-28';
+my $CAPS   = { elicitation => {}, roots => { listChanged => JSON::PP::true } };
+my $json   = JSON::PP->new->canonical;
+my $next_id = 1;
+
+sub j { my $v = Alyd::json_decode($_[0]); return $v // {} }
+
+# The Mcp-Name a modern request repeats from its body, if any.
+sub name_of {
+    my ($method, $params) = @_;
+    return $params->{name} if $method eq 'tools/call' || $method eq 'prompts/get';
+    return $params->{uri}  if $method eq 'resources/read';
+    return undef;
+}
+
+# modern($method, $params, %o) -> (status, headers, body, decoded).  Builds a
+# well-formed modern request; o{meta} replaces _meta (undef: none), o{headers}
+# replaces or removes (value undef) standard headers, o{raw} is the whole body.
+sub modern {
+    my ($method, $params, %o) = @_;
+    $params = { %{ $params // {} } };
+    my $meta = exists $o{meta} ? $o{meta}
+      : { 'io.modelcontextprotocol/protocolVersion' => $MODERN, 'io.modelcontextprotocol/clientCapabilities' => $o{caps} // $CAPS,
+          'io.modelcontextprotocol/clientInfo' => { name => 't', version => '1' }, %{ $o{meta_extra} // {} } };
+    $params->{_meta} = $meta if defined $meta;
+    my %h = ('MCP-Protocol-Version' => $MODERN, 'Mcp-Method' => $method);
+    my $n = name_of($method, $params);
+    $h{'Mcp-Name'} = $n if defined $n;
+    while (my ($k, $v) = each %{ $o{headers} // {} }) {
+        delete $h{$_} for grep { lc $_ eq lc $k } keys %h;
+        $h{$k} = $v if defined $v;
+    }
+    my $body = $o{raw} // $json->encode({ jsonrpc => '2.0', (exists $o{id} ? (defined $o{id} ? (id => $o{id}) : ()) : (id => $next_id++)),
+        method => $method, params => $params });
+    my @args = ('-X', 'POST', '-H', 'Content-Type: application/json', '-H', 'Accept: ' . ($o{accept} // 'application/json, text/event-stream'),
+        '-H', 'Authorization: Bearer ' . ($o{key} // $key));
+    push @args, '-H', "$_: $h{$_}" for sort keys %h;
+    push @args, map { ('-H', $_) } @{ $o{extra_headers} // [] };
+    my ($st, $hdr, $b) = Alyd::curl(@args, '--data-binary', $body, $url);
+    return ($st, $hdr, $b, response_of($b));
+}
+
+# The JSON-RPC response in a JSON or SSE body (the last message with an id).
+sub response_of {
+    my ($b) = @_;
+    return j($b) unless ($b // '') =~ /^(event|data|:)/m;
+    my @msgs = map { j($_) } $b =~ /^data: (.*)$/mg;
+    my ($r) = grep { exists $_->{id} } reverse @msgs;
+    return $r // {};
+}
+
+sub sse_messages { my ($b) = @_; return map { j($_) } ($b // '') =~ /^data: (.*)$/mg }
+
+sub site_count {
+    my (undef, undef, undef, $r) = modern('tools/call', { name => 'sites.list', arguments => {} });
+    return scalar @{ $r->{result}{structuredContent}{sites} // [] };
+}
+
+sub session_count {
+    my $stats = Alyd::json_decode(ctl_ok('--json', 'stats'));
+    return $stats->{environments}{store}{databases}{sessions} // 0;
+}
+
+my @pids = $srv->worker_pids;
+my $create = { name => 'sites.create', arguments => { name => 'Shop', domain => 'shop.example', currency => 'EUR' } };
+
+# A refused modern request: the status, the code, and the id echoed.
+sub refused {
+    my ($what, $status, $code, $method, $params, %o) = @_;
+    my ($st, $hdr, $b, $r) = modern($method, $params, id => "bad-$next_id", %o);
+    $next_id++;
+    is($st, $status, "$what: HTTP $status");
+    is($r->{error}{code}, $code, "$what: JSON-RPC error $code") or diag($b);
+    return $r;
+}
+
+# ---- Claude Code's probe, then a modern session-less conversation ----
+{
+    my ($st, $hdr, $b, $r) = modern('server/discover', {}, id => 'server-discover-probe-1',
+        meta => { 'io.modelcontextprotocol/protocolVersion' => $MODERN, 'io.modelcontextprotocol/clientCapabilities' => $CAPS });
+    is($st, 200, 'discover (Claude Code probe): 200');
+    is($r->{id}, 'server-discover-probe-1', 'discover: the probe id echoed');
+    my $d = $r->{result} // {};
+    is($d->{resultType}, 'complete', 'discover: resultType complete');
+    is_deeply($d->{supportedVersions}, [$MODERN], 'discover: supportedVersions');
+    ok(ref $d->{capabilities}{tools} eq 'HASH' && ref $d->{capabilities}{resources} eq 'HASH' && ref $d->{capabilities}{prompts} eq 'HASH',
+        'discover: tools, resources and prompts declared');
+    ok(!exists $d->{capabilities}{tools}{listChanged} && !exists $d->{capabilities}{resources}{subscribe},
+        'discover: no listChanged or subscribe (no subscriptions/listen)');
+    ok(defined $d->{ttlMs} && $d->{ttlMs} =~ /^\d+$/, 'discover: integer ttlMs');
+    like($d->{cacheScope} // '', qr/^(public|private)$/, 'discover: cacheScope');
+    is($d->{_meta}{'io.modelcontextprotocol/serverInfo'}{name}, 'alyd', 'discover: serverInfo in result _meta');
+    ok(!exists $d->{serverInfo} && !exists $d->{protocolVersion}, 'discover: nothing of initialize in the body');
+    ok(length($d->{instructions} // ''), 'discover: instructions');
+    ok(!defined Alyd::header_value($hdr, 'mcp-session-id'), 'discover: no session');
+
+    ($st, $hdr, $b, $r) = modern('tools/list', {});
+    is($st, 200, 'modern tools/list: 200');
+    is($r->{result}{resultType}, 'complete', 'tools/list: resultType');
+    is($r->{result}{cacheScope}, 'public', 'tools/list: the same for every credential, so public');
+    ok($r->{result}{ttlMs} > 0, 'tools/list: ttlMs');
+    ok((grep { $_->{name} eq 'sites.list' } @{ $r->{result}{tools} // [] }), 'tools/list: sites.list listed');
+
+    ($st, $hdr, $b, $r) = modern('tools/call', { name => 'sites.list', arguments => {} });
+    is($st, 200, 'modern tools/call sites.list: 200');
+    is($r->{result}{resultType}, 'complete', 'tools/call: resultType');
+    ok(!exists $r->{result}{ttlMs} && !exists $r->{result}{cacheScope}, 'tools/call: no caching hints');
+    is_deeply($r->{result}{structuredContent}{sites}, [], 'tools/call: no sites yet');
+    ok(!defined Alyd::header_value($hdr, 'mcp-session-id'), 'tools/call: no session');
+    # The second call is served from the result cache: it must be modern too.
+    ($st, $hdr, $b, $r) = modern('tools/call', { name => 'sites.list', arguments => {} });
+    is($r->{result}{resultType}, 'complete', 'a cached result still carries resultType on the modern path');
+
+    ($st, $hdr, $b, $r) = modern('resources/list', {});
+    is($r->{result}{cacheScope}, 'public', 'resources/list: public');
+    ($st, $hdr, $b, $r) = modern('resources/templates/list', {});
+    ok(defined $r->{result}{ttlMs}, 'resources/templates/list: ttlMs');
+    ($st, $hdr, $b, $r) = modern('prompts/list', {});
+    ok(defined $r->{result}{ttlMs}, 'prompts/list: ttlMs');
+}
+
+# ---- legacy replies stay as they were ----
+{
+    my @h = ('-X', 'POST', '-H', 'Content-Type: application/json', '-H', 'Accept: application/json, text/event-stream',
+        '-H', "Authorization: Bearer $key");
+    my ($st, $hdr, $b) = Alyd::curl(@h, '--data', $json->encode({ jsonrpc => '2.0', id => 1, method => 'initialize',
+        params => { protocolVersion => '2025-11-25', capabilities => {}, clientInfo => { name => 't', version => '1' } } }), $url);
+    my $sid = Alyd::header_value($hdr, 'mcp-session-id');
+    is(j($b)->{result}{protocolVersion}, '2025-11-25', 'legacy initialize still negotiates 2025-11-25');
+    unlike($b, qr/resultType|ttlMs|cacheScope/, 'legacy initialize: no modern fields');
+    ($st, $hdr, $b) = Alyd::curl(@h, '-H', "Mcp-Session-Id: $sid", '-H', 'MCP-Protocol-Version: 2025-11-25', '--data',
+        '{"jsonrpc":"2.0","id":2,"method":"tools/list"}', $url);
+    is($st, 200, 'legacy tools/list: 200');
+    unlike($b, qr/"resultType"|"ttlMs"|"cacheScope"|serverInfo/, 'legacy tools/list: byte-for-byte the legacy result');
+    ($st, $hdr, $b) = Alyd::curl(@h, '-H', "Mcp-Session-Id: $sid", '--data',
+        '{"jsonrpc":"2.0","id":3,"method":"resources/read","params":{"uri":"test://nope"}}', $url);
+    is(j($b)->{error}{code}, -32002, 'legacy: a missing resource is still -32002');
+    my (undef, undef, undef, $r) = modern('resources/read', { uri => 'test://nope' });
+    is($r->{error}{code}, -32602, 'modern: a missing resource is -32602');
+    is($r->{error}{data}{uri}, 'test://nope', 'modern: data.uri names it');
+
+    # The same handler on a legacy session: its question goes out as a real
+    # elicitation/create on the call's stream, and the answer posted back
+    # completes the call.
+    my $body = '{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"test_input_required_result_elicitation"}}';
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $srv->port, Proto => 'tcp') or die "connect: $!";
+    $s->syswrite("POST /api/mcp HTTP/1.1\r\nHost: 127.0.0.1:" . $srv->port . "\r\nContent-Type: application/json\r\n"
+        . "Accept: application/json, text/event-stream\r\nAuthorization: Bearer $key\r\nMcp-Session-Id: $sid\r\n"
+        . "Content-Length: " . length($body) . "\r\nConnection: close\r\n\r\n$body");
+    my $got = '';
+    my $sel = IO::Select->new($s);
+    my $read_until = sub {
+        my ($re) = @_;
+        my $deadline = time + 10 * $Alyd::SCALE;
+        while ($got !~ $re && time < $deadline) {
+            next unless $sel->can_read(1);
+            my $n = $s->sysread(my $chunk, 65536);
+            last if defined $n && $n == 0;
+            $got .= $chunk if $n;
+        }
+        return $got =~ $re;
+    };
+    ok($read_until->(qr/data: (\{[^\n]*"method":"elicitation\/create"[^\n]*\})/), 'legacy session: the handler asks with a real elicitation/create');
+    my ($q) = $got =~ /data: (\{[^\n]*"method":"elicitation\/create"[^\n]*\})/;
+    my $qid = j($q)->{id} // '';
+    ($st) = Alyd::curl(@h, '-H', "Mcp-Session-Id: $sid", '--data',
+        $json->encode({ jsonrpc => '2.0', id => $qid, result => { action => 'accept', content => { name => 'Ada' } } }), $url);
+    is($st, 202, 'legacy session: the answer is accepted');
+    ok($read_until->(qr/Hello, Ada!/), 'legacy session: the handler ran again with the answer and completed') or diag($got);
+    unlike($got, qr/input_required|requestState/, 'legacy session: nothing of the modern round trip on the wire');
+    close $s;
+}
+
+# ---- bad input on the modern path: right status and code, nothing written ----
+my $sessions_before = session_count();
+refused('_meta missing', 400, -32602, 'tools/call', $create, meta => undef);
+refused('_meta not an object', 400, -32602, 'tools/call', $create, meta => 'x');
+refused('protocolVersion not a string', 400, -32602, 'tools/call', $create,
+    meta => { 'io.modelcontextprotocol/protocolVersion' => 20260728, 'io.modelcontextprotocol/clientCapabilities' => {} });
+refused('clientCapabilities missing', 400, -32602, 'tools/call', $create,
+    meta => { 'io.modelcontextprotocol/protocolVersion' => $MODERN });
+refused('clientCapabilities not an object', 400, -32602, 'tools/call', $create,
+    meta => { 'io.modelcontextprotocol/protocolVersion' => $MODERN, 'io.modelcontextprotocol/clientCapabilities' => [] });
+refused('a modern header without _meta', 400, -32602, 'tools/list', {}, meta => undef);
+refused('MCP-Protocol-Version header differs from _meta', 400, -32020, 'tools/call', $create,
+    headers => { 'MCP-Protocol-Version' => '2025-11-25' });
+refused('MCP-Protocol-Version header missing', 400, -32020, 'tools/call', $create, headers => { 'MCP-Protocol-Version' => undef });
+my $r = refused('unsupported version v999.0.0', 400, -32022, 'tools/call', $create,
+    headers => { 'MCP-Protocol-Version' => 'v999.0.0' },
+    meta => { 'io.modelcontextprotocol/protocolVersion' => 'v999.0.0', 'io.modelcontextprotocol/clientCapabilities' => {} });
+is_deeply($r->{error}{data}, { supported => [$MODERN], requested => 'v999.0.0' }, 'v999.0.0: data.supported and data.requested');
+refused('a claim of 2025-11-25', 400, -32022, 'tools/list', {}, headers => { 'MCP-Protocol-Version' => '2025-11-25' },
+    meta => { 'io.modelcontextprotocol/protocolVersion' => '2025-11-25', 'io.modelcontextprotocol/clientCapabilities' => {} });
+refused('Mcp-Method missing', 400, -32020, 'tools/call', $create, headers => { 'Mcp-Method' => undef });
+refused('Mcp-Method differs from the body', 400, -32020, 'tools/call', $create, headers => { 'Mcp-Method' => 'tools/list' });
+refused('Mcp-Method in another case', 400, -32020, 'tools/list', {}, headers => { 'Mcp-Method' => 'TOOLS/LIST' });
+refused('Mcp-Name missing', 400, -32020, 'tools/call', $create, headers => { 'Mcp-Name' => undef });
+refused('Mcp-Name differs from params.name', 400, -32020, 'tools/call', $create, headers => { 'Mcp-Name' => 'sites.list' });
+refused('Mcp-Name with malformed Base64', 400, -32020, 'tools/call', $create, headers => { 'Mcp-Name' => '=?base64?c2l0ZXMu!!!Y3JlYXRl?=' });
+refused('Mcp-Name Base64 with bad padding', 400, -32020, 'tools/call', $create, headers => { 'Mcp-Name' => '=?base64?c2l0ZXMuY3JlYXRl=?=' });
+refused('Mcp-Name Base64 of another name', 400, -32020, 'tools/call', $create,
+    headers => { 'Mcp-Name' => '=?base64?' . encode_base64('sites.list', '') . '?=' });
+refused('initialize that claims modern', 404, -32601, 'initialize',
+    { protocolVersion => '2025-11-25', capabilities => {}, clientInfo => { name => 't', version => '1' } });
+refused('initialize under a modern header', 400, -32020, 'initialize',
+    { protocolVersion => '2025-11-25', capabilities => {}, clientInfo => { name => 't', version => '1' } }, meta => undef);
+for my $m ('ping', 'logging/setLevel', 'resources/subscribe', 'resources/unsubscribe', 'subscriptions/listen', 'unknown/method') {
+    my $r = refused("$m on the modern path", 404, -32601, $m, { level => 'info', uri => 'test://static-text' });
+    like($r->{id} // '', qr/^bad-/, "$m: the id echoed");
+}
+{
+    my $one = { jsonrpc => '2.0', id => 1, method => 'tools/call', params => { %$create, _meta => {
+        'io.modelcontextprotocol/protocolVersion' => $MODERN, 'io.modelcontextprotocol/clientCapabilities' => {} } } };
+    my ($st, undef, $b, $rr) = modern('tools/call', $create, raw => $json->encode([$one]),
+        headers => { 'MCP-Protocol-Version' => '2025-03-26' });
+    is($st, 400, 'a modern claim in a batch: 400');
+    is($rr->{error}{code}, -32600, 'a modern claim in a batch: -32600');
+}
+refused('inputResponses not an object', 200, -32602, 'tools/call',
+    { name => 'test_input_required_result_elicitation', inputResponses => 'x' });
+refused('an inputResponses value of the wrong type', 200, -32602, 'tools/call',
+    { name => 'test_input_required_result_elicitation', inputResponses => { user_name => 12345 } });
+refused('an undeclared capability', 400, -32021, 'tools/call', { name => 'test_missing_capability' }, caps => {});
+is(site_count(), 0, 'no bad request wrote anything');
+is(session_count(), $sessions_before, 'the modern path made no session');
+is_deeply([sort $srv->worker_pids], [sort @pids], 'the workers that served the bad input are the ones still serving');
+
+# ---- headers: case, padding, the Base64 form ----
+{
+    my ($st, undef, $b, $r) = modern('tools/call', $create, headers => { 'mcp-name' => '  sites.create  ', 'MCP-METHOD' => 'tools/call' });
+    is($st, 200, 'header names in any case, values with spaces around: accepted');
+    is($r->{result}{structuredContent}{name}, 'Shop', 'the write went through') or diag($b);
+    ($st, undef, $b, $r) = modern('tools/call', { name => 'sites.list', arguments => {} },
+        headers => { 'Mcp-Name' => '=?base64?' . encode_base64('sites.list', '') . '?=' });
+    is($st, 200, 'Mcp-Name in the =?base64?...?= form: accepted');
+    is(scalar @{ $r->{result}{structuredContent}{sites} // [] }, 1, 'and answered');
+    ($st, undef, $b, $r) = modern('tools/call', { name => '=?base64?', arguments => {} }, headers => { 'Mcp-Name' => '=?base64?' });
+    is($r->{error}{code}, -32602, 'a value lacking the closing marker is literal (then the tool is unknown)');
+    ($st) = modern('notifications/cancelled', { requestId => 1 }, id => undef);
+    is($st, 202, 'a modern notification: 202');
+    ($st, undef, $b, $r) = modern('tools/call', { name => 'sites.list', arguments => {} },
+        extra_headers => ['Mcp-Session-Id: mcp_doesnotexist']);
+    is($st, 200, 'a modern request ignores Mcp-Session-Id');
+}
+
+# ---- logging only when _meta asks ----
+{
+    my ($st, undef, $b) = modern('tools/call', { name => 'test_logging_tool' });
+    ok(!(grep { ($_->{method} // '') eq 'notifications/message' } sse_messages($b)), 'no logLevel: no log messages') or diag($b);
+    ($st, undef, $b) = modern('tools/call', { name => 'test_logging_tool' }, meta_extra => { 'io.modelcontextprotocol/logLevel' => 'info' });
+    ok((grep { ($_->{method} // '') eq 'notifications/message' } sse_messages($b)), 'logLevel info: the info message comes') or diag($b);
+    ($st, undef, $b) = modern('tools/call', { name => 'test_logging_tool' }, meta_extra => { 'io.modelcontextprotocol/logLevel' => 'error' });
+    ok(!(grep { ($_->{method} // '') eq 'notifications/message' } sse_messages($b)), 'logLevel error: no info message');
+    refused('an unknown logLevel', 400, -32602, 'tools/call', { name => 'test_logging_tool' },
+        meta_extra => { 'io.modelcontextprotocol/logLevel' => 'loud' });
+}
+
+# ---- multi round-trip requests and requestState ----
+sub state_key {
+    open my $f, '<:raw', $srv->data_dir . '/pepper' or die "pepper: $!";
+    local $/;
+    my $pepper = <$f>;
+    return hmac_sha256('aly-mcp-request-state-v1', $pepper);
+}
+
+# A requestState sealed with the server's key around a payload we choose: only the field under test is wrong.
+sub forge {
+    my (%p) = @_;
+    my $body = 'v1.' . encode_base64url($json->encode(\%p));
+    return $body . '.' . encode_base64url(hmac_sha256($body, state_key()));
+}
+
+{
+    my $tool = { name => 'test_input_required_result_tampered_state', arguments => {} };
+    my ($st, undef, $b, $r) = modern('tools/call', $tool);
+    is($r->{result}{resultType}, 'input_required', 'round 1: input_required');
+    ok(!exists $r->{result}{ttlMs}, 'input_required carries no caching hints');
+    my $state = $r->{result}{requestState} // '';
+    like($state, qr/^v1\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/, 'requestState: v1.payload.mac');
+    my $answers = { confirm => { action => 'accept', content => { ok => JSON::PP::true } } };
+    (undef, undef, $b, $r) = modern('tools/call', { %$tool, inputResponses => $answers, requestState => $state });
+    is($r->{result}{resultType}, 'complete', 'the echoed state completes');
+    like($r->{result}{content}[0]{text} // '', qr/integrity-ok/, 'the handler saw its state');
+    (undef, undef, $b, $r) = modern('tools/call', { %$tool, inputResponses => { %$answers, unknown_extra => { action => 'accept' } },
+        requestState => $state });
+    is($r->{result}{resultType}, 'complete', 'unknown inputResponses keys are ignored');
+
+    my $payload = j(decode_base64url((split /\./, $state)[1]));
+    my %bad = (
+        'truncated'          => substr($state, 0, length($state) - 5),
+        'altered'            => $state . '-TAMPERED',
+        'payload swapped'    => do { my @p = split /\./, $state; $p[1] = encode_base64url($json->encode({ %$payload, s => { kind => 'x' } })); join '.', @p },
+        'expired'            => forge(%$payload, e => 1000),
+        'too far ahead'      => forge(%$payload, e => $payload->{e} + 3600_000),
+        'another method'     => forge(%$payload, m => 'prompts/get'),
+        'other params'       => forge(%$payload, d => '0' x 64),
+        'not a string'       => 42,
+    );
+    for my $what (sort keys %bad) {
+        refused("requestState $what", 200, -32602, 'tools/call', { %$tool, inputResponses => $answers, requestState => $bad{$what} });
+    }
+    refused('requestState replayed by another key', 200, -32602, 'tools/call',
+        { %$tool, inputResponses => $answers, requestState => $state }, key => $key2);
+    (undef, undef, $b, $r) = modern('tools/call', { %$tool, inputResponses => $answers, requestState => forge(%$payload) });
+    is($r->{result}{resultType}, 'complete', 'the forgery helper seals as the server does (so each refusal above is its one field)');
+
+    # Several rounds, a new state each time.
+    my $mr = { name => 'test_input_required_result_multi_round', arguments => {} };
+    (undef, undef, $b, $r) = modern('tools/call', $mr);
+    my $s1 = $r->{result}{requestState};
+    (undef, undef, $b, $r) = modern('tools/call', { %$mr, requestState => $s1,
+        inputResponses => { step1 => { action => 'accept', content => { name => 'Ada' } } } });
+    is($r->{result}{resultType}, 'input_required', 'multi-round: round 2 asks again');
+    isnt($r->{result}{requestState}, $s1, 'multi-round: with a new state');
+    (undef, undef, $b, $r) = modern('tools/call', { %$mr, requestState => $r->{result}{requestState},
+        inputResponses => { step2 => { action => 'accept', content => { color => 'green' } } } });
+    like($r->{result}{content}[0]{text} // '', qr/Ada who likes green/, 'multi-round: complete with both answers');
+
+    # Ask only for what the request declared.
+    (undef, undef, $b, $r) = modern('tools/call', { name => 'test_input_required_result_capabilities', arguments => {} },
+        caps => { sampling => {} });
+    is_deeply([sort keys %{ $r->{result}{inputRequests} // {} }], ['sample_input'], 'only the declared kind is asked for');
+    (undef, undef, $b, $r) = modern('prompts/get', { name => 'test_input_required_result_prompt' });
+    is($r->{result}{resultType}, 'input_required', 'prompts/get may answer input_required');
+    ok($r->{result}{inputRequests}{user_context}, 'prompts/get: asks for user_context');
+}
+
+# ---- the Origin check accepts the loopback aliases of a loopback public_url ----
+{
+    my $port = $srv->port;
+    my %want = ("http://localhost:$port" => 200, "http://127.0.0.1:$port" => 200, "http://[::1]:$port" => 200,
+        "http://evil.example.com" => 403, "http://localhost:1" => 403, "https://localhost:$port" => 403,
+        "http://localhost.evil.example.com:$port" => 403);
+    for my $o (sort keys %want) {
+        my ($st) = modern('server/discover', {}, extra_headers => ["Origin: $o"]);
+        is($st, $want{$o}, "Origin $o: $want{$o}");
+    }
+}
+
+is_deeply([sort $srv->worker_pids], [sort @pids], 'the same workers serve at the end');
+$srv->stop;
+done_testing;
