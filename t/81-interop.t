@@ -2,6 +2,11 @@
 # key in the Authorization header:
 #   - the official TypeScript SDK client (StreamableHTTPClientTransport):
 #     connect, list tools, call tools, terminate the session;
+#   - the official TypeScript SDK v2 client (@modelcontextprotocol/client) in
+#     the modern era (pinned to 2026-07-28: discover, list, call, a question
+#     answered through input_required), in auto mode (it probes and stays
+#     modern) and in its default legacy mode (initialize, a session, the same
+#     question as a real elicitation/create);
 #   - mcp-remote, the stdio bridge Claude Desktop uses for remote servers:
 #     initialize, tools/list, tools/call through it.
 use strict;
@@ -19,7 +24,8 @@ Alyd::watchdog(300);
 my $nodedir = $ENV{ALY_NODE_DIR} // '';
 my $node = "$nodedir/node_modules/node/bin/node";
 plan skip_all => "the Node clients are not installed in ALY_NODE_DIR ($nodedir): run scripts/install-node"
-  unless -x $node && -d "$nodedir/node_modules/\@modelcontextprotocol/sdk" && -d "$nodedir/node_modules/mcp-remote";
+  unless -x $node && -d "$nodedir/node_modules/\@modelcontextprotocol/sdk" && -d "$nodedir/node_modules/mcp-remote"
+  && -d "$nodedir/node_modules/\@modelcontextprotocol/client";
 
 my $srv = Alyd->start(workers => 2, tls => 1, bin => $ENV{ALYD_TEST});
 my ($exit, $ws) = Alyd::run_cmd(Alyd::alyctl_bin(), '-c', $srv->conf, 'workspace', 'create', 'Interop');
@@ -30,7 +36,9 @@ chomp $key;
 like($key, qr/^aly_/, 'minted a key');
 
 # The client script must sit beside node_modules for ESM resolution.
-system('cp', Alyd::srcdir() . '/t/interop/sdk-client.mjs', "$nodedir/sdk-client.mjs") == 0 or die "cp: $!";
+for my $f ('sdk-client.mjs', 'sdk2-client.mjs') {
+    system('cp', Alyd::srcdir() . "/t/interop/$f", "$nodedir/$f") == 0 or die "cp: $!";
+}
 my $home = tempdir('alyd-interop-XXXXXX', TMPDIR => 1, CLEANUP => 1);
 my %nodeenv = (HOME => $home, NODE_EXTRA_CA_CERTS => $srv->cert, MCP_REMOTE_CONFIG_DIR => "$home/mcp-auth");
 
@@ -51,6 +59,36 @@ for my $t (['cleartext', $srv->url('/api/mcp')], ['TLS', $srv->tls_url('/api/mcp
     is($r->{results}[1]{structuredContent}{workspace}, $ws, "SDK client over $name: structuredContent accepted by the SDK");
     ok($r->{results}[2]{isError}, "SDK client over $name: a schema violation comes back as isError");
     ok($r->{terminated}, "SDK client over $name: terminated the session (DELETE)");
+}
+
+for my $t (['cleartext', $srv->url('/api/mcp')], ['TLS', $srv->tls_url('/api/mcp')]) {
+    my ($name, $url) = @$t;
+    my $script = JSON::PP->new->encode({ calls => [
+        { name => 'test_simple_text' },
+        { name => 'aly_test_scoped', arguments => { count => 2 } },
+        { name => 'test_input_required_result_elicitation' },
+    ] });
+    for my $mode ('modern', 'auto', 'legacy') {
+        my $what = "SDK v2 client ($mode) over $name";
+        my ($e, $out, $err) = Alyd::run_cmd('env', map({ "$_=$nodeenv{$_}" } keys %nodeenv), $node, "$nodedir/sdk2-client.mjs",
+            $url, $key, $mode, $script);
+        my $r = Alyd::json_decode((split /\n/, $out)[-1] // '') // {};
+        is($e, 0, "$what: ran cleanly") or diag("$out\n$err");
+        is($r->{serverInfo}{name}, 'alyd', "$what: reached alyd");
+        if ($mode eq 'legacy') {
+            is($r->{protocolVersion}, '2025-11-25', "$what: negotiated 2025-11-25 through initialize");
+            like($r->{sessionId} // '', qr/^mcp_/, "$what: got a session");
+        } else {
+            is($r->{protocolVersion}, '2026-07-28', "$what: speaks 2026-07-28");
+            ok(!defined $r->{sessionId}, "$what: no session");
+            is_deeply($r->{discover}{supportedVersions}, ['2026-07-28'], "$what: discover accepted by the SDK");
+        }
+        ok((grep { $_ eq 'aly_test_scoped' } @{ $r->{tools} // [] }), "$what: listed the tools");
+        is($r->{results}[0]{content}[0]{text}, 'This is a simple text response for testing.', "$what: called a tool");
+        is($r->{results}[1]{structuredContent}{workspace}, $ws, "$what: structuredContent accepted by the SDK");
+        is($r->{results}[2]{content}[0]{text}, 'Hello, Ada!', "$what: a question to the user answered and the call completed");
+        is($r->{elicited}, 1, "$what: the client's elicitation handler was asked once");
+    }
 }
 
 # mcp-remote over stdio: one JSON-RPC message per line.
