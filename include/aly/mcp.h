@@ -10,11 +10,18 @@
  * stream that ends after the last response.  Sessions live in the durable
  * store, so any worker serves any session.
  *
+ * Two protocol eras share the endpoint: the legacy one (initialize,
+ * sessions, GET/DELETE, 2025-03-26 batches) and the modern one (2026-07-28:
+ * every request carries its own _meta, no session); mcp_modern.c decides per
+ * POST.
+ *
  * Files: mcp_http.c (the HTTP front: Origin/Host guard, GET/DELETE/POST),
  * mcp_exchange.c (one POST's lifetime and output, the call API of
  * aly/handler.h), mcp_method.c (JSON-RPC checks, the method table,
- * cancellation), mcp_session.c (session records), mcp_client.c (requests to
- * the client and their hand-over between workers).
+ * cancellation), mcp_modern.c (the modern era's classification, checks,
+ * discover and requestState), mcp_session.c (session records), mcp_client.c
+ * (requests to the client and their hand-over between workers; input_required
+ * in both eras).
  */
 #ifndef ALY_MCP_H
 #define ALY_MCP_H
