@@ -353,8 +353,8 @@ void mcp_call_error(mcp_call_t *call, int code, const char *message, json_t *dat
     mcp_exchange_t *x = call->x;
     if (x->modern && code == RPC_RESOURCE_NOT_FOUND)
         code = RPC_INVALID_PARAMS; /* -32002 is legacy-only; data.uri still names the resource */
-    if (code == RPC_MISSING_CAPABILITY && x->out != OUT_SSE)
-        x->status = 400;
+    if (code == RPC_MISSING_CAPABILITY && x->modern && x->out != OUT_SSE)
+        x->status = 400; /* the modern era's rule; no legacy method asks for a capability */
     if (code == RPC_INSUFFICIENT_SCOPE && !x->batch && x->out != OUT_SSE) {
         /* A missing scope is an HTTP 403 carrying the insufficient_scope challenge, not a 200. */
         json_t *rs = json_object_get(data, "required_scope");
