@@ -187,7 +187,8 @@ void mcp_client_reply(mcp_exchange_t *x, json_t *msg)
     aly_err_t err;
     if (text != NULL && store_begin(x->ctx->store, STORE_WRITE | STORE_VOLATILE, &t, &err) == 0) {
         if (store_get(&t, VDB_REPLIES, pk, (size_t)pl, &v, &err) == 0 && v.len == strlen(x->principal.id) &&
-            memcmp(v.data, x->principal.id, v.len) == 0 && store_put(&t, VDB_REPLIES, rk, (size_t)rl, text, strlen(text), 0, &err) == 0)
+            memcmp(v.data, x->principal.id, v.len) == 0 &&
+            store_put(&t, VDB_REPLIES, rk, (size_t)rl, text, strlen(text), 0, &err) == 0)
             store_commit(&t, &err);
         else
             store_abort(&t);
@@ -280,7 +281,8 @@ static int ask_next(mcp_call_t *call)
         abort();
     if (method != NULL && mcp_call_request(call, method, params != NULL ? json_incref(params) : json_object(), asked) == 0)
         return 0;
-    mcp_call_result(call, mcp_text_result("this needs your input: use a client that accepts text/event-stream, so it can be asked", 1));
+    mcp_call_result(call,
+                    mcp_text_result("this needs your input: use a client that accepts text/event-stream, so it can be asked", 1));
     return 1;
 }
 

@@ -167,8 +167,11 @@ static void send_json_answer(mcp_exchange_t *x)
     add_session_header(x);
     if (x->scope_needed != 0)
         gate_scope_challenge(x->ctx->gate, req, x->principal.scopes, x->scope_needed);
-    http_send_json(req, x->status, x->status == 200 ? "OK" : x->status == 400 ? "Bad Request" : "Forbidden", x->answer.data,
-                   x->answer.len);
+    http_send_json(req, x->status,
+                   x->status == 200   ? "OK"
+                   : x->status == 400 ? "Bad Request"
+                                      : "Forbidden",
+                   x->answer.data, x->answer.len);
 }
 
 void mcp_exchange_maybe_finish(mcp_exchange_t *x)

@@ -83,8 +83,8 @@ static void do_discover(mcp_call_t *call, json_t *params)
 void mcp_modern_result_head(const mcp_call_t *c, mcp_buf_t *b)
 {
     static const char complete[] = "\"resultType\":\"complete\"", input[] = "\"resultType\":\"input_required\"";
-    static const char info[] = ",\"_meta\":{\"io.modelcontextprotocol/serverInfo\":{\"name\":\"alyd\",\"version\":\"" PACKAGE_VERSION
-                               "\"}}";
+    static const char info[] =
+        ",\"_meta\":{\"io.modelcontextprotocol/serverInfo\":{\"name\":\"alyd\",\"version\":\"" PACKAGE_VERSION "\"}}";
     if (c->input_required) {
         mcp_buf_append(b, input, sizeof(input) - 1);
     } else {
@@ -234,7 +234,8 @@ static int state_key_load(const aly_config_t *cfg)
     close(fd);
     static const char label[] = "aly-mcp-request-state-v1";
     unsigned int outl = 0;
-    int ok = n >= 32 && HMAC(EVP_sha256(), pepper, (int)n, (const unsigned char *)label, sizeof(label) - 1, state_key, &outl) != NULL;
+    int ok = n >= 32 &&
+             HMAC(EVP_sha256(), pepper, (int)n, (const unsigned char *)label, sizeof(label) - 1, state_key, &outl) != NULL;
     OPENSSL_cleanse(pepper, sizeof(pepper));
     if (!ok)
         return -1;
@@ -280,8 +281,8 @@ char *mcp_modern_state_seal(const mcp_call_t *c, json_t *state)
     }
     char digest[65];
     params_digest(c->params, digest);
-    json_t *payload = json_pack("{s:s, s:s, s:s, s:I, s:O}", "p", c->x->principal.id, "m", c->method ? c->method : "", "d",
-                                digest, "e", (json_int_t)(aly_wall_ms() + STATE_TTL_MS), "s", state ? state : json_null());
+    json_t *payload = json_pack("{s:s, s:s, s:s, s:I, s:O}", "p", c->x->principal.id, "m", c->method ? c->method : "", "d", digest,
+                                "e", (json_int_t)(aly_wall_ms() + STATE_TTL_MS), "s", state ? state : json_null());
     char *text = payload ? json_dumps(payload, JSON_COMPACT) : NULL;
     json_decref(payload);
     if (text == NULL)
@@ -301,8 +302,7 @@ char *mcp_modern_state_seal(const mcp_call_t *c, json_t *state)
 }
 
 /* The handler's state from a requestState sealed for this principal, method and params; NULL with *why otherwise. */
-static json_t *state_open(mcp_ctx_t *ctx, const principal_t *p, const char *method, json_t *params, json_t *token,
-                          const char **why)
+static json_t *state_open(mcp_ctx_t *ctx, const principal_t *p, const char *method, json_t *params, json_t *token, const char **why)
 {
     const char *t = json_string_value(token);
     size_t tl = json_string_length(token);
@@ -409,8 +409,7 @@ static int serve_modern(mcp_ctx_t *ctx, h2o_req_t *req, const principal_t *p, js
     }
     if (m->name_from != NAME_NONE) {
         json_t *name = json_object_get(params, m->name_from == NAME_FROM_URI ? "uri" : "name");
-        if (json_is_string(name) &&
-            header_matches(req, "mcp-name", json_string_value(name), json_string_length(name), &why) != 0) {
+        if (json_is_string(name) && header_matches(req, "mcp-name", json_string_value(name), json_string_length(name), &why) != 0) {
             mismatch(req, id, "Mcp-Name", why);
             return 1;
         }
@@ -426,9 +425,11 @@ static int serve_modern(mcp_ctx_t *ctx, h2o_req_t *req, const principal_t *p, js
         const char *k;
         json_t *v;
         int ok = json_is_object(inputs);
-        json_object_foreach(inputs, k, v) ok = ok && json_is_object(v);
+        json_object_foreach(inputs, k, v)
+            ok = ok && json_is_object(v);
         if (!ok) {
-            refuse(req, 200, id, RPC_INVALID_PARAMS, "inputResponses must be an object of results, one per inputRequests key", NULL);
+            refuse(req, 200, id, RPC_INVALID_PARAMS, "inputResponses must be an object of results, one per inputRequests key",
+                   NULL);
             return 1;
         }
     }
@@ -464,11 +465,12 @@ int mcp_modern_route(mcp_ctx_t *ctx, h2o_req_t *req, const principal_t *p, json_
     if (json_is_array(body)) {
         size_t i;
         json_t *m;
-        json_array_foreach(body, i, m) if (claim_of(m) != NULL || header_modern)
-        {
-            refuse(req, 400, NULL, RPC_INVALID_REQUEST, "a batch belongs to protocol 2025-03-26: send a modern request on its own", NULL);
-            return 1;
-        }
+        json_array_foreach(body, i, m)
+            if (claim_of(m) != NULL || header_modern) {
+                refuse(req, 400, NULL, RPC_INVALID_REQUEST,
+                       "a batch belongs to protocol 2025-03-26: send a modern request on its own", NULL);
+                return 1;
+            }
         return 0;
     }
     const char *method = json_string_value(json_object_get(body, "method"));

@@ -69,13 +69,13 @@ struct mcp_call {
     int cancelled;
     h2o_linklist_t link; /* pending calls, for notifications/cancelled */
     /* Multi round-trip requests (aly/handler.h). */
-    const char *method;  /* modern: the method, bound into requestState */
-    json_t *params;      /* the request's params (digest for requestState; rerun on legacy sessions) */
-    int cache_scope;     /* modern results: 0 no caching hints, else MCP_CACHE_* */
-    int input_required;  /* the result is an input_required one */
-    json_t *inputs;      /* the client's answers, by key */
-    json_t *state;       /* the verified state of the previous round */
-    json_t *asking;      /* legacy: questions still to send, by key */
+    const char *method; /* modern: the method, bound into requestState */
+    json_t *params;     /* the request's params (digest for requestState; rerun on legacy sessions) */
+    int cache_scope;    /* modern results: 0 no caching hints, else MCP_CACHE_* */
+    int input_required; /* the result is an input_required one */
+    json_t *inputs;     /* the client's answers, by key */
+    json_t *state;      /* the verified state of the previous round */
+    json_t *asking;     /* legacy: questions still to send, by key */
     char *asking_key;
     unsigned rounds;
     /* legacy: runs the method again with the answers (the registry re-checks and re-enters the handler) */

@@ -18,9 +18,9 @@
 #define RPC_RESOURCE_NOT_FOUND (-32002)
 
 /* MCP 2026-07-28: HTTP 400 refusals of a modern request before it reaches a method. */
-#define RPC_HEADER_MISMATCH (-32020)          /* a standard header is missing or disagrees with the body */
-#define RPC_MISSING_CAPABILITY (-32021)       /* data.requiredCapabilities: what the request did not declare */
-#define RPC_UNSUPPORTED_VERSION (-32022)      /* data.supported, data.requested */
+#define RPC_HEADER_MISMATCH (-32020)     /* a standard header is missing or disagrees with the body */
+#define RPC_MISSING_CAPABILITY (-32021)  /* data.requiredCapabilities: what the request did not declare */
+#define RPC_UNSUPPORTED_VERSION (-32022) /* data.supported, data.requested */
 
 /* alyd: the HTTP refusals also carry a JSON-RPC error body. */
 #define RPC_UNAUTHORIZED (-32001)       /* 401: no or bad credential */
