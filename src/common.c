@@ -10,14 +10,21 @@
 #include <stdio.h>
 #include <time.h>
 
+static void verrf(aly_err_t *err, int refused, const char *fmt, va_list ap) __attribute__((format(printf, 3, 0)));
+
+static void verrf(aly_err_t *err, int refused, const char *fmt, va_list ap)
+{
+    vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+    err->refused = refused;
+}
+
 int aly_errf(aly_err_t *err, const char *fmt, ...)
 {
     if (err != NULL) {
         va_list ap;
         va_start(ap, fmt);
-        vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+        verrf(err, 0, fmt, ap);
         va_end(ap);
-        err->refused = 0;
     }
     return -1;
 }
@@ -27,9 +34,8 @@ int aly_refusef(aly_err_t *err, const char *fmt, ...)
     if (err != NULL) {
         va_list ap;
         va_start(ap, fmt);
-        vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+        verrf(err, 1, fmt, ap);
         va_end(ap);
-        err->refused = 1;
     }
     return -1;
 }

@@ -319,26 +319,28 @@ void ratelimit_address(const struct sockaddr *sa, ratelimit_addr_t *out)
     out->len = 3 + n;
 }
 
-int ratelimit_address_check(ratelimit_t *rl, const ratelimit_addr_t *a, const aly_rate_t *rate, uint64_t now_ns,
+/* An address decision; a peer with no address (a Unix socket) gets a fresh budget every time. */
+static int address_decision(ratelimit_t *rl, const ratelimit_addr_t *a, const aly_rate_t *rate, uint64_t now_ns, int charge,
                             ratelimit_decision_t *d, aly_err_t *err)
 {
     if (a->len == 0) {
         uint64_t tat = 0;
-        ratelimit_gcra(&tat, rate, now_ns, 0, d);
+        ratelimit_gcra(&tat, rate, now_ns, charge, d);
         return 0;
     }
-    return decide(rl, ADDRESSES, a->key, a->len, rate, now_ns, 0, d, err);
+    return decide(rl, ADDRESSES, a->key, a->len, rate, now_ns, charge, d, err);
+}
+
+int ratelimit_address_check(ratelimit_t *rl, const ratelimit_addr_t *a, const aly_rate_t *rate, uint64_t now_ns,
+                            ratelimit_decision_t *d, aly_err_t *err)
+{
+    return address_decision(rl, a, rate, now_ns, 0, d, err);
 }
 
 int ratelimit_address_failure(ratelimit_t *rl, const ratelimit_addr_t *a, const aly_rate_t *rate, uint64_t now_ns,
                               ratelimit_decision_t *d, aly_err_t *err)
 {
-    if (a->len == 0) {
-        uint64_t tat = 0;
-        ratelimit_gcra(&tat, rate, now_ns, 1, d);
-        return 0;
-    }
-    return decide(rl, ADDRESSES, a->key, a->len, rate, now_ns, 1, d, err);
+    return address_decision(rl, a, rate, now_ns, 1, d, err);
 }
 
 /* ---- inspection and headers ---- */
