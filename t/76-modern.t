@@ -155,8 +155,10 @@ sub refused {
 {
     my @h = ('-X', 'POST', '-H', 'Content-Type: application/json', '-H', 'Accept: application/json, text/event-stream',
         '-H', "Authorization: Bearer $key");
+    # The session declares elicitation: a legacy handler asks only a client that said it can answer.
     my ($st, $hdr, $b) = Alyd::curl(@h, '--data', $json->encode({ jsonrpc => '2.0', id => 1, method => 'initialize',
-        params => { protocolVersion => '2025-11-25', capabilities => {}, clientInfo => { name => 't', version => '1' } } }), $url);
+        params => { protocolVersion => '2025-11-25', capabilities => { elicitation => {} },
+        clientInfo => { name => 't', version => '1' } } }), $url);
     my $sid = Alyd::header_value($hdr, 'mcp-session-id');
     is(j($b)->{result}{protocolVersion}, '2025-11-25', 'legacy initialize still negotiates 2025-11-25');
     unlike($b, qr/resultType|ttlMs|cacheScope/, 'legacy initialize: no modern fields');
