@@ -315,8 +315,12 @@ sub forge {
     (undef, undef, $b, $r) = modern('tools/call', { %$tool, inputResponses => $answers, requestState => $state });
     is($r->{result}{resultType}, 'complete', 'the echoed state completes');
     like($r->{result}{content}[0]{text} // '', qr/integrity-ok/, 'the handler saw its state');
+    my $used = refused('requestState used a second time', 200, -32602, 'tools/call',
+        { %$tool, inputResponses => $answers, requestState => $state });
+    like($used->{error}{message} // '', qr/already used/, 'a used requestState: says so');
+    my $fresh = (modern('tools/call', $tool))[3]{result}{requestState};
     (undef, undef, $b, $r) = modern('tools/call', { %$tool, inputResponses => { %$answers, unknown_extra => { action => 'accept' } },
-        requestState => $state });
+        requestState => $fresh });
     is($r->{result}{resultType}, 'complete', 'unknown inputResponses keys are ignored');
 
     my $payload = j(decode_base64url((split /\./, $state)[1]));

@@ -107,10 +107,12 @@ for my $s ($north, $south) {
     is_deeply([sort { $a->{title} cmp $b->{title} } @{ $prop->{oneOf} // [] }],
         [{ const => $north, title => 'North Shop' }, { const => $south, title => 'South Shop' }], 'a titled enum of the sites');
     is_deeply($ask->{params}{requestedSchema}{required}, ['site_id'], 'the answer must name one');
-    my $state = $r->{requestState};
     my $before = sites_of($key{many});
+    # Each answer goes with a state of its own round: a requestState answers once.
+    my $state;
     my $answer = sub {
         my ($content, $action) = @_;
+        $state = tool($key{many}, 'products.create', $create)->{requestState};
         return modern($key{many}, { name => 'products.create', arguments => $create, requestState => $state,
             inputResponses => { site => { action => $action // 'accept', $content ? (content => $content) : () } } });
     };
@@ -133,13 +135,19 @@ for my $s ($north, $south) {
     my $after = sites_of($key{many});
     is($after->{$south}{product_count}, $before->{$south}{product_count} + 1, 'the product went into the chosen site');
     is($after->{$north}{product_count}, $before->{$north}{product_count}, 'and not into the other');
+    # Replayed naming North, where the sku is still free: only the single use keeps it from writing.
+    $r = modern($key{many}, { name => 'products.create', arguments => $create, requestState => $state,
+        inputResponses => { site => { action => 'accept', content => { site_id => $north } } } });
+    is($r->{code}, -32602, 'the same requestState again: refused (-32602)') or diag($json->encode($r));
+    like($r->{message} // '', qr/already used/, 'it says the state was used');
+    is_deeply(sites_of($key{many}), $after, 'the replay wrote nothing');
 
     # Reads: an answer steers the result, so the cache neither keeps nor serves it.
     my $list = tool($key{many}, 'products.list', {});
     is($list->{resultType}, 'input_required', 'products.list: asks too');
     my %got;
     for my $s ($north, $south, $north) {
-        $r = modern($key{many}, { name => 'products.list', arguments => {}, requestState => $list->{requestState},
+        $r = modern($key{many}, { name => 'products.list', arguments => {}, requestState => tool($key{many}, 'products.list', {})->{requestState},
             inputResponses => { site => { action => 'accept', content => { site_id => $s } } } });
         is($r->{structuredContent}{site_id}, $s, "products.list answered with $s: that site's products (no cached answer served)");
         ok(!grep({ $_->{site_id} ne $s } @{ $r->{structuredContent}{products} // [] }), 'only its products');
