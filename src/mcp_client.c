@@ -243,7 +243,18 @@ json_t *mcp_call_state(const mcp_call_t *call)
 
 int mcp_call_client_can(const mcp_call_t *call, const char *capability)
 {
-    return !call->x->modern || json_object_get(call->x->client_caps, capability) != NULL;
+    if (call->x->modern)
+        return json_object_get(call->x->client_caps, capability) != NULL;
+    unsigned bit = strcmp(capability, "elicitation") == 0 ? MCP_CAP_ELICITATION
+                   : strcmp(capability, "sampling") == 0  ? MCP_CAP_SAMPLING
+                   : strcmp(capability, "roots") == 0     ? MCP_CAP_ROOTS
+                                                          : 0;
+    return call->x->has_session && (call->x->session.client_caps & bit) != 0;
+}
+
+int mcp_call_answering(const mcp_call_t *call)
+{
+    return call->inputs != NULL || call->state != NULL;
 }
 
 /* Asks the next question, or runs the method again once all are answered; 1 when that completed the call. */

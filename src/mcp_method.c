@@ -39,8 +39,13 @@ static void do_initialize(mcp_call_t *call, json_t *params)
     for (size_t i = 0; i < mcp_protocol_count; i++)
         if (strcmp(mcp_protocol_versions[i], asked) == 0)
             pi = (int)i;
+    /* Remembered so a tool can tell whether asking the client (elicitation/create, ...) can work on this session. */
+    json_t *declared = json_object_get(params, "capabilities");
+    unsigned client = (json_object_get(declared, "elicitation") != NULL ? MCP_CAP_ELICITATION : 0) |
+                      (json_object_get(declared, "sampling") != NULL ? MCP_CAP_SAMPLING : 0) |
+                      (json_object_get(declared, "roots") != NULL ? MCP_CAP_ROOTS : 0);
     aly_err_t err;
-    if (mcp_session_create(x, pi, &err) != 0) {
+    if (mcp_session_create(x, pi, client, &err) != 0) {
         if (!err.refused)
             log_error("creating a session: %s", err.msg);
         mcp_call_error(call, RPC_INTERNAL_ERROR, err.refused ? err.msg : "cannot create a session; try again", NULL);

@@ -301,6 +301,64 @@ char *mcp_modern_state_seal(const mcp_call_t *c, json_t *state)
     return out;
 }
 
+#define USED_SWEEP_EVERY 64 /* marks between sweeps of the expired ones */
+
+typedef struct used_sweep {
+    uint64_t now;
+    json_t *expired; /* keys to delete, collected because a scan must not write */
+} used_sweep_t;
+
+static int used_expired(void *vctx, const store_val_t *key, const store_val_t *val)
+{
+    used_sweep_t *u = vctx;
+    uint64_t until = 0;
+    if (val->len == sizeof(until))
+        memcpy(&until, val->data, sizeof(until));
+    if (until <= u->now)
+        json_array_append_new(u->expired, json_stringn(key->data, key->len));
+    return 0;
+}
+
+/*
+ * A requestState answers its round once: its MAC is recorded in the volatile
+ * store ("s:" + MAC -> expiry) until it would have expired anyway, so a replay
+ * within those ten minutes, on any worker, cannot run the handler again.
+ * Returns 0 when this is the first use (now recorded), 1 when it was used, -1
+ * when the store cannot tell.
+ */
+static int state_use(mcp_ctx_t *ctx, const char *mac, size_t ml, uint64_t until)
+{
+    static unsigned marks;
+    char k[64];
+    if (ml + 2 > sizeof(k))
+        return -1;
+    memcpy(k, "s:", 2);
+    memcpy(k + 2, mac, ml);
+    store_txn_t t;
+    aly_err_t err;
+    if (store_begin(ctx->store, STORE_WRITE | STORE_VOLATILE, &t, &err) != 0)
+        return -1;
+    int rc = store_put(&t, VDB_REPLIES, k, ml + 2, &until, sizeof(until), 1, &err);
+    if (rc == 0 && ++marks % USED_SWEEP_EVERY == 0) {
+        used_sweep_t u = {aly_wall_ms(), json_array()};
+        size_t i;
+        json_t *v;
+        if (store_scan(&t, VDB_REPLIES, "s:", 2, NULL, 0, used_expired, &u, &err) == 0) {
+            json_array_foreach(u.expired, i, v) {
+                store_del(&t, VDB_REPLIES, json_string_value(v), json_string_length(v), &err);
+            }
+        }
+        json_decref(u.expired);
+    }
+    if (rc != 0 || store_commit(&t, &err) != 0) {
+        store_abort(&t);
+        if (rc < 0)
+            log_warn("requestState use record: %s", err.msg);
+        return rc == 1 ? 1 : -1;
+    }
+    return 0;
+}
+
 /* The handler's state from a requestState sealed for this principal, method and params; NULL with *why otherwise. */
 static json_t *state_open(mcp_ctx_t *ctx, const principal_t *p, const char *method, json_t *params, json_t *token, const char **why)
 {
@@ -336,6 +394,7 @@ static json_t *state_open(mcp_ctx_t *ctx, const principal_t *p, const char *meth
     json_t *e = json_object_get(payload, "e");
     uint64_t now = aly_wall_ms();
     json_t *state = NULL;
+    int used;
     if (pp == NULL || pm == NULL || pd == NULL || !json_is_integer(e))
         *why = "requestState is not one this server issued";
     else if ((uint64_t)json_integer_value(e) <= now || (uint64_t)json_integer_value(e) > now + STATE_TTL_MS)
@@ -344,6 +403,9 @@ static json_t *state_open(mcp_ctx_t *ctx, const principal_t *p, const char *meth
         *why = "requestState belongs to another credential";
     else if (strcmp(pm, method) != 0 || strcmp(pd, digest) != 0)
         *why = "requestState belongs to another request: retry with the same method and params";
+    else if ((used = state_use(ctx, dot + 1, ml, (uint64_t)json_integer_value(e))) != 0)
+        *why = used > 0 ? "requestState was already used: each one answers its round once; start the request again without it"
+                        : "requestState cannot be checked now; start the request again";
     else
         state = json_incref(json_object_get(payload, "s"));
     json_decref(payload);

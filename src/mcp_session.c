@@ -95,7 +95,7 @@ static void session_sweep(store_t *st)
     free(c);
 }
 
-int mcp_session_create(mcp_exchange_t *x, int pi, aly_err_t *err)
+int mcp_session_create(mcp_exchange_t *x, int pi, unsigned caps, aly_err_t *err)
 {
     session_record_t *s = &x->session;
     memset(s, 0, sizeof(*s));
@@ -106,6 +106,7 @@ int mcp_session_create(mcp_exchange_t *x, int pi, aly_err_t *err)
     snprintf(s->protocol, sizeof(s->protocol), "%s", mcp_protocol_versions[pi]);
     s->created_ms = aly_wall_ms();
     s->expires_ms = s->created_ms + x->ctx->cfg->session_ttl_ms;
+    s->client_caps = caps;
     if (mcp_session_write(x->ctx->store, s, err) != 0)
         return -1;
     x->has_session = 1;

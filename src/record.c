@@ -38,6 +38,7 @@ static const record_field_t session_fields[] = {
     RF_U64_(session_record_t, created_ms, "created", 0),
     RF_U64_(session_record_t, expires_ms, "expires", 0),
     RF_U64_(session_record_t, log_level, "level", 1),
+    RF_U64_(session_record_t, client_caps, "caps", 1),
 };
 const record_type_t record_session = {"session", 1, session_fields, ALY_ARRAY_SIZE(session_fields)};
 

@@ -22,8 +22,9 @@
  * canonical arguments, and valid only for the store snapshot they were
  * computed at: any write to the durable store moves the snapshot id and so
  * retires every entry.  A hit skips the tool and the JSON serialisation.
- * Direct-mapped (a colliding key replaces the slot); isError results are not
- * kept; bounded by CACHE_SLOTS x CACHE_MAX_ENTRY.
+ * Direct-mapped (a colliding key replaces the slot); isError and
+ * input_required results are not kept, and a call that carries the client's
+ * answers neither reads nor fills it; bounded by CACHE_SLOTS x CACHE_MAX_ENTRY.
  */
 typedef struct cache_entry {
     char *key;
@@ -258,6 +259,11 @@ static uint64_t fnv1a(const char *s)
 
 static void call_cached(mcp_call_t *call, const tool_entry_t *t, json_t *args)
 {
+    /* Answers steer the result (which site the client picked), and the key does not hold them: neither serve nor keep. */
+    if (mcp_call_answering(call)) {
+        t->d->call(call, args);
+        return;
+    }
     char *canon = json_dumps(args, JSON_COMPACT | JSON_SORT_KEYS);
     store_t *st = mcp_call_store(call);
     uint64_t snapshot = store_snapshot(st);

@@ -110,10 +110,13 @@ static int order_cb(void *vctx, const store_val_t *key, const store_val_t *val)
     return 0;
 }
 
-/* Parses the range and scans it; on failure completes call and returns -1 (r->day freed). */
-static int load_range(mcp_call_t *call, json_t *args, range_t *r, int with_top)
+/*
+ * Parses the range and scans it; otherwise returns -1 (r->day freed) with the
+ * call completed, or (*st MCP_PENDING) waiting for the client to pick the site.
+ */
+static int load_range(mcp_call_t *call, json_t *args, range_t *r, int with_top, mcp_status_t *st)
 {
-    const char *site = json_string_value(json_object_get(args, "site_id"));
+    *st = MCP_DONE;
     const char *from = json_string_value(json_object_get(args, "from")), *to = json_string_value(json_object_get(args, "to"));
     int64_t f = shop_date_ms(from), e = shop_date_ms(to);
     if (f < 0 || e < 0) {
@@ -141,7 +144,7 @@ static int load_range(mcp_call_t *call, json_t *args, range_t *r, int with_top)
     if (tools_begin(call, 0, &t) != 0)
         goto fail;
     r->t = &t;
-    if (tools_load_site(call, &t, site, &r->site) != 0)
+    if (tools_site(call, &t, args, &r->site, st) != 0)
         goto fail;
     char prefix[128], start[160], ts[20];
     size_t pl = shop_key(prefix, sizeof(prefix), r->ws, 'V', r->site.id, "");
@@ -174,8 +177,9 @@ static int by_revenue(const void *a, const void *b)
 static mcp_status_t analytics_summary(mcp_call_t *call, json_t *args)
 {
     range_t r;
-    if (load_range(call, args, &r, 1) != 0)
-        return MCP_DONE;
+    mcp_status_t st;
+    if (load_range(call, args, &r, 1, &st) != 0)
+        return st;
     uint64_t visits = 0, orders = 0, revenue = 0;
     for (unsigned i = 0; i < r.days; i++) {
         visits += r.day[i].visits;
@@ -204,8 +208,9 @@ static mcp_status_t analytics_summary(mcp_call_t *call, json_t *args)
 static mcp_status_t analytics_timeseries(mcp_call_t *call, json_t *args)
 {
     range_t r;
-    if (load_range(call, args, &r, 0) != 0)
-        return MCP_DONE;
+    mcp_status_t st;
+    if (load_range(call, args, &r, 0, &st) != 0)
+        return st;
     json_t *points = json_array();
     for (unsigned i = 0; i < r.days; i++) {
         char date[11];
@@ -219,8 +224,8 @@ static mcp_status_t analytics_timeseries(mcp_call_t *call, json_t *args)
 }
 
 #define RANGE_IN                                                                                                                \
-    "{\"type\":\"object\",\"properties\":{\"site_id\":" SITE_ID ",\"from\":" DATE_SCHEMA ",\"to\":" DATE_SCHEMA "},"             \
-    "\"required\":[\"site_id\",\"from\",\"to\"],\"additionalProperties\":false}"
+    "{\"type\":\"object\",\"properties\":{\"site_id\":" SITE_ARG ",\"from\":" DATE_SCHEMA ",\"to\":" DATE_SCHEMA "},"             \
+    "\"required\":[\"from\",\"to\"],\"additionalProperties\":false}"
 
 const mcp_tool_desc_t tools_analytics[] = {
     {"analytics.summary", "Sales summary",

@@ -93,6 +93,98 @@ int tools_load_site(mcp_call_t *call, store_txn_t *t, const char *site_id, site_
                        "site_id: no site %s in this workspace (sites.list shows the sites)", site_id);
 }
 
+/* More sites than this and the choice is not offered: the model is told to pass site_id. */
+#define SITE_CHOICES_MAX 100
+
+static int choice_cb(void *vctx, const store_val_t *key, void *rec)
+{
+    (void)key;
+    json_t *sites = vctx;
+    const site_record_t *s = rec;
+    json_array_append_new(sites, json_pack("{s:s, s:s}", "id", s->id, "name", s->name));
+    return json_array_size(sites) > SITE_CHOICES_MAX;
+}
+
+/* The answer to the "site" question, checked against the sites the question offered (state.sites). */
+static int site_answered(mcp_call_t *call, store_txn_t *t, json_t *answer, site_record_t *s)
+{
+    const char *action = json_string_value(json_object_get(answer, "action"));
+    if (action == NULL || strcmp(action, "accept") != 0)
+        return tools_check(call, t, 1, NULL, "site_id: no site was chosen (%s); nothing was done",
+                           action != NULL && strcmp(action, "decline") == 0 ? "declined" : "cancelled");
+    const char *id = json_string_value(json_object_get(json_object_get(answer, "content"), "site_id"));
+    json_t *offered = json_object_get(mcp_call_state(call), "sites"), *v;
+    size_t i;
+    int listed = 0;
+    json_array_foreach(offered, i, v)
+        listed = listed || (id != NULL && json_is_string(v) && strcmp(json_string_value(v), id) == 0);
+    if (tools_check(call, t, !listed, NULL, "site_id: the answer names no site that was offered; nothing was done") != 0)
+        return -1;
+    return tools_load_site(call, t, id, s);
+}
+
+/* Ends the call with an isError naming every site (name and id), so the model can pass one. */
+static void list_sites(mcp_call_t *call, json_t *sites)
+{
+    char msg[600];
+    size_t off = (size_t)snprintf(msg, sizeof(msg), "site_id: this workspace has several sites; pass site_id, one of:");
+    json_t *v;
+    size_t i;
+    json_array_foreach(sites, i, v) {
+        if (off < sizeof(msg))
+            off += (size_t)snprintf(msg + off, sizeof(msg) - off, "%s %s (%s)", i ? "," : "",
+                                    json_string_value(json_object_get(v, "name")), json_string_value(json_object_get(v, "id")));
+    }
+    if (off >= sizeof(msg) || json_array_size(sites) > SITE_CHOICES_MAX)
+        tools_fail(call, "site_id: this workspace has many sites; pass site_id (sites.list shows them)");
+    else
+        tools_fail(call, "%s", msg);
+}
+
+int tools_site(mcp_call_t *call, store_txn_t *t, json_t *args, site_record_t *s, mcp_status_t *st)
+{
+    *st = MCP_DONE;
+    json_t *id = json_object_get(args, "site_id"), *answer = mcp_call_input(call, "site");
+    if (id != NULL)
+        return tools_load_site(call, t, json_string_value(id), s);
+    if (answer != NULL)
+        return site_answered(call, t, answer, s);
+    char k[64];
+    size_t kl = shop_key(k, sizeof(k), tools_ws(call), 'S', NULL, NULL);
+    json_t *sites = json_array();
+    aly_err_t err;
+    store_records_t r = {&record_site, s, choice_cb, NULL, sites};
+    int rc = store_scan_records(t, DB_DATA, k, kl, NULL, 0, &r, &err);
+    size_t n = json_array_size(sites);
+    if (rc != 0 || n == 0) {
+        json_decref(sites);
+        return tools_check(call, t, rc != 0 ? -1 : 1, &err, "site_id: this workspace has no site yet (sites.create makes one)");
+    }
+    if (n == 1) {
+        json_decref(sites);
+        return 0; /* the scan left the only site in s */
+    }
+    store_abort(t);
+    if (n > SITE_CHOICES_MAX || !mcp_call_client_can(call, "elicitation")) {
+        list_sites(call, sites);
+        json_decref(sites);
+        return -1;
+    }
+    json_t *choices = json_array(), *ids = json_array(), *v;
+    size_t i;
+    json_array_foreach(sites, i, v) {
+        json_array_append_new(choices,
+                              json_pack("{s:O, s:O}", "const", json_object_get(v, "id"), "title", json_object_get(v, "name")));
+        json_array_append(ids, json_object_get(v, "id"));
+    }
+    json_decref(sites);
+    json_t *ask = json_pack("{s:s, s:{s:s, s:{s:s, s:{s:{s:s, s:s, s:o}}, s:[s]}}}", "method", "elicitation/create", "params",
+                            "message", "Which site?", "requestedSchema", "type", "object", "properties", "site_id", "type",
+                            "string", "title", "Site", "oneOf", choices, "required", "site_id");
+    *st = mcp_call_input_required(call, json_pack("{s:o}", "site", ask), json_pack("{s:o}", "sites", ids));
+    return -1;
+}
+
 int tools_load_product(mcp_call_t *call, store_txn_t *t, const site_record_t *s, const char *product_id, product_record_t *p)
 {
     aly_err_t err;

@@ -58,8 +58,9 @@ static mcp_status_t orders_list(mcp_call_t *call, json_t *args)
         return tools_fail(call, "since: must be a date (YYYY-MM-DD) or a UTC time (YYYY-MM-DDTHH:MM:SSZ)");
     site_record_t s;
     store_txn_t t;
-    if (tools_begin(call, 0, &t) != 0 || tools_load_site(call, &t, json_string_value(json_object_get(args, "site_id")), &s) != 0)
-        return MCP_DONE;
+    mcp_status_t st = MCP_DONE;
+    if (tools_begin(call, 0, &t) != 0 || tools_site(call, &t, args, &s, &st) != 0)
+        return st;
     /* Time index keys are "<ms:16x>/<order>": resuming after the instant just before since starts at since. */
     char from[20];
     snprintf(from, sizeof(from), "%016llx", (unsigned long long)(since_ms - 1));
@@ -149,10 +150,10 @@ const mcp_tool_desc_t tools_orders[] = {
      "List a site's orders, oldest first, optionally only one status and only those placed at or after since. "
      "Paged: pass next_cursor back as cursor until it is null.",
      SCOPE_READ_ORDERS,
-     "{\"type\":\"object\",\"properties\":{\"site_id\":" SITE_ID ","
+     "{\"type\":\"object\",\"properties\":{\"site_id\":" SITE_ARG ","
      "\"status\":" ORDER_STATUS_SCHEMA ","
      "\"since\":{\"type\":\"string\",\"minLength\":10,\"maxLength\":30,\"description\":\"YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ\"},"
-     LIMIT_CURSOR "},\"required\":[\"site_id\"],\"additionalProperties\":false}",
+     LIMIT_CURSOR "},\"additionalProperties\":false}",
      "{\"type\":\"object\",\"properties\":{\"site_id\":{\"type\":\"string\"},\"orders\":{\"type\":\"array\",\"items\":" ORDER_OUT "},"
      "\"next_cursor\":{\"type\":[\"string\",\"null\"]}},\"required\":[\"orders\",\"next_cursor\"]}",
      TOOL_READ_ONLY | TOOL_IDEMPOTENT, orders_list, TOOL_CACHED},

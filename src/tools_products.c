@@ -14,12 +14,6 @@
 #include "aly/tools.h"
 #include "aly/tools_schema.h"
 
-/* The site named by args.site_id (see tools_load_site). */
-static int load_site(mcp_call_t *call, store_txn_t *t, json_t *args, site_record_t *s)
-{
-    return tools_load_site(call, t, json_string_value(json_object_get(args, "site_id")), s);
-}
-
 typedef struct list_ctx {
     const char *status, *query, *currency;
 } list_ctx_t;
@@ -52,8 +46,9 @@ static mcp_status_t products_list(mcp_call_t *call, json_t *args)
     tools_page_t pg;
     site_record_t s;
     store_txn_t t;
-    if (tools_page_in(call, args, "products", &pg) != 0 || tools_begin(call, 0, &t) != 0 || load_site(call, &t, args, &s) != 0)
-        return MCP_DONE;
+    mcp_status_t st = MCP_DONE;
+    if (tools_page_in(call, args, "products", &pg) != 0 || tools_begin(call, 0, &t) != 0 || tools_site(call, &t, args, &s, &st) != 0)
+        return st;
     product_record_t p;
     list_ctx_t c = {json_string_value(json_object_get(args, "status")), json_string_value(json_object_get(args, "query")), s.currency};
     tools_list_t l = {.kind = "products", .type = 'P', .site = s.id, .record = &record_product, .rec = &p, .item = list_item, .ctx = &c};
@@ -65,9 +60,10 @@ static mcp_status_t products_get(mcp_call_t *call, json_t *args)
     site_record_t s;
     product_record_t p;
     store_txn_t t;
-    if (tools_begin(call, 0, &t) != 0 || load_site(call, &t, args, &s) != 0 ||
+    mcp_status_t st = MCP_DONE;
+    if (tools_begin(call, 0, &t) != 0 || tools_site(call, &t, args, &s, &st) != 0 ||
         tools_load_product(call, &t, &s, json_string_value(json_object_get(args, "product_id")), &p) != 0)
-        return MCP_DONE;
+        return st;
     store_abort(&t);
     return tools_ok(call, tools_product_json(&p, s.currency));
 }
@@ -117,8 +113,9 @@ static mcp_status_t products_create(mcp_call_t *call, json_t *args)
     char ik[200];
     size_t ikl = idem ? shop_key(ik, sizeof(ik), ws, 'I', idem, NULL) : 0;
     idempotency_record_t ir;
-    if (tools_begin(call, 1, &t) != 0 || load_site(call, &t, args, &s) != 0)
-        return MCP_DONE;
+    mcp_status_t st = MCP_DONE;
+    if (tools_begin(call, 1, &t) != 0 || tools_site(call, &t, args, &s, &st) != 0)
+        return st;
     if (idem != NULL) {
         int found = shop_get(&t, ik, ikl, &record_idempotency, &ir, &err);
         if (found == 0)
@@ -150,13 +147,16 @@ static mcp_status_t products_create(mcp_call_t *call, json_t *args)
 
 /*
  * Begins the write of update (write 1) or delete (TOOLS_WRITE_FREES): site and
- * product loaded, expected_version checked; on failure call is completed.
+ * product loaded, expected_version checked; on failure call is completed
+ * or (*st MCP_PENDING) waits for the client to pick the site.
  */
-static int begin_change(mcp_call_t *call, int write, store_txn_t *t, json_t *args, site_record_t *s, product_record_t *p)
+static int begin_change(mcp_call_t *call, int write, store_txn_t *t, json_t *args, site_record_t *s, product_record_t *p,
+                        mcp_status_t *st)
 {
+    *st = MCP_DONE;
     if (tools_begin(call, write, t) != 0)
         return -1;
-    if (load_site(call, t, args, s) != 0 ||
+    if (tools_site(call, t, args, s, st) != 0 ||
         tools_load_product(call, t, s, json_string_value(json_object_get(args, "product_id")), p) != 0)
         return -1;
     return tools_expect_version(call, t, args, "product", p->version);
@@ -173,8 +173,9 @@ static mcp_status_t products_update(mcp_call_t *call, json_t *args)
     site_record_t s;
     product_record_t p;
     store_txn_t t;
-    if (begin_change(call, 1, &t, args, &s, &p) != 0)
-        return MCP_DONE;
+    mcp_status_t st;
+    if (begin_change(call, 1, &t, args, &s, &p, &st) != 0)
+        return st;
     char old_sku[sizeof(p.sku)];
     snprintf(old_sku, sizeof(old_sku), "%s", p.sku);
     uint64_t before = p.version;
@@ -196,8 +197,9 @@ static mcp_status_t products_delete(mcp_call_t *call, json_t *args)
     site_record_t s;
     product_record_t p;
     store_txn_t t;
-    if (begin_change(call, TOOLS_WRITE_FREES, &t, args, &s, &p) != 0)
-        return MCP_DONE;
+    mcp_status_t st;
+    if (begin_change(call, TOOLS_WRITE_FREES, &t, args, &s, &p, &st) != 0)
+        return st;
     if (s.products > 0)
         s.products--;
     aly_err_t err;
@@ -218,35 +220,35 @@ const mcp_tool_desc_t tools_products[] = {
      "List a site's products (its catalogue), optionally only one status or those whose title or sku contains query. "
      "Paged: pass next_cursor back as cursor until it is null.",
      SCOPE_READ_CONTENT,
-     "{\"type\":\"object\",\"properties\":{\"site_id\":" SITE_ID ",\"status\":" PRODUCT_STATUS_SCHEMA ","
-     "\"query\":{\"type\":\"string\",\"minLength\":1,\"maxLength\":100}," LIMIT_CURSOR "},\"required\":[\"site_id\"],\"additionalProperties\":false}",
+     "{\"type\":\"object\",\"properties\":{\"site_id\":" SITE_ARG ",\"status\":" PRODUCT_STATUS_SCHEMA ","
+     "\"query\":{\"type\":\"string\",\"minLength\":1,\"maxLength\":100}," LIMIT_CURSOR "},\"additionalProperties\":false}",
      "{\"type\":\"object\",\"properties\":{\"site_id\":{\"type\":\"string\"},\"products\":{\"type\":\"array\",\"items\":" PRODUCT_OUT "},"
      "\"next_cursor\":{\"type\":[\"string\",\"null\"]}},\"required\":[\"products\",\"next_cursor\"]}",
      TOOL_READ_ONLY | TOOL_IDEMPOTENT, products_list, TOOL_CACHED},
     {"products.get", "Get a product", "One product of a site, with price, inventory, status, tags and version.", SCOPE_READ_CONTENT,
-     "{\"type\":\"object\",\"properties\":{\"site_id\":" SITE_ID ",\"product_id\":" PRODUCT_ID "},\"required\":[\"site_id\",\"product_id\"],"
+     "{\"type\":\"object\",\"properties\":{\"site_id\":" SITE_ARG ",\"product_id\":" PRODUCT_ID "},\"required\":[\"product_id\"],"
      "\"additionalProperties\":false}",
      PRODUCT_OUT, TOOL_READ_ONLY | TOOL_IDEMPOTENT, products_get, TOOL_CACHED},
     {"products.create", "Create a product",
      "Add a product to a site. price is an integer in minor units of the site's currency. Pass an idempotency_key to make retries "
      "safe: the same key with the same arguments returns the product created the first time.",
      SCOPE_WRITE_CONTENT,
-     "{\"type\":\"object\",\"properties\":{\"site_id\":" SITE_ID "," PRODUCT_FIELDS ","
+     "{\"type\":\"object\",\"properties\":{\"site_id\":" SITE_ARG "," PRODUCT_FIELDS ","
      "\"idempotency_key\":{\"type\":\"string\",\"pattern\":\"^[A-Za-z0-9._:-]{8,100}$\"}},"
-     "\"required\":[\"site_id\",\"title\",\"price\",\"sku\"],\"additionalProperties\":false}",
+     "\"required\":[\"title\",\"price\",\"sku\"],\"additionalProperties\":false}",
      PRODUCT_OUT, 0, products_create, 0},
     {"products.update", "Update a product",
      "Change some fields of a product; fields not given stay as they are. Pass expected_version (from products.get) to refuse the "
      "change when the product changed meanwhile.",
      SCOPE_WRITE_CONTENT,
-     "{\"type\":\"object\",\"properties\":{\"site_id\":" SITE_ID ",\"product_id\":" PRODUCT_ID "," PRODUCT_FIELDS ","
-     EXPECTED_VERSION "},\"required\":[\"site_id\",\"product_id\"],\"additionalProperties\":false}",
+     "{\"type\":\"object\",\"properties\":{\"site_id\":" SITE_ARG ",\"product_id\":" PRODUCT_ID "," PRODUCT_FIELDS ","
+     EXPECTED_VERSION "},\"required\":[\"product_id\"],\"additionalProperties\":false}",
      PRODUCT_OUT, 0, products_update, 0},
     {"products.delete", "Delete a product",
      "Delete a product from a site for good. Pass expected_version to refuse the deletion when the product changed meanwhile.",
      SCOPE_WRITE_CONTENT,
-     "{\"type\":\"object\",\"properties\":{\"site_id\":" SITE_ID ",\"product_id\":" PRODUCT_ID ","
-     EXPECTED_VERSION "},\"required\":[\"site_id\",\"product_id\"],\"additionalProperties\":false}",
+     "{\"type\":\"object\",\"properties\":{\"site_id\":" SITE_ARG ",\"product_id\":" PRODUCT_ID ","
+     EXPECTED_VERSION "},\"required\":[\"product_id\"],\"additionalProperties\":false}",
      "{\"type\":\"object\",\"properties\":{\"site_id\":{\"type\":\"string\"},\"product_id\":{\"type\":\"string\"},\"deleted\":{\"type\":\"boolean\"},"
      "\"version\":{\"type\":\"integer\"}},\"required\":[\"product_id\",\"deleted\"]}",
      TOOL_DESTRUCTIVE, products_delete, 0},

@@ -29,11 +29,11 @@ static mcp_status_t sites_list(mcp_call_t *call, json_t *args)
 
 static mcp_status_t sites_get(mcp_call_t *call, json_t *args)
 {
-    const char *id = json_string_value(json_object_get(args, "site_id"));
     site_record_t s;
     store_txn_t t;
-    if (tools_begin(call, 0, &t) != 0 || tools_load_site(call, &t, id, &s) != 0)
-        return MCP_DONE;
+    mcp_status_t st = MCP_DONE;
+    if (tools_begin(call, 0, &t) != 0 || tools_site(call, &t, args, &s, &st) != 0)
+        return st;
     store_abort(&t);
     return tools_ok(call, tools_site_json(&s));
 }
@@ -57,15 +57,15 @@ static mcp_status_t sites_create(mcp_call_t *call, json_t *args)
 
 static mcp_status_t sites_update(mcp_call_t *call, json_t *args)
 {
-    const char *id = json_string_value(json_object_get(args, "site_id"));
     if (json_object_get(args, "name") == NULL && json_object_get(args, "domain") == NULL)
         return tools_fail(call, "name, domain: give at least one field to change");
     site_record_t s;
     store_txn_t t;
     aly_err_t err;
-    if (tools_begin(call, 1, &t) != 0 || tools_load_site(call, &t, id, &s) != 0 ||
+    mcp_status_t st = MCP_DONE;
+    if (tools_begin(call, 1, &t) != 0 || tools_site(call, &t, args, &s, &st) != 0 ||
         tools_expect_version(call, &t, args, "site", s.version) != 0)
-        return MCP_DONE;
+        return st;
     uint64_t before = s.version;
     const char *unfit = tools_site_apply(&s, args);
     if (tools_check(call, &t, unfit != NULL, NULL, "%s: too long to store; nothing was written", unfit ? unfit : "") != 0)
@@ -87,7 +87,7 @@ const mcp_tool_desc_t tools_sites[] = {
      "\"required\":[\"sites\",\"next_cursor\"]}",
      TOOL_READ_ONLY | TOOL_IDEMPOTENT, sites_list, TOOL_CACHED},
     {"sites.get", "Get a site", "One site by id, with its product and order counts.", SCOPE_READ_SITES,
-     "{\"type\":\"object\",\"properties\":{\"site_id\":" SITE_ID "},\"required\":[\"site_id\"],\"additionalProperties\":false}", SITE_OUT,
+     "{\"type\":\"object\",\"properties\":{\"site_id\":" SITE_ARG "},\"additionalProperties\":false}", SITE_OUT,
      TOOL_READ_ONLY | TOOL_IDEMPOTENT, sites_get, TOOL_CACHED},
     {"sites.create", "Create a site", "Create a new site (shop) with a name, a domain and the ISO 4217 currency its prices use.",
      SCOPE_WRITE_SITES,
@@ -98,8 +98,8 @@ const mcp_tool_desc_t tools_sites[] = {
      "Change a site's name and/or domain. Pass expected_version (from sites.get) to refuse the change if someone else changed the "
      "site meanwhile.",
      SCOPE_WRITE_SITES,
-     "{\"type\":\"object\",\"properties\":{\"site_id\":" SITE_ID ",\"name\":" NAME_SCHEMA ",\"domain\":" DOMAIN_SCHEMA
-     "," EXPECTED_VERSION "},\"required\":[\"site_id\"],\"additionalProperties\":false}",
+     "{\"type\":\"object\",\"properties\":{\"site_id\":" SITE_ARG ",\"name\":" NAME_SCHEMA ",\"domain\":" DOMAIN_SCHEMA
+     "," EXPECTED_VERSION "},\"additionalProperties\":false}",
      SITE_OUT, TOOL_IDEMPOTENT, sites_update, 0},
 };
 const size_t tools_sites_count = sizeof(tools_sites) / sizeof(tools_sites[0]);

@@ -155,8 +155,10 @@ sub refused {
 {
     my @h = ('-X', 'POST', '-H', 'Content-Type: application/json', '-H', 'Accept: application/json, text/event-stream',
         '-H', "Authorization: Bearer $key");
+    # The session declares elicitation: a legacy handler asks only a client that said it can answer.
     my ($st, $hdr, $b) = Alyd::curl(@h, '--data', $json->encode({ jsonrpc => '2.0', id => 1, method => 'initialize',
-        params => { protocolVersion => '2025-11-25', capabilities => {}, clientInfo => { name => 't', version => '1' } } }), $url);
+        params => { protocolVersion => '2025-11-25', capabilities => { elicitation => {} },
+        clientInfo => { name => 't', version => '1' } } }), $url);
     my $sid = Alyd::header_value($hdr, 'mcp-session-id');
     is(j($b)->{result}{protocolVersion}, '2025-11-25', 'legacy initialize still negotiates 2025-11-25');
     unlike($b, qr/resultType|ttlMs|cacheScope/, 'legacy initialize: no modern fields');
@@ -313,8 +315,12 @@ sub forge {
     (undef, undef, $b, $r) = modern('tools/call', { %$tool, inputResponses => $answers, requestState => $state });
     is($r->{result}{resultType}, 'complete', 'the echoed state completes');
     like($r->{result}{content}[0]{text} // '', qr/integrity-ok/, 'the handler saw its state');
+    my $used = refused('requestState used a second time', 200, -32602, 'tools/call',
+        { %$tool, inputResponses => $answers, requestState => $state });
+    like($used->{error}{message} // '', qr/already used/, 'a used requestState: says so');
+    my $fresh = (modern('tools/call', $tool))[3]{result}{requestState};
     (undef, undef, $b, $r) = modern('tools/call', { %$tool, inputResponses => { %$answers, unknown_extra => { action => 'accept' } },
-        requestState => $state });
+        requestState => $fresh });
     is($r->{result}{resultType}, 'complete', 'unknown inputResponses keys are ignored');
 
     my $payload = j(decode_base64url((split /\./, $state)[1]));

@@ -121,8 +121,8 @@ void mcp_dispatch(mcp_exchange_t *x, json_t *msg);
 int mcp_log_level(const char *name);
 
 /* ---- mcp_session.c ---- */
-/* Creates and stores a session of x's principal for protocol pi; fills x->session. */
-int mcp_session_create(mcp_exchange_t *x, int pi, aly_err_t *err);
+/* Creates and stores a session of x's principal for protocol pi and the client's MCP_CAP_* bits; fills x->session. */
+int mcp_session_create(mcp_exchange_t *x, int pi, unsigned caps, aly_err_t *err);
 int mcp_session_write(store_t *st, const session_record_t *s, aly_err_t *err);
 /* 0 found and usable, 1 unknown/expired/another principal's, -1 store error. */
 int mcp_session_load(store_t *st, const char *id, size_t len, const principal_t *p, session_record_t *out);

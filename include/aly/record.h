@@ -130,8 +130,14 @@ typedef struct session_record {
     char protocol[16];
     uint64_t created_ms;
     uint64_t expires_ms;
-    uint64_t log_level; /* index into the MCP log levels, debug = 0 */
+    uint64_t log_level;   /* index into the MCP log levels, debug = 0 */
+    uint64_t client_caps; /* what initialize declared: MCP_CAP_* bits */
 } session_record_t;
+
+/* The client capabilities a session remembers (session_record_t.client_caps). */
+#define MCP_CAP_ELICITATION 1u
+#define MCP_CAP_SAMPLING 2u
+#define MCP_CAP_ROOTS 4u
 
 extern const record_type_t record_session;
 extern const record_type_t record_workspace;

@@ -70,7 +70,8 @@ typedef enum {
     VDB_META = STORE_VDB_BASE,
     VDB_LAST_USED, /* key id -> uint64 ms, little endian */
     VDB_RATE,      /* principal id -> limiter state */
-    VDB_REPLIES,   /* "p:" request id -> principal (awaiting); "r:" request id -> the client's reply (JSON) */
+    VDB_REPLIES,   /* "p:" request id -> principal (awaiting); "r:" request id -> the client's reply (JSON);
+                      "s:" requestState MAC -> its expiry (used once) */
     VDB_END
 } store_vdb_t;
 

@@ -57,6 +57,15 @@ int tools_check(mcp_call_t *call, store_txn_t *t, int rc, const aly_err_t *err, 
 
 /* The records a tool names by id, read in t, each through tools_check(): on failure t is aborted and call completed. */
 int tools_load_site(mcp_call_t *call, store_txn_t *t, const char *site_id, site_record_t *s);
+/*
+ * The site a tool works on: args.site_id when given (as tools_load_site);
+ * omitted, the workspace's only site, or with several the one the client
+ * picks from a form elicitation (when it declared elicitation; otherwise the
+ * call ends with an isError listing them).  0 with s loaded and t still open;
+ * otherwise t is aborted and *st is what the tool returns (the call has
+ * completed, or waits for the client's answer).
+ */
+int tools_site(mcp_call_t *call, store_txn_t *t, json_t *args, site_record_t *s, mcp_status_t *st);
 int tools_load_product(mcp_call_t *call, store_txn_t *t, const site_record_t *s, const char *product_id, product_record_t *p);
 int tools_load_order(mcp_call_t *call, store_txn_t *t, const char *order_id, order_record_t *o);
 

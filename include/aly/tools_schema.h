@@ -17,6 +17,10 @@
 
 #define ID_PATTERN(prefix) "{\"type\":\"string\",\"pattern\":\"^" prefix "_[0-9A-Za-z]{20}$\"}"
 #define SITE_ID ID_PATTERN("site")
+/* A tool's site_id argument: omitted, the tool uses the only site, or asks (or lists them) when there are several. */
+#define SITE_ARG                                                                                                                \
+    "{\"type\":\"string\",\"pattern\":\"^site_[0-9A-Za-z]{20}$\",\"description\":\"the site (sites.list); may be omitted: "   \
+    "the workspace's only site is used, and with several you are asked to pick one\"}"
 #define PRODUCT_ID ID_PATTERN("prod")
 #define ORDER_ID ID_PATTERN("ord")
 #define LIMIT_CURSOR                                                                                                            \
