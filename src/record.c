@@ -223,6 +223,9 @@ static int decode_map(const record_type_t *type, const msgpack_object *map, char
                 if (v->type != MSGPACK_OBJECT_STR || v->via.str.size >= fd->size ||
                     memchr(v->via.str.ptr, '\0', v->via.str.size) != NULL)
                     return aly_errf(err, "%s record field %s is not a string that fits", type->tag, fd->name);
+                /* What encode refuses, decode refuses too: a record read back must be writable again. */
+                if (!record_utf8_valid(v->via.str.ptr, v->via.str.size))
+                    return aly_errf(err, "%s record field %s is not valid UTF-8", type->tag, fd->name);
                 memcpy(base + fd->offset, v->via.str.ptr, v->via.str.size);
                 base[fd->offset + v->via.str.size] = '\0';
                 break;

@@ -28,6 +28,8 @@ const char *tools_ws(mcp_call_t *call)
     return mcp_call_principal(call)->workspace;
 }
 
+static mcp_status_t vfail(mcp_call_t *call, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
+
 static mcp_status_t vfail(mcp_call_t *call, const char *fmt, va_list ap)
 {
     char msg[600];
