@@ -1,10 +1,13 @@
 /*
  * libFuzzer target: the JSON-RPC body of an MCP POST up to the point where a
  * tool would run.  The body is parsed as mcp_serve() parses it (jansson,
- * any JSON value), each message of it (one, or a batch) that is a
- * tools/call of a built-in tool has its arguments validated against that
- * tool's inputSchema with schema_validate(), the one check between hostile
- * JSON and the tools' handlers.
+ * any JSON value); each message of it (one, or a batch) goes through
+ * mcp_message_check(), the dispatcher's own check, whose verdict must hold
+ * (a request it passes has a string method, jsonrpc "2.0", an object or no
+ * params, a string or integer id).  A request it passes that is a tools/call
+ * of a built-in tool then has its arguments validated against that tool's
+ * inputSchema with schema_validate(), the one check between hostile JSON and
+ * the tools' handlers.
  *
  * The handlers trust what validation accepted: they read an "integer" with
  * json_integer_value(), copy a string bounded by maxLength into a fixed
@@ -18,6 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "aly/mcp.h"
+#include "aly/rpc.h"
 #include "aly/schema.h"
 #include "aly/tools.h"
 
@@ -25,7 +30,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define MAX_TOOLS 64
-#define MAX_BATCH 100
+#define MAX_BATCH 100 /* mcp_http.c refuses longer batches (MCP_MAX_BATCH, internal to the engine) */
 
 static struct {
     const char *name;
@@ -158,14 +163,45 @@ static void agree(const char *tool, json_t *s, json_t *v, const char *path)
     }
 }
 
+static void bad_verdict(const char *what)
+{
+    fprintf(stderr, "mcp_message_check passed a message %s\n", what);
+    abort();
+}
+
 static void check_message(json_t *m)
 {
-    if (!json_is_object(m))
+    int code = 0;
+    const char *why = NULL;
+    int kind = mcp_message_check(m, &code, &why);
+    if (kind < 0) {
+        if (why == NULL || why[0] == '\0' || (code != RPC_INVALID_REQUEST && code != RPC_INVALID_PARAMS)) {
+            fprintf(stderr, "mcp_message_check refused a message without a reason or with code %d\n", code);
+            abort();
+        }
         return;
+    }
+    json_t *id = json_object_get(m, "id"), *params = json_object_get(m, "params");
+    const char *version = json_string_value(json_object_get(m, "jsonrpc"));
+    if (!json_is_object(m) || version == NULL || strcmp(version, "2.0") != 0)
+        bad_verdict("that is not a JSON-RPC 2.0 object");
+    if (kind == 1) {
+        if (id == NULL || json_object_get(m, "method") != NULL)
+            bad_verdict("as a response that has no id, or has a method");
+        return;
+    }
+    if (kind != 0)
+        bad_verdict("with an unknown verdict");
+    if (id != NULL && !json_is_string(id) && !json_is_integer(id))
+        bad_verdict("whose id is neither a string nor an integer");
+    if (params != NULL && !json_is_object(params))
+        bad_verdict("whose params are not an object");
     const char *method = json_string_value(json_object_get(m, "method"));
-    json_t *params = json_object_get(m, "params");
+    if (method == NULL)
+        bad_verdict("without a string method");
     const char *name = json_string_value(json_object_get(params, "name"));
-    if (method == NULL || strcmp(method, "tools/call") != 0 || name == NULL)
+    /* Only requests (with an id) reach a method; notifications stop at the dispatcher. */
+    if (id == NULL || strcmp(method, "tools/call") != 0 || name == NULL)
         return;
     size_t t;
     for (t = 0; t < n_tools && strcmp(tools[t].name, name) != 0; t++)
@@ -177,9 +213,9 @@ static void check_message(json_t *m)
     if (args != NULL && !json_is_object(args))
         return;
     json_t *own = args == NULL ? json_object() : json_incref(args);
-    aly_err_t why = {{0}};
-    if (schema_validate(tools[t].schema, own, &why) != 0) {
-        if (why.msg[0] == '\0') {
+    aly_err_t err = {{0}};
+    if (schema_validate(tools[t].schema, own, &err) != 0) {
+        if (err.msg[0] == '\0') {
             fprintf(stderr, "%s: arguments refused without a reason\n", name);
             abort();
         }
