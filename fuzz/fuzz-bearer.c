@@ -119,11 +119,10 @@ static void write_jwks(const char *path)
     ec_key = EVP_EC_gen("P-256");
     if (rsa == NULL || ec_key == NULL)
         die("keys", "cannot generate");
-    json_t *jwks = json_pack("{s:[{s:s,s:s,s:s,s:o,s:o},{s:s,s:s,s:s,s:s,s:o,s:o}]}", "keys", "kty", "RSA", "kid", "rsa1",
-                             "alg", "RS256", "n", b64_bn(rsa, OSSL_PKEY_PARAM_RSA_N, 0), "e",
-                             b64_bn(rsa, OSSL_PKEY_PARAM_RSA_E, 0), "kty", "EC", "kid", "ec1", "crv", "P-256", "use", "sig",
-                             "x", b64_bn(ec_key, OSSL_PKEY_PARAM_EC_PUB_X, 32), "y",
-                             b64_bn(ec_key, OSSL_PKEY_PARAM_EC_PUB_Y, 32));
+    json_t *jwks = json_pack("{s:[{s:s,s:s,s:s,s:o,s:o},{s:s,s:s,s:s,s:s,s:o,s:o}]}", "keys", "kty", "RSA", "kid", "rsa1", "alg",
+                             "RS256", "n", b64_bn(rsa, OSSL_PKEY_PARAM_RSA_N, 0), "e", b64_bn(rsa, OSSL_PKEY_PARAM_RSA_E, 0), "kty",
+                             "EC", "kid", "ec1", "crv", "P-256", "use", "sig", "x", b64_bn(ec_key, OSSL_PKEY_PARAM_EC_PUB_X, 32),
+                             "y", b64_bn(ec_key, OSSL_PKEY_PARAM_EC_PUB_Y, 32));
     if (jwks == NULL || json_dump_file(jwks, path, 0) != 0)
         die("jwks", path);
     json_decref(jwks);
@@ -156,8 +155,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
                      dir, pepper, jwks, secret);
     fuzz_write(fuzz_path("alyd.conf", conf, sizeof(conf)), text, (size_t)n);
     aly_config_t *cfg = config_load(conf, &err);
-    if (cfg == NULL || log_open("off", "off", (uid_t)-1, (gid_t)-1, &err) != 0 ||
-        store_init(cfg, (uid_t)-1, (gid_t)-1, &err) != 0)
+    if (cfg == NULL || log_open("off", "off", (uid_t)-1, (gid_t)-1, &err) != 0 || store_init(cfg, (uid_t)-1, (gid_t)-1, &err) != 0)
         die("setup", err.msg);
     store_t *st = store_open(cfg, &err);
     auth_pepper_t *pp = st != NULL ? auth_pepper_load(pepper, &err) : NULL;

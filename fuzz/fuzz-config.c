@@ -52,8 +52,8 @@ static void check_rate(const char *what, const aly_rate_t *r)
         abort();
     }
     if (back.count != r->count || back.period_s != r->period_s || back.burst != r->burst) {
-        fprintf(stderr, "%s: %u/%us burst=%u printed as \"%s\" reads back as %u/%us burst=%u\n", what, r->count,
-                r->period_s, r->burst, text, back.count, back.period_s, back.burst);
+        fprintf(stderr, "%s: %u/%us burst=%u printed as \"%s\" reads back as %u/%us burst=%u\n", what, r->count, r->period_s,
+                r->burst, text, back.count, back.period_s, back.burst);
         abort();
     }
 }

@@ -97,7 +97,8 @@ static void agree(const char *tool, json_t *s, json_t *v, const char *path)
         size_t i;
         json_t *x;
         int found = 0;
-        json_array_foreach(e, i, x) found |= json_equal(x, v);
+        json_array_foreach(e, i, x)
+            found |= json_equal(x, v);
         if (!found)
             disagree(tool, path, "it is none of the enum's values");
     }
@@ -135,11 +136,11 @@ static void agree(const char *tool, json_t *s, json_t *v, const char *path)
         size_t i;
         json_t *x;
         char sub[512];
-        json_array_foreach(v, i, x) if (json_is_object(items))
-        {
-            snprintf(sub, sizeof(sub), "%s[%zu]", path, i);
-            agree(tool, items, x, sub);
-        }
+        json_array_foreach(v, i, x)
+            if (json_is_object(items)) {
+                snprintf(sub, sizeof(sub), "%s[%zu]", path, i);
+                agree(tool, items, x, sub);
+            }
     } else if (strcmp(type, "object") == 0) {
         if (!json_is_object(v))
             disagree(tool, path, "it is not an object");
@@ -147,12 +148,12 @@ static void agree(const char *tool, json_t *s, json_t *v, const char *path)
         int closed = json_is_false(json_object_get(s, "additionalProperties"));
         size_t i;
         json_t *x;
-        json_array_foreach(req, i, x) if (json_object_get(v, json_string_value(x)) == NULL)
-            disagree(tool, path, "it lacks a required member");
+        json_array_foreach(req, i, x)
+            if (json_object_get(v, json_string_value(x)) == NULL)
+                disagree(tool, path, "it lacks a required member");
         const char *k;
         char sub[512];
-        json_object_foreach(v, k, x)
-        {
+        json_object_foreach(v, k, x) {
             json_t *ps = json_object_get(props, k);
             snprintf(sub, sizeof(sub), "%s%s%s", path, path[0] ? "." : "", k);
             if (ps == NULL && closed)
@@ -234,7 +235,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (json_is_array(body)) {
         size_t i;
         json_t *m;
-        json_array_foreach(body, i, m) if (i < MAX_BATCH) check_message(m);
+        json_array_foreach(body, i, m)
+            if (i < MAX_BATCH)
+                check_message(m);
     } else {
         check_message(body);
     }

@@ -33,10 +33,14 @@ static const struct {
     const record_type_t *type;
     size_t size;
 } types[] = {
-    {&record_workspace, sizeof(workspace_record_t)},  {&record_key, sizeof(key_record_t)},
-    {&record_revocation, sizeof(revocation_record_t)}, {&record_session, sizeof(session_record_t)},
-    {&record_site, sizeof(site_record_t)},             {&record_product, sizeof(product_record_t)},
-    {&record_order, sizeof(order_record_t)},           {&record_audit, sizeof(audit_record_t)},
+    {&record_workspace, sizeof(workspace_record_t)},
+    {&record_key, sizeof(key_record_t)},
+    {&record_revocation, sizeof(revocation_record_t)},
+    {&record_session, sizeof(session_record_t)},
+    {&record_site, sizeof(site_record_t)},
+    {&record_product, sizeof(product_record_t)},
+    {&record_order, sizeof(order_record_t)},
+    {&record_audit, sizeof(audit_record_t)},
     {&record_idempotency, sizeof(idempotency_record_t)},
 };
 
