@@ -271,7 +271,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     free(header);
 
     principal_t p;
-    aly_err_t why = {{0}};
+    aly_err_t why = {.msg = ""};
     auth_result_t r = auth_authenticate(gate, exact, hlen, &p, &why);
     free(exact);
     if (r == AUTH_INVALID && why.msg[0] == '\0')

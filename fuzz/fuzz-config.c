@@ -61,7 +61,7 @@ static void check_rate(const char *what, const aly_rate_t *r)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     fuzz_write(conf_path, data, size);
-    aly_err_t err = {{0}};
+    aly_err_t err = {.msg = ""};
     /* The directory's name is random: seeds name the files above relative to it. */
     if (chdir(fuzz_tmpdir()) != 0)
         abort();

@@ -214,7 +214,7 @@ static void check_message(json_t *m)
     if (args != NULL && !json_is_object(args))
         return;
     json_t *own = args == NULL ? json_object() : json_incref(args);
-    aly_err_t err = {{0}};
+    aly_err_t err = {.msg = ""};
     if (schema_validate(tools[t].schema, own, &err) != 0) {
         if (err.msg[0] == '\0') {
             fprintf(stderr, "%s: arguments refused without a reason\n", name);

@@ -50,7 +50,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static any_record_t first, second;
     for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
-        aly_err_t err = {{0}};
+        aly_err_t err = {.msg = ""};
         memset(&first, 0, sizeof(first));
         if (record_decode(types[i].type, data, size, &first, &err) != 0) {
             if (err.msg[0] == '\0') {
