@@ -570,6 +570,18 @@ static void text(void)
         else
             ok(strstr(err.msg, "name is not valid UTF-8") != NULL, "says why: %s", err.msg);
     }
+    /* What encode refuses, decode refuses too: a record that reads back can be written again. */
+    strcpy(ws.name, "aXc");
+    if (record_encode(&record_workspace, &ws, &buf, &len, &err) == 0) {
+        char *at = memmem(buf, len, "aXc", 3);
+        ok(at != NULL, "the encoded name is in the bytes");
+        if (at != NULL)
+            at[1] = (char)0xff;
+        workspace_record_t back;
+        is_int(record_decode(&record_workspace, buf, len, &back, &err), -1, "record_decode refuses a name that is not UTF-8");
+        ok(strstr(err.msg, "name is not valid UTF-8") != NULL, "says why: %s", err.msg);
+        free(buf);
+    }
 }
 
 int main(void)
