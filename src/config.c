@@ -66,6 +66,8 @@ static const directive_t directives[] = {
     {"group", K_STRING, F(group), 0, 0, 0},
     {"error_log", K_LOG, F(error_log), 0, 0, 0},
     {"access_log", K_LOG, F(access_log), 0, 0, 0},
+    {"access_log_buffer", K_SIZE, F(access_log_buffer), 0, 0, (uint64_t)16 << 20},
+    {"access_log_flush", K_DURATION, F(access_log_flush_ms), 0, 10, 3600 * 1000},
     {"public_url", K_URL, F(public_url), 0, 0, 0},
     {"allowed_origins", K_LIST, F(allowed_origins), 1, 0, 0},
     {"allowed_hosts", K_LIST, F(allowed_hosts), 1, 0, 0},
@@ -343,6 +345,8 @@ static void set_defaults(aly_config_t *cfg)
     cfg->reset_budget = 100;
     cfg->address_strikes = 5;
     cfg->strike_window_ms = 60 * 1000;
+    cfg->access_log_buffer = (size_t)64 << 10;
+    cfg->access_log_flush_ms = 1000;
 }
 
 /* Points ps at the line that set a directive, so cross-directive errors name a line. */

@@ -1,11 +1,14 @@
 /*
- * The error and access logs declared in aly/log.h, and the error log's flood
- * guard: at most LOG_BURST lines per second from one call site.
+ * The error and access logs declared in aly/log.h, the error log's flood
+ * guard (at most LOG_BURST lines per second from one call site), and the
+ * access log's per-process buffer: whole lines gathered in memory and written
+ * to the file in as few write(2) calls as keep every line whole.
  */
 #include "aly/log.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -18,11 +21,30 @@
 #define SITES 64 /* call sites tracked by the flood guard; a colliding site takes the slot over */
 
 typedef struct log_target {
-    char *path; /* NULL for stderr or off */
-    int fd;     /* -1 when off */
+    char *path;       /* NULL for stderr or off */
+    int fd;           /* -1 when off */
+    size_t write_max; /* the most one write(2) may carry and still land whole among other writers' lines */
 } log_target_t;
 
-static log_target_t error_target = {NULL, 2}, access_target = {NULL, 2};
+/*
+ * Regular files opened O_APPEND take any write whole (the kernel appends it
+ * under the inode lock); a pipe or terminal only guarantees PIPE_BUF bytes.
+ */
+static size_t write_max_of(int fd)
+{
+    struct stat st;
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode))
+        return SIZE_MAX;
+    return PIPE_BUF;
+}
+
+static log_target_t error_target = {NULL, 2, PIPE_BUF}, access_target = {NULL, 2, PIPE_BUF};
+
+static struct {
+    char *data;
+    size_t cap, len;
+    int failing; /* the last write failed; reported once until a write succeeds */
+} abuf;
 static char role[32] = "alyd";
 
 /*
@@ -50,11 +72,11 @@ static int open_log_file(const char *path, aly_err_t *err)
 static int open_target(const char *spec, log_target_t *t, uid_t uid, gid_t gid, aly_err_t *err)
 {
     if (strcmp(spec, "off") == 0) {
-        *t = (log_target_t){NULL, -1};
+        *t = (log_target_t){NULL, -1, 0};
         return 0;
     }
     if (strcmp(spec, "stderr") == 0) {
-        *t = (log_target_t){NULL, 2};
+        *t = (log_target_t){NULL, 2, write_max_of(2)};
         return 0;
     }
     int fd = open_log_file(spec, err);
@@ -68,7 +90,7 @@ static int open_target(const char *spec, log_target_t *t, uid_t uid, gid_t gid, 
     char *copy = strdup(spec);
     if (copy == NULL)
         abort();
-    *t = (log_target_t){copy, fd};
+    *t = (log_target_t){copy, fd, write_max_of(fd)};
     return 0;
 }
 
@@ -82,6 +104,7 @@ static void close_target(log_target_t *t)
 
 int log_open(const char *error_log, const char *access_log, uid_t uid, gid_t gid, aly_err_t *err)
 {
+    log_access_flush();
     log_target_t e, a;
     if (open_target(error_log, &e, uid, gid, err) != 0)
         return -1;
@@ -110,11 +133,14 @@ static int reopen_target(log_target_t *t, aly_err_t *err)
         return aly_errf(err, "cannot reopen log file %s: %s", t->path, strerror(e));
     }
     close(fd);
+    t->write_max = write_max_of(t->fd);
     return 0;
 }
 
 int log_reopen(aly_err_t *err)
 {
+    /* Lines logged before the signal belong to the file being rotated away. */
+    log_access_flush();
     int rc = reopen_target(&error_target, err);
     if (reopen_target(&access_target, err) != 0)
         rc = -1;
@@ -227,6 +253,7 @@ void log_msg(log_level_t level, const char *fmt, ...)
 
 void log_fatal(const char *fmt, ...)
 {
+    log_access_flush();
     va_list ap;
     va_start(ap, fmt);
     if (error_target.fd >= 0)
@@ -240,15 +267,93 @@ int log_access_enabled(void)
     return access_target.fd >= 0;
 }
 
+/* One write(2), retried only for an interruption before anything was written; the count written or -1. */
+static ssize_t write_once(int fd, const char *p, size_t n)
+{
+    for (;;) {
+        ssize_t w = write(fd, p, n);
+        if (w >= 0 || errno != EINTR)
+            return w;
+    }
+}
+
+/*
+ * Writes n bytes of whole lines in pieces of at most write_max bytes, each
+ * ending at a line end, so that no write carries part of a line.  A short
+ * write (disk full, a signal on a pipe) leaves a line's tail, which is written
+ * next rather than lost.  On failure the rest is dropped and, once per run of
+ * failures, the error log says how much.
+ */
+static void write_lines(const char *p, size_t n)
+{
+    while (n > 0) {
+        size_t m = n;
+        if (m > access_target.write_max) {
+            m = access_target.write_max;
+            while (m > 0 && p[m - 1] != '\n')
+                m--;
+            if (m == 0) /* a line longer than write_max: only possible on a pipe, and lines are shorter */
+                m = access_target.write_max;
+        }
+        ssize_t w = write_once(access_target.fd, p, m);
+        if (w <= 0) {
+            int e = w < 0 ? errno : EIO;
+            if (!abuf.failing)
+                log_error("access log: write failed, %zu byte(s) of lines dropped: %s", n, strerror(e));
+            abuf.failing = 1;
+            return;
+        }
+        abuf.failing = 0;
+        p += w;
+        n -= (size_t)w;
+    }
+}
+
+void log_access_buffer(size_t size)
+{
+    log_access_flush();
+    free(abuf.data);
+    abuf.data = NULL;
+    abuf.cap = abuf.len = 0;
+    if (size == 0)
+        return;
+    abuf.data = malloc(size);
+    if (abuf.data == NULL)
+        abort();
+    abuf.cap = size;
+}
+
+int log_access_buffered(void)
+{
+    return abuf.cap > 0;
+}
+
+void log_access_flush(void)
+{
+    if (abuf.len == 0)
+        return;
+    if (access_target.fd >= 0)
+        write_lines(abuf.data, abuf.len);
+    abuf.len = 0;
+}
+
 void log_access_line(const char *line, size_t len)
 {
     if (access_target.fd < 0)
         return;
-    char buf[LINE_MAX_BYTES];
-    if (len > sizeof(buf) - 1)
-        len = sizeof(buf) - 1;
-    memcpy(buf, line, len);
-    buf[len++] = '\n';
-    ssize_t w = write(access_target.fd, buf, len);
-    (void)w;
+    if (len > LINE_MAX_BYTES - 1)
+        len = LINE_MAX_BYTES - 1;
+    if (abuf.len + len + 1 > abuf.cap)
+        log_access_flush();
+    if (len + 1 > abuf.cap) {
+        /* No buffer, or one smaller than this line: the line goes out on its own. */
+        char buf[LINE_MAX_BYTES];
+        memcpy(buf, line, len);
+        buf[len++] = '\n';
+        write_lines(buf, len);
+        return;
+    }
+    memcpy(abuf.data + abuf.len, line, len);
+    abuf.len += len;
+    abuf.data[abuf.len++] = '\n';
 }

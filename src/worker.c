@@ -71,6 +71,8 @@ static struct {
     guard_t *guard;
     h2o_timeout_t abuse_timeout;
     h2o_timeout_entry_t abuse_entry;
+    h2o_timeout_t log_flush_timeout;
+    h2o_timeout_entry_t log_flush_entry;
 } w;
 
 /* Every endpoint of alyd: the HTTP layer routes over this table and names none itself. */
@@ -266,6 +268,23 @@ static void begin_drain(void)
     h2o_timeout_link(w.loop, &w.sweep_timeout, &w.sweep_entry);
 }
 
+/* The access log's buffer is written out at least every access_log_flush. */
+static void on_log_flush(h2o_timeout_entry_t *entry)
+{
+    log_access_flush();
+    h2o_timeout_link(w.loop, &w.log_flush_timeout, entry);
+}
+
+static void start_access_log(const aly_config_t *cfg)
+{
+    log_access_buffer(log_access_enabled() ? cfg->access_log_buffer : 0);
+    if (!log_access_buffered())
+        return;
+    h2o_timeout_init(w.loop, &w.log_flush_timeout, cfg->access_log_flush_ms);
+    w.log_flush_entry.cb = on_log_flush;
+    h2o_timeout_link(w.loop, &w.log_flush_timeout, &w.log_flush_entry);
+}
+
 static void setup_globalconf(const aly_config_t *cfg)
 {
     h2o_config_init(&w.conf);
@@ -328,6 +347,7 @@ void worker_run(const worker_spec_t *spec)
 
     h2o_context_init(&w.ctx, w.loop, &w.conf);
     h2o_linklist_init_anchor(&w.conns);
+    start_access_log(spec->cfg);
 
     w.n_listeners = spec->n_listeners;
     w.listeners = calloc(spec->n_listeners, sizeof(*w.listeners));
@@ -366,6 +386,7 @@ void worker_run(const worker_spec_t *spec)
             break;
         }
     }
+    log_access_flush();
     gate_free(&w.gate);
     guard_free(w.guard);
     auth_free(auth);

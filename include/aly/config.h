@@ -72,6 +72,8 @@ typedef struct aly_config {
     char *group;
     char *error_log;  /* path, "stderr" or "off" */
     char *access_log; /* path, "stderr" or "off" */
+    size_t access_log_buffer;     /* bytes per worker; 0 writes each line at once */
+    uint64_t access_log_flush_ms; /* longest a line waits in the buffer */
 
     char *public_url; /* no trailing slash */
     aly_strlist_t allowed_origins;

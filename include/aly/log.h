@@ -1,10 +1,15 @@
 /*
  * Error log and access log.
  *
- * Each log is a file descriptor opened O_APPEND (or stderr, or nothing); a line
- * is formatted into a stack buffer and written with one write(2), so lines
- * from several workers never interleave.  log_reopen() is the USR1 path:
- * logrotate moves the file, the process opens the path again.
+ * Each log is a file descriptor opened O_APPEND (or stderr, or nothing).  An
+ * error-log line is formatted into a stack buffer and written with one
+ * write(2).  Access-log lines go through a per-process buffer once a worker
+ * asks for one (log_access_buffer): they are written when the next line would
+ * not fit, when the worker's flush timer calls log_access_flush(), before a
+ * reopen, and on the way out (log_fatal, the worker's exit).  Every write
+ * carries whole lines only, so lines from several workers never interleave or
+ * tear; a process killed outright loses what its buffer held.  log_reopen() is
+ * the USR1 path: logrotate moves the file, the process opens the path again.
  *
  * Flood guard: each call site (known by its format string) writes at most
  * LOG_BURST error-log lines per wall-clock second in a process; the rest are
@@ -41,8 +46,19 @@ void log_msg(log_level_t level, const char *fmt, ...) __attribute__((format(prin
 /* Logs at error level and exits with status 1. */
 void log_fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 
-/* Writes one preformatted access-log line (newline added).  No-op when the access log is off. */
+/*
+ * Adds one preformatted access-log line (newline added): into the buffer, or
+ * straight to the file when there is no buffer or the line is bigger than it.
+ * No-op when the access log is off.
+ */
 void log_access_line(const char *line, size_t len);
 int log_access_enabled(void);
+
+/* Gives this process an access-log buffer of size bytes (0: none, each line written at once). */
+void log_access_buffer(size_t size);
+int log_access_buffered(void);
+
+/* Writes out whatever lines the buffer holds. */
+void log_access_flush(void);
 
 #endif
