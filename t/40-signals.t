@@ -2,15 +2,20 @@
 # Signals to the master: HUP reloads (a bad configuration keeps the old one
 # running), USR1 reopens the logs, QUIT drains (in-flight requests finish,
 # idle connections close), TERM/INT stop at once and remove the pid file.
+# And the buffered access log around them: lines wait in a worker's buffer
+# until it fills, the flush interval, USR1 or the worker's exit; a worker
+# killed outright loses only what its buffer held; whole lines only.
 use strict;
 use warnings;
 use Test::More;
 use IO::Select;
 use IO::Socket::INET;
+use File::Temp;
+use POSIX ();
 use Time::HiRes qw(time sleep);
 use Alyd;
 
-watchdog(90);
+watchdog(180);
 
 sub same_set { join(',', sort { $a <=> $b } @{ $_[0] }) eq join(',', sort { $a <=> $b } @{ $_[1] }) }
 
@@ -165,7 +170,7 @@ sub connect_to {
     my $first = poll_until(5, sub {
         $k++;
         raw_http($srv->port, 'GET', "/healthz?usr1=after$k");
-        -f $al && ($srv->access_log_text // '') =~ /usr1=after$k\b/;
+        -f $al && ($srv->access_log_text // '') =~ /usr1=after\d+\b/;    # lines wait up to access_log_flush
     });
     ok($first, 'a new access.log is created and receives request lines');
     my $old_size = -s "$al.1";
@@ -277,6 +282,191 @@ for my $sig ('TERM', 'INT') {
     is($srv->exit_status, 0, "$sig: exit status 0");
     ok(!-e $pidf, "$sig: pid_file removed");
     $srv->kill_all;
+}
+
+# --- the buffered access log ---------------------------------------------------
+
+# One access-log line: time client principal method path rpc status bytes duration protocol pid.
+my $LINE = qr{^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z [0-9.:a-f]+ \S+ [A-Z]+ /\S* \S+ \d{3} \d+ \d+\.\d{3} HTTP/[12](?:\.[01])? \d+$};
+
+# The access log's lines carrying "tag=<t>-<n>", as { n => count }, and every line that is not well formed.
+sub tagged {
+    my ($text, $t) = @_;
+    my (%n, @bad);
+    for my $l (split /\n/, $text // '') {
+        push @bad, $l unless $l =~ $LINE;
+        $n{$1}++ if $l =~ /[?&]tag=\Q$t\E-(\d+)\b/;
+    }
+    return (\%n, \@bad);
+}
+
+# Requests GET /healthz?tag=<t>-<n> for n in @ns, each on a fresh connection; the count answered 200.
+sub tag_requests {
+    my ($srv, $t, @ns) = @_;
+    my $ok = 0;
+    for my $n (@ns) {
+        my ($st) = raw_http($srv->port, 'GET', "/healthz?tag=$t-$n");
+        $ok++ if $st == 200;
+    }
+    return $ok;
+}
+
+sub exactly_once {
+    my ($n, @want) = @_;
+    my @missing = grep { !$n->{$_} } @want;
+    my @twice = grep { $n->{$_} > 1 } @want;
+    my %w = map { $_ => 1 } @want;
+    my @extra = grep { !$w{$_} } keys %$n;
+    diag("missing: @missing") if @missing;
+    diag("more than once: @twice") if @twice;
+    diag("unexpected: @extra") if @extra;
+    return !@missing && !@twice && !@extra;
+}
+
+# Bounds of the two directives, checked by alyd -t.
+{
+    my $dir = File::Temp->newdir;
+    my @cases = (['access_log_buffer 0', 1], ['access_log_buffer 16m', 1], ['access_log_buffer 17m', 0],
+        ['access_log_buffer 64q', 0], ['access_log_flush 10ms', 1], ['access_log_flush 1h', 1],
+        ['access_log_flush 9ms', 0], ['access_log_flush 2h', 0], ['access_log_flush soon', 0]);
+    for my $c (@cases) {
+        my ($line, $good) = @$c;
+        spew("$dir/a.conf", "listen 127.0.0.1:1\ndata_dir $dir/data\n$line\n");
+        my ($exit, $out, $err) = run_cmd(Alyd::alyd_bin(), '-t', '-c', "$dir/a.conf");
+        if ($good) {
+            is($exit, 0, "alyd -t accepts \"$line\"") or diag($err);
+        } else {
+            my ($name) = $line =~ /^(\S+)/;
+            ok($exit != 0 && $err =~ /a\.conf:3: \Q$name\E/, "alyd -t refuses \"$line\" at line 3") or diag($err);
+        }
+    }
+}
+
+# Lines wait in the buffer: with a 1 h interval nothing is written while the
+# buffer has room; with a short interval the timer writes them.
+{
+    my $srv = Alyd->start(workers => 1, extra => ['access_log_flush 1h']);
+    is(tag_requests($srv, 'held', 1 .. 5), 5, 'flush 1h: 5 requests answered');
+    sleep 1.5;    # ordering only: time in which an unbuffered log would have had them long since
+    my ($n) = tagged($srv->access_log_text, 'held');
+    is(scalar(keys %$n), 0, 'flush 1h: their lines are still in the buffer');
+    ok($srv->stop, 'stops on TERM');
+    ($n) = tagged($srv->access_log_text, 'held');
+    ok(exactly_once($n, 1 .. 5), 'and are written, each once, when the worker exits');
+}
+{
+    my $srv = Alyd->start(workers => 1, extra => ['access_log_flush 200ms']);
+    my $t0 = time;
+    is(tag_requests($srv, 'timer', 1 .. 5), 5, 'flush 200ms: 5 requests answered');
+    my $n;
+    my $seen = poll_until(5, sub { ($n) = tagged($srv->access_log_text, 'timer'); keys %$n == 5 });
+    ok($seen, sprintf('their lines are written by the timer, the worker still running (%.2fs)', time - $t0));
+    ok(exactly_once($n, 1 .. 5), '... each once');
+    ok($srv->stop, 'stops on TERM');
+}
+
+# A full buffer is written at once; a worker killed with SIGKILL loses only
+# the lines its buffer held, and what was written is a prefix of the requests
+# (one worker serves them in order).
+{
+    my $srv = Alyd->start(workers => 1, extra => ['access_log_flush 1h', 'access_log_buffer 4k']);
+    my ($w) = $srv->worker_pids;
+    my $m = 150;
+    is(tag_requests($srv, 'kill', 1 .. $m), $m, "$m requests answered");
+    ok(kill('KILL', $w), 'SIGKILL to the worker');
+    ok(poll_until(5, sub { !proc_alive($w) }), 'the worker is gone');
+    my $text = $srv->access_log_text // '';
+    my ($n, $bad) = tagged($text, 'kill');
+    my $k = keys %$n;
+    is(scalar @$bad, 0, 'every line in the file is whole') or diag("bad: $bad->[0]");
+    ok($k > 0, "lines were written while the buffer filled ($k of $m)");
+    ok(exactly_once($n, 1 .. $k), '... the first k requests, each once');
+    # A lost line is at most a few digits shorter than the shortest written one.
+    my ($shortest) = sort { $a <=> $b } map { length($_) + 1 } grep { /tag=kill-/ } split /\n/, $text;
+    my $lost = $m - $k;
+    ok($lost >= 1 && $lost * (($shortest // 9) - 8) <= 4096,
+        "the lost lines ($lost of about $shortest bytes) are at most what a 4k buffer holds");
+    my $why = $srv->wait_ready(1);
+    ok(!defined $why, 'the master replaces the worker') or diag($why);
+    $srv->kill_all;
+}
+
+# USR1: every line logged before the signal lands in the rotated file, every
+# line after it in the new one; none lost, none twice.
+{
+    my $srv = Alyd->start(workers => 1, extra => ['access_log_flush 1h']);
+    my $al = $srv->access_log;
+    is(tag_requests($srv, 'rot', 1 .. 20), 20, '20 requests before the rotation');
+    ok(rename($al, "$al.1"), 'access.log renamed away');
+    ok($srv->signal('USR1'), 'USR1 sent');
+    my $n;
+    ok(poll_until(5, sub { ($n) = tagged(slurp("$al.1"), 'rot'); keys %$n == 20 }),
+        'the buffered lines are written to the rotated file on USR1 (flush 1h)');
+    is(tag_requests($srv, 'rot', 21 .. 40), 20, '20 requests after the rotation');
+    ok($srv->stop, 'stops on TERM');
+    my $bad;
+    ($n, $bad) = tagged(slurp("$al.1"), 'rot');
+    ok(exactly_once($n, 1 .. 20), 'access.log.1 holds requests 1-20, each once');
+    is(scalar @$bad, 0, '... as whole lines');
+    ($n, $bad) = tagged($srv->access_log_text, 'rot');
+    ok(exactly_once($n, 21 .. 40), 'the new access.log holds requests 21-40, each once');
+    is(scalar @$bad, 0, '... as whole lines');
+}
+
+# Workers write their buffers when they exit: after a reload (the old
+# workers drain), on QUIT and on TERM.
+for my $sig ('HUP', 'QUIT', 'TERM') {
+    my $srv = Alyd->start(workers => 2, extra => ['access_log_flush 1h']);
+    my @old = $srv->worker_pids;
+    is(tag_requests($srv, $sig, 1 .. 30), 30, "$sig: 30 requests answered");
+    my ($n) = tagged($srv->access_log_text, $sig);
+    is(scalar(keys %$n), 0, "$sig: their lines are buffered");
+    ok($srv->signal($sig), "$sig sent");
+    if ($sig eq 'HUP') {
+        ok(poll_until(10, sub { !(grep { proc_alive($_) } @old) }), 'HUP: the old workers exit');
+        ok(!$srv->exited, 'HUP: the master keeps running');
+    } else {
+        ok(defined $srv->wait_exit(10), "$sig: the master exits");
+        is($srv->exit_status, 0, "$sig: exit status 0");
+    }
+    my $bad;
+    ($n, $bad) = tagged($srv->access_log_text, $sig);
+    ok(exactly_once($n, 1 .. 30), "$sig: all 30 lines are written, each once");
+    is(scalar @$bad, 0, "$sig: as whole lines");
+    $srv->kill_all;
+}
+
+# Concurrent clients on two workers with small buffers (many writes racing
+# for the end of the file), and with no buffer: exactly one whole line per request.
+for my $buffer ('1k', '0') {
+    my $srv = Alyd->start(workers => 2, extra => ['access_log_flush 1h', "access_log_buffer $buffer"]);
+    my ($clients, $each) = (8, 40);
+    my $pad = 'p' x 300;    # long lines: a 1k buffer holds two or three
+    my @kids;
+    for my $c (1 .. $clients) {
+        my $pid = fork // die "fork: $!";
+        if ($pid == 0) {
+            my $ok = 0;
+            for my $i (1 .. $each) {
+                my ($st) = raw_http($srv->port, 'GET', "/healthz?tag=conc-" . ($c * 1000 + $i) . "&pad=$pad");
+                $ok++ if $st == 200;
+            }
+            POSIX::_exit($ok == $each ? 0 : 1);
+        }
+        push @kids, $pid;
+    }
+    my $fails = 0;
+    for my $pid (@kids) { waitpid($pid, 0); $fails++ if $? != 0 }
+    is($fails, 0, "buffer $buffer: $clients concurrent clients x $each requests all answered");
+    ok($srv->stop, "buffer $buffer: stops on TERM");
+    my $text = $srv->access_log_text // '';
+    my ($n, $bad) = tagged($text, 'conc');
+    ok(exactly_once($n, map { my $c = $_; map { $c * 1000 + $_ } 1 .. $each } 1 .. $clients),
+        "buffer $buffer: exactly " . $clients * $each . ' lines, one per request');
+    is(scalar @$bad, 0, "buffer $buffer: every line whole") or diag("first bad line: $bad->[0]");
+    like($text, qr/\n\z/, "buffer $buffer: the file ends with a whole line");
+    my %pids = map { /(\d+)$/ ? ($1 => 1) : () } grep { /tag=conc-/ } split /\n/, $text;
+    diag("buffer $buffer: lines from " . scalar(keys %pids) . ' worker(s)');
 }
 
 done_testing();
