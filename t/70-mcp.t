@@ -88,7 +88,8 @@ sub initialize {
         last if keys %pids >= 2 && $i >= 10;
         %pids = map { $_ => 1 } ($srv->access_log_text // '') =~ /ping \d+ \d+ \S+ \S+ (\d+)$/mg;
     }
-    %pids = map { $_ => 1 } ($srv->access_log_text // '') =~ /ping \d+ \d+ \S+ \S+ (\d+)$/mg;
+    # Access-log lines wait in the workers' buffers up to access_log_flush (1 s).
+    poll_until(5, sub { %pids = map { $_ => 1 } ($srv->access_log_text // '') =~ /ping \d+ \d+ \S+ \S+ (\d+)$/mg; keys %pids >= 2 });
     cmp_ok(scalar keys %pids, '>=', 2, 'the session was served by ' . scalar(keys %pids) . ' different worker pids');
     ok($ok >= 10, 'every request on the session succeeded');
     rpc_error(rpc(id => 1, method => 'ping'), 404, -32600, 'session of another principal', session => $sid, key => $key_orders);
