@@ -16,6 +16,7 @@
 #define PAGE_SIZE 50
 #define CACHE_SLOTS 256
 #define CACHE_MAX_ENTRY (64 * 1024)
+#define CACHE_MAX_BYTES ((size_t)4 << 20) /* results and keys held at once, per worker */
 
 /*
  * Results of cacheable tools (TOOL_CACHED), per worker, keyed by workspace, tool and
@@ -24,7 +25,10 @@
  * retires every entry.  A hit skips the tool and the JSON serialisation.
  * Direct-mapped (a colliding key replaces the slot); isError and
  * input_required results are not kept, and a call that carries the client's
- * answers neither reads nor fills it; bounded by CACHE_SLOTS x CACHE_MAX_ENTRY.
+ * answers neither reads nor fills it.  Bounded by CACHE_MAX_BYTES in all: a
+ * result that would pass it first retires the entries of older snapshots,
+ * and is not kept when that is not enough (256 x 64 KB could otherwise pin
+ * 16 MB per worker).
  */
 typedef struct cache_entry {
     char *key;
@@ -34,6 +38,36 @@ typedef struct cache_entry {
 } cache_entry_t;
 
 static cache_entry_t result_cache[CACHE_SLOTS];
+static size_t cache_bytes;
+
+static size_t entry_bytes(const cache_entry_t *e)
+{
+    return e->key != NULL ? e->len + strlen(e->key) + 2 : 0;
+}
+
+static void cache_drop(cache_entry_t *e)
+{
+    cache_bytes -= entry_bytes(e);
+    free(e->key);
+    free(e->text);
+    *e = (cache_entry_t){NULL, NULL, 0, 0};
+}
+
+/* Keeps key -> text (both stolen) in slot e when the budget allows; 0 when kept. */
+static int cache_keep(cache_entry_t *e, char *key, char *text, size_t len, uint64_t snapshot)
+{
+    cache_entry_t n = {key, text, len, snapshot};
+    if (cache_bytes - entry_bytes(e) + entry_bytes(&n) > CACHE_MAX_BYTES)
+        for (size_t i = 0; i < CACHE_SLOTS; i++)
+            if (result_cache[i].key != NULL && result_cache[i].snapshot != snapshot)
+                cache_drop(&result_cache[i]);
+    if (cache_bytes - entry_bytes(e) + entry_bytes(&n) > CACHE_MAX_BYTES)
+        return -1;
+    cache_drop(e);
+    *e = n;
+    cache_bytes += entry_bytes(&n);
+    return 0;
+}
 
 typedef struct tool_entry {
     const mcp_tool_desc_t *d;
@@ -289,12 +323,8 @@ static void call_cached(mcp_call_t *call, const tool_entry_t *t, json_t *args)
         return;
     }
     /* The call has completed (and is gone); cap holds its result. */
-    if (cap.text != NULL && !cap.is_error && cap.len <= CACHE_MAX_ENTRY) {
-        free(e->key);
-        free(e->text);
-        *e = (cache_entry_t){key, cap.text, cap.len, snapshot};
+    if (cap.text != NULL && !cap.is_error && cap.len <= CACHE_MAX_ENTRY && cache_keep(e, key, cap.text, cap.len, snapshot) == 0)
         return;
-    }
     free(cap.text);
     free(key);
 }
