@@ -320,16 +320,43 @@ static h2o_iovec_t log_field(h2o_req_t *req, const char *key)
     return h2o_iovec_init(H2O_STRLIT("-"));
 }
 
-/* Copies at most max bytes of s into out, replacing anything outside printable ASCII (no log forging). */
-static size_t sanitize(char *out, const char *s, size_t len, size_t max)
+/* An access log line under construction; appends past its end are cut. */
+typedef struct line {
+    char *p, *end;
+} line_t;
+
+static void put(line_t *l, const char *s, size_t n)
+{
+    if (n > (size_t)(l->end - l->p))
+        n = (size_t)(l->end - l->p);
+    memcpy(l->p, s, n);
+    l->p += n;
+}
+
+/* " " then at most max bytes of s, anything outside printable ASCII (and '"') as '?': no log forging. */
+static void put_clean(line_t *l, const char *s, size_t len, size_t max)
 {
     if (len > max)
         len = max;
+    if ((size_t)(l->end - l->p) < len + 1)
+        return;
+    *l->p++ = ' ';
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)s[i];
-        out[i] = (c > 0x20 && c < 0x7f && c != '"') ? (char)c : '?';
+        *l->p++ = (c > 0x20 && c < 0x7f && c != '"') ? (char)c : '?';
     }
-    return len;
+}
+
+/* v in decimal, zero-padded to at least width digits. */
+static void put_uint(line_t *l, uint64_t v, int width)
+{
+    char b[24];
+    int i = sizeof(b);
+    do {
+        b[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0 || (int)sizeof(b) - i < width);
+    put(l, b + i, sizeof(b) - (size_t)i);
 }
 
 static int log_pid; /* this worker's, set at registration: getpid() is a system call */
@@ -405,10 +432,13 @@ static void on_log(h2o_logger_t *self, h2o_req_t *req)
     if (!log_access_enabled())
         return;
 
-    char line[1400], ts[32], client[INET6_ADDRSTRLEN + 2] = "-", method[24], path[512], principal[161], rpc[161];
+    /* Assembled by hand: this runs once per request, and snprintf of eleven fields was a tenth of a worker's time. */
+    char line[1400], client[INET6_ADDRSTRLEN + 2] = "-";
+    line_t l = {line, line + sizeof(line)};
     struct timeval now;
     gettimeofday(&now, NULL);
-    log_time(ts, &now);
+    log_time(l.p, &now);
+    l.p += 24;
     struct sockaddr_storage ss;
     socklen_t sl = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
     if (sl != 0) {
@@ -417,21 +447,29 @@ static void on_log(h2o_logger_t *self, h2o_req_t *req)
         else if (ss.ss_family == AF_INET6)
             inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, client, sizeof(client));
     }
-    size_t ml = sanitize(method, req->method.base, req->method.len, sizeof(method) - 1);
-    method[ml] = '\0';
-    size_t pl = sanitize(path, req->path.base, req->path.len, sizeof(path) - 1);
-    path[pl] = '\0';
-    h2o_iovec_t f = log_field(req, "principal");
-    principal[sanitize(principal, f.base, f.len, sizeof(principal) - 1)] = '\0';
-    f = log_field(req, "rpc");
-    rpc[sanitize(rpc, f.base, f.len, sizeof(rpc) - 1)] = '\0';
+    put(&l, " ", 1);
+    put(&l, client, strlen(client));
+    h2o_iovec_t principal = log_field(req, "principal"), rpc = log_field(req, "rpc");
+    put_clean(&l, principal.base, principal.len, 160);
+    put_clean(&l, req->method.base, req->method.len, 23);
+    put_clean(&l, req->path.base, req->path.len, 511);
+    put_clean(&l, rpc.base, rpc.len, 160);
     int64_t usec = (int64_t)(now.tv_sec - req->timestamps.request_begin_at.tv_sec) * 1000000 +
                    (now.tv_usec - req->timestamps.request_begin_at.tv_usec);
-    const char *proto = req->version >= 0x200 ? "HTTP/2" : req->version == 0x101 ? "HTTP/1.1" : "HTTP/1.0";
-    int n = snprintf(line, sizeof(line), "%s %s %s %s %s %s %d %zu %.3f %s %d", ts, client, principal, method, path, rpc,
-                     req->res.status, req->bytes_sent, (double)usec / 1000.0, proto, log_pid);
-    if (n > 0)
-        log_access_line(line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
+    if (usec < 0)
+        usec = 0;
+    put(&l, " ", 1);
+    put_uint(&l, (uint64_t)req->res.status, 1);
+    put(&l, " ", 1);
+    put_uint(&l, req->bytes_sent, 1);
+    put(&l, " ", 1);
+    put_uint(&l, (uint64_t)usec / 1000, 1);
+    put(&l, ".", 1);
+    put_uint(&l, (uint64_t)usec % 1000, 3);
+    const char *proto = req->version >= 0x200 ? " HTTP/2 " : req->version == 0x101 ? " HTTP/1.1 " : " HTTP/1.0 ";
+    put(&l, proto, strlen(proto));
+    put_uint(&l, (uint64_t)log_pid, 1);
+    log_access_line(line, (size_t)(l.p - line));
 }
 
 static h2o_hostconf_t *register_host(h2o_globalconf_t *conf, const char *name, http_site_t *site, unsigned flag)
