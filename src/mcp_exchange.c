@@ -303,11 +303,19 @@ int mcp_call_cancelled(const mcp_call_t *call)
 void mcp_call_result_text(mcp_call_t *call, const char *result, size_t len)
 {
     /* The envelope is assembled as text: the result may come serialised from a cache. */
-    char *id = json_dumps(call->id, JSON_COMPACT | JSON_ENCODE_ANY);
-    mcp_buf_t b = {NULL, 0, 0};
+    char num[24], *id = NULL;
+    const char *idtext = num;
+    if (json_is_integer(call->id)) /* the common id: no allocation */
+        snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT, json_integer_value(call->id));
+    else
+        idtext = (id = json_dumps(call->id, JSON_COMPACT | JSON_ENCODE_ANY)) != NULL ? id : "null";
+    /* One allocation for the whole envelope in the usual case: the result plus room for the rest. */
+    mcp_buf_t b = {malloc(len + 512), 0, len + 512};
+    if (b.data == NULL)
+        abort();
     static const char head[] = "{\"jsonrpc\":\"2.0\",\"id\":", mid[] = ",\"result\":";
     mcp_buf_append(&b, head, sizeof(head) - 1);
-    mcp_buf_append(&b, id ? id : "null", id ? strlen(id) : 4);
+    mcp_buf_append(&b, idtext, strlen(idtext));
     mcp_buf_append(&b, mid, sizeof(mid) - 1);
     if (call->x->modern && len >= 2 && result[0] == '{') {
         /* Modern results open with resultType, their caching hints and serverInfo (never kept in the result cache). */
