@@ -127,8 +127,8 @@ int admin_workspace_sites(store_t *st, const char *ws, admin_each_fn each, void 
 
 /* ---- API keys ---- */
 
-int admin_key_mint(store_t *st, const char *pepper_file, const admin_key_spec_t *spec, key_record_t *out, char *key,
-                   size_t keylen, aly_err_t *err)
+int admin_key_mint(store_t *st, const char *pepper_file, const admin_key_spec_t *spec, key_record_t *out, char *key, size_t keylen,
+                   aly_err_t *err)
 {
     if (spec->name != NULL && !admin_name_ok(spec->name))
         return aly_errf(err, "key name must be 1 to %d printable bytes", ALY_NAME_MAX - 1);

@@ -92,8 +92,7 @@ static int cmd_init(ctl_t *ctl)
         ctl_print_json(json_pack("{s:s, s:s, s:i}", "data_dir", ctl->cfg->data_dir, "pepper_file", ctl->cfg->key_pepper_file,
                                  "schema", STORE_SCHEMA_VERSION));
     else
-        printf("initialised %s (schema %d, pepper %s)\n", ctl->cfg->data_dir, STORE_SCHEMA_VERSION,
-               ctl->cfg->key_pepper_file);
+        printf("initialised %s (schema %d, pepper %s)\n", ctl->cfg->data_dir, STORE_SCHEMA_VERSION, ctl->cfg->key_pepper_file);
     return 0;
 }
 
@@ -119,8 +118,8 @@ static int cmd_backup(ctl_t *ctl)
     if (ctl->json)
         ctl_print_json(json_pack("{s:s, s:s}", "backup", probe, "note", "the pepper file is not part of the backup"));
     else
-        printf("backed up the store to %s (compacted). The pepper file %s is not in it: keep a copy of it once, apart.\n",
-               probe, ctl->cfg->key_pepper_file);
+        printf("backed up the store to %s (compacted). The pepper file %s is not in it: keep a copy of it once, apart.\n", probe,
+               ctl->cfg->key_pepper_file);
     return 0;
 }
 
@@ -128,8 +127,9 @@ static const ctl_command_t commands[] = {
     {"init", "init                 create data_dir, the pepper file and the store", cmd_init},
     {"stats", "stats [--workspace WS]   store: records, map use, readers; a workspace: its sites' counts", ctl_cmd_stats},
     {"workspace", "workspace create NAME | workspace list", ctl_cmd_workspace},
-    {"keys", "keys create --workspace WS --scopes S1,S2 [--name N] [--expires 90d] [--rate-limit R]\n"
-             "                       keys list [--workspace WS] | keys show ID | keys revoke ID",
+    {"keys",
+     "keys create --workspace WS --scopes S1,S2 [--name N] [--expires 90d] [--rate-limit R]\n"
+     "                       keys list [--workspace WS] | keys show ID | keys revoke ID",
      ctl_cmd_keys},
     {"oauth", "oauth revoke-jti JTI | oauth revoke-sub SUB", ctl_cmd_oauth},
     {"backup", "backup DEST_DIR      hot, compacted copy of the durable store", cmd_backup},

@@ -15,8 +15,8 @@
 
 typedef struct ctl {
     aly_config_t *cfg;
-    int json;   /* --json: print JSON on stdout instead of text */
-    int argc;   /* the command's arguments, without the command name and --json */
+    int json; /* --json: print JSON on stdout instead of text */
+    int argc; /* the command's arguments, without the command name and --json */
     char **argv;
 } ctl_t;
 

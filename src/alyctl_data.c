@@ -43,11 +43,10 @@ static int workspace_stats(ctl_t *ctl, const char *ws)
     }
     size_t i;
     json_t *s;
-    json_array_foreach(sites, i, s)
-    {
+    json_array_foreach(sites, i, s) {
         printf("%-26s %6lld products %6lld orders  %s\n", json_string_value(json_object_get(s, "id")),
-               (long long)json_integer_value(json_object_get(s, "products")), (long long)json_integer_value(json_object_get(s, "orders")),
-               json_string_value(json_object_get(s, "name")));
+               (long long)json_integer_value(json_object_get(s, "products")),
+               (long long)json_integer_value(json_object_get(s, "orders")), json_string_value(json_object_get(s, "name")));
     }
     json_decref(sites);
     return 0;
@@ -211,8 +210,8 @@ static int audit_line(void *ctx, const void *rec)
     char at[40];
     aly_format_time(at, sizeof(at), r->at_ms);
     if (out != NULL)
-        json_array_append_new(out, json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I}", "at", at, "workspace", r->workspace, "principal",
-                                             r->principal, "tool", r->tool, "object", r->object, "before_version",
+        json_array_append_new(out, json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I}", "at", at, "workspace", r->workspace,
+                                             "principal", r->principal, "tool", r->tool, "object", r->object, "before_version",
                                              (json_int_t)r->before_version, "after_version", (json_int_t)r->after_version));
     else
         printf("%s %s %s %s %s v%llu->v%llu\n", at, r->workspace, r->principal, r->tool, r->object,

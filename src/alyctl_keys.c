@@ -111,8 +111,8 @@ static json_t *key_json(const key_record_t *k, uint64_t last_used)
         config_format_rate(&r, rate, sizeof(rate));
     }
     return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "id", k->id, "workspace", k->workspace, "name", k->name,
-                     "scopes", scopes, "created", created, "expires", expires, "revoked", revoked, "last_used", used,
-                     "rate_limit", rate);
+                     "scopes", scopes, "created", created, "expires", expires, "revoked", revoked, "last_used", used, "rate_limit",
+                     rate);
 }
 
 static void print_key(const key_record_t *k, uint64_t last_used)
@@ -124,7 +124,7 @@ static void print_key(const key_record_t *k, uint64_t last_used)
     json_decref(j);
 }
 
-#define KEYS_CREATE_USAGE                                                                                                    \
+#define KEYS_CREATE_USAGE                                                                                                          \
     "usage: keys create --workspace WS --scopes S1,S2 [--name N] [--expires 90d] [--rate-limit '60/minute burst=10']"
 
 /* --expires: a positive duration of at most ten years. */

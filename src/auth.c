@@ -118,8 +118,7 @@ static auth_result_t check_key(auth_t *a, const char *key, size_t len, store_txn
                                aly_err_t *why)
 {
     if (!auth_key_well_formed(key, len))
-        return aly_errf(why, "malformed API key (wrong length or checksum): paste the whole key, or mint a new one"),
-               AUTH_INVALID;
+        return aly_errf(why, "malformed API key (wrong length or checksum): paste the whole key, or mint a new one"), AUTH_INVALID;
     unsigned char hash[32];
     aly_err_t err;
     if (auth_key_hash(a->pepper, key, len, hash, &err) != 0) {

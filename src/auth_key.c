@@ -21,7 +21,6 @@
 
 #include "aly/auth.h"
 
-
 struct auth_pepper {
     EVP_MAC *mac;
     EVP_MAC_CTX *ctx; /* keyed once; re-initialised with a NULL key per use */

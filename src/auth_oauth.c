@@ -177,8 +177,7 @@ static int load_jwks(auth_oauth_t *o, const char *path, aly_err_t *err)
     }
     size_t i;
     json_t *jwk;
-    json_array_foreach(keys, i, jwk)
-    {
+    json_array_foreach(keys, i, jwk) {
         const char *kid = json_string_value(json_object_get(jwk, "kid"));
         const char *use = json_string_value(json_object_get(jwk, "use"));
         if (kid == NULL || kid[0] == '\0' || strlen(kid) >= sizeof(o->keys[0].kid)) {
@@ -273,8 +272,8 @@ static const char *alg_name(jwt_alg_t a)
 }
 
 /* Picks the verification key from the (unverified) header; nothing else of the header is trusted. */
-static int select_key(auth_oauth_t *o, const char *jws, size_t hlen, const unsigned char **key, size_t *keylen,
-                      jwt_alg_t *alg, aly_err_t *why)
+static int select_key(auth_oauth_t *o, const char *jws, size_t hlen, const unsigned char **key, size_t *keylen, jwt_alg_t *alg,
+                      aly_err_t *why)
 {
     unsigned char hbuf[MAX_HEADER];
     if (hlen > 4 * MAX_HEADER / 3)
@@ -373,7 +372,9 @@ static int aud_matches(json_t *aud, const char *resource)
     if (json_is_array(aud)) {
         size_t i;
         json_t *v;
-        json_array_foreach(aud, i, v) if (json_is_string(v) && strcmp(json_string_value(v), resource) == 0) return 1;
+        json_array_foreach(aud, i, v)
+            if (json_is_string(v) && strcmp(json_string_value(v), resource) == 0)
+                return 1;
     }
     return 0;
 }
@@ -466,8 +467,8 @@ static int check_claims(auth_oauth_t *o, json_t *c, store_txn_t *t, principal_t 
     return 0;
 }
 
-auth_result_t auth_oauth_verify(auth_oauth_t *o, const char *jws, size_t len, store_txn_t *t, uint64_t generation,
-                                principal_t *out, aly_err_t *why)
+auth_result_t auth_oauth_verify(auth_oauth_t *o, const char *jws, size_t len, store_txn_t *t, uint64_t generation, principal_t *out,
+                                aly_err_t *why)
 {
     unsigned char digest[32];
     SHA256((const unsigned char *)jws, len, digest);

@@ -13,8 +13,8 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <netinet/in.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,20 +24,20 @@
 #define MAX_ARGS 64
 
 typedef enum {
-    K_STRING,   /* one word */
-    K_PATH,     /* one word, a file path */
-    K_LOG,      /* path, "stderr" or "off" */
-    K_URL,      /* http(s)://host[:port][/path], stored without trailing slash */
-    K_LIST,     /* one or more words, appended */
-    K_URLLIST,  /* one or more URLs, appended */
-    K_LISTEN,   /* host:port [tls] */
-    K_MLISTEN,  /* host:port, for metrics */
-    K_WORKERS,  /* N or auto */
-    K_UINT,     /* positive integer */
-    K_SIZE,     /* bytes with k/m/g */
+    K_STRING,     /* one word */
+    K_PATH,       /* one word, a file path */
+    K_LOG,        /* path, "stderr" or "off" */
+    K_URL,        /* http(s)://host[:port][/path], stored without trailing slash */
+    K_LIST,       /* one or more words, appended */
+    K_URLLIST,    /* one or more URLs, appended */
+    K_LISTEN,     /* host:port [tls] */
+    K_MLISTEN,    /* host:port, for metrics */
+    K_WORKERS,    /* N or auto */
+    K_UINT,       /* positive integer */
+    K_SIZE,       /* bytes with k/m/g */
     K_DURATION,   /* ms/s/m/h/d; bare numbers are seconds; stored in ms */
     K_DURATION_S, /* the same, stored in whole seconds (min/max still in ms) */
-    K_RATE,     /* N/period [burst=B] */
+    K_RATE,       /* N/period [burst=B] */
     K_CLIENTRATE,
 } kind_t;
 
@@ -182,8 +182,7 @@ static char *url_dup(const char *u)
 static int set_value(aly_config_t *cfg, const directive_t *d, parse_state_t *ps, char **argv, int argc, aly_err_t *err)
 {
     void *dst = field(cfg, d);
-    int one = d->kind != K_LIST && d->kind != K_URLLIST && d->kind != K_LISTEN && d->kind != K_RATE &&
-              d->kind != K_CLIENTRATE;
+    int one = d->kind != K_LIST && d->kind != K_URLLIST && d->kind != K_LISTEN && d->kind != K_RATE && d->kind != K_CLIENTRATE;
     if (argc == 0)
         return fail(ps, err, "\"%s\" needs a value", d->name);
     if (one && argc != 1)
@@ -219,8 +218,9 @@ static int set_value(aly_config_t *cfg, const directive_t *d, parse_state_t *ps,
         if (argc == 2 && d->kind == K_LISTEN && strcmp(argv[1], "tls") == 0)
             tls = 1;
         else if (argc != 1)
-            return fail(ps, err, d->kind == K_LISTEN ? "%s takes an address and optionally \"tls\", got \"%s\"" :
-                                                       "%s takes one address, got \"%s\"",
+            return fail(ps, err,
+                        d->kind == K_LISTEN ? "%s takes an address and optionally \"tls\", got \"%s\""
+                                            : "%s takes one address, got \"%s\"",
                         d->name, argv[argc - 1]);
         aly_listen_t *l;
         if (d->kind == K_MLISTEN) {
@@ -264,7 +264,9 @@ static int set_value(aly_config_t *cfg, const directive_t *d, parse_state_t *ps,
         uint64_t v;
         int is_size = d->kind == K_SIZE;
         if ((is_size ? config_parse_size(argv[0], &v) : config_parse_duration(argv[0], &v)) != 0)
-            return fail(ps, err, is_size ? "%s \"%s\" must be a size like 512k, 1m or 2g" : "%s \"%s\" must be a duration like 500ms, 30s, 5m, 24h or 7d",
+            return fail(ps, err,
+                        is_size ? "%s \"%s\" must be a size like 512k, 1m or 2g"
+                                : "%s \"%s\" must be a duration like 500ms, 30s, 5m, 24h or 7d",
                         d->name, argv[0]);
         if ((d->min != 0 || d->max != 0) && (v < d->min || v > d->max)) {
             char range[96];
@@ -438,8 +440,7 @@ static int finish(aly_config_t *cfg, parse_state_t *ps, aly_err_t *err)
         }
         char buf[300];
         int v6 = l->addr.ss_family == AF_INET6;
-        snprintf(buf, sizeof(buf), "%s://%s%s%s:%u", l->tls ? "https" : "http", v6 ? "[" : "", l->host, v6 ? "]" : "",
-                 l->port);
+        snprintf(buf, sizeof(buf), "%s://%s%s%s:%u", l->tls ? "https" : "http", v6 ? "[" : "", l->host, v6 ? "]" : "", l->port);
         cfg->public_url = xstrdup(buf);
     }
     if (cfg->authorization_servers.n == 0 && cfg->oauth_issuer != NULL)
@@ -596,10 +597,20 @@ void config_free(aly_config_t *cfg)
     for (size_t i = 0; i < cfg->n_listens; i++)
         listen_free(&cfg->listens[i]);
     listen_free(&cfg->metrics_listen);
-    char **strings[] = {&cfg->path,       &cfg->tls_certificate, &cfg->tls_key,         &cfg->data_dir,
-                        &cfg->pid_file,   &cfg->user,            &cfg->group,           &cfg->error_log,
-                        &cfg->access_log, &cfg->public_url,      &cfg->key_pepper_file, &cfg->oauth_issuer,
-                        &cfg->oauth_jwks_file, &cfg->oauth_hs256_secret_file};
+    char **strings[] = {&cfg->path,
+                        &cfg->tls_certificate,
+                        &cfg->tls_key,
+                        &cfg->data_dir,
+                        &cfg->pid_file,
+                        &cfg->user,
+                        &cfg->group,
+                        &cfg->error_log,
+                        &cfg->access_log,
+                        &cfg->public_url,
+                        &cfg->key_pepper_file,
+                        &cfg->oauth_issuer,
+                        &cfg->oauth_jwks_file,
+                        &cfg->oauth_hs256_secret_file};
     for (size_t i = 0; i < ALY_ARRAY_SIZE(strings); i++)
         free(*strings[i]);
     strlist_free(&cfg->allowed_origins);

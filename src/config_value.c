@@ -41,9 +41,9 @@ static int parse_scaled(const char *text, const struct unit *units, uint64_t *ou
     return -1;
 }
 
-static const struct unit size_units[] = {{"", 1},       {"k", 1024},    {"K", 1024},          {"m", 1 << 20},
+static const struct unit size_units[] = {{"", 1},        {"k", 1024},    {"K", 1024},    {"m", 1 << 20},
                                          {"M", 1 << 20}, {"g", 1 << 30}, {"G", 1 << 30}, {NULL, 0}};
-static const struct unit duration_units[] = {{"", 1000},          {"ms", 1},          {"s", 1000}, {"m", 60 * 1000},
+static const struct unit duration_units[] = {{"", 1000},         {"ms", 1},           {"s", 1000}, {"m", 60 * 1000},
                                              {"h", 3600 * 1000}, {"d", 86400 * 1000}, {NULL, 0}};
 
 static const struct unit plain[] = {{"", 1}, {NULL, 0}};
@@ -88,7 +88,7 @@ int config_parse_rate(const char *text, aly_rate_t *rate, aly_err_t *err)
     static const struct {
         const char *name;
         uint32_t secs;
-    } periods[] = {{"second", 1}, {"s", 1},       {"minute", 60}, {"min", 60}, {"m", 60},
+    } periods[] = {{"second", 1},  {"s", 1},    {"minute", 60}, {"min", 60}, {"m", 60},
                    {"hour", 3600}, {"h", 3600}, {"day", 86400}, {"d", 86400}};
     char buf[128];
     if (strlen(text) >= sizeof(buf))
@@ -180,4 +180,3 @@ int config_parse_listen(const char *spec, aly_listen_t *l, aly_err_t *err)
     l->port = (uint16_t)port;
     return 0;
 }
-

@@ -56,13 +56,14 @@ static int begin_in(store_t *st, const char *ws, store_txn_t *t, aly_err_t *err)
 }
 
 static const char *const site_names[] = {"Northwind Outfitters", "Blue Harbor Coffee", "Atlas Home Goods", "Juniper Books",
-                                         "Copperleaf Garden", "Summit Cycles", "Luna Ceramics", "Maple & Pine"};
-static const char *const site_domains[] = {"northwind.example", "blueharbor.example", "atlashome.example", "juniperbooks.example",
-                                           "copperleaf.example", "summitcycles.example", "lunaceramics.example", "maplepine.example"};
+                                         "Copperleaf Garden",    "Summit Cycles",      "Luna Ceramics",    "Maple & Pine"};
+static const char *const site_domains[] = {"northwind.example",    "blueharbor.example", "atlashome.example",
+                                           "juniperbooks.example", "copperleaf.example", "summitcycles.example",
+                                           "lunaceramics.example", "maplepine.example"};
 static const char *const currencies[] = {"EUR", "USD", "GBP"};
 static const char *const adjectives[] = {"Classic", "Organic", "Handmade", "Everyday", "Premium", "Vintage", "Compact", "Deluxe"};
-static const char *const nouns[] = {"Mug", "Tote Bag", "Notebook", "Candle", "Blanket", "Water Bottle", "Plant Pot", "Scarf",
-                                    "Backpack", "Coffee Beans", "Lamp", "Cutting Board"};
+static const char *const nouns[] = {"Mug",       "Tote Bag", "Notebook", "Candle",       "Blanket", "Water Bottle",
+                                    "Plant Pot", "Scarf",    "Backpack", "Coffee Beans", "Lamp",    "Cutting Board"};
 static const char *const first[] = {"Ada", "Ben", "Chloe", "Dev", "Elena", "Farid", "Grace", "Hiro", "Ines", "Jonas"};
 static const char *const last[] = {"Lovelace", "Okafor", "Martin", "Patel", "Rossi", "Haddad", "Kim", "Tanaka", "Silva", "Berg"};
 static const char *const tags[] = {"gift", "sale", "new", "eco", "bestseller", "limited"};
@@ -200,17 +201,18 @@ int demo_seed(store_t *st, const char *ws, const demo_opts_t *o, demo_counts_t *
  * Fields a line type does not name are ignored, so an export with extra
  * fields imports as it is.
  */
-#define SITE_LINE                                                                                                               \
-    "{\"type\":\"object\",\"properties\":{\"id\":" SITE_ID "," SITE_FIELDS "},\"required\":[\"id\",\"name\",\"domain\",\"currency\"]}"
-#define PRODUCT_LINE                                                                                                            \
-    "{\"type\":\"object\",\"properties\":{\"site_id\":" SITE_ID ",\"id\":" PRODUCT_ID "," PRODUCT_FIELDS "},"                  \
+#define SITE_LINE                                                                                                                  \
+    "{\"type\":\"object\",\"properties\":{\"id\":" SITE_ID "," SITE_FIELDS                                                         \
+    "},\"required\":[\"id\",\"name\",\"domain\",\"currency\"]}"
+#define PRODUCT_LINE                                                                                                               \
+    "{\"type\":\"object\",\"properties\":{\"site_id\":" SITE_ID ",\"id\":" PRODUCT_ID "," PRODUCT_FIELDS "},"                      \
     "\"required\":[\"site_id\",\"id\",\"title\",\"sku\"]}"
-#define ORDER_LINE                                                                                                              \
-    "{\"type\":\"object\",\"properties\":{\"site_id\":" SITE_ID ",\"id\":" ORDER_ID ",\"status\":" ORDER_STATUS_SCHEMA ","    \
-    "\"created\":" DATE_SCHEMA ",\"items\":{\"type\":\"array\",\"minItems\":1,\"maxItems\":" TOOLS_STR(SHOP_MAX_ITEMS) ","      \
+#define ORDER_LINE                                                                                                                 \
+    "{\"type\":\"object\",\"properties\":{\"site_id\":" SITE_ID ",\"id\":" ORDER_ID ",\"status\":" ORDER_STATUS_SCHEMA ","         \
+    "\"created\":" DATE_SCHEMA ",\"items\":{\"type\":\"array\",\"minItems\":1,\"maxItems\":" MAX_ITEMS ","                         \
     "\"items\":" LINE_ITEM_SCHEMA "}},\"required\":[\"site_id\",\"id\",\"status\",\"created\",\"items\"]}"
-#define VISITS_LINE                                                                                                             \
-    "{\"type\":\"object\",\"properties\":{\"site_id\":" SITE_ID ",\"date\":" DATE_SCHEMA ","                                   \
+#define VISITS_LINE                                                                                                                \
+    "{\"type\":\"object\",\"properties\":{\"site_id\":" SITE_ID ",\"date\":" DATE_SCHEMA ","                                       \
     "\"count\":{\"type\":\"integer\",\"minimum\":0,\"maximum\":1000000000}},\"required\":[\"site_id\",\"date\"]}"
 
 typedef struct import_ctx {
@@ -311,8 +313,7 @@ static int import_order(import_ctx_t *c, json_t *line, aly_err_t *why, aly_err_t
         o.paid_ms = o.created_ms;
     size_t i;
     json_t *it;
-    json_array_foreach(json_object_get(line, "items"), i, it)
-    {
+    json_array_foreach(json_object_get(line, "items"), i, it) {
         line_item_t *li = &o.items[o.n_items++];
         const char *pid = field(it, "product_id");
         product_record_t p;

@@ -55,8 +55,8 @@ static void send_rate_limited(h2o_req_t *req, const char *policy, const aly_rate
     config_format_rate(rate, rate_text, sizeof(rate_text));
     snprintf(text, sizeof(text), "%s (%s): retry in %llu s", what, rate_text, (unsigned long long)d->retry_after_s);
     http_send_rpc_error(req, 429, "Too Many Requests", RPC_RATE_LIMITED, text,
-                        json_pack("{s:I, s:s, s:s}", "retry_after_seconds", (json_int_t)d->retry_after_s, "limit", policy,
-                                  "policy", rate_text));
+                        json_pack("{s:I, s:s, s:s}", "retry_after_seconds", (json_int_t)d->retry_after_s, "limit", policy, "policy",
+                                  rate_text));
 }
 
 /* The principal's decision, once per authenticated request; -1 when the 429 was sent. */
@@ -192,8 +192,8 @@ int gate_pass(gate_t *g, h2o_req_t *req, principal_t *p)
         return limit_principal(g, req, p);
     }
     if (r == AUTH_ERROR) {
-        http_send_rpc_error(req, 503, "Service Unavailable", RPC_INTERNAL_ERROR, "the credential store cannot be read; try again shortly",
-                            NULL);
+        http_send_rpc_error(req, 503, "Service Unavailable", RPC_INTERNAL_ERROR,
+                            "the credential store cannot be read; try again shortly", NULL);
         return -1;
     }
     if (r == AUTH_INVALID && rl != NULL) {
@@ -212,9 +212,10 @@ void gate_scope_challenge(gate_t *g, h2o_req_t *req, scope_set_t held, scope_set
 {
     char scopes[512], header[2048];
     scope_format(held | need, scopes, sizeof(scopes));
-    snprintf(header, sizeof(header),
-             "Bearer error=\"insufficient_scope\", scope=\"%s\", resource_metadata=\"%s/.well-known/oauth-protected-resource/api/mcp\"",
-             scopes, g->cfg->public_url);
+    snprintf(
+        header, sizeof(header),
+        "Bearer error=\"insufficient_scope\", scope=\"%s\", resource_metadata=\"%s/.well-known/oauth-protected-resource/api/mcp\"",
+        scopes, g->cfg->public_url);
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL, h2o_strdup(&req->pool, header, SIZE_MAX).base,
                    strlen(header));
 }

@@ -286,8 +286,8 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     }
     if (!(method_bit(req->method) & route->methods)) {
         allow_header(req, route->methods);
-        http_send_error(req, 405, "Method Not Allowed", "method_not_allowed", "%.*s does not accept %.*s",
-                        (int)path.len, path.base, (int)(req->method.len > 16 ? 16 : req->method.len), req->method.base);
+        http_send_error(req, 405, "Method Not Allowed", "method_not_allowed", "%.*s does not accept %.*s", (int)path.len, path.base,
+                        (int)(req->method.len > 16 ? 16 : req->method.len), req->method.base);
         return 0;
     }
     /*

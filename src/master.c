@@ -298,8 +298,7 @@ static void reap(int stopping)
                 delay = 0;
             m.respawn_at[dead.number] = now + delay;
             if (n == 1)
-                log_error("worker %u (pid %d) %s after %llu ms; respawning", dead.number, (int)pid, why,
-                          (unsigned long long)lived);
+                log_error("worker %u (pid %d) %s after %llu ms; respawning", dead.number, (int)pid, why, (unsigned long long)lived);
             else
                 log_error("worker %u (pid %d) %s after %llu ms; it keeps dying (%u times in a row), respawning in %llu ms",
                           dead.number, (int)pid, why, (unsigned long long)lived, n, (unsigned long long)delay);
@@ -463,8 +462,8 @@ int master_run(const char *config_path, int foreground, unsigned workers_overrid
         signal(sigs[i], SIG_DFL);
     signal(SIGPIPE, SIG_IGN);
 
-    log_info("alyd %s starting %u worker(s) on %zu listener(s), public_url %s", PACKAGE_VERSION, m.gen.n_workers,
-             m.gen.n_listeners, cfg->public_url);
+    log_info("alyd %s starting %u worker(s) on %zu listener(s), public_url %s", PACKAGE_VERSION, m.gen.n_workers, m.gen.n_listeners,
+             cfg->public_url);
     start_generation();
 
     int exit_code = 0;

@@ -8,7 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-
 static const record_field_t workspace_fields[] = {
     RF_STR_(workspace_record_t, id, "id", 0),
     RF_STR_(workspace_record_t, name, "name", 0),
@@ -47,7 +46,6 @@ static const record_field_t revocation_fields[] = {
     RF_U64_(revocation_record_t, revoked_ms, "revoked", 0),
 };
 const record_type_t record_revocation = {"revoked", 1, revocation_fields, ALY_ARRAY_SIZE(revocation_fields)};
-
 
 static void pack_str(msgpack_packer *pk, const char *s)
 {
@@ -293,12 +291,11 @@ static int sane(const unsigned char *p, size_t len, size_t *off, int depth)
         static const struct {
             unsigned char code, lenbytes, fixed, is_items, pairs;
         } t[] = {
-            {0xc4, 1, 0, 0, 0}, {0xc5, 2, 0, 0, 0}, {0xc6, 4, 0, 0, 0}, {0xc7, 1, 1, 0, 0}, {0xc8, 2, 1, 0, 0},
-            {0xc9, 4, 1, 0, 0}, {0xca, 0, 4, 0, 0}, {0xcb, 0, 8, 0, 0}, {0xcc, 0, 1, 0, 0}, {0xcd, 0, 2, 0, 0},
-            {0xce, 0, 4, 0, 0}, {0xcf, 0, 8, 0, 0}, {0xd0, 0, 1, 0, 0}, {0xd1, 0, 2, 0, 0}, {0xd2, 0, 4, 0, 0},
-            {0xd3, 0, 8, 0, 0}, {0xd4, 0, 2, 0, 0}, {0xd5, 0, 3, 0, 0}, {0xd6, 0, 5, 0, 0}, {0xd7, 0, 9, 0, 0},
-            {0xd8, 0, 17, 0, 0}, {0xd9, 1, 0, 0, 0}, {0xda, 2, 0, 0, 0}, {0xdb, 4, 0, 0, 0}, {0xdc, 2, 0, 1, 0},
-            {0xdd, 4, 0, 1, 0}, {0xde, 2, 0, 1, 1}, {0xdf, 4, 0, 1, 1},
+            {0xc4, 1, 0, 0, 0}, {0xc5, 2, 0, 0, 0}, {0xc6, 4, 0, 0, 0},  {0xc7, 1, 1, 0, 0}, {0xc8, 2, 1, 0, 0}, {0xc9, 4, 1, 0, 0},
+            {0xca, 0, 4, 0, 0}, {0xcb, 0, 8, 0, 0}, {0xcc, 0, 1, 0, 0},  {0xcd, 0, 2, 0, 0}, {0xce, 0, 4, 0, 0}, {0xcf, 0, 8, 0, 0},
+            {0xd0, 0, 1, 0, 0}, {0xd1, 0, 2, 0, 0}, {0xd2, 0, 4, 0, 0},  {0xd3, 0, 8, 0, 0}, {0xd4, 0, 2, 0, 0}, {0xd5, 0, 3, 0, 0},
+            {0xd6, 0, 5, 0, 0}, {0xd7, 0, 9, 0, 0}, {0xd8, 0, 17, 0, 0}, {0xd9, 1, 0, 0, 0}, {0xda, 2, 0, 0, 0}, {0xdb, 4, 0, 0, 0},
+            {0xdc, 2, 0, 1, 0}, {0xdd, 4, 0, 1, 0}, {0xde, 2, 0, 1, 1},  {0xdf, 4, 0, 1, 1},
         };
         size_t i;
         for (i = 0; i < ALY_ARRAY_SIZE(t) && t[i].code != c; i++)

@@ -145,9 +145,9 @@ int registry_add_tools(const mcp_tool_desc_t *tools, size_t n, aly_err_t *err)
             json_decref(in);
             return -1;
         }
-        json_t *ann = json_pack("{s:b, s:b, s:b, s:b}", "readOnlyHint", (d->annotations & TOOL_READ_ONLY) != 0,
-                                "destructiveHint", (d->annotations & TOOL_DESTRUCTIVE) != 0, "idempotentHint",
-                                (d->annotations & TOOL_IDEMPOTENT) != 0, "openWorldHint", (d->annotations & TOOL_OPEN_WORLD) != 0);
+        json_t *ann = json_pack("{s:b, s:b, s:b, s:b}", "readOnlyHint", (d->annotations & TOOL_READ_ONLY) != 0, "destructiveHint",
+                                (d->annotations & TOOL_DESTRUCTIVE) != 0, "idempotentHint", (d->annotations & TOOL_IDEMPOTENT) != 0,
+                                "openWorldHint", (d->annotations & TOOL_OPEN_WORLD) != 0);
         if (d->title != NULL)
             json_object_set_new(ann, "title", json_string(d->title));
         json_t *item = json_pack("{s:s, s:s, s:O, s:o}", "name", d->name, "description", d->description, "inputSchema", in,
@@ -460,8 +460,7 @@ void registry_prompts_get(mcp_call_t *call, json_t *params)
         args = empty = json_object();
     size_t i;
     json_t *a;
-    json_array_foreach(p->arguments, i, a)
-    {
+    json_array_foreach(p->arguments, i, a) {
         const char *an = json_string_value(json_object_get(a, "name"));
         json_t *v = json_object_get(args, an);
         if ((json_is_true(json_object_get(a, "required")) && v == NULL) || (v != NULL && !json_is_string(v))) {

@@ -14,10 +14,31 @@
 #define MAX_DEPTH 16
 
 static const char *const known_keywords[] = {
-    "type",      "properties", "required",  "additionalProperties", "enum",     "const",      "minimum",
-    "maximum",   "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength", "pattern", "format",
-    "items",     "minItems",   "maxItems",  "uniqueItems", "title",  "description", "default", "examples",
-    "$schema",   "$defs",      "$ref",
+    "type",
+    "properties",
+    "required",
+    "additionalProperties",
+    "enum",
+    "const",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "format",
+    "items",
+    "minItems",
+    "maxItems",
+    "uniqueItems",
+    "title",
+    "description",
+    "default",
+    "examples",
+    "$schema",
+    "$defs",
+    "$ref",
 };
 
 static int known(const char *k)
@@ -64,8 +85,7 @@ static int check_node(const json_t *s, int depth, aly_err_t *err)
         return aly_errf(err, "a schema must be an object");
     const char *k;
     json_t *v;
-    json_object_foreach((json_t *)s, k, v)
-    {
+    json_object_foreach((json_t *)s, k, v) {
         if (!known(k))
             return aly_errf(err, "schema keyword \"%s\" is not supported by the validator", k);
         if (strcmp(k, "pattern") == 0 && (!json_is_string(v) || compiled(json_string_value(v)) == NULL))
@@ -75,7 +95,9 @@ static int check_node(const json_t *s, int depth, aly_err_t *err)
             json_t *pv;
             if (!json_is_object(v))
                 return aly_errf(err, "properties must be an object");
-            json_object_foreach(v, pk, pv) if (check_node(pv, depth + 1, err) != 0) return -1;
+            json_object_foreach(v, pk, pv)
+                if (check_node(pv, depth + 1, err) != 0)
+                    return -1;
         }
         if ((strcmp(k, "items") == 0 || strcmp(k, "additionalProperties") == 0) && check_node(v, depth + 1, err) != 0)
             return -1;
@@ -86,7 +108,9 @@ static int check_node(const json_t *s, int depth, aly_err_t *err)
             json_t *dv;
             if (!json_is_object(v))
                 return aly_errf(err, "$defs must be an object");
-            json_object_foreach(v, dk, dv) if (check_node(dv, depth + 1, err) != 0) return -1;
+            json_object_foreach(v, dk, dv)
+                if (check_node(dv, depth + 1, err) != 0)
+                    return -1;
         }
     }
     return 0;
@@ -200,7 +224,9 @@ static int wants_integer(const json_t *t)
     json_t *e;
     if (json_is_string(t))
         return strcmp(json_string_value(t), "integer") == 0;
-    json_array_foreach(t, i, e) if (json_is_string(e) && strcmp(json_string_value(e), "integer") == 0) return 1;
+    json_array_foreach(t, i, e)
+        if (json_is_string(e) && strcmp(json_string_value(e), "integer") == 0)
+            return 1;
     return 0;
 }
 
@@ -232,7 +258,8 @@ static int validate(const json_t *root, const json_t *s, json_t *v, json_t **int
     if (json_is_array(t)) {
         size_t i, ok = 0;
         json_t *e;
-        json_array_foreach(t, i, e) ok |= json_is_string(e) && type_matches(json_string_value(e), v);
+        json_array_foreach(t, i, e)
+            ok |= json_is_string(e) && type_matches(json_string_value(e), v);
         if (!ok)
             return fail(err, path, "has the wrong type%s", "");
     }
@@ -245,8 +272,7 @@ static int validate(const json_t *root, const json_t *s, json_t *v, json_t **int
         json_t *e;
         int found = 0;
         char allowed[200] = "";
-        json_array_foreach(x, i, e)
-        {
+        json_array_foreach(x, i, e) {
             found |= json_equal(e, (json_t *)v);
             if (json_is_string(e) && strlen(allowed) + json_string_length(e) + 3 < sizeof(allowed)) {
                 if (allowed[0])
@@ -300,8 +326,7 @@ static int validate(const json_t *root, const json_t *s, json_t *v, json_t **int
         size_t i;
         json_t *e;
         char sub[256];
-        json_array_foreach(req, i, e)
-        {
+        json_array_foreach(req, i, e) {
             if (json_is_string(e) && json_object_get(v, json_string_value(e)) == NULL) {
                 join(sub, sizeof(sub), path, json_string_value(e));
                 return fail(err, sub, "is required%s", "");
@@ -309,8 +334,7 @@ static int validate(const json_t *root, const json_t *s, json_t *v, json_t **int
         }
         const char *k;
         json_t *pv;
-        json_object_foreach(v, k, pv)
-        {
+        json_object_foreach(v, k, pv) {
             join(sub, sizeof(sub), path, k);
             json_t *ps = json_object_get(props, k);
             if (ps != NULL) {
@@ -333,8 +357,7 @@ static int validate(const json_t *root, const json_t *s, json_t *v, json_t **int
             return snprintf(num, sizeof(num), "%lld", (long long)json_integer_value(x)),
                    fail(err, path, "must have at most %s items", num);
         json_t *items = json_object_get(s, "items"), *e;
-        json_array_foreach(v, i, e)
-        {
+        json_array_foreach(v, i, e) {
             snprintf(sub, sizeof(sub), "%s[%zu]", path[0] ? path : "arguments", i);
             if (items != NULL && validate_in(root, items, v, NULL, i, e, sub, depth + 1, err) != 0)
                 return -1;

@@ -10,10 +10,14 @@
 #include <unistd.h>
 
 static const record_field_t site_fields[] = {
-    RF_STR_(site_record_t, id, "id", 0),          RF_STR_(site_record_t, name, "name", 0),
-    RF_STR_(site_record_t, domain, "domain", 0),  RF_STR_(site_record_t, currency, "currency", 0),
-    RF_U64_(site_record_t, created_ms, "created", 0), RF_U64_(site_record_t, updated_ms, "updated", 0),
-    RF_U64_(site_record_t, version, "version", 0), RF_U64_(site_record_t, products, "products", 0),
+    RF_STR_(site_record_t, id, "id", 0),
+    RF_STR_(site_record_t, name, "name", 0),
+    RF_STR_(site_record_t, domain, "domain", 0),
+    RF_STR_(site_record_t, currency, "currency", 0),
+    RF_U64_(site_record_t, created_ms, "created", 0),
+    RF_U64_(site_record_t, updated_ms, "updated", 0),
+    RF_U64_(site_record_t, version, "version", 0),
+    RF_U64_(site_record_t, products, "products", 0),
     RF_U64_(site_record_t, orders, "orders", 0),
 };
 const record_type_t record_site = {"site", 1, site_fields, ALY_ARRAY_SIZE(site_fields)};
@@ -65,9 +69,12 @@ static const record_field_t order_fields[] = {
 const record_type_t record_order = {"order", 1, order_fields, ALY_ARRAY_SIZE(order_fields)};
 
 static const record_field_t audit_fields[] = {
-    RF_STR_(audit_record_t, workspace, "ws", 0),        RF_STR_(audit_record_t, principal, "principal", 0),
-    RF_STR_(audit_record_t, tool, "tool", 0),           RF_STR_(audit_record_t, object, "object", 0),
-    RF_U64_(audit_record_t, at_ms, "at", 0),            RF_U64_(audit_record_t, before_version, "before", 1),
+    RF_STR_(audit_record_t, workspace, "ws", 0),
+    RF_STR_(audit_record_t, principal, "principal", 0),
+    RF_STR_(audit_record_t, tool, "tool", 0),
+    RF_STR_(audit_record_t, object, "object", 0),
+    RF_U64_(audit_record_t, at_ms, "at", 0),
+    RF_U64_(audit_record_t, before_version, "before", 1),
     RF_U64_(audit_record_t, after_version, "after", 1),
 };
 const record_type_t record_audit = {"audit", 1, audit_fields, ALY_ARRAY_SIZE(audit_fields)};
@@ -137,7 +144,8 @@ int shop_sku_taken(store_txn_t *t, const char *ws, const char *site, const char 
 int shop_product_put(store_txn_t *t, const char *ws, const product_record_t *p, const char *old_sku, aly_err_t *err)
 {
     char k[200];
-    if (old_sku != NULL && strcmp(old_sku, p->sku) != 0 && store_del(t, DB_DATA, k, shop_key(k, sizeof(k), ws, 'K', p->site, old_sku), err) < 0)
+    if (old_sku != NULL && strcmp(old_sku, p->sku) != 0 &&
+        store_del(t, DB_DATA, k, shop_key(k, sizeof(k), ws, 'K', p->site, old_sku), err) < 0)
         return -1;
     size_t kl = shop_key(k, sizeof(k), ws, 'K', p->site, p->sku);
     if (kl == 0 || store_put(t, DB_DATA, k, kl, p->id, strlen(p->id), 0, err) != 0)
@@ -188,8 +196,8 @@ int shop_visits_add(store_txn_t *t, const char *ws, const char *site, const char
     return store_put(t, DB_DATA, k, kl, &cur, sizeof(cur), 0, err) == 0 ? 0 : -1;
 }
 
-int shop_audit(store_txn_t *t, const char *ws, const char *principal, const char *tool, const char *object,
-               uint64_t before_version, uint64_t after_version, aly_err_t *err)
+int shop_audit(store_txn_t *t, const char *ws, const char *principal, const char *tool, const char *object, uint64_t before_version,
+               uint64_t after_version, aly_err_t *err)
 {
     static uint32_t seq;
     audit_record_t a = {.at_ms = aly_wall_ms(), .before_version = before_version, .after_version = after_version};
@@ -253,8 +261,12 @@ void shop_date(uint64_t ms, char out[11])
     gmtime_r(&s, &tm);
     /* Years outside 0..9999 cannot come from a uint64 of milliseconds we accept; clamp for the formatter. */
     int y = tm.tm_year + 1900;
-    snprintf(out, 11, "%04u-%02u-%02u", (unsigned)(y < 0 ? 0 : y > 9999 ? 9999 : y) % 10000, (unsigned)(tm.tm_mon + 1) % 100,
-             (unsigned)tm.tm_mday % 100);
+    snprintf(out, 11, "%04u-%02u-%02u",
+             (unsigned)(y < 0      ? 0
+                        : y > 9999 ? 9999
+                                   : y) %
+                 10000,
+             (unsigned)(tm.tm_mon + 1) % 100, (unsigned)tm.tm_mday % 100);
 }
 
 int64_t shop_date_ms(const char *date)

@@ -21,7 +21,8 @@
 
 #include "aly/store_internal.h"
 
-const char *const store_durable_dbs[DB_N] = {"meta", "workspaces", "keys", "key_hash", "revoked_jti", "revoked_sub", "data", "sessions"};
+const char *const store_durable_dbs[DB_N] = {"meta",        "workspaces",  "keys", "key_hash",
+                                             "revoked_jti", "revoked_sub", "data", "sessions"};
 const char *const store_volatile_dbs[VDB_N] = {"meta", "last_used", "rate", "replies"};
 
 static const char schema_key[] = "schema";
@@ -33,8 +34,7 @@ static int env_path(const aly_config_t *cfg, const char *sub, char *buf, size_t 
     return 0;
 }
 
-static int env_open(const aly_config_t *cfg, const char *sub, size_t map_size, unsigned flags, MDB_env **out,
-                    aly_err_t *err)
+static int env_open(const aly_config_t *cfg, const char *sub, size_t map_size, unsigned flags, MDB_env **out, aly_err_t *err)
 {
     char path[4096];
     if (env_path(cfg, sub, path, sizeof(path), err) != 0)

@@ -8,8 +8,7 @@
 
 #include "aly/record.h"
 
-int store_get_record(store_txn_t *t, int db, const void *key, size_t klen, const record_type_t *type, void *rec,
-                     aly_err_t *err)
+int store_get_record(store_txn_t *t, int db, const void *key, size_t klen, const record_type_t *type, void *rec, aly_err_t *err)
 {
     store_val_t v;
     int rc = store_get(t, db, key, klen, &v, err);

@@ -308,8 +308,7 @@ int store_get(store_txn_t *t, int db, const void *key, size_t klen, store_val_t 
     return 0;
 }
 
-int store_put(store_txn_t *t, int db, const void *key, size_t klen, const void *val, size_t vlen, int noclobber,
-              aly_err_t *err)
+int store_put(store_txn_t *t, int db, const void *key, size_t klen, const void *val, size_t vlen, int noclobber, aly_err_t *err)
 {
     MDB_dbi dbi;
     int rc = target(t, db, klen, &dbi, err);
@@ -360,8 +359,8 @@ int store_del(store_txn_t *t, int db, const void *key, size_t klen, aly_err_t *e
     return 0;
 }
 
-int store_scan(store_txn_t *t, int db, const void *prefix, size_t plen, const void *after, size_t alen, store_scan_cb cb,
-               void *ctx, aly_err_t *err)
+int store_scan(store_txn_t *t, int db, const void *prefix, size_t plen, const void *after, size_t alen, store_scan_cb cb, void *ctx,
+               aly_err_t *err)
 {
     MDB_dbi dbi;
     MDB_cursor *cur;

@@ -189,9 +189,9 @@ static mcp_status_t analytics_summary(mcp_call_t *call, json_t *args)
     qsort(r.top, r.n_top, sizeof(top_t), by_revenue);
     json_t *top = json_array();
     for (size_t i = 0; i < r.n_top && i < 5; i++)
-        json_array_append_new(top, json_pack("{s:s, s:s, s:I, s:o}", "product_id", r.top[i].product, "title", r.top[i].title,
-                                             "quantity", (json_int_t)r.top[i].quantity, "revenue",
-                                             tools_money(r.top[i].revenue, r.site.currency)));
+        json_array_append_new(top,
+                              json_pack("{s:s, s:s, s:I, s:o}", "product_id", r.top[i].product, "title", r.top[i].title, "quantity",
+                                        (json_int_t)r.top[i].quantity, "revenue", tools_money(r.top[i].revenue, r.site.currency)));
     /* Rounded half up to whole minor units; the rate to four decimals. */
     uint64_t aov = orders ? (revenue + orders / 2) / orders : 0;
     double rate = visits ? (double)(uint64_t)((double)orders / (double)visits * 10000.0 + 0.5) / 10000.0 : 0.0;
@@ -215,16 +215,16 @@ static mcp_status_t analytics_timeseries(mcp_call_t *call, json_t *args)
     for (unsigned i = 0; i < r.days; i++) {
         char date[11];
         shop_date((uint64_t)r.from_ms + i * DAY_MS, date);
-        json_array_append_new(points, json_pack("{s:s, s:I, s:I, s:o}", "date", date, "visits", (json_int_t)r.day[i].visits,
-                                                "orders", (json_int_t)r.day[i].orders, "revenue",
-                                                tools_money(r.day[i].revenue, r.site.currency)));
+        json_array_append_new(points,
+                              json_pack("{s:s, s:I, s:I, s:o}", "date", date, "visits", (json_int_t)r.day[i].visits, "orders",
+                                        (json_int_t)r.day[i].orders, "revenue", tools_money(r.day[i].revenue, r.site.currency)));
     }
     free(r.day);
     return tools_ok(call, json_pack("{s:s, s:s, s:o}", "site_id", r.site.id, "currency", r.site.currency, "points", points));
 }
 
-#define RANGE_IN                                                                                                                \
-    "{\"type\":\"object\",\"properties\":{\"site_id\":" SITE_ARG ",\"from\":" DATE_SCHEMA ",\"to\":" DATE_SCHEMA "},"             \
+#define RANGE_IN                                                                                                                   \
+    "{\"type\":\"object\",\"properties\":{\"site_id\":" SITE_ARG ",\"from\":" DATE_SCHEMA ",\"to\":" DATE_SCHEMA "},"              \
     "\"required\":[\"from\",\"to\"],\"additionalProperties\":false}"
 
 const mcp_tool_desc_t tools_analytics[] = {

@@ -217,8 +217,9 @@ int tools_expect_version(mcp_call_t *call, store_txn_t *t, json_t *args, const c
 {
     json_t *expected = json_object_get(args, "expected_version");
     int stale = expected != NULL && (uint64_t)json_integer_value(expected) != version;
-    return tools_check(call, t, stale, NULL, "expected_version: the %s is at version %llu, not %lld; nothing was written (get it again)",
-                       what, (unsigned long long)version, (long long)json_integer_value(expected));
+    return tools_check(call, t, stale, NULL,
+                       "expected_version: the %s is at version %llu, not %lld; nothing was written (get it again)", what,
+                       (unsigned long long)version, (long long)json_integer_value(expected));
 }
 
 mcp_status_t tools_finish(mcp_call_t *call, store_txn_t *t, int rc, const aly_err_t *err, const tools_change_t *ch, json_t *result)
@@ -230,7 +231,8 @@ mcp_status_t tools_finish(mcp_call_t *call, store_txn_t *t, int rc, const aly_er
         log_error("%s: the result could not be built; nothing was committed", ch->tool);
         return tools_fail(call, "the result could not be built; nothing was written");
     }
-    if (rc == 0 && shop_audit(t, tools_ws(call), mcp_call_principal(call)->id, ch->tool, ch->object, ch->before, ch->after, &own) != 0) {
+    if (rc == 0 &&
+        shop_audit(t, tools_ws(call), mcp_call_principal(call)->id, ch->tool, ch->object, ch->before, ch->after, &own) != 0) {
         rc = -1;
         err = &own;
     }
@@ -268,10 +270,9 @@ json_t *tools_time(uint64_t ms)
 
 json_t *tools_site_json(const site_record_t *s)
 {
-    return json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:o, s:o}", "id", s->id, "name", s->name, "domain", s->domain,
-                     "currency", s->currency, "product_count", (json_int_t)s->products, "order_count", (json_int_t)s->orders,
-                     "version", (json_int_t)s->version, "created_at", tools_time(s->created_ms), "updated_at",
-                     tools_time(s->updated_ms));
+    return json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:o, s:o}", "id", s->id, "name", s->name, "domain", s->domain, "currency",
+                     s->currency, "product_count", (json_int_t)s->products, "order_count", (json_int_t)s->orders, "version",
+                     (json_int_t)s->version, "created_at", tools_time(s->created_ms), "updated_at", tools_time(s->updated_ms));
 }
 
 json_t *tools_product_json(const product_record_t *p, const char *currency)
@@ -280,9 +281,9 @@ json_t *tools_product_json(const product_record_t *p, const char *currency)
     for (uint64_t i = 0; i < p->n_tags; i++)
         json_array_append_new(tags, json_string(p->tags[i].tag));
     return json_pack("{s:s, s:s, s:s, s:s, s:s, s:o, s:I, s:s, s:o, s:I, s:o, s:o}", "id", p->id, "site_id", p->site, "title",
-                     p->title, "sku", p->sku, "description", p->description, "price", tools_money(p->price, currency),
-                     "inventory", (json_int_t)p->inventory, "status", p->status, "tags", tags, "version", (json_int_t)p->version,
-                     "created_at", tools_time(p->created_ms), "updated_at", tools_time(p->updated_ms));
+                     p->title, "sku", p->sku, "description", p->description, "price", tools_money(p->price, currency), "inventory",
+                     (json_int_t)p->inventory, "status", p->status, "tags", tags, "version", (json_int_t)p->version, "created_at",
+                     tools_time(p->created_ms), "updated_at", tools_time(p->updated_ms));
 }
 
 json_t *tools_order_json(const order_record_t *o)
@@ -290,9 +291,10 @@ json_t *tools_order_json(const order_record_t *o)
     json_t *items = json_array();
     for (uint64_t i = 0; i < o->n_items; i++) {
         const line_item_t *it = &o->items[i];
-        json_array_append_new(items, json_pack("{s:s, s:s, s:I, s:o, s:o}", "product_id", it->product, "title", it->title, "quantity",
-                                               (json_int_t)it->quantity, "unit_price", tools_money(it->unit_price, o->currency),
-                                               "subtotal", tools_money(it->unit_price * it->quantity, o->currency)));
+        json_array_append_new(items,
+                              json_pack("{s:s, s:s, s:I, s:o, s:o}", "product_id", it->product, "title", it->title, "quantity",
+                                        (json_int_t)it->quantity, "unit_price", tools_money(it->unit_price, o->currency),
+                                        "subtotal", tools_money(it->unit_price * it->quantity, o->currency)));
     }
     json_t *fulfillment = o->fulfilled_ms == 0 ? json_null()
                                                : json_pack("{s:s, s:s, s:o}", "carrier", o->carrier, "tracking_number", o->tracking,

@@ -65,7 +65,8 @@ static mcp_status_t orders_list(mcp_call_t *call, json_t *args)
     char from[20];
     snprintf(from, sizeof(from), "%016llx", (unsigned long long)(since_ms - 1));
     list_ctx_t c = {&t, tools_ws(call), json_string_value(json_object_get(args, "status"))};
-    tools_list_t l = {.kind = "orders", .type = 'T', .site = s.id, .from = since_ms > 0 ? from : NULL, .item = list_item, .ctx = &c};
+    tools_list_t l =
+        {.kind = "orders", .type = 'T', .site = s.id, .from = since_ms > 0 ? from : NULL, .item = list_item, .ctx = &c};
     return tools_list(call, &t, &pg, &l, json_pack("{s:s}", "site_id", s.id));
 }
 
@@ -128,7 +129,8 @@ static mcp_status_t orders_cancel(mcp_call_t *call, json_t *args)
         return MCP_DONE;
     if (strcmp(o.status, "cancelled") == 0)
         return unchanged(call, &t, &o);
-    if (tools_check(call, &t, strcmp(o.status, "fulfilled") == 0, NULL, "order %s is already fulfilled and cannot be cancelled", o.id) != 0)
+    if (tools_check(call, &t, strcmp(o.status, "fulfilled") == 0, NULL, "order %s is already fulfilled and cannot be cancelled",
+                    o.id) != 0)
         return MCP_DONE;
     uint64_t before = o.version;
     snprintf(o.status, sizeof(o.status), "cancelled");
@@ -137,12 +139,12 @@ static mcp_status_t orders_cancel(mcp_call_t *call, json_t *args)
     return write_order(call, &t, &o, "orders.cancel", before);
 }
 
-#define ORDER_OUT                                                                                                               \
-    "{\"type\":\"object\",\"properties\":{\"id\":{\"type\":\"string\"},\"site_id\":{\"type\":\"string\"},"                      \
-    "\"status\":" ORDER_STATUS_SCHEMA ",\"total\":" MONEY_OUT ","                                                           \
-    "\"line_items\":{\"type\":\"array\",\"items\":{\"type\":\"object\",\"properties\":{\"product_id\":{\"type\":\"string\"},"    \
-    "\"quantity\":{\"type\":\"integer\"},\"unit_price\":" MONEY_OUT "}}},"                                                      \
-    "\"fulfillment\":{\"type\":[\"object\",\"null\"]},\"version\":{\"type\":\"integer\"}},"                                     \
+#define ORDER_OUT                                                                                                                  \
+    "{\"type\":\"object\",\"properties\":{\"id\":{\"type\":\"string\"},\"site_id\":{\"type\":\"string\"},"                         \
+    "\"status\":" ORDER_STATUS_SCHEMA ",\"total\":" MONEY_OUT ","                                                                  \
+    "\"line_items\":{\"type\":\"array\",\"items\":{\"type\":\"object\",\"properties\":{\"product_id\":{\"type\":\"string\"},"      \
+    "\"quantity\":{\"type\":\"integer\"},\"unit_price\":" MONEY_OUT "}}},"                                                         \
+    "\"fulfillment\":{\"type\":[\"object\",\"null\"]},\"version\":{\"type\":\"integer\"}},"                                        \
     "\"required\":[\"id\",\"site_id\",\"status\",\"total\",\"line_items\",\"version\"]}"
 
 const mcp_tool_desc_t tools_orders[] = {
@@ -152,9 +154,10 @@ const mcp_tool_desc_t tools_orders[] = {
      SCOPE_READ_ORDERS,
      "{\"type\":\"object\",\"properties\":{\"site_id\":" SITE_ARG ","
      "\"status\":" ORDER_STATUS_SCHEMA ","
-     "\"since\":{\"type\":\"string\",\"minLength\":10,\"maxLength\":30,\"description\":\"YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ\"},"
-     LIMIT_CURSOR "},\"additionalProperties\":false}",
-     "{\"type\":\"object\",\"properties\":{\"site_id\":{\"type\":\"string\"},\"orders\":{\"type\":\"array\",\"items\":" ORDER_OUT "},"
+     "\"since\":{\"type\":\"string\",\"minLength\":10,\"maxLength\":30,\"description\":\"YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ\"}," LIMIT_CURSOR
+     "},\"additionalProperties\":false}",
+     "{\"type\":\"object\",\"properties\":{\"site_id\":{\"type\":\"string\"},\"orders\":{\"type\":\"array\",\"items\":" ORDER_OUT
+     "},"
      "\"next_cursor\":{\"type\":[\"string\",\"null\"]}},\"required\":[\"orders\",\"next_cursor\"]}",
      TOOL_READ_ONLY | TOOL_IDEMPOTENT, orders_list, TOOL_CACHED},
     {"orders.get", "Get an order", "One order with its customer, line items, total and fulfilment.", SCOPE_READ_ORDERS,
@@ -164,7 +167,8 @@ const mcp_tool_desc_t tools_orders[] = {
      "Mark a paid order as shipped with the carrier and tracking number. Calling it again with the same values changes nothing; "
      "a pending (unpaid) or cancelled order is refused.",
      SCOPE_WRITE_ORDERS,
-     "{\"type\":\"object\",\"properties\":{\"order_id\":" ORDER_ID ",\"carrier\":{\"type\":\"string\",\"minLength\":1,\"maxLength\":" TOOLS_STR(SHOP_CARRIER_CHARS) "},"
+     "{\"type\":\"object\",\"properties\":{\"order_id\":" ORDER_ID
+     ",\"carrier\":{\"type\":\"string\",\"minLength\":1,\"maxLength\":" MAX_CARRIER "},"
      "\"tracking_number\":{\"type\":\"string\",\"pattern\":\"^[A-Za-z0-9 ._/-]{1,127}$\"}},"
      "\"required\":[\"order_id\",\"carrier\",\"tracking_number\"],\"additionalProperties\":false}",
      ORDER_OUT, TOOL_IDEMPOTENT, orders_fulfill, 0},

@@ -47,11 +47,14 @@ static mcp_status_t products_list(mcp_call_t *call, json_t *args)
     site_record_t s;
     store_txn_t t;
     mcp_status_t st = MCP_DONE;
-    if (tools_page_in(call, args, "products", &pg) != 0 || tools_begin(call, 0, &t) != 0 || tools_site(call, &t, args, &s, &st) != 0)
+    if (tools_page_in(call, args, "products", &pg) != 0 || tools_begin(call, 0, &t) != 0 ||
+        tools_site(call, &t, args, &s, &st) != 0)
         return st;
     product_record_t p;
-    list_ctx_t c = {json_string_value(json_object_get(args, "status")), json_string_value(json_object_get(args, "query")), s.currency};
-    tools_list_t l = {.kind = "products", .type = 'P', .site = s.id, .record = &record_product, .rec = &p, .item = list_item, .ctx = &c};
+    list_ctx_t c = {json_string_value(json_object_get(args, "status")), json_string_value(json_object_get(args, "query")),
+                    s.currency};
+    tools_list_t l =
+        {.kind = "products", .type = 'P', .site = s.id, .record = &record_product, .rec = &p, .item = list_item, .ctx = &c};
     return tools_list(call, &t, &pg, &l, json_pack("{s:s}", "site_id", s.id));
 }
 
@@ -169,7 +172,8 @@ static mcp_status_t products_update(mcp_call_t *call, json_t *args)
     for (i = 0; i < ALY_ARRAY_SIZE(fields) && json_object_get(args, fields[i]) == NULL; i++)
         ;
     if (i == ALY_ARRAY_SIZE(fields))
-        return tools_fail(call, "arguments: give at least one field to change (title, sku, description, status, price, inventory, tags)");
+        return tools_fail(call,
+                          "arguments: give at least one field to change (title, sku, description, status, price, inventory, tags)");
     site_record_t s;
     product_record_t p;
     store_txn_t t;
@@ -209,10 +213,10 @@ static mcp_status_t products_delete(mcp_call_t *call, json_t *args)
                                   (json_int_t)p.version));
 }
 
-#define PRODUCT_OUT                                                                                                             \
+#define PRODUCT_OUT                                                                                                                        \
     "{\"type\":\"object\",\"properties\":{\"id\":{\"type\":\"string\"},\"site_id\":{\"type\":\"string\"},\"title\":{\"type\":\"string\"}," \
-    "\"sku\":{\"type\":\"string\"},\"price\":" MONEY_OUT ",\"inventory\":{\"type\":\"integer\"},\"status\":{\"type\":\"string\"},"       \
-    "\"tags\":{\"type\":\"array\",\"items\":{\"type\":\"string\"}},\"version\":{\"type\":\"integer\"}},"                        \
+    "\"sku\":{\"type\":\"string\"},\"price\":" MONEY_OUT ",\"inventory\":{\"type\":\"integer\"},\"status\":{\"type\":\"string\"},"         \
+    "\"tags\":{\"type\":\"array\",\"items\":{\"type\":\"string\"}},\"version\":{\"type\":\"integer\"}},"                                   \
     "\"required\":[\"id\",\"site_id\",\"title\",\"sku\",\"price\",\"status\",\"version\"]}"
 
 const mcp_tool_desc_t tools_products[] = {
@@ -222,7 +226,8 @@ const mcp_tool_desc_t tools_products[] = {
      SCOPE_READ_CONTENT,
      "{\"type\":\"object\",\"properties\":{\"site_id\":" SITE_ARG ",\"status\":" PRODUCT_STATUS_SCHEMA ","
      "\"query\":{\"type\":\"string\",\"minLength\":1,\"maxLength\":100}," LIMIT_CURSOR "},\"additionalProperties\":false}",
-     "{\"type\":\"object\",\"properties\":{\"site_id\":{\"type\":\"string\"},\"products\":{\"type\":\"array\",\"items\":" PRODUCT_OUT "},"
+     "{\"type\":\"object\",\"properties\":{\"site_id\":{\"type\":\"string\"},\"products\":{\"type\":\"array\",\"items\":" PRODUCT_OUT
+     "},"
      "\"next_cursor\":{\"type\":[\"string\",\"null\"]}},\"required\":[\"products\",\"next_cursor\"]}",
      TOOL_READ_ONLY | TOOL_IDEMPOTENT, products_list, TOOL_CACHED},
     {"products.get", "Get a product", "One product of a site, with price, inventory, status, tags and version.", SCOPE_READ_CONTENT,
@@ -241,14 +246,14 @@ const mcp_tool_desc_t tools_products[] = {
      "Change some fields of a product; fields not given stay as they are. Pass expected_version (from products.get) to refuse the "
      "change when the product changed meanwhile.",
      SCOPE_WRITE_CONTENT,
-     "{\"type\":\"object\",\"properties\":{\"site_id\":" SITE_ARG ",\"product_id\":" PRODUCT_ID "," PRODUCT_FIELDS ","
-     EXPECTED_VERSION "},\"required\":[\"product_id\"],\"additionalProperties\":false}",
+     "{\"type\":\"object\",\"properties\":{\"site_id\":" SITE_ARG ",\"product_id\":" PRODUCT_ID "," PRODUCT_FIELDS
+     "," EXPECTED_VERSION "},\"required\":[\"product_id\"],\"additionalProperties\":false}",
      PRODUCT_OUT, 0, products_update, 0},
     {"products.delete", "Delete a product",
      "Delete a product from a site for good. Pass expected_version to refuse the deletion when the product changed meanwhile.",
      SCOPE_WRITE_CONTENT,
-     "{\"type\":\"object\",\"properties\":{\"site_id\":" SITE_ARG ",\"product_id\":" PRODUCT_ID ","
-     EXPECTED_VERSION "},\"required\":[\"product_id\"],\"additionalProperties\":false}",
+     "{\"type\":\"object\",\"properties\":{\"site_id\":" SITE_ARG ",\"product_id\":" PRODUCT_ID "," EXPECTED_VERSION
+     "},\"required\":[\"product_id\"],\"additionalProperties\":false}",
      "{\"type\":\"object\",\"properties\":{\"site_id\":{\"type\":\"string\"},\"product_id\":{\"type\":\"string\"},\"deleted\":{\"type\":\"boolean\"},"
      "\"version\":{\"type\":\"integer\"}},\"required\":[\"product_id\",\"deleted\"]}",
      TOOL_DESTRUCTIVE, products_delete, 0},

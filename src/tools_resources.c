@@ -92,8 +92,8 @@ static mcp_status_t read_order(mcp_call_t *call, const char *uri, json_t *vars)
 }
 
 const mcp_resource_desc_t tools_resources[] = {
-    {"aly://sites/{site_id}", 1, "site", "Site", "A site of the workspace, as JSON", "application/json", SCOPE_READ_SITES, read_site,
-     tools_complete_site},
+    {"aly://sites/{site_id}", 1, "site", "Site", "A site of the workspace, as JSON", "application/json", SCOPE_READ_SITES,
+     read_site, tools_complete_site},
     {"aly://sites/{site_id}/products/{product_id}", 1, "product", "Product", "A product of a site, as JSON", "application/json",
      SCOPE_READ_CONTENT, read_product, tools_complete_site},
     {"aly://orders/{order_id}", 1, "order", "Order", "An order with line items and fulfilment, as JSON", "application/json",
@@ -135,7 +135,8 @@ static mcp_status_t fulfilment_queue(mcp_call_t *call, json_t *args)
 }
 
 const mcp_prompt_desc_t tools_prompts[] = {
-    {"sales-report", "Sales report", "A sales report for one site and period, built from analytics.summary and analytics.timeseries",
+    {"sales-report", "Sales report",
+     "A sales report for one site and period, built from analytics.summary and analytics.timeseries",
      "[{\"name\":\"site_id\",\"description\":\"the site (sites.list)\",\"required\":true},"
      "{\"name\":\"period\",\"description\":\"e.g. last 30 days, 2026-10\",\"required\":false}]",
      SCOPE_READ_ANALYTICS, sales_report, tools_complete_site},

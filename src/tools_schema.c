@@ -51,8 +51,7 @@ const char *tools_product_apply(product_record_t *p, const json_t *in)
     size_t i;
     json_t *tag;
     p->n_tags = 0;
-    json_array_foreach(tags, i, tag)
-    {
+    json_array_foreach(tags, i, tag) {
         const char *v = json_string_value(tag);
         if (v == NULL || RECORD_SET_STR(p->tags[p->n_tags++].tag, v) != 0)
             return "tags";

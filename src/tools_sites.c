@@ -76,14 +76,17 @@ static mcp_status_t sites_update(mcp_call_t *call, json_t *args)
     return tools_finish(call, &t, rc, &err, &(tools_change_t){"sites.update", s.id, before, s.version}, tools_site_json(&s));
 }
 
-#define SITE_OUT "{\"type\":\"object\",\"properties\":{\"id\":{\"type\":\"string\"}," SITE_PROPS "},\"required\":[\"id\",\"name\",\"domain\",\"currency\"]}"
+#define SITE_OUT                                                                                                                   \
+    "{\"type\":\"object\",\"properties\":{\"id\":{\"type\":\"string\"}," SITE_PROPS                                                \
+    "},\"required\":[\"id\",\"name\",\"domain\",\"currency\"]}"
 
 const mcp_tool_desc_t tools_sites[] = {
     {"sites.list", "List sites",
      "List the sites (online shops) of this workspace with their id, name, domain, currency, product_count and order_count. "
      "Start here: other tools take a site_id from this list. Paged: pass next_cursor back as cursor for more.",
      SCOPE_READ_SITES, "{\"type\":\"object\",\"properties\":{" LIMIT_CURSOR "},\"additionalProperties\":false}",
-     "{\"type\":\"object\",\"properties\":{\"sites\":{\"type\":\"array\",\"items\":" SITE_OUT "},\"next_cursor\":{\"type\":[\"string\",\"null\"]}},"
+     "{\"type\":\"object\",\"properties\":{\"sites\":{\"type\":\"array\",\"items\":" SITE_OUT
+     "},\"next_cursor\":{\"type\":[\"string\",\"null\"]}},"
      "\"required\":[\"sites\",\"next_cursor\"]}",
      TOOL_READ_ONLY | TOOL_IDEMPOTENT, sites_list, TOOL_CACHED},
     {"sites.get", "Get a site", "One site by id, with its product and order counts.", SCOPE_READ_SITES,

@@ -141,8 +141,15 @@ static void test_rates(void)
     is_str(buf, "600/minute burst=60", "rate round-trips");
     is_int(config_parse_rate("1/day", &r, &err), 0, "1/day parses");
     is_int(r.period_s, 86400, "day is 86400 s");
-    const char *bad_rates[] = {"", "10", "0/minute", "10/fortnight", "10/minute burst=0", "10/minute burst=x",
-                               "10/minute bust=3", "-1/minute", "99999999999/minute"};
+    const char *bad_rates[] = {"",
+                               "10",
+                               "0/minute",
+                               "10/fortnight",
+                               "10/minute burst=0",
+                               "10/minute burst=x",
+                               "10/minute bust=3",
+                               "-1/minute",
+                               "99999999999/minute"};
     for (size_t i = 0; i < ALY_ARRAY_SIZE(bad_rates); i++)
         is_int(config_parse_rate(bad_rates[i], &r, &err), -1, "rate \"%s\" refused", bad_rates[i]);
 }
@@ -158,8 +165,8 @@ static void test_durations(void)
         is_int(config_parse_duration(good[i].text, &ms), 0, "duration \"%s\" parses", good[i].text);
         is_int(ms, good[i].ms, "duration \"%s\" in ms", good[i].text);
     }
-    const char *bad_durations[] = {"", "d", "-1s", " 5s", "5 s", "5w", "5sec", "1.5h", "99999999999999999999s",
-                                   "9999999999999999d"};
+    const char *bad_durations[] =
+        {"", "d", "-1s", " 5s", "5 s", "5w", "5sec", "1.5h", "99999999999999999999s", "9999999999999999d"};
     for (size_t i = 0; i < ALY_ARRAY_SIZE(bad_durations); i++) {
         uint64_t ms = 7;
         is_int(config_parse_duration(bad_durations[i], &ms), -1, "duration \"%s\" refused", bad_durations[i]);
@@ -178,8 +185,8 @@ static void test_numbers(void)
     static const struct {
         const char *text;
         uint64_t bytes;
-    } sizes[] = {{"512", 512}, {"512k", 524288}, {"2K", 2048}, {"1m", 1048576}, {"3M", 3145728}, {"2g", 2147483648ULL},
-                 {"1G", 1073741824}};
+    } sizes[] = {{"512", 512},    {"512k", 524288},      {"2K", 2048},      {"1m", 1048576},
+                 {"3M", 3145728}, {"2g", 2147483648ULL}, {"1G", 1073741824}};
     for (size_t i = 0; i < ALY_ARRAY_SIZE(sizes); i++) {
         is_int(config_parse_size(sizes[i].text, &v), 0, "size \"%s\" parses", sizes[i].text);
         is_int(v, sizes[i].bytes, "size \"%s\" in bytes", sizes[i].text);

@@ -210,7 +210,8 @@ static void environments(store_t *st)
     ok(strstr(err.msg, "\"sessions\" is in the durable environment") != NULL, "says which environment: %s", err.msg);
     is_int(store_put(&vt, DB_DATA, "k", 1, "v", 1, 0, &err), -1, "durable id on a volatile transaction: put refused");
     is_int(store_del(&vt, DB_SESSIONS, "s1", 2, &err), -1, "durable id on a volatile transaction: del refused");
-    is_int(store_scan(&vt, DB_SESSIONS, "", 0, NULL, 0, NULL, NULL, &err), -1, "durable id on a volatile transaction: scan refused");
+    is_int(store_scan(&vt, DB_SESSIONS, "", 0, NULL, 0, NULL, NULL, &err), -1,
+           "durable id on a volatile transaction: scan refused");
     err.msg[0] = '\0';
     is_int(store_get(&t, VDB_RATE, "r1", 2, &v, &err), -1, "volatile id on a durable transaction: get refused");
     ok(strstr(err.msg, "\"rate\" is in the volatile environment") != NULL, "says which environment: %s", err.msg);
@@ -247,14 +248,18 @@ static void key_sizes(store_t *st)
     is_int(store_begin(st, STORE_WRITE, &t, &err), 0, "write transaction");
     is_int(store_put(&t, DB_DATA, key, STORE_MAX_KEY, "v", 1, 0, &err), 0, "a key of %d bytes is stored", STORE_MAX_KEY);
     is_int(store_get(&t, DB_DATA, key, STORE_MAX_KEY, &v, &err), 0, "and found");
-    is_int(store_get(&t, DB_DATA, key, STORE_MAX_KEY + 1, &v, &err), -1, "get with a key of %d bytes is an error", STORE_MAX_KEY + 1);
+    is_int(store_get(&t, DB_DATA, key, STORE_MAX_KEY + 1, &v, &err), -1, "get with a key of %d bytes is an error",
+           STORE_MAX_KEY + 1);
     ok(strstr(err.msg, "512 bytes is over the limit of 511") != NULL, "says why: %s", err.msg);
     is_int(store_put(&t, DB_DATA, key, STORE_MAX_KEY + 1, "v", 1, 0, &err), -1, "put with an oversized key is an error");
     is_int(store_del(&t, DB_DATA, key, STORE_MAX_KEY + 1, &err), -1, "del with an oversized key is an error");
     int n = 0;
-    is_int(store_scan(&t, DB_DATA, key, STORE_MAX_KEY + 1, NULL, 0, count_cb, &n, &err), -1, "scan with an oversized prefix is an error");
-    is_int(store_scan(&t, DB_DATA, key, 1, key, STORE_MAX_KEY + 1, count_cb, &n, &err), -1, "scan after an oversized key is an error");
-    is_int(store_scan(&t, DB_DATA, key, STORE_MAX_KEY, NULL, 0, count_cb, &n, &err), 0, "scan with a %d-byte prefix works", STORE_MAX_KEY);
+    is_int(store_scan(&t, DB_DATA, key, STORE_MAX_KEY + 1, NULL, 0, count_cb, &n, &err), -1,
+           "scan with an oversized prefix is an error");
+    is_int(store_scan(&t, DB_DATA, key, 1, key, STORE_MAX_KEY + 1, count_cb, &n, &err), -1,
+           "scan after an oversized key is an error");
+    is_int(store_scan(&t, DB_DATA, key, STORE_MAX_KEY, NULL, 0, count_cb, &n, &err), 0, "scan with a %d-byte prefix works",
+           STORE_MAX_KEY);
     is_int(n, 1, "and finds the record");
     is_int(store_get(&t, DB_DATA, "", 0, &v, &err), 1, "an empty key is not found");
     is_int(store_put(&t, DB_DATA, "", 0, "v", 1, 0, &err), -1, "an empty key cannot be stored");
@@ -300,7 +305,8 @@ static void typed_records(store_t *st)
     strcpy(ws.id, "ws_typed");
     strcpy(ws.name, "Typed");
     is_int(store_put_record(&t, DB_WORKSPACES, ws.id, strlen(ws.id), &record_workspace, &ws, 1, &err), 0, "put_record stores");
-    is_int(store_put_record(&t, DB_WORKSPACES, ws.id, strlen(ws.id), &record_workspace, &ws, 1, &err), 1, "noclobber: 1 when it exists");
+    is_int(store_put_record(&t, DB_WORKSPACES, ws.id, strlen(ws.id), &record_workspace, &ws, 1, &err), 1,
+           "noclobber: 1 when it exists");
     is_int(store_get_record(&t, DB_WORKSPACES, ws.id, strlen(ws.id), &record_workspace, &back, &err), 0, "get_record finds it");
     ok(memcmp(&ws, &back, sizeof(ws)) == 0, "and decodes it exactly");
     is_int(store_get_record(&t, DB_WORKSPACES, "ws_none", 7, &record_workspace, &back, &err), 1, "get_record: 1 when absent");
@@ -341,7 +347,8 @@ static void typed_records(store_t *st)
 
     memset(&seen, 0, sizeof(seen));
     r.bad = NULL;
-    is_int(store_scan_records(&t, DB_DATA, "ws_typed/S/", 11, "ws_typed/S/site_0", 17, &r, &err), 0, "scan_records after a key, no bad");
+    is_int(store_scan_records(&t, DB_DATA, "ws_typed/S/", 11, "ws_typed/S/site_0", 17, &r, &err), 0,
+           "scan_records after a key, no bad");
     is_int(seen.good, 2, "resumes after the key, skips the corrupt value");
     is_str(seen.names[0], "Beta", "starting with the next one");
 
@@ -500,7 +507,8 @@ static void admin(store_t *st, const aly_config_t *cfg)
     store_txn_t t;
     revocation_record_t r;
     store_begin(st, 0, &t, &err);
-    is_int(store_get_record(&t, DB_REVOKED_SUB, big, 255, &record_revocation, &r, &err), 0, "the revocation is stored under the subject");
+    is_int(store_get_record(&t, DB_REVOKED_SUB, big, 255, &record_revocation, &r, &err), 0,
+           "the revocation is stored under the subject");
     is_int(store_get_record(&t, DB_REVOKED_JTI, big, 255, &record_revocation, &r, &err), 1, "and not as a jti");
     store_abort(&t);
 }

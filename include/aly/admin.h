@@ -54,8 +54,8 @@ int admin_workspace_sites(store_t *st, const char *ws, admin_each_fn each, void 
 /* ---- API keys ---- */
 
 typedef struct admin_key_spec {
-    const char *workspace;  /* must exist */
-    const char *name;       /* NULL: none; else admin_name_ok() */
+    const char *workspace; /* must exist */
+    const char *name;      /* NULL: none; else admin_name_ok() */
     scope_set_t scopes;
     uint64_t ttl_ms;        /* 0: never expires */
     const aly_rate_t *rate; /* NULL: the configured rate_limit applies */
@@ -68,8 +68,8 @@ typedef struct admin_key_spec {
  * text, which exists nowhere else: the caller shows it once and cleanses it.
  * out receives the stored record.
  */
-int admin_key_mint(store_t *st, const char *pepper_file, const admin_key_spec_t *spec, key_record_t *out, char *key,
-                   size_t keylen, aly_err_t *err);
+int admin_key_mint(store_t *st, const char *pepper_file, const admin_key_spec_t *spec, key_record_t *out, char *key, size_t keylen,
+                   aly_err_t *err);
 
 /* The keys of workspace ws, or of every workspace when ws is NULL (key_record_t), in workspace then id order. */
 int admin_key_list(store_t *st, const char *ws, admin_each_fn each, admin_bad_fn bad, void *ctx, aly_err_t *err);

@@ -36,12 +36,12 @@ typedef enum { PRINCIPAL_KEY = 1, PRINCIPAL_OAUTH = 2 } principal_kind_t;
 
 typedef struct principal {
     principal_kind_t kind;
-    char id[160];              /* "key_…", or "oauth:" + workspace + ":" + sub (a sub is unique only per issuer) */
+    char id[160]; /* "key_…", or "oauth:" + workspace + ":" + sub (a sub is unique only per issuer) */
     char workspace[ALY_ID_MAX];
     scope_set_t scopes;
-    aly_rate_t rate;           /* the policy that applies to this principal */
-    char client_id[128];       /* OAuth client (client_id or azp claim), "" for keys */
-    uint64_t expires_ms;       /* 0: no expiry */
+    aly_rate_t rate;     /* the policy that applies to this principal */
+    char client_id[128]; /* OAuth client (client_id or azp claim), "" for keys */
+    uint64_t expires_ms; /* 0: no expiry */
 } principal_t;
 
 typedef enum {

@@ -19,7 +19,7 @@ int auth_oauth_check_config(const aly_config_t *cfg, aly_err_t *err);
  * inside the read transaction t.  generation is the store's revocation
  * generation: cache entries from another generation are not trusted.
  */
-auth_result_t auth_oauth_verify(auth_oauth_t *o, const char *jws, size_t len, store_txn_t *t, uint64_t generation,
-                                principal_t *out, aly_err_t *why);
+auth_result_t auth_oauth_verify(auth_oauth_t *o, const char *jws, size_t len, store_txn_t *t, uint64_t generation, principal_t *out,
+                                aly_err_t *why);
 
 #endif

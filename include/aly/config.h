@@ -70,8 +70,8 @@ typedef struct aly_config {
     char *pid_file;
     char *user;
     char *group;
-    char *error_log;  /* path, "stderr" or "off" */
-    char *access_log; /* path, "stderr" or "off" */
+    char *error_log;              /* path, "stderr" or "off" */
+    char *access_log;             /* path, "stderr" or "off" */
     size_t access_log_buffer;     /* bytes per worker; 0 writes each line at once */
     uint64_t access_log_flush_ms; /* longest a line waits in the buffer */
 

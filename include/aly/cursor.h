@@ -23,7 +23,7 @@
 
 #include "aly/common.h"
 
-#define CURSOR_MAX_PAYLOAD 256                  /* bytes of payload, kind and "|" included */
+#define CURSOR_MAX_PAYLOAD 256                   /* bytes of payload, kind and "|" included */
 #define CURSOR_TEXT_MAX (2 * CURSOR_MAX_PAYLOAD) /* room for any cursor text and its NUL */
 
 /* Derives the cursor key from the pepper file; once per process. */

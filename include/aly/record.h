@@ -52,7 +52,8 @@ typedef struct record_type {
     size_t n_fields;
 } record_type_t;
 
-/* Table rows: RF_STR_(type, field, "name", optional) and friends. */
+/* Table rows: RF_STR_(type, field, "name", optional) and friends (one line each: clang-format would split the braces). */
+/* clang-format off */
 #define RF_MEMBER_SIZE(t, f) sizeof(((t *)0)->f)
 #define RF_STR_(t, f, n, opt) {.name = (n), .kind = RF_STR, .offset = offsetof(t, f), .size = RF_MEMBER_SIZE(t, f), .optional = (opt)}
 #define RF_U64_(t, f, n, opt) {.name = (n), .kind = RF_U64, .offset = offsetof(t, f), .size = sizeof(uint64_t), .optional = (opt)}
@@ -60,6 +61,7 @@ typedef struct record_type {
 #define RF_LIST_(t, f, n, count, subtype)                                                                                     \
     {.name = (n), .kind = RF_LIST, .offset = offsetof(t, f), .size = RF_MEMBER_SIZE(t, f[0]), .optional = 1,                    \
      .max = RF_MEMBER_SIZE(t, f) / RF_MEMBER_SIZE(t, f[0]), .count_offset = offsetof(t, count), .sub = &(subtype)}
+/* clang-format on */
 
 /* Largest encoded record record_decode() accepts; ours are a few KiB at most. */
 #define RECORD_MAX_SIZE (64 * 1024)

@@ -43,10 +43,10 @@ typedef struct mcp_tool_desc {
     const char *name;
     const char *title;
     const char *description;
-    scope_set_t scope; /* 0: any principal */
+    scope_set_t scope;         /* 0: any principal */
     const char *input_schema;  /* JSON text */
     const char *output_schema; /* JSON text or NULL */
-    unsigned annotations; /* TOOL_READ_ONLY ... */
+    unsigned annotations;      /* TOOL_READ_ONLY ... */
     mcp_tool_fn call;
     unsigned run; /* TOOL_CACHED or 0 */
 } mcp_tool_desc_t;

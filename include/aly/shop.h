@@ -147,8 +147,8 @@ int shop_visits_add(store_txn_t *t, const char *ws, const char *site, const char
 int shop_audit_prune(store_txn_t *t, const char *ws, uint64_t cutoff_ms, unsigned max, aly_err_t *err);
 
 /* Appends an audit record (in the caller's transaction). */
-int shop_audit(store_txn_t *t, const char *ws, const char *principal, const char *tool, const char *object,
-               uint64_t before_version, uint64_t after_version, aly_err_t *err);
+int shop_audit(store_txn_t *t, const char *ws, const char *principal, const char *tool, const char *object, uint64_t before_version,
+               uint64_t after_version, aly_err_t *err);
 
 /* "YYYY-MM-DD" of a UTC time; and back (midnight UTC, -1 when invalid). */
 void shop_date(uint64_t ms, char out[11]);

@@ -130,8 +130,7 @@ int store_get(store_txn_t *t, int db, const void *key, size_t klen, store_val_t 
  * noclobber: fail with 1 when the key exists.  0 stored, 1 exists, -1 error
  * (also: read transaction, map full; a refusal over the workspace quota).
  */
-int store_put(store_txn_t *t, int db, const void *key, size_t klen, const void *val, size_t vlen, int noclobber,
-              aly_err_t *err);
+int store_put(store_txn_t *t, int db, const void *key, size_t klen, const void *val, size_t vlen, int noclobber, aly_err_t *err);
 /* 0 deleted, 1 not found, -1 error. */
 int store_del(store_txn_t *t, int db, const void *key, size_t klen, aly_err_t *err);
 
@@ -143,8 +142,8 @@ int store_del(store_txn_t *t, int db, const void *key, size_t klen, aly_err_t *e
  * gives "store scan stopped on a bad record").  cb must not write to db.
  */
 typedef int (*store_scan_cb)(void *ctx, const store_val_t *key, const store_val_t *val);
-int store_scan(store_txn_t *t, int db, const void *prefix, size_t plen, const void *after, size_t alen, store_scan_cb cb,
-               void *ctx, aly_err_t *err);
+int store_scan(store_txn_t *t, int db, const void *prefix, size_t plen, const void *after, size_t alen, store_scan_cb cb, void *ctx,
+               aly_err_t *err);
 
 /* ---- typed records (store_record.c) ----
  *

@@ -113,10 +113,10 @@ int tools_page_in(mcp_call_t *call, json_t *args, const char *kind, tools_page_t
 typedef int (*tools_item_fn)(void *ctx, const store_val_t *key, const void *rec, json_t **out, aly_err_t *err);
 
 typedef struct tools_list {
-    const char *kind; /* the cursor's kind and the name of the result's array ("sites") */
-    char type;        /* the listed keys' kind in the shop layout ('S', 'P', 'T') */
-    const char *site; /* the site whose entries are listed; NULL for the sites themselves */
-    const char *from; /* first page only: start after this key suffix (< TOOLS_AFTER_MAX bytes); NULL: from the first */
+    const char *kind;            /* the cursor's kind and the name of the result's array ("sites") */
+    char type;                   /* the listed keys' kind in the shop layout ('S', 'P', 'T') */
+    const char *site;            /* the site whose entries are listed; NULL for the sites themselves */
+    const char *from;            /* first page only: start after this key suffix (< TOOLS_AFTER_MAX bytes); NULL: from the first */
     const record_type_t *record; /* what the entries hold, decoded into rec for item; NULL: index entries, rec is NULL */
     void *rec;
     tools_item_fn item;
