@@ -17,6 +17,7 @@
 #define CACHE_SLOTS 256
 #define CACHE_MAX_ENTRY (64 * 1024)
 #define CACHE_MAX_BYTES ((size_t)4 << 20) /* results and keys held at once, per worker */
+#define CACHE_MAX_KEY 2048                /* workspace, tool and canonical arguments */
 
 /*
  * Results of cacheable tools (TOOL_CACHED), per worker, keyed by workspace, tool and
@@ -39,6 +40,24 @@ typedef struct cache_entry {
 
 static cache_entry_t result_cache[CACHE_SLOTS];
 static size_t cache_bytes;
+
+typedef struct keybuf {
+    char *p;
+    size_t len, cap; /* len == cap: it did not fit */
+} keybuf_t;
+
+/* A json_dump_callback sink into a fixed buffer, leaving room for the NUL. */
+static int key_append(const char *s, size_t n, void *data)
+{
+    keybuf_t *k = data;
+    if (n >= k->cap - k->len) {
+        k->len = k->cap;
+        return -1;
+    }
+    memcpy(k->p + k->len, s, n);
+    k->len += n;
+    return 0;
+}
 
 static size_t entry_bytes(const cache_entry_t *e)
 {
@@ -298,20 +317,20 @@ static void call_cached(mcp_call_t *call, const tool_entry_t *t, json_t *args)
         t->d->call(call, args);
         return;
     }
-    char *canon = json_dumps(args, JSON_COMPACT | JSON_SORT_KEYS);
-    store_t *st = mcp_call_store(call);
-    uint64_t snapshot = store_snapshot(st);
-    char *key = NULL;
-    if (canon == NULL || snapshot == 0 ||
-        asprintf(&key, "%s\n%s\n%s", mcp_call_principal(call)->workspace, t->d->name, canon) < 0) {
-        free(canon);
+    /* The key is built on the stack: a hit allocates nothing.  Arguments too long for it are not cached. */
+    char kbuf[CACHE_MAX_KEY];
+    keybuf_t kb = {kbuf, 0, sizeof(kbuf)};
+    const char *ws = mcp_call_principal(call)->workspace;
+    uint64_t snapshot = store_snapshot(mcp_call_store(call));
+    if (snapshot == 0 || key_append(ws, strlen(ws), &kb) != 0 || key_append("\n", 1, &kb) != 0 ||
+        key_append(t->d->name, strlen(t->d->name), &kb) != 0 || key_append("\n", 1, &kb) != 0 ||
+        json_dump_callback(args, key_append, &kb, JSON_COMPACT | JSON_SORT_KEYS) != 0 || kb.len == kb.cap) {
         t->d->call(call, args);
         return;
     }
-    free(canon);
-    cache_entry_t *e = &result_cache[fnv1a(key) % CACHE_SLOTS];
-    if (e->key != NULL && e->snapshot == snapshot && strcmp(e->key, key) == 0) {
-        free(key);
+    kbuf[kb.len] = '\0';
+    cache_entry_t *e = &result_cache[fnv1a(kbuf) % CACHE_SLOTS];
+    if (e->key != NULL && e->snapshot == snapshot && strcmp(e->key, kbuf) == 0) {
         mcp_call_result_text(call, e->text, e->len);
         return;
     }
@@ -319,11 +338,12 @@ static void call_cached(mcp_call_t *call, const tool_entry_t *t, json_t *args)
     mcp_call_capture(call, &cap);
     if (t->d->call(call, args) == MCP_PENDING) {
         mcp_call_capture(call, NULL); /* still running: its result will not be cached */
-        free(key);
         return;
     }
+    char *key = strdup(kbuf);
     /* The call has completed (and is gone); cap holds its result. */
-    if (cap.text != NULL && !cap.is_error && cap.len <= CACHE_MAX_ENTRY && cache_keep(e, key, cap.text, cap.len, snapshot) == 0)
+    if (key != NULL && cap.text != NULL && !cap.is_error && cap.len <= CACHE_MAX_ENTRY &&
+        cache_keep(e, key, cap.text, cap.len, snapshot) == 0)
         return;
     free(cap.text);
     free(key);
