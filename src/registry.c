@@ -16,7 +16,7 @@
 #define PAGE_SIZE 50
 #define CACHE_SLOTS 256
 #define CACHE_MAX_ENTRY (64 * 1024)
-#define CACHE_MAX_BYTES ((size_t)4 << 20) /* results and keys held at once, per worker */
+#define CACHE_MAX_BYTES ((size_t)2 << 20) /* results and keys held at once, per worker */
 #define CACHE_MAX_KEY 2048                /* workspace, tool and canonical arguments */
 
 /*
