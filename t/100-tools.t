@@ -15,12 +15,7 @@ Alyd::watchdog(300);
 my $srv = Alyd->start(workers => 2, extra => ['rate_limit 100000/second burst=100000']);
 my $url = $srv->url('/api/mcp');
 
-sub ctl {
-    my ($exit, $out, $err) = Alyd::run_cmd(Alyd::alyctl_bin(), '-c', $srv->conf, @_);
-    die "alyctl @_: $err" if $exit;
-    chomp $out;
-    return $out;
-}
+sub ctl { $srv->ctl(@_) }
 my $ALL = 'read:sites,write:sites,read:content,write:content,read:orders,write:orders,read:analytics';
 my $wsA = ctl('workspace', 'create', 'Shop A');
 my $wsB = ctl('workspace', 'create', 'Shop B');

@@ -14,12 +14,7 @@ Alyd::watchdog(180);
 my $srv = Alyd->start(workers => 1, extra => ['rate_limit 100000/second burst=100000']);
 my $url = $srv->url('/api/mcp');
 
-sub ctl {
-    my ($exit, $out, $err) = Alyd::run_cmd(Alyd::alyctl_bin(), '-c', $srv->conf, @_);
-    die "alyctl @_: $err" if $exit;
-    chomp $out;
-    return $out;
-}
+sub ctl { $srv->ctl(@_) }
 my $ws  = ctl('workspace', 'create', 'Texts');
 my $key = ctl('keys', 'create', '--workspace', $ws, '--scopes',
     'read:sites,write:sites,read:content,write:content,read:orders,write:orders,read:analytics');

@@ -14,12 +14,7 @@ Alyd::watchdog(240);
 my $srv = Alyd->start(workers => 2, bin => $ENV{ALYD_TEST}, extra => ['session_ttl 2s', 'rate_limit 100000/second burst=100000']);
 my $url = $srv->url('/api/mcp');
 
-sub ctl_ok {
-    my ($exit, $out, $err) = Alyd::run_cmd(Alyd::alyctl_bin(), '-c', $srv->conf, @_);
-    die "alyctl @_: $err" if $exit;
-    chomp $out;
-    return $out;
-}
+sub ctl_ok { $srv->ctl(@_) }
 my $ws  = ctl_ok('workspace', 'create', 'MCP tests');
 my $ws2 = ctl_ok('workspace', 'create', 'Other');
 my $key_sites  = ctl_ok('keys', 'create', '--workspace', $ws, '--scopes', 'read:sites');

@@ -21,13 +21,7 @@ my $http = HTTP::Tiny->new(keep_alive => 1, timeout => 30);
 my $init = JSON::PP->new->encode({ jsonrpc => '2.0', id => 1, method => 'initialize',
     params => { protocolVersion => '2025-11-25', capabilities => {}, clientInfo => { name => 't', version => '1' } } });
 
-sub ctl {
-    my ($s, @args) = @_;
-    my ($exit, $out, $err) = Alyd::run_cmd(Alyd::alyctl_bin(), '-c', $s->conf, @args);
-    die "alyctl @args: $err" if $exit;
-    chomp $out;
-    return $out;
-}
+sub ctl { my ($s, @args) = @_; return $s->ctl(@args) }
 
 sub key_for {
     my ($s) = @_;

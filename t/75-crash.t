@@ -14,12 +14,7 @@ use Alyd;
 Alyd::watchdog(240);
 
 my $srv = Alyd->start(workers => 2, extra => ['rate_limit 1000000/second burst=1000000']);
-sub ctl {
-    my ($exit, $out, $err) = Alyd::run_cmd(Alyd::alyctl_bin(), '-c', $srv->conf, @_);
-    die "alyctl @_: $err" if $exit;
-    chomp $out;
-    return $out;
-}
+sub ctl { $srv->ctl(@_) }
 my $ws  = ctl('workspace', 'create', 'Crash');
 my $key = ctl('keys', 'create', '--workspace', $ws, '--scopes', 'read:sites,write:sites,read:content,write:content');
 

@@ -11,12 +11,7 @@ use Alyd;
 
 Alyd::watchdog(120);
 my $srv = Alyd->start(workers => 1, extra => ['audit_retention 3s', 'rate_limit 1000000/second burst=1000000']);
-sub ctl {
-    my ($exit, $out, $err) = Alyd::run_cmd(Alyd::alyctl_bin(), '-c', $srv->conf, @_);
-    die "alyctl @_: $err" if $exit;
-    chomp $out;
-    return $out;
-}
+sub ctl { $srv->ctl(@_) }
 my $ws  = ctl('workspace', 'create', 'Audit');
 my $key = ctl('keys', 'create', '--workspace', $ws, '--scopes', 'read:sites,write:sites');
 my $http = HTTP::Tiny->new(keep_alive => 1);

@@ -24,12 +24,7 @@ my $ELICIT = { elicitation => {} };
 my $json = JSON::PP->new->canonical;
 my $next_id = 1;
 
-sub ctl {
-    my ($exit, $out, $err) = Alyd::run_cmd(Alyd::alyctl_bin(), '-c', $srv->conf, @_);
-    die "alyctl @_: $err" if $exit;
-    chomp $out;
-    return $out;
-}
+sub ctl { $srv->ctl(@_) }
 my $SCOPES = 'read:sites,write:sites,read:content,write:content,read:orders,read:analytics';
 my %key = map { my $ws = ctl('workspace', 'create', "Workspace $_"); ($_ => ctl('keys', 'create', '--workspace', $ws, '--scopes', $SCOPES)) }
   qw(none one many);

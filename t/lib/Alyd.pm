@@ -465,6 +465,16 @@ sub serving_workers {
     return grep { $log =~ /alyd\[$_\][^\n]*\bserving\b/ } @kids;
 }
 
+# alyctl against this server's configuration: its standard output, chomped;
+# dies (with alyctl's standard error) when it fails.
+sub ctl {
+    my ($self, @args) = @_;
+    my ($exit, $out, $err) = run_cmd(alyctl_bin(), '-c', $self->{conf}, @args);
+    croak "alyctl @args: $err" if $exit;
+    chomp $out;
+    return $out;
+}
+
 sub error_log_text  { slurp($_[0]->error_log) }
 sub access_log_text { slurp($_[0]->access_log) }
 sub stderr_text     { slurp("$_[0]{dir}/stderr.txt") }
