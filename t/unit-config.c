@@ -230,6 +230,8 @@ static void test_bad(void)
     bad("max_request_body 10\n", 1, "max_request_body must be from");
     bad("shutdown_timeout 5 minutes\n", 1, "takes one value");
     bad("shutdown_timeout soon\n", 1, "must be a duration");
+    bad("audit_retention forever\n", 1, "must be a duration");
+    bad("audit_retention 3651d\n", 1, "audit_retention must be");
     bad("rate_limit 10/fortnight\n", 1, "rate period \"fortnight\"");
     bad("rate_limit 10/minute burst=5 extra\n", 1, "got extra");
     bad("workers 2\nworkers 3\n", 2, "already set on line 1");
