@@ -135,50 +135,6 @@ static char *xstrdup(const char *s)
     return p;
 }
 
-static void strlist_push(aly_strlist_t *l, const char *s)
-{
-    char **items = realloc(l->items, (l->n + 1) * sizeof(*items));
-    if (items == NULL)
-        abort();
-    l->items = items;
-    l->items[l->n++] = xstrdup(s);
-}
-
-static void strlist_free(aly_strlist_t *l)
-{
-    for (size_t i = 0; i < l->n; i++)
-        free(l->items[i]);
-    free(l->items);
-    l->items = NULL;
-    l->n = 0;
-}
-
-static int valid_url(const char *u)
-{
-    const char *rest;
-    if (strncmp(u, "https://", 8) == 0)
-        rest = u + 8;
-    else if (strncmp(u, "http://", 7) == 0)
-        rest = u + 7;
-    else
-        return 0;
-    if (*rest == '\0' || *rest == '/')
-        return 0;
-    for (const char *p = u; *p; p++)
-        if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f || *p == '"' || *p == '\\' || *p == '?' || *p == '#')
-            return 0;
-    return 1;
-}
-
-static char *url_dup(const char *u)
-{
-    char *s = xstrdup(u);
-    size_t n = strlen(s);
-    while (n > 0 && s[n - 1] == '/')
-        s[--n] = '\0';
-    return s;
-}
-
 static int set_value(aly_config_t *cfg, const directive_t *d, parse_state_t *ps, char **argv, int argc, aly_err_t *err)
 {
     void *dst = field(cfg, d);
@@ -199,17 +155,17 @@ static int set_value(aly_config_t *cfg, const directive_t *d, parse_state_t *ps,
         *(char **)dst = xstrdup(argv[0]);
         return 0;
     case K_URL:
-        if (!valid_url(argv[0]))
+        if (!config_url_ok(argv[0]))
             return fail(ps, err, "%s \"%s\" must be an http:// or https:// URL without query or fragment", d->name, argv[0]);
         free(*(char **)dst);
-        *(char **)dst = url_dup(argv[0]);
+        *(char **)dst = config_url_dup(argv[0]);
         return 0;
     case K_LIST:
     case K_URLLIST:
         for (int i = 0; i < argc; i++) {
-            if (d->kind == K_URLLIST && !valid_url(argv[i]))
+            if (d->kind == K_URLLIST && !config_url_ok(argv[i]))
                 return fail(ps, err, "%s: \"%s\" is not an http:// or https:// URL", d->name, argv[i]);
-            strlist_push(dst, argv[i]);
+            config_strlist_push(dst, argv[i]);
         }
         return 0;
     case K_LISTEN:
@@ -444,7 +400,7 @@ static int finish(aly_config_t *cfg, parse_state_t *ps, aly_err_t *err)
         cfg->public_url = xstrdup(buf);
     }
     if (cfg->authorization_servers.n == 0 && cfg->oauth_issuer != NULL)
-        strlist_push(&cfg->authorization_servers, cfg->oauth_issuer);
+        config_strlist_push(&cfg->authorization_servers, cfg->oauth_issuer);
 
     if (cfg->allowed_hosts.n == 0) {
         /* The public URL's authority, plus loopback names for loopback listeners (DNS-rebinding guard). */
@@ -452,14 +408,14 @@ static int finish(aly_config_t *cfg, parse_state_t *ps, aly_err_t *err)
         size_t alen = strcspn(auth, "/");
         char buf[300];
         snprintf(buf, sizeof(buf), "%.*s", (int)alen, auth);
-        strlist_push(&cfg->allowed_hosts, buf);
+        config_strlist_push(&cfg->allowed_hosts, buf);
         for (size_t i = 0; i < cfg->n_listens; i++) {
             if (!cfg->listens[i].loopback)
                 continue;
             const char *names6[] = {"localhost", "127.0.0.1", "[::1]"};
             for (size_t k = 0; k < ALY_ARRAY_SIZE(names6); k++) {
                 snprintf(buf, sizeof(buf), "%s:%u", names6[k], cfg->listens[i].port);
-                strlist_push(&cfg->allowed_hosts, buf);
+                config_strlist_push(&cfg->allowed_hosts, buf);
             }
         }
     }
@@ -468,7 +424,7 @@ static int finish(aly_config_t *cfg, parse_state_t *ps, aly_err_t *err)
         size_t olen = (size_t)(auth - cfg->public_url) + strcspn(auth, "/");
         char buf[300];
         snprintf(buf, sizeof(buf), "%.*s", (int)olen, cfg->public_url);
-        strlist_push(&cfg->allowed_origins, buf);
+        config_strlist_push(&cfg->allowed_origins, buf);
     }
     return 0;
 }
@@ -613,9 +569,9 @@ void config_free(aly_config_t *cfg)
                         &cfg->oauth_hs256_secret_file};
     for (size_t i = 0; i < ALY_ARRAY_SIZE(strings); i++)
         free(*strings[i]);
-    strlist_free(&cfg->allowed_origins);
-    strlist_free(&cfg->allowed_hosts);
-    strlist_free(&cfg->authorization_servers);
+    config_strlist_free(&cfg->allowed_origins);
+    config_strlist_free(&cfg->allowed_hosts);
+    config_strlist_free(&cfg->authorization_servers);
     for (size_t i = 0; i < cfg->n_client_rates; i++)
         free(cfg->client_rates[i].client_id);
     free(cfg->client_rates);

@@ -180,3 +180,51 @@ int config_parse_listen(const char *spec, aly_listen_t *l, aly_err_t *err)
     l->port = (uint16_t)port;
     return 0;
 }
+
+void config_strlist_push(aly_strlist_t *l, const char *s)
+{
+    char **items = realloc(l->items, (l->n + 1) * sizeof(*items));
+    if (items == NULL)
+        abort();
+    l->items = items;
+    if ((l->items[l->n] = strdup(s)) == NULL)
+        abort();
+    l->n++;
+}
+
+void config_strlist_free(aly_strlist_t *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        free(l->items[i]);
+    free(l->items);
+    l->items = NULL;
+    l->n = 0;
+}
+
+int config_url_ok(const char *u)
+{
+    const char *rest;
+    if (strncmp(u, "https://", 8) == 0)
+        rest = u + 8;
+    else if (strncmp(u, "http://", 7) == 0)
+        rest = u + 7;
+    else
+        return 0;
+    if (*rest == '\0' || *rest == '/')
+        return 0;
+    for (const char *p = u; *p; p++)
+        if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f || *p == '"' || *p == '\\' || *p == '?' || *p == '#')
+            return 0;
+    return 1;
+}
+
+char *config_url_dup(const char *u)
+{
+    char *s = strdup(u);
+    if (s == NULL)
+        abort();
+    size_t n = strlen(s);
+    while (n > 0 && s[n - 1] == '/')
+        s[--n] = '\0';
+    return s;
+}
