@@ -141,6 +141,7 @@ int config_parse_size(const char *text, uint64_t *bytes);
  * milliseconds, or -1 (no message: the caller names the directive or option)
  * on anything else or on overflow.  Bounds are the caller's.
  */
+int config_parse_duration(const char *text, uint64_t *ms);
 
 /* Appends a copy of s to l (aborts when out of memory); frees every item and empties l. */
 void config_strlist_push(aly_strlist_t *l, const char *s);
@@ -149,7 +150,6 @@ void config_strlist_free(aly_strlist_t *l);
 int config_url_ok(const char *u);
 /* A malloc'd copy of u without trailing slashes. */
 char *config_url_dup(const char *u);
-int config_parse_duration(const char *text, uint64_t *ms);
 
 /*
  * Resolves the "user" and "group" directives (either may be NULL: then its
