@@ -9,6 +9,9 @@
  * inputSchema with schema_validate(), the one check between hostile JSON and
  * the tools' handlers.
  *
+ * The same bytes also go through rpc_parse(), the hot path's parser, which
+ * must build a tree equal to json_loadb's or decline.
+ *
  * The handlers trust what validation accepted: they read an "integer" with
  * json_integer_value(), copy a string bounded by maxLength into a fixed
  * buffer, rely on required members being there and on minimum/maximum.  So
@@ -23,6 +26,7 @@
 
 #include "aly/mcp.h"
 #include "aly/rpc.h"
+#include "aly/rpc_parse.h"
 #include "aly/schema.h"
 #include "aly/tools.h"
 
@@ -229,7 +233,17 @@ static void check_message(json_t *m)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     json_error_t jerr;
-    json_t *body = json_loadb((const char *)data, size, JSON_DECODE_ANY, &jerr);
+    json_t *body = json_loadb((const char *)data, size, JSON_DECODE_ANY, &jerr), *fast = NULL;
+    /* The hot path's parser must build json_loadb's tree or decline; twice, so the _meta cache's hit is checked too. */
+    for (int round = 0; round < 2; round++) {
+        if (rpc_parse((const char *)data, size, &fast) != 0)
+            continue;
+        if (body == NULL || !json_equal(body, fast)) {
+            fprintf(stderr, "rpc_parse built a tree json_loadb %s\n", body == NULL ? "refuses" : "does not build");
+            abort();
+        }
+        json_decref(fast);
+    }
     if (body == NULL)
         return 0;
     if (json_is_array(body)) {

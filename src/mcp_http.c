@@ -11,6 +11,7 @@
 
 #include "aly/http.h"
 #include "aly/mcp_internal.h"
+#include "aly/rpc_parse.h"
 
 #define PROTOCOL_DEFAULT 2        /* a request without MCP-Protocol-Version is 2025-03-26 */
 #define STREAM_KEEPALIVE_MS 20000 /* Node's fetch drops an SSE stream silent for 300 s */
@@ -258,8 +259,9 @@ static void serve_post(mcp_ctx_t *ctx, h2o_req_t *req, const principal_t *p, h2o
         return;
     }
     json_error_t jerr;
-    json_t *body = json_loadb(req->entity.base, req->entity.len, JSON_DECODE_ANY, &jerr);
-    if (body == NULL) {
+    json_t *body;
+    if (rpc_parse(req->entity.base, req->entity.len, &body) != 0 &&
+        (body = json_loadb(req->entity.base, req->entity.len, JSON_DECODE_ANY, &jerr)) == NULL) {
         char msg[300];
         snprintf(msg, sizeof(msg), "Parse error: %s (at byte %d)", jerr.text, jerr.position);
         refuse(req, 400, "Bad Request", RPC_PARSE_ERROR, msg);

@@ -32,6 +32,7 @@
 #include "aly/http.h"
 #include "aly/log.h"
 #include "aly/mcp.h"
+#include "aly/rpc_parse.h"
 #include "aly/store.h"
 #include "aly/tools.h"
 
@@ -411,6 +412,7 @@ void worker_run(const worker_spec_t *spec)
     guard_free(w.guard);
     auth_free(auth);
     store_close(store);
+    rpc_parse_reset();
     log_info("exiting");
     /* _exit: the connections' memory dies with the process; running atexit handlers in a child would be wrong. */
     _exit(0);

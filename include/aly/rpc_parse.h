@@ -1,0 +1,35 @@
+/*
+ * The JSON-RPC request parser of the hot path (rpc_parse.c).
+ *
+ * json_loadb costs more than the tool call a small request carries: its
+ * lexer grows a buffer per token and reads through a stream abstraction a
+ * character at a time.  Nearly every message an MCP client sends has one
+ * shape: an object of plain members and a "params" object, itself of plain
+ * members and nested JSON.  rpc_parse() builds exactly the tree json_loadb
+ * would build for such a body, with jansson's constructors for the plain
+ * values and json_loadb only for nested values' own bytes.
+ *
+ * It never judges a body: anything outside that shape (escapes or non-ASCII
+ * in a string it would build, numbers other than small non-negative
+ * integers, duplicate members, a body that is not an object, bytes that do
+ * not parse) is declined, and the caller parses the body with json_loadb,
+ * which also words the error.  The fuzz-mcp target checks that every tree it
+ * returns equals json_loadb's.
+ *
+ * params._meta comes from a small per-process cache keyed by its exact bytes
+ * (a client sends the same _meta with every request): it may be shared with
+ * other requests' trees, so nothing may modify it.
+ */
+#ifndef ALY_RPC_PARSE_H
+#define ALY_RPC_PARSE_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+/* 0 with *out (a new reference), or 1: not of the common shape, parse it with json_loadb. */
+int rpc_parse(const char *buf, size_t len, json_t **out);
+
+/* Frees the _meta cache (at exit, so leak checkers see a clean process). */
+void rpc_parse_reset(void);
+
+#endif

@@ -1,0 +1,225 @@
+/*
+ * The JSON-RPC request parser of the hot path: see aly/rpc_parse.h for the
+ * contract (the tree json_loadb would build, or a refusal to judge).
+ *
+ * Two levels are built by hand, the message and its params; every nested
+ * value below them is located by bracket counting and handed to json_loadb
+ * alone.  That split is sound because a JSON value's extent is decided by
+ * its own bytes: when json_loadb accepts the span, the span is the value the
+ * whole-body parse would have read there.
+ */
+#include "aly/rpc_parse.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Nested values deeper than this are left to json_loadb on the whole body (which has its own limit). */
+#define NEST_MAX 64
+/* A _meta longer than this is parsed every time rather than kept. */
+#define META_MAX_BYTES 2048
+#define META_SLOTS 8
+
+typedef struct {
+    const char *p, *end;
+} scan_t;
+
+static void skip_ws(scan_t *s)
+{
+    while (s->p < s->end && (*s->p == ' ' || *s->p == '\n' || *s->p == '\r' || *s->p == '\t'))
+        s->p++;
+}
+
+/* A string of printable ASCII without escapes (what method names, tool names and keys are): its content, or -1. */
+static int plain_string(scan_t *s, const char **b, size_t *n)
+{
+    if (s->p >= s->end || *s->p != '"')
+        return -1;
+    const char *q = s->p + 1;
+    while (q < s->end && *q != '"') {
+        unsigned char c = (unsigned char)*q;
+        if (c < 0x20 || c > 0x7e || c == '\\')
+            return -1;
+        q++;
+    }
+    if (q >= s->end)
+        return -1;
+    *b = s->p + 1;
+    *n = (size_t)(q - *b);
+    s->p = q + 1;
+    return 0;
+}
+
+/* Moves past one object or array without building it; its bytes are judged by json_loadb afterwards. */
+static int skip_nested(scan_t *s)
+{
+    int depth = 0;
+    do {
+        if (s->p >= s->end)
+            return -1;
+        char c = *s->p++;
+        if (c == '{' || c == '[') {
+            if (++depth > NEST_MAX)
+                return -1;
+        } else if (c == '}' || c == ']') {
+            depth--;
+        } else if (c == '"') {
+            while (s->p < s->end && *s->p != '"')
+                s->p += *s->p == '\\' ? 2 : 1;
+            if (s->p >= s->end)
+                return -1;
+            s->p++;
+        }
+    } while (depth > 0);
+    return 0;
+}
+
+static struct meta_slot {
+    char *bytes;
+    size_t len;
+    json_t *value;
+} meta_cache[META_SLOTS];
+static unsigned meta_next;
+
+/*
+ * params._meta starting at s->p, shared with earlier requests that sent the same bytes.  A kept _meta is a
+ * whole JSON value, so bytes that start with it are that value and end where it ends: a hit needs no scan.
+ */
+static json_t *meta_value(scan_t *s)
+{
+    size_t left = (size_t)(s->end - s->p);
+    for (size_t i = 0; i < META_SLOTS; i++)
+        if (meta_cache[i].value != NULL && meta_cache[i].len <= left && memcmp(meta_cache[i].bytes, s->p, meta_cache[i].len) == 0) {
+            s->p += meta_cache[i].len;
+            return json_incref(meta_cache[i].value);
+        }
+    const char *b = s->p;
+    if (skip_nested(s) != 0)
+        return NULL;
+    size_t n = (size_t)(s->p - b);
+    json_t *v = json_loadb(b, n, 0, NULL);
+    char *copy = v != NULL && n <= META_MAX_BYTES ? malloc(n) : NULL;
+    if (copy != NULL) {
+        struct meta_slot *slot = &meta_cache[meta_next++ % META_SLOTS];
+        free(slot->bytes);
+        json_decref(slot->value);
+        memcpy(copy, b, n);
+        *slot = (struct meta_slot){copy, n, json_incref(v)};
+    }
+    return v;
+}
+
+void rpc_parse_reset(void)
+{
+    for (size_t i = 0; i < META_SLOTS; i++) {
+        free(meta_cache[i].bytes);
+        json_decref(meta_cache[i].value);
+        meta_cache[i] = (struct meta_slot){NULL, 0, NULL};
+    }
+}
+
+static int parse_object(scan_t *s, int level, json_t **out);
+
+/* One member's value at a built level (0: the message, 1: params); NULL declines. */
+static json_t *value(scan_t *s, int level, const char *key, size_t klen)
+{
+    if (s->p >= s->end)
+        return NULL;
+    const char *start = s->p, *b;
+    size_t n;
+    char c = *s->p;
+    if (c == '"')
+        return plain_string(s, &b, &n) == 0 ? json_stringn_nocheck(b, n) : NULL;
+    if (c >= '0' && c <= '9') {
+        json_int_t v = 0;
+        while (s->p < s->end && *s->p >= '0' && *s->p <= '9' && s->p - start < 18)
+            v = v * 10 + (*s->p++ - '0');
+        /* Leading zeros are not JSON; reals, exponents and longer integers are jansson's to read. */
+        if ((*start == '0' && s->p - start > 1) ||
+            (s->p < s->end && ((*s->p >= '0' && *s->p <= '9') || *s->p == '.' || *s->p == 'e' || *s->p == 'E')))
+            return NULL;
+        return json_integer(v);
+    }
+    static const struct {
+        const char *text;
+        size_t len;
+    } literals[] = {{"true", 4}, {"false", 5}, {"null", 4}};
+    for (size_t i = 0; i < 3; i++)
+        if ((size_t)(s->end - s->p) >= literals[i].len && memcmp(s->p, literals[i].text, literals[i].len) == 0) {
+            s->p += literals[i].len;
+            return i == 0 ? json_true() : i == 1 ? json_false() : json_null();
+        }
+    if (c != '{' && c != '[')
+        return NULL;
+    if (level == 0 && c == '{' && klen == 6 && memcmp(key, "params", 6) == 0) {
+        json_t *params;
+        return parse_object(s, 1, &params) == 0 ? params : NULL;
+    }
+    if (level == 1 && c == '{' && klen == 5 && memcmp(key, "_meta", 5) == 0)
+        return meta_value(s);
+    if (skip_nested(s) != 0)
+        return NULL;
+    n = (size_t)(s->p - start);
+    scan_t in = {start + 1, s->p};
+    skip_ws(&in);
+    if (c == '{' && in.p == s->p - 1 && *in.p == '}')
+        return json_object(); /* {} needs no parser */
+    return json_loadb(start, n, 0, NULL);
+}
+
+/* An object whose members are built here; 0 with *out, -1 declines. */
+static int parse_object(scan_t *s, int level, json_t **out)
+{
+    json_t *obj = json_object();
+    if (obj == NULL)
+        return -1;
+    s->p++; /* the '{' */
+    skip_ws(s);
+    if (s->p < s->end && *s->p == '}') {
+        s->p++;
+        *out = obj;
+        return 0;
+    }
+    for (;;) {
+        const char *key;
+        size_t klen;
+        if (plain_string(s, &key, &klen) != 0 || json_object_getn(obj, key, klen) != NULL)
+            break; /* a duplicate member: jansson keeps the last one; leave that to it */
+        skip_ws(s);
+        if (s->p >= s->end || *s->p++ != ':')
+            break;
+        skip_ws(s);
+        json_t *v = value(s, level, key, klen);
+        if (v == NULL || json_object_setn_new_nocheck(obj, key, klen, v) != 0)
+            break;
+        skip_ws(s);
+        if (s->p >= s->end)
+            break;
+        char c = *s->p++;
+        if (c == '}') {
+            *out = obj;
+            return 0;
+        }
+        if (c != ',')
+            break;
+        skip_ws(s);
+    }
+    json_decref(obj);
+    return -1;
+}
+
+int rpc_parse(const char *buf, size_t len, json_t **out)
+{
+    scan_t s = {buf, buf + len};
+    skip_ws(&s);
+    json_t *msg;
+    if (s.p >= s.end || *s.p != '{' || parse_object(&s, 0, &msg) != 0)
+        return 1;
+    skip_ws(&s);
+    if (s.p != s.end) {
+        json_decref(msg);
+        return 1;
+    }
+    *out = msg;
+    return 0;
+}

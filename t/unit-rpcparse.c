@@ -1,0 +1,104 @@
+/*
+ * Unit tests of the hot path's JSON-RPC parser (src/rpc_parse.c): the usual
+ * shapes of both protocol eras are built, and built equal to json_loadb's
+ * tree; everything it must leave to json_loadb (escapes, non-ASCII, reals,
+ * duplicate members, trailing bytes, invalid nested values) is declined; a
+ * repeated _meta is shared from the cache, and a different one is not.
+ */
+#include <jansson.h>
+#include <string.h>
+
+#include "aly/rpc_parse.h"
+#include "tap.h"
+
+/* rpc_parse() on text: 0 and equal to json_loadb, or 1 (declined). */
+static int parse(const char *text, json_t **out)
+{
+    json_t *fast = NULL;
+    if (rpc_parse(text, strlen(text), &fast) != 0)
+        return 1;
+    json_t *slow = json_loadb(text, strlen(text), JSON_DECODE_ANY, NULL);
+    int same = slow != NULL && json_equal(slow, fast);
+    json_decref(slow);
+    if (out != NULL)
+        *out = fast;
+    else
+        json_decref(fast);
+    return same ? 0 : -1;
+}
+
+static const char *const built[] = {
+    "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"sites.list\",\"arguments\":{}}}",
+    " {\"jsonrpc\" : \"2.0\" ,\n\t\"id\":\"abc-1\", \"method\":\"tools/list\"}\r\n",
+    "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}",
+    "{\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"ping\",\"params\":{}}",
+    "{\"jsonrpc\":\"2.0\",\"id\":123456789012345678,\"result\":{\"action\":\"accept\",\"content\":{\"x\":[1,2.5,\"\\u00e9\"]}}}",
+    "{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"tools/call\",\"params\":{\"name\":\"products.list\",\"arguments\":{\"site_id\":"
+    "\"s\\\"}\",\"limit\":20},\"_meta\":{\"progressToken\":5,\"io.modelcontextprotocol/protocolVersion\":\"2026-07-28\","
+    "\"io.modelcontextprotocol/clientCapabilities\":{}}}}",
+    "{\"a\":true,\"b\":false,\"c\":null,\"d\":[],\"e\":{ },\"f\":[{}],\"params\":{\"x\":null,\"y\":[true]}}",
+    "{}",
+};
+
+static const char *const declined[] = {
+    "",
+    "[{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}]", /* a batch */
+    "\"2.0\"",
+    "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools\\/call\"}",           /* an escape in a value it builds */
+    "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"caf\xc3\xa9\"}",            /* non-ASCII */
+    "{\"jsonrpc\":\"2.0\",\"id\":1.5,\"method\":\"ping\"}",                 /* a real */
+    "{\"jsonrpc\":\"2.0\",\"id\":1e3,\"method\":\"ping\"}",                 /* an exponent */
+    "{\"jsonrpc\":\"2.0\",\"id\":-1,\"method\":\"ping\"}",                  /* negative */
+    "{\"jsonrpc\":\"2.0\",\"id\":01,\"method\":\"ping\"}",                  /* a leading zero */
+    "{\"jsonrpc\":\"2.0\",\"id\":1234567890123456789,\"method\":\"ping\"}", /* 19 digits */
+    "{\"id\":1,\"id\":2}",                                                  /* a duplicate member */
+    "{\"params\":{\"name\":\"a\",\"name\":\"b\"}}",                         /* a duplicate in params */
+    "{\"jsonrpc\":\"2.0\"} x",                                              /* trailing bytes */
+    "{\"jsonrpc\":\"2.0\",}",
+    "{\"jsonrpc\":\"2.0\"",
+    "{\"jsonrpc\" \"2.0\"}",
+    "{\"params\":{\"arguments\":{\"a\":1]}}", /* a nested value that does not parse */
+    "{\"params\":{\"arguments\":{ ]}}",       /* an "empty object" that is not one */
+    "{\"params\":{\"arguments\":[1,}}}",
+    "{\"params\":{\"arguments\":\"\\u0000\"}}", /* NUL through an escape */
+    "{\"id\":truex}",
+    "{\"id\":tru}",
+};
+
+int main(void)
+{
+    for (size_t i = 0; i < sizeof(built) / sizeof(built[0]); i++)
+        is_int(parse(built[i], NULL), 0, "built[%zu] as json_loadb builds it", i);
+    for (size_t i = 0; i < sizeof(declined) / sizeof(declined[0]); i++)
+        is_int(parse(declined[i], NULL), 1, "declined[%zu]", i);
+
+    /* Nesting deeper than the parser follows is json_loadb's to judge. */
+    char deep[400] = "{\"params\":{\"arguments\":";
+    for (int i = 0; i < 100; i++)
+        strcat(deep, "[");
+    for (int i = 0; i < 100; i++)
+        strcat(deep, "]");
+    strcat(deep, "}}");
+    is_int(parse(deep, NULL), 1, "nesting past its limit is declined");
+
+    /* The same _meta twice: one shared tree; another _meta: its own. */
+    const char *m1 = "{\"id\":1,\"params\":{\"_meta\":{\"k\":{\"v\":1}},\"name\":\"a\"}}";
+    const char *m2 = "{\"id\":2,\"params\":{\"_meta\":{\"k\":{\"v\":1}},\"name\":\"b\"}}";
+    const char *m3 = "{\"id\":3,\"params\":{\"_meta\":{\"k\":{\"v\":2}},\"name\":\"c\"}}";
+    json_t *a = NULL, *b = NULL, *c = NULL;
+    ok(parse(m1, &a) == 0 && parse(m2, &b) == 0 && parse(m3, &c) == 0, "three requests with _meta are built");
+    json_t *ma = json_object_get(json_object_get(a, "params"), "_meta"),
+           *mb = json_object_get(json_object_get(b, "params"), "_meta"),
+           *mc = json_object_get(json_object_get(c, "params"), "_meta");
+    ok(ma != NULL && ma == mb, "the same _meta bytes give the one cached tree");
+    ok(mc != NULL && mc != ma && json_integer_value(json_object_get(json_object_get(mc, "k"), "v")) == 2,
+       "other bytes their own tree");
+    is_str(json_string_value(json_object_get(json_object_get(b, "params"), "name")), "b", "members after a cached _meta are read");
+    /* A cached _meta followed by bytes that end the request wrongly is still declined. */
+    is_int(parse("{\"id\":1,\"params\":{\"_meta\":{\"k\":{\"v\":1}}]}", NULL), 1, "a cache hit does not excuse what follows it");
+    json_decref(a);
+    json_decref(b);
+    json_decref(c);
+    rpc_parse_reset();
+    return done_testing();
+}
