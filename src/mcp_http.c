@@ -178,22 +178,32 @@ static void serve_delete(mcp_ctx_t *ctx, h2o_req_t *req, const principal_t *p, h
 }
 
 /* The access log's rpc field: the method, "tools/call:NAME" for a tool, or "batch:N". */
+/* prefix + at most max bytes of s into buf (which holds them): the length.  Every request's note, so no printf. */
+static size_t note_join(const char *prefix, const char *s, char *buf, size_t max)
+{
+    size_t pl = strlen(prefix), sl = strnlen(s, max);
+    memcpy(buf, prefix, pl);
+    memcpy(buf + pl, s, sl);
+    return pl + sl;
+}
+
 static void log_rpc(h2o_req_t *req, json_t *body)
 {
     char buf[160];
+    size_t n;
     if (json_is_array(body)) {
-        snprintf(buf, sizeof(buf), "batch:%zu", json_array_size(body));
+        n = (size_t)snprintf(buf, sizeof(buf), "batch:%zu", json_array_size(body));
     } else {
         const char *m = json_string_value(json_object_get(body, "method"));
         const char *tool = json_string_value(json_object_get(json_object_get(body, "params"), "name"));
         if (m == NULL)
-            snprintf(buf, sizeof(buf), "%s", json_object_get(body, "id") != NULL ? "response" : "-");
+            n = (size_t)snprintf(buf, sizeof(buf), "%s", json_object_get(body, "id") != NULL ? "response" : "-");
         else if (tool != NULL && strcmp(m, "tools/call") == 0)
-            snprintf(buf, sizeof(buf), "tools/call:%.100s", tool);
+            n = note_join("tools/call:", tool, buf, 100);
         else
-            snprintf(buf, sizeof(buf), "%.150s", m);
+            n = note_join("", m, buf, 150);
     }
-    http_log_note(req, "rpc", buf, strlen(buf));
+    http_log_note(req, "rpc", buf, n);
 }
 
 static int is_initialize(json_t *msg)

@@ -324,7 +324,9 @@ static void call_cached(mcp_call_t *call, const tool_entry_t *t, json_t *args)
     uint64_t snapshot = store_snapshot(mcp_call_store(call));
     if (snapshot == 0 || key_append(ws, strlen(ws), &kb) != 0 || key_append("\n", 1, &kb) != 0 ||
         key_append(t->d->name, strlen(t->d->name), &kb) != 0 || key_append("\n", 1, &kb) != 0 ||
-        json_dump_callback(args, key_append, &kb, JSON_COMPACT | JSON_SORT_KEYS) != 0 || kb.len == kb.cap) {
+        (json_object_size(args) == 0 ? key_append("{}", 2, &kb)
+                                     : json_dump_callback(args, key_append, &kb, JSON_COMPACT | JSON_SORT_KEYS)) != 0 ||
+        kb.len == kb.cap) {
         t->d->call(call, args);
         return;
     }

@@ -54,5 +54,8 @@ int aly_b62_char(int c);
 int aly_random_b62(char *out, size_t n);
 
 #define ALY_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+/* A macro's value as a string literal. */
+#define ALY_STR_(x) #x
+#define ALY_STR(x) ALY_STR_(x)
 
 #endif
