@@ -236,12 +236,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     json_t *body = json_loadb((const char *)data, size, JSON_DECODE_ANY, &jerr), *fast = NULL;
     /* The hot path's parser must build json_loadb's tree or decline; twice, so the _meta cache's hit is checked too. */
     for (int round = 0; round < 2; round++) {
-        if (rpc_parse((const char *)data, size, &fast) != 0)
+        rpc_view_t fv, sv;
+        if (rpc_parse((const char *)data, size, &fast, &fv) != 0)
             continue;
         if (body == NULL || !json_equal(body, fast)) {
             fprintf(stderr, "rpc_parse built a tree json_loadb %s\n", body == NULL ? "refuses" : "does not build");
             abort();
         }
+        rpc_view_of(body, &sv);
+        json_t *const *pf = (json_t *const *)&fv, *const *ps = (json_t *const *)&sv;
+        for (size_t i = 0; i < sizeof(fv) / sizeof(json_t *); i++)
+            if (pf[i] == NULL ? ps[i] != NULL : ps[i] == NULL || !json_equal(pf[i], ps[i])) {
+                fprintf(stderr, "rpc_parse's view differs from rpc_view_of's in member %zu\n", i);
+                abort();
+            }
         json_decref(fast);
     }
     if (body == NULL)

@@ -8,6 +8,7 @@
 #include <openssl/rand.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 #include <time.h>
 
 static void verrf(aly_err_t *err, int refused, const char *fmt, va_list ap) __attribute__((format(printf, 3, 0)));
@@ -128,12 +129,19 @@ size_t aly_b64url_encode(const unsigned char *in, size_t len, char *out)
     return o;
 }
 
-const char aly_b62_digits[63] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-
-int aly_b62_char(int c)
+size_t aly_fmt_u64(char *out, uint64_t v)
 {
-    return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
+    char b[20];
+    size_t i = sizeof(b);
+    do {
+        b[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    memcpy(out, b + i, sizeof(b) - i);
+    return sizeof(b) - i;
 }
+
+const char aly_b62_digits[63] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
 int aly_random_b62(char *out, size_t n)
 {

@@ -350,13 +350,11 @@ static void put_clean(line_t *l, const char *s, size_t len, size_t max)
 /* v in decimal, zero-padded to at least width digits. */
 static void put_uint(line_t *l, uint64_t v, int width)
 {
-    char b[24];
-    int i = sizeof(b);
-    do {
-        b[--i] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0 || (int)sizeof(b) - i < width);
-    put(l, b + i, sizeof(b) - (size_t)i);
+    char b[20];
+    size_t n = aly_fmt_u64(b, v);
+    for (; (int)n < width; width--)
+        put(l, "0", 1);
+    put(l, b, n);
 }
 
 static int log_pid; /* this worker's, set at registration: getpid() is a system call */
@@ -416,6 +414,19 @@ static void charge(http_site_t *site, http_conn_t *conn, h2o_req_t *req)
     }
 }
 
+static void client_text(h2o_req_t *req, char out[HTTP_CLIENT_TEXT])
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
+    strcpy(out, "-");
+    if (sl != 0) {
+        if (ss.ss_family == AF_INET)
+            inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, out, HTTP_CLIENT_TEXT);
+        else if (ss.ss_family == AF_INET6)
+            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, out, HTTP_CLIENT_TEXT);
+    }
+}
+
 static void on_log(h2o_logger_t *self, h2o_req_t *req)
 {
     http_site_t *site = ((http_logger_t *)self)->site;
@@ -433,20 +444,16 @@ static void on_log(h2o_logger_t *self, h2o_req_t *req)
         return;
 
     /* Assembled by hand: this runs once per request, and snprintf of eleven fields was a tenth of a worker's time. */
-    char line[1400], client[INET6_ADDRSTRLEN + 2] = "-";
+    char line[1400], own[HTTP_CLIENT_TEXT];
     line_t l = {line, line + sizeof(line)};
     struct timeval now;
     gettimeofday(&now, NULL);
     log_time(l.p, &now);
     l.p += 24;
-    struct sockaddr_storage ss;
-    socklen_t sl = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
-    if (sl != 0) {
-        if (ss.ss_family == AF_INET)
-            inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, client, sizeof(client));
-        else if (ss.ss_family == AF_INET6)
-            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, client, sizeof(client));
-    }
+    /* The peer's address as text, once per connection (inet_ntop prints with sprintf). */
+    char *client = conn != NULL ? conn->client : own;
+    if (conn == NULL || client[0] == '\0')
+        client_text(req, client);
     put(&l, " ", 1);
     put(&l, client, strlen(client));
     h2o_iovec_t principal = log_field(req, "principal"), rpc = log_field(req, "rpc");

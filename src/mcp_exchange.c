@@ -226,14 +226,14 @@ void mcp_emit(mcp_exchange_t *x, json_t *msg, int is_response)
 
 /* ---- calls ---- */
 
-mcp_call_t *mcp_call_new(mcp_exchange_t *x, json_t *id, json_t *params)
+mcp_call_t *mcp_call_new(mcp_exchange_t *x, json_t *id, json_t *params, json_t *meta)
 {
     mcp_call_t *c = calloc(1, sizeof(*c));
     if (c == NULL)
         abort();
     c->x = x;
     c->id = json_incref(id);
-    c->meta = json_incref(json_object_get(params, "_meta"));
+    c->meta = json_incref(meta);
     c->params = json_incref(params);
     x->refs++;
     x->pending++;
@@ -303,14 +303,21 @@ int mcp_call_cancelled(const mcp_call_t *call)
 void mcp_call_result_text(mcp_call_t *call, const char *result, size_t len)
 {
     /* The envelope is assembled as text: the result may come serialised from a cache. */
-    char num[24], *id = NULL;
+    char num[24] = "-", *id = NULL;
     const char *idtext = num;
-    if (json_is_integer(call->id)) /* the common id: no allocation */
-        snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT, json_integer_value(call->id));
-    else
+    if (json_is_integer(call->id)) { /* the common id: no allocation, no printf */
+        json_int_t v = json_integer_value(call->id);
+        size_t sign = v < 0;
+        num[sign + aly_fmt_u64(num + sign, v < 0 ? 0 - (uint64_t)v : (uint64_t)v)] = '\0';
+    } else
         idtext = (id = json_dumps(call->id, JSON_COMPACT | JSON_ENCODE_ANY)) != NULL ? id : "null";
-    /* One allocation for the whole envelope in the usual case: the result plus room for the rest. */
-    mcp_buf_t b = {malloc(len + 512), 0, len + 512};
+    /*
+     * The envelope around the result: at most its fixed parts, the id and a modern head (MCP_RESULT_HEAD_MAX)
+     * beyond the result, so the buffer never grows; on the stack for the results most calls return.
+     */
+    char stack[8192];
+    size_t need = len + strlen(idtext) + MCP_RESULT_HEAD_MAX + 64;
+    mcp_buf_t b = {need <= sizeof(stack) ? stack : malloc(need), 0, need};
     if (b.data == NULL)
         abort();
     static const char head[] = "{\"jsonrpc\":\"2.0\",\"id\":", mid[] = ",\"result\":";
@@ -330,7 +337,8 @@ void mcp_call_result_text(mcp_call_t *call, const char *result, size_t len)
     mcp_buf_append(&b, "}", 1);
     free(id);
     call_finish(call, b.data, b.len);
-    free(b.data);
+    if (b.data != stack)
+        free(b.data);
 }
 
 void mcp_call_result(mcp_call_t *call, json_t *result)

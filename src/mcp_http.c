@@ -187,17 +187,16 @@ static size_t note_join(const char *prefix, const char *s, char *buf, size_t max
     return pl + sl;
 }
 
-static void log_rpc(h2o_req_t *req, json_t *body)
+static void log_rpc(h2o_req_t *req, json_t *body, const rpc_view_t *v)
 {
     char buf[160];
     size_t n;
     if (json_is_array(body)) {
         n = (size_t)snprintf(buf, sizeof(buf), "batch:%zu", json_array_size(body));
     } else {
-        const char *m = json_string_value(json_object_get(body, "method"));
-        const char *tool = json_string_value(json_object_get(json_object_get(body, "params"), "name"));
+        const char *m = json_string_value(v->method), *tool = json_string_value(v->name);
         if (m == NULL)
-            n = (size_t)snprintf(buf, sizeof(buf), "%s", json_object_get(body, "id") != NULL ? "response" : "-");
+            n = (size_t)snprintf(buf, sizeof(buf), "%s", v->id != NULL ? "response" : "-");
         else if (tool != NULL && strcmp(m, "tools/call") == 0)
             n = note_join("tools/call:", tool, buf, 100);
         else
@@ -239,7 +238,7 @@ static void dispatch_batch(mcp_ctx_t *ctx, mcp_exchange_t *x, h2o_req_t *req, co
                                gate_refused_error(p, &refused)),
                      1);
         else
-            mcp_dispatch(x, m);
+            mcp_dispatch(x, m, NULL);
     }
 }
 
@@ -270,21 +269,25 @@ static void serve_post(mcp_ctx_t *ctx, h2o_req_t *req, const principal_t *p, h2o
     }
     json_error_t jerr;
     json_t *body;
-    if (rpc_parse(req->entity.base, req->entity.len, &body) != 0 &&
-        (body = json_loadb(req->entity.base, req->entity.len, JSON_DECODE_ANY, &jerr)) == NULL) {
+    rpc_view_t view;
+    if (rpc_parse(req->entity.base, req->entity.len, &body, &view) == 0)
+        ;
+    else if ((body = json_loadb(req->entity.base, req->entity.len, JSON_DECODE_ANY, &jerr)) != NULL)
+        rpc_view_of(body, &view);
+    else {
         char msg[300];
         snprintf(msg, sizeof(msg), "Parse error: %s (at byte %d)", jerr.text, jerr.position);
         refuse(req, 400, "Bad Request", RPC_PARSE_ERROR, msg);
         return;
     }
     int batch = json_is_array(body);
-    log_rpc(req, body);
+    log_rpc(req, body, &view);
     if (!batch && !json_is_object(body)) {
         json_decref(body);
         refuse(req, 400, "Bad Request", RPC_INVALID_REQUEST, "the body must be a JSON-RPC message (an object)");
         return;
     }
-    if (mcp_modern_route(ctx, req, p, body, header(req, "mcp-protocol-version"), sse)) {
+    if (mcp_modern_route(ctx, req, p, body, &view, header(req, "mcp-protocol-version"), sse)) {
         json_decref(body);
         return;
     }
@@ -324,7 +327,7 @@ static void serve_post(mcp_ctx_t *ctx, h2o_req_t *req, const principal_t *p, h2o
     if (batch) {
         dispatch_batch(ctx, x, req, p, body);
     } else {
-        mcp_dispatch(x, body);
+        mcp_dispatch(x, body, &view);
         /* A single invalid message: HTTP 400 with its JSON-RPC error (no call was made). */
         if (x->pending == 0 && x->n_answers == 1 &&
             (x->protocol_error_code == RPC_INVALID_REQUEST || x->protocol_error_code == RPC_PARSE_ERROR))

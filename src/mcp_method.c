@@ -149,36 +149,46 @@ static int valid_id(json_t *id)
     return json_is_string(id) || json_is_integer(id);
 }
 
-int mcp_message_check(json_t *msg, int *code, const char **why)
+int mcp_message_check_view(json_t *msg, const rpc_view_t *v, int *code, const char **why)
 {
     *code = RPC_INVALID_REQUEST;
     if (!json_is_object(msg))
         return *why = "a JSON-RPC message must be an object", -1;
-    json_t *id = json_object_get(msg, "id"), *params = json_object_get(msg, "params");
-    const char *version = json_string_value(json_object_get(msg, "jsonrpc"));
+    const char *version = json_string_value(v->jsonrpc);
     if (version == NULL || strcmp(version, "2.0") != 0)
         return *why = "jsonrpc must be \"2.0\"", -1;
-    if (json_string_value(json_object_get(msg, "method")) == NULL) {
-        if (json_object_get(msg, "method") == NULL && id != NULL &&
-            (json_object_get(msg, "result") != NULL || json_object_get(msg, "error") != NULL))
+    if (json_string_value(v->method) == NULL) {
+        if (v->method == NULL && v->id != NULL && (v->result != NULL || v->error != NULL))
             return 1;
         return *why = "a request needs a string method", -1;
     }
-    if (id != NULL && !valid_id(id))
+    if (v->id != NULL && !valid_id(v->id))
         return *why = "id must be a string or an integer", -1;
-    if (params != NULL && !json_is_object(params)) {
+    if (v->params != NULL && !json_is_object(v->params)) {
         *code = RPC_INVALID_PARAMS;
         return *why = "params must be an object", -1;
     }
     return 0;
 }
 
-void mcp_dispatch(mcp_exchange_t *x, json_t *msg)
+int mcp_message_check(json_t *msg, int *code, const char **why)
 {
+    rpc_view_t v;
+    rpc_view_of(msg, &v);
+    return mcp_message_check_view(msg, &v, code, why);
+}
+
+void mcp_dispatch(mcp_exchange_t *x, json_t *msg, const rpc_view_t *view)
+{
+    rpc_view_t own;
+    if (view == NULL) {
+        rpc_view_of(msg, &own);
+        view = &own;
+    }
     int code;
     const char *why;
-    int kind = mcp_message_check(msg, &code, &why);
-    json_t *id = json_object_get(msg, "id"), *params = json_object_get(msg, "params");
+    int kind = mcp_message_check_view(msg, view, &code, &why);
+    json_t *id = view->id, *params = view->params;
     if (kind < 0) {
         /* The error names the request's id when it has a usable one; a notification's bad params get no answer. */
         if (code == RPC_INVALID_PARAMS) {
@@ -193,7 +203,7 @@ void mcp_dispatch(mcp_exchange_t *x, json_t *msg)
         mcp_client_reply(x, msg);
         return;
     }
-    const char *method = json_string_value(json_object_get(msg, "method"));
+    const char *method = json_string_value(view->method);
     if (id == NULL) {
         if (strcmp(method, "notifications/cancelled") == 0)
             cancel(x, params);
@@ -215,7 +225,7 @@ void mcp_dispatch(mcp_exchange_t *x, json_t *msg)
         protocol_error(x, id, RPC_INVALID_REQUEST, "initialize must not be part of a batch");
         return;
     }
-    mcp_call_t *c = mcp_call_new(x, id, params);
+    mcp_call_t *c = mcp_call_new(x, id, params, view->meta);
     if (methods[i].handle == registry_tools_call || methods[i].handle == registry_prompts_get ||
         methods[i].handle == registry_resources_read)
         c->rerun = methods[i].handle; /* these may ask the client for input, then run again with the answers */

@@ -91,6 +91,9 @@ void mcp_modern_result_head(const mcp_call_t *c, mcp_buf_t *b)
         mcp_buf_append(b, complete, sizeof(complete) - 1);
         static const char public_hint[] = ",\"ttlMs\":" ALY_STR(LIST_TTL_MS) ",\"cacheScope\":\"public\"",
                           private_hint[] = ",\"ttlMs\":0,\"cacheScope\":\"private\"";
+        _Static_assert(sizeof(input) + sizeof(complete) + sizeof(public_hint) + sizeof(private_hint) + sizeof(info) <=
+                           MCP_RESULT_HEAD_MAX,
+                       "the envelope reserves MCP_RESULT_HEAD_MAX for the modern head");
         if (c->cache_scope == MCP_CACHE_PUBLIC)
             mcp_buf_append(b, public_hint, sizeof(public_hint) - 1);
         else if (c->cache_scope != MCP_CACHE_NONE)
@@ -416,21 +419,14 @@ static json_t *state_open(mcp_ctx_t *ctx, const principal_t *p, const char *meth
 
 /* ---- classification and the modern rungs ---- */
 
-static json_t *claim_of(json_t *msg)
+static int serve_modern(mcp_ctx_t *ctx, h2o_req_t *req, const principal_t *p, json_t *body, const rpc_view_t *v, h2o_iovec_t pv,
+                        int sse)
 {
-    json_t *meta = json_object_get(json_object_get(msg, "params"), "_meta");
-    return json_is_object(meta) ? json_object_get(meta, META_VERSION) : NULL;
-}
-
-static int serve_modern(mcp_ctx_t *ctx, h2o_req_t *req, const principal_t *p, json_t *body, h2o_iovec_t pv, int sse)
-{
-    json_t *id = json_object_get(body, "id"), *params = json_object_get(body, "params");
-    json_t *meta = json_object_get(params, "_meta"), *claim = json_object_get(meta, META_VERSION);
-    json_t *caps = json_object_get(meta, META_CAPS), *level = json_object_get(meta, META_LOG_LEVEL);
-    const char *method = json_string_value(json_object_get(body, "method"));
+    json_t *id = v->id, *params = v->params, *claim = v->claim, *caps = v->caps, *level = v->log_level;
+    const char *method = json_string_value(v->method);
     int code;
     const char *why;
-    if (mcp_message_check(body, &code, &why) != 0 || method == NULL) {
+    if (mcp_message_check_view(body, v, &code, &why) != 0 || method == NULL) {
         refuse(req, 400, id, RPC_INVALID_REQUEST, method == NULL ? "a modern message is a request or a notification" : why, NULL);
         return 1;
     }
@@ -472,7 +468,7 @@ static int serve_modern(mcp_ctx_t *ctx, h2o_req_t *req, const principal_t *p, js
         return 1;
     }
     if (m->name_from != NAME_NONE) {
-        json_t *name = json_object_get(params, m->name_from == NAME_FROM_URI ? "uri" : "name");
+        json_t *name = m->name_from == NAME_FROM_URI ? json_object_get(params, "uri") : v->name;
         if (json_is_string(name) && header_matches(req, "mcp-name", json_string_value(name), json_string_length(name), &why) != 0) {
             mismatch(req, id, "Mcp-Name", why);
             return 1;
@@ -484,20 +480,20 @@ static int serve_modern(mcp_ctx_t *ctx, h2o_req_t *req, const principal_t *p, js
                "_meta logLevel must be one of debug, info, notice, warning, error, critical, alert, emergency", NULL);
         return 1;
     }
-    json_t *inputs = m->mrtr ? json_object_get(params, "inputResponses") : NULL, *state = NULL;
+    json_t *inputs = m->mrtr ? v->inputs : NULL, *state = NULL;
     if (inputs != NULL) {
         const char *k;
-        json_t *v;
+        json_t *answer;
         int ok = json_is_object(inputs);
-        json_object_foreach(inputs, k, v)
-            ok = ok && json_is_object(v);
+        json_object_foreach(inputs, k, answer)
+            ok = ok && json_is_object(answer);
         if (!ok) {
             refuse(req, 200, id, RPC_INVALID_PARAMS, "inputResponses must be an object of results, one per inputRequests key",
                    NULL);
             return 1;
         }
     }
-    json_t *token = m->mrtr ? json_object_get(params, "requestState") : NULL;
+    json_t *token = m->mrtr ? v->state : NULL;
     if (token != NULL && (state = state_open(ctx, p, method, params, token, &why)) == NULL) {
         refuse(req, 200, id, RPC_INVALID_PARAMS, why, NULL);
         return 1;
@@ -510,7 +506,7 @@ static int serve_modern(mcp_ctx_t *ctx, h2o_req_t *req, const principal_t *p, js
     x->log_min = log_min;
     x->refs++; /* held while dispatching, so nothing can free x under us */
     x->dispatching = 1;
-    mcp_call_t *c = mcp_call_new(x, id, params);
+    mcp_call_t *c = mcp_call_new(x, id, params, v->meta);
     c->method = m->name;
     c->cache_scope = m->cache;
     c->inputs = json_incref(inputs);
@@ -522,23 +518,27 @@ static int serve_modern(mcp_ctx_t *ctx, h2o_req_t *req, const principal_t *p, js
     return 1;
 }
 
-int mcp_modern_route(mcp_ctx_t *ctx, h2o_req_t *req, const principal_t *p, json_t *body, h2o_iovec_t pv, int accepts_sse)
+int mcp_modern_route(mcp_ctx_t *ctx, h2o_req_t *req, const principal_t *p, json_t *body, const rpc_view_t *v, h2o_iovec_t pv,
+                     int accepts_sse)
 {
     int header_modern = pv.base != NULL && mcp_modern_version(pv.base, pv.len);
-    json_t *id = json_object_get(body, "id");
+    json_t *id = v->id;
     if (json_is_array(body)) {
         size_t i;
         json_t *m;
-        json_array_foreach(body, i, m)
-            if (claim_of(m) != NULL || header_modern) {
+        json_array_foreach(body, i, m) {
+            rpc_view_t mv;
+            rpc_view_of(m, &mv);
+            if (mv.claim != NULL || header_modern) {
                 refuse(req, 400, NULL, RPC_INVALID_REQUEST,
                        "a batch belongs to protocol 2025-03-26: send a modern request on its own", NULL);
                 return 1;
             }
+        }
         return 0;
     }
-    const char *method = json_string_value(json_object_get(body, "method"));
-    json_t *claim = claim_of(body);
+    const char *method = json_string_value(v->method);
+    json_t *claim = v->claim;
     if (method == NULL)
         return 0; /* a reply to one of our requests, or no message at all: the legacy path answers */
     if (strcmp(method, "initialize") == 0 &&
@@ -560,5 +560,5 @@ int mcp_modern_route(mcp_ctx_t *ctx, h2o_req_t *req, const principal_t *p, json_
                NULL);
         return 1;
     }
-    return serve_modern(ctx, req, p, body, pv, accepts_sse);
+    return serve_modern(ctx, req, p, body, v, pv, accepts_sse);
 }

@@ -383,5 +383,21 @@ void ratelimit_policy_header(const char *name, const aly_rate_t *rate, char *buf
 
 void ratelimit_header(const char *name, const ratelimit_decision_t *d, char *buf, size_t len)
 {
-    snprintf(buf, len, "\"%s\";r=%llu;t=%llu", name, (unsigned long long)d->remaining, (unsigned long long)d->reset_s);
+    /* Every response carries it: assembled by hand, printf-free, truncated like snprintf would. */
+    char tmp[64 + 64];
+    size_t nl = strnlen(name, 64), n = 0;
+    tmp[n++] = '"';
+    memcpy(tmp + n, name, nl);
+    n += nl;
+    memcpy(tmp + n, "\";r=", 4);
+    n += 4;
+    n += aly_fmt_u64(tmp + n, d->remaining);
+    memcpy(tmp + n, ";t=", 3);
+    n += 3;
+    n += aly_fmt_u64(tmp + n, d->reset_s);
+    if (len == 0)
+        return;
+    n = n < len - 1 ? n : len - 1;
+    memcpy(buf, tmp, n);
+    buf[n] = '\0';
 }

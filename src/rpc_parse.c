@@ -10,6 +10,7 @@
  */
 #include "aly/rpc_parse.h"
 
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,10 +75,17 @@ static int skip_nested(scan_t *s)
     return 0;
 }
 
+static void meta_view(json_t *meta, rpc_view_t *v)
+{
+    v->claim = json_object_get(meta, "io.modelcontextprotocol/protocolVersion");
+    v->caps = json_object_get(meta, "io.modelcontextprotocol/clientCapabilities");
+    v->log_level = json_object_get(meta, "io.modelcontextprotocol/logLevel");
+}
+
 static struct meta_slot {
     char *bytes;
     size_t len;
-    json_t *value;
+    json_t *value, *claim, *caps, *log_level; /* the _meta and what the view takes from it */
 } meta_cache[META_SLOTS];
 static unsigned meta_next;
 
@@ -85,26 +93,34 @@ static unsigned meta_next;
  * params._meta starting at s->p, shared with earlier requests that sent the same bytes.  A kept _meta is a
  * whole JSON value, so bytes that start with it are that value and end where it ends: a hit needs no scan.
  */
-static json_t *meta_value(scan_t *s)
+static json_t *meta_value(scan_t *s, rpc_view_t *view)
 {
     size_t left = (size_t)(s->end - s->p);
-    for (size_t i = 0; i < META_SLOTS; i++)
-        if (meta_cache[i].value != NULL && meta_cache[i].len <= left && memcmp(meta_cache[i].bytes, s->p, meta_cache[i].len) == 0) {
-            s->p += meta_cache[i].len;
-            return json_incref(meta_cache[i].value);
+    for (size_t i = 0; i < META_SLOTS; i++) {
+        struct meta_slot *m = &meta_cache[i];
+        if (m->value != NULL && m->len <= left && memcmp(m->bytes, s->p, m->len) == 0) {
+            s->p += m->len;
+            view->claim = m->claim;
+            view->caps = m->caps;
+            view->log_level = m->log_level;
+            return json_incref(m->value);
         }
+    }
     const char *b = s->p;
     if (skip_nested(s) != 0)
         return NULL;
     size_t n = (size_t)(s->p - b);
     json_t *v = json_loadb(b, n, 0, NULL);
-    char *copy = v != NULL && n <= META_MAX_BYTES ? malloc(n) : NULL;
+    if (v == NULL)
+        return NULL;
+    meta_view(v, view);
+    char *copy = n <= META_MAX_BYTES ? malloc(n) : NULL;
     if (copy != NULL) {
         struct meta_slot *slot = &meta_cache[meta_next++ % META_SLOTS];
         free(slot->bytes);
         json_decref(slot->value);
         memcpy(copy, b, n);
-        *slot = (struct meta_slot){copy, n, json_incref(v)};
+        *slot = (struct meta_slot){copy, n, json_incref(v), view->claim, view->caps, view->log_level};
     }
     return v;
 }
@@ -114,14 +130,14 @@ void rpc_parse_reset(void)
     for (size_t i = 0; i < META_SLOTS; i++) {
         free(meta_cache[i].bytes);
         json_decref(meta_cache[i].value);
-        meta_cache[i] = (struct meta_slot){NULL, 0, NULL};
+        meta_cache[i] = (struct meta_slot){NULL, 0, NULL, NULL, NULL, NULL};
     }
 }
 
-static int parse_object(scan_t *s, int level, json_t **out);
+static int parse_object(scan_t *s, int level, json_t **out, rpc_view_t *view);
 
 /* One member's value at a built level (0: the message, 1: params); NULL declines. */
-static json_t *value(scan_t *s, int level, const char *key, size_t klen)
+static json_t *value(scan_t *s, int level, const char *key, size_t klen, rpc_view_t *view)
 {
     if (s->p >= s->end)
         return NULL;
@@ -153,10 +169,10 @@ static json_t *value(scan_t *s, int level, const char *key, size_t klen)
         return NULL;
     if (level == 0 && c == '{' && klen == 6 && memcmp(key, "params", 6) == 0) {
         json_t *params;
-        return parse_object(s, 1, &params) == 0 ? params : NULL;
+        return parse_object(s, 1, &params, view) == 0 ? params : NULL;
     }
     if (level == 1 && c == '{' && klen == 5 && memcmp(key, "_meta", 5) == 0)
-        return meta_value(s);
+        return meta_value(s, view);
     if (skip_nested(s) != 0)
         return NULL;
     n = (size_t)(s->p - start);
@@ -167,8 +183,43 @@ static json_t *value(scan_t *s, int level, const char *key, size_t klen)
     return json_loadb(start, n, 0, NULL);
 }
 
+/* The members the view holds, by level: where each one goes. */
+typedef struct {
+    const char *name;
+    size_t len;
+    size_t off;
+} view_member_t;
+
+#define VIEW_MEMBER(level_name, field)                                                                                             \
+    {                                                                                                                              \
+        level_name, sizeof(level_name) - 1, offsetof(rpc_view_t, field)                                                            \
+    }
+static const view_member_t message_members[] = {
+    VIEW_MEMBER("jsonrpc", jsonrpc), VIEW_MEMBER("id", id),         VIEW_MEMBER("method", method),
+    VIEW_MEMBER("params", params),   VIEW_MEMBER("result", result), VIEW_MEMBER("error", error),
+};
+static const view_member_t params_members[] = {
+    VIEW_MEMBER("name", name),          VIEW_MEMBER("arguments", arguments),
+    VIEW_MEMBER("_meta", meta),         VIEW_MEMBER("inputResponses", inputs),
+    VIEW_MEMBER("requestState", state),
+};
+
+static void view_note(rpc_view_t *view, int level, const char *key, size_t klen, json_t *v)
+{
+    const view_member_t *m = level == 0 ? message_members : params_members;
+    size_t n = level == 0 ? sizeof(message_members) / sizeof(m[0]) : sizeof(params_members) / sizeof(m[0]);
+    for (size_t i = 0; i < n; i++)
+        if (m[i].len == klen && memcmp(m[i].name, key, klen) == 0) {
+            *(json_t **)((char *)view + m[i].off) = v;
+            return;
+        }
+}
+
+/* Members a built object may have before duplicates are looked for with jansson rather than among these. */
+#define SEEN_MAX 16
+
 /* An object whose members are built here; 0 with *out, -1 declines. */
-static int parse_object(scan_t *s, int level, json_t **out)
+static int parse_object(scan_t *s, int level, json_t **out, rpc_view_t *view)
 {
     json_t *obj = json_object();
     if (obj == NULL)
@@ -180,17 +231,33 @@ static int parse_object(scan_t *s, int level, json_t **out)
         *out = obj;
         return 0;
     }
+    struct {
+        const char *key;
+        size_t len;
+    } seen[SEEN_MAX];
+    size_t n_seen = 0;
     for (;;) {
         const char *key;
         size_t klen;
-        if (plain_string(s, &key, &klen) != 0 || json_object_getn(obj, key, klen) != NULL)
-            break; /* a duplicate member: jansson keeps the last one; leave that to it */
+        if (plain_string(s, &key, &klen) != 0)
+            break;
+        /* A duplicate member: jansson keeps the last one; leave that to it. */
+        int dup = n_seen == SEEN_MAX && json_object_getn(obj, key, klen) != NULL;
+        for (size_t i = 0; i < n_seen && !dup; i++)
+            dup = seen[i].len == klen && memcmp(seen[i].key, key, klen) == 0;
+        if (dup)
+            break;
+        if (n_seen < SEEN_MAX)
+            seen[n_seen].key = key, seen[n_seen++].len = klen;
         skip_ws(s);
         if (s->p >= s->end || *s->p++ != ':')
             break;
         skip_ws(s);
-        json_t *v = value(s, level, key, klen);
-        if (v == NULL || json_object_setn_new_nocheck(obj, key, klen, v) != 0)
+        json_t *v = value(s, level, key, klen, view);
+        if (v == NULL)
+            break;
+        view_note(view, level, key, klen, v);
+        if (json_object_setn_new_nocheck(obj, key, klen, v) != 0)
             break;
         skip_ws(s);
         if (s->p >= s->end)
@@ -208,18 +275,36 @@ static int parse_object(scan_t *s, int level, json_t **out)
     return -1;
 }
 
-int rpc_parse(const char *buf, size_t len, json_t **out)
+int rpc_parse(const char *buf, size_t len, json_t **out, rpc_view_t *view)
 {
     scan_t s = {buf, buf + len};
+    rpc_view_t v = {0};
     skip_ws(&s);
     json_t *msg;
-    if (s.p >= s.end || *s.p != '{' || parse_object(&s, 0, &msg) != 0)
+    if (s.p >= s.end || *s.p != '{' || parse_object(&s, 0, &msg, &v) != 0)
         return 1;
     skip_ws(&s);
     if (s.p != s.end) {
         json_decref(msg);
         return 1;
     }
+    /* Members of params and of _meta count only when those are objects (they are, when built here). */
     *out = msg;
+    *view = v;
     return 0;
+}
+
+void rpc_view_of(json_t *msg, rpc_view_t *view)
+{
+    *view = (rpc_view_t){0};
+    if (!json_is_object(msg))
+        return;
+    for (size_t i = 0; i < sizeof(message_members) / sizeof(message_members[0]); i++)
+        *(json_t **)((char *)view + message_members[i].off) = json_object_get(msg, message_members[i].name);
+    if (!json_is_object(view->params))
+        return;
+    for (size_t i = 0; i < sizeof(params_members) / sizeof(params_members[0]); i++)
+        *(json_t **)((char *)view + params_members[i].off) = json_object_get(view->params, params_members[i].name);
+    if (json_is_object(view->meta))
+        meta_view(view->meta, view);
 }

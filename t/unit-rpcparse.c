@@ -12,13 +12,30 @@
 #include "tap.h"
 
 /* rpc_parse() on text: 0 and equal to json_loadb, or 1 (declined). */
+static int same_member(json_t *a, json_t *b)
+{
+    return a == NULL ? b == NULL : b != NULL && json_equal(a, b);
+}
+
+/* The view rpc_parse() returned equals the one rpc_view_of() finds in json_loadb's tree, member by member. */
+static int same_view(const rpc_view_t *a, const rpc_view_t *b)
+{
+    json_t *const *pa = (json_t *const *)a, *const *pb = (json_t *const *)b;
+    for (size_t i = 0; i < sizeof(*a) / sizeof(json_t *); i++)
+        if (!same_member(pa[i], pb[i]))
+            return 0;
+    return 1;
+}
+
 static int parse(const char *text, json_t **out)
 {
     json_t *fast = NULL;
-    if (rpc_parse(text, strlen(text), &fast) != 0)
+    rpc_view_t fv, sv;
+    if (rpc_parse(text, strlen(text), &fast, &fv) != 0)
         return 1;
     json_t *slow = json_loadb(text, strlen(text), JSON_DECODE_ANY, NULL);
-    int same = slow != NULL && json_equal(slow, fast);
+    rpc_view_of(slow, &sv);
+    int same = slow != NULL && json_equal(slow, fast) && same_view(&fv, &sv);
     json_decref(slow);
     if (out != NULL)
         *out = fast;
@@ -38,6 +55,11 @@ static const char *const built[] = {
     "\"io.modelcontextprotocol/clientCapabilities\":{}}}}",
     "{\"a\":true,\"b\":false,\"c\":null,\"d\":[],\"e\":{ },\"f\":[{}],\"params\":{\"x\":null,\"y\":[true]}}",
     "{}",
+    "{\"jsonrpc\":\"2.0\",\"id\":9,\"method\":\"resources/read\",\"params\":{\"uri\":\"aly://x\",\"inputResponses\":{\"a\":{}},"
+    "\"requestState\":\"s.t\",\"_meta\":{\"io.modelcontextprotocol/logLevel\":\"info\",\"io.modelcontextprotocol/clientCapabilities\":"
+    "{\"elicitation\":{}}}}}",
+    "{\"id\":\"r\",\"result\":{\"x\":1},\"error\":null,\"params\":[1]}",
+    "{\"params\":{\"_meta\":7,\"name\":[\"n\"]}}",
 };
 
 static const char *const declined[] = {
@@ -96,6 +118,19 @@ int main(void)
     is_str(json_string_value(json_object_get(json_object_get(b, "params"), "name")), "b", "members after a cached _meta are read");
     /* A cached _meta followed by bytes that end the request wrongly is still declined. */
     is_int(parse("{\"id\":1,\"params\":{\"_meta\":{\"k\":{\"v\":1}}]}", NULL), 1, "a cache hit does not excuse what follows it");
+    /* The view of a cache hit carries the _meta's members like a miss did. */
+    rpc_view_t v;
+    json_t *d = NULL;
+    const char *mm =
+        "{\"id\":4,\"params\":{\"_meta\":{\"io.modelcontextprotocol/protocolVersion\":\"2026-07-28\"},\"name\":\"d\"}}";
+    ok(rpc_parse(mm, strlen(mm), &d, &v) == 0 && json_is_string(v.claim), "a new _meta: its protocolVersion in the view");
+    json_decref(d);
+    ok(rpc_parse(mm, strlen(mm), &d, &v) == 0 && json_is_string(v.claim) &&
+           v.claim ==
+               json_object_get(json_object_get(json_object_get(d, "params"), "_meta"), "io.modelcontextprotocol/protocolVersion") &&
+           strcmp(json_string_value(v.name), "d") == 0 && json_integer_value(v.id) == 4,
+       "the same _meta again: the view points into the tree it returned");
+    json_decref(d);
     json_decref(a);
     json_decref(b);
     json_decref(c);

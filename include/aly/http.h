@@ -84,6 +84,9 @@ void http_register(h2o_globalconf_t *conf, http_site_t *site, h2o_hostconf_t ***
 #define HTTP_HEADER_BYTES (16 * 1024)
 #define HTTP_SWEEP_MS 100 /* how often http_sweep should run */
 
+/* Room for a peer address as text (INET6_ADDRSTRLEN). */
+#define HTTP_CLIENT_TEXT 46
+
 typedef struct http_conn {
     h2o_linklist_t link; /* the acceptor's list */
     h2o_socket_t *sock;
@@ -99,6 +102,7 @@ typedef struct http_conn {
     uint64_t busy_since_ms;        /* when the sweep first saw bytes after that (0: none yet) */
     uint64_t received;             /* bytes received, as of the last sweep */
     int swept;                     /* received is current (the last sweep could read it) */
+    char client[HTTP_CLIENT_TEXT]; /* the peer's address as the access log shows it ("" until the first line) */
 } http_conn_t;
 
 /* Sets up c's accounting for sock, accepted now from the row addr (may be NULL). */

@@ -8,6 +8,7 @@
 
 #include "aly/mcp.h"
 #include "aly/record.h"
+#include "aly/rpc_parse.h"
 
 #define MCP_MAX_BATCH 100
 
@@ -96,7 +97,8 @@ void mcp_exchange_maybe_finish(mcp_exchange_t *x);
 /* Emits a message (stolen) or its text: a response, or a notification / server request (may switch to SSE). */
 void mcp_emit(mcp_exchange_t *x, json_t *msg, int is_response);
 /* A new pending call of x for request id. */
-mcp_call_t *mcp_call_new(mcp_exchange_t *x, json_t *id, json_t *params);
+/* params and meta (its _meta) are borrowed: the call holds its own references. */
+mcp_call_t *mcp_call_new(mcp_exchange_t *x, json_t *id, json_t *params, json_t *meta);
 /* The pending call of principal (and session, when x has one) with JSON-RPC id, or NULL. */
 mcp_call_t *mcp_call_find(const mcp_exchange_t *x, json_t *id);
 
@@ -108,7 +110,10 @@ int mcp_modern_version(const char *v, size_t len);
  * era (the caller goes on as before), 1 when it was a modern request (served
  * or refused here).
  */
-int mcp_modern_route(mcp_ctx_t *ctx, h2o_req_t *req, const principal_t *p, json_t *body, h2o_iovec_t pv, int accepts_sse);
+int mcp_modern_route(mcp_ctx_t *ctx, h2o_req_t *req, const principal_t *p, json_t *body, const rpc_view_t *v, h2o_iovec_t pv,
+                     int accepts_sse);
+/* The most bytes mcp_modern_result_head() appends. */
+#define MCP_RESULT_HEAD_MAX 256
 /* Appends the fields every modern result carries (resultType, caching hints, serverInfo), comma-terminated. */
 void mcp_modern_result_head(const mcp_call_t *c, mcp_buf_t *b);
 /* The requestState sealing state for c's principal, method and params; malloc'd. */
@@ -116,7 +121,9 @@ char *mcp_modern_state_seal(const mcp_call_t *c, json_t *state);
 
 /* ---- mcp_method.c ---- */
 extern const char mcp_instructions[];
-void mcp_dispatch(mcp_exchange_t *x, json_t *msg);
+void mcp_dispatch(mcp_exchange_t *x, json_t *msg, const rpc_view_t *view); /* view: msg's, or NULL to find it */
+/* mcp_message_check() with msg's members already found. */
+int mcp_message_check_view(json_t *msg, const rpc_view_t *v, int *code, const char **why);
 /* Index of a log level name ("debug" .. "emergency"), -1 when unknown. */
 int mcp_log_level(const char *name);
 

@@ -26,8 +26,23 @@
 #include <jansson.h>
 #include <stddef.h>
 
-/* 0 with *out (a new reference), or 1: not of the common shape, parse it with json_loadb. */
-int rpc_parse(const char *buf, size_t len, json_t **out);
+/*
+ * Borrowed pointers to the members the MCP engine reads of every message,
+ * NULL when absent: found while parsing, so the hot path does not look them
+ * up (a jansson lookup hashes the key) again and again.
+ */
+typedef struct rpc_view {
+    json_t *jsonrpc, *id, *method, *params, *result, *error; /* of the message */
+    json_t *name, *arguments, *meta, *inputs, *state;        /* of params (object): inputResponses, requestState */
+    json_t *claim, *caps, *log_level; /* of params._meta (object): the io.modelcontextprotocol/ protocolVersion,
+                                         clientCapabilities and logLevel */
+} rpc_view_t;
+
+/* 0 with *out (a new reference) and its view, or 1: not of the common shape, parse it with json_loadb. */
+int rpc_parse(const char *buf, size_t len, json_t **out, rpc_view_t *view);
+
+/* The view of a message parsed otherwise (json_loadb, a batch's element): all NULL when msg is not an object. */
+void rpc_view_of(json_t *msg, rpc_view_t *view);
 
 /* Frees the _meta cache (at exit, so leak checkers see a clean process). */
 void rpc_parse_reset(void);
