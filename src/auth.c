@@ -4,6 +4,7 @@
  * Everything a request needs from the store happens in one read transaction.
  */
 #include <openssl/crypto.h>
+#include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,12 +18,16 @@
 #define KEY_CACHE_SLOTS 1024
 
 /*
- * Keys this worker verified, by HMAC: a hit skips the store lookup and the
- * record decode.  An entry is trusted only under the revocation generation it
- * was made in (alyctl keys revoke moves it) and never past the key's expiry.
+ * Keys this worker verified, by tag: SipHash-2-4 (128 bits) of the key under
+ * a random per-worker secret.  A hit skips the HMAC, the store lookup and the
+ * record decode; the key itself is never kept.  Finding another key with an
+ * entry's tag means predicting a keyed PRF's 128-bit output without its key,
+ * and a miss still goes through the HMAC and the store.  An entry is trusted
+ * only under the revocation generation it was made in (alyctl keys revoke
+ * moves it) and never past the key's expiry.
  */
 typedef struct key_cache_entry {
-    unsigned char hash[32];
+    uint64_t tag[2];
     uint64_t generation;
     principal_t principal;
     int used;
@@ -39,6 +44,7 @@ struct auth {
     auth_pepper_t *pepper;
     auth_oauth_t *oauth;
     stamp_t stamps[STAMP_SLOTS]; /* last-used stamps this worker wrote, to write at most once a minute */
+    uint64_t tag_key[2];         /* the key cache's SipHash key: random, this process's own */
     key_cache_entry_t keys[KEY_CACHE_SLOTS];
 };
 
@@ -49,6 +55,10 @@ auth_t *auth_new(const aly_config_t *cfg, store_t *st, aly_err_t *err)
         abort();
     a->cfg = cfg;
     a->store = st;
+    if (RAND_bytes((unsigned char *)a->tag_key, sizeof(a->tag_key)) != 1) {
+        free(a);
+        return aly_errf(err, "cannot draw the key cache's secret from the CSPRNG"), NULL;
+    }
     if ((a->pepper = auth_pepper_load(cfg->key_pepper_file, err)) == NULL || auth_oauth_new(cfg, &a->oauth, err) != 0) {
         auth_free(a);
         return NULL;
@@ -119,17 +129,19 @@ static auth_result_t check_key(auth_t *a, const char *key, size_t len, store_txn
 {
     if (!auth_key_well_formed(key, len))
         return aly_errf(why, "malformed API key (wrong length or checksum): paste the whole key, or mint a new one"), AUTH_INVALID;
+    uint64_t tag[2];
+    aly_siphash128(a->tag_key[0], a->tag_key[1], key, len, tag);
+    key_cache_entry_t *ce = &a->keys[tag[0] % KEY_CACHE_SLOTS];
+    if (ce->used && ce->generation == generation && CRYPTO_memcmp(ce->tag, tag, sizeof(tag)) == 0 &&
+        (ce->principal.expires_ms == 0 || aly_wall_ms() < ce->principal.expires_ms)) {
+        *out = ce->principal;
+        return AUTH_OK;
+    }
     unsigned char hash[32];
     aly_err_t err;
     if (auth_key_hash(a->pepper, key, len, hash, &err) != 0) {
         log_error("%s", err.msg);
         return AUTH_ERROR;
-    }
-    key_cache_entry_t *ce = &a->keys[(hash[0] | (unsigned)hash[1] << 8) % KEY_CACHE_SLOTS];
-    if (ce->used && ce->generation == generation && CRYPTO_memcmp(ce->hash, hash, sizeof(hash)) == 0 &&
-        (ce->principal.expires_ms == 0 || aly_wall_ms() < ce->principal.expires_ms)) {
-        *out = ce->principal;
-        return AUTH_OK;
     }
     store_val_t ref, val;
     int rc = store_get(t, DB_KEY_HASH, hash, sizeof(hash), &ref, &err);
@@ -163,7 +175,7 @@ static auth_result_t check_key(auth_t *a, const char *key, size_t len, store_txn
         out->rate = (aly_rate_t){(uint32_t)rec.rate_count, (uint32_t)rec.rate_period_s, (uint32_t)rec.rate_burst};
     else
         out->rate = a->cfg->rate_limit;
-    memcpy(ce->hash, hash, sizeof(hash));
+    memcpy(ce->tag, tag, sizeof(tag));
     ce->generation = generation;
     ce->principal = *out;
     ce->used = 1;

@@ -77,7 +77,7 @@ int ratelimit_gcra(uint64_t *tat, const aly_rate_t *rate, uint64_t now_ns, int c
 static void key_of(const ratelimit_t *rl, int table, const void *data, size_t len, cell_key_t *k)
 {
     uint64_t d[2];
-    ratelimit_siphash128(rl->k0, rl->k1, data, len, d);
+    aly_siphash128(rl->k0, rl->k1, data, len, d);
     k->head = d[0] & ~HEAD_STATE;
     k->lo = d[1];
     k->home = (uint64_t)(((unsigned __int128)d[1] * rl->n[table]) >> 64);

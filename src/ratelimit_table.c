@@ -1,8 +1,7 @@
 /*
  * The limiter's shared table file (data_dir/volatile/RATELIMIT_FILE): made,
  * checked and, when damaged or of another shape, replaced atomically; mapped
- * by every process that decides.  Also the keyed hash that places a key in
- * it.
+ * by every process that decides.
  */
 #include "aly/ratelimit_internal.h"
 
@@ -18,64 +17,6 @@
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-/* ---- the hash: SipHash-2-4, 128-bit output ---- */
-
-#define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
-
-static void sip_rounds(uint64_t v[4], int n)
-{
-    while (n-- > 0) {
-        v[0] += v[1];
-        v[1] = ROTL(v[1], 13);
-        v[1] ^= v[0];
-        v[0] = ROTL(v[0], 32);
-        v[2] += v[3];
-        v[3] = ROTL(v[3], 16);
-        v[3] ^= v[2];
-        v[0] += v[3];
-        v[3] = ROTL(v[3], 21);
-        v[3] ^= v[0];
-        v[2] += v[1];
-        v[1] = ROTL(v[1], 17);
-        v[1] ^= v[2];
-        v[2] = ROTL(v[2], 32);
-    }
-}
-
-static uint64_t get_le64(const unsigned char *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = v << 8 | p[i];
-    return v;
-}
-
-void ratelimit_siphash128(uint64_t k0, uint64_t k1, const void *data, size_t len, uint64_t out[2])
-{
-    const unsigned char *p = data;
-    uint64_t v[4] = {0x736f6d6570736575ull ^ k0, 0x646f72616e646f6dull ^ k1 ^ 0xee, 0x6c7967656e657261ull ^ k0,
-                     0x7465646279746573ull ^ k1};
-    size_t whole = len & ~(size_t)7;
-    for (size_t i = 0; i < whole; i += 8) {
-        uint64_t m = get_le64(p + i);
-        v[3] ^= m;
-        sip_rounds(v, 2);
-        v[0] ^= m;
-    }
-    uint64_t last = (uint64_t)len << 56;
-    for (size_t i = whole; i < len; i++)
-        last |= (uint64_t)p[i] << (8 * (i - whole));
-    v[3] ^= last;
-    sip_rounds(v, 2);
-    v[0] ^= last;
-    v[2] ^= 0xee;
-    sip_rounds(v, 4);
-    out[0] = v[0] ^ v[1] ^ v[2] ^ v[3];
-    v[1] ^= 0xdd;
-    sip_rounds(v, 4);
-    out[1] = v[0] ^ v[1] ^ v[2] ^ v[3];
-}
 
 /* ---- the table file ---- */
 

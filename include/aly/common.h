@@ -56,6 +56,13 @@ static inline int aly_b62_char(int c)
  * undefined).  Thread-safe; the only source of random ids in the tree. */
 int aly_random_b62(char *out, size_t n);
 
+/*
+ * SipHash-2-4 with a 128-bit output under the key (k0, k1): a keyed PRF
+ * fast enough for every request (the limiter's cell keys, the verified-key
+ * cache's tags).
+ */
+void aly_siphash128(uint64_t k0, uint64_t k1, const void *data, size_t len, uint64_t out[2]);
+
 /* v in decimal into out (at least 20 bytes, not terminated): the length.  For per-request text, where printf costs. */
 size_t aly_fmt_u64(char *out, uint64_t v);
 

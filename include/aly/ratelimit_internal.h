@@ -80,7 +80,4 @@ typedef struct cell_key {
     uint64_t home; /* index of the first cell of its window */
 } cell_key_t;
 
-/* SipHash-2-4 with a 128-bit output, keyed: the cells' key digest. */
-void ratelimit_siphash128(uint64_t k0, uint64_t k1, const void *data, size_t len, uint64_t out[2]);
-
 #endif
