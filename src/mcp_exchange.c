@@ -43,6 +43,8 @@ void mcp_exchange_release(mcp_exchange_t *x)
     if (--x->refs != 0)
         return;
     free(x->answer.data);
+    if (x->answer_at != x->answer_inline)
+        free(x->answer_at);
     free(x->queued.data);
     free(x->inflight.data);
     json_decref(x->client_caps);
@@ -73,6 +75,7 @@ mcp_exchange_t *mcp_exchange_new(mcp_ctx_t *ctx, h2o_req_t *req, const principal
     x->principal = *p;
     x->refs = 1;
     x->status = 200;
+    x->answer_at = x->answer_inline;
     mcp_exchange_t **link = h2o_mem_alloc_shared(&req->pool, sizeof(*link), on_req_disposed);
     *link = x;
     return x;
@@ -198,18 +201,25 @@ static void emit_text(mcp_exchange_t *x, const char *text, size_t len, int is_re
             return; /* a JSON answer cannot carry notifications */
         mcp_exchange_start_sse(x);
         for (size_t i = 0; i < x->n_answers; i++)
-            sse_event(x, x->answer.data + x->answer_off[i], x->answer_len[i]);
+            sse_event(x, x->answer.data + x->answer_at[i][0], x->answer_at[i][1]);
         x->n_answers = 0;
         x->answer.len = 0;
         sse_event(x, text, len);
         return;
     }
-    if (x->n_answers == ALY_ARRAY_SIZE(x->answer_off))
+    if (x->n_answers == MCP_MAX_BATCH + 1)
         return; /* cannot happen: a body holds at most MCP_MAX_BATCH messages, each answered once */
+    if (x->n_answers == ALY_ARRAY_SIZE(x->answer_inline) && x->answer_at == x->answer_inline) {
+        size_t(*more)[2] = malloc((MCP_MAX_BATCH + 1) * sizeof(*more));
+        if (more == NULL)
+            abort();
+        memcpy(more, x->answer_inline, sizeof(x->answer_inline));
+        x->answer_at = more;
+    }
     if (x->n_answers > 0)
         mcp_buf_append(&x->answer, ",", 1);
-    x->answer_off[x->n_answers] = x->answer.len;
-    x->answer_len[x->n_answers] = len;
+    x->answer_at[x->n_answers][0] = x->answer.len;
+    x->answer_at[x->n_answers][1] = len;
     x->n_answers++;
     mcp_buf_append(&x->answer, text, len);
 }

@@ -92,6 +92,9 @@ typedef struct tool_entry {
     const mcp_tool_desc_t *d;
     json_t *input;
     json_t *listing; /* the tools/list item, built once */
+    /* The schema accepts {} (validation is a function of schema and value alone): most calls of a tool without
+       arguments skip it. */
+    int empty_ok;
 } tool_entry_t;
 
 typedef struct resource_entry {
@@ -178,8 +181,11 @@ int registry_add_tools(const mcp_tool_desc_t *tools, size_t n, aly_err_t *err)
         const char *sn = scope_name(d->scope);
         if (sn != NULL)
             json_object_set_new(item, "_meta", json_pack("{s:s}", "aly/scope", sn));
+        json_t *none = json_object();
+        int empty_ok = none != NULL && schema_validate(in, none, &why) == 0 && json_object_size(none) == 0;
+        json_decref(none);
         reg.tools = grow(reg.tools, reg.n_tools, sizeof(*reg.tools));
-        reg.tools[reg.n_tools++] = (tool_entry_t){d, in, item};
+        reg.tools[reg.n_tools++] = (tool_entry_t){d, in, item, empty_ok};
     }
     return 0;
 }
@@ -378,7 +384,7 @@ void registry_tools_call(mcp_call_t *call, json_t *params)
     if (args == NULL)
         args = empty = json_object();
     aly_err_t why;
-    if (schema_validate(t->input, args, &why) != 0) {
+    if (!(t->empty_ok && json_object_size(args) == 0) && schema_validate(t->input, args, &why) != 0) {
         char msg[ALY_ERR_MAX + 32];
         snprintf(msg, sizeof(msg), "Invalid arguments: %s", why.msg);
         mcp_call_result(call, mcp_text_result(msg, 1));

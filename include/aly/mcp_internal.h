@@ -47,7 +47,10 @@ typedef struct mcp_exchange {
     unsigned refs;
     mcp_buf_t answer; /* responses collected while the answer may still be JSON, comma-separated */
     size_t n_answers;
-    size_t answer_off[MCP_MAX_BATCH + 1], answer_len[MCP_MAX_BATCH + 1];
+    /* Offset and length of each collected answer (to replay them as SSE events): inline for the common few,
+       past that a heap array of MCP_MAX_BATCH + 1 (a batch's). */
+    size_t answer_inline[4][2];
+    size_t (*answer_at)[2];
     int protocol_error_code;  /* of a message that was not a valid request */
     int status;               /* HTTP status of a JSON answer */
     scope_set_t scope_needed; /* a 403 answer: the scope that was missing */
