@@ -263,14 +263,15 @@ static void prune(store_pg_t *pg)
         log_warn("pruning the change log: %s", err.msg);
 }
 
-long store_replicate(store_t *st, aly_err_t *err)
+static long replicate(store_t *st, int purpose, aly_err_t *err)
 {
     store_pg_t *pg = st->pg;
     if (pg == NULL)
         return 0;
-    if (store_pg_connect(pg, STORE_RT_POLL, 1, err) != 0)
+    if (store_pg_connect(pg, purpose, 1, err) != 0)
         return -1;
-    prune(pg);
+    if (purpose == STORE_RT_POLL)
+        prune(pg);
     MDB_txn *txn;
     uint64_t applied;
     int rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn);
@@ -283,7 +284,7 @@ long store_replicate(store_t *st, aly_err_t *err)
     char sql[512];
     PGresult *res[2];
     log_query(sql, sizeof(sql), "", applied);
-    int n = store_pg_run(pg, STORE_RT_POLL, sql, res, 2, err);
+    int n = store_pg_run(pg, purpose, sql, res, 2, err);
     if (n < 0)
         return -1;
     long got = -1, rows = n == 2 ? PQntuples(res[0]) : -1;
@@ -313,6 +314,21 @@ long store_replicate(store_t *st, aly_err_t *err)
     if (got >= 0 && rows < PAGE)
         pg->current_ms = asked;
     return got;
+}
+
+long store_replicate(store_t *st, aly_err_t *err)
+{
+    return replicate(st, STORE_RT_POLL, err);
+}
+
+int store_sync(store_t *st)
+{
+    uint64_t now = aly_now_ms();
+    if (st->pg == NULL || now - st->pg->synced_ms < STORE_SYNC_MIN_MS)
+        return 0;
+    st->pg->synced_ms = now;
+    aly_err_t err;
+    return replicate(st, STORE_RT_SYNC, &err) > 0;
 }
 
 void store_count_into(store_t *st, uint64_t *counters)

@@ -276,8 +276,12 @@ int store_stats(store_t *st, store_db_stat_t *dbs, size_t max, store_env_stat_t 
 
 /* ---- cluster mode (store_pg.c, store_replica.c) ---- */
 
-/* Round trips to PostgreSQL by purpose: on behalf of a store transaction, or the replication timer (poll, prune). */
-enum { STORE_RT_TXN, STORE_RT_POLL, STORE_RT_N };
+/*
+ * Round trips to PostgreSQL by purpose: on behalf of a store transaction (a
+ * write), the replication timer (poll, prune), or store_sync() (a lookup
+ * that missed).
+ */
+enum { STORE_RT_TXN, STORE_RT_POLL, STORE_RT_SYNC, STORE_RT_N };
 
 /* Where st counts its round trips and failures from now on: counters[STORE_RT_N + 1] (the last one: failures). */
 void store_count_into(store_t *st, uint64_t *counters);
@@ -293,6 +297,18 @@ uint64_t store_poll_ms(const store_t *st);
  * err (PostgreSQL unreachable: err->refused is STORE_UNAVAILABLE).
  */
 long store_replicate(store_t *st, aly_err_t *err);
+
+/*
+ * A lookup missed a record another host may have written a moment ago (a
+ * session created there, a key minted there): applies what PostgreSQL has
+ * committed since the last poll, at once.  1 when the replica changed (look
+ * again, in a new transaction), 0 otherwise: LMDB alone, nothing new,
+ * PostgreSQL unreachable, or another sync less than STORE_SYNC_MIN_MS ago in
+ * this process (so a stream of lookups of records that do not exist costs
+ * PostgreSQL at most one round trip per that many ms per process).
+ */
+#define STORE_SYNC_MIN_MS 20
+int store_sync(store_t *st);
 
 typedef struct store_pg_status {
     int configured;       /* 0: LMDB alone, the rest is zero */

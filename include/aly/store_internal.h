@@ -65,6 +65,7 @@ typedef struct store_pg {
     uint64_t next_try_ms; /* while down: no connection attempt before this */
     uint64_t current_ms;  /* when the replica last held every committed change */
     uint64_t pruned_ms;   /* when this process last pruned the change log */
+    uint64_t synced_ms;   /* when this process last ran store_sync() */
     char error[256];      /* the last failure; "" while up */
     uint64_t own_counters[STORE_RT_N + 1];
     uint64_t *counters; /* [STORE_RT_N]: round trips by purpose, then failures */
