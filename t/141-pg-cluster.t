@@ -157,6 +157,21 @@ my $count = took($BOUND, sub {
 });
 ok(defined $count, 'products.list: three MUG products in all, on either host');
 
+# ---- a legacy session made on one host works on the other ----
+my ($ist, undef, $ihd) = mcp_request($h0, $key, 'initialize',
+    { protocolVersion => '2025-06-18', capabilities => {}, clientInfo => { name => 't141', version => '1' } });
+my ($sid) = ($ihd // '') =~ /^mcp-session-id:\s*(\S+)/mi;
+ok($ist == 200 && defined $sid, 'initialize on host 0 makes a session');
+my $sess = took($BOUND, sub {
+    my ($s, $r) = mcp_request($h1, $key, 'tools/list', {}, session => $sid, headers => { 'MCP-Protocol-Version' => '2025-06-18' });
+    $s == 200 && ref $r->{result}{tools} eq 'ARRAY';
+});
+ok(defined $sess, sprintf('host 1 serves that session (after %.3f s)', $sess // -1));
+my ($dst) = http_request($h1->port, 'DELETE', '/api/mcp', headers => { Authorization => "Bearer $key", 'Mcp-Session-Id' => $sid });
+is($dst, 204, 'host 1 ends it');
+ok(defined took($BOUND, sub { (mcp_request($h0, $key, 'tools/list', {}, session => $sid, headers => { 'MCP-Protocol-Version' => '2025-06-18' }))[0] == 404 }),
+    'and host 0 then refuses it (404)');
+
 # ---- a revocation is refused everywhere within 1 s ----
 $h1->ctl('keys', 'revoke', $kid);
 for my $h ($h0, $h1) {
