@@ -137,14 +137,15 @@ static long recopy(store_t *st, MDB_txn *txn, int locked, uint64_t *applied, aly
 {
     char sql[512];
     snprintf(sql, sizeof(sql),
-             "%sSELECT greatest((SELECT coalesce(max(seq), 0) FROM changes), (SELECT upto FROM replica_horizon));"
-             " SELECT db, k, v FROM kv%s",
-             locked ? "" : "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; ", locked ? "" : "; COMMIT");
-    PGresult *res[4];
-    int n = store_pg_run(st->pg, locked ? STORE_RT_TXN : STORE_RT_POLL, sql, res, 4, err);
+             "%sSET LOCAL statement_timeout = %llu; SELECT greatest((SELECT coalesce(max(seq), 0) FROM changes),"
+             " (SELECT upto FROM replica_horizon)); SELECT db, k, v FROM kv%s",
+             locked ? "" : "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; ",
+             (unsigned long long)st->pg->timeout_ms * STORE_PG_COPY_SLACK, locked ? "" : "; COMMIT");
+    PGresult *res[5];
+    int n = store_pg_run_slack(st->pg, locked ? STORE_RT_TXN : STORE_RT_POLL, sql, STORE_PG_COPY_SLACK, res, 5, err);
     if (n < 0)
         return -1;
-    int base = locked ? 0 : 1;
+    int base = locked ? 1 : 2;
     long count = -1;
     if (n < base + 2) {
         aly_errf(err, "PostgreSQL did not send the table");
