@@ -36,7 +36,7 @@ use Time::HiRes qw(time sleep);
 use Alyd;
 
 our @EXPORT = qw(start_postgres start_redis need_engines pg_bindir redis_bin http_request mcp_call mcp_request
-  start_load finish_load);
+  start_load finish_load race);
 
 my %live;    # "$obj" => weak ref to every engine and cluster, for END
 my $json = JSON::PP->new->canonical;
@@ -413,7 +413,8 @@ sub start_redis    { Cluster::Redis->new(@_) }
 #   db => NAME         a fresh database of that name on $pg (default: the harness's database)
 #   workers => N       per host (default 2); extra => [lines] for every host;
 #   host_extra => sub { my ($i) = @_; [lines] } for host $i; bin => alyd binary (e.g. $ENV{ALYD_TEST})
-#   rate_limit => 'N/unit burst=B' (default: high enough not to interfere)
+#   rate_limit => 'N/unit burst=B', auth_failure_limit => ... (defaults: high enough not to interfere)
+#   pepper_from => PATH  start from a copy of this pepper file (e.g. of a migrated LMDB installation)
 sub hosts {
     my ($class, $n, %o) = @_;
     croak 'hosts: at least one host' unless $n && $n >= 1;
@@ -432,6 +433,10 @@ sub hosts {
     }
     $self->{dir} = abs_path(tempdir('alyd-cluster-XXXXXX', TMPDIR => 1, CLEANUP => !$ENV{ALY_KEEP_TMP}));
     $self->{pepper} = "$self->{dir}/pepper";
+    if ($o{pepper_from}) {    # an existing installation's pepper (its keys' hashes depend on it)
+        my $p = slurp($o{pepper_from}) // croak "cannot read $o{pepper_from}";
+        spew($self->{pepper}, $p, 0600);
+    }
     for my $i (0 .. $n - 1) {
         push @{ $self->{hosts} }, $self->start_host($i);
     }
@@ -446,6 +451,8 @@ sub host_config {
     push @l, "store $self->{store_url}"       if $self->{store_url};
     push @l, "volatile $self->{volatile_url}" if $self->{volatile_url};
     push @l, 'rate_limit ' . ($o->{rate_limit} // '100000/second burst=100000');
+    # Every test client shares 127.0.0.1: tests that expect many 401s must not turn them into the address's 429s.
+    push @l, 'auth_failure_limit ' . ($o->{auth_failure_limit} // '100000/second burst=100000');
     push @l, @{ $o->{extra} // [] };
     push @l, @{ $o->{host_extra}->($i) // [] } if $o->{host_extra};
     return \@l;
@@ -583,6 +590,33 @@ sub mcp_call {
     my ($h, $key, $tool, $args, %o) = @_;
     my ($st, $r, $hd, $err) = mcp_request($h, $key, 'tools/call', { name => $tool, arguments => $args // {} }, %o);
     return ($st, $r->{result} // $r->{error} // {}, $hd, $err);
+}
+
+# ---- races: several processes released at the same instant -------------------------------------
+
+# race(@subs): runs each sub in a process of its own, all released at one
+# instant; returns what each returned (JSON-able; {died => msg} if it died), in order.
+sub race {
+    my (@subs) = @_;
+    my $dir = File::Temp->newdir;
+    my $at = time + 0.3 * $Alyd::SCALE;    # after the last fork
+    my @pids;
+    for my $i (0 .. $#subs) {
+        my $pid = fork // croak "fork: $!";
+        if ($pid == 0) {
+            $SIG{ALRM} = 'DEFAULT';
+            alarm(int(60 * $Alyd::SCALE));
+            my $wait = $at - time;
+            sleep $wait if $wait > 0;
+            my $r = eval { $subs[$i]->() };
+            $r = { died => "$@" } if $@;
+            spew("$dir/$i", $json->encode([$r]));
+            POSIX::_exit(0);
+        }
+        push @pids, $pid;
+    }
+    waitpid($_, 0) for @pids;
+    return map { (Alyd::json_decode(slurp("$dir/$_") // '') // [{ died => 'no result' }])->[0] } 0 .. $#subs;
 }
 
 # ---- load: several client processes, each looping over the hosts ----------------------------
