@@ -411,6 +411,7 @@ sub start_redis    { Cluster::Redis->new(@_) }
 #   pg => $pg | undef  a Cluster::Pg to use (default: start one); store => 'lmdb': no PostgreSQL
 #   redis => $r        a Cluster::Redis to use (default: start one); volatile => 'lmdb': no Redis
 #   db => NAME         a fresh database of that name on $pg (default: the harness's database)
+#   store_url => URL   an existing database instead (e.g. one alyctl migrate filled)
 #   workers => N       per host (default 2); extra => [lines] for every host;
 #   host_extra => sub { my ($i) = @_; [lines] } for host $i; bin => alyd binary (e.g. $ENV{ALYD_TEST})
 #   rate_limit => 'N/unit burst=B', auth_failure_limit => ... (defaults: high enough not to interfere)
@@ -425,7 +426,7 @@ sub hosts {
     my $volatile = $o{volatile} // 'redis';
     if ($store eq 'postgresql') {
         $self->{pg} = $o{pg} // Cluster::Pg->new;
-        $self->{store_url} = defined $o{db} ? $self->{pg}->create_db($o{db}) : $self->{pg}->url;
+        $self->{store_url} = $o{store_url} // (defined $o{db} ? $self->{pg}->create_db($o{db}) : $self->{pg}->url);
     }
     if ($volatile eq 'redis') {
         $self->{redis} = $o{redis} // Cluster::Redis->new;
