@@ -12,6 +12,7 @@
 #include "aly/http.h"
 #include "aly/log.h"
 #include "aly/scope.h"
+#include "aly/volatile_redis.h"
 
 void endpoint_resource_metadata(void *data, h2o_req_t *req)
 {
@@ -42,6 +43,24 @@ void endpoint_healthz(void *data, h2o_req_t *req)
                      "read; see the error log\"}",
                      (int)getpid(), PACKAGE_VERSION, e->worker_number);
         http_send_json(req, 503, "Service Unavailable", body, (size_t)n);
+        return;
+    }
+    /*
+     * Redis down: with volatile_failure closed every authenticated request
+     * gets a 503, so this worker is out of service too; open, it serves
+     * without rate limits: degraded.  Either way the body names redis.
+     */
+    volatile_redis_t *vr = volatile_redis();
+    if (vr != NULL && volatile_redis_ping(vr, &err) != 0) {
+        int open = volatile_redis_fail_open(vr);
+        n = snprintf(body, sizeof(body),
+                     "{\"status\":\"%s\",\"pid\":%d,\"version\":\"%s\",\"worker\":%u,\"error\":\"redis (the volatile state) is "
+                     "unreachable: %s\"}",
+                     open ? "degraded" : "unavailable", (int)getpid(), PACKAGE_VERSION, e->worker_number,
+                     open ? "serving without rate limits" : "requests are refused with 503");
+        if (!open)
+            http_add_header(req, "retry-after", "1");
+        http_send_json(req, open ? 200 : 503, open ? "OK" : "Service Unavailable", body, (size_t)n);
         return;
     }
     /*

@@ -110,6 +110,12 @@ typedef struct aly_config {
     unsigned reset_budget;
     unsigned address_strikes;
     uint64_t strike_window_ms;
+
+    /* Cluster mode's volatile state (aly/volatile_redis.h): NULL for "volatile lmdb". */
+    char *volatile_url;
+    char *volatile_failure;    /* as written: "closed" or "open" */
+    int volatile_failure_open; /* 1: serve without rate limits while Redis is unreachable */
+    uint64_t volatile_timeout_ms;
 } aly_config_t;
 
 /*
