@@ -61,6 +61,8 @@ int volatile_redis_parse_url(const char *url, volatile_redis_url_t *out, aly_err
     if (strncmp(url, scheme, sizeof(scheme) - 1) != 0)
         return aly_errf(err, "\"%s\" is not a redis://host[:port][/db] URL", url);
     const char *p = url + sizeof(scheme) - 1, *end;
+    if (memchr(p, '@', strcspn(p, "/")) != NULL)
+        return aly_errf(err, "\"%s\": credentials in the URL are not supported (bind Redis to a private network)", url);
     if (*p == '[') {
         end = strchr(p, ']');
         if (end == NULL)
@@ -73,8 +75,8 @@ int volatile_redis_parse_url(const char *url, volatile_redis_url_t *out, aly_err
     if (hl == 0 || hl >= sizeof(out->host))
         return aly_errf(err, "\"%s\" has no host (or one too long)", url);
     for (size_t i = 0; i < hl; i++)
-        if (p[i] == '@' || p[i] == '?' || p[i] == '#' || (unsigned char)p[i] <= ' ')
-            return aly_errf(err, "\"%s\": credentials, queries and spaces are not supported in the host", url);
+        if (p[i] == '?' || p[i] == '#' || (unsigned char)p[i] <= ' ')
+            return aly_errf(err, "\"%s\": queries, fragments and spaces are not allowed in the host", url);
     memcpy(out->host, p, hl);
     p = end + (*end == ']');
     if (*p == ':') {
