@@ -103,7 +103,22 @@ static void send_rate_limited(h2o_req_t *req, const char *policy, const aly_rate
                                   rate_text));
 }
 
-/* The principal's decision, once per authenticated request; -1 when the 429 was sent. */
+/* A principal's decision applied: the RateLimit header, or the 429 (then -1). */
+static int apply_principal(gate_t *g, h2o_req_t *req, const principal_t *p, const ratelimit_decision_t *d)
+{
+    if (d->allowed) {
+        char text[160];
+        stats_add(&g->slot->ratelimit[STATS_RL_ALLOWED], 1);
+        ratelimit_header(RATELIMIT_POLICY_PRINCIPAL, d, text, sizeof(text));
+        http_add_header(req, "ratelimit", text);
+        return 0;
+    }
+    stats_add(&g->slot->ratelimit[STATS_RL_REFUSED], 1);
+    send_rate_limited(req, RATELIMIT_POLICY_PRINCIPAL, &p->rate, d, "rate limit exceeded");
+    return -1;
+}
+
+/* The principal's decision, once per authenticated request; -1 when the 429 (or 503) was sent. */
 static int limit_principal(gate_t *g, h2o_req_t *req, const principal_t *p)
 {
     ratelimit_decision_t d;
@@ -113,16 +128,36 @@ static int limit_principal(gate_t *g, h2o_req_t *req, const principal_t *p)
             send_volatile_down(req);
         return rc < 0 ? -1 : 0;
     }
-    if (d.allowed) {
-        char text[160];
-        stats_add(&g->slot->ratelimit[STATS_RL_ALLOWED], 1);
-        ratelimit_header(RATELIMIT_POLICY_PRINCIPAL, &d, text, sizeof(text));
-        http_add_header(req, "ratelimit", text);
-        return 0;
+    return apply_principal(g, req, p, &d);
+}
+
+static void send_address_limited(gate_t *g, h2o_req_t *req, const ratelimit_decision_t *d)
+{
+    stats_add(&g->slot->auth_refused, 1);
+    send_rate_limited(req, RATELIMIT_POLICY_ADDRESS, &g->cfg->auth_failure_limit, d,
+                      "too many failed authentications from this address");
+}
+
+/*
+ * Redis, and an address this worker has not seen fail: the address's check
+ * and the principal's charge in one round trip (aly/ratelimit_redis.h).
+ */
+static int admit_pipelined(gate_t *g, h2o_req_t *req, volatile_redis_t *vr, const ratelimit_addr_t *addr, const principal_t *p)
+{
+    ratelimit_decision_t ad, d;
+    aly_err_t err;
+    if (ratelimit_redis_admit(vr, addr, &g->cfg->auth_failure_limit, p->id, &p->rate, &ad, &d, &err) != 0) {
+        if (volatile_failed(g, vr, err.msg))
+            return 0;
+        send_volatile_down(req);
+        return -1;
     }
-    stats_add(&g->slot->ratelimit[STATS_RL_REFUSED], 1);
-    send_rate_limited(req, RATELIMIT_POLICY_PRINCIPAL, &p->rate, &d, "rate limit exceeded");
-    return -1;
+    if (!ad.allowed) {
+        ratelimit_redis_suspect_mark(addr, &g->cfg->auth_failure_limit, aly_now_ms());
+        send_address_limited(g, req, &ad);
+        return -1;
+    }
+    return apply_principal(g, req, p, &d);
 }
 
 size_t gate_charge(gate_t *g, h2o_req_t *req, const principal_t *p, size_t n, ratelimit_decision_t *refused)
@@ -212,11 +247,15 @@ int gate_pass(gate_t *g, h2o_req_t *req, principal_t *p)
     volatile_redis_t *vr = value != NULL ? volatile_redis() : NULL;
     ratelimit_addr_t addr = {.len = 0};
     aly_err_t why = {.msg = ""};
+    int suspect = 1;
+    if (rl != NULL || vr != NULL)
+        peer_address(req, &addr);
+    if (vr != NULL)
+        suspect = ratelimit_redis_suspect(&addr, aly_now_ms());
     /* An address over its failure budget is refused before any credential work: no HMAC, no JWT, no key lookup. */
-    if (rl != NULL || vr != NULL) {
+    if ((rl != NULL || vr != NULL) && suspect) {
         ratelimit_decision_t d;
         aly_err_t err;
-        peer_address(req, &addr);
         if (vr != NULL ? ratelimit_redis_address_check(vr, &addr, fail_rate, &d, &err) != 0
                        : ratelimit_address_check(rl, &addr, fail_rate, ratelimit_now_ns(), &d, &err) != 0) {
             if (vr == NULL) {
@@ -226,8 +265,7 @@ int gate_pass(gate_t *g, h2o_req_t *req, principal_t *p)
                 return -1;
             }
         } else if (!d.allowed) {
-            stats_add(&g->slot->auth_refused, 1);
-            send_rate_limited(req, RATELIMIT_POLICY_ADDRESS, fail_rate, &d, "too many failed authentications from this address");
+            send_address_limited(g, req, &d);
             return -1;
         }
     }
@@ -236,7 +274,7 @@ int gate_pass(gate_t *g, h2o_req_t *req, principal_t *p)
     auth_result_t r = g->authenticate(g->auth, value, len, p, &why);
     if (r == AUTH_OK) {
         http_log_note(req, "principal", p->id, strlen(p->id));
-        return limit_principal(g, req, p);
+        return vr != NULL && !suspect ? admit_pipelined(g, req, vr, &addr, p) : limit_principal(g, req, p);
     }
     if (r == AUTH_ERROR) {
         http_send_rpc_error(req, 503, "Service Unavailable", RPC_INTERNAL_ERROR,
@@ -252,6 +290,13 @@ int gate_pass(gate_t *g, h2o_req_t *req, principal_t *p)
                        : ratelimit_address_failure(rl, &addr, fail_rate, ratelimit_now_ns(), &d, &err) != 0) {
             if (vr == NULL || volatile_redis_up(vr))
                 limiter_failed(g, err.msg);
+        } else if (vr != NULL) {
+            ratelimit_redis_suspect_mark(&addr, fail_rate, aly_now_ms());
+            if (!d.allowed && !suspect) {
+                /* Over the budget already (failures on other hosts): the answer the check first would have given. */
+                send_address_limited(g, req, &d);
+                return -1;
+            }
         }
     }
     send_unauthorized(g, req, r, &why);

@@ -177,43 +177,70 @@ static redisContext *context(volatile_redis_t *r, aly_err_t *err)
 }
 
 /*
- * One command: the reply, or NULL with err.  A reply of type error is
- * returned as it is (the caller knows which errors it expects); a NULL from
- * hiredis means the connection is unusable (timeout, reset, protocol): drop it.
+ * n commands written at once and their n replies read back: one round trip.
+ * Replies of type error are returned as they are (the caller knows which
+ * errors it expects).  -1 with err, and no reply kept, when hiredis fails:
+ * the connection is then unusable (timeout, reset, protocol) and dropped.
  */
-static redisReply *command(volatile_redis_t *r, int argc, const char **argv, const size_t *lens, aly_err_t *err)
+static int pipeline(volatile_redis_t *r, size_t n, const int *argc, const char **const *argv, const size_t *const *lens,
+                    redisReply **out, aly_err_t *err)
 {
-    int reused = r->c != NULL;
-    redisContext *c = context(r, err);
-    if (c == NULL)
-        return NULL;
-    redisReply *rep = redisCommandArgv(c, argc, argv, lens);
-    round_trips++;
-    if (rep == NULL && reused && (c->err == REDIS_ERR_EOF || (c->err == REDIS_ERR_IO && (errno == ECONNRESET || errno == EPIPE)))) {
-        /*
-         * A connection that went stale while idle (Redis restarted, or a
-         * proxy dropped it) answers the first command with EOF or a reset:
-         * one retry on a fresh connection, so a restart costs no request a
-         * 503.  Had the server died after running the command (not a clean
-         * close), the retry would charge that request twice: acceptable.
-         */
-        redisFree(r->c);
-        r->c = NULL;
-        if ((c = context(r, err)) == NULL)
-            return NULL;
-        rep = redisCommandArgv(c, argc, argv, lens);
+    for (int attempt = 0;; attempt++) {
+        int reused = r->c != NULL;
+        redisContext *c = context(r, err);
+        if (c == NULL)
+            return -1;
+        size_t got = 0;
+        int ok = 1;
+        for (size_t i = 0; i < n && ok; i++)
+            ok = redisAppendCommandArgv(c, argc[i], argv[i], lens != NULL ? lens[i] : NULL) == REDIS_OK;
+        for (; got < n && ok; got++) {
+            void *rep = NULL;
+            ok = redisGetReply(c, &rep) == REDIS_OK && rep != NULL;
+            out[got] = rep;
+        }
         round_trips++;
-    }
-    if (rep == NULL) {
+        if (ok) {
+            recovered(r);
+            return 0;
+        }
+        for (size_t i = 0; i + 1 < got; i++)
+            freeReplyObject(out[i]);
+        int stale = c->err == REDIS_ERR_EOF || (c->err == REDIS_ERR_IO && (errno == ECONNRESET || errno == EPIPE));
+        if (attempt == 0 && reused && got <= 1 && stale) {
+            /*
+             * A connection that went stale while idle (Redis restarted, or a
+             * proxy dropped it) answers the first command with EOF or a reset:
+             * one retry on a fresh connection, so a restart costs no request a
+             * 503.  Had the server died after running the commands (not a
+             * clean close), the retry would charge that request twice:
+             * acceptable.
+             */
+            redisFree(r->c);
+            r->c = NULL;
+            continue;
+        }
         char why[160];
-        snprintf(why, sizeof(why), "%s: %s", argv[0],
+        snprintf(why, sizeof(why), "%s: %s", argv[0][0],
                  c->err == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK) ? "no answer within volatile_timeout"
                                                                                      : c->errstr);
         drop(r, why);
-        return aly_errf(err, "redis at %s:%u: %s", r->url.host, r->url.port, why), NULL;
+        return aly_errf(err, "redis at %s:%u: %s", r->url.host, r->url.port, why);
     }
-    recovered(r);
-    return rep;
+}
+
+/* One command (lens NULL: every argument a C string). */
+static redisReply *command_lens(volatile_redis_t *r, int argc, const char **argv, const size_t *lens, aly_err_t *err)
+{
+    redisReply *rep;
+    const char **const argvs[] = {argv};
+    const size_t *const lensv[] = {lens};
+    return pipeline(r, 1, &argc, argvs, lensv, &rep, err) == 0 ? rep : NULL;
+}
+
+static redisReply *command(volatile_redis_t *r, int argc, const char **argv, aly_err_t *err)
+{
+    return command_lens(r, argc, argv, NULL, err);
 }
 
 static int reply_error(redisReply *rep, const char *what, aly_err_t *err)
@@ -254,7 +281,7 @@ void volatile_redis_close(volatile_redis_t *r)
 int volatile_redis_ping(volatile_redis_t *r, aly_err_t *err)
 {
     const char *argv[] = {"PING"};
-    redisReply *rep = command(r, 1, argv, NULL, err);
+    redisReply *rep = command(r, 1, argv, err);
     if (rep == NULL)
         return -1;
     if (rep->type != REDIS_REPLY_STATUS)
@@ -286,7 +313,7 @@ int volatile_redis_set(volatile_redis_t *r, const char *key, const void *val, si
         argv[argc] = "NX";
         lens[argc++] = 2;
     }
-    redisReply *rep = command(r, argc, argv, lens, err);
+    redisReply *rep = command_lens(r, argc, argv, lens, err);
     if (rep == NULL)
         return -1;
     int rc = rep->type == REDIS_REPLY_STATUS ? 0 : rep->type == REDIS_REPLY_NIL ? 1 : -1;
@@ -307,7 +334,7 @@ int volatile_redis_mget(volatile_redis_t *r, const char *const *keys, size_t n, 
         return aly_errf(err, "redis MGET of %zu keys", n);
     for (size_t i = 0; i < n; i++)
         argv[i + 1] = keys[i];
-    redisReply *rep = command(r, (int)n + 1, argv, NULL, err);
+    redisReply *rep = command(r, (int)n + 1, argv, err);
     if (rep == NULL)
         return -1;
     if (rep->type != REDIS_REPLY_ARRAY || rep->elements != n)
@@ -329,7 +356,7 @@ int volatile_redis_mget(volatile_redis_t *r, const char *const *keys, size_t n, 
 int volatile_redis_del(volatile_redis_t *r, const char *key, aly_err_t *err)
 {
     const char *argv[] = {"DEL", key};
-    redisReply *rep = command(r, 2, argv, NULL, err);
+    redisReply *rep = command(r, 2, argv, err);
     if (rep == NULL)
         return -1;
     if (rep->type != REDIS_REPLY_INTEGER)
@@ -344,7 +371,7 @@ static int signal_op(volatile_redis_t *r, const char *op, const char *name, uint
     if (volatile_redis_key(key, sizeof(key), "sig", 3, name) < 0)
         return aly_errf(err, "signal name too long");
     const char *argv[] = {op, key};
-    redisReply *rep = command(r, 2, argv, NULL, err);
+    redisReply *rep = command(r, 2, argv, err);
     if (rep == NULL)
         return -1;
     if (rep->type == REDIS_REPLY_INTEGER && rep->integer >= 0)
@@ -367,40 +394,81 @@ int volatile_redis_signal_read(volatile_redis_t *r, const char *name, uint64_t *
     return signal_op(r, "GET", name, gen, err);
 }
 
+static void script_sha1(volatile_redis_script_t *s)
+{
+    if (s->sha1[0] != '\0')
+        return;
+    unsigned char d[SHA_DIGEST_LENGTH];
+    SHA1((const unsigned char *)s->source, strlen(s->source), d);
+    for (int i = 0; i < SHA_DIGEST_LENGTH; i++)
+        snprintf(s->sha1 + 2 * i, 3, "%02x", d[i]);
+}
+
+int volatile_redis_eval_batch(volatile_redis_t *r, const volatile_redis_call_t *calls, size_t n, redisReply **replies,
+                              aly_err_t *err)
+{
+    enum { MAX_ARGV = 16, MAX_CALLS = 4 };
+    char nk[MAX_CALLS][8];
+    const char *argv[MAX_CALLS][MAX_ARGV];
+    const char **argvs[MAX_CALLS] = {NULL};
+    int argc[MAX_CALLS] = {0};
+    if (n == 0 || n > MAX_CALLS)
+        return aly_errf(err, "redis script batch of %zu calls", n);
+    for (size_t c = 0; c < n; c++) {
+        const volatile_redis_call_t *k = &calls[c];
+        argvs[c] = argv[c];
+        if (k->script == NULL) {
+            argv[c][0] = "GET";
+            argv[c][1] = k->keys[0];
+            argc[c] = 2;
+            continue;
+        }
+        if (3 + k->nkeys + k->nargs > MAX_ARGV)
+            return aly_errf(err, "redis script: too many arguments");
+        script_sha1(k->script);
+        snprintf(nk[c], sizeof(nk[c]), "%zu", k->nkeys);
+        argv[c][0] = "EVALSHA";
+        argv[c][1] = k->script->sha1;
+        argv[c][2] = nk[c];
+        for (size_t i = 0; i < k->nkeys; i++)
+            argv[c][3 + i] = k->keys[i];
+        for (size_t i = 0; i < k->nargs; i++)
+            argv[c][3 + k->nkeys + i] = k->args[i];
+        argc[c] = (int)(3 + k->nkeys + k->nargs);
+    }
+    if (pipeline(r, n, argc, (const char **const *)argvs, NULL, replies, err) != 0)
+        return -1;
+    int rc = 0;
+    for (size_t c = 0; c < n; c++) {
+        if (rc == 0 && calls[c].script != NULL && replies[c]->type == REDIS_REPLY_ERROR &&
+            strncmp(replies[c]->str, "NOSCRIPT", 8) == 0) {
+            /* A fresh server (restarted, or SCRIPT FLUSH): EVAL runs the script and caches it for the next EVALSHA. */
+            freeReplyObject(replies[c]);
+            argv[c][0] = "EVAL";
+            argv[c][1] = calls[c].script->source;
+            if ((replies[c] = command(r, argc[c], argv[c], err)) == NULL)
+                rc = -1;
+        }
+        if (rc == 0 && replies[c]->type == REDIS_REPLY_ERROR)
+            rc = reply_error(replies[c], "script", err), replies[c] = NULL;
+        if (rc != 0 && replies[c] != NULL) {
+            freeReplyObject(replies[c]);
+            replies[c] = NULL;
+        }
+    }
+    if (rc != 0)
+        for (size_t c = 0; c < n; c++)
+            if (replies[c] != NULL) {
+                freeReplyObject(replies[c]);
+                replies[c] = NULL;
+            }
+    return rc;
+}
+
 redisReply *volatile_redis_eval(volatile_redis_t *r, volatile_redis_script_t *s, size_t nkeys, const char *const *keys,
                                 size_t nargs, const char *const *args, aly_err_t *err)
 {
-    enum { MAX_ARGV = 16 };
-    char nk[8];
-    const char *argv[MAX_ARGV];
-    if (3 + nkeys + nargs > MAX_ARGV)
-        return aly_errf(err, "redis script: too many arguments"), NULL;
-    if (s->sha1[0] == '\0') {
-        unsigned char d[SHA_DIGEST_LENGTH];
-        SHA1((const unsigned char *)s->source, strlen(s->source), d);
-        for (int i = 0; i < SHA_DIGEST_LENGTH; i++)
-            snprintf(s->sha1 + 2 * i, 3, "%02x", d[i]);
-    }
-    snprintf(nk, sizeof(nk), "%zu", nkeys);
-    argv[0] = "EVALSHA";
-    argv[1] = s->sha1;
-    argv[2] = nk;
-    for (size_t i = 0; i < nkeys; i++)
-        argv[3 + i] = keys[i];
-    for (size_t i = 0; i < nargs; i++)
-        argv[3 + nkeys + i] = args[i];
-    int argc = (int)(3 + nkeys + nargs);
-    redisReply *rep = command(r, argc, argv, NULL, err);
-    if (rep != NULL && rep->type == REDIS_REPLY_ERROR && strncmp(rep->str, "NOSCRIPT", 8) == 0) {
-        /* A fresh server (restarted, or SCRIPT FLUSH): EVAL runs the script and caches it for the next EVALSHA. */
-        freeReplyObject(rep);
-        argv[0] = "EVAL";
-        argv[1] = s->source;
-        rep = command(r, argc, argv, NULL, err);
-    }
-    if (rep != NULL && rep->type == REDIS_REPLY_ERROR) {
-        reply_error(rep, "script", err);
-        return NULL;
-    }
-    return rep;
+    volatile_redis_call_t call = {s, nkeys, keys, nargs, args};
+    redisReply *rep;
+    return volatile_redis_eval_batch(r, &call, 1, &rep, err) == 0 ? rep : NULL;
 }

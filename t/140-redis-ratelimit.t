@@ -4,7 +4,9 @@
 # burst requests pass over both, then 429 with Retry-After and the RateLimit
 # headers from either host; one cell per principal named aly:{ID}:rl (Redis
 # Cluster hashes the tag) with a TTL; the failed-authentication budget of an
-# address shared too (aly:{a:HEX}:af); no shared-memory table on the hosts;
+# address shared too (aly:{a:HEX}:af), whether the host saw the address fail
+# (checked first) or not (checked with the principal's charge); no
+# shared-memory table on the hosts;
 # last-used stamps in Redis.
 use strict;
 use warnings;
@@ -108,6 +110,13 @@ my $r = ping($b, $k2{key}, '--interface', '127.0.0.5');
 is($r->{status}, 429, 'a good key from that address is refused before any credential work');
 like(Alyd::header_value($r->{h}, 'ratelimit-policy') // '', qr/^"auth-failures";q=3;w=3600/, 'by the auth-failures policy');
 is(ping($b, $k2{key}, '--interface', '127.0.0.6')->{status}, 200, 'another address is not affected');
+# Failures seen only by host A; host B's workers never saw that address fail, so they check it in the
+# same round trip as the principal's charge (after the credential): still refused, by the same budget.
+ping($a, $bad, '--interface', '127.0.0.7') for 1 .. 3;
+$r = ping($b, $k2{key}, '--interface', '127.0.0.7');
+is($r->{status}, 429, 'an address over its budget through another host only: a good key from it is refused too');
+like(Alyd::header_value($r->{h}, 'ratelimit-policy') // '', qr/^"auth-failures"/, 'by the auth-failures policy');
+is(ping($b, $bad, '--interface', '127.0.0.7')->{status}, 429, 'and a bad one gets 429, not 401');
 
 $_->stop for $a, $b;
 done_testing();

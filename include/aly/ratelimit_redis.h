@@ -18,6 +18,22 @@
  * The script answers {admitted, tat, now}; ratelimit_redis_decision turns
  * that into the remaining count and the Retry-After/reset seconds exactly as
  * ratelimit_gcra does.
+ * A check that charges nothing (an address's failure budget before the
+ * credential is looked at) is a plain GET of the cell and the same
+ * arithmetic on the host's own clock: no script runs, and the hosts' clocks
+ * agree to milliseconds where emission intervals are seconds.
+ *
+ * Round trips.  The failure budget of the client address must be checked
+ * before any credential work, and the principal is known only after it, so
+ * the plain order costs two round trips per request.  To pay one, a worker
+ * remembers the addresses it saw fail recently (the suspects, for the
+ * failure policy's capacity): a suspect address is checked first, alone, as
+ * on one host; any other request is authenticated first and then sends the
+ * address check and the principal's charge in one pipelined round trip
+ * (ratelimit_redis_admit).  An address over its budget that this worker has
+ * not seen fail thus costs one credential check per worker and capacity
+ * window, and its answer is still the 429; every failure is charged to the
+ * shared cell, so the budget stays exact across hosts.
  *
  * Errors: -1 with err when Redis cannot be reached or answers an error; the
  * gate then applies volatile_failure.
@@ -48,5 +64,18 @@ int ratelimit_redis_address_check(volatile_redis_t *r, const ratelimit_addr_t *a
                                   aly_err_t *err);
 int ratelimit_redis_address_failure(volatile_redis_t *r, const ratelimit_addr_t *a, const aly_rate_t *rate, ratelimit_decision_t *d,
                                     aly_err_t *err);
+
+/*
+ * The address check and the principal's charge in one round trip: *ad the
+ * address's failure budget (read only), *d the principal's decision (charged
+ * when admitted, whatever *ad says: the caller refuses the request when
+ * ad->allowed is 0, and the principal is then one request poorer).
+ */
+int ratelimit_redis_admit(volatile_redis_t *r, const ratelimit_addr_t *a, const aly_rate_t *fail_rate, const char *id,
+                          const aly_rate_t *rate, ratelimit_decision_t *ad, ratelimit_decision_t *d, aly_err_t *err);
+
+/* Did this process see a from a failed authentication within the failure policy's capacity?  Mark it after one. */
+int ratelimit_redis_suspect(const ratelimit_addr_t *a, uint64_t now_ms);
+void ratelimit_redis_suspect_mark(const ratelimit_addr_t *a, const aly_rate_t *fail_rate, uint64_t now_ms);
 
 #endif

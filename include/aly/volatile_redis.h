@@ -120,6 +120,22 @@ typedef struct volatile_redis_script {
 struct redisReply *volatile_redis_eval(volatile_redis_t *r, volatile_redis_script_t *s, size_t nkeys, const char *const *keys,
                                        size_t nargs, const char *const *args, aly_err_t *err);
 
+/*
+ * Up to 4 script calls in one round trip (pipelined; Redis runs them in
+ * order, each atomically, and they may hash to different slots).  A call
+ * whose script is NULL is a plain GET of its one key (a read that needs no
+ * script).  replies[i] is call i's reply; 0, or -1 with err and no reply kept.
+ */
+typedef struct volatile_redis_call {
+    volatile_redis_script_t *script;
+    size_t nkeys;
+    const char *const *keys;
+    size_t nargs;
+    const char *const *args;
+} volatile_redis_call_t;
+int volatile_redis_eval_batch(volatile_redis_t *r, const volatile_redis_call_t *calls, size_t n, struct redisReply **replies,
+                              aly_err_t *err);
+
 /* Round trips made by this process since it started (the cost model's counter). */
 uint64_t volatile_redis_round_trips(void);
 
