@@ -89,6 +89,12 @@ static int refuse_full(const store_usage_t *u, aly_err_t *err)
                        mib(u->map_size));
 }
 
+/* A durable write in cluster mode: it also goes to PostgreSQL (store_replica.c). */
+static int in_cluster(const store_txn_t *t)
+{
+    return t->st->pg != NULL && (t->flags & (STORE_WRITE | STORE_VOLATILE)) == STORE_WRITE;
+}
+
 int store_begin(store_t *st, int flags, store_txn_t *t, aly_err_t *err)
 {
     int vol = (flags & STORE_VOLATILE) != 0;
@@ -127,6 +133,11 @@ int store_begin(store_t *st, int flags, store_txn_t *t, aly_err_t *err)
     if (rc != 0)
         return aly_errf(err, "cannot begin a transaction: %s", mdb_strerror(rc));
     t->txn = txn;
+    if (in_cluster(t) && store_replica_begin(t, err) != 0) {
+        mdb_txn_abort(txn);
+        t->txn = NULL;
+        return -1;
+    }
     return 0;
 }
 
@@ -145,6 +156,8 @@ void store_abort(store_txn_t *t)
         t->st->reader_busy[(t->flags & STORE_VOLATILE) != 0] = 0;
     } else {
         mdb_txn_abort(t->txn);
+        if (in_cluster(t))
+            store_pg_rollback(t->st->pg);
     }
     t->txn = NULL;
 }
@@ -155,8 +168,19 @@ int store_commit(store_txn_t *t, aly_err_t *err)
         store_abort(t);
         return 0;
     }
+    if (in_cluster(t) && store_replica_commit(t, err) != 0) {
+        mdb_txn_abort(t->txn);
+        t->txn = NULL;
+        return -1;
+    }
     int rc = mdb_txn_commit(t->txn);
     t->txn = NULL;
+    if (rc != 0 && in_cluster(t)) {
+        /* PostgreSQL has it: the write happened, and the replication timer brings it into this replica. */
+        log_error("a write committed to PostgreSQL could not be committed to the local replica (%s): it arrives with the next poll",
+                  mdb_strerror(rc));
+        return 0;
+    }
     if (rc == MDB_MAP_FULL)
         return aly_errf(err, "the store is full: raise map_size in the configuration and reload");
     if (rc != 0)
@@ -272,6 +296,8 @@ static int charge_quota(store_txn_t *t, const void *key, size_t klen, int64_t de
     int rc = mdb_put(t->txn, t->st->dbi[DB_META], &k, &v, 0);
     if (rc != 0)
         return aly_errf(err, "cannot record a workspace's usage: %s", mdb_strerror(rc));
+    if (in_cluster(t))
+        store_pg_note(t->st->pg, DB_META, ukey, ul, &after, sizeof(after));
     return 0;
 }
 
@@ -332,6 +358,8 @@ int store_put(store_txn_t *t, int db, const void *key, size_t klen, const void *
         return aly_errf(err, "the store is full: raise map_size in the configuration and reload");
     if (rc != 0)
         return aly_errf(err, "store write failed: %s", mdb_strerror(rc));
+    if (in_cluster(t))
+        store_pg_note(t->st->pg, db, key, klen, val, vlen);
     return 0;
 }
 
@@ -356,6 +384,8 @@ int store_del(store_txn_t *t, int db, const void *key, size_t klen, aly_err_t *e
         return 1;
     if (rc != 0)
         return aly_errf(err, "store delete failed: %s", mdb_strerror(rc));
+    if (in_cluster(t))
+        store_pg_note(t->st->pg, db, key, klen, NULL, 0);
     return 0;
 }
 
