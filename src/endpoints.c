@@ -12,6 +12,7 @@
 #include "aly/http.h"
 #include "aly/log.h"
 #include "aly/scope.h"
+#include "aly/volatile_redis.h"
 
 void endpoint_resource_metadata(void *data, h2o_req_t *req)
 {
@@ -58,6 +59,23 @@ void endpoint_healthz(void *data, h2o_req_t *req)
                                 "replica_lag_ms", (json_int_t)pg.lag_ms);
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("1"));
         http_send_json_object(req, 503, "Service Unavailable", doc);
+        return;
+    }
+    /*
+     * Redis down: with volatile_failure closed every authenticated request
+     * gets a 503, so this worker is out of service too; open, it serves
+     * without rate limits: degraded.  Either way the body names redis.
+     */
+    volatile_redis_t *vr = volatile_redis();
+    if (vr != NULL && volatile_redis_ping(vr, &err) != 0) {
+        int open = volatile_redis_fail_open(vr);
+        json_t *doc = json_pack("{s:s, s:i, s:s, s:I, s:s, s:s}", "status", open ? "degraded" : "unavailable", "pid", (int)getpid(),
+                                "version", PACKAGE_VERSION, "worker", (json_int_t)e->worker_number, "engine", "redis", "error",
+                                open ? "redis (the volatile state) is unreachable: serving without rate limits"
+                                     : "redis (the volatile state) is unreachable: requests are refused with 503");
+        if (!open)
+            h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("1"));
+        http_send_json_object(req, open ? 200 : 503, open ? "OK" : "Service Unavailable", doc);
         return;
     }
     /*

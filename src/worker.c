@@ -34,6 +34,7 @@
 #include "aly/mcp.h"
 #include "aly/store.h"
 #include "aly/tools.h"
+#include "aly/volatile_redis.h"
 
 /*
  * Connections accepted per wake-up.  One: when a burst of clients connects at
@@ -358,6 +359,9 @@ void worker_run(const worker_spec_t *spec)
 
     w.loop = h2o_evloop_create();
     w.slot = &spec->stats->slots[spec->slot];
+    volatile_redis_t *vr = spec->cfg->volatile_url != NULL ? volatile_redis_open(spec->cfg, &err) : NULL;
+    if (spec->cfg->volatile_url != NULL && vr == NULL)
+        log_fatal("%s", err.msg);
     gate_init(&w.gate, spec->cfg, auth, store, w.slot, alyd_hooks != NULL ? alyd_hooks->authenticate : NULL);
     w.mcp = (mcp_ctx_t){.cfg = spec->cfg, .store = store, .loop = w.loop, .gate = &w.gate};
     w.endpoints = (endpoints_t){.cfg = spec->cfg,
@@ -427,6 +431,7 @@ void worker_run(const worker_spec_t *spec)
     }
     log_access_flush();
     gate_free(&w.gate);
+    volatile_redis_close(vr);
     guard_free(w.guard);
     auth_free(auth);
     store_close(store);

@@ -36,7 +36,7 @@ use Time::HiRes qw(time sleep);
 use Alyd;
 
 our @EXPORT = qw(start_postgres start_redis need_engines pg_bindir redis_bin http_request mcp_call mcp_request
-  start_load finish_load);
+  start_load finish_load race);
 
 my %live;    # "$obj" => weak ref to every engine and cluster, for END
 my $json = JSON::PP->new->canonical;
@@ -182,11 +182,13 @@ sub new {
         '-A', 'trust', '-E', 'UTF8', '--locale=C', '--no-sync');
     croak "initdb failed ($exit):\n$out" if $exit != 0;
     $self->{port} = free_port();
-    # Speed over durability: the cluster lives for one test file.  Small buffers:
+    # Speed where it cannot change what a test sees: fsync off only matters if the
+    # machine itself crashes.  synchronous_commit stays on: off would acknowledge
+    # commits still in PostgreSQL's memory, which ->kill then loses.  Small buffers:
     # several test files may run a PostgreSQL each at the same time (make -j2).
     my @conf = (
         "port = $self->{port}", "listen_addresses = '127.0.0.1'", "unix_socket_directories = '$self->{dir}'",
-        'fsync = off', 'synchronous_commit = off', 'full_page_writes = off', 'shared_buffers = 16MB',
+        'fsync = off', 'full_page_writes = off', 'shared_buffers = 16MB',
         'max_connections = 60', 'dynamic_shared_memory_type = mmap', "log_line_prefix = '%m [%p] '",
         'log_min_messages = warning', @{ $o{conf} // [] }
     );
@@ -411,9 +413,11 @@ sub start_redis    { Cluster::Redis->new(@_) }
 #   pg => $pg | undef  a Cluster::Pg to use (default: start one); store => 'lmdb': no PostgreSQL
 #   redis => $r        a Cluster::Redis to use (default: start one); volatile => 'lmdb': no Redis
 #   db => NAME         a fresh database of that name on $pg (default: the harness's database)
+#   store_url => URL   an existing database instead (e.g. one alyctl migrate filled)
 #   workers => N       per host (default 2); extra => [lines] for every host;
 #   host_extra => sub { my ($i) = @_; [lines] } for host $i; bin => alyd binary (e.g. $ENV{ALYD_TEST})
-#   rate_limit => 'N/unit burst=B' (default: high enough not to interfere)
+#   rate_limit => 'N/unit burst=B', auth_failure_limit => ... (defaults: high enough not to interfere)
+#   pepper_from => PATH  start from a copy of this pepper file (e.g. of a migrated LMDB installation)
 sub hosts {
     my ($class, $n, %o) = @_;
     croak 'hosts: at least one host' unless $n && $n >= 1;
@@ -424,7 +428,7 @@ sub hosts {
     my $volatile = $o{volatile} // 'redis';
     if ($store eq 'postgresql') {
         $self->{pg} = $o{pg} // Cluster::Pg->new;
-        $self->{store_url} = defined $o{db} ? $self->{pg}->create_db($o{db}) : $self->{pg}->url;
+        $self->{store_url} = $o{store_url} // (defined $o{db} ? $self->{pg}->create_db($o{db}) : $self->{pg}->url);
     }
     if ($volatile eq 'redis') {
         $self->{redis} = $o{redis} // Cluster::Redis->new;
@@ -432,6 +436,10 @@ sub hosts {
     }
     $self->{dir} = abs_path(tempdir('alyd-cluster-XXXXXX', TMPDIR => 1, CLEANUP => !$ENV{ALY_KEEP_TMP}));
     $self->{pepper} = "$self->{dir}/pepper";
+    if ($o{pepper_from}) {    # an existing installation's pepper (its keys' hashes depend on it)
+        my $p = slurp($o{pepper_from}) // croak "cannot read $o{pepper_from}";
+        spew($self->{pepper}, $p, 0600);
+    }
     for my $i (0 .. $n - 1) {
         push @{ $self->{hosts} }, $self->start_host($i);
     }
@@ -446,6 +454,8 @@ sub host_config {
     push @l, "store $self->{store_url}"       if $self->{store_url};
     push @l, "volatile $self->{volatile_url}" if $self->{volatile_url};
     push @l, 'rate_limit ' . ($o->{rate_limit} // '100000/second burst=100000');
+    # Every test client shares 127.0.0.1: tests that expect many 401s must not turn them into the address's 429s.
+    push @l, 'auth_failure_limit ' . ($o->{auth_failure_limit} // '100000/second burst=100000');
     push @l, @{ $o->{extra} // [] };
     push @l, @{ $o->{host_extra}->($i) // [] } if $o->{host_extra};
     return \@l;
@@ -583,6 +593,33 @@ sub mcp_call {
     my ($h, $key, $tool, $args, %o) = @_;
     my ($st, $r, $hd, $err) = mcp_request($h, $key, 'tools/call', { name => $tool, arguments => $args // {} }, %o);
     return ($st, $r->{result} // $r->{error} // {}, $hd, $err);
+}
+
+# ---- races: several processes released at the same instant -------------------------------------
+
+# race(@subs): runs each sub in a process of its own, all released at one
+# instant; returns what each returned (JSON-able; {died => msg} if it died), in order.
+sub race {
+    my (@subs) = @_;
+    my $dir = File::Temp->newdir;
+    my $at = time + 0.3 * $Alyd::SCALE;    # after the last fork
+    my @pids;
+    for my $i (0 .. $#subs) {
+        my $pid = fork // croak "fork: $!";
+        if ($pid == 0) {
+            $SIG{ALRM} = 'DEFAULT';
+            alarm(int(60 * $Alyd::SCALE));
+            my $wait = $at - time;
+            sleep $wait if $wait > 0;
+            my $r = eval { $subs[$i]->() };
+            $r = { died => "$@" } if $@;
+            spew("$dir/$i", $json->encode([$r]));
+            POSIX::_exit(0);
+        }
+        push @pids, $pid;
+    }
+    waitpid($_, 0) for @pids;
+    return map { (Alyd::json_decode(slurp("$dir/$_") // '') // [{ died => 'no result' }])->[0] } 0 .. $#subs;
 }
 
 # ---- load: several client processes, each looping over the hosts ----------------------------
