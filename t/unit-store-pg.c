@@ -5,7 +5,8 @@
  * noclobber and aborts reach the other replica exactly as they happened in
  * the first; workspace usage rides along; store_sync() brings a record
  * written elsewhere at once, throttled, and is a no-op without PostgreSQL;
- * reads cost no round trip, a write two.
+ * a session lookup that misses reads through; reads cost no round trip, a
+ * write two.
  *
  *   t/unit-store-pg CONF_A CONF_B CONF_LMDB
  */
@@ -82,7 +83,7 @@ int main(int argc, char **argv)
     is_int(put(a, DB_SESSIONS, "mcp_s1", "session", 0, 1), 0, "host A: a session");
     is_int(lookup(a, DB_SESSIONS, "mcp_s1", "session"), 0, "host A reads its own write at once");
     is_int(ca[STORE_RT_TXN], 4, "the read: no round trip");
-    is_int(lookup(b, DB_SESSIONS, "mcp_s1", "session"), 1, "host B has not polled yet (no timer here)");
+    is_int(lookup(b, DB_DATA, "ws_x/a", "one"), 1, "host B has not polled yet (no timer here)");
     is_int(store_sync(b), 1, "store_sync on host B: the replica changed");
     is_int(cb[STORE_RT_SYNC], 1, "one round trip, counted as a lookup miss");
     is_int(lookup(b, DB_SESSIONS, "mcp_s1", "session"), 0, "host B now has the session");
@@ -102,12 +103,37 @@ int main(int argc, char **argv)
     is_int(lookup(b, DB_SESSIONS, "mcp_s1", "session"), 0, "the noclobber put did not");
     is_int(lookup(b, DB_DATA, "ws_x/b", "two"), 1, "nor the aborted one");
 
+    /* A session made on A is found on B at once: the first get of a read transaction reads through on a miss. */
+    is_int(put(a, DB_SESSIONS, "mcp_s2", "fresh", 0, 1), 0, "host A: another session");
+    is_int(put(a, DB_DATA, "ws_x/d", "four", 0, 1), 0, "and data");
+    usleep((STORE_SYNC_MIN_MS + 10) * 1000);
+    {
+        store_txn_t t;
+        store_val_t v;
+        aly_err_t e;
+        uint64_t before = cb[STORE_RT_SYNC];
+        ok(store_begin(b, 0, &t, &e) == 0, "host B: a read transaction");
+        is_int(store_get(&t, DB_DATA, "ws_x/d", 6, &v, &e), 1, "a miss outside DB_SESSIONS does not read through");
+        is_int(store_get(&t, DB_SESSIONS, "mcp_s2", 6, &v, &e), 1, "nor a session lookup that is not the first read");
+        store_abort(&t);
+        is_int(cb[STORE_RT_SYNC], before, "no round trip for either");
+        ok(store_begin(b, 0, &t, &e) == 0 && store_get(&t, DB_SESSIONS, "mcp_s2", 6, &v, &e) == 0 && v.len == 5 &&
+               memcmp(v.data, "fresh", 5) == 0,
+           "the first read of a transaction, a session miss: read through, found");
+        is_int(store_get(&t, DB_DATA, "ws_x/d", 6, &v, &e), 0, "the transaction now reads the newer snapshot");
+        store_abort(&t);
+        is_int(cb[STORE_RT_SYNC], before + 1, "one round trip");
+        ok(store_begin(b, 0, &t, &e) == 0 && store_get(&t, DB_SESSIONS, "mcp_nope", 8, &v, &e) == 1, "an unknown session: 1");
+        store_abort(&t);
+        is_int(cb[STORE_RT_SYNC], before + 1, "within STORE_SYNC_MIN_MS of the last sync: no round trip");
+    }
+
     is_int(put(b, DB_DATA, "ws_x/c", "three", 0, 1), 0, "host B writes too");
     uint64_t ua = 1, ub = 2;
     aly_err_t err;
     store_sync(a);
     ok(store_workspace_usage(a, "ws_x", &ua, &err) == 0 && store_workspace_usage(b, "ws_x", &ub, &err) == 0 && ua == ub &&
-           ua == strlen("ws_x/c") + strlen("three"),
+           ua == strlen("ws_x/c") + strlen("three") + strlen("ws_x/d") + strlen("four"),
        "workspace usage rides the log: %llu on A, %llu on B", (unsigned long long)ua, (unsigned long long)ub);
     store_pg_status_t sa, sb;
     store_pg_status(a, &sa);

@@ -41,7 +41,11 @@
  * changes every store_poll (store_replicate()).  PostgreSQL unreachable:
  * durable writes fail with err->refused = STORE_UNAVAILABLE and "the store is
  * unavailable ..."; reads go on from the replica.  Every wait on PostgreSQL
- * is bounded by store_timeout (store_pg.c, store_replica.c).
+ * is bounded by store_timeout (store_pg.c, store_replica.c).  One read is
+ * not served from the replica alone: a read transaction whose first
+ * operation is a store_get() in DB_SESSIONS that misses catches the replica
+ * up (store_sync()) and looks again, so a legacy session works on any host
+ * at once; the transaction then reads a newer snapshot.
  */
 #ifndef ALY_STORE_H
 #define ALY_STORE_H
@@ -119,6 +123,7 @@ typedef struct store_txn {
     /* Net bytes this transaction added to one workspace's data (the last one it wrote): deletes make room for their audit. */
     char quota_ws[64];
     int64_t quota_net;
+    unsigned reads; /* gets and scans so far: cluster mode's read-through of a missed session applies to the first only */
 } store_txn_t;
 
 /* A key or value inside the map: valid until the transaction ends or writes to that key; never written through. */
