@@ -141,5 +141,24 @@ EOS
     ok($gone, 'nothing it started outlives it') or diag("alive: @{[grep { Alyd::proc_alive($_) } @pids]}");
 }
 
+# ---- nor does one killed outright (no END runs: the engines' watchers act) ----
+{
+    my $dir = File::Temp->newdir;
+    Alyd::spew("$dir/kill.pl", <<'EOS');
+use strict; use warnings; use Alyd; use Cluster;
+my $pg = Cluster::start_postgres(); my $r = Cluster::start_redis();
+$| = 1;
+print join(' ', $pg->pid, Alyd::children_of($pg->pid), $r->pid), "\n";
+kill 'KILL', $$;
+EOS
+    my @inc = map { ('-I', $_) } grep { !ref } @INC;
+    my ($exit, $out, $err) = run_cmd($^X, @inc, "$dir/kill.pl");
+    is($exit, 128 + 9, 'a test killed by SIGKILL');
+    my @pids = split ' ', $out;
+    ok(@pids >= 4, 'it had started postgres (with its processes) and redis') or diag($err);
+    ok(poll_until(10, sub { !grep { Alyd::proc_alive($_) } @pids }), 'its engines do not outlive it')
+      or diag("alive: @{[grep { Alyd::proc_alive($_) } @pids]}");
+}
+
 $c->stop;
 done_testing;
