@@ -88,11 +88,19 @@ static int cmd_init(ctl_t *ctl)
     aly_err_t err;
     if (admin_init(ctl->cfg, &err) != 0)
         return ctl_fail("%s", err.msg);
-    if (ctl->json)
-        ctl_print_json(json_pack("{s:s, s:s, s:i}", "data_dir", ctl->cfg->data_dir, "pepper_file", ctl->cfg->key_pepper_file,
-                                 "schema", STORE_SCHEMA_VERSION));
-    else
-        printf("initialised %s (schema %d, pepper %s)\n", ctl->cfg->data_dir, STORE_SCHEMA_VERSION, ctl->cfg->key_pepper_file);
+    json_t *doc = json_pack("{s:s, s:s, s:i}", "data_dir", ctl->cfg->data_dir, "pepper_file", ctl->cfg->key_pepper_file, "schema",
+                            STORE_SCHEMA_VERSION);
+    if (ctl->cfg->store != NULL)
+        json_object_set_new(doc, "postgresql_schema", json_integer(STORE_PG_SCHEMA_VERSION));
+    if (ctl->json) {
+        ctl_print_json(doc);
+        return 0;
+    }
+    json_decref(doc);
+    printf("initialised %s (schema %d, pepper %s)", ctl->cfg->data_dir, STORE_SCHEMA_VERSION, ctl->cfg->key_pepper_file);
+    if (ctl->cfg->store != NULL)
+        printf("; PostgreSQL schema %d, this data_dir is its replica", STORE_PG_SCHEMA_VERSION);
+    putchar('\n');
     return 0;
 }
 
@@ -136,6 +144,7 @@ static const ctl_command_t commands[] = {
     {"demo", "demo seed --workspace WS [--sites 3 --products 40 --orders 300 --days 90 --seed N]", ctl_cmd_demo},
     {"import", "import --workspace WS FILE.jsonl   sites, products, orders, visits; all or nothing", ctl_cmd_import},
     {"audit", "audit [--workspace WS] [--since YYYY-MM-DD]   every mutation made through the tools", ctl_cmd_audit},
+    {"migrate", "migrate --to postgresql://... [--force]   copy the durable store into PostgreSQL (cluster mode)", ctl_cmd_migrate},
 };
 
 static void usage(FILE *fp)

@@ -50,5 +50,6 @@ int ctl_cmd_stats(ctl_t *ctl);
 int ctl_cmd_demo(ctl_t *ctl);
 int ctl_cmd_import(ctl_t *ctl);
 int ctl_cmd_audit(ctl_t *ctl);
+int ctl_cmd_migrate(ctl_t *ctl); /* alyctl_migrate.c */
 
 #endif

@@ -20,6 +20,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "aly/volatile_redis.h"
+
 #define MAX_LINE 4096
 #define MAX_ARGS 64
 
@@ -97,6 +99,13 @@ static const directive_t directives[] = {
     {"reset_budget", K_UINT, F(reset_budget), 0, 1, 1000000},
     {"address_strikes", K_UINT, F(address_strikes), 0, 1, 1000000},
     {"strike_window", K_DURATION, F(strike_window_ms), 0, 1000, (uint64_t)86400 * 1000},
+    {"store", K_STRING, F(store), 0, 0, 0},
+    {"store_timeout", K_DURATION, F(store_timeout_ms), 0, 100, 60 * 1000},
+    {"store_poll", K_DURATION, F(store_poll_ms), 0, 10, 60 * 1000},
+    {"store_changes_keep", K_DURATION, F(store_changes_keep_ms), 0, 1000, (uint64_t)30 * 86400 * 1000},
+    {"volatile", K_STRING, F(volatile_url), 0, 0, 0},
+    {"volatile_failure", K_STRING, F(volatile_failure), 0, 0, 0},
+    {"volatile_timeout", K_DURATION, F(volatile_timeout_ms), 0, 1, 10 * 1000},
 };
 
 #undef F
@@ -303,8 +312,12 @@ static void set_defaults(aly_config_t *cfg)
     cfg->reset_budget = 100;
     cfg->address_strikes = 5;
     cfg->strike_window_ms = 60 * 1000;
+    cfg->store_timeout_ms = 2000;
+    cfg->store_poll_ms = 200;
+    cfg->store_changes_keep_ms = 3600 * 1000;
     cfg->access_log_buffer = (size_t)64 << 10;
     cfg->access_log_flush_ms = 1000;
+    cfg->volatile_timeout_ms = 50;
 }
 
 /* Points ps at the line that set a directive, so cross-directive errors name a line. */
@@ -373,6 +386,20 @@ static int finish(aly_config_t *cfg, parse_state_t *ps, aly_err_t *err)
     if (cfg->oauth_issuer == NULL && (cfg->oauth_jwks_file != NULL || cfg->oauth_hs256_secret_file != NULL))
         return fail(ps, err, "an OAuth key file is set but oauth_issuer is not");
 
+    at(ps, "volatile");
+    if (cfg->volatile_url != NULL && strcmp(cfg->volatile_url, "lmdb") == 0) {
+        free(cfg->volatile_url);
+        cfg->volatile_url = NULL;
+    }
+    volatile_redis_url_t vurl;
+    aly_err_t why;
+    if (cfg->volatile_url != NULL && volatile_redis_parse_url(cfg->volatile_url, &vurl, &why) != 0)
+        return fail(ps, err, "volatile must be \"lmdb\" or redis://host[:port][/db]: %s", why.msg);
+    at(ps, "volatile_failure");
+    if (cfg->volatile_failure != NULL && strcmp(cfg->volatile_failure, "open") != 0 && strcmp(cfg->volatile_failure, "closed") != 0)
+        return fail(ps, err, "volatile_failure must be \"closed\" or \"open\", not \"%s\"", cfg->volatile_failure);
+    cfg->volatile_failure_open = cfg->volatile_failure != NULL && strcmp(cfg->volatile_failure, "open") == 0;
+
     if (cfg->data_dir == NULL)
         cfg->data_dir = xstrdup("/var/lib/alyd");
     if (cfg->key_pepper_file == NULL) {
@@ -401,6 +428,11 @@ static int finish(aly_config_t *cfg, parse_state_t *ps, aly_err_t *err)
     }
     if (cfg->authorization_servers.n == 0 && cfg->oauth_issuer != NULL)
         config_strlist_push(&cfg->authorization_servers, cfg->oauth_issuer);
+    at(ps, "store");
+    if (cfg->store != NULL && strcmp(cfg->store, "lmdb") == 0)
+        free(cfg->store), cfg->store = NULL;
+    else if (cfg->store != NULL && strncmp(cfg->store, "postgresql://", 13) != 0 && strncmp(cfg->store, "postgres://", 11) != 0)
+        return fail(ps, err, "store \"%s\" must be \"lmdb\" or a postgresql:// URL", cfg->store);
 
     if (cfg->allowed_hosts.n == 0) {
         /* The public URL's authority, plus loopback names for loopback listeners (DNS-rebinding guard). */
@@ -566,7 +598,10 @@ void config_free(aly_config_t *cfg)
                         &cfg->key_pepper_file,
                         &cfg->oauth_issuer,
                         &cfg->oauth_jwks_file,
-                        &cfg->oauth_hs256_secret_file};
+                        &cfg->oauth_hs256_secret_file,
+                        &cfg->store,
+                        &cfg->volatile_url,
+                        &cfg->volatile_failure};
     for (size_t i = 0; i < ALY_ARRAY_SIZE(strings); i++)
         free(*strings[i]);
     config_strlist_free(&cfg->allowed_origins);

@@ -12,6 +12,7 @@
 #include "aly/http.h"
 #include "aly/log.h"
 #include "aly/scope.h"
+#include "aly/volatile_redis.h"
 
 void endpoint_resource_metadata(void *data, h2o_req_t *req)
 {
@@ -45,6 +46,39 @@ void endpoint_healthz(void *data, h2o_req_t *req)
         return;
     }
     /*
+     * Cluster mode with PostgreSQL unreachable: this host still answers reads
+     * from its replica, but every write fails, so a load balancer should
+     * prefer a host that can write: 503, naming the engine, and Retry-After.
+     */
+    store_pg_status_t pg;
+    store_pg_status(e->store, &pg);
+    if (pg.configured && !pg.up) {
+        json_t *doc = json_pack("{s:s, s:i, s:s, s:I, s:s, s:s, s:I}", "status", "unavailable", "pid", (int)getpid(), "version",
+                                PACKAGE_VERSION, "worker", (json_int_t)e->worker_number, "engine", "postgresql", "error",
+                                "PostgreSQL is unreachable: writes are refused, reads are served from this host's replica",
+                                "replica_lag_ms", (json_int_t)pg.lag_ms);
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("1"));
+        http_send_json_object(req, 503, "Service Unavailable", doc);
+        return;
+    }
+    /*
+     * Redis down: with volatile_failure closed every authenticated request
+     * gets a 503, so this worker is out of service too; open, it serves
+     * without rate limits: degraded.  Either way the body names redis.
+     */
+    volatile_redis_t *vr = volatile_redis();
+    if (vr != NULL && volatile_redis_ping(vr, &err) != 0) {
+        int open = volatile_redis_fail_open(vr);
+        json_t *doc = json_pack("{s:s, s:i, s:s, s:I, s:s, s:s}", "status", open ? "degraded" : "unavailable", "pid", (int)getpid(),
+                                "version", PACKAGE_VERSION, "worker", (json_int_t)e->worker_number, "engine", "redis", "error",
+                                open ? "redis (the volatile state) is unreachable: serving without rate limits"
+                                     : "redis (the volatile state) is unreachable: requests are refused with 503");
+        if (!open)
+            h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("1"));
+        http_send_json_object(req, open ? 200 : 503, open ? "OK" : "Service Unavailable", doc);
+        return;
+    }
+    /*
      * A full store is degraded, not down: reads, deletes and revocations
      * still work, and every instance shares the store, so taking this one out
      * of a load balancer (a 503) would help nobody.  Still 200.
@@ -55,6 +89,39 @@ void endpoint_healthz(void *data, h2o_req_t *req)
                  full ? "degraded" : "ok", (int)getpid(), PACKAGE_VERSION, (unsigned long long)up, e->worker_number,
                  full ? ",\"error\":\"the store is full: writes are refused; raise map_size or delete data\"" : "");
     http_send_json(req, 200, "OK", body, (size_t)n);
+}
+
+/* Cluster mode's figures: round trips and failures summed over the workers, the replica as this worker sees it. */
+static char *append_pg(char *text, size_t *len, const stats_shared_t *s, const store_pg_status_t *pg)
+{
+    uint64_t c[STATS_N_PG] = {0};
+    for (int i = 0; i < STATS_N_SLOTS; i++)
+        for (int k = 0; k < STATS_N_PG; k++)
+            c[k] += __atomic_load_n(&s->slots[i].pg[k], __ATOMIC_RELAXED);
+    char buf[1536];
+    int n = snprintf(
+        buf, sizeof(buf),
+        "# HELP alyd_pg_roundtrips_total Round trips to PostgreSQL: store transactions (writes), replication, lookups that missed.\n"
+        "# TYPE alyd_pg_roundtrips_total counter\n"
+        "alyd_pg_roundtrips_total{purpose=\"transaction\"} %llu\n"
+        "alyd_pg_roundtrips_total{purpose=\"replication\"} %llu\n"
+        "alyd_pg_roundtrips_total{purpose=\"lookup_miss\"} %llu\n"
+        "# HELP alyd_pg_failures_total PostgreSQL failures: lost connections, missed deadlines, refused statements.\n"
+        "# TYPE alyd_pg_failures_total counter\nalyd_pg_failures_total %llu\n"
+        "# HELP alyd_pg_up 1 while PostgreSQL answers (this worker's connection).\n"
+        "# TYPE alyd_pg_up gauge\nalyd_pg_up %d\n"
+        "# HELP alyd_pg_replica_applied_seq The last change-log seq in this host's replica.\n"
+        "# TYPE alyd_pg_replica_applied_seq gauge\nalyd_pg_replica_applied_seq %llu\n"
+        "# HELP alyd_pg_replica_lag_ms Since this worker last saw the replica hold every committed change.\n"
+        "# TYPE alyd_pg_replica_lag_ms gauge\nalyd_pg_replica_lag_ms %llu\n",
+        (unsigned long long)c[STORE_RT_TXN], (unsigned long long)c[STORE_RT_POLL], (unsigned long long)c[STORE_RT_SYNC],
+        (unsigned long long)c[STORE_RT_N], pg->up, (unsigned long long)pg->applied_seq, (unsigned long long)pg->lag_ms);
+    char *more = realloc(text, *len + (size_t)n + 1);
+    if (more == NULL)
+        return text;
+    memcpy(more + *len, buf, (size_t)n + 1);
+    *len += (size_t)n;
+    return more;
 }
 
 void endpoint_metrics(void *data, h2o_req_t *req)
@@ -86,6 +153,10 @@ void endpoint_metrics(void *data, h2o_req_t *req)
     } else if (text != NULL) {
         log_error("metrics: %s", err.msg);
     }
+    store_pg_status_t pg;
+    store_pg_status(e->store, &pg);
+    if (text != NULL && pg.configured)
+        text = append_pg(text, &len, e->stats, &pg);
     if (text == NULL) {
         http_send_error(req, 500, "Internal Server Error", "internal", "cannot render metrics");
         return;

@@ -8,13 +8,17 @@
 
 #include "aly/http.h"
 #include "aly/log.h"
+#include "aly/ratelimit_redis.h"
 #include "aly/rpc.h"
 #include "aly/scope.h"
+#include "aly/volatile_redis.h"
 
 void gate_init(gate_t *g, const aly_config_t *cfg, auth_t *auth, store_t *store, stats_slot_t *slot, gate_auth_fn authenticate)
 {
     aly_err_t err;
     *g = (gate_t){.cfg = cfg, .auth = auth, .authenticate = authenticate != NULL ? authenticate : auth_authenticate, .slot = slot};
+    if (cfg->volatile_url != NULL)
+        return; /* the cells are in Redis (ratelimit_redis.c): no table file on this host */
     if ((g->limiter = ratelimit_new(store, RATELIMIT_MAX_ADDRESSES, &err)) == NULL)
         log_error("rate limiter: %s (every request is admitted)", err.msg);
 }
@@ -41,6 +45,46 @@ static void limiter_failed(gate_t *g, const char *err)
     }
 }
 
+/*
+ * Redis (volatile redis://) could not decide: 1 when the request goes on
+ * (volatile_failure open), 0 when it must get the 503 of send_volatile_down.
+ * An outage is logged once by volatile_redis.c; an error while Redis
+ * answers (a script error) goes through limiter_failed's rate-limited log.
+ */
+static int volatile_failed(gate_t *g, volatile_redis_t *vr, const char *err)
+{
+    if (volatile_redis_up(vr))
+        limiter_failed(g, err);
+    else
+        stats_add(&g->slot->ratelimit[STATS_RL_ERROR], 1);
+    return volatile_redis_fail_open(vr);
+}
+
+static void send_volatile_down(h2o_req_t *req)
+{
+    http_add_header(req, "retry-after", "1");
+    http_send_rpc_error(req, 503, "Service Unavailable", RPC_INTERNAL_ERROR,
+                        "the shared rate-limit state (redis) is unreachable; try again shortly", NULL);
+}
+
+/* The principal's decision into *d: 0 decided; 1 undecided, admit; -1 undecided, refuse (send_volatile_down). */
+static int decide_principal(gate_t *g, const principal_t *p, ratelimit_decision_t *d)
+{
+    aly_err_t err;
+    volatile_redis_t *vr = volatile_redis();
+    if (vr != NULL)
+        return ratelimit_redis_principal(vr, p->id, &p->rate, d, &err) == 0 ? 0 : volatile_failed(g, vr, err.msg) ? 1 : -1;
+    if (g->limiter == NULL) {
+        limiter_failed(g, "no limiter");
+        return 1;
+    }
+    if (ratelimit_principal(g->limiter, p->id, &p->rate, ratelimit_now_ns(), d, &err) != 0) {
+        limiter_failed(g, err.msg);
+        return 1;
+    }
+    return 0;
+}
+
 /* The 429: Retry-After, RateLimit-Policy, RateLimit and a JSON-RPC error whose data says when to come back. */
 static void send_rate_limited(h2o_req_t *req, const char *policy, const aly_rate_t *rate, const ratelimit_decision_t *d,
                               const char *what)
@@ -59,44 +103,75 @@ static void send_rate_limited(h2o_req_t *req, const char *policy, const aly_rate
                                   rate_text));
 }
 
-/* The principal's decision, once per authenticated request; -1 when the 429 was sent. */
-static int limit_principal(gate_t *g, h2o_req_t *req, const principal_t *p)
+/* A principal's decision applied: the RateLimit header, or the 429 (then -1). */
+static int apply_principal(gate_t *g, h2o_req_t *req, const principal_t *p, const ratelimit_decision_t *d)
 {
-    ratelimit_decision_t d;
-    aly_err_t err;
-    if (g->limiter == NULL) {
-        limiter_failed(g, "no limiter");
-        return 0;
-    }
-    if (ratelimit_principal(g->limiter, p->id, &p->rate, ratelimit_now_ns(), &d, &err) != 0) {
-        limiter_failed(g, err.msg);
-        return 0;
-    }
-    if (d.allowed) {
+    if (d->allowed) {
         char text[160];
         stats_add(&g->slot->ratelimit[STATS_RL_ALLOWED], 1);
-        ratelimit_header(RATELIMIT_POLICY_PRINCIPAL, &d, text, sizeof(text));
+        ratelimit_header(RATELIMIT_POLICY_PRINCIPAL, d, text, sizeof(text));
         http_add_header(req, "ratelimit", text);
         return 0;
     }
     stats_add(&g->slot->ratelimit[STATS_RL_REFUSED], 1);
-    send_rate_limited(req, RATELIMIT_POLICY_PRINCIPAL, &p->rate, &d, "rate limit exceeded");
+    send_rate_limited(req, RATELIMIT_POLICY_PRINCIPAL, &p->rate, d, "rate limit exceeded");
     return -1;
+}
+
+/* The principal's decision, once per authenticated request; -1 when the 429 (or 503) was sent. */
+static int limit_principal(gate_t *g, h2o_req_t *req, const principal_t *p)
+{
+    ratelimit_decision_t d;
+    int rc = decide_principal(g, p, &d);
+    if (rc != 0) {
+        if (rc < 0)
+            send_volatile_down(req);
+        return rc < 0 ? -1 : 0;
+    }
+    return apply_principal(g, req, p, &d);
+}
+
+static void send_address_limited(gate_t *g, h2o_req_t *req, const ratelimit_decision_t *d)
+{
+    stats_add(&g->slot->auth_refused, 1);
+    send_rate_limited(req, RATELIMIT_POLICY_ADDRESS, &g->cfg->auth_failure_limit, d,
+                      "too many failed authentications from this address");
+}
+
+/*
+ * Redis, and an address this worker has not seen fail: the address's check
+ * and the principal's charge in one round trip (aly/ratelimit_redis.h).
+ */
+static int admit_pipelined(gate_t *g, h2o_req_t *req, volatile_redis_t *vr, const ratelimit_addr_t *addr, const principal_t *p)
+{
+    ratelimit_decision_t ad, d;
+    aly_err_t err;
+    if (ratelimit_redis_admit(vr, addr, &g->cfg->auth_failure_limit, p->id, &p->rate, &ad, &d, &err) != 0) {
+        if (volatile_failed(g, vr, err.msg))
+            return 0;
+        send_volatile_down(req);
+        return -1;
+    }
+    if (!ad.allowed) {
+        ratelimit_redis_suspect_mark(addr, &g->cfg->auth_failure_limit, aly_now_ms());
+        send_address_limited(g, req, &ad);
+        return -1;
+    }
+    return apply_principal(g, req, p, &d);
 }
 
 size_t gate_charge(gate_t *g, h2o_req_t *req, const principal_t *p, size_t n, ratelimit_decision_t *refused)
 {
     ratelimit_decision_t d;
-    aly_err_t err;
     size_t admitted = 0;
-    if (g->limiter == NULL) {
-        limiter_failed(g, "no limiter");
-        return n;
-    }
     for (; admitted < n; admitted++) {
-        if (ratelimit_principal(g->limiter, p->id, &p->rate, ratelimit_now_ns(), &d, &err) != 0) {
-            limiter_failed(g, err.msg);
+        int rc = decide_principal(g, p, &d);
+        if (rc > 0)
             return n;
+        if (rc < 0) {
+            /* Redis down, volatile_failure closed: the rest of the batch waits like a refused call, for a second. */
+            d = (ratelimit_decision_t){.allowed = 0, .remaining = 0, .reset_s = 1, .retry_after_s = 1};
+            break;
         }
         if (!d.allowed)
             break;
@@ -169,18 +244,28 @@ int gate_pass(gate_t *g, h2o_req_t *req, principal_t *p)
     size_t len = i >= 0 ? req->headers.entries[i].value.len : 0;
     const aly_rate_t *fail_rate = &g->cfg->auth_failure_limit;
     ratelimit_t *rl = value != NULL ? g->limiter : NULL;
+    volatile_redis_t *vr = value != NULL ? volatile_redis() : NULL;
     ratelimit_addr_t addr = {.len = 0};
     aly_err_t why = {.msg = ""};
+    int suspect = 1;
+    if (rl != NULL || vr != NULL)
+        peer_address(req, &addr);
+    if (vr != NULL)
+        suspect = ratelimit_redis_suspect(&addr, aly_now_ms());
     /* An address over its failure budget is refused before any credential work: no HMAC, no JWT, no key lookup. */
-    if (rl != NULL) {
+    if ((rl != NULL || vr != NULL) && suspect) {
         ratelimit_decision_t d;
         aly_err_t err;
-        peer_address(req, &addr);
-        if (ratelimit_address_check(rl, &addr, fail_rate, ratelimit_now_ns(), &d, &err) != 0) {
-            limiter_failed(g, err.msg);
+        if (vr != NULL ? ratelimit_redis_address_check(vr, &addr, fail_rate, &d, &err) != 0
+                       : ratelimit_address_check(rl, &addr, fail_rate, ratelimit_now_ns(), &d, &err) != 0) {
+            if (vr == NULL) {
+                limiter_failed(g, err.msg);
+            } else if (!volatile_failed(g, vr, err.msg)) {
+                send_volatile_down(req);
+                return -1;
+            }
         } else if (!d.allowed) {
-            stats_add(&g->slot->auth_refused, 1);
-            send_rate_limited(req, RATELIMIT_POLICY_ADDRESS, fail_rate, &d, "too many failed authentications from this address");
+            send_address_limited(g, req, &d);
             return -1;
         }
     }
@@ -189,20 +274,30 @@ int gate_pass(gate_t *g, h2o_req_t *req, principal_t *p)
     auth_result_t r = g->authenticate(g->auth, value, len, p, &why);
     if (r == AUTH_OK) {
         http_log_note(req, "principal", p->id, strlen(p->id));
-        return limit_principal(g, req, p);
+        return vr != NULL && !suspect ? admit_pipelined(g, req, vr, &addr, p) : limit_principal(g, req, p);
     }
     if (r == AUTH_ERROR) {
         http_send_rpc_error(req, 503, "Service Unavailable", RPC_INTERNAL_ERROR,
                             "the credential store cannot be read; try again shortly", NULL);
         return -1;
     }
-    if (r == AUTH_INVALID && rl != NULL) {
+    if (r == AUTH_INVALID && (rl != NULL || vr != NULL)) {
         /* A request without any credential is no failure (clients send one after a restart); a bad one is. */
         ratelimit_decision_t d;
         aly_err_t err;
         stats_add(&g->slot->auth_failures, 1);
-        if (ratelimit_address_failure(rl, &addr, fail_rate, ratelimit_now_ns(), &d, &err) != 0)
-            limiter_failed(g, err.msg);
+        if (vr != NULL ? ratelimit_redis_address_failure(vr, &addr, fail_rate, &d, &err) != 0
+                       : ratelimit_address_failure(rl, &addr, fail_rate, ratelimit_now_ns(), &d, &err) != 0) {
+            if (vr == NULL || volatile_redis_up(vr))
+                limiter_failed(g, err.msg);
+        } else if (vr != NULL) {
+            ratelimit_redis_suspect_mark(&addr, fail_rate, aly_now_ms());
+            if (!d.allowed && !suspect) {
+                /* Over the budget already (failures on other hosts): the answer the check first would have given. */
+                send_address_limited(g, req, &d);
+                return -1;
+            }
+        }
     }
     send_unauthorized(g, req, r, &why);
     return -1;

@@ -10,6 +10,11 @@
  * the issuing worker polls for it every REPLY_POLL_MS.  A cancellation that
  * lands on another worker travels the same way ("c:<id>"), found through the
  * owner record "q:<digest of principal, session, request id>" -> "<id>".
+ * With "volatile redis://" the same records are Redis keys (aly:{<id>}:p,
+ * :r, :c and aly:{q:<digest>}:q, each expiring after REPLY_TTL_MS), so the
+ * reply may land on another host; the issuing worker still polls (one MGET
+ * of :r and :c per waiter and tick) rather than subscribing: a subscribed
+ * connection can send no other command, and a poll needs no second one.
  *
  * Also the multi round-trip call API of aly/handler.h: on a modern request a
  * handler's questions become an input_required result; on a legacy session
@@ -23,11 +28,13 @@
 
 #include "aly/log.h"
 #include "aly/mcp_internal.h"
+#include "aly/volatile_redis.h"
 
 #define REPLY_POLL_MS 20
 #define REPLY_TIMEOUT_MS 60000
 #define OWNER_KEY_LEN 67
-#define MAX_ROUNDS 8 /* "q:" + 64 hex digits */
+#define MAX_ROUNDS 8                        /* "q:" + 64 hex digits */
+#define REPLY_TTL_MS (2 * REPLY_TIMEOUT_MS) /* Redis records outlive their waiter, then vanish */
 
 typedef struct waiter {
     h2o_linklist_t link;
@@ -44,8 +51,36 @@ static h2o_timeout_entry_t reply_poll_entry;
 static int reply_poll_ready;
 static h2o_loop_t *reply_loop;
 
+/* The Redis key of a record: "p:"/"r:"/"c:" + id -> aly:{id}:p..., and an owner key "q:..." (prefix "") -> aly:{q:...}:q. */
+static void redis_key(const char *prefix, const char *id, char out[128])
+{
+    char kind[2] = {prefix[0] != '\0' ? prefix[0] : 'q', '\0'};
+    volatile_redis_key(out, 128, id, strlen(id), kind);
+}
+
+/* One Redis record into *val (malloc'd, NUL-terminated): 0 found, 1 absent or unreadable. */
+static int redis_read(volatile_redis_t *vr, const char *prefix, const char *id, char **val, size_t *len)
+{
+    char k[128];
+    const char *keys[] = {k};
+    aly_err_t err;
+    redis_key(prefix, id, k);
+    if (volatile_redis_mget(vr, keys, 1, val, len, &err) != 0)
+        log_warn("client reply store: %s", err.msg);
+    return *val != NULL ? 0 : 1;
+}
+
 static void replies_write(store_t *st, const char *prefix, const char *id, const void *val, size_t vlen, int del)
 {
+    volatile_redis_t *vr = volatile_redis();
+    if (vr != NULL) {
+        char rk[128];
+        aly_err_t err;
+        redis_key(prefix, id, rk);
+        if ((del ? volatile_redis_del(vr, rk, &err) : volatile_redis_set(vr, rk, val, vlen, REPLY_TTL_MS, 0, &err)) < 0)
+            log_warn("client reply store: %s", err.msg);
+        return;
+    }
     char k[96];
     int kl = snprintf(k, sizeof(k), "%s%s", prefix, id);
     store_txn_t t;
@@ -108,7 +143,20 @@ static void poll_replies(h2o_timeout_entry_t *entry)
         aly_err_t err;
         json_t *reply = NULL;
         int cancelled = 0;
-        if (store_begin(st, STORE_VOLATILE, &t, &err) == 0) {
+        volatile_redis_t *vr = volatile_redis();
+        if (vr != NULL) {
+            char rk[128], ck[128], *vals[2];
+            size_t lens[2];
+            const char *keys[] = {rk, ck};
+            redis_key("r:", wt->id, rk);
+            redis_key("c:", wt->id, ck);
+            if (volatile_redis_mget(vr, keys, 2, vals, lens, &err) == 0) {
+                reply = vals[0] != NULL ? json_loadb(vals[0], lens[0], 0, NULL) : NULL;
+                cancelled = vals[1] != NULL;
+                free(vals[0]);
+                free(vals[1]);
+            }
+        } else if (store_begin(st, STORE_VOLATILE, &t, &err) == 0) {
             if (store_get(&t, VDB_REPLIES, k, (size_t)kl, &v, &err) == 0)
                 reply = json_loadb(v.data, v.len, 0, NULL);
             k[0] = 'c';
@@ -180,6 +228,16 @@ void mcp_client_reply(mcp_exchange_t *x, json_t *msg)
         }
     }
     char *text = json_dumps(msg, JSON_COMPACT);
+    volatile_redis_t *vr = volatile_redis();
+    if (vr != NULL) {
+        char *owner = NULL;
+        size_t olen = 0;
+        if (text != NULL && redis_read(vr, "p:", id, &owner, &olen) == 0 && strcmp(owner, x->principal.id) == 0)
+            replies_write(x->ctx->store, "r:", id, text, strlen(text), 0);
+        free(owner);
+        free(text);
+        return;
+    }
     char pk[64], rk[64];
     int pl = snprintf(pk, sizeof(pk), "p:%s", id), rl = snprintf(rk, sizeof(rk), "r:%s", id);
     store_txn_t t;
@@ -217,7 +275,16 @@ void mcp_client_cancel_remote(mcp_exchange_t *x, json_t *id)
     if (id == NULL)
         return;
     owner_key(x, id, owner);
-    if (store_begin(x->ctx->store, STORE_VOLATILE, &t, &err) == 0) {
+    volatile_redis_t *vr = volatile_redis();
+    char *rid = NULL;
+    size_t rlen = 0;
+    if (vr != NULL) {
+        if (redis_read(vr, "", owner, &rid, &rlen) == 0 && rlen < sizeof(wid)) {
+            memcpy(wid, rid, rlen + 1);
+            found = 1;
+        }
+        free(rid);
+    } else if (store_begin(x->ctx->store, STORE_VOLATILE, &t, &err) == 0) {
         if (store_get(&t, VDB_REPLIES, owner, strlen(owner), &v, &err) == 0 && v.len < sizeof(wid)) {
             memcpy(wid, v.data, v.len);
             wid[v.len] = '\0';

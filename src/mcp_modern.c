@@ -25,6 +25,7 @@
 #include "aly/log.h"
 #include "aly/mcp_internal.h"
 #include "aly/registry.h"
+#include "aly/volatile_redis.h"
 
 #define MODERN_VERSION "2026-07-28"
 #define META_VERSION "io.modelcontextprotocol/protocolVersion"
@@ -329,7 +330,9 @@ static int used_expired(void *vctx, const store_val_t *key, const store_val_t *v
  * store ("s:" + MAC -> expiry) until it would have expired anyway, so a replay
  * within those ten minutes, on any worker, cannot run the handler again.
  * Returns 0 when this is the first use (now recorded), 1 when it was used, -1
- * when the store cannot tell.
+ * when the store cannot tell.  With "volatile redis://" the mark is the
+ * Redis key aly:{s:MAC}:s, set with NX and expiring at the token's expiry,
+ * so a replay on any host is refused and no sweep is needed.
  */
 static int state_use(mcp_ctx_t *ctx, const char *mac, size_t ml, uint64_t until)
 {
@@ -339,6 +342,18 @@ static int state_use(mcp_ctx_t *ctx, const char *mac, size_t ml, uint64_t until)
         return -1;
     memcpy(k, "s:", 2);
     memcpy(k + 2, mac, ml);
+    volatile_redis_t *vr = volatile_redis();
+    if (vr != NULL) {
+        char rk[128];
+        aly_err_t err = {.msg = "requestState mark key too long"};
+        uint64_t now = aly_wall_ms();
+        int rc = volatile_redis_key(rk, sizeof(rk), k, ml + 2, "s") < 0
+                     ? -1
+                     : volatile_redis_set(vr, rk, "1", 1, until > now ? until - now : 1, 1, &err);
+        if (rc < 0)
+            log_warn("requestState use record: %s", err.msg);
+        return rc;
+    }
     store_txn_t t;
     aly_err_t err;
     if (store_begin(ctx->store, STORE_WRITE | STORE_VOLATILE, &t, &err) != 0)

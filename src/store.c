@@ -218,7 +218,16 @@ int store_init(const aly_config_t *cfg, uid_t uid, gid_t gid, aly_err_t *err)
         if (rc != 0 || chown_env(path, uid, gid, err) != 0)
             return -1;
     }
-    return make_pepper(cfg->key_pepper_file, uid, gid, err);
+    if (make_pepper(cfg->key_pepper_file, uid, gid, err) != 0)
+        return -1;
+    if (cfg->store == NULL)
+        return 0;
+    store_pg_t *pg = store_pg_new(cfg, cfg->store);
+    if (pg == NULL)
+        return aly_errf(err, "out of memory");
+    int rc = store_pg_schema(pg, err);
+    store_pg_free(pg);
+    return rc;
 }
 
 static int verify_schema(MDB_env *env, MDB_dbi dbi, aly_err_t *err)
@@ -261,6 +270,14 @@ store_t *store_open(const aly_config_t *cfg, aly_err_t *err)
         open_dbis(st->vol, store_volatile_dbs, ALY_ARRAY_SIZE(store_volatile_dbs), st->vdbi, 1, err) != 0 ||
         verify_schema(st->env, st->dbi[0], err) != 0)
         goto fail;
+    if (cfg->store != NULL && (st->pg = store_pg_new(cfg, cfg->store)) == NULL) {
+        aly_errf(err, "out of memory");
+        goto fail;
+    }
+    /* Start from PostgreSQL's latest; when it is down, from what the replica holds (writes wait for it). */
+    aly_err_t why;
+    if (st->pg != NULL && store_replicate(st, &why) < 0)
+        log_warn("the replica could not catch up with PostgreSQL: %s", why.msg);
     return st;
 fail:
     store_close(st);
@@ -278,6 +295,7 @@ void store_close(store_t *st)
         mdb_env_close(st->env);
     if (st->vol != NULL)
         mdb_env_close(st->vol);
+    store_pg_free(st->pg);
     free(st);
 }
 

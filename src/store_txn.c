@@ -89,6 +89,12 @@ static int refuse_full(const store_usage_t *u, aly_err_t *err)
                        mib(u->map_size));
 }
 
+/* A durable write in cluster mode: it also goes to PostgreSQL (store_replica.c). */
+static int in_cluster(const store_txn_t *t)
+{
+    return t->st->pg != NULL && (t->flags & (STORE_WRITE | STORE_VOLATILE)) == STORE_WRITE;
+}
+
 int store_begin(store_t *st, int flags, store_txn_t *t, aly_err_t *err)
 {
     int vol = (flags & STORE_VOLATILE) != 0;
@@ -99,6 +105,7 @@ int store_begin(store_t *st, int flags, store_txn_t *t, aly_err_t *err)
     t->flags = flags;
     t->quota_ws[0] = '\0';
     t->quota_net = 0;
+    t->reads = 0;
     if ((flags & (STORE_WRITE | STORE_VOLATILE | STORE_RESERVE)) == STORE_WRITE) {
         store_usage_t u;
         if (store_usage(st, &u, err) != 0 || (u.full && refuse_full(&u, err) != 0))
@@ -127,6 +134,11 @@ int store_begin(store_t *st, int flags, store_txn_t *t, aly_err_t *err)
     if (rc != 0)
         return aly_errf(err, "cannot begin a transaction: %s", mdb_strerror(rc));
     t->txn = txn;
+    if (in_cluster(t) && store_replica_begin(t, err) != 0) {
+        mdb_txn_abort(txn);
+        t->txn = NULL;
+        return -1;
+    }
     return 0;
 }
 
@@ -145,6 +157,8 @@ void store_abort(store_txn_t *t)
         t->st->reader_busy[(t->flags & STORE_VOLATILE) != 0] = 0;
     } else {
         mdb_txn_abort(t->txn);
+        if (in_cluster(t))
+            store_pg_rollback(t->st->pg);
     }
     t->txn = NULL;
 }
@@ -155,8 +169,19 @@ int store_commit(store_txn_t *t, aly_err_t *err)
         store_abort(t);
         return 0;
     }
+    if (in_cluster(t) && store_replica_commit(t, err) != 0) {
+        mdb_txn_abort(t->txn);
+        t->txn = NULL;
+        return -1;
+    }
     int rc = mdb_txn_commit(t->txn);
     t->txn = NULL;
+    if (rc != 0 && in_cluster(t)) {
+        /* PostgreSQL has it: the write happened, and the replication timer brings it into this replica. */
+        log_error("a write committed to PostgreSQL could not be committed to the local replica (%s): it arrives with the next poll",
+                  mdb_strerror(rc));
+        return 0;
+    }
     if (rc == MDB_MAP_FULL)
         return aly_errf(err, "the store is full: raise map_size in the configuration and reload");
     if (rc != 0)
@@ -272,6 +297,8 @@ static int charge_quota(store_txn_t *t, const void *key, size_t klen, int64_t de
     int rc = mdb_put(t->txn, t->st->dbi[DB_META], &k, &v, 0);
     if (rc != 0)
         return aly_errf(err, "cannot record a workspace's usage: %s", mdb_strerror(rc));
+    if (in_cluster(t))
+        store_pg_note(t->st->pg, DB_META, ukey, ul, &after, sizeof(after));
     return 0;
 }
 
@@ -291,6 +318,23 @@ int store_workspace_usage(store_t *st, const char *ws, uint64_t *bytes, aly_err_
     return rc;
 }
 
+/*
+ * Cluster mode: a session created on another host a moment ago is not in
+ * this replica until the next poll, and a client balanced to this host must
+ * not be told it does not exist.  A read transaction whose first operation
+ * misses in DB_SESSIONS catches the replica up (store_sync(), throttled) and
+ * moves to the new snapshot: nothing was read from the old one, so nothing
+ * the caller holds goes stale.  1 when the lookup should be tried again.
+ */
+static int read_through(store_txn_t *t, int db)
+{
+    if (db != DB_SESSIONS || t->reads != 0 || t->st->pg == NULL || (t->flags & (STORE_WRITE | STORE_VOLATILE)) ||
+        !store_sync(t->st))
+        return 0;
+    mdb_txn_reset(t->txn);
+    return mdb_txn_renew(t->txn) == 0;
+}
+
 int store_get(store_txn_t *t, int db, const void *key, size_t klen, store_val_t *val, aly_err_t *err)
 {
     MDB_dbi dbi;
@@ -299,6 +343,9 @@ int store_get(store_txn_t *t, int db, const void *key, size_t klen, store_val_t 
         return rc;
     MDB_val k = {klen, (void *)key}, v;
     rc = mdb_get(t->txn, dbi, &k, &v);
+    if (rc == MDB_NOTFOUND && read_through(t, db))
+        rc = mdb_get(t->txn, dbi, &k, &v);
+    t->reads++;
     if (rc == MDB_NOTFOUND)
         return 1;
     if (rc != 0)
@@ -332,6 +379,8 @@ int store_put(store_txn_t *t, int db, const void *key, size_t klen, const void *
         return aly_errf(err, "the store is full: raise map_size in the configuration and reload");
     if (rc != 0)
         return aly_errf(err, "store write failed: %s", mdb_strerror(rc));
+    if (in_cluster(t))
+        store_pg_note(t->st->pg, db, key, klen, val, vlen);
     return 0;
 }
 
@@ -356,6 +405,8 @@ int store_del(store_txn_t *t, int db, const void *key, size_t klen, aly_err_t *e
         return 1;
     if (rc != 0)
         return aly_errf(err, "store delete failed: %s", mdb_strerror(rc));
+    if (in_cluster(t))
+        store_pg_note(t->st->pg, db, key, klen, NULL, 0);
     return 0;
 }
 
@@ -368,6 +419,7 @@ int store_scan(store_txn_t *t, int db, const void *prefix, size_t plen, const vo
         return aly_errf(err, "store scan key of %zu bytes is over the limit of %d", plen > alen ? plen : alen, STORE_MAX_KEY);
     if (dbi_of(t, db, &dbi, err) != 0)
         return -1;
+    t->reads++;
     int rc = mdb_cursor_open(t->txn, dbi, &cur);
     if (rc != 0)
         return aly_errf(err, "cannot open a cursor: %s", mdb_strerror(rc));

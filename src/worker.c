@@ -35,6 +35,7 @@
 #include "aly/rpc_parse.h"
 #include "aly/store.h"
 #include "aly/tools.h"
+#include "aly/volatile_redis.h"
 
 /*
  * Connections accepted per wake-up.  One: when a burst of clients connects at
@@ -77,6 +78,9 @@ static struct {
     h2o_timeout_entry_t log_flush_entry;
     h2o_timeout_t trim_timeout;
     h2o_timeout_entry_t trim_entry;
+    store_t *store;
+    h2o_timeout_t replica_timeout;
+    h2o_timeout_entry_t replica_entry;
 } w;
 
 /* Every endpoint of alyd: the HTTP layer routes over this table and names none itself. */
@@ -293,6 +297,15 @@ static void on_trim(h2o_timeout_entry_t *entry)
     h2o_timeout_link(w.loop, &w.trim_timeout, entry);
 }
 
+/* Cluster mode: other hosts' writes reach this host's replica every store_poll (aly/store.h). */
+static void on_replicate(h2o_timeout_entry_t *entry)
+{
+    aly_err_t err;
+    if (store_replicate(w.store, &err) < 0 && err.refused != STORE_UNAVAILABLE)
+        log_error("replication: %s", err.msg);
+    h2o_timeout_link(w.loop, &w.replica_timeout, entry);
+}
+
 static void start_access_log(const aly_config_t *cfg)
 {
     log_access_buffer(log_access_enabled() ? cfg->access_log_buffer : 0);
@@ -347,6 +360,9 @@ void worker_run(const worker_spec_t *spec)
 
     w.loop = h2o_evloop_create();
     w.slot = &spec->stats->slots[spec->slot];
+    volatile_redis_t *vr = spec->cfg->volatile_url != NULL ? volatile_redis_open(spec->cfg, &err) : NULL;
+    if (spec->cfg->volatile_url != NULL && vr == NULL)
+        log_fatal("%s", err.msg);
     gate_init(&w.gate, spec->cfg, auth, store, w.slot, alyd_hooks != NULL ? alyd_hooks->authenticate : NULL);
     w.mcp = (mcp_ctx_t){.cfg = spec->cfg, .store = store, .loop = w.loop, .gate = &w.gate};
     w.endpoints = (endpoints_t){.cfg = spec->cfg,
@@ -369,6 +385,13 @@ void worker_run(const worker_spec_t *spec)
     h2o_timeout_init(w.loop, &w.trim_timeout, TRIM_EVERY_MS);
     w.trim_entry.cb = on_trim;
     h2o_timeout_link(w.loop, &w.trim_timeout, &w.trim_entry);
+    w.store = store;
+    store_count_into(store, w.slot->pg);
+    if (store_poll_ms(store) != 0) {
+        h2o_timeout_init(w.loop, &w.replica_timeout, store_poll_ms(store));
+        w.replica_entry.cb = on_replicate;
+        h2o_timeout_link(w.loop, &w.replica_timeout, &w.replica_entry);
+    }
 
     w.n_listeners = spec->n_listeners;
     w.listeners = calloc(spec->n_listeners, sizeof(*w.listeners));
@@ -409,6 +432,7 @@ void worker_run(const worker_spec_t *spec)
     }
     log_access_flush();
     gate_free(&w.gate);
+    volatile_redis_close(vr);
     guard_free(w.guard);
     auth_free(auth);
     store_close(store);

@@ -110,6 +110,18 @@ typedef struct aly_config {
     unsigned reset_budget;
     unsigned address_strikes;
     uint64_t strike_window_ms;
+
+    /* Cluster mode's durable store (aly/store.h): NULL for LMDB alone, else the postgresql:// URL LMDB replicates. */
+    char *store;
+    uint64_t store_timeout_ms;      /* longest a worker waits on PostgreSQL for one step (connect, one round trip) */
+    uint64_t store_poll_ms;         /* how often each worker applies other hosts' changes to the local replica */
+    uint64_t store_changes_keep_ms; /* the change log's horizon: a replica further behind copies the whole table */
+
+    /* Cluster mode's volatile state (aly/volatile_redis.h): NULL for "volatile lmdb". */
+    char *volatile_url;
+    char *volatile_failure;    /* as written: "closed" or "open" */
+    int volatile_failure_open; /* 1: serve without rate limits while Redis is unreachable */
+    uint64_t volatile_timeout_ms;
 } aly_config_t;
 
 /*

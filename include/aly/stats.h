@@ -27,6 +27,8 @@ enum { STATS_RL_ALLOWED, STATS_RL_REFUSED, STATS_RL_ERROR, STATS_N_RL };
 enum { STATS_CUT_RESETS, STATS_CUT_BODY, STATS_CUT_DEADLINE, STATS_N_CUT };
 /* Connections closed at accept (aly/guard.h), by reason. */
 enum { STATS_REFUSE_PER_ADDRESS, STATS_REFUSE_STRUCK_OUT, STATS_N_REFUSE };
+/* store_count_into()'s counters: STORE_RT_N round-trip purposes and the failures. */
+#define STATS_N_PG 4
 
 typedef struct stats_slot {
     pid_t pid; /* 0 when free */
@@ -41,6 +43,7 @@ typedef struct stats_slot {
     uint64_t conn_refused[STATS_N_REFUSE]; /* connections closed at accept */
     uint64_t address_strikes;              /* strikes recorded against addresses */
     uint64_t address_bans;                 /* addresses that struck out */
+    uint64_t pg[STATS_N_PG];               /* cluster mode: PostgreSQL round trips by purpose, then failures (aly/store.h) */
 } stats_slot_t;
 
 typedef struct stats_shared {

@@ -28,6 +28,24 @@
  * Caveats (lmdb.h): an MDB_env must be opened by the process that uses it, so
  * workers call store_open() after fork and the master only ever opens an
  * environment briefly, for store_reader_check(), with nothing open at fork.
+ *
+ * Cluster mode ("store postgresql://..."): PostgreSQL holds the durable data
+ * (table kv: one row per LMDB record, same db ids and msgpack bytes) and a
+ * change log (table changes, ordered by seq); the durable environment stays,
+ * as this host's replica.  Read transactions never leave LMDB.  A durable
+ * write transaction begins a PostgreSQL transaction holding one advisory lock
+ * (every write of the cluster is serialised), applies the changes this
+ * replica has not seen inside its LMDB write transaction, and buffers its
+ * puts and deletes; store_commit() sends them with the change-log rows and
+ * commits PostgreSQL first, then LMDB.  Each worker applies other hosts'
+ * changes every store_poll (store_replicate()).  PostgreSQL unreachable:
+ * durable writes fail with err->refused = STORE_UNAVAILABLE and "the store is
+ * unavailable ..."; reads go on from the replica.  Every wait on PostgreSQL
+ * is bounded by store_timeout (store_pg.c, store_replica.c).  One read is
+ * not served from the replica alone: a read transaction whose first
+ * operation is a store_get() in DB_SESSIONS that misses catches the replica
+ * up (store_sync()) and looks again, so a legacy session works on any host
+ * at once; the transaction then reads a newer snapshot.
  */
 #ifndef ALY_STORE_H
 #define ALY_STORE_H
@@ -40,6 +58,11 @@
 #include "aly/config.h"
 
 #define STORE_SCHEMA_VERSION 1
+/* Versions of the PostgreSQL schema: alyctl init creates the latest or upgrades an older one step by step. */
+#define STORE_PG_SCHEMA_VERSION 2
+/* err->refused of a durable write refused because PostgreSQL cannot be reached: HTTP 503 with Retry-After. */
+#define STORE_UNAVAILABLE 2
+#define STORE_RETRY_AFTER_S 1
 
 typedef struct store store_t;
 
@@ -100,6 +123,7 @@ typedef struct store_txn {
     /* Net bytes this transaction added to one workspace's data (the last one it wrote): deletes make room for their audit. */
     char quota_ws[64];
     int64_t quota_net;
+    unsigned reads; /* gets and scans so far: cluster mode's read-through of a missed session applies to the first only */
 } store_txn_t;
 
 /* A key or value inside the map: valid until the transaction ends or writes to that key; never written through. */
@@ -254,5 +278,62 @@ int store_workspace_usage(store_t *st, const char *ws, uint64_t *bytes, aly_err_
 
 /* Fills up to max db stats and the two env stats; returns the number of db stats or -1. */
 int store_stats(store_t *st, store_db_stat_t *dbs, size_t max, store_env_stat_t envs[2], aly_err_t *err);
+
+/* ---- cluster mode (store_pg.c, store_replica.c) ---- */
+
+/*
+ * Round trips to PostgreSQL by purpose: on behalf of a store transaction (a
+ * write), the replication timer (poll, prune), or store_sync() (a lookup
+ * that missed).
+ */
+enum { STORE_RT_TXN, STORE_RT_POLL, STORE_RT_SYNC, STORE_RT_N };
+
+/* Where st counts its round trips and failures from now on: counters[STORE_RT_N + 1] (the last one: failures). */
+void store_count_into(store_t *st, uint64_t *counters);
+
+/* The replication period in ms (store_poll), or 0 when st has no PostgreSQL (nothing to arm a timer for). */
+uint64_t store_poll_ms(const store_t *st);
+
+/*
+ * Applies the changes other hosts committed since this replica's last one, in
+ * one LMDB write transaction (a replica behind the change log's horizon is
+ * copied whole), reconnects when the connection was lost, and now and then
+ * prunes the change log.  Returns the number of changes applied, or -1 with
+ * err (PostgreSQL unreachable: err->refused is STORE_UNAVAILABLE).
+ */
+long store_replicate(store_t *st, aly_err_t *err);
+
+/*
+ * A lookup missed a record another host may have written a moment ago (a
+ * session created there, a key minted there): applies what PostgreSQL has
+ * committed since the last poll, at once.  1 when the replica changed (look
+ * again, in a new transaction), 0 otherwise: LMDB alone, nothing new,
+ * PostgreSQL unreachable, or another sync less than STORE_SYNC_MIN_MS ago in
+ * this process (so a stream of lookups of records that do not exist costs
+ * PostgreSQL at most one round trip per that many ms per process).
+ */
+#define STORE_SYNC_MIN_MS 20
+int store_sync(store_t *st);
+
+typedef struct store_pg_status {
+    int configured;       /* 0: LMDB alone, the rest is zero */
+    int up;               /* the last contact worked */
+    uint64_t applied_seq; /* the last change in the replica */
+    uint64_t lag_ms;      /* since the replica was last seen to hold every committed change */
+    char error[256];      /* why it is down */
+} store_pg_status_t;
+void store_pg_status(store_t *st, store_pg_status_t *out);
+
+/*
+ * alyctl migrate: copies every durable database of st (an LMDB store) into
+ * the PostgreSQL at url (its schema created or upgraded first), in one
+ * transaction.  A target that holds records is refused unless force (then
+ * they are replaced).  counts[db] receives the records copied per database.
+ * Every replica then copies the whole table once.
+ */
+int store_migrate(store_t *st, const aly_config_t *cfg, const char *url, int force, size_t counts[DB_N], aly_err_t *err);
+
+/* The names of the durable databases, for reports. */
+const char *store_db_name(int db);
 
 #endif
