@@ -204,26 +204,30 @@ static int pipeline(volatile_redis_t *r, size_t n, const int *argc, const char *
             recovered(r);
             return 0;
         }
+        int saved = errno;
         for (size_t i = 0; i + 1 < got; i++)
             freeReplyObject(out[i]);
-        int stale = c->err == REDIS_ERR_EOF || (c->err == REDIS_ERR_IO && (errno == ECONNRESET || errno == EPIPE));
-        if (attempt == 0 && reused && got <= 1 && stale) {
+        int stale = c->err == REDIS_ERR_EOF || (c->err == REDIS_ERR_IO && (saved == ECONNRESET || saved == EPIPE));
+        int timeout = c->err == REDIS_ERR_IO && (saved == EAGAIN || saved == EWOULDBLOCK);
+        if (attempt == 0 && ((reused && got <= 1 && stale) || timeout)) {
             /*
-             * A connection that went stale while idle (Redis restarted, or a
-             * proxy dropped it) answers the first command with EOF or a reset:
-             * one retry on a fresh connection, so a restart costs no request a
-             * 503.  Had the server died after running the commands (not a
-             * clean close), the retry would charge that request twice:
-             * acceptable.
+             * One retry on a fresh connection, without a word in the log: a
+             * connection that went stale while idle (Redis restarted, or a
+             * proxy dropped it) answers the first command with EOF or a
+             * reset, and one answer later than volatile_timeout is usually a
+             * scheduling blip on a busy machine, not an outage.  So a
+             * restart or a blip costs no request a 503; a dead or stalled
+             * Redis costs two deadlines, then the back-off.  Had the server
+             * run the commands before the connection was given up, the
+             * retry charges that request twice: the limit errs by one unit
+             * on the strict side.
              */
             redisFree(r->c);
             r->c = NULL;
             continue;
         }
         char why[160];
-        snprintf(why, sizeof(why), "%s: %s", argv[0][0],
-                 c->err == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK) ? "no answer within volatile_timeout"
-                                                                                     : c->errstr);
+        snprintf(why, sizeof(why), "%s: %s", argv[0][0], timeout ? "no answer within volatile_timeout" : c->errstr);
         drop(r, why);
         return aly_errf(err, "redis at %s:%u: %s", r->url.host, r->url.port, why);
     }

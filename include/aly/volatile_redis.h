@@ -27,7 +27,10 @@
  * request; a dead Redis costs one timeout per reconnect attempt, not per
  * request (see below).
  *
- * Failure.  Any error (refused, timeout, protocol error) drops the
+ * Failure.  A command that meets a stale connection (EOF or reset: Redis
+ * restarted) or no answer within the deadline is sent once more on a fresh
+ * connection, silently (a busy machine's scheduling blip is no outage).  An
+ * error after that, or any other (refused, protocol error), drops the
  * connection and marks Redis down.  While down, calls fail at once without
  * touching the network, and a reconnect is tried on use after a back-off
  * (100 ms doubling to 2 s), so recovery needs no restart.  The first failure
