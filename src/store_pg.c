@@ -12,7 +12,8 @@
  * trips, a few hundred microseconds, the same order as LMDB's own fsync on
  * commit, so a callback-driven client would buy little and cost a second
  * transaction model in every tool.  While PostgreSQL is down, a process
- * tries to connect at most once per second; writes in between fail at once.
+ * tries to connect at most once per store_poll (at most once a second);
+ * writes in between fail at once.
  *
  * Statements are sent as text (no parameters), several per round trip; keys
  * and values go in as bytea hex literals, which need no quoting rules beyond
@@ -161,9 +162,12 @@ int store_pg_unavailable(store_pg_t *pg, aly_err_t *err)
     return -1;
 }
 
+static const char no_answer[] = "no answer within store_timeout";
+
 /* The connection is gone or in an unknown state: drop it (the server rolls back) and say so. */
 static int lost(store_pg_t *pg, const char *why, aly_err_t *err)
 {
+    pg->timed_out = why == no_answer;
     char msg[sizeof(pg->error)];
     snprintf(msg, sizeof(msg), "%s", why);
     msg[strcspn(msg, "\n")] = '\0';
@@ -174,7 +178,7 @@ static int lost(store_pg_t *pg, const char *why, aly_err_t *err)
         PQfinish(pg->conn);
     pg->conn = NULL;
     pg->in_txn = 0;
-    pg->next_try_ms = aly_now_ms() + RETRY_MS;
+    pg->next_try_ms = aly_now_ms() + (pg->poll_ms < RETRY_MS ? pg->poll_ms : RETRY_MS);
     stats_add(&pg->counters[STORE_RT_N], 1);
     return store_pg_unavailable(pg, err);
 }
@@ -278,7 +282,7 @@ int store_pg_run(store_pg_t *pg, int purpose, const char *sql, PGresult **res, i
     int fl;
     while ((fl = PQflush(pg->conn)) == 1) {
         if (wait_socket(pg->conn, POLLOUT | POLLIN, deadline) != 0)
-            return lost(pg, "no answer within store_timeout", err);
+            return lost(pg, no_answer, err);
         if (!PQconsumeInput(pg->conn))
             return lost(pg, PQerrorMessage(pg->conn), err);
     }
@@ -291,7 +295,7 @@ int store_pg_run(store_pg_t *pg, int purpose, const char *sql, PGresult **res, i
             if (wait_socket(pg->conn, POLLIN, deadline) != 0) {
                 for (int i = 0; i < n; i++)
                     PQclear(res[i]);
-                return lost(pg, "no answer within store_timeout", err);
+                return lost(pg, no_answer, err);
             }
             if (!PQconsumeInput(pg->conn)) {
                 for (int i = 0; i < n; i++)

@@ -190,6 +190,8 @@ int store_replica_begin(store_txn_t *t, aly_err_t *err)
     store_t *st = t->st;
     store_pg_t *pg = st->pg;
     uint64_t applied, start;
+    /* A connection that died while idle (PostgreSQL restarted) is found out by this write's first statement: one fresh try. */
+    int stale = pg->conn != NULL;
     if (store_pg_connect(pg, STORE_RT_TXN, 1, err) != 0 || applied_of(st, t->txn, &applied, err) != 0)
         return -1;
     start = applied;
@@ -200,6 +202,14 @@ int store_replica_begin(store_txn_t *t, aly_err_t *err)
         PGresult *res[4];
         log_query(sql, sizeof(sql), first ? before : "", applied);
         int n = store_pg_run(pg, STORE_RT_TXN, sql, res, 4, err), at = first ? 2 : 0;
+        if (n < 0 && first && stale && pg->conn == NULL && !pg->timed_out) {
+            stale = 0;
+            pg->next_try_ms = 0;
+            if (store_pg_connect(pg, STORE_RT_TXN, 1, err) != 0)
+                goto fail;
+            pg->in_txn = 1;
+            n = store_pg_run(pg, STORE_RT_TXN, sql, res, 4, err);
+        }
         if (n < 0)
             goto fail;
         long got = -1, rows = n == at + 2 ? PQntuples(res[at]) : -1;

@@ -207,6 +207,13 @@ for my $i (0 .. 2) {
 }
 
 # ---- races across three hosts: exactly one wins ----
+# How many products of the site host $h lists with this sku (-1: the call failed).
+sub count_sku {
+    my ($h, $sku) = @_;
+    my ($st, $r) = mcp_call($h, $key, 'products.list', { site_id => $site, query => $sku });
+    return -1 unless $st == 200 && $r->{structuredContent};
+    return scalar grep { $_->{sku} eq $sku } @{ $r->{structuredContent}{products} };
+}
 {
     my $won_every_round = 0;
     for my $round (1 .. 5) {
@@ -221,11 +228,17 @@ for my $i (0 .. 2) {
                 return $st != 200 ? "status $st" : !$r->{isError} ? 'won' : ($r->{content}[0]{text} // '') =~ /expected_version/ ? 'lost' : 'other';
             }
         } 0 .. 2);
-        my $after = ok_call($H[0], $key, 'products.get', { site_id => $site, product_id => $p->{id} }, "race $round: read back");
         my @won = grep { $r[$_] eq 'won' } 0 .. 2;
-        $won_every_round++ if @won == 1 && (grep { $_ eq 'lost' } @r) == 2 && $after->{version} == $p->{version} + 1
-          && $after->{price}{amount} == 200 + $won[0];
-        diag("race $round: @r") unless @won == 1;
+        # Every host, once the winner's write reached it (the winner may be another host), shows the winner.
+        my $shown = @won == 1 && poll_until(2 * $BOUND, sub {
+            !grep {
+                my ($st, $g) = mcp_call($_, $key, 'products.get', { site_id => $site, product_id => $p->{id} });
+                my $a = $g->{structuredContent} // {};
+                !(($a->{version} // 0) == $p->{version} + 1 && ($a->{price}{amount} // 0) == 200 + $won[0]);
+            } @H;
+        });
+        $won_every_round++ if @won == 1 && (grep { $_ eq 'lost' } @r) == 2 && $shown;
+        diag("race $round: @r" . ($shown ? '' : ', not shown everywhere')) unless @won == 1 && $shown;
     }
     is($won_every_round, 5, 'three hosts on one expected_version: exactly one wins, and the product shows the winner, every round');
 
@@ -235,18 +248,18 @@ for my $i (0 .. 2) {
         my %body = (site_id => $site, title => "Idem $round", price => 300, sku => "IDEM3-$round", idempotency_key => "cluster-idem-$round-$$");
         my @r = race(map { my $h = $H[$_]; sub { my ($st, $r) = mcp_call($h, $key, 'products.create', \%body); $r->{isError} ? 'error' : $r->{structuredContent}{id} } } 0 .. 2);
         my %ids = map { $_ => 1 } grep { defined && !ref && /^prod_/ } @r;
-        my $list = ok_call($H[1], $key, 'products.list', { site_id => $site, query => "IDEM3-$round" }, "idempotency $round: list");
-        $idem_ok++ if keys %ids == 1 && (grep { defined && !ref && /^prod_/ } @r) == 3 && @{ $list->{products} // [] } == 1;
-        diag("idempotency $round: @r") unless keys %ids == 1;
+        my $one = poll_until(2 * $BOUND, sub { !grep { count_sku($_, "IDEM3-$round") != 1 } @H });
+        $idem_ok++ if keys %ids == 1 && (grep { defined && !ref && /^prod_/ } @r) == 3 && $one;
+        diag("idempotency $round: @r" . ($one ? '' : ', not one product on every host')) unless keys %ids == 1 && $one;
 
         my @s = race(map {
             my ($h, $n) = ($H[$_], $_);
             sub { my ($st, $r) = mcp_call($h, $key, 'products.create', { site_id => $site, title => "Sku $round $n", price => 1, sku => "SKU3-$round" });
                   $st != 200 ? "status $st" : !$r->{isError} ? 'won' : ($r->{content}[0]{text} // '') =~ /sku/ ? 'lost' : 'other' }
         } 0 .. 2);
-        my $sl = ok_call($H[2], $key, 'products.list', { site_id => $site, query => "SKU3-$round" }, "sku $round: list");
-        $sku_ok++ if (grep { $_ eq 'won' } @s) == 1 && (grep { $_ eq 'lost' } @s) == 2 && @{ $sl->{products} // [] } == 1;
-        diag("sku $round: @s") unless (grep { $_ eq 'won' } @s) == 1;
+        my $one_sku = poll_until(2 * $BOUND, sub { !grep { count_sku($_, "SKU3-$round") != 1 } @H });
+        $sku_ok++ if (grep { $_ eq 'won' } @s) == 1 && (grep { $_ eq 'lost' } @s) == 2 && $one_sku;
+        diag("sku $round: @s" . ($one_sku ? '' : ', not one product on every host')) unless (grep { $_ eq 'won' } @s) == 1 && $one_sku;
     }
     is($idem_ok, 4, 'three hosts on one idempotency key: one product, all three answered with it, every round');
     is($sku_ok, 4, 'three hosts creating one sku: exactly one wins, every round');

@@ -61,6 +61,7 @@ typedef struct store_pg {
     uint64_t keep_ms;     /* store_changes_keep */
     PGconn *conn;         /* NULL while disconnected */
     int in_txn;           /* a BEGIN was sent and neither COMMIT nor ROLLBACK yet */
+    int timed_out;        /* the last lost connection missed the deadline (rather than failing at once) */
     uint64_t next_try_ms; /* while down: no connection attempt before this */
     uint64_t current_ms;  /* when the replica last held every committed change */
     uint64_t pruned_ms;   /* when this process last pruned the change log */

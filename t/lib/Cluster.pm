@@ -182,11 +182,13 @@ sub new {
         '-A', 'trust', '-E', 'UTF8', '--locale=C', '--no-sync');
     croak "initdb failed ($exit):\n$out" if $exit != 0;
     $self->{port} = free_port();
-    # Speed over durability: the cluster lives for one test file.  Small buffers:
+    # Speed where it cannot change what a test sees: fsync off only matters if the
+    # machine itself crashes.  synchronous_commit stays on: off would acknowledge
+    # commits still in PostgreSQL's memory, which ->kill then loses.  Small buffers:
     # several test files may run a PostgreSQL each at the same time (make -j2).
     my @conf = (
         "port = $self->{port}", "listen_addresses = '127.0.0.1'", "unix_socket_directories = '$self->{dir}'",
-        'fsync = off', 'synchronous_commit = off', 'full_page_writes = off', 'shared_buffers = 16MB',
+        'fsync = off', 'full_page_writes = off', 'shared_buffers = 16MB',
         'max_connections = 60', 'dynamic_shared_memory_type = mmap', "log_line_prefix = '%m [%p] '",
         'log_min_messages = warning', @{ $o{conf} // [] }
     );

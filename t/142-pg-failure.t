@@ -1,0 +1,114 @@
+# Cluster mode when PostgreSQL fails: stopped, every write is refused at once
+# with "the store is unavailable" while reads go on from the replica, /healthz
+# answers 503 with Retry-After naming postgresql, alyctl writes fail and reads
+# work; started again, the same alyd processes write again with no restart.
+# Hung (every PostgreSQL process stopped), a write gives up after
+# store_timeout instead of holding the worker.  And a host that slept past the
+# change log's horizon copies the table whole when it comes back.
+use strict;
+use warnings;
+use Test::More;
+use JSON::PP ();
+use Time::HiRes qw(time sleep);
+use Alyd;
+use Cluster;
+
+Cluster::need_engines(redis => 0);
+Alyd::watchdog(300);
+
+my $json = JSON::PP->new->canonical;
+my $c = Cluster->hosts(2, workers => 2, volatile => 'lmdb', extra => ['store_timeout 1s', 'store_changes_keep 1s']);
+my ($h0, $h1) = ($c->host(0), $c->host(1));
+my $ws = $h0->ctl('workspace', 'create', 'Shop');
+my $key = $h0->ctl('keys', 'create', '--workspace', $ws, '--scopes', 'read:sites,write:sites');
+my $SC = $Alyd::SCALE;
+
+sub ok_result { my ($st, $r) = @_; return $st == 200 && ref $r eq 'HASH' && !$r->{isError} && $r->{structuredContent} }
+sub text_of   { my ($r) = @_; return $r->{content}[0]{text} // $r->{message} // '' }
+sub healthz   { my ($h) = @_; return http_request($h->port, 'GET', '/healthz') }
+sub create    { my ($h, $n) = @_; return mcp_call($h->port, $key, 'sites.create', { name => $n, domain => "$n.example", currency => 'EUR' }) }
+
+my ($st, $r) = create($h0, 'before');
+ok(ok_result($st, $r), 'a write while PostgreSQL is up');
+my $site = $r->{structuredContent}{id};
+ok(poll_until(2 * $SC, sub { ok_result(mcp_call($h1->port, $key, 'sites.get', { site_id => $site })) }), 'host 1 has it');
+my @pids = map { [ $_->master_pid, sort $_->worker_pids ] } $h0, $h1;
+
+# ---- PostgreSQL stopped ----
+$c->pg->stop;
+for my $h ($h0, $h1) {
+    my $name = 'host ' . ($h == $h0 ? 0 : 1);
+    my ($hs, $hh, $hb);
+    ok(poll_until(2 * $SC, sub { ($hs, $hh, $hb) = healthz($h); $hs == 503 }), "$name: /healthz answers 503 once PostgreSQL is down");
+    my $doc = Alyd::json_decode($hb) // {};
+    is($doc->{engine}, 'postgresql', "$name: /healthz names postgresql");
+    like($doc->{error} // '', qr/reads are served from this host's replica/, "$name: and says reads go on");
+    like($hh, qr/^retry-after: 1\r?$/mi, "$name: /healthz carries Retry-After");
+}
+my $t0 = time;
+($st, $r) = create($h0, 'during');
+my $took = time - $t0;
+ok(!ok_result($st, $r), 'a write while PostgreSQL is down fails');
+like(text_of($r), qr/the store is unavailable \(PostgreSQL: .*\); try again shortly/, 'saying the store is unavailable');
+ok($took < 3 * $SC, sprintf('and is answered at once (%.3f s), not after a hang', $took));
+TODO: {
+    local $TODO = 'the tool layer answers a STORE_UNAVAILABLE error as an isError result; the lead maps it to 503 + Retry-After';
+    is($st, 503, 'a write while PostgreSQL is down: HTTP 503');
+}
+($st, $r) = mcp_call($h1->port, $key, 'sites.get', { site_id => $site });
+ok(ok_result($st, $r), 'reads keep working from the replica');
+($st, $r) = mcp_call($h1->port, $key, 'sites.list', {});
+is(scalar @{ $r->{structuredContent}{sites} // [] }, 1, 'sites.list from the replica');
+my ($exit, $out, $err) = Alyd::run_cmd(Alyd::alyctl_bin(), '-c', $h1->conf, 'workspace', 'create', 'Nope');
+isnt($exit, 0, 'an alyctl write while PostgreSQL is down fails');
+like($err, qr/the store is unavailable/, 'saying so');
+($exit, $out, $err) = Alyd::run_cmd(Alyd::alyctl_bin(), '-c', $h1->conf, 'workspace', 'list');
+is($exit, 0, 'an alyctl read works from the replica');
+like($out, qr/\Q$ws\E/, 'and lists the workspace');
+my (undef, undef, $m) = Alyd::curl($h0->metrics_url('/metrics'));
+is(Alyd::metric_value($m, 'alyd_pg_up'), 0, '/metrics: alyd_pg_up 0');
+ok(Alyd::metric_value($m, 'alyd_pg_failures_total') > 0, '/metrics: the failures are counted');
+like($h0->error_log_text // '', qr/PostgreSQL is unreachable: .*writes are refused, reads use the local replica/, 'the error log says so');
+
+# ---- PostgreSQL back: recovery without restarting alyd ----
+$c->pg->start;
+for my $h ($h0, $h1) {
+    ok(poll_until(3 * $SC, sub { (healthz($h))[0] == 200 }), '/healthz answers 200 again on host ' . ($h == $h0 ? 0 : 1));
+}
+($st, $r) = create($h1, 'after');
+ok(ok_result($st, $r), 'a write succeeds again') or diag($json->encode($r));
+my $site2 = $r->{structuredContent}{id} // 'none';
+ok(poll_until(2 * $SC, sub { ok_result(mcp_call($h0->port, $key, 'sites.get', { site_id => $site2 })) }), 'and reaches the other host');
+is_deeply([ map { [ $_->master_pid, sort $_->worker_pids ] } $h0, $h1 ], \@pids, 'the same alyd processes (no restart)');
+like($h0->error_log_text // '', qr/PostgreSQL is reachable again/, 'the error log says PostgreSQL is back');
+
+# ---- PostgreSQL hung: a write gives up after store_timeout ----
+my @pg = ($c->pg->pid, Alyd::children_of($c->pg->pid));
+kill 'STOP', @pg;
+$t0 = time;
+($st, $r) = create($h0, 'hung');
+$took = time - $t0;
+kill 'CONT', @pg;
+ok(!ok_result($st, $r), 'a write while PostgreSQL hangs fails');
+like(text_of($r), qr/the store is unavailable \(PostgreSQL: no (answer|connection) within store_timeout\)/, "naming the deadline");
+ok($took < 1 + 2 * $SC, sprintf('after the deadline, not a hang (%.3f s; store_timeout 1s)', $took));
+ok(poll_until(3 * $SC, sub { ok_result(create($h0, 'unhung')) }), 'PostgreSQL resumed: writes work again');
+sleep 1 * $SC;    # every worker's timer reconnects (the one that served the write above may not be the next one)
+
+# ---- a host asleep past the horizon copies the table whole ----
+$h1->stop;
+($st, $r) = create($h0, 'while-away');
+my $site3 = $r->{structuredContent}{id} // 'none';
+ok(ok_result($st, $r), 'a write while host 1 is away') or diag($json->encode($r));
+ok(poll_until(6 * $SC, sub { $c->pg->psql('SELECT upto FROM replica_horizon') > 0 && $c->pg->psql('SELECT count(*) FROM changes') == 0 }),
+    'the change log is pruned past it (store_changes_keep 1s)');
+$h1->spawn;
+is($h1->wait_ready, undef, 'host 1 starts again');
+ok(poll_until(2 * $SC, sub { ok_result(mcp_call($h1->port, $key, 'sites.get', { site_id => $site3 })) }), 'and has the write made while it was away');
+like($h1->error_log_text // '', qr/behind the change log's horizon: copied \d+ records whole/, 'by copying the table whole');
+my @lists = map { (mcp_call($_->port, $key, 'sites.list', {}))[1]{structuredContent}{sites} // [] } $h0, $h1;
+is(scalar @{ $lists[0] }, 4, 'host 0 lists four sites (before, after, unhung, while-away; the failed writes left nothing)');
+is_deeply($lists[1], $lists[0], 'host 1 lists the same, none twice');
+
+$c->stop;
+done_testing;
