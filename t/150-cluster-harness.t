@@ -13,9 +13,6 @@ use Cluster;
 Cluster::need_engines();
 Alyd::watchdog(240);
 
-# Until alyd speaks postgresql:// and redis:// the hosts run on LMDB beside the engines.
-my %engines = (store => 'lmdb', volatile => 'lmdb');
-
 sub proc_uid {
     my ($pid) = @_;
     my ($uid) = (slurp("/proc/$pid/status") // '') =~ /^Uid:\s+(\d+)/m;
@@ -75,9 +72,9 @@ $r->start;
 is($r->cmd('PING'), 'PONG', 'redis: starts again after a SIGKILL');
 
 # ---- hosts ----
-my $c = Cluster->hosts(3, pg => $pg, redis => $r, db => 'hosts', workers => 1, %engines);
+my $c = Cluster->hosts(3, pg => $pg, redis => $r, db => 'hosts', workers => 1);
 is($c->size, 3, 'hosts: three hosts');
-like($c->store_url, qr{/hosts$}, 'hosts: their own database') if $c->store_url;
+like($c->store_url, qr{/hosts$}, 'hosts: their own database');
 my %ports = map { $_ => 1 } $c->ports;
 is(scalar keys %ports, 3, 'hosts: each on its own port');
 my %dirs = map { $_->data_dir => 1 } $c->all;
@@ -85,10 +82,19 @@ is(scalar keys %dirs, 3, 'hosts: each with its own data_dir (local replica)');
 ok(-s $c->pepper == 32, 'hosts: one pepper file, created by the first host\'s init');
 for my $h ($c->all) {
     my $conf = slurp($h->conf);
-    ok($conf =~ /^key_pepper_file \Q${\ $c->pepper}\E$/m && (!$c->store_url || $conf =~ /^store \Q${\ $c->store_url}\E$/m)
-          && (!$c->volatile_url || $conf =~ /^volatile \Q${\ $c->volatile_url}\E$/m), 'hosts: a host names the shared pepper, store and volatile');
+    ok($conf =~ /^key_pepper_file \Q${\ $c->pepper}\E$/m && $conf =~ /^store \Q${\ $c->store_url}\E$/m
+          && $conf =~ /^volatile \Q${\ $c->volatile_url}\E$/m, 'hosts: a host names the shared pepper, store and volatile');
     my ($st) = http_request($h->port, 'GET', '/healthz');
     is($st, 200, 'hosts: each answers /healthz');
+}
+{
+    # The engines are really shared: a workspace made through host 0 is listed by host 2's alyctl.
+    my $w = $c->host(0)->ctl('workspace', 'create', 'Shared');
+    ok(poll_until(2, sub { $c->host(2)->ctl('workspace', 'list') =~ /\Q$w\E/ }), 'hosts: one store behind them');
+    my @cells = @{ $r->cmd('KEYS', 'aly:*') // [] };
+    my $k = $c->host(1)->ctl('keys', 'create', '--workspace', $w, '--scopes', 'read:sites');
+    poll_until(2, sub { my ($st) = mcp_call($c->host(1), $k, 'sites.list', {}); $st == 200 });
+    ok(@{ $r->cmd('KEYS', 'aly:*') // [] } > @cells, 'hosts: one Redis behind them (a request left its rate cell there)');
 }
 my @rr = map { $c->next->port } 1 .. 6;
 is_deeply(\@rr, [($c->ports) x 2], 'hosts: next is round robin');
@@ -121,13 +127,10 @@ is_deeply(\@rr, [($c->ports) x 2], 'hosts: next is round robin');
     my $dir = File::Temp->newdir;
     my $script = <<'EOS';
 use strict; use warnings; use Alyd; use Cluster;
-my $c = Cluster->hosts(1, workers => 1, db => 'dying', %ENGINES%);
-$c->{pg} //= Cluster::start_postgres(); $c->{redis} //= Cluster::start_redis();
+my $c = Cluster->hosts(1, workers => 1, db => 'dying');
 print join(' ', $c->pg->pid, $c->redis->pid, $c->host(0)->master_pid, $c->host(0)->worker_pids), "\n";
 die "dying on purpose\n";
 EOS
-    my $e = join(', ', map { "$_ => '$engines{$_}'" } sort keys %engines);
-    $script =~ s/%ENGINES%/$e/;
     Alyd::spew("$dir/die.pl", $script);
     my @inc = map { ('-I', $_) } grep { !ref } @INC;
     my ($exit, $out, $err) = run_cmd($^X, @inc, "$dir/die.pl");
@@ -136,6 +139,25 @@ EOS
     ok(@pids >= 4, 'it had started postgres, redis, alyd and a worker') or diag($err);
     my $gone = poll_until(10, sub { !grep { Alyd::proc_alive($_) } @pids });
     ok($gone, 'nothing it started outlives it') or diag("alive: @{[grep { Alyd::proc_alive($_) } @pids]}");
+}
+
+# ---- nor does one killed outright (no END runs: the engines' watchers act) ----
+{
+    my $dir = File::Temp->newdir;
+    Alyd::spew("$dir/kill.pl", <<'EOS');
+use strict; use warnings; use Alyd; use Cluster;
+my $pg = Cluster::start_postgres(); my $r = Cluster::start_redis();
+$| = 1;
+print join(' ', $pg->pid, Alyd::children_of($pg->pid), $r->pid), "\n";
+kill 'KILL', $$;
+EOS
+    my @inc = map { ('-I', $_) } grep { !ref } @INC;
+    my ($exit, $out, $err) = run_cmd($^X, @inc, "$dir/kill.pl");
+    is($exit, 128 + 9, 'a test killed by SIGKILL');
+    my @pids = split ' ', $out;
+    ok(@pids >= 4, 'it had started postgres (with its processes) and redis') or diag($err);
+    ok(poll_until(10, sub { !grep { Alyd::proc_alive($_) } @pids }), 'its engines do not outlive it')
+      or diag("alive: @{[grep { Alyd::proc_alive($_) } @pids]}");
 }
 
 $c->stop;
