@@ -107,12 +107,14 @@ int main(int argc, char **argv)
     double w = run(st, write_one, n, "write");
     uint64_t trips = c[STORE_RT_TXN];
     double r = run(st, read_one, n, "read");
-    printf("store %s: write txn (1 put, commit) %.1f us; read txn (1 get) %.2f us", cfg->store != NULL ? "postgresql" : "lmdb", w, r);
+    printf("store %s: write txn (1 put, commit) %.1f us; read txn (1 get) %.2f us", cfg->store != NULL ? "postgresql" : "lmdb", w,
+           r);
     if (cfg->store != NULL) {
         uint64_t before = c[STORE_RT_TXN];
         double p = run(st, poll_one, n, "poll");
-        printf("; PostgreSQL round trips per write %.2f, per read %.2f; replication poll with nothing new %.1f us (%.2f round trips)",
-               (double)trips / (5.0 * n), (double)(before - trips) / (5.0 * n), p, (double)c[STORE_RT_POLL] / (5.0 * n));
+        printf(
+            "; PostgreSQL round trips per write %.2f, per read %.2f; replication poll with nothing new %.1f us (%.2f round trips)",
+            (double)trips / (5.0 * n), (double)(before - trips) / (5.0 * n), p, (double)c[STORE_RT_POLL] / (5.0 * n));
     }
     putchar('\n');
     store_close(st);

@@ -429,12 +429,10 @@ static int finish(aly_config_t *cfg, parse_state_t *ps, aly_err_t *err)
     if (cfg->authorization_servers.n == 0 && cfg->oauth_issuer != NULL)
         config_strlist_push(&cfg->authorization_servers, cfg->oauth_issuer);
     at(ps, "store");
-    if (cfg->store != NULL && strcmp(cfg->store, "lmdb") == 0) {
-        free(cfg->store);
-        cfg->store = NULL;
-    } else if (cfg->store != NULL && strncmp(cfg->store, "postgresql://", 13) != 0 && strncmp(cfg->store, "postgres://", 11) != 0) {
+    if (cfg->store != NULL && strcmp(cfg->store, "lmdb") == 0)
+        free(cfg->store), cfg->store = NULL;
+    else if (cfg->store != NULL && strncmp(cfg->store, "postgresql://", 13) != 0 && strncmp(cfg->store, "postgres://", 11) != 0)
         return fail(ps, err, "store \"%s\" must be \"lmdb\" or a postgresql:// URL", cfg->store);
-    }
 
     if (cfg->allowed_hosts.n == 0) {
         /* The public URL's authority, plus loopback names for loopback listeners (DNS-rebinding guard). */

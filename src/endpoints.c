@@ -99,22 +99,23 @@ static char *append_pg(char *text, size_t *len, const stats_shared_t *s, const s
         for (int k = 0; k < STATS_N_PG; k++)
             c[k] += __atomic_load_n(&s->slots[i].pg[k], __ATOMIC_RELAXED);
     char buf[1536];
-    int n =
-        snprintf(buf, sizeof(buf),
-                 "# HELP alyd_pg_roundtrips_total Round trips to PostgreSQL: for store transactions (writes), for replication.\n"
-                 "# TYPE alyd_pg_roundtrips_total counter\n"
-                 "alyd_pg_roundtrips_total{purpose=\"transaction\"} %llu\n"
-                 "alyd_pg_roundtrips_total{purpose=\"replication\"} %llu\n"
-                 "# HELP alyd_pg_failures_total PostgreSQL failures: lost connections, missed deadlines, refused statements.\n"
-                 "# TYPE alyd_pg_failures_total counter\nalyd_pg_failures_total %llu\n"
-                 "# HELP alyd_pg_up 1 while PostgreSQL answers (this worker's connection).\n"
-                 "# TYPE alyd_pg_up gauge\nalyd_pg_up %d\n"
-                 "# HELP alyd_pg_replica_applied_seq The last change-log seq in this host's replica.\n"
-                 "# TYPE alyd_pg_replica_applied_seq gauge\nalyd_pg_replica_applied_seq %llu\n"
-                 "# HELP alyd_pg_replica_lag_ms Since this worker last saw the replica hold every committed change.\n"
-                 "# TYPE alyd_pg_replica_lag_ms gauge\nalyd_pg_replica_lag_ms %llu\n",
-                 (unsigned long long)c[STORE_RT_TXN], (unsigned long long)c[STORE_RT_POLL], (unsigned long long)c[STORE_RT_N],
-                 pg->up, (unsigned long long)pg->applied_seq, (unsigned long long)pg->lag_ms);
+    int n = snprintf(
+        buf, sizeof(buf),
+        "# HELP alyd_pg_roundtrips_total Round trips to PostgreSQL: store transactions (writes), replication, lookups that missed.\n"
+        "# TYPE alyd_pg_roundtrips_total counter\n"
+        "alyd_pg_roundtrips_total{purpose=\"transaction\"} %llu\n"
+        "alyd_pg_roundtrips_total{purpose=\"replication\"} %llu\n"
+        "alyd_pg_roundtrips_total{purpose=\"lookup_miss\"} %llu\n"
+        "# HELP alyd_pg_failures_total PostgreSQL failures: lost connections, missed deadlines, refused statements.\n"
+        "# TYPE alyd_pg_failures_total counter\nalyd_pg_failures_total %llu\n"
+        "# HELP alyd_pg_up 1 while PostgreSQL answers (this worker's connection).\n"
+        "# TYPE alyd_pg_up gauge\nalyd_pg_up %d\n"
+        "# HELP alyd_pg_replica_applied_seq The last change-log seq in this host's replica.\n"
+        "# TYPE alyd_pg_replica_applied_seq gauge\nalyd_pg_replica_applied_seq %llu\n"
+        "# HELP alyd_pg_replica_lag_ms Since this worker last saw the replica hold every committed change.\n"
+        "# TYPE alyd_pg_replica_lag_ms gauge\nalyd_pg_replica_lag_ms %llu\n",
+        (unsigned long long)c[STORE_RT_TXN], (unsigned long long)c[STORE_RT_POLL], (unsigned long long)c[STORE_RT_SYNC],
+        (unsigned long long)c[STORE_RT_N], pg->up, (unsigned long long)pg->applied_seq, (unsigned long long)pg->lag_ms);
     char *more = realloc(text, *len + (size_t)n + 1);
     if (more == NULL)
         return text;

@@ -271,11 +271,12 @@ int store_pg_connect(store_pg_t *pg, int purpose, int check, aly_err_t *err)
     return rc;
 }
 
-int store_pg_run(store_pg_t *pg, int purpose, const char *sql, PGresult **res, int max, aly_err_t *err)
+/* A round trip may take one store_timeout, plus one per MiB it sends (an import's commit), times slack (a whole-table copy). */
+int store_pg_run_slack(store_pg_t *pg, int purpose, const char *sql, unsigned slack, PGresult **res, int max, aly_err_t *err)
 {
     if (pg->conn == NULL)
         return store_pg_unavailable(pg, err);
-    uint64_t deadline = aly_now_ms() + pg->timeout_ms;
+    uint64_t deadline = aly_now_ms() + pg->timeout_ms * slack * (1 + (strlen(sql) >> 20));
     if (!PQsendQuery(pg->conn, sql))
         return lost(pg, PQerrorMessage(pg->conn), err);
     stats_add(&pg->counters[purpose], 1);
@@ -334,6 +335,11 @@ int store_pg_run(store_pg_t *pg, int purpose, const char *sql, PGresult **res, i
         return aly_errf(err, "PostgreSQL refused a statement: %s", why);
     }
     return n;
+}
+
+int store_pg_run(store_pg_t *pg, int purpose, const char *sql, PGresult **res, int max, aly_err_t *err)
+{
+    return store_pg_run_slack(pg, purpose, sql, 1, res, max, err);
 }
 
 int store_pg_exec(store_pg_t *pg, int purpose, const char *sql, aly_err_t *err)

@@ -137,14 +137,15 @@ static long recopy(store_t *st, MDB_txn *txn, int locked, uint64_t *applied, aly
 {
     char sql[512];
     snprintf(sql, sizeof(sql),
-             "%sSELECT greatest((SELECT coalesce(max(seq), 0) FROM changes), (SELECT upto FROM replica_horizon));"
-             " SELECT db, k, v FROM kv%s",
-             locked ? "" : "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; ", locked ? "" : "; COMMIT");
-    PGresult *res[4];
-    int n = store_pg_run(st->pg, locked ? STORE_RT_TXN : STORE_RT_POLL, sql, res, 4, err);
+             "%sSET LOCAL statement_timeout = %llu; SELECT greatest((SELECT coalesce(max(seq), 0) FROM changes),"
+             " (SELECT upto FROM replica_horizon)); SELECT db, k, v FROM kv%s",
+             locked ? "" : "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; ",
+             (unsigned long long)st->pg->timeout_ms * STORE_PG_COPY_SLACK, locked ? "" : "; COMMIT");
+    PGresult *res[5];
+    int n = store_pg_run_slack(st->pg, locked ? STORE_RT_TXN : STORE_RT_POLL, sql, STORE_PG_COPY_SLACK, res, 5, err);
     if (n < 0)
         return -1;
-    int base = locked ? 0 : 1;
+    int base = locked ? 1 : 2;
     long count = -1;
     if (n < base + 2) {
         aly_errf(err, "PostgreSQL did not send the table");
@@ -263,14 +264,15 @@ static void prune(store_pg_t *pg)
         log_warn("pruning the change log: %s", err.msg);
 }
 
-long store_replicate(store_t *st, aly_err_t *err)
+static long replicate(store_t *st, int purpose, aly_err_t *err)
 {
     store_pg_t *pg = st->pg;
     if (pg == NULL)
         return 0;
-    if (store_pg_connect(pg, STORE_RT_POLL, 1, err) != 0)
+    if (store_pg_connect(pg, purpose, 1, err) != 0)
         return -1;
-    prune(pg);
+    if (purpose == STORE_RT_POLL)
+        prune(pg);
     MDB_txn *txn;
     uint64_t applied;
     int rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn);
@@ -283,7 +285,7 @@ long store_replicate(store_t *st, aly_err_t *err)
     char sql[512];
     PGresult *res[2];
     log_query(sql, sizeof(sql), "", applied);
-    int n = store_pg_run(pg, STORE_RT_POLL, sql, res, 2, err);
+    int n = store_pg_run(pg, purpose, sql, res, 2, err);
     if (n < 0)
         return -1;
     long got = -1, rows = n == 2 ? PQntuples(res[0]) : -1;
@@ -313,6 +315,21 @@ long store_replicate(store_t *st, aly_err_t *err)
     if (got >= 0 && rows < PAGE)
         pg->current_ms = asked;
     return got;
+}
+
+long store_replicate(store_t *st, aly_err_t *err)
+{
+    return replicate(st, STORE_RT_POLL, err);
+}
+
+int store_sync(store_t *st)
+{
+    uint64_t now = aly_now_ms();
+    if (st->pg == NULL || now - st->pg->synced_ms < STORE_SYNC_MIN_MS)
+        return 0;
+    st->pg->synced_ms = now;
+    aly_err_t err;
+    return replicate(st, STORE_RT_SYNC, &err) > 0;
 }
 
 void store_count_into(store_t *st, uint64_t *counters)

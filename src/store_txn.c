@@ -105,6 +105,7 @@ int store_begin(store_t *st, int flags, store_txn_t *t, aly_err_t *err)
     t->flags = flags;
     t->quota_ws[0] = '\0';
     t->quota_net = 0;
+    t->reads = 0;
     if ((flags & (STORE_WRITE | STORE_VOLATILE | STORE_RESERVE)) == STORE_WRITE) {
         store_usage_t u;
         if (store_usage(st, &u, err) != 0 || (u.full && refuse_full(&u, err) != 0))
@@ -317,6 +318,23 @@ int store_workspace_usage(store_t *st, const char *ws, uint64_t *bytes, aly_err_
     return rc;
 }
 
+/*
+ * Cluster mode: a session created on another host a moment ago is not in
+ * this replica until the next poll, and a client balanced to this host must
+ * not be told it does not exist.  A read transaction whose first operation
+ * misses in DB_SESSIONS catches the replica up (store_sync(), throttled) and
+ * moves to the new snapshot: nothing was read from the old one, so nothing
+ * the caller holds goes stale.  1 when the lookup should be tried again.
+ */
+static int read_through(store_txn_t *t, int db)
+{
+    if (db != DB_SESSIONS || t->reads != 0 || t->st->pg == NULL || (t->flags & (STORE_WRITE | STORE_VOLATILE)) ||
+        !store_sync(t->st))
+        return 0;
+    mdb_txn_reset(t->txn);
+    return mdb_txn_renew(t->txn) == 0;
+}
+
 int store_get(store_txn_t *t, int db, const void *key, size_t klen, store_val_t *val, aly_err_t *err)
 {
     MDB_dbi dbi;
@@ -325,6 +343,9 @@ int store_get(store_txn_t *t, int db, const void *key, size_t klen, store_val_t 
         return rc;
     MDB_val k = {klen, (void *)key}, v;
     rc = mdb_get(t->txn, dbi, &k, &v);
+    if (rc == MDB_NOTFOUND && read_through(t, db))
+        rc = mdb_get(t->txn, dbi, &k, &v);
+    t->reads++;
     if (rc == MDB_NOTFOUND)
         return 1;
     if (rc != 0)
@@ -398,6 +419,7 @@ int store_scan(store_txn_t *t, int db, const void *prefix, size_t plen, const vo
         return aly_errf(err, "store scan key of %zu bytes is over the limit of %d", plen > alen ? plen : alen, STORE_MAX_KEY);
     if (dbi_of(t, db, &dbi, err) != 0)
         return -1;
+    t->reads++;
     int rc = mdb_cursor_open(t->txn, dbi, &cur);
     if (rc != 0)
         return aly_errf(err, "cannot open a cursor: %s", mdb_strerror(rc));

@@ -39,7 +39,7 @@ sub ok_result { my ($st, $r) = @_; return $st == 200 && ref $r eq 'HASH' && !$r-
 sub text_of   { my ($r) = @_; return $r->{content}[0]{text} // $r->{message} // '' }
 
 # Runs the calls ([port, key, tool, args] each) at the same moment from separate processes.
-sub race {
+sub race_calls {
     my (@calls) = @_;
     my $dir = File::Temp->newdir;
     my $go = time + 0.2;
@@ -123,7 +123,7 @@ sub version_on { my ($h) = @_; my (undef, $g) = mcp_call($h->port, $key, 'sites.
 my $v = version_on($h0);
 for my $round (1 .. 4) {
     ok(defined took($BOUND, sub { version_on($h0) == $v && version_on($h1) == $v }), "race $round: both hosts see version $v");
-    my @r = race([ $h0->port, $key, 'sites.update', { site_id => $site, name => "A$round", expected_version => $v } ],
+    my @r = race_calls([ $h0->port, $key, 'sites.update', { site_id => $site, name => "A$round", expected_version => $v } ],
         [ $h1->port, $key, 'sites.update', { site_id => $site, name => "B$round", expected_version => $v } ]);
     my @won = grep { ok_result($_->{st}, $_->{r}) } @r;
     is(scalar @won, 1, "expected_version race $round: exactly one host wins") or diag($json->encode(\@r));
@@ -135,18 +135,18 @@ for my $round (1 .. 4) {
 
 # ---- the same idempotency key on two hosts: exactly one product ----
 my %p = (site_id => $site, title => 'Mug', price => 1299, sku => 'MUG-1', inventory => 5);
-my @r = race([ $h0->port, $key, 'products.create', { %p, idempotency_key => 'race-key-0001' } ],
+my @r = race_calls([ $h0->port, $key, 'products.create', { %p, idempotency_key => 'race-key-0001' } ],
     [ $h1->port, $key, 'products.create', { %p, idempotency_key => 'race-key-0001' } ]);
 ok(ok_result($r[0]{st}, $r[0]{r}) && ok_result($r[1]{st}, $r[1]{r}), 'same idempotency key and body on two hosts: both answered')
   or diag($json->encode(\@r));
 is($r[0]{r}{structuredContent}{id}, $r[1]{r}{structuredContent}{id}, 'with the same product (one created it, the other replayed)');
-@r = race([ $h0->port, $key, 'products.create', { %p, sku => 'MUG-2', title => 'Mug A', idempotency_key => 'race-key-0002' } ],
+@r = race_calls([ $h0->port, $key, 'products.create', { %p, sku => 'MUG-2', title => 'Mug A', idempotency_key => 'race-key-0002' } ],
     [ $h1->port, $key, 'products.create', { %p, sku => 'MUG-2', title => 'Mug B', idempotency_key => 'race-key-0002' } ]);
 is(scalar(grep { ok_result($_->{st}, $_->{r}) } @r), 1, 'same idempotency key, different bodies: exactly one wins') or diag($json->encode(\@r));
 like(join(' ', map { text_of($_->{r}) } grep { !ok_result($_->{st}, $_->{r}) } @r), qr/idempotency_key: already used/, 'the other is told the key is used');
 
 # ---- sku uniqueness across hosts ----
-@r = race([ $h0->port, $key, 'products.create', { %p, sku => 'MUG-3', idempotency_key => 'race-key-0003' } ],
+@r = race_calls([ $h0->port, $key, 'products.create', { %p, sku => 'MUG-3', idempotency_key => 'race-key-0003' } ],
     [ $h1->port, $key, 'products.create', { %p, sku => 'MUG-3', idempotency_key => 'race-key-0004' } ]);
 is(scalar(grep { ok_result($_->{st}, $_->{r}) } @r), 1, 'the same sku from two hosts: exactly one wins') or diag($json->encode(\@r));
 like(join(' ', map { text_of($_->{r}) } grep { !ok_result($_->{st}, $_->{r}) } @r), qr/sku: MUG-3 is already used/, 'the other is told the sku is taken');
@@ -156,6 +156,21 @@ my $count = took($BOUND, sub {
     @mine == 3;
 });
 ok(defined $count, 'products.list: three MUG products in all, on either host');
+
+# ---- a legacy session made on one host works on the other ----
+my ($ist, undef, $ihd) = mcp_request($h0, $key, 'initialize',
+    { protocolVersion => '2025-06-18', capabilities => {}, clientInfo => { name => 't141', version => '1' } });
+my ($sid) = ($ihd // '') =~ /^mcp-session-id:\s*(\S+)/mi;
+ok($ist == 200 && defined $sid, 'initialize on host 0 makes a session');
+my ($sst, $sr) = mcp_request($h1, $key, 'tools/list', {}, session => $sid, headers => { 'MCP-Protocol-Version' => '2025-06-18' });
+ok($sst == 200 && ref $sr->{result}{tools} eq 'ARRAY', 'host 1 serves that session at once (the lookup that missed read through)')
+  or diag("status $sst");
+my ($bst) = mcp_request($h1, $key, 'tools/list', {}, session => 'mcp_' . ('x' x 32), headers => { 'MCP-Protocol-Version' => '2025-06-18' });
+is($bst, 404, 'an unknown session is still 404');
+my ($dst) = http_request($h1->port, 'DELETE', '/api/mcp', headers => { Authorization => "Bearer $key", 'Mcp-Session-Id' => $sid });
+is($dst, 204, 'host 1 ends it');
+ok(defined took($BOUND, sub { (mcp_request($h0, $key, 'tools/list', {}, session => $sid, headers => { 'MCP-Protocol-Version' => '2025-06-18' }))[0] == 404 }),
+    'and host 0 then refuses it (404)');
 
 # ---- a revocation is refused everywhere within 1 s ----
 $h1->ctl('keys', 'revoke', $kid);

@@ -28,7 +28,7 @@ enum { STATS_CUT_RESETS, STATS_CUT_BODY, STATS_CUT_DEADLINE, STATS_N_CUT };
 /* Connections closed at accept (aly/guard.h), by reason. */
 enum { STATS_REFUSE_PER_ADDRESS, STATS_REFUSE_STRUCK_OUT, STATS_N_REFUSE };
 /* store_count_into()'s counters: STORE_RT_N round-trip purposes and the failures. */
-#define STATS_N_PG 3
+#define STATS_N_PG 4
 
 typedef struct stats_slot {
     pid_t pid; /* 0 when free */

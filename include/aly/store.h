@@ -41,7 +41,11 @@
  * changes every store_poll (store_replicate()).  PostgreSQL unreachable:
  * durable writes fail with err->refused = STORE_UNAVAILABLE and "the store is
  * unavailable ..."; reads go on from the replica.  Every wait on PostgreSQL
- * is bounded by store_timeout (store_pg.c, store_replica.c).
+ * is bounded by store_timeout (store_pg.c, store_replica.c).  One read is
+ * not served from the replica alone: a read transaction whose first
+ * operation is a store_get() in DB_SESSIONS that misses catches the replica
+ * up (store_sync()) and looks again, so a legacy session works on any host
+ * at once; the transaction then reads a newer snapshot.
  */
 #ifndef ALY_STORE_H
 #define ALY_STORE_H
@@ -119,6 +123,7 @@ typedef struct store_txn {
     /* Net bytes this transaction added to one workspace's data (the last one it wrote): deletes make room for their audit. */
     char quota_ws[64];
     int64_t quota_net;
+    unsigned reads; /* gets and scans so far: cluster mode's read-through of a missed session applies to the first only */
 } store_txn_t;
 
 /* A key or value inside the map: valid until the transaction ends or writes to that key; never written through. */
@@ -276,8 +281,12 @@ int store_stats(store_t *st, store_db_stat_t *dbs, size_t max, store_env_stat_t 
 
 /* ---- cluster mode (store_pg.c, store_replica.c) ---- */
 
-/* Round trips to PostgreSQL by purpose: on behalf of a store transaction, or the replication timer (poll, prune). */
-enum { STORE_RT_TXN, STORE_RT_POLL, STORE_RT_N };
+/*
+ * Round trips to PostgreSQL by purpose: on behalf of a store transaction (a
+ * write), the replication timer (poll, prune), or store_sync() (a lookup
+ * that missed).
+ */
+enum { STORE_RT_TXN, STORE_RT_POLL, STORE_RT_SYNC, STORE_RT_N };
 
 /* Where st counts its round trips and failures from now on: counters[STORE_RT_N + 1] (the last one: failures). */
 void store_count_into(store_t *st, uint64_t *counters);
@@ -293,6 +302,18 @@ uint64_t store_poll_ms(const store_t *st);
  * err (PostgreSQL unreachable: err->refused is STORE_UNAVAILABLE).
  */
 long store_replicate(store_t *st, aly_err_t *err);
+
+/*
+ * A lookup missed a record another host may have written a moment ago (a
+ * session created there, a key minted there): applies what PostgreSQL has
+ * committed since the last poll, at once.  1 when the replica changed (look
+ * again, in a new transaction), 0 otherwise: LMDB alone, nothing new,
+ * PostgreSQL unreachable, or another sync less than STORE_SYNC_MIN_MS ago in
+ * this process (so a stream of lookups of records that do not exist costs
+ * PostgreSQL at most one round trip per that many ms per process).
+ */
+#define STORE_SYNC_MIN_MS 20
+int store_sync(store_t *st);
 
 typedef struct store_pg_status {
     int configured;       /* 0: LMDB alone, the rest is zero */

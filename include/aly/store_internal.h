@@ -65,6 +65,7 @@ typedef struct store_pg {
     uint64_t next_try_ms; /* while down: no connection attempt before this */
     uint64_t current_ms;  /* when the replica last held every committed change */
     uint64_t pruned_ms;   /* when this process last pruned the change log */
+    uint64_t synced_ms;   /* when this process last ran store_sync() */
     char error[256];      /* the last failure; "" while up */
     uint64_t own_counters[STORE_RT_N + 1];
     uint64_t *counters; /* [STORE_RT_N]: round trips by purpose, then failures */
@@ -86,6 +87,9 @@ int store_pg_connect(store_pg_t *pg, int purpose, int check, aly_err_t *err);
  * STORE_UNAVAILABLE).
  */
 int store_pg_run(store_pg_t *pg, int purpose, const char *sql, PGresult **res, int max, aly_err_t *err);
+/* store_pg_run() with slack times the deadline (a whole-table copy). */
+#define STORE_PG_COPY_SLACK 30
+int store_pg_run_slack(store_pg_t *pg, int purpose, const char *sql, unsigned slack, PGresult **res, int max, aly_err_t *err);
 /* store_pg_run() for statements whose results are not needed. */
 int store_pg_exec(store_pg_t *pg, int purpose, const char *sql, aly_err_t *err);
 /* Ends an open PostgreSQL transaction without committing (a failed one too); drops the connection when that fails. */
