@@ -92,10 +92,31 @@ ok(!-e $a->data_dir . '/volatile/ratelimit.cells' && !-e $b->data_dir . '/volati
     'no shared-memory rate-limit table on either host');
 my $stamp = $redis->cli('-n', 5, 'GET', "aly:{$k1{id}}:lu") // 0;
 ok($stamp =~ /^\d+$/ && abs($stamp / 1000 - time) < 120, 'the key\'s last-used stamp is in Redis (ms)') or diag($stamp);
+my $shown = Alyd::json_decode($b->ctl('--json', 'keys', 'show', $k1{id})) // {};
+like($shown->{last_used} // '', qr/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d/, 'alyctl keys show reads it from Redis (on any host)')
+  or diag($shown->{last_used});
 
 # A deleted cell is a full bucket again: the budget really is the Redis key.
 $redis->cli('-n', 5, 'DEL', "aly:{$k1{id}}:rl");
 is(ping($a, $k1{key})->{status}, 200, 'with its cell gone, the principal is admitted again');
+
+# ---- the cost: one round trip per authenticated request (/metrics) ----
+{
+    my $k3 = $a->ctl('keys', 'create', '--workspace', $ws, '--scopes', 'read:sites', '--rate-limit', '1000/second burst=1000');
+    my $scrape = sub {
+        my (undef, undef, $m) = Alyd::curl($a->metrics_url('/metrics'));
+        return map { Alyd::metric_value($m, $_) // -1 } 'alyd_redis_roundtrips_total', 'alyd_redis_commands_total', 'alyd_redis_up';
+    };
+    my ($rt0, $cmd0, $up) = $scrape->();
+    is($up, 1, '/metrics: alyd_redis_up 1');
+    my @st = map { ping($a, $k3, '--interface', '127.0.0.9')->{status} } 1 .. 10;
+    my ($rt1, $cmd1) = $scrape->();
+    is_deeply(\@st, [(200) x 10], 'ten requests of a fresh key from a fresh address');
+    # Each: the address check and the principal's script in one round trip; plus, at most once per
+    # worker, the key's last-used stamp.
+    ok($rt1 - $rt0 >= 10 && $rt1 - $rt0 <= 12, 'one Redis round trip per request (+ at most one stamp per worker): ' . ($rt1 - $rt0));
+    ok($cmd1 - $cmd0 >= 20 && $cmd1 - $cmd0 <= 22, 'carrying two commands each: ' . ($cmd1 - $cmd0));
+}
 
 # ---- failed authentications: one budget per address across hosts ----
 my $bad = 'aly_' . ('A' x 30) . '000000';
