@@ -20,11 +20,12 @@
  * Waits.  Synchronous hiredis with deadlines: connect and every command wait
  * at most volatile_timeout (redisConnectWithTimeout + redisSetTimeout).  Why
  * not hiredis' asynchronous API on h2o's loop: every caller (the gate, the
- * requestState check, the reply hand-over) is in the middle of a request
- * handler that h2o gives no way to suspend and resume cheaply, and one
- * loopback round trip costs tens of microseconds, less than parsing the
- * request; a dead Redis costs one timeout per reconnect attempt, not per
- * request (see below).
+ * requestState check, the reply hand-over) runs in the middle of the MCP
+ * engine's synchronous path from request to dispatch, which would have to be
+ * cut into a continuation at each of them.  The price, measured (README,
+ * "Volatile state on Redis"): one round trip per request, tens of
+ * microseconds of CPU on the alyd host; a Redis that stops answering costs
+ * a worker two deadlines per back-off step, not one per request (see below).
  *
  * Failure.  A command that meets a stale connection (EOF or reset: Redis
  * restarted) or no answer within the deadline is sent once more on a fresh
