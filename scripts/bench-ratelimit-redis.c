@@ -52,6 +52,8 @@ static void run_one(aly_config_t *cfg, int proc, double seconds, result_t *out)
     aly_rate_t rate = {1000000000, 1, 1000000000};
     ratelimit_decision_t d;
     double *lat = malloc(sizeof(double) * MAX_SAMPLES), end = now_s() + seconds;
+    if (lat == NULL)
+        _exit(1);
     size_t n = 0;
     uint64_t rt0 = volatile_redis_round_trips();
     char id[64];
@@ -94,6 +96,10 @@ int main(int argc, char **argv)
         if (procs < 1 || procs > 64)
             continue;
         result_t *res = mmap(NULL, sizeof(result_t) * (size_t)procs, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        if (res == MAP_FAILED) {
+            perror("mmap");
+            return 1;
+        }
         memset(res, 0, sizeof(result_t) * (size_t)procs);
         for (int p = 0; p < procs; p++) {
             pid_t pid = fork();

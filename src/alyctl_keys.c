@@ -11,6 +11,7 @@
 #include "alyctl.h"
 #include "aly/admin.h"
 #include "aly/auth.h"
+#include "aly/volatile_redis.h"
 
 /* A subcommand of workspace or keys: runs with the store open. */
 typedef struct sub {
@@ -218,6 +219,13 @@ static int keys_show_or_revoke(ctl_t *ctl, store_t *st, int revoke)
     if (rc != 0)
         return rc == 1 ? ctl_fail("no key %s (alyctl keys list)", id) : ctl_fail("%s", err.msg);
     uint64_t used = admin_key_last_used(st, k.id);
+    if (ctl->cfg->volatile_url != NULL) {
+        /* Cluster mode: the stamps every host writes are in Redis, not in this host's LMDB. */
+        volatile_redis_t *vr = volatile_redis_open(ctl->cfg, &err);
+        if (vr == NULL || volatile_redis_last_used(vr, k.id, &used, &err) != 0)
+            fprintf(stderr, "alyctl: last_used not shown: %s\n", err.msg);
+        volatile_redis_close(vr);
+    }
     if (ctl->json)
         ctl_print_json(key_json(&k, used));
     else if (revoke)

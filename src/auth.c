@@ -103,11 +103,8 @@ static void stamp_used(auth_t *a, const char *id)
     volatile_redis_t *vr = volatile_redis();
     if (vr != NULL) {
         /* Every host stamps into one key: no read first, the per-worker slot above already coalesces. */
-        char key[320], text[24];
         aly_err_t err;
-        int n = snprintf(text, sizeof(text), "%llu", (unsigned long long)now);
-        if (volatile_redis_key(key, sizeof(key), id, strlen(id), "lu") < 0 ||
-            volatile_redis_set(vr, key, text, (size_t)n, 0, 0, &err) != 0)
+        if (volatile_redis_stamp(vr, id, now, &err) != 0)
             return; /* an outage is logged by volatile_redis; the next request tries again */
         snprintf(s->id, sizeof(s->id), "%s", id);
         s->ms = now;

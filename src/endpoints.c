@@ -124,6 +124,34 @@ static char *append_pg(char *text, size_t *len, const stats_shared_t *s, const s
     return more;
 }
 
+/* Cluster mode's Redis figures, summed over the workers; up as this worker sees it. */
+static char *append_redis(char *text, size_t *len, const stats_shared_t *s, const volatile_redis_t *r)
+{
+    _Static_assert(STATS_N_REDIS == VOLATILE_REDIS_N, "a slot holds every Redis counter");
+    uint64_t c[STATS_N_REDIS] = {0};
+    for (int i = 0; i < STATS_N_SLOTS; i++)
+        for (int k = 0; k < STATS_N_REDIS; k++)
+            c[k] += __atomic_load_n(&s->slots[i].redis[k], __ATOMIC_RELAXED);
+    char buf[1024];
+    int n = snprintf(buf, sizeof(buf),
+                     "# HELP alyd_redis_roundtrips_total Round trips to Redis (one may carry several pipelined commands).\n"
+                     "# TYPE alyd_redis_roundtrips_total counter\nalyd_redis_roundtrips_total %llu\n"
+                     "# HELP alyd_redis_commands_total Commands sent to Redis.\n"
+                     "# TYPE alyd_redis_commands_total counter\nalyd_redis_commands_total %llu\n"
+                     "# HELP alyd_redis_outages_total Times a worker found Redis unreachable after a retry.\n"
+                     "# TYPE alyd_redis_outages_total counter\nalyd_redis_outages_total %llu\n"
+                     "# HELP alyd_redis_up 1 while Redis answers (this worker's connection).\n"
+                     "# TYPE alyd_redis_up gauge\nalyd_redis_up %d\n",
+                     (unsigned long long)c[VOLATILE_REDIS_RT], (unsigned long long)c[VOLATILE_REDIS_COMMANDS],
+                     (unsigned long long)c[VOLATILE_REDIS_OUTAGES], volatile_redis_up(r));
+    char *more = realloc(text, *len + (size_t)n + 1);
+    if (more == NULL)
+        return text;
+    memcpy(more + *len, buf, (size_t)n + 1);
+    *len += (size_t)n;
+    return more;
+}
+
 void endpoint_metrics(void *data, h2o_req_t *req)
 {
     endpoints_t *e = data;
@@ -157,6 +185,8 @@ void endpoint_metrics(void *data, h2o_req_t *req)
     store_pg_status(e->store, &pg);
     if (text != NULL && pg.configured)
         text = append_pg(text, &len, e->stats, &pg);
+    if (text != NULL && volatile_redis() != NULL)
+        text = append_redis(text, &len, e->stats, volatile_redis());
     if (text == NULL) {
         http_send_error(req, 500, "Internal Server Error", "internal", "cannot render metrics");
         return;

@@ -32,9 +32,9 @@
 
 #define REPLY_POLL_MS 20
 #define REPLY_TIMEOUT_MS 60000
-#define OWNER_KEY_LEN 67
-#define MAX_ROUNDS 8                        /* "q:" + 64 hex digits */
 #define REPLY_TTL_MS (2 * REPLY_TIMEOUT_MS) /* Redis records outlive their waiter, then vanish */
+#define OWNER_KEY_LEN 67
+#define MAX_ROUNDS 8 /* "q:" + 64 hex digits */
 
 typedef struct waiter {
     h2o_linklist_t link;

@@ -1,7 +1,7 @@
 /*
  * The worker's connection to Redis (aly/volatile_redis.h): URL grammar,
  * connect with a deadline, reconnect with back-off, the outage log, and the
- * handful of commands alyd sends (SET, MGET, DEL, INCR, GET, EVALSHA).
+ * handful of commands alyd sends (SET, MGET, DEL, GET, EVALSHA).
  */
 #include "aly/volatile_redis.h"
 
@@ -28,6 +28,7 @@ struct volatile_redis {
     uint64_t down_since; /* aly_now_ms() of the failure that began the outage */
     uint64_t retry_at;   /* no connection attempt before this (aly_now_ms) */
     uint64_t backoff_ms;
+    uint64_t *counters; /* [VOLATILE_REDIS_N], or NULL */
 };
 
 static volatile_redis_t *process_redis;
@@ -41,6 +42,17 @@ volatile_redis_t *volatile_redis(void)
 uint64_t volatile_redis_round_trips(void)
 {
     return round_trips;
+}
+
+void volatile_redis_count_into(volatile_redis_t *r, uint64_t *counters)
+{
+    r->counters = counters;
+}
+
+static void count(volatile_redis_t *r, int which, uint64_t n)
+{
+    if (r->counters != NULL)
+        __atomic_fetch_add(&r->counters[which], n, __ATOMIC_RELAXED);
 }
 
 int volatile_redis_fail_open(const volatile_redis_t *r)
@@ -118,6 +130,7 @@ static void drop(volatile_redis_t *r, const char *why)
     if (!r->down) {
         r->down = 1;
         r->down_since = now;
+        count(r, VOLATILE_REDIS_OUTAGES, 1);
         r->backoff_ms = BACKOFF_FIRST_MS;
         log_error("volatile: redis at %s:%u unreachable (%s): %s", r->url.host, r->url.port, why,
                   r->fail_open ? "volatile_failure open, serving WITHOUT rate limits until it is back"
@@ -200,30 +213,36 @@ static int pipeline(volatile_redis_t *r, size_t n, const int *argc, const char *
             out[got] = rep;
         }
         round_trips++;
+        count(r, VOLATILE_REDIS_RT, 1);
+        count(r, VOLATILE_REDIS_COMMANDS, n);
         if (ok) {
             recovered(r);
             return 0;
         }
+        int saved = errno;
         for (size_t i = 0; i + 1 < got; i++)
             freeReplyObject(out[i]);
-        int stale = c->err == REDIS_ERR_EOF || (c->err == REDIS_ERR_IO && (errno == ECONNRESET || errno == EPIPE));
-        if (attempt == 0 && reused && got <= 1 && stale) {
+        int stale = c->err == REDIS_ERR_EOF || (c->err == REDIS_ERR_IO && (saved == ECONNRESET || saved == EPIPE));
+        int timeout = c->err == REDIS_ERR_IO && (saved == EAGAIN || saved == EWOULDBLOCK);
+        if (attempt == 0 && ((reused && got <= 1 && stale) || timeout)) {
             /*
-             * A connection that went stale while idle (Redis restarted, or a
-             * proxy dropped it) answers the first command with EOF or a reset:
-             * one retry on a fresh connection, so a restart costs no request a
-             * 503.  Had the server died after running the commands (not a
-             * clean close), the retry would charge that request twice:
-             * acceptable.
+             * One retry on a fresh connection, without a word in the log: a
+             * connection that went stale while idle (Redis restarted, or a
+             * proxy dropped it) answers the first command with EOF or a
+             * reset, and one answer later than volatile_timeout is usually a
+             * scheduling blip on a busy machine, not an outage.  So a
+             * restart or a blip costs no request a 503; a dead or stalled
+             * Redis costs two deadlines, then the back-off.  Had the server
+             * run the commands before the connection was given up, the
+             * retry charges that request twice: the limit errs by one unit
+             * on the strict side.
              */
             redisFree(r->c);
             r->c = NULL;
             continue;
         }
         char why[160];
-        snprintf(why, sizeof(why), "%s: %s", argv[0][0],
-                 c->err == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK) ? "no answer within volatile_timeout"
-                                                                                     : c->errstr);
+        snprintf(why, sizeof(why), "%s: %s", argv[0][0], timeout ? "no answer within volatile_timeout" : c->errstr);
         drop(r, why);
         return aly_errf(err, "redis at %s:%u: %s", r->url.host, r->url.port, why);
     }
@@ -353,6 +372,30 @@ int volatile_redis_mget(volatile_redis_t *r, const char *const *keys, size_t n, 
     return 0;
 }
 
+int volatile_redis_stamp(volatile_redis_t *r, const char *id, uint64_t ms, aly_err_t *err)
+{
+    char key[320], text[24];
+    int n = snprintf(text, sizeof(text), "%llu", (unsigned long long)ms);
+    if (volatile_redis_key(key, sizeof(key), id, strlen(id), "lu") < 0)
+        return aly_errf(err, "key id too long for a stamp");
+    return volatile_redis_set(r, key, text, (size_t)n, 0, 0, err) == 0 ? 0 : -1;
+}
+
+int volatile_redis_last_used(volatile_redis_t *r, const char *id, uint64_t *ms, aly_err_t *err)
+{
+    char key[320], *val;
+    size_t len;
+    const char *keys[] = {key};
+    if (volatile_redis_key(key, sizeof(key), id, strlen(id), "lu") < 0)
+        return aly_errf(err, "key id too long for a stamp");
+    if (volatile_redis_mget(r, keys, 1, &val, &len, err) != 0)
+        return -1;
+    *ms = 0;
+    int rc = val == NULL || config_parse_uint(val, ms) == 0 ? 0 : aly_errf(err, "the last-used stamp of %s is not a number", id);
+    free(val);
+    return rc;
+}
+
 int volatile_redis_del(volatile_redis_t *r, const char *key, aly_err_t *err)
 {
     const char *argv[] = {"DEL", key};
@@ -363,35 +406,6 @@ int volatile_redis_del(volatile_redis_t *r, const char *key, aly_err_t *err)
         return reply_error(rep, "DEL", err);
     freeReplyObject(rep);
     return 0;
-}
-
-static int signal_op(volatile_redis_t *r, const char *op, const char *name, uint64_t *gen, aly_err_t *err)
-{
-    char key[128];
-    if (volatile_redis_key(key, sizeof(key), "sig", 3, name) < 0)
-        return aly_errf(err, "signal name too long");
-    const char *argv[] = {op, key};
-    redisReply *rep = command(r, 2, argv, err);
-    if (rep == NULL)
-        return -1;
-    if (rep->type == REDIS_REPLY_INTEGER && rep->integer >= 0)
-        *gen = (uint64_t)rep->integer;
-    else if (rep->type == REDIS_REPLY_NIL)
-        *gen = 0;
-    else if (rep->type != REDIS_REPLY_STRING || config_parse_uint(rep->str, gen) != 0)
-        return reply_error(rep, op, err);
-    freeReplyObject(rep);
-    return 0;
-}
-
-int volatile_redis_signal_bump(volatile_redis_t *r, const char *name, uint64_t *gen, aly_err_t *err)
-{
-    return signal_op(r, "INCR", name, gen, err);
-}
-
-int volatile_redis_signal_read(volatile_redis_t *r, const char *name, uint64_t *gen, aly_err_t *err)
-{
-    return signal_op(r, "GET", name, gen, err);
 }
 
 static void script_sha1(volatile_redis_script_t *s)

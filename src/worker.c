@@ -363,6 +363,8 @@ void worker_run(const worker_spec_t *spec)
     volatile_redis_t *vr = spec->cfg->volatile_url != NULL ? volatile_redis_open(spec->cfg, &err) : NULL;
     if (spec->cfg->volatile_url != NULL && vr == NULL)
         log_fatal("%s", err.msg);
+    if (vr != NULL)
+        volatile_redis_count_into(vr, w.slot->redis);
     gate_init(&w.gate, spec->cfg, auth, store, w.slot, alyd_hooks != NULL ? alyd_hooks->authenticate : NULL);
     w.mcp = (mcp_ctx_t){.cfg = spec->cfg, .store = store, .loop = w.loop, .gate = &w.gate};
     w.endpoints = (endpoints_t){.cfg = spec->cfg,

@@ -81,10 +81,31 @@ for my $name ('a', 'b') {
 }
 is(ping($b, $k2{key})->{status}, 200, 'another principal has its own budget');
 
+# ---- a 2025-03-26 batch spends one unit per call, across hosts too ----
+{
+    my $k4 = $a->ctl('keys', 'create', '--workspace', $ws, '--scopes', 'read:sites', '--rate-limit', '1/hour burst=5');
+    my $n = 0;
+    my $batch = sub {
+        my ($host, @msgs) = @_;
+        my ($st, $h, $body) = Alyd::curl('-X', 'POST', '-H', "Authorization: Bearer $k4", '-H', 'Content-Type: application/json',
+            '-H', 'Accept: application/json', '--data-binary', JSON::PP->new->encode(\@msgs), $host->url('/api/mcp'));
+        return ($st, Alyd::json_decode($body) // [], $h);
+    };
+    my $ping = sub { { jsonrpc => '2.0', id => ++$n, method => 'ping' } };
+    my ($st, $r, $h) = $batch->($a, map { $ping->() } 1 .. 4);
+    is(scalar(grep { exists $_->{result} } @$r), 4, 'a batch of 4 on host A: all answered');
+    like(Alyd::header_value($h, 'ratelimit') // '', qr/;r=1;/, '... 4 units spent');
+    ($st, $r, $h) = $batch->($b, $ping->(), $ping->(), $ping->());
+    is($st, 200, 'a batch of 3 on host B with one unit left: answered');
+    is(scalar(grep { exists $_->{result} } @$r), 1, '... one call made');
+    is(scalar(grep { ($_->{error}{code} // 0) == -32029 } @$r), 2, '... two refused one by one with the rate-limit error');
+}
+
 # ---- the cells in Redis ----
 my @cells = sort split /\n/, $redis->cli('-n', 5, '--raw', 'KEYS', 'aly:*:rl') // '';
-is_deeply(\@cells, [sort("aly:{$k1{id}}:rl", "aly:{$k2{id}}:rl")], 'one cell per principal, named aly:{PRINCIPAL}:rl')
-  or diag(join ',', @cells);
+is_deeply([grep { !/^aly:\{key_[A-Za-z0-9]+\}:rl$/ } @cells], [], 'every cell is named aly:{PRINCIPAL}:rl');
+ok(@cells == 3 && (grep { $_ eq "aly:{$k1{id}}:rl" || $_ eq "aly:{$k2{id}}:rl" } @cells) == 2,
+    'one cell for each of the three principals that spent, whichever host served them') or diag(join ',', @cells);
 my $pttl = $redis->cli('-n', 5, 'PTTL', "aly:{$k1{id}}:rl") // -1;
 ok($pttl > 9 * 3600 * 1000 && $pttl <= 10 * 3600 * 1000, 'the cell expires when its bucket is full again (10 x 3600 s)') or diag($pttl);
 is($redis->cli('-n', 0, 'DBSIZE'), 0, 'nothing in the other databases: /5 of the URL is used');
@@ -92,10 +113,31 @@ ok(!-e $a->data_dir . '/volatile/ratelimit.cells' && !-e $b->data_dir . '/volati
     'no shared-memory rate-limit table on either host');
 my $stamp = $redis->cli('-n', 5, 'GET', "aly:{$k1{id}}:lu") // 0;
 ok($stamp =~ /^\d+$/ && abs($stamp / 1000 - time) < 120, 'the key\'s last-used stamp is in Redis (ms)') or diag($stamp);
+my $shown = Alyd::json_decode($b->ctl('--json', 'keys', 'show', $k1{id})) // {};
+like($shown->{last_used} // '', qr/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d/, 'alyctl keys show reads it from Redis (on any host)')
+  or diag($shown->{last_used});
 
 # A deleted cell is a full bucket again: the budget really is the Redis key.
 $redis->cli('-n', 5, 'DEL', "aly:{$k1{id}}:rl");
 is(ping($a, $k1{key})->{status}, 200, 'with its cell gone, the principal is admitted again');
+
+# ---- the cost: one round trip per authenticated request (/metrics) ----
+{
+    my $k3 = $a->ctl('keys', 'create', '--workspace', $ws, '--scopes', 'read:sites', '--rate-limit', '1000/second burst=1000');
+    my $scrape = sub {
+        my (undef, undef, $m) = Alyd::curl($a->metrics_url('/metrics'));
+        return map { Alyd::metric_value($m, $_) // -1 } 'alyd_redis_roundtrips_total', 'alyd_redis_commands_total', 'alyd_redis_up';
+    };
+    my ($rt0, $cmd0, $up) = $scrape->();
+    is($up, 1, '/metrics: alyd_redis_up 1');
+    my @st = map { ping($a, $k3, '--interface', '127.0.0.9')->{status} } 1 .. 10;
+    my ($rt1, $cmd1) = $scrape->();
+    is_deeply(\@st, [(200) x 10], 'ten requests of a fresh key from a fresh address');
+    # Each: the address check and the principal's script in one round trip; plus, at most once per
+    # worker, the key's last-used stamp.
+    ok($rt1 - $rt0 >= 10 && $rt1 - $rt0 <= 12, 'one Redis round trip per request (+ at most one stamp per worker): ' . ($rt1 - $rt0));
+    ok($cmd1 - $cmd0 >= 20 && $cmd1 - $cmd0 <= 22, 'carrying two commands each: ' . ($cmd1 - $cmd0));
+}
 
 # ---- failed authentications: one budget per address across hosts ----
 my $bad = 'aly_' . ('A' x 30) . '000000';

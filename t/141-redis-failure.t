@@ -55,7 +55,7 @@ is($hz->{j}{status}, 'degraded', 'open: /healthz says degraded');
 like($hz->{j}{error} // '', qr/^redis .*unreachable: serving without rate limits/, 'open: /healthz names redis and what it means');
 
 # ---- Redis back on the same port: no restart of either host ----
-$redis->spawn;
+$redis->start;
 ok(Alyd::poll_until(10, sub { ping($closed)->{status} == 200 }, 0.1), 'closed: serves again once Redis is back');
 ok(Alyd::poll_until(10, sub { healthz($closed)->{status} == 200 }, 0.1), 'closed: /healthz 200 again');
 ok($closed->wait_log(qr/volatile: redis at [^\n]* reachable again/), 'closed: the recovery is logged');
@@ -70,12 +70,12 @@ is_deeply([$closed->master_pid, $closed->worker_pids, $open->master_pid, $open->
     'no process of either host was restarted');
 
 # ---- a Redis that accepts and never answers: the deadline ----
-kill('STOP', $redis->{pid});
+kill('STOP', $redis->pid);
 $r = ping($closed);
 is($r->{status}, 503, 'Redis stalled: closed answers 503 (volatile_timeout), not a hung request');
 like($r->{j}{error}{message} // '', qr/redis/, 'stalled: the error names redis');
 ok($closed->wait_log(qr/unreachable \([^)]*no answer within volatile_timeout\)/), 'stalled: logged as a timeout');
-kill('CONT', $redis->{pid});
+kill('CONT', $redis->pid);
 ok(Alyd::poll_until(10, sub { ping($closed)->{status} != 503 }, 0.1), 'closed: decides again once Redis answers');
 
 $_->stop for $closed, $open;

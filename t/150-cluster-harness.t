@@ -148,16 +148,17 @@ EOS
 use strict; use warnings; use Alyd; use Cluster;
 my $pg = Cluster::start_postgres(); my $r = Cluster::start_redis();
 $| = 1;
-print join(' ', $pg->pid, Alyd::children_of($pg->pid), $r->pid), "\n";
+print join(' ', $pg->dir, $r->dir, $pg->pid, Alyd::children_of($pg->pid), $r->pid), "\n";
 kill 'KILL', $$;
 EOS
     my @inc = map { ('-I', $_) } grep { !ref } @INC;
     my ($exit, $out, $err) = run_cmd($^X, @inc, "$dir/kill.pl");
     is($exit, 128 + 9, 'a test killed by SIGKILL');
-    my @pids = split ' ', $out;
-    ok(@pids >= 4, 'it had started postgres (with its processes) and redis') or diag($err);
+    my ($pgdir, $rdir, @pids) = split ' ', $out;
+    ok(@pids >= 4 && ($pgdir // '') =~ /alyd-pg-/ && ($rdir // '') =~ /alyd-redis-/, 'it had started postgres (with its processes) and redis') or diag($err);
     ok(poll_until(10, sub { !grep { Alyd::proc_alive($_) } @pids }), 'its engines do not outlive it')
       or diag("alive: @{[grep { Alyd::proc_alive($_) } @pids]}");
+    ok(poll_until(10, sub { !-e $pgdir && !-e $rdir }), 'nor do their directories') unless $ENV{ALY_KEEP_TMP};
 }
 
 $c->stop;

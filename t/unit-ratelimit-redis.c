@@ -1,7 +1,7 @@
 /*
- * Unit tests of the Redis rate limiter's arithmetic (src/ratelimit_redis.c)
- * and of the Redis URL and key grammar (src/volatile_redis.c), no server
- * needed: the parameters handed to the script (T rounded up, B*T saturated),
+ * Unit tests of the Redis rate limiter's arithmetic (src/ratelimit_redis.c),
+ * its table of suspect addresses, and the Redis URL and key grammar
+ * (src/volatile_redis.c), no server needed: the parameters handed to the script (T rounded up, B*T saturated),
  * and the decisions made from the script's answer against ratelimit_gcra(),
  * the shared-memory path's GCRA, step by step over random request times, so
  * the two backends answer alike (admitted, remaining, reset, Retry-After).
@@ -97,6 +97,20 @@ static void keys(void)
     ok(ratelimit_redis_principal_key(big, buf, sizeof(buf)) < 0, "a key that does not fit is an error, not a truncated name");
 }
 
+static void suspects(void)
+{
+    ratelimit_addr_t a = {.key = "a:4\x7f\0\0\x05", .len = 7}, other = {.key = "a:4\x7f\0\0\x06", .len = 7}, none = {.len = 0};
+    aly_rate_t fail = {30, 60, 30}; /* T 2 s, capacity 60 s: suspect for 62 s */
+    uint64_t now = 1000000;
+    ok(!ratelimit_redis_suspect(&a, now), "an address never seen failing is not suspect");
+    ratelimit_redis_suspect_mark(&a, &fail, now);
+    ok(ratelimit_redis_suspect(&a, now + 61000), "after a failure it is suspect for the failure policy's capacity");
+    ok(!ratelimit_redis_suspect(&a, now + 62000), "and no longer after it");
+    ok(!ratelimit_redis_suspect(&other, now + 1000), "another address is not");
+    ratelimit_redis_suspect_mark(&none, &fail, now);
+    ok(!ratelimit_redis_suspect(&none, now + 1000), "a peer without an address never is");
+}
+
 static void urls(void)
 {
     volatile_redis_url_t u;
@@ -124,6 +138,7 @@ int main(void)
     params();
     same_as_gcra();
     keys();
+    suspects();
     urls();
     return done_testing();
 }

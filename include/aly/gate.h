@@ -8,7 +8,10 @@
  * be read); the principal's rate limit is decided (429 with Retry-After,
  * RateLimit-Policy and RateLimit).  An admitted response carries the
  * RateLimit header.  A limiter that cannot decide admits the request: a full
- * volatile map must not become an outage; that is counted and logged.
+ * volatile map must not become an outage; that is counted and logged.  With
+ * "volatile redis://" the cells are in Redis (aly/ratelimit_redis.h, one
+ * round trip per request), and a Redis that cannot be reached means 503 with
+ * Retry-After (volatile_failure closed) or admission (open).
  *
  * One unit buys one call: the gate charges a request its first unit, and
  * the engine charges each further call of a 2025-03-26 batch through

@@ -29,6 +29,8 @@ enum { STATS_CUT_RESETS, STATS_CUT_BODY, STATS_CUT_DEADLINE, STATS_N_CUT };
 enum { STATS_REFUSE_PER_ADDRESS, STATS_REFUSE_STRUCK_OUT, STATS_N_REFUSE };
 /* store_count_into()'s counters: STORE_RT_N round-trip purposes and the failures. */
 #define STATS_N_PG 4
+/* volatile_redis_count_into()'s counters: VOLATILE_REDIS_N of them. */
+#define STATS_N_REDIS 3
 
 typedef struct stats_slot {
     pid_t pid; /* 0 when free */
@@ -44,6 +46,7 @@ typedef struct stats_slot {
     uint64_t address_strikes;              /* strikes recorded against addresses */
     uint64_t address_bans;                 /* addresses that struck out */
     uint64_t pg[STATS_N_PG];               /* cluster mode: PostgreSQL round trips by purpose, then failures (aly/store.h) */
+    uint64_t redis[STATS_N_REDIS];         /* cluster mode: Redis round trips, commands, outages (aly/volatile_redis.h) */
 } stats_slot_t;
 
 typedef struct stats_shared {

@@ -15,19 +15,22 @@
  *                            principal), the client's reply, a cancellation
  *   aly:{q:DIGEST}:q         who asked what (-> REQID), to cancel from any host
  *   aly:{s:MAC}:s            a requestState already used (SET NX PX)
- *   aly:{sig}:NAME           signal counters (revocations, cache invalidation)
- * Every key but the stamps and signals carries a TTL: nothing outlives its use.
+ * Every key but the stamps carries a TTL: nothing outlives its use.
  *
  * Waits.  Synchronous hiredis with deadlines: connect and every command wait
  * at most volatile_timeout (redisConnectWithTimeout + redisSetTimeout).  Why
  * not hiredis' asynchronous API on h2o's loop: every caller (the gate, the
- * requestState check, the reply hand-over) is in the middle of a request
- * handler that h2o gives no way to suspend and resume cheaply, and one
- * loopback round trip costs tens of microseconds, less than parsing the
- * request; a dead Redis costs one timeout per reconnect attempt, not per
- * request (see below).
+ * requestState check, the reply hand-over) runs in the middle of the MCP
+ * engine's synchronous path from request to dispatch, which would have to be
+ * cut into a continuation at each of them.  The price, measured (README,
+ * "Volatile state on Redis"): one round trip per request, tens of
+ * microseconds of CPU on the alyd host; a Redis that stops answering costs
+ * a worker two deadlines per back-off step, not one per request (see below).
  *
- * Failure.  Any error (refused, timeout, protocol error) drops the
+ * Failure.  A command that meets a stale connection (EOF or reset: Redis
+ * restarted) or no answer within the deadline is sent once more on a fresh
+ * connection, silently (a busy machine's scheduling blip is no outage).  An
+ * error after that, or any other (refused, protocol error), drops the
  * connection and marks Redis down.  While down, calls fail at once without
  * touching the network, and a reconnect is tried on use after a back-off
  * (100 ms doubling to 2 s), so recovery needs no restart.  The first failure
@@ -93,19 +96,16 @@ int volatile_redis_set(volatile_redis_t *r, const char *key, const void *val, si
  */
 int volatile_redis_mget(volatile_redis_t *r, const char *const *keys, size_t n, char **vals, size_t *lens, aly_err_t *err);
 
+/*
+ * An API key's last-used stamp (aly:{ID}:lu, milliseconds since the epoch, no
+ * TTL): stamp writes it (the caller coalesces); last_used reads it, 0 when
+ * never written.  0, or -1 with err.
+ */
+int volatile_redis_stamp(volatile_redis_t *r, const char *id, uint64_t ms, aly_err_t *err);
+int volatile_redis_last_used(volatile_redis_t *r, const char *id, uint64_t *ms, aly_err_t *err);
+
 /* DEL key: 0 (deleted or absent), -1 error. */
 int volatile_redis_del(volatile_redis_t *r, const char *key, aly_err_t *err);
-
-/*
- * Signals between hosts: a counter per name ("aly:{sig}:NAME") that a host
- * bumps after a change every host must see (a revocation) and the others
- * read when they decide whether to refresh a cache.  A counter rather than
- * PUBLISH: a reader needs no second, subscribed connection, and a host that
- * was away misses nothing.  bump: INCR, the new value in *gen; read: GET (0
- * when never bumped).
- */
-int volatile_redis_signal_bump(volatile_redis_t *r, const char *name, uint64_t *gen, aly_err_t *err);
-int volatile_redis_signal_read(volatile_redis_t *r, const char *name, uint64_t *gen, aly_err_t *err);
 
 /*
  * A Lua script run with EVALSHA (its SHA-1 computed once, here), loaded by
@@ -138,5 +138,14 @@ int volatile_redis_eval_batch(volatile_redis_t *r, const volatile_redis_call_t *
 
 /* Round trips made by this process since it started (the cost model's counter). */
 uint64_t volatile_redis_round_trips(void);
+
+/*
+ * Where r also counts, from now on (the worker's stats slot, for /metrics):
+ * counters[VOLATILE_REDIS_RT] round trips, [VOLATILE_REDIS_COMMANDS] commands
+ * sent (a pipelined round trip carries several), [VOLATILE_REDIS_OUTAGES]
+ * outages begun.  Relaxed atomic adds; counters must outlive r.
+ */
+enum { VOLATILE_REDIS_RT, VOLATILE_REDIS_COMMANDS, VOLATILE_REDIS_OUTAGES, VOLATILE_REDIS_N };
+void volatile_redis_count_into(volatile_redis_t *r, uint64_t *counters);
 
 #endif

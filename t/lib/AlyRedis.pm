@@ -1,68 +1,33 @@
-# Test helpers for "volatile redis://": a throw-away redis-server on a free
-# loopback port in a temporary directory (stop it, start it again on the same
-# port), a redis-cli wrapper, and a second alyd "host" that shares the first
-# one's durable store (a symlink to its LMDB store directory, standing in for
-# a shared PostgreSQL) and pepper but keeps its own volatile directory, so
-# anything that crosses the two hosts can only have gone through Redis.
+# What the "volatile redis://" tests (t/14x-redis-*.t) add to t/lib/Cluster.pm's
+# throw-away redis-server: redis-cli against it (any database), and a second
+# alyd "host" that shares the first one's durable store (a symlink to its LMDB
+# store directory, standing in for a shared PostgreSQL, so these tests need no
+# PostgreSQL) and pepper but keeps its own volatile directory, so anything that
+# crosses the two hosts can only have gone through Redis.
 package AlyRedis;
 
 use strict;
 use warnings;
 use Carp qw(croak);
-use File::Temp qw(tempdir);
-use POSIX ();
-use Time::HiRes qw(sleep);
 use Alyd;
+use Cluster;
+use parent -norequire, 'Cluster::Redis';
 
-my %live;
-
-sub redis_bin { my ($name) = @_; for my $d (split(/:/, $ENV{PATH} // ''), '/usr/bin', '/usr/sbin') { return "$d/$name" if -x "$d/$name" } undef }
+sub cli_bin { for my $d (split(/:/, $ENV{PATH} // ''), '/usr/bin') { return "$d/redis-cli" if -x "$d/redis-cli" } undef }
 
 # AlyRedis->available: redis-server and redis-cli are installed (scripts/install-deps --test puts them there).
-sub available { return redis_bin('redis-server') && redis_bin('redis-cli') }
+sub available { return Cluster::redis_bin() && cli_bin() }
 
-# AlyRedis->start: a redis-server without persistence on a free port; dies when it does not answer PING.
+# AlyRedis->start: Cluster::Redis->new; ->stop, ->start (again, same port), ->pid, ->url(DB) as there.
 sub start {
-    my ($class) = @_;
-    my $self = bless { dir => tempdir('alyd-redis-XXXXXX', TMPDIR => 1, CLEANUP => 1), owner => $$ }, $class;
-    $self->{port} = Alyd::free_port();
-    $self->spawn;
-    $live{"$self"} = $self;
-    return $self;
+    my ($class, @o) = @_;
+    return ref $class ? $class->SUPER::start(@o) : $class->new(@o);
 }
 
-sub port { $_[0]{port} }
-sub url  { "redis://127.0.0.1:$_[0]{port}/" . ($_[1] // 0) }
-
-sub spawn {
-    my ($self) = @_;
-    my $pid = fork // croak "fork: $!";
-    if ($pid == 0) {
-        open(STDIN,  '<',  '/dev/null');
-        open(STDOUT, '>>', "$self->{dir}/redis.log");
-        open(STDERR, '>&', \*STDOUT);
-        exec(redis_bin('redis-server'), '--port', $self->{port}, '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
-            '--dir', $self->{dir}, '--daemonize', 'no') or POSIX::_exit(127);
-    }
-    $self->{pid} = $pid;
-    Alyd::poll_until(10, sub { ($self->cli('PING') // '') eq 'PONG' }, 0.05)
-      or croak "redis-server on port $self->{port} did not answer PING:\n" . (Alyd::slurp("$self->{dir}/redis.log") // '');
-}
-
-# Stops the server (SIGTERM, then reaped); start again with ->spawn.
-sub stop {
-    my ($self) = @_;
-    return unless $self->{pid} && $self->{owner} == $$;
-    kill('TERM', $self->{pid});
-    Alyd::poll_until(10, sub { waitpid($self->{pid}, POSIX::WNOHANG()) != 0 }, 0.02) or kill('KILL', $self->{pid});
-    waitpid($self->{pid}, 0);
-    $self->{pid} = undef;
-}
-
-# redis-cli against this server; its output, chomped (undef when it fails).
+# redis-cli against this server ("-n DB" for another database); its output, chomped (undef when it fails).
 sub cli {
     my ($self, @args) = @_;
-    my ($exit, $out) = Alyd::run_cmd(redis_bin('redis-cli'), '-p', $self->{port}, @args);
+    my ($exit, $out) = Alyd::run_cmd(cli_bin(), '-p', $self->port, @args);
     return undef if $exit != 0;
     chomp $out;
     return $out;
@@ -82,9 +47,5 @@ sub twin {
     croak "twin alyd did not start: $err\n" . ($b->error_log_text // '') if defined $err;
     return $b;
 }
-
-sub DESTROY { my ($self) = @_; local ($?, $!, $@); $self->stop if $self->{pid}; delete $live{"$self"} }
-
-END { local $?; $_->stop for grep { $_ && $_->{pid} } values %live }
 
 1;

@@ -25,6 +25,7 @@ use warnings;
 use Carp qw(croak);
 use Cwd qw(abs_path);
 use Exporter qw(import);
+use File::Path ();
 use File::Spec;
 use File::Temp qw(tempdir);
 use IO::Select;
@@ -136,9 +137,10 @@ sub _run_as {
 # A watcher for an engine: a small process that kills the engine (and, for
 # PostgreSQL, its backends, which are session leaders of their own) once the
 # test process is gone however it went -- SIGKILL, or SIGPIPE when its output
-# pipe closed -- which leaves END no chance.  It exits with the engine.
+# pipe closed -- which leaves END no chance, and then removes its directory
+# (unless ALY_KEEP_TMP).  It exits with the engine.
 sub _guard {
-    my ($pid) = @_;
+    my ($pid, $dir) = @_;
     my $owner = $$;
     my $g = fork // croak "fork: $!";
     return if $g;
@@ -152,6 +154,10 @@ sub _guard {
         if (!kill(0, $owner) || getppid() != $owner) {
             kill('KILL', $pid, children_of($pid));
             kill('KILL', -$pid);
+            if ($dir && !$ENV{ALY_KEEP_TMP}) {
+                poll_until(5, sub { !kill(0, $pid) }, 0.05);    # reaped by whoever inherited it
+                File::Path::remove_tree($dir);
+            }
             last;
         }
         sleep 0.2;
@@ -240,7 +246,7 @@ sub start {
     my ($self) = @_;
     croak 'PostgreSQL is already running' if $self->running;
     $self->{pid} = Cluster::_spawn_as($self->{uid}, $self->{gid}, $self->log, "$self->{bin}/postgres", '-D', "$self->{dir}/data");
-    Cluster::_guard($self->{pid});
+    Cluster::_guard($self->{pid}, $self->{dir});
     my $ok = poll_until(30, sub { return 0 unless $self->running; my ($e) = $self->_psql_raw('postgres', 'SELECT 1'); $e == 0 }, 0.1);
     croak "PostgreSQL did not start:\n" . (slurp($self->log) // '') unless $ok && $self->running;
     return $self;
@@ -346,7 +352,7 @@ sub start {
         '--save', '', '--appendonly', ($self->{opts}{persist} ? 'yes' : 'no'), '--protected-mode', 'yes',
         @{ $self->{opts}{args} // [] });
     $self->{pid} = Cluster::_spawn_as($>, (split ' ', $))[0], $self->log, $self->{bin}, @args);
-    Cluster::_guard($self->{pid});
+    Cluster::_guard($self->{pid}, $self->{dir});
     my $ok = poll_until(20, sub { return 0 unless $self->running; my $r = eval { $self->cmd('PING') }; ($r // '') eq 'PONG' }, 0.05);
     croak "redis-server did not start:\n" . (slurp($self->log) // '') unless $ok && $self->running;
     return $self;
