@@ -170,11 +170,28 @@ static void send_json_answer(mcp_exchange_t *x)
     add_session_header(x);
     if (x->scope_needed != 0)
         gate_scope_challenge(x->ctx->gate, req, x->principal.scopes, x->scope_needed);
+    if (x->status == 503) {
+        char v[24];
+        size_t n = aly_fmt_u64(v, x->retry_after_s);
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, h2o_strdup(&req->pool, v, n).base, n);
+    }
     http_send_json(req, x->status,
                    x->status == 200   ? "OK"
                    : x->status == 400 ? "Bad Request"
+                   : x->status == 503 ? "Service Unavailable"
                                       : "Forbidden",
                    x->answer.data, x->answer.len);
+}
+
+void mcp_call_unavailable(mcp_call_t *call, const char *message, unsigned retry_after_s)
+{
+    mcp_exchange_t *x = call->x;
+    /* A batch or a stream has other answers to carry: the error alone says it there. */
+    if (!x->batch && x->out != OUT_SSE) {
+        x->status = 503;
+        x->retry_after_s = retry_after_s;
+    }
+    mcp_call_error(call, RPC_INTERNAL_ERROR, message, json_pack("{s:I}", "retry_after_seconds", (json_int_t)retry_after_s));
 }
 
 void mcp_exchange_maybe_finish(mcp_exchange_t *x)

@@ -46,6 +46,10 @@ static void do_initialize(mcp_call_t *call, json_t *params)
                       (json_object_get(declared, "roots") != NULL ? MCP_CAP_ROOTS : 0);
     aly_err_t err;
     if (mcp_session_create(x, pi, client, &err) != 0) {
+        if (err.refused == STORE_UNAVAILABLE) {
+            mcp_call_unavailable(call, err.msg, STORE_RETRY_AFTER_S);
+            return;
+        }
         if (!err.refused)
             log_error("creating a session: %s", err.msg);
         mcp_call_error(call, RPC_INTERNAL_ERROR, err.refused ? err.msg : "cannot create a session; try again", NULL);

@@ -46,15 +46,16 @@ for my $h ($h0, $h1) {
     like($hh, qr/^retry-after: 1\r?$/mi, "$name: /healthz carries Retry-After");
 }
 my $t0 = time;
-($st, $r) = create($h0, 'during');
+my $hd;
+($st, $r, $hd) = create($h0, 'during');
 my $took = time - $t0;
 ok(!ok_result($st, $r), 'a write while PostgreSQL is down fails');
 like(text_of($r), qr/the store is unavailable \(PostgreSQL: .*\); try again shortly/, 'saying the store is unavailable');
 ok($took < 3 * $SC, sprintf('and is answered at once (%.3f s), not after a hang', $took));
-TODO: {
-    local $TODO = 'the tool layer answers a STORE_UNAVAILABLE error as an isError result; the lead maps it to 503 + Retry-After';
-    is($st, 503, 'a write while PostgreSQL is down: HTTP 503');
-}
+is($st, 503, 'a write while PostgreSQL is down: HTTP 503');
+like($hd // '', qr/^retry-after: 1\r?$/mi, 'with Retry-After: 1');
+is($r->{code}, -32603, 'a JSON-RPC internal error');
+is($r->{data}{retry_after_seconds}, 1, 'whose data says when to retry');
 ($st, $r) = mcp_call($h1->port, $key, 'sites.get', { site_id => $site });
 ok(ok_result($st, $r), 'reads keep working from the replica');
 ($st, $r) = mcp_call($h1->port, $key, 'sites.list', {});

@@ -80,6 +80,12 @@ mcp_status_t mcp_call_input_required(mcp_call_t *call, json_t *requests, json_t 
 /* Completes the call with a result (stolen) or a JSON-RPC error (data stolen, may be NULL). */
 void mcp_call_result(mcp_call_t *call, json_t *result);
 void mcp_call_error(mcp_call_t *call, int code, const char *message, json_t *data);
+/*
+ * The call failed because a shared engine is unreachable (the store, in
+ * cluster mode): a JSON-RPC internal error with data.retry_after_seconds,
+ * and a single JSON answer becomes HTTP 503 with Retry-After.
+ */
+void mcp_call_unavailable(mcp_call_t *call, const char *message, unsigned retry_after_s);
 /* Completes the call with a result already serialised as JSON text (copied). */
 void mcp_call_result_text(mcp_call_t *call, const char *result, size_t len);
 

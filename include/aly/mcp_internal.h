@@ -53,6 +53,7 @@ typedef struct mcp_exchange {
     size_t (*answer_at)[2];
     int protocol_error_code;  /* of a message that was not a valid request */
     int status;               /* HTTP status of a JSON answer */
+    unsigned retry_after_s;   /* a 503 answer: its Retry-After */
     scope_set_t scope_needed; /* a 403 answer: the scope that was missing */
     mcp_out_mode_t out;
     mcp_buf_t queued, inflight;
