@@ -30,6 +30,7 @@ int stats_claim_slot(stats_shared_t *s, pid_t pid)
             s->slots[i].pid = pid;
             __atomic_store_n(&s->slots[i].in_flight, 0, __ATOMIC_RELAXED);
             __atomic_store_n(&s->slots[i].connections, 0, __ATOMIC_RELAXED);
+            __atomic_store_n(&s->slots[i].accepting, 0, __ATOMIC_RELAXED);
             return i;
         }
     }
@@ -40,6 +41,7 @@ void stats_release_slot(stats_shared_t *s, pid_t pid)
 {
     for (int i = 0; i < STATS_N_SLOTS; i++) {
         if (s->slots[i].pid == pid) {
+            __atomic_store_n(&s->slots[i].accepting, 0, __ATOMIC_RELAXED);
             s->slots[i].pid = 0;
             __atomic_store_n(&s->slots[i].in_flight, 0, __ATOMIC_RELAXED);
             __atomic_store_n(&s->slots[i].connections, 0, __ATOMIC_RELAXED);

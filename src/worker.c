@@ -44,6 +44,19 @@
  * 100 % of the load; with 1, 50-60 %, and 10-15 % more throughput).
  */
 #define ACCEPT_BATCH 1
+/*
+ * Even so, whichever worker wakes first takes the next connection, and one
+ * worker often ended up with all of a burst (measured: 50 HTTP/1.1 clients
+ * connecting at once split 0/50, 12/38, 24/26 over six runs, and the 0/50
+ * runs served half the rate on one core).  So a worker that already holds
+ * more than ACCEPT_SLACK connections above another accepting worker of the
+ * stats table leaves the listener alone for ACCEPT_DEFER_MS: the other one,
+ * woken by the same readiness, takes the connection.  If it does not (busy,
+ * stuck), the deferring worker accepts after the pause: a connection waits
+ * at most that long.
+ */
+#define ACCEPT_SLACK 1
+#define ACCEPT_DEFER_MS 1
 #define FRESH_CONN_GRACE_MS 1000 /* while draining, how long a connection that sent nothing may still send a request */
 
 typedef struct listener_state {
@@ -81,6 +94,9 @@ static struct {
     store_t *store;
     h2o_timeout_t replica_timeout;
     h2o_timeout_entry_t replica_entry;
+    h2o_timeout_t defer_timeout; /* ACCEPT_DEFER_MS: the pause of a worker that leaves a connection to another */
+    h2o_timeout_entry_t defer_entry;
+    int deferring, accept_anyway;
 } w;
 
 /* Every endpoint of alyd: the HTTP layer routes over this table and names none itself. */
@@ -143,17 +159,47 @@ static void drop_privileges(const worker_spec_t *spec)
 
 static void start_listener(listener_state_t *ls);
 
-static void set_accepting(int on)
+static void listen_all(int on)
 {
-    if (w.accepting == on || w.draining)
-        return;
     for (size_t i = 0; i < w.n_listeners; i++) {
         if (on)
             start_listener(&w.listeners[i]);
         else
             h2o_socket_read_stop(w.listeners[i].sock);
     }
+}
+
+static void set_accepting(int on)
+{
+    if (w.accepting == on || w.draining)
+        return;
+    if (!w.deferring)
+        listen_all(on);
     w.accepting = on;
+    __atomic_store_n(&w.slot->accepting, (uint64_t)on, __ATOMIC_RELAXED);
+}
+
+/* 1 when another accepting worker holds fewer connections than this one by more than ACCEPT_SLACK. */
+static int others_have_room(void)
+{
+    const stats_shared_t *st = w.spec->stats;
+    for (size_t i = 0; i < STATS_N_SLOTS; i++) {
+        const stats_slot_t *s = &st->slots[i];
+        if (s == w.slot || __atomic_load_n(&s->pid, __ATOMIC_RELAXED) == 0 || !__atomic_load_n(&s->accepting, __ATOMIC_RELAXED))
+            continue;
+        if (w.n_conns > __atomic_load_n(&s->connections, __ATOMIC_RELAXED) + ACCEPT_SLACK)
+            return 1;
+    }
+    return 0;
+}
+
+static void on_defer_end(h2o_timeout_entry_t *entry)
+{
+    (void)entry;
+    w.deferring = 0;
+    w.accept_anyway = 1; /* the connection left to the others, if nobody took it */
+    if (w.accepting && !w.draining)
+        listen_all(1);
 }
 
 static void on_conn_close(void *data)
@@ -173,6 +219,13 @@ static void on_accept(h2o_socket_t *listener, const char *err)
     if (err != NULL)
         return;
     listener_state_t *ls = listener->data;
+    if (!w.accept_anyway && others_have_room()) {
+        w.deferring = 1;
+        listen_all(0);
+        h2o_timeout_link(w.loop, &w.defer_timeout, &w.defer_entry);
+        return;
+    }
+    w.accept_anyway = 0;
     for (int i = 0; i < ACCEPT_BATCH && w.n_conns < w.spec->cfg->max_connections; i++) {
         h2o_socket_t *sock = h2o_evloop_socket_accept(listener);
         if (sock == NULL)
@@ -408,6 +461,9 @@ void worker_run(const worker_spec_t *spec)
         start_listener(ls);
     }
     w.accepting = 1;
+    __atomic_store_n(&w.slot->accepting, 1, __ATOMIC_RELAXED);
+    h2o_timeout_init(w.loop, &w.defer_timeout, ACCEPT_DEFER_MS);
+    w.defer_entry.cb = on_defer_end;
     h2o_timeout_init(w.loop, &w.abuse_timeout, HTTP_SWEEP_MS);
     w.abuse_entry.cb = abuse_sweep;
     h2o_timeout_link(w.loop, &w.abuse_timeout, &w.abuse_entry);

@@ -48,8 +48,15 @@ my @fails  = grep { $_->[1] != 200 } @probes;
 my @around = grep { $_->[0] >= $t_kill - 0.5 && $_->[0] <= $t_kill + 1 } @probes;
 ok(@probes >= 50, 'the prober made ' . scalar(@probes) . ' requests');
 ok(@around >= 10, scalar(@around) . ' requests within 1 s of the kill');
-is(scalar @fails, 0, '/healthz answered 200 to every request around the kill') or do {
-    diag(sprintf("%+.3fs after kill: status %d, %s", $_->[0] - $t_kill, $_->[1], $_->[3])) for @fails;
+# The prober sends one request at a time: one may be in the victim's hands when it dies (it began before the kill and
+# is the only one that may fail); every request begun after the kill is answered by a live worker.
+my @in_flight = grep { $_->[0] <= $t_kill + 0.01 } @fails;    # times are printed to the ms
+my @later     = grep { $_->[0] > $t_kill + 0.01 } @fails;
+is(scalar @later, 0, '/healthz answered 200 to every request begun after the kill') or do {
+    diag(sprintf("%+.3fs after kill: status %d, %s", $_->[0] - $t_kill, $_->[1], $_->[3])) for @later;
+};
+ok(@in_flight <= 1, 'at most the one request in flight at the kill failed (' . scalar(@in_flight) . ')') or do {
+    diag(sprintf("%+.3fs after kill: status %d, %s", $_->[0] - $t_kill, $_->[1], $_->[3])) for @in_flight;
 };
 
 # The new worker serves requests itself.
