@@ -130,13 +130,9 @@ for my $how ('stop', 'kill') {
     my @reads = map { my ($st) = mcp_call($_, $key, 'sites.list', {}); $st } @H;
     is_deeply(\@reads, [200, 200, 200], "PostgreSQL down ($how): reads keep working on every host");
     my ($wst, $wr, $whd) = mcp_call($H[2], $key, 'products.create', { site_id => $site, title => 'down', price => 1, sku => "DOWN-$how" });
-    ok($wst == 503 || $wr->{isError} && ($wr->{content}[0]{text} // '') =~ /the store is unavailable/,
-        "PostgreSQL down ($how): a write is refused: the store is unavailable");
-    TODO: {
-        local $TODO = 'the tool layer answers the store\'s "unavailable" as an isError result; 503 + Retry-After is the lead\'s mapping';
-        ok($wst == 503 && (header_value($whd, 'Retry-After') // '') =~ /^[1-9]\d*$/, "PostgreSQL down ($how): a write is 503 with Retry-After")
-          or diag("status $wst");
-    }
+    like($wr->{message} // '', qr/the store is unavailable/, "PostgreSQL down ($how): a write is refused: the store is unavailable");
+    ok($wst == 503 && (header_value($whd, 'Retry-After') // '') =~ /^[1-9]\d*$/, "PostgreSQL down ($how): a write is 503 with Retry-After")
+      or diag("status $wst");
     sleep 1 * $S;
     my $t_up = time;
     $c->pg->start;
@@ -163,10 +159,7 @@ for my $how ('stop', 'kill') {
     ok(@x > 0, 'writes during the outage were refused (' . scalar(@x) . ')');
     is_deeply([map { "$_->{port} $_->{status} $_->{note}" } grep { $_->{note} !~ /:(unavailable|retry-after=[1-9]\d*)$/ } @x], [],
         'each refused write said the store is unavailable (or 503 with Retry-After)');
-    TODO: {
-        local $TODO = 'the tool layer answers the store\'s "unavailable" as an isError result; 503 + Retry-After is the lead\'s mapping';
-        is(scalar(grep { $_->{status} != 503 } @x), 0, 'each refused write was a 503');
-    }
+    is(scalar(grep { $_->{status} != 503 } @x), 0, 'each refused write was a 503');
     my %acked = map { (split /:/, $_->{note})[2] => 1 } grep { $_->{note} =~ /^w:/ } @res;
     # The last writes went through any host: give them the bound to reach host 0.
     my $after;
