@@ -125,8 +125,41 @@ static json_t *meta_value(scan_t *s, rpc_view_t *view)
     return v;
 }
 
+/*
+ * Short string values of the message and its params ("2.0", method and tool
+ * names) recur in nearly every request: kept, they cost no allocation.  A
+ * direct-mapped table of immutable jansson strings (nothing in alyd changes
+ * a string value in place), a slot replaced by the next string that maps to
+ * it.
+ */
+#define INTERN_SLOTS 64
+#define INTERN_MAX 48
+static json_t *intern_table[INTERN_SLOTS];
+
+static json_t *interned(const char *b, size_t n)
+{
+    if (n > INTERN_MAX)
+        return json_stringn_nocheck(b, n);
+    unsigned h = (unsigned)n * 31u;
+    for (size_t i = 0; i < n; i++)
+        h = h * 33u + (unsigned char)b[i];
+    json_t **slot = &intern_table[h % INTERN_SLOTS];
+    if (*slot != NULL && json_string_length(*slot) == n && memcmp(json_string_value(*slot), b, n) == 0)
+        return json_incref(*slot);
+    json_t *v = json_stringn_nocheck(b, n);
+    if (v != NULL) {
+        json_decref(*slot);
+        *slot = json_incref(v);
+    }
+    return v;
+}
+
 void rpc_parse_reset(void)
 {
+    for (size_t i = 0; i < INTERN_SLOTS; i++) {
+        json_decref(intern_table[i]);
+        intern_table[i] = NULL;
+    }
     for (size_t i = 0; i < META_SLOTS; i++) {
         free(meta_cache[i].bytes);
         json_decref(meta_cache[i].value);
@@ -145,7 +178,7 @@ static json_t *value(scan_t *s, int level, const char *key, size_t klen, rpc_vie
     size_t n;
     char c = *s->p;
     if (c == '"')
-        return plain_string(s, &b, &n) == 0 ? json_stringn_nocheck(b, n) : NULL;
+        return plain_string(s, &b, &n) == 0 ? interned(b, n) : NULL;
     if (c >= '0' && c <= '9') {
         json_int_t v = 0;
         while (s->p < s->end && *s->p >= '0' && *s->p <= '9' && s->p - start < 18)

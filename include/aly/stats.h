@@ -37,7 +37,7 @@ typedef struct stats_slot {
     uint64_t requests[STATS_N_STATUS];
     uint64_t in_flight;
     uint64_t connections;
-    uint64_t accepting; /* 1 while the worker takes new connections (not full, not draining) */
+    uint64_t accepting;                    /* 1 while the worker takes new connections (not full, not draining) */
     uint64_t ratelimit[STATS_N_RL];        /* per-principal decisions; errors of the address check count as errors too */
     uint64_t credential_checks;            /* credentials handed to auth_authenticate (HMAC or JWT, key lookup) */
     uint64_t auth_failures;                /* failed authentications charged to a client address */
