@@ -265,7 +265,12 @@ static int basic_credentials(h2o_req_t *req, const char **id, const char **secre
     size_t off = 6;
     while (off < v.len && v.base[off] == ' ')
         off++;
-    h2o_iovec_t dec = h2o_decode_base64url(&req->pool, v.base + off, v.len - off);
+    /* Standard base64 with padding: mapped onto the base64url alphabet h2o decodes. */
+    char *b = h2o_mem_alloc_pool(&req->pool, v.len - off + 1);
+    size_t bl = 0;
+    for (size_t k = off; k < v.len && v.base[k] != '='; k++)
+        b[bl++] = v.base[k] == '+' ? '-' : v.base[k] == '/' ? '_' : v.base[k];
+    h2o_iovec_t dec = h2o_decode_base64url(&req->pool, b, bl);
     if (dec.base == NULL)
         return -1;
     const char *colon = memchr(dec.base, ':', dec.len);
@@ -500,7 +505,7 @@ void oauth_serve_register(void *data, h2o_req_t *req)
         return;
     }
     oauth_limit_hit(s->store, key, REGISTER_WINDOW_MS);
-    const char *mname = method != NULL ? json_string_value(method) : "none";
+    const char *mname = method != NULL ? json_string_value(method) : "none"; /* lives as long as m */
     c.auth_method = strcmp(mname, "client_secret_post") == 0 ? 1 : strcmp(mname, "client_secret_basic") == 0 ? 2 : 0;
     c.kind = c.auth_method != 0 ? OAUTH_CLIENT_CONFIDENTIAL : OAUTH_CLIENT_PUBLIC;
     c.origin = OAUTH_ORIGIN_DCR;
@@ -518,7 +523,7 @@ void oauth_serve_register(void *data, h2o_req_t *req)
     json_decref(m);
     json_object_set_new(out, "client_id", json_string(c.id));
     json_object_set_new(out, "client_id_issued_at", json_integer((json_int_t)(c.created_ms / 1000)));
-    json_object_set_new(out, "token_endpoint_auth_method", json_string(mname));
+    json_object_set_new(out, "token_endpoint_auth_method", json_string(methods[c.auth_method]));
     if (json_object_get(out, "grant_types") == NULL)
         json_object_set_new(out, "grant_types", json_pack("[ss]", "authorization_code", "refresh_token"));
     if (json_object_get(out, "response_types") == NULL)

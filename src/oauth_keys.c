@@ -158,7 +158,7 @@ static int scan_active(store_txn_t *t, signing_key_t *out, find_active_t *f, aly
     memset(f, 0, sizeof(*f));
     f->out = out;
     store_records_t r = {&record_signing_key, &tmp, each_key, NULL, f};
-    return store_scan_records(t, DB_OAUTH_KEYS, NULL, 0, NULL, 0, &r, err);
+    return store_scan_records(t, DB_OAUTH_KEYS, "", 0, NULL, 0, &r, err);
 }
 
 /* In write transaction t: a new active key; with rotate, every older active key is retired. */
@@ -232,7 +232,7 @@ int oauth_key_jwks(store_t *st, void **json_doc, aly_err_t *err)
     json_t *keys = json_array();
     signing_key_t tmp;
     store_records_t r = {&record_signing_key, &tmp, jwks_each, NULL, keys};
-    int rc = store_scan_records(&t, DB_OAUTH_KEYS, NULL, 0, NULL, 0, &r, err);
+    int rc = store_scan_records(&t, DB_OAUTH_KEYS, "", 0, NULL, 0, &r, err);
     store_abort(&t);
     if (rc != 0) {
         json_decref(keys);

@@ -298,7 +298,7 @@ static int list_db(store_t *st, int db, const char *prefix, const record_type_t 
         return -1;
     each_ctx_t e = {each, ctx};
     store_records_t r = {type, rec, each_record, NULL, &e};
-    int rc = store_scan_records(&t, db, prefix, prefix != NULL ? strlen(prefix) : 0, NULL, 0, &r, err);
+    int rc = store_scan_records(&t, db, prefix != NULL ? prefix : "", prefix != NULL ? strlen(prefix) : 0, NULL, 0, &r, err);
     store_abort(&t);
     return rc;
 }
