@@ -478,6 +478,7 @@ void oauth_serve_register(void *data, h2o_req_t *req)
     oauth_client_t c;
     memset(&c, 0, sizeof(c));
     const char *bad = NULL;
+    int bad_uri = 0;
     if (!json_is_object(m))
         bad = "the body is not a JSON object";
     else if (!json_is_array(uris) || json_array_size(uris) == 0 || json_array_size(uris) > OAUTH_MAX_REDIRECTS)
@@ -494,14 +495,15 @@ void oauth_serve_register(void *data, h2o_req_t *req)
         bad = "application_type must be native or web";
     for (size_t i = 0; bad == NULL && i < json_array_size(uris); i++) {
         const char *u = json_string_value(json_array_get(uris, i));
-        if (u == NULL || !oauth_redirect_ok(u))
+        if (u == NULL || !oauth_redirect_ok(u)) {
             bad = "every redirect URI must be https, or http on 127.0.0.1, [::1] or localhost, without a fragment";
-        else
+            bad_uri = 1;
+        } else
             snprintf(c.redirects[c.n_redirects++].uri, OAUTH_URI_MAX, "%s", u);
     }
     if (bad != NULL) {
         json_decref(m);
-        oauth_send_error(req, 400, bad[0] == 'r' || bad[0] == 'e' ? "invalid_redirect_uri" : "invalid_client_metadata", "%s", bad);
+        oauth_send_error(req, 400, bad_uri ? "invalid_redirect_uri" : "invalid_client_metadata", "%s", bad);
         return;
     }
     oauth_limit_hit(s->store, key, REGISTER_WINDOW_MS);
