@@ -114,9 +114,11 @@ static int users_run(ctl_t *ctl, store_t *st)
             return ctl_fail("%s", err.msg);
         store_txn_t t;
         oauth_user_t u;
-        int exists = store_begin(st, 0, &t, &err) == 0 && (oauth_user_get(&t, v[1], &u, &err) == 0 || (store_abort(&t), 0));
-        if (exists)
+        int exists = 0;
+        if (store_begin(st, 0, &t, &err) == 0) {
+            exists = oauth_user_get(&t, v[1], &u, &err) == 0;
             store_abort(&t);
+        }
         if ((!exists || v[3] != NULL) && get_password(v[3], pw, sizeof(pw)) != 0)
             return 1;
         int rc = oauth_user_add(st, v[1], v[0], cap, !exists || v[3] != NULL ? pw : NULL, &u, &err);

@@ -108,7 +108,6 @@ static const directive_t directives[] = {
     {"volatile_failure", K_STRING, F(volatile_failure), 0, 0, 0},
     {"volatile_timeout", K_DURATION, F(volatile_timeout_ms), 0, 1, 10 * 1000},
     {"oauth_server", K_ONOFF, F(oauth_server), 0, 0, 0},
-    {"oauth_cimd_allow", K_LIST, F(oauth_cimd_allow), 1, 0, 0},
 };
 
 #undef F
@@ -447,10 +446,6 @@ static int finish(aly_config_t *cfg, parse_state_t *ps, aly_err_t *err)
                    (hl == 9 && strncmp(h, "localhost", 9) == 0);
         cfg->oauth_server = cfg->oauth_issuer == NULL && (strncmp(cfg->public_url, "https://", 8) == 0 || loop);
     }
-    if (cfg->oauth_cimd_allow.n == 0) {
-        config_strlist_push(&cfg->oauth_cimd_allow, "claude.ai");
-        config_strlist_push(&cfg->oauth_cimd_allow, "claude.com");
-    }
     if (cfg->authorization_servers.n == 0) {
         if (cfg->oauth_issuer != NULL)
             config_strlist_push(&cfg->authorization_servers, cfg->oauth_issuer);
@@ -636,7 +631,6 @@ void config_free(aly_config_t *cfg)
     config_strlist_free(&cfg->allowed_origins);
     config_strlist_free(&cfg->allowed_hosts);
     config_strlist_free(&cfg->authorization_servers);
-    config_strlist_free(&cfg->oauth_cimd_allow);
     for (size_t i = 0; i < cfg->n_client_rates; i++)
         free(cfg->client_rates[i].client_id);
     free(cfg->client_rates);

@@ -124,8 +124,7 @@ typedef struct aly_config {
     uint64_t volatile_timeout_ms;
 
     /* The built-in authorization server (aly/oauth_server.h). */
-    int oauth_server;               /* 1 on, 0 off (default: on for an https or loopback public_url without oauth_issuer) */
-    aly_strlist_t oauth_cimd_allow; /* hosts whose client-ID metadata documents may be fetched */
+    int oauth_server; /* 1 on, 0 off (default: on for an https or loopback public_url without oauth_issuer) */
 } aly_config_t;
 
 /*
