@@ -302,6 +302,30 @@ static const char *redirect_host(h2o_mem_pool_t *pool, const char *uri)
     return h2o_strdup(pool, a, strcspn(a, "/?")).base;
 }
 
+/* The workspace the grant is for: named when the user has one, a choice (by name) when several. */
+static void workspace_choice(oauth_server_t *s, page_t *p, h2o_mem_pool_t *pl, const oauth_user_t *u)
+{
+    store_txn_t t;
+    aly_err_t err;
+    int open = store_begin(s->store, 0, &t, &err) == 0;
+    if (u->n_members > 1)
+        add(p, "<label>Workspace <select name=\"workspace\">\n");
+    for (size_t i = 0; i < u->n_members; i++) {
+        workspace_record_t w;
+        const char *id = u->members[i].workspace,
+                   *name = open && store_get_record(&t, DB_WORKSPACES, id, strlen(id), &record_workspace, &w, &err) == 0 ? w.name
+                                                                                                                         : id;
+        if (u->n_members == 1)
+            add(p, "<p>Workspace: %s <small>(%s)</small></p>\n", oauth_html(pl, name), oauth_html(pl, id));
+        else
+            add(p, "<option value=\"%s\">%s (%s)</option>\n", oauth_html(pl, id), oauth_html(pl, name), oauth_html(pl, id));
+    }
+    if (u->n_members > 1)
+        add(p, "</select></label>\n");
+    if (open)
+        store_abort(&t);
+}
+
 /* user: the signed-in user (NULL: ask for email and password); chosen: the scopes to show ticked. */
 static void consent_page(oauth_server_t *s, h2o_req_t *req, int status, const authz_t *a, const char *blob,
                          const oauth_user_t *user, uint64_t ticked, const char *error)
@@ -325,24 +349,13 @@ static void consent_page(oauth_server_t *s, h2o_req_t *req, int status, const au
         "<form method=\"post\" action=\"/oauth/authorize\">\n<input type=\"hidden\" name=\"request\" value=\"%s\">\n"
         "<input type=\"hidden\" name=\"csrf\" value=\"%s\">\n",
         oauth_html(pl, blob), csrf);
+    /* Not "required": Deny must submit without signing in. */
     if (user == NULL) {
-        add(&p, "<label>Email <input type=\"email\" name=\"email\" autocomplete=\"username\" required></label>\n"
-                "<label>Password <input type=\"password\" name=\"password\" autocomplete=\"current-password\" required></label>\n");
+        add(&p, "<label>Email <input type=\"email\" name=\"email\" autocomplete=\"username\"></label>\n"
+                "<label>Password <input type=\"password\" name=\"password\" autocomplete=\"current-password\"></label>\n");
     } else {
         add(&p, "<p>Signed in as %s.</p>\n", oauth_html(pl, user->email));
-    }
-    if (user == NULL || user->n_members != 1) {
-        add(&p, "<label>Workspace <input type=\"text\" name=\"workspace\" placeholder=\"ws_… (only if you belong to several)\"");
-        if (user != NULL && user->n_members > 1)
-            add(&p, " list=\"aly-ws\"></label>\n<datalist id=\"aly-ws\">");
-        else
-            add(&p, "></label>\n");
-        for (size_t i = 0; user != NULL && user->n_members > 1 && i < user->n_members; i++)
-            add(&p, "<option value=\"%s\">", oauth_html(pl, user->members[i].workspace));
-        if (user != NULL && user->n_members > 1)
-            add(&p, "</datalist>\n");
-    } else {
-        add(&p, "<p>Workspace: %s</p>\n", oauth_html(pl, user->members[0].workspace));
+        workspace_choice(s, &p, pl, user);
     }
     add(&p, "<fieldset><legend>Allow it to</legend>\n");
     for (size_t i = 0; i <= scope_count; i++) {

@@ -88,6 +88,7 @@ my $page = $o->authorize_page(%req);
     is(lc($p->{method} // ''), 'post', 'method post');
     ok(length($p->{request} // '') > 20 && length($p->{csrf} // '') > 20, 'hidden request and csrf fields');
     ok($p->{inputs}{email} && $p->{inputs}{password}, 'email and password inputs when not signed in');
+    unlike($b, qr/\brequired\b/, 'none of them required: Deny works without signing in');
     is_deeply([ sort @{ $p->{scopes} } ], [qw(offline_access read:sites write:content)], 'one scope checkbox per requested scope');
     is_deeply([ sort @{ $p->{checked} } ], [qw(offline_access read:sites write:content)], 'checked by default');
     is_deeply([ sort @{ $p->{buttons} } ], [qw(approve deny)], 'buttons name=action approve and deny');
@@ -154,6 +155,7 @@ is(call_tool($tok->{access_token}, 'products.delete', { product_id => 'p_x', sit
     my $p2 = AlyOAuth::pkce();
     my $pg = $o->authorize_page(%req, code_challenge => $p2->{challenge}, state => 'again');
     ok(!$pg->{page}{inputs}{email} && !$pg->{page}{inputs}{password}, 'signed in: no email or password inputs');
+    like($pg->{body}, qr/Workspace: Acme/, 'the one workspace is named');
     my $d2 = $o->decide($pg);
     is($d2->{status}, 302, 'approve with the sign-in cookie alone');
     ok($d2->{params}{code}, 'a code');
@@ -200,6 +202,8 @@ for my $how (qw(basic post)) {
     is($dd->{status}, 400, 'a user of two workspaces must choose one');
     like($dd->{body}, qr/choose one of your workspaces/, 'the page says so');
     ok($dd->{page}{request}, 'and shows the form again');
+    is_deeply([ sort @{ $dd->{page}{workspaces} // [] } ], [ sort $ws, $ws2 ], 'with a choice of the user\'s two workspaces');
+    like($dd->{body}, qr/Acme \(\Q$ws\E\)/, 'by name');
     $dd = $ob->decide($dd, workspace => $ws, scopes => [qw(read:sites write:content)]);
     is($dd->{status}, 302, 'with a workspace chosen: approved');
     my ($s, undef, $j) = $ob->token(grant_type => 'authorization_code', code => $dd->{params}{code}, redirect_uri => $cb,
@@ -220,6 +224,11 @@ for my $how (qw(basic post)) {
     is($dd->{params}{state}, 'deny-me', 'with state');
     is($dd->{params}{iss}, $base, 'and iss');
     ok(!exists $dd->{params}{code}, 'and no code');
+    my $stranger = AlyOAuth->new($srv);
+    $pg = $stranger->authorize_page(%req, state => 'deny-signed-out');
+    $dd = $stranger->decide($pg, action => 'deny');
+    is($dd->{params}{error}, 'access_denied', 'deny works without signing in');
+    is($dd->{params}{state}, 'deny-signed-out', 'with its state');
 }
 
 # ---- dynamic client registration ----

@@ -69,6 +69,7 @@ sub parse_page {
             $p{inputs}{$name} = 1;
         }
     }
+    $p{workspaces} = [ $html =~ /<option value="([^"]*)"/g ] if $html =~ /<select name="workspace"/;
     ($p{action}) = $html =~ /<form\b[^>]*\baction="([^"]*)"/;
     ($p{method}) = $html =~ /<form\b[^>]*\bmethod="([^"]*)"/;
     $p{buttons} = [ $html =~ /<button\b[^>]*\bname="action"[^>]*\bvalue="([^"]*)"/g ];
