@@ -37,106 +37,11 @@ typedef struct authz {
     uint64_t scopes;
 } authz_t;
 
-/* ---- output ---- */
-
-typedef struct page {
-    char *buf;
-    size_t len, cap;
-} page_t;
-
-static void add(page_t *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void add(page_t *p, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (p->len + (size_t)n + 1 > p->cap) {
-        p->cap = (p->len + (size_t)n + 1) * 2;
-        if ((p->buf = realloc(p->buf, p->cap)) == NULL)
-            abort();
-    }
-    va_start(ap, fmt);
-    vsnprintf(p->buf + p->len, p->cap - p->len, fmt, ap);
-    va_end(ap);
-    p->len += (size_t)n;
-}
-
-/* The origin of a validated redirect URI for CSP form-action (the decision redirects there); "" when it has odd characters. */
-static const char *origin_of(h2o_mem_pool_t *pool, const char *uri)
-{
-    const char *a = strstr(uri, "://");
-    size_t n = (size_t)(a + 3 - uri) + strcspn(a + 3, "/?");
-    for (size_t i = (size_t)(a + 3 - uri); i < n; i++)
-        if (!aly_b62_char(uri[i]) && strchr(".-:[]", uri[i]) == NULL)
-            return "";
-    return h2o_strdup(pool, uri, n).base;
-}
-
-static void send_html(h2o_req_t *req, int status, const char *reason, const char *redirect, page_t *p)
-{
-    char csp[700];
-    snprintf(csp, sizeof(csp),
-             "default-src 'none'; style-src 'unsafe-inline'; img-src 'none'; base-uri 'none'; form-action 'self'%s%s; "
-             "frame-ancestors 'none'",
-             redirect != NULL ? " " : "", redirect != NULL ? origin_of(&req->pool, redirect) : "");
-    req->res.status = status;
-    req->res.reason = reason;
-    req->res.content_length = p->len;
-    http_add_header(req, "content-type", "text/html; charset=utf-8");
-    http_add_header(req, "content-security-policy", csp);
-    http_add_header(req, "x-frame-options", "DENY");
-    http_add_header(req, "cache-control", "no-store");
-    http_add_header(req, "referrer-policy", "no-referrer");
-    http_add_header(req, "x-content-type-options", "nosniff");
-    h2o_send_inline(req, p->buf, p->len);
-    free(p->buf);
-}
-
-static const char head[] = "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>%s</title>"
-                           "<meta name=\"viewport\" content=\"width=device-width\"><style>body{font-family:sans-serif;max-width:"
-                           "34em;margin:2em auto;padding:0 1em}label{display:block;margin:.4em 0}.err{color:#a00}</style>"
-                           "</head><body>\n";
-
-/* A readable refusal that stays on this server: the client or its redirect URI cannot be trusted with a redirect. */
-static void error_page(h2o_req_t *req, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void error_page(h2o_req_t *req, int status, const char *fmt, ...)
-{
-    char msg[600];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    page_t p = {0};
-    add(&p, head, "Authorization error");
-    add(&p,
-        "<h1>This authorization request cannot go on</h1>\n<p class=\"err\">%s</p>\n"
-        "<p>Go back to the application and start the connection again.</p></body></html>\n",
-        oauth_html(&req->pool, msg));
-    send_html(req, status, status == 403 ? "Forbidden" : status == 429 ? "Too Many Requests" : "Bad Request", NULL, &p);
-}
-
-/* 302 to the registered redirect URI with params (already encoded pairs), state and iss. */
-static void redirect_back(oauth_server_t *s, h2o_req_t *req, const char *redirect, const char *params, const char *state)
-{
-    size_t n = strlen(redirect) + strlen(params) + (state ? strlen(state) * 3 : 0) + strlen(s->cfg->public_url) * 3 + 32;
-    char *loc = h2o_mem_alloc_pool(&req->pool, n);
-    snprintf(loc, n, "%s%c%s%s%s&iss=%s", redirect, strchr(redirect, '?') != NULL ? '&' : '?', params, state ? "&state=" : "",
-             state ? oauth_urlenc(&req->pool, state) : "", oauth_urlenc(&req->pool, s->cfg->public_url));
-    req->res.status = 302;
-    req->res.reason = "Found";
-    http_add_header(req, "location", loc);
-    http_add_header(req, "cache-control", "no-store");
-    http_add_header(req, "referrer-policy", "no-referrer");
-    req->res.content_length = 0;
-    h2o_send_inline(req, "", 0);
-}
-
 static void redirect_error(oauth_server_t *s, h2o_req_t *req, const authz_t *a, const char *error, const char *desc)
 {
     char params[400];
     snprintf(params, sizeof(params), "error=%s&error_description=%s", error, oauth_urlenc(&req->pool, desc));
-    redirect_back(s, req, a->redirect, params, a->state);
+    oauth_redirect_back(s, req, a->redirect, params, a->state);
 }
 
 /* ---- the request blob, cookies ---- */
@@ -293,38 +198,7 @@ static void start_session(oauth_server_t *s, h2o_req_t *req, const oauth_user_t 
     snprintf(v, n, "%s.%s", body, mac);
     set_cookie(req, SESSION_COOKIE, v, SESSION_TTL_S);
 }
-
 /* ---- the consent page ---- */
-
-static const char *redirect_host(h2o_mem_pool_t *pool, const char *uri)
-{
-    const char *a = strstr(uri, "://") + 3;
-    return h2o_strdup(pool, a, strcspn(a, "/?")).base;
-}
-
-/* The workspace the grant is for: named when the user has one, a choice (by name) when several. */
-static void workspace_choice(oauth_server_t *s, page_t *p, h2o_mem_pool_t *pl, const oauth_user_t *u)
-{
-    store_txn_t t;
-    aly_err_t err;
-    int open = store_begin(s->store, 0, &t, &err) == 0;
-    if (u->n_members > 1)
-        add(p, "<label>Workspace <select name=\"workspace\">\n");
-    for (size_t i = 0; i < u->n_members; i++) {
-        workspace_record_t w;
-        const char *id = u->members[i].workspace,
-                   *name = open && store_get_record(&t, DB_WORKSPACES, id, strlen(id), &record_workspace, &w, &err) == 0 ? w.name
-                                                                                                                         : id;
-        if (u->n_members == 1)
-            add(p, "<p>Workspace: %s <small>(%s)</small></p>\n", oauth_html(pl, name), oauth_html(pl, id));
-        else
-            add(p, "<option value=\"%s\">%s (%s)</option>\n", oauth_html(pl, id), oauth_html(pl, name), oauth_html(pl, id));
-    }
-    if (u->n_members > 1)
-        add(p, "</select></label>\n");
-    if (open)
-        store_abort(&t);
-}
 
 /* user: the signed-in user (NULL: ask for email and password); chosen: the scopes to show ticked. */
 static void consent_page(oauth_server_t *s, h2o_req_t *req, int status, const authz_t *a, const char *blob,
@@ -332,32 +206,33 @@ static void consent_page(oauth_server_t *s, h2o_req_t *req, int status, const au
 {
     const char *ck = csrf_cookie(req), *csrf = ck != NULL ? csrf_token(s, req, ck, blob) : NULL;
     if (csrf == NULL) {
-        error_page(req, 500, "the page cannot be made now; try again");
+        oauth_error_page(req, 500, "the page cannot be made now; try again");
         return;
     }
     h2o_mem_pool_t *pl = &req->pool;
-    page_t p = {0};
-    add(&p, head, "Authorize access to Aly");
-    add(&p, "<h1>Connect %s to Aly</h1>\n", oauth_html(pl, a->client_name));
-    add(&p,
-        "<p><strong>%s</strong> asks for access to an Aly workspace. After you decide, you will be sent to "
-        "<strong>%s</strong>.</p>\n",
-        oauth_html(pl, a->client_name), oauth_html(pl, redirect_host(pl, a->redirect)));
+    oauth_page_t p = {0};
+    oauth_page_begin(&p, "Authorize access to Aly");
+    oauth_page_add(&p, "<h1>Connect %s to Aly</h1>\n", oauth_html(pl, a->client_name));
+    oauth_page_add(&p,
+                   "<p><strong>%s</strong> asks for access to an Aly workspace. After you decide, you will be sent to "
+                   "<strong>%s</strong>.</p>\n",
+                   oauth_html(pl, a->client_name), oauth_html(pl, oauth_redirect_host(pl, a->redirect)));
     if (error != NULL)
-        add(&p, "<p class=\"err\">%s</p>\n", oauth_html(pl, error));
-    add(&p,
-        "<form method=\"post\" action=\"/oauth/authorize\">\n<input type=\"hidden\" name=\"request\" value=\"%s\">\n"
-        "<input type=\"hidden\" name=\"csrf\" value=\"%s\">\n",
-        oauth_html(pl, blob), csrf);
+        oauth_page_add(&p, "<p class=\"err\">%s</p>\n", oauth_html(pl, error));
+    oauth_page_add(&p,
+                   "<form method=\"post\" action=\"/oauth/authorize\">\n<input type=\"hidden\" name=\"request\" value=\"%s\">\n"
+                   "<input type=\"hidden\" name=\"csrf\" value=\"%s\">\n",
+                   oauth_html(pl, blob), csrf);
     /* Not "required": Deny must submit without signing in. */
     if (user == NULL) {
-        add(&p, "<label>Email <input type=\"email\" name=\"email\" autocomplete=\"username\"></label>\n"
-                "<label>Password <input type=\"password\" name=\"password\" autocomplete=\"current-password\"></label>\n");
+        oauth_page_add(&p,
+                       "<label>Email <input type=\"email\" name=\"email\" autocomplete=\"username\"></label>\n"
+                       "<label>Password <input type=\"password\" name=\"password\" autocomplete=\"current-password\"></label>\n");
     } else {
-        add(&p, "<p>Signed in as %s.</p>\n", oauth_html(pl, user->email));
-        workspace_choice(s, &p, pl, user);
+        oauth_page_add(&p, "<p>Signed in as %s.</p>\n", oauth_html(pl, user->email));
+        oauth_page_workspaces(s, &p, pl, user);
     }
-    add(&p, "<fieldset><legend>Allow it to</legend>\n");
+    oauth_page_add(&p, "<fieldset><legend>Allow it to</legend>\n");
     for (size_t i = 0; i <= scope_count; i++) {
         uint64_t bit = i < scope_count ? scope_lookup(scope_catalogue[i].name, strlen(scope_catalogue[i].name))
                                        : OAUTH_SCOPE_OFFLINE;
@@ -365,17 +240,17 @@ static void consent_page(oauth_server_t *s, h2o_req_t *req, int status, const au
             continue;
         const char *name = i < scope_count ? scope_catalogue[i].name : "offline_access";
         const char *what = i < scope_count ? scope_catalogue[i].grants : "stay connected (refresh tokens)";
-        add(&p, "<label><input type=\"checkbox\" name=\"scope\" value=\"%s\"%s> %s <small>(%s)</small></label>\n", name,
-            (ticked & bit) ? " checked" : "", name, oauth_html(pl, what));
+        oauth_page_add(&p, "<label><input type=\"checkbox\" name=\"scope\" value=\"%s\"%s> %s <small>(%s)</small></label>\n", name,
+                       (ticked & bit) ? " checked" : "", name, oauth_html(pl, what));
     }
-    add(&p, "</fieldset>\n<p><button type=\"submit\" name=\"action\" value=\"approve\">Allow</button>\n"
-            "<button type=\"submit\" name=\"action\" value=\"deny\">Deny</button></p>\n</form>\n</body></html>\n");
-    send_html(req, status,
-              status == 200   ? "OK"
-              : status == 401 ? "Unauthorized"
-              : status == 429 ? "Too Many Requests"
-                              : "Bad Request",
-              a->redirect, &p);
+    oauth_page_add(&p, "</fieldset>\n<p><button type=\"submit\" name=\"action\" value=\"approve\">Allow</button>\n"
+                       "<button type=\"submit\" name=\"action\" value=\"deny\">Deny</button></p>\n</form>\n</body></html>\n");
+    oauth_page_send(req, status,
+                    status == 200   ? "OK"
+                    : status == 401 ? "Unauthorized"
+                    : status == 429 ? "Too Many Requests"
+                                    : "Bad Request",
+                    a->redirect, &p);
 }
 
 /* ---- GET ---- */
@@ -391,14 +266,14 @@ static void continue_get(oauth_server_t *s, h2o_req_t *req, const oauth_form_t *
     int dup = 0;
     const char *redirect = oauth_form_get(q, "redirect_uri", &dup);
     if (dup)
-        return error_page(req, 400, "redirect_uri appears more than once");
+        return oauth_error_page(req, 400, "redirect_uri appears more than once");
     if (redirect == NULL) {
         if (c->n_redirects != 1)
-            return error_page(req, 400, "redirect_uri is missing, and this client registered several");
+            return oauth_error_page(req, 400, "redirect_uri is missing, and this client registered several");
         redirect = c->redirects[0].uri;
     } else if (!oauth_client_has_redirect(c, redirect)) {
-        return error_page(req, 400, "redirect_uri \"%.300s\" is not one this client registered (they must match exactly)",
-                          redirect);
+        return oauth_error_page(req, 400, "redirect_uri \"%.300s\" is not one this client registered (they must match exactly)",
+                                redirect);
     }
     authz_t a = {.client = c->id, .client_name = c->name[0] ? c->name : c->id, .redirect = redirect};
     a.state = oauth_form_get(q, "state", &dup);
@@ -440,7 +315,7 @@ static void continue_get(oauth_server_t *s, h2o_req_t *req, const oauth_form_t *
         a.scopes |= ((uint64_t)1 << scope_count) - 1; /* no scope asked: offer the catalogue, the user unticks */
     const char *blob = seal_request(s, req, &a);
     if (blob == NULL)
-        return error_page(req, 500, "the page cannot be made now; try again");
+        return oauth_error_page(req, 500, "the page cannot be made now; try again");
     oauth_user_t u;
     int signed_in = session_user(s, req, &u) == 0;
     consent_page(s, req, 200, &a, blob, signed_in ? &u : NULL, a.scopes, NULL);
@@ -482,8 +357,8 @@ static void on_cimd(void *ctx, const char *doc, size_t len, const char *err)
         if (doc != NULL && cimd_client(url, doc, len, &c, &why) == 0)
             continue_get(p->s, p->req, &p->q, &c);
         else
-            error_page(p->req, 400, "the client's metadata document at %.300s cannot be used: %s", url,
-                       why != NULL ? why : "it could not be fetched");
+            oauth_error_page(p->req, 400, "the client's metadata document at %.300s cannot be used: %s", url,
+                             why != NULL ? why : "it could not be fetched");
     }
     h2o_mem_release_shared(p);
 }
@@ -503,11 +378,11 @@ static void serve_get(oauth_server_t *s, h2o_req_t *req)
     const char *qs = req->query_at != SIZE_MAX ? req->path.base + req->query_at + 1 : "";
     size_t ql = req->query_at != SIZE_MAX ? req->path.len - req->query_at - 1 : 0;
     if (oauth_form_parse(&req->pool, qs, ql, &q, &why) != 0)
-        return error_page(req, 400, "the authorization request is malformed: %s", why.msg);
+        return oauth_error_page(req, 400, "the authorization request is malformed: %s", why.msg);
     int dup = 0;
     const char *id = oauth_form_get(&q, "client_id", &dup);
     if (id == NULL)
-        return error_page(req, 400, dup ? "client_id appears more than once" : "client_id is missing");
+        return oauth_error_page(req, 400, dup ? "client_id appears more than once" : "client_id is missing");
     if (strncmp(id, "https://", 8) == 0) {
         pending_t *p = h2o_mem_alloc_shared(NULL, sizeof(*p), NULL);
         *p = (pending_t){s, req, q};
@@ -517,7 +392,8 @@ static void serve_get(oauth_server_t *s, h2o_req_t *req)
         if (oauth_cimd_fetch(s->loop, s->cfg, id, on_cimd, p) != 0) {
             h2o_mem_release_shared(p);
             if (p->req != NULL)
-                error_page(req, 400, "client_id %.300s is a metadata document this server will not fetch (oauth_cimd_allow)", id);
+                oauth_error_page(req, 400, "client_id %.300s is a metadata document this server will not fetch (oauth_cimd_allow)",
+                                 id);
         }
         return;
     }
@@ -531,10 +407,10 @@ static void serve_get(oauth_server_t *s, h2o_req_t *req)
     }
     if (rc < 0) {
         log_error("authorize: %s", err.msg);
-        return error_page(req, 500, "the client store cannot be read now; try again");
+        return oauth_error_page(req, 500, "the client store cannot be read now; try again");
     }
     if (rc == 1)
-        return error_page(req, 400, "unknown client_id \"%.300s\": the application is not registered here", id);
+        return oauth_error_page(req, 400, "unknown client_id \"%.300s\": the application is not registered here", id);
     continue_get(s, req, &q, &c);
 }
 
@@ -597,12 +473,13 @@ static void serve_post(oauth_server_t *s, h2o_req_t *req)
                *action = oauth_form_get(&f, "action", &dup);
     authz_t a;
     if (dup)
-        return error_page(req, 400, "request, csrf or action appears more than once");
+        return oauth_error_page(req, 400, "request, csrf or action appears more than once");
     if (blob == NULL || open_request(s, req, blob, &a) != 0)
-        return error_page(req, 400, "the authorization request is missing, expired or altered; start again from the application");
+        return oauth_error_page(req, 400,
+                                "the authorization request is missing, expired or altered; start again from the application");
     const char *ck = cookie(req, CSRF_COOKIE), *want = ck != NULL ? csrf_token(s, req, ck, blob) : NULL;
     if (csrf == NULL || want == NULL || strlen(csrf) != strlen(want) || CRYPTO_memcmp(csrf, want, strlen(want)) != 0)
-        return error_page(req, 403, "the form's CSRF token does not belong to this request and browser; start again");
+        return oauth_error_page(req, 403, "the form's CSRF token does not belong to this request and browser; start again");
     if (strncmp(a.client, "https://", 8) != 0) {
         store_txn_t t;
         oauth_client_t c;
@@ -613,10 +490,10 @@ static void serve_post(oauth_server_t *s, h2o_req_t *req)
             store_abort(&t);
         }
         if (rc != 0 || !oauth_client_has_redirect(&c, a.redirect))
-            return error_page(req, 400, "this client is no longer registered here");
+            return oauth_error_page(req, 400, "this client is no longer registered here");
     }
     if (action == NULL || (strcmp(action, "approve") != 0 && strcmp(action, "deny") != 0))
-        return error_page(req, 400, "action must be approve or deny");
+        return oauth_error_page(req, 400, "action must be approve or deny");
     if (strcmp(action, "deny") == 0)
         return redirect_error(s, req, &a, "access_denied", "the user denied the request");
     uint64_t ticked = 0;
@@ -660,16 +537,14 @@ static void serve_post(oauth_server_t *s, h2o_req_t *req)
         return redirect_error(s, req, &a, "temporarily_unavailable", "the authorization cannot be stored now");
     }
     snprintf(params, sizeof(params), "code=%s", code);
-    redirect_back(s, req, a.redirect, params, a.state);
+    oauth_redirect_back(s, req, a.redirect, params, a.state);
 }
 
 void oauth_serve_authorize(void *data, h2o_req_t *req)
 {
     oauth_server_t *s = data;
-    if (!s->cfg->oauth_server) {
-        http_send_error(req, 404, "Not Found", "not_found", "the built-in authorization server is off (oauth_server off)");
+    if (oauth_server_off(s, req))
         return;
-    }
     if (h2o_memis(req->method.base, req->method.len, H2O_STRLIT("POST")))
         serve_post(s, req);
     else

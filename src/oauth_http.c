@@ -1,7 +1,6 @@
 /*
  * The authorization server's HTTP plumbing (aly/oauth_internal.h) and its
- * small endpoints: RFC 8414 metadata, the JWKS, dynamic client registration
- * (RFC 7591) and revocation (RFC 7009).  Forms are decoded strictly (a bad
+ * small endpoints: RFC 8414 metadata, the JWKS and revocation (RFC 7009).  Forms are decoded strictly (a bad
  * escape or invalid UTF-8 is an error, never a guess), and every counter
  * that limits abuse lives in the volatile store so all workers share it.
  */
@@ -19,9 +18,6 @@
 #include "aly/http.h"
 #include "aly/log.h"
 #include "aly/scope.h"
-
-#define REGISTER_MAX 30 /* registrations per address per hour */
-#define REGISTER_WINDOW_MS (3600 * 1000)
 
 /* ---- forms ---- */
 
@@ -221,7 +217,7 @@ void oauth_peer(h2o_req_t *req, char *buf, size_t len)
 
 /* ---- bodies and client authentication ---- */
 
-static int content_type_is(h2o_req_t *req, const char *want)
+int oauth_content_type_is(h2o_req_t *req, const char *want)
 {
     ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_CONTENT_TYPE, -1);
     if (i < 0)
@@ -234,7 +230,7 @@ static int content_type_is(h2o_req_t *req, const char *want)
 int oauth_body_form(h2o_req_t *req, oauth_form_t *form, int html)
 {
     aly_err_t why;
-    if (!content_type_is(req, "application/x-www-form-urlencoded")) {
+    if (!oauth_content_type_is(req, "application/x-www-form-urlencoded")) {
         if (html)
             http_send_error(req, 415, "Unsupported Media Type", "invalid_request",
                             "send the form as application/x-www-form-urlencoded");
@@ -367,8 +363,7 @@ void oauth_server_free(oauth_server_t *s)
     s->pepper = NULL;
 }
 
-/* 1 (and a 404 sent) when the built-in server is off. */
-static int off(oauth_server_t *s, h2o_req_t *req)
+int oauth_server_off(oauth_server_t *s, h2o_req_t *req)
 {
     if (s->cfg->oauth_server)
         return 0;
@@ -379,7 +374,7 @@ static int off(oauth_server_t *s, h2o_req_t *req)
 void oauth_serve_metadata(void *data, h2o_req_t *req)
 {
     oauth_server_t *s = data;
-    if (off(s, req))
+    if (oauth_server_off(s, req))
         return;
     const char *u = s->cfg->public_url;
     char buf[5][1100];
@@ -404,7 +399,7 @@ void oauth_serve_metadata(void *data, h2o_req_t *req)
 void oauth_serve_jwks(void *data, h2o_req_t *req)
 {
     oauth_server_t *s = data;
-    if (off(s, req))
+    if (oauth_server_off(s, req))
         return;
     void *doc;
     aly_err_t err;
@@ -414,128 +409,6 @@ void oauth_serve_jwks(void *data, h2o_req_t *req)
         return;
     }
     http_send_json_object(req, 200, "OK", doc);
-}
-
-/* ---- RFC 7591 dynamic registration ---- */
-
-static int str_member_in(json_t *v, const char *const *allowed, size_t n)
-{
-    if (!json_is_string(v))
-        return 0;
-    for (size_t i = 0; i < n; i++)
-        if (strcmp(json_string_value(v), allowed[i]) == 0)
-            return 1;
-    return 0;
-}
-
-static int array_within(json_t *a, const char *const *allowed, size_t n)
-{
-    size_t i;
-    json_t *v;
-    if (a == NULL)
-        return 1;
-    if (!json_is_array(a))
-        return 0;
-    json_array_foreach(a, i, v)
-        if (!str_member_in(v, allowed, n))
-            return 0;
-    return 1;
-}
-
-void oauth_serve_register(void *data, h2o_req_t *req)
-{
-    oauth_server_t *s = data;
-    if (off(s, req))
-        return;
-    char peer[64], key[80];
-    uint64_t retry;
-    oauth_peer(req, peer, sizeof(peer));
-    snprintf(key, sizeof(key), "g:%s", peer);
-    if (oauth_limit_over(s->store, key, REGISTER_MAX, REGISTER_WINDOW_MS, &retry)) {
-        char ra[24];
-        snprintf(ra, sizeof(ra), "%llu", (unsigned long long)retry);
-        http_add_header(req, "retry-after", ra);
-        oauth_send_error(req, 429, "slow_down", "too many registrations from this address; retry in %llu s",
-                         (unsigned long long)retry);
-        return;
-    }
-    if (!content_type_is(req, "application/json")) {
-        oauth_send_error(req, 400, "invalid_client_metadata", "send the client metadata as application/json");
-        return;
-    }
-    if (req->entity.len > OAUTH_FORM_MAX_BYTES) {
-        oauth_send_error(req, 413, "invalid_client_metadata", "the client metadata is larger than %d bytes", OAUTH_FORM_MAX_BYTES);
-        return;
-    }
-    json_error_t jerr;
-    json_t *m = json_loadb(req->entity.base != NULL ? req->entity.base : "", req->entity.len, JSON_REJECT_DUPLICATES, &jerr);
-    static const char *const methods[] = {"none", "client_secret_post", "client_secret_basic"};
-    static const char *const grants[] = {"authorization_code", "refresh_token"};
-    static const char *const responses[] = {"code"};
-    static const char *const apps[] = {"native", "web"};
-    json_t *uris = json_object_get(m, "redirect_uris"), *name = json_object_get(m, "client_name"),
-           *method = json_object_get(m, "token_endpoint_auth_method"), *app = json_object_get(m, "application_type");
-    oauth_client_t c;
-    memset(&c, 0, sizeof(c));
-    const char *bad = NULL;
-    int bad_uri = 0;
-    if (!json_is_object(m))
-        bad = "the body is not a JSON object";
-    else if (!json_is_array(uris) || json_array_size(uris) == 0 || json_array_size(uris) > OAUTH_MAX_REDIRECTS)
-        bad = "redirect_uris must be an array of 1 to 8 URIs";
-    else if (name != NULL && (!json_is_string(name) || json_string_length(name) == 0 || json_string_length(name) >= ALY_NAME_MAX))
-        bad = "client_name must be a string of 1 to 127 bytes";
-    else if (method != NULL && !str_member_in(method, methods, 3))
-        bad = "token_endpoint_auth_method must be none, client_secret_post or client_secret_basic";
-    else if (!array_within(json_object_get(m, "grant_types"), grants, 2))
-        bad = "grant_types may hold authorization_code and refresh_token only";
-    else if (!array_within(json_object_get(m, "response_types"), responses, 1))
-        bad = "response_types may hold code only";
-    else if (app != NULL && !str_member_in(app, apps, 2))
-        bad = "application_type must be native or web";
-    for (size_t i = 0; bad == NULL && i < json_array_size(uris); i++) {
-        const char *u = json_string_value(json_array_get(uris, i));
-        if (u == NULL || !oauth_redirect_ok(u)) {
-            bad = "every redirect URI must be https, or http on 127.0.0.1, [::1] or localhost, without a fragment";
-            bad_uri = 1;
-        } else
-            snprintf(c.redirects[c.n_redirects++].uri, OAUTH_URI_MAX, "%s", u);
-    }
-    if (bad != NULL) {
-        json_decref(m);
-        oauth_send_error(req, 400, bad_uri ? "invalid_redirect_uri" : "invalid_client_metadata", "%s", bad);
-        return;
-    }
-    oauth_limit_hit(s->store, key, REGISTER_WINDOW_MS);
-    const char *mname = method != NULL ? json_string_value(method) : "none"; /* lives as long as m */
-    c.auth_method = strcmp(mname, "client_secret_post") == 0 ? 1 : strcmp(mname, "client_secret_basic") == 0 ? 2 : 0;
-    c.kind = c.auth_method != 0 ? OAUTH_CLIENT_CONFIDENTIAL : OAUTH_CLIENT_PUBLIC;
-    c.origin = OAUTH_ORIGIN_DCR;
-    if (name != NULL)
-        snprintf(c.name, sizeof(c.name), "%s", json_string_value(name));
-    char secret[64] = "";
-    aly_err_t err;
-    if (oauth_client_create(s->store, s->pepper, &c, secret, sizeof(secret), &err) != 0) {
-        json_decref(m);
-        log_error("register: %s", err.msg);
-        oauth_send_error(req, 500, "server_error", "the client cannot be stored");
-        return;
-    }
-    json_t *out = json_deep_copy(m);
-    json_decref(m);
-    json_object_set_new(out, "client_id", json_string(c.id));
-    json_object_set_new(out, "client_id_issued_at", json_integer((json_int_t)(c.created_ms / 1000)));
-    json_object_set_new(out, "token_endpoint_auth_method", json_string(methods[c.auth_method]));
-    if (json_object_get(out, "grant_types") == NULL)
-        json_object_set_new(out, "grant_types", json_pack("[ss]", "authorization_code", "refresh_token"));
-    if (json_object_get(out, "response_types") == NULL)
-        json_object_set_new(out, "response_types", json_pack("[s]", "code"));
-    if (secret[0] != '\0') {
-        json_object_set_new(out, "client_secret", json_string(secret));
-        json_object_set_new(out, "client_secret_expires_at", json_integer(0));
-    }
-    OPENSSL_cleanse(secret, sizeof(secret));
-    http_send_json_object(req, 201, "Created", out);
 }
 
 /* ---- RFC 7009 revocation ---- */
@@ -568,7 +441,7 @@ static int revoke_access(oauth_server_t *s, const char *jti, const char *client,
 void oauth_serve_revoke(void *data, h2o_req_t *req)
 {
     oauth_server_t *s = data;
-    if (off(s, req))
+    if (oauth_server_off(s, req))
         return;
     oauth_form_t form;
     const char *client;

@@ -100,10 +100,8 @@ static const char *param(h2o_req_t *req, const oauth_form_t *form, const char *n
 void oauth_serve_token(void *data, h2o_req_t *req)
 {
     oauth_server_t *s = data;
-    if (!s->cfg->oauth_server) {
-        http_send_error(req, 404, "Not Found", "not_found", "the built-in authorization server is off (oauth_server off)");
+    if (oauth_server_off(s, req))
         return;
-    }
     oauth_form_t form;
     const char *client;
     if (oauth_body_form(req, &form, 0) != 0 || oauth_client_authenticate(s, req, &form, &client) != 0)

@@ -1,6 +1,7 @@
 /*
  * Between the files of the authorization server's HTTP side (oauth_http.c,
- * oauth_authorize.c, oauth_token.c).  Not for other modules.
+ * oauth_register.c, oauth_page.c, oauth_authorize.c, oauth_token.c).  Not
+ * for other modules.
  */
 #ifndef ALY_OAUTH_INTERNAL_H
 #define ALY_OAUTH_INTERNAL_H
@@ -48,8 +49,12 @@ void oauth_limit_hit(store_t *st, const char *key, uint64_t window_ms);
 /* The peer address of req as text ("-" when unknown). */
 void oauth_peer(h2o_req_t *req, char *buf, size_t len);
 
-/* The request body as a form; refuses (sending the error) another content type or a malformed body: NULL then. */
+/* The request body as a form: 0, or -1 after sending the refusal (another content type, too large, malformed). */
 int oauth_body_form(h2o_req_t *req, oauth_form_t *form, int html);
+/* 1 when req's Content-Type is want (case-insensitive, parameters allowed). */
+int oauth_content_type_is(h2o_req_t *req, const char *want);
+/* 1 (and a 404 sent) when the built-in server is off. */
+int oauth_server_off(oauth_server_t *s, h2o_req_t *req);
 
 /*
  * Client authentication at the token and revocation endpoints:
@@ -59,6 +64,33 @@ int oauth_body_form(h2o_req_t *req, oauth_form_t *form, int html);
  * success *id holds the client_id (pool string).
  */
 int oauth_client_authenticate(oauth_server_t *s, h2o_req_t *req, const oauth_form_t *form, const char **id);
+
+/* ---- HTML (oauth_page.c) ---- */
+
+/* A page under construction: malloc'd, grown by oauth_page_add(), freed by oauth_page_send(). */
+typedef struct oauth_page {
+    char *buf;
+    size_t len, cap;
+} oauth_page_t;
+
+/* Starts p with the document head up to <body>, titled title. */
+void oauth_page_begin(oauth_page_t *p, const char *title);
+void oauth_page_add(oauth_page_t *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/*
+ * Sends p as HTML with the headers of every page: CSP (no script,
+ * frame-ancestors 'none', form-action 'self' and the origin of redirect when
+ * not NULL), X-Frame-Options DENY, Cache-Control no-store, Referrer-Policy
+ * no-referrer.  Frees p's buffer.
+ */
+void oauth_page_send(h2o_req_t *req, int status, const char *reason, const char *redirect, oauth_page_t *p);
+/* A readable refusal that redirects nowhere (a bad client or redirect URI, a forged form). */
+void oauth_error_page(h2o_req_t *req, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* 302 to a validated redirect URI with params (encoded pairs), then state (when not NULL) and iss. */
+void oauth_redirect_back(oauth_server_t *s, h2o_req_t *req, const char *redirect, const char *params, const char *state);
+/* host[:port] of a validated redirect URI, in the pool. */
+const char *oauth_redirect_host(h2o_mem_pool_t *pool, const char *uri);
+/* The workspace part of the consent form for a signed-in user: the one named, or a select of several (by name). */
+void oauth_page_workspaces(oauth_server_t *s, oauth_page_t *p, h2o_mem_pool_t *pl, const oauth_user_t *u);
 
 /*
  * Client-ID metadata documents (oauth_cimd.c, aly/oauth_cimd.h): starts (or
