@@ -344,6 +344,34 @@ for my $how (qw(basic post)) {
     is(AlyOAuth::mcp_status($srv, $t->{access_token}), 401, 'after clients remove, its tokens are refused');
 }
 
+# ---- the signing key is sealed under the pepper: a store without its pepper cannot sign ----
+{
+    ok($srv->stop, 'server stops');
+    my $pepper = $srv->data_dir . '/pepper';
+    my $old = Alyd::slurp($pepper);
+    Alyd::spew($pepper, join('', map { chr int rand 256 } 1 .. 32));
+    $srv->spawn;
+    is($srv->wait_ready, undef, 'the store restarts under another pepper');
+    my $ob = AlyOAuth->new($srv);
+    my $f = $ob->get_code(client_id => $app->{client_id}, redirect_uri => $cb, scope => 'read:sites', email => 'bob@example.com',
+        password => 'bob-password-1', workspace => $ws);
+    ok($f->{code}, 'a code is issued');
+    my ($st, $h, $j) = $ob->token(grant_type => 'authorization_code', code => $f->{code}, redirect_uri => $cb,
+        code_verifier => $f->{pkce}{verifier}, client_id => $app->{client_id});
+    is($st, 500, 'but the sealed signing key does not open: no token');
+    is($j->{error}, 'server_error', 'server_error');
+    like($srv->error_log_text // '', qr/does not open with this pepper/, 'and the error log says why');
+    ok($srv->stop, 'server stops');
+    Alyd::spew($pepper, $old);
+    $srv->spawn;
+    is($srv->wait_ready, undef, 'back on its own pepper');
+    ($f) = $ob->get_code(client_id => $app->{client_id}, redirect_uri => $cb, scope => 'read:sites', email => 'bob@example.com',
+        password => 'bob-password-1', workspace => $ws);
+    ($st) = $ob->token(grant_type => 'authorization_code', code => $f->{code}, redirect_uri => $cb,
+        code_verifier => $f->{pkce}{verifier}, client_id => $app->{client_id});
+    is($st, 200, 'it signs again');
+}
+
 ok($srv->stop, 'server stops');
 
 # ---- oauth_server off ----
