@@ -139,7 +139,15 @@ static const ctl_command_t commands[] = {
      "keys create --workspace WS --scopes S1,S2 [--name N] [--expires 90d] [--rate-limit R]\n"
      "                       keys list [--workspace WS] | keys show ID | keys revoke ID",
      ctl_cmd_keys},
-    {"oauth", "oauth revoke-jti JTI | oauth revoke-sub SUB", ctl_cmd_oauth},
+    {"oauth",
+     "oauth revoke-jti JTI | oauth revoke-sub SUB | oauth rotate-key\n"
+     "                       oauth clients create --name N --redirect-uri URI... [--confidential] | oauth clients list|remove ID\n"
+     "                       oauth grants list [--workspace WS] | oauth grants revoke ID",
+     ctl_cmd_oauth},
+    {"users",
+     "users add --workspace WS --email E [--scopes S1,S2] [--password-file F] | users list\n"
+     "                       users passwd E [--password-file F] | users remove E",
+     ctl_cmd_users},
     {"backup", "backup DEST_DIR      hot, compacted copy of the durable store", cmd_backup},
     {"demo", "demo seed --workspace WS [--sites 3 --products 40 --orders 300 --days 90 --seed N]", ctl_cmd_demo},
     {"import", "import --workspace WS FILE.jsonl   sites, products, orders, visits; all or nothing", ctl_cmd_import},

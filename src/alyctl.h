@@ -51,5 +51,8 @@ int ctl_cmd_demo(ctl_t *ctl);
 int ctl_cmd_import(ctl_t *ctl);
 int ctl_cmd_audit(ctl_t *ctl);
 int ctl_cmd_migrate(ctl_t *ctl); /* alyctl_migrate.c */
+/* The built-in authorization server (alyctl_oauth.c): users, and oauth clients|grants|rotate-key. */
+int ctl_cmd_users(ctl_t *ctl);
+int ctl_oauth_server(ctl_t *ctl);
 
 #endif

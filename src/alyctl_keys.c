@@ -257,6 +257,9 @@ int ctl_cmd_keys(ctl_t *ctl)
 
 int ctl_cmd_oauth(ctl_t *ctl)
 {
+    if (ctl->argc >= 1 &&
+        (strcmp(ctl->argv[0], "clients") == 0 || strcmp(ctl->argv[0], "grants") == 0 || strcmp(ctl->argv[0], "rotate-key") == 0))
+        return ctl_oauth_server(ctl);
     if (ctl->argc != 2 || (strcmp(ctl->argv[0], "revoke-jti") != 0 && strcmp(ctl->argv[0], "revoke-sub") != 0))
         return ctl_fail("usage: oauth revoke-jti JTI | oauth revoke-sub SUB");
     int jti = strcmp(ctl->argv[0], "revoke-jti") == 0;

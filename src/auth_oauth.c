@@ -11,6 +11,10 @@
  *   3. check every claim: iss, aud (string or array holding our resource),
  *      exp/nbf/iat as integers with the configured leeway, sub, scope, ws;
  *      then revoked jti/sub and the workspace's existence in the store.
+ * Tokens of the built-in authorization server (oauth_server on) name a kid
+ * with OAUTH_KEY_KID_PREFIX: their key comes from the store (ES256 only, and
+ * only while it may still verify), their iss must be public_url, and their
+ * jti must name a grant that is not revoked.
  * JWKS keys become PEM once at load (EVP_PKEY_fromdata, public check).
  * RS256/ES256 verification costs about a millisecond (mostly libjwt parsing
  * the PEM), so verified tokens are cached per worker by SHA-256, never past
@@ -31,10 +35,12 @@
 #include <string.h>
 
 #include "aly/auth_internal.h"
+#include "aly/oauth.h"
 
 #define CACHE_SLOTS 1024
 #define MAX_HEADER 1024
 #define MAX_KEYS 64
+#define STORE_KEY_SLOTS 8
 
 typedef struct oauth_key {
     char kid[128];
@@ -56,6 +62,10 @@ struct auth_oauth {
     char resource[1024];
     oauth_key_t keys[MAX_KEYS];
     size_t n_keys;
+    /* Built-in keys read from the store, kept until the revocation generation moves (rotate-key moves it). */
+    oauth_key_t store_keys[STORE_KEY_SLOTS];
+    uint64_t store_keys_generation;
+    unsigned next_store_key;
     unsigned char *hs_secret;
     size_t hs_len;
     cache_entry_t *cache;
@@ -232,7 +242,7 @@ static int load_secret(auth_oauth_t *o, const char *path, aly_err_t *err)
 int auth_oauth_new(const aly_config_t *cfg, auth_oauth_t **out, aly_err_t *err)
 {
     *out = NULL;
-    if (cfg->oauth_issuer == NULL)
+    if (cfg->oauth_issuer == NULL && !cfg->oauth_server)
         return 0;
     auth_oauth_t *o = calloc(1, sizeof(*o));
     if (o == NULL)
@@ -257,6 +267,8 @@ void auth_oauth_free(auth_oauth_t *o)
         return;
     for (size_t i = 0; i < o->n_keys; i++)
         free(o->keys[i].pem);
+    for (size_t i = 0; i < STORE_KEY_SLOTS; i++)
+        free(o->store_keys[i].pem);
     if (o->hs_secret != NULL)
         OPENSSL_cleanse(o->hs_secret, o->hs_len);
     free(o->hs_secret);
@@ -272,8 +284,38 @@ static const char *alg_name(jwt_alg_t a)
 }
 
 /* Picks the verification key from the (unverified) header; nothing else of the header is trusted. */
-static int select_key(auth_oauth_t *o, const char *jws, size_t hlen, const unsigned char **key, size_t *keylen, jwt_alg_t *alg,
-                      aly_err_t *why)
+/* A built-in key by kid, from this worker's copies or the store. */
+static const oauth_key_t *store_key(auth_oauth_t *o, const char *kid, store_txn_t *t, uint64_t generation, aly_err_t *why)
+{
+    if (o->store_keys_generation != generation) {
+        for (size_t i = 0; i < STORE_KEY_SLOTS; i++) {
+            free(o->store_keys[i].pem);
+            memset(&o->store_keys[i], 0, sizeof(o->store_keys[i]));
+        }
+        o->store_keys_generation = generation;
+    }
+    for (size_t i = 0; i < STORE_KEY_SLOTS; i++)
+        if (o->store_keys[i].pem != NULL && strcmp(o->store_keys[i].kid, kid) == 0)
+            return &o->store_keys[i];
+    char *pem;
+    size_t len;
+    aly_err_t err;
+    int rc = strlen(kid) < sizeof(o->store_keys[0].kid) ? oauth_key_public_pem(t, kid, &pem, &len, &err) : 1;
+    if (rc != 0) {
+        aly_errf(why, rc == 1 ? "unknown signing key (kid)" : "cannot read the signing keys");
+        return NULL;
+    }
+    oauth_key_t *k = &o->store_keys[o->next_store_key++ % STORE_KEY_SLOTS];
+    free(k->pem);
+    snprintf(k->kid, sizeof(k->kid), "%s", kid);
+    k->alg = JWT_ALG_ES256;
+    k->pem = pem;
+    k->pem_len = len;
+    return k;
+}
+
+static int select_key(auth_oauth_t *o, const char *jws, size_t hlen, store_txn_t *t, uint64_t generation, const unsigned char **key,
+                      size_t *keylen, jwt_alg_t *alg, int *builtin, aly_err_t *why)
 {
     unsigned char hbuf[MAX_HEADER];
     if (hlen > 4 * MAX_HEADER / 3)
@@ -303,6 +345,17 @@ static int select_key(auth_oauth_t *o, const char *jws, size_t hlen, const unsig
             *key = o->hs_secret;
             *keylen = o->hs_len;
             *alg = JWT_ALG_HS256;
+            ret = 0;
+        }
+    } else if (o->cfg->oauth_server && kid != NULL && strncmp(kid, OAUTH_KEY_KID_PREFIX, sizeof(OAUTH_KEY_KID_PREFIX) - 1) == 0) {
+        const oauth_key_t *k = strcmp(a, "ES256") != 0 ? NULL : store_key(o, kid, t, generation, why);
+        if (strcmp(a, "ES256") != 0)
+            aly_errf(why, "tokens of this server are ES256");
+        else if (k != NULL) {
+            *key = (const unsigned char *)k->pem;
+            *keylen = k->pem_len;
+            *alg = JWT_ALG_ES256;
+            *builtin = 1;
             ret = 0;
         }
     } else if (strcmp(a, "RS256") == 0 || strcmp(a, "ES256") == 0) {
@@ -388,7 +441,7 @@ static int aud_matches(json_t *aud, const char *resource)
  */
 #define MAX_LEEWAY_S (7 * 86400)
 
-static int check_claims(auth_oauth_t *o, json_t *c, store_txn_t *t, principal_t *p, aly_err_t *why)
+static int check_claims(auth_oauth_t *o, json_t *c, store_txn_t *t, int builtin, principal_t *p, aly_err_t *why)
 {
     const aly_config_t *cfg = o->cfg;
     int64_t now = (int64_t)(aly_wall_ms() / 1000), exp, nbf, iat;
@@ -396,7 +449,8 @@ static int check_claims(auth_oauth_t *o, json_t *c, store_txn_t *t, principal_t 
     const char *iss = claim_str(c, "iss", 1024, why);
     if (iss == NULL)
         return -1;
-    if (strcmp(iss, cfg->oauth_issuer) != 0)
+    const char *want_iss = builtin ? cfg->public_url : cfg->oauth_issuer;
+    if (want_iss == NULL || strcmp(iss, want_iss) != 0)
         return aly_errf(why, "the token was issued by another issuer");
     if (!aud_matches(json_object_get(c, "aud"), o->resource))
         return aly_errf(why, "the token's audience (aud) does not include %s", o->resource);
@@ -423,6 +477,8 @@ static int check_claims(auth_oauth_t *o, json_t *c, store_txn_t *t, principal_t 
     if (jv != NULL && (!json_is_string(jv) || json_string_length(jv) == 0 || json_string_length(jv) > 255))
         return aly_errf(why, "the token's jti claim is not a usable string");
 
+    if (builtin && (jv == NULL || oauth_grant_active(t, json_string_value(jv), why) != 0))
+        return jv == NULL ? aly_errf(why, "the token has no jti") : -1;
     store_val_t v;
     aly_err_t serr;
     if (jv != NULL && (rc = store_get(t, DB_REVOKED_JTI, json_string_value(jv), json_string_length(jv), &v, &serr)) != 1)
@@ -489,7 +545,8 @@ auth_result_t auth_oauth_verify(auth_oauth_t *o, const char *jws, size_t len, st
     const unsigned char *key = NULL;
     size_t keylen = 0;
     jwt_alg_t want = JWT_ALG_NONE;
-    if (select_key(o, jws, (size_t)(dot1 - jws), &key, &keylen, &want, why) != 0)
+    int builtin = 0;
+    if (select_key(o, jws, (size_t)(dot1 - jws), t, generation, &key, &keylen, &want, &builtin, why) != 0)
         return AUTH_INVALID;
     if (dot2 + 1 == jws + len)
         return aly_errf(why, "the OAuth token is not signed"), AUTH_INVALID;
@@ -518,7 +575,7 @@ auth_result_t auth_oauth_verify(auth_oauth_t *o, const char *jws, size_t len, st
         return aly_errf(why, "the OAuth token's claims are not a JSON object"), AUTH_INVALID;
     }
     principal_t p;
-    int rc = check_claims(o, claims, t, &p, why);
+    int rc = check_claims(o, claims, t, builtin, &p, why);
     json_decref(claims);
     if (rc != 0)
         return AUTH_INVALID;

@@ -41,6 +41,7 @@ typedef enum {
     K_DURATION_S, /* the same, stored in whole seconds (min/max still in ms) */
     K_RATE,       /* N/period [burst=B] */
     K_CLIENTRATE,
+    K_ONOFF, /* on or off, into an int */
 } kind_t;
 
 typedef struct directive {
@@ -106,6 +107,7 @@ static const directive_t directives[] = {
     {"volatile", K_STRING, F(volatile_url), 0, 0, 0},
     {"volatile_failure", K_STRING, F(volatile_failure), 0, 0, 0},
     {"volatile_timeout", K_DURATION, F(volatile_timeout_ms), 0, 1, 10 * 1000},
+    {"oauth_server", K_ONOFF, F(oauth_server), 0, 0, 0},
 };
 
 #undef F
@@ -154,6 +156,11 @@ static int set_value(aly_config_t *cfg, const directive_t *d, parse_state_t *ps,
         return fail(ps, err, "\"%s\" takes one value, got \"%s ...\"", d->name, argv[0]);
 
     switch (d->kind) {
+    case K_ONOFF:
+        if (strcmp(argv[0], "on") != 0 && strcmp(argv[0], "off") != 0)
+            return fail(ps, err, "%s must be on or off, got \"%s\"", d->name, argv[0]);
+        *(int *)dst = strcmp(argv[0], "on") == 0;
+        return 0;
     case K_STRING:
     case K_PATH:
         free(*(char **)dst);
@@ -318,6 +325,7 @@ static void set_defaults(aly_config_t *cfg)
     cfg->access_log_buffer = (size_t)64 << 10;
     cfg->access_log_flush_ms = 1000;
     cfg->volatile_timeout_ms = 50;
+    cfg->oauth_server = -1;
 }
 
 /* Points ps at the line that set a directive, so cross-directive errors name a line. */
@@ -426,8 +434,24 @@ static int finish(aly_config_t *cfg, parse_state_t *ps, aly_err_t *err)
         snprintf(buf, sizeof(buf), "%s://%s%s%s:%u", l->tls ? "https" : "http", v6 ? "[" : "", l->host, v6 ? "]" : "", l->port);
         cfg->public_url = xstrdup(buf);
     }
-    if (cfg->authorization_servers.n == 0 && cfg->oauth_issuer != NULL)
-        config_strlist_push(&cfg->authorization_servers, cfg->oauth_issuer);
+    /*
+     * The built-in authorization server runs by default where browsers and
+     * Claude's connectors can reach it safely (https, or loopback), unless
+     * oauth_issuer names an external one: then the operator chose theirs.
+     */
+    if (cfg->oauth_server < 0) {
+        const char *h = strstr(cfg->public_url, "://") + 3;
+        size_t hl = strcspn(h, ":/");
+        int loop = (hl >= 4 && strncmp(h, "127.", 4) == 0) || strncmp(h, "[::1]", 5) == 0 ||
+                   (hl == 9 && strncmp(h, "localhost", 9) == 0);
+        cfg->oauth_server = cfg->oauth_issuer == NULL && (strncmp(cfg->public_url, "https://", 8) == 0 || loop);
+    }
+    if (cfg->authorization_servers.n == 0) {
+        if (cfg->oauth_issuer != NULL)
+            config_strlist_push(&cfg->authorization_servers, cfg->oauth_issuer);
+        if (cfg->oauth_server)
+            config_strlist_push(&cfg->authorization_servers, cfg->public_url);
+    }
     at(ps, "store");
     if (cfg->store != NULL && strcmp(cfg->store, "lmdb") == 0)
         free(cfg->store), cfg->store = NULL;

@@ -21,9 +21,9 @@
 
 #include "aly/store_internal.h"
 
-const char *const store_durable_dbs[DB_N] = {"meta",        "workspaces",  "keys", "key_hash",
-                                             "revoked_jti", "revoked_sub", "data", "sessions"};
-const char *const store_volatile_dbs[VDB_N] = {"meta", "last_used", "rate", "replies"};
+const char *const store_durable_dbs[DB_N] = {"meta", "workspaces", "keys",        "key_hash",      "revoked_jti",  "revoked_sub",
+                                             "data", "sessions",   "oauth_users", "oauth_clients", "oauth_grants", "oauth_keys"};
+const char *const store_volatile_dbs[VDB_N] = {"meta", "last_used", "rate", "replies", "oauth_limits"};
 
 static const char schema_key[] = "schema";
 

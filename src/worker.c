@@ -33,6 +33,7 @@
 #include "aly/log.h"
 #include "aly/mcp.h"
 #include "aly/rpc_parse.h"
+#include "aly/oauth_server.h"
 #include "aly/store.h"
 #include "aly/tools.h"
 #include "aly/volatile_redis.h"
@@ -73,6 +74,7 @@ static struct {
     gate_t gate;
     mcp_ctx_t mcp;
     endpoints_t endpoints;
+    oauth_server_t oauth;
     http_site_t site;
     listener_state_t *listeners;
     size_t n_listeners;
@@ -107,6 +109,13 @@ static const http_route_t routes[] = {
     {"/healthz", HTTP_GET, HTTP_PUBLIC | HTTP_ADMIN, endpoint_healthz, &w.endpoints},
     /* Never on a public listener: a local reverse proxy makes every client a loopback peer. */
     {"/metrics", HTTP_GET, HTTP_ADMIN, endpoint_metrics, &w.endpoints},
+    /* The built-in authorization server (404 when oauth_server is off). */
+    {"/.well-known/oauth-authorization-server", HTTP_GET, HTTP_PUBLIC, oauth_serve_metadata, &w.oauth},
+    {"/oauth/authorize", HTTP_GET | HTTP_POST, HTTP_PUBLIC, oauth_serve_authorize, &w.oauth},
+    {"/oauth/token", HTTP_POST, HTTP_PUBLIC, oauth_serve_token, &w.oauth},
+    {"/oauth/register", HTTP_POST, HTTP_PUBLIC, oauth_serve_register, &w.oauth},
+    {"/oauth/revoke", HTTP_POST, HTTP_PUBLIC, oauth_serve_revoke, &w.oauth},
+    {"/oauth/jwks", HTTP_GET, HTTP_PUBLIC, oauth_serve_jwks, &w.oauth},
 };
 
 static volatile sig_atomic_t sig_stop, sig_drain, sig_reopen;
@@ -425,6 +434,8 @@ void worker_run(const worker_spec_t *spec)
                                 .stats = spec->stats,
                                 .started_ms = aly_now_ms(),
                                 .worker_number = spec->number};
+    if (oauth_server_init(&w.oauth, spec->cfg, store, w.loop, &err) != 0)
+        log_fatal("%s", err.msg);
     w.guard = guard_new(spec->cfg);
     if (w.guard == NULL)
         log_fatal("out of memory");
@@ -492,6 +503,7 @@ void worker_run(const worker_spec_t *spec)
     gate_free(&w.gate);
     volatile_redis_close(vr);
     guard_free(w.guard);
+    oauth_server_free(&w.oauth);
     auth_free(auth);
     store_close(store);
     rpc_parse_reset();

@@ -122,6 +122,9 @@ typedef struct aly_config {
     char *volatile_failure;    /* as written: "closed" or "open" */
     int volatile_failure_open; /* 1: serve without rate limits while Redis is unreachable */
     uint64_t volatile_timeout_ms;
+
+    /* The built-in authorization server (aly/oauth_server.h). */
+    int oauth_server; /* 1 on, 0 off (default: on for an https or loopback public_url without oauth_issuer) */
 } aly_config_t;
 
 /*

@@ -75,14 +75,18 @@ typedef struct store store_t;
  * the workspace id.
  */
 typedef enum {
-    DB_META,        /* "schema" -> meta record; "revocations" -> revocation generation; "usage/" ws -> bytes (uint64) */
-    DB_WORKSPACES,  /* ws id -> workspace record */
-    DB_KEYS,        /* ws id "/" key id -> key record */
-    DB_KEY_HASH,    /* HMAC-SHA256(pepper, key) (32 bytes) -> ws id "/" key id */
-    DB_REVOKED_JTI, /* jti -> revocation record */
-    DB_REVOKED_SUB, /* sub -> revocation record */
-    DB_DATA,        /* ws id "/" ... -> workspace data (tools) */
-    DB_SESSIONS,    /* MCP session id -> session record */
+    DB_META,          /* "schema" -> meta record; "revocations" -> revocation generation; "usage/" ws -> bytes (uint64) */
+    DB_WORKSPACES,    /* ws id -> workspace record */
+    DB_KEYS,          /* ws id "/" key id -> key record */
+    DB_KEY_HASH,      /* HMAC-SHA256(pepper, key) (32 bytes) -> ws id "/" key id */
+    DB_REVOKED_JTI,   /* jti -> revocation record */
+    DB_REVOKED_SUB,   /* sub -> revocation record */
+    DB_DATA,          /* ws id "/" ... -> workspace data (tools) */
+    DB_SESSIONS,      /* MCP session id -> session record */
+    DB_OAUTH_USERS,   /* email -> workspace user (aly/oauth.h) */
+    DB_OAUTH_CLIENTS, /* client_id -> OAuth client */
+    DB_OAUTH_GRANTS,  /* "g/" grant, "r/" refresh-token HMAC, "c/" code HMAC */
+    DB_OAUTH_KEYS,    /* kid -> signing key */
     DB_N
 } store_db_t;
 
@@ -95,6 +99,7 @@ typedef enum {
     VDB_RATE,      /* principal id -> limiter state */
     VDB_REPLIES,   /* "p:" request id -> principal (awaiting); "r:" request id -> the client's reply (JSON);
                       "s:" requestState MAC -> its expiry (used once) */
+    VDB_OAUTH,     /* "l:a:" address / "l:u:" email / "g:" address -> failed sign-ins or registrations in a window */
     VDB_END
 } store_vdb_t;
 

@@ -1,0 +1,345 @@
+# Attacks on the built-in authorization server, each refused by a test that
+# tampers exactly what the check verifies: bad or look-alike redirect URIs
+# and clients (an HTML page, never a redirect), open-redirect tricks in state,
+# missing or plain PKCE, a wrong verifier, code replay (revoking what the code
+# issued), codes of other clients, CSRF tokens missing or from another
+# request or browser, a forged request blob, wrong passwords and brute force
+# (per account and per address), refresh-token reuse, another resource, a
+# wrong client_secret, oversized and malformed forms and JSON, XSS in what the
+# page shows, and registration abuse.
+use strict;
+use warnings;
+use Test::More;
+use File::Temp ();
+use JSON::PP ();
+use MIME::Base64 ();
+use Alyd;
+use AlyOAuth;
+
+Alyd::watchdog(400);
+
+my $srv      = Alyd->start(workers => 2);
+my $base     = $srv->url('');
+my $resource = $srv->url('/api/mcp');
+my $port     = Alyd::free_port();
+my $cb       = "http://127.0.0.1:$port/callback";
+my $tmp      = File::Temp->newdir;
+Alyd::spew("$tmp/pw", "right-password\n");
+my $ws = $srv->ctl('workspace', 'create', 'Acme');
+$srv->ctl('users', 'add', '--workspace', $ws, '--email', "$_\@example.com", '--password-file', "$tmp/pw") for qw(ann carl dora);
+my $app   = Alyd::json_decode($srv->ctl('--json', 'oauth', 'clients', 'create', '--name', 'App', '--redirect-uri', $cb));
+my $other = Alyd::json_decode($srv->ctl('--json', 'oauth', 'clients', 'create', '--name', 'Other', '--redirect-uri', $cb));
+my $conf  = Alyd::json_decode(
+    $srv->ctl('--json', 'oauth', 'clients', 'create', '--name', 'Conf', '--redirect-uri', $cb, '--confidential'));
+my $o = AlyOAuth->new($srv);
+
+sub req_for {
+    my (%over) = @_;
+    my $p = AlyOAuth::pkce();
+    return ($p, response_type => 'code', client_id => $app->{client_id}, redirect_uri => $cb, state => 's1',
+        code_challenge => $p->{challenge}, code_challenge_method => 'S256', scope => 'read:sites offline_access', %over);
+}
+
+# An HTML refusal that redirects nowhere.
+sub html_refusal {
+    my ($r, $what, $re) = @_;
+    is($r->{status}, 400, "$what: 400");
+    ok(!defined Alyd::header_value($r->{headers}, 'location'), "$what: no redirect");
+    like(Alyd::header_value($r->{headers}, 'content-type') // '', qr{^text/html}, "$what: an HTML page");
+    like($r->{body}, $re, "$what: says why") if $re;
+}
+
+# ---- client_id and redirect_uri: an error page, never a redirect ----
+{
+    my (undef, %q) = req_for();
+    html_refusal($o->authorize_page(%q, client_id => 'cli_doesnotexist0000000'), 'unknown client_id', qr/unknown client_id/);
+    html_refusal($o->authorize_page(%q, client_id => undef), 'missing client_id', qr/client_id is missing/);
+    for my $bad ("http://127.0.0.1:$port/callback/", "http://127.0.0.1:$port/callback?x=1", "http://127.0.0.1:$port/callbacK",
+        "http://127.0.0.1:" . ($port + 1) . "/callback", "http://localhost:$port/callback", "https://127.0.0.1:$port/callback",
+        "http://127.0.0.1:$port\@evil.example/callback", "http://evil.example/callback", "http://127.0.0.1:$port/callback#x",
+        "http://127.0.0.1:$port/callback/../callback")
+    {
+        html_refusal($o->authorize_page(%q, redirect_uri => $bad), "look-alike redirect_uri $bad", qr/not one this client registered/);
+    }
+    my $r = $o->authorize_page(%q, redirect_uri => "http://127.0.0.1:$port/<script>alert(1)</script>");
+    html_refusal($r, 'a redirect_uri with markup');
+    unlike($r->{body}, qr/<script>/, 'the error page escapes the redirect_uri it shows');
+    like($r->{body}, qr/&lt;script&gt;/, 'escaped as text');
+    my $csp = Alyd::header_value($r->{headers}, 'content-security-policy') // '';
+    like($csp, qr/frame-ancestors 'none'/, 'error pages carry the CSP too');
+    my $qs = AlyOAuth::form(%q) . '&redirect_uri=' . AlyOAuth::enc('http://evil.example/cb');
+    my ($st, $h) = Alyd::curl($srv->url("/oauth/authorize?$qs"));
+    is($st, 400, 'redirect_uri given twice (the second evil): 400');
+    ok(!defined Alyd::header_value($h, 'location'), 'and no redirect');
+}
+
+# ---- errors after the redirect URI is settled go back to it, with state and iss ----
+{
+    my %cases = (
+        'missing PKCE'           => [ { code_challenge => undef, code_challenge_method => undef }, 'invalid_request', qr/PKCE/ ],
+        'plain PKCE method'      => [ { code_challenge_method => 'plain' },                          'invalid_request', qr/S256/ ],
+        'no challenge method'    => [ { code_challenge_method => undef },                            'invalid_request', qr/S256/ ],
+        'short challenge'        => [ { code_challenge => 'abc' },                                   'invalid_request', qr/43/ ],
+        'response_type token'    => [ { response_type => 'token' },                    'unsupported_response_type', qr/code/ ],
+        'another resource'       => [ { resource => 'https://evil.example/api/mcp' },  'invalid_target',            qr/resource/ ],
+        'unknown scope'          => [ { scope => 'read:sites admin:all' },             'invalid_scope',             qr/scope/ ],
+    );
+    for my $name (sort keys %cases) {
+        my ($over, $err, $re) = @{ $cases{$name} };
+        my (undef, %q) = req_for(%$over);
+        my $r = $o->authorize_page(%q);
+        my $loc = Alyd::header_value($r->{headers}, 'location') // '';
+        my $p = AlyOAuth::query_params($loc);
+        is($r->{status}, 302, "$name: redirected back");
+        like($loc, qr/^\Q$cb\E\?/, "$name: only to the registered URI");
+        is($p->{error}, $err, "$name: error=$err");
+        like($p->{error_description} // '', $re, "$name: described");
+        is($p->{state}, 's1', "$name: state");
+        is($p->{iss}, $base, "$name: iss");
+        ok(!exists $p->{code}, "$name: no code");
+    }
+}
+
+# ---- open-redirect tricks in state ----
+{
+    my $evil = "x&redirect_uri=https://evil.example/&code=forged#frag\r\nLocation: https://evil.example/";
+    my ($p, %q) = req_for(state => $evil);
+    my $pg = $o->authorize_page(%q);
+    is($pg->{status}, 200, 'a state full of tricks still gets the page');
+    my $d = $o->decide($pg, email => 'ann@example.com', password => 'right-password');
+    is($d->{status}, 302, 'approved');
+    like($d->{location}, qr/^\Q$cb\E\?code=[A-Za-z0-9]+&state=[^&#\s]+&iss=[^&#\s]+$/, 'the Location is the registered URI with encoded parameters');
+    is($d->{params}{state}, $evil, 'state comes back byte for byte');
+    ok(!ref $d->{params}{code} && $d->{params}{code} ne 'forged', 'one code, not the forged one');
+    unlike($d->{headers}, qr/^Location: https:\/\/evil/mi, 'no injected header');
+}
+
+# ---- PKCE at the token endpoint ----
+{
+    my $f = $o->get_code(client_id => $app->{client_id}, redirect_uri => $cb, scope => 'read:sites');
+    my ($st, $h, $j) = $o->token(grant_type => 'authorization_code', code => $f->{code}, redirect_uri => $cb,
+        code_verifier => AlyOAuth::pkce()->{verifier}, client_id => $app->{client_id});
+    is($st, 400, 'a wrong code_verifier: 400');
+    is($j->{error}, 'invalid_grant', 'invalid_grant');
+    is(Alyd::header_value($h, 'cache-control'), 'no-store', 'errors are no-store too');
+    ($st, undef, $j) = $o->token(grant_type => 'authorization_code', code => $f->{code}, redirect_uri => $cb,
+        code_verifier => $f->{pkce}{verifier}, client_id => $app->{client_id});
+    is($j->{error}, 'invalid_grant', 'the code is burned by the wrong verifier: the right one no longer works');
+
+    $f = $o->get_code(client_id => $app->{client_id}, redirect_uri => $cb, scope => 'read:sites');
+    ($st, undef, $j) = $o->token(grant_type => 'authorization_code', code => $f->{code}, redirect_uri => $cb,
+        client_id => $app->{client_id});
+    is($st, 400, 'no code_verifier: 400');
+    is($j->{error}, 'invalid_request', 'invalid_request');
+    ($st, undef, $j) = $o->token(grant_type => 'authorization_code', code => $f->{code}, redirect_uri => "$cb/x",
+        code_verifier => $f->{pkce}{verifier}, client_id => $app->{client_id});
+    is($j->{error}, 'invalid_grant', 'a redirect_uri other than the authorization request\'s: invalid_grant');
+
+    $f = $o->get_code(client_id => $app->{client_id}, redirect_uri => $cb, scope => 'read:sites');
+    ($st, undef, $j) = $o->token(grant_type => 'authorization_code', code => $f->{code}, redirect_uri => $cb,
+        code_verifier => $f->{pkce}{verifier}, client_id => $other->{client_id});
+    is($j->{error}, 'invalid_grant', 'another client presenting the code: invalid_grant');
+    ($st, undef, $j) = $o->token(grant_type => 'authorization_code', code => $f->{code}, redirect_uri => $cb,
+        code_verifier => $f->{pkce}{verifier}, client_id => $app->{client_id}, resource => 'https://evil.example/api/mcp');
+    is($st, 400, 'a token for another resource: 400');
+    is($j->{error}, 'invalid_target', 'invalid_target');
+    ($st, undef, $j) = $o->token(grant_type => 'authorization_code', code => $f->{code}, redirect_uri => $cb,
+        code_verifier => $f->{pkce}{verifier}, client_id => $app->{client_id});
+    is($st, 200, 'the code was not spent by those refusals');
+}
+
+# ---- code replay revokes what the code issued ----
+{
+    my $f = $o->get_code(client_id => $app->{client_id}, redirect_uri => $cb, scope => 'read:sites offline_access');
+    my @ex = (grant_type => 'authorization_code', code => $f->{code}, redirect_uri => $cb, code_verifier => $f->{pkce}{verifier},
+        client_id => $app->{client_id});
+    my ($st, undef, $t) = $o->token(@ex);
+    is($st, 200, 'first redemption');
+    is(AlyOAuth::mcp_status($srv, $t->{access_token}), 200, 'its token works');
+    my ($st2, undef, $j) = $o->token(@ex);
+    is($st2, 400, 'a replayed code: 400');
+    is($j->{error}, 'invalid_grant', 'invalid_grant');
+    is(AlyOAuth::mcp_status($srv, $t->{access_token}), 401, 'the replay revoked the access token the code issued');
+    (undef, undef, $j) = $o->token(grant_type => 'refresh_token', refresh_token => $t->{refresh_token}, client_id => $app->{client_id});
+    is($j->{error}, 'invalid_grant', 'and its refresh token');
+    (undef, undef, $j) = $o->token(@ex, code => 'A' x 43);
+    is($j->{error}, 'invalid_grant', 'a made-up code: invalid_grant');
+}
+
+# ---- refresh-token reuse revokes the family ----
+{
+    my ($t) = $o->tokens(client_id => $app->{client_id}, redirect_uri => $cb, scope => 'read:sites offline_access');
+    my (undef, undef, $t2) = $o->token(grant_type => 'refresh_token', refresh_token => $t->{refresh_token}, client_id => $app->{client_id});
+    ok($t2->{refresh_token}, 'rotated once');
+    my ($st, undef, $j) = $o->token(grant_type => 'refresh_token', refresh_token => $t->{refresh_token}, client_id => $app->{client_id});
+    is($st, 400, 'the rotated refresh token again: 400');
+    is($j->{error}, 'invalid_grant', 'invalid_grant');
+    is(AlyOAuth::mcp_status($srv, $t2->{access_token}), 401, 'the family\'s newest access token is revoked');
+    (undef, undef, $j) = $o->token(grant_type => 'refresh_token', refresh_token => $t2->{refresh_token}, client_id => $app->{client_id});
+    is($j->{error}, 'invalid_grant', 'and its newest refresh token');
+    my ($t3) = $o->tokens(client_id => $app->{client_id}, redirect_uri => $cb, scope => 'read:sites offline_access');
+    (undef, undef, $j) = $o->token(grant_type => 'refresh_token', refresh_token => $t3->{refresh_token}, client_id => $other->{client_id});
+    is($j->{error}, 'invalid_grant', 'another client presenting a refresh token: invalid_grant');
+    (undef, undef, $j) = $o->token(grant_type => 'refresh_token', refresh_token => $t3->{refresh_token}, client_id => $app->{client_id});
+    ok($j->{access_token}, 'which did not spend it');
+}
+
+# ---- client authentication ----
+{
+    my $f = $o->get_code(client_id => $conf->{client_id}, redirect_uri => $cb, scope => 'read:sites');
+    my @ex = (grant_type => 'authorization_code', code => $f->{code}, redirect_uri => $cb, code_verifier => $f->{pkce}{verifier});
+    my $wrong = $conf->{client_secret};
+    substr($wrong, -1, 1) = substr($wrong, -1) eq 'A' ? 'B' : 'A';
+    my ($st, $h, $j) = $o->token(@ex, curl => [ '-u', "$conf->{client_id}:$wrong" ]);
+    is($st, 401, 'client_secret_basic with a wrong secret: 401');
+    is($j->{error}, 'invalid_client', 'invalid_client');
+    like(Alyd::header_value($h, 'www-authenticate') // '', qr/^Basic/, 'with a Basic challenge');
+    ($st, undef, $j) = $o->token(@ex, client_id => $conf->{client_id}, client_secret => $wrong);
+    is($j->{error}, 'invalid_client', 'client_secret_post with a wrong secret: invalid_client');
+    ($st, undef, $j) = $o->token(@ex, client_id => $conf->{client_id});
+    is($j->{error}, 'invalid_client', 'a confidential client without its secret: invalid_client');
+    ($st, undef, $j) = $o->token(@ex, client_id => $conf->{client_id}, client_secret => $conf->{client_secret},
+        curl => [ '-u', "$conf->{client_id}:$conf->{client_secret}" ]);
+    is($j->{error}, 'invalid_request', 'two authentication methods at once: invalid_request');
+    ($st, undef, $j) = $o->token(@ex, client_id => $app->{client_id}, client_secret => 'made-up');
+    is($j->{error}, 'invalid_client', 'a public client presenting a secret: invalid_client');
+    ($st, undef, $j) = $o->token(@ex, client_id => $conf->{client_id}, client_secret => $conf->{client_secret});
+    is($st, 200, 'the right secret: 200 (the refusals spent nothing)');
+}
+
+# ---- CSRF and the request blob ----
+{
+    my (undef, %q) = req_for();
+    my $pa = $o->authorize_page(%q, state => 'A');
+    my $pb = $o->authorize_page(%q, state => 'B');
+    my $d = $o->decide($pa, csrf => '', email => 'ann@example.com', password => 'right-password');
+    is($d->{status}, 403, 'no CSRF token: 403');
+    ok(!defined $d->{location}, 'no redirect');
+    $d = $o->decide($pa, csrf => $pb->{page}{csrf}, email => 'ann@example.com', password => 'right-password');
+    is($d->{status}, 403, 'the CSRF token of another request: 403');
+    my $stranger = AlyOAuth->new($srv);
+    my $ps = $stranger->authorize_page(%q);
+    $d = $o->decide($ps, email => 'ann@example.com', password => 'right-password');
+    is($d->{status}, 403, 'a form made for another browser (its CSRF cookie): 403');
+    my $req = $pa->{page}{request};
+    my ($body, $mac) = split /\./, $req;
+    my $json = Alyd::json_decode(MIME::Base64::decode_base64url($body));
+    $json->{r} = 'https://evil.example/cb';
+    my $forged = MIME::Base64::encode_base64url(JSON::PP->new->encode($json)) . ".$mac";
+    $d = $o->decide($pa, request => $forged, email => 'ann@example.com', password => 'right-password');
+    is($d->{status}, 400, 'a request blob with another redirect URI (old MAC): 400');
+    ok(!defined $d->{location}, 'no redirect to it');
+    $d = $o->decide($pa, action => 'steal', email => 'ann@example.com', password => 'right-password');
+    is($d->{status}, 400, 'an unknown action: 400');
+    $d = $o->decide($pa, email => 'ann@example.com', password => 'right-password');
+    is($d->{status}, 302, 'the untampered form still works');
+}
+
+# ---- XSS in what the page shows ----
+{
+    my $name = q{<script>alert("x")</script><img src=x onerror=alert(1)>'"};
+    my ($st, undef, $b) = Alyd::curl('-H', 'Content-Type: application/json', '--data-binary',
+        JSON::PP->new->encode({ redirect_uris => ["http://127.0.0.1:$port/cb?q='onmouseover=alert(1)"], client_name => $name }),
+        $srv->url('/oauth/register'));
+    my $c = Alyd::json_decode($b) // {};
+    is($st, 201, 'a client named with markup registers');
+    my $p = AlyOAuth::pkce();
+    my $pg = $o->authorize_page(response_type => 'code', client_id => $c->{client_id},
+        redirect_uri => "http://127.0.0.1:$port/cb?q='onmouseover=alert(1)", code_challenge => $p->{challenge},
+        code_challenge_method => 'S256', state => q{"><script>alert(2)</script>});
+    is($pg->{status}, 200, 'its consent page');
+    unlike($pg->{body}, qr/<script|<img|<[^>]*onerror|'onmouseover/i, 'no markup of the client name, redirect URI or state reaches the page');
+    like($pg->{body}, qr/&lt;script&gt;alert\(&quot;x&quot;\)&lt;\/script&gt;/, 'the name is shown escaped');
+}
+
+# ---- malformed and oversized input ----
+{
+    my (undef, %q) = req_for();
+    my $pg = $o->authorize_page(%q);
+    my $d = $o->decide($pg, raw => 'request=%zz&csrf=x');
+    is($d->{status}, 400, 'a bad % escape in the consent form: 400');
+    $d = $o->decide($pg, raw => "request=\xff\xfe&csrf=x");
+    is($d->{status}, 400, 'invalid UTF-8 in the consent form: 400');
+    $d = $o->decide($pg, raw => 'a=1&' x 100);
+    is($d->{status}, 400, 'more than 64 fields: 400');
+    $d = $o->decide($pg, raw => 'request=' . ('A' x 70000));
+    is($d->{status}, 413, 'a 70 KB form: 413');
+    $d = $o->decide($pg, type => 'application/json', raw => '{"action":"approve"}');
+    is($d->{status}, 415, 'not a form: 415');
+    my ($st, undef, $j) = $o->token(raw => 'grant_type=authorization_code&code=%g0');
+    is($st, 400, 'token endpoint, bad escape: 400');
+    is($j->{error}, 'invalid_request', 'invalid_request');
+    ($st, undef, $j) = $o->token(raw => 'grant_type=password&client_id=' . $app->{client_id});
+    is($j->{error}, 'unsupported_grant_type', 'grant_type password: unsupported_grant_type');
+    ($st, undef, $j) = $o->token(raw => "grant_type=refresh_token&grant_type=authorization_code&client_id=$app->{client_id}");
+    is($j->{error}, 'invalid_request', 'a repeated parameter: invalid_request');
+    ($st, undef, $j) = $o->token(raw => 'x=' . ('A' x 70000));
+    is($st, 413, 'token endpoint, 70 KB: 413');
+    my ($s2, undef, $b2) = Alyd::curl('-H', 'Content-Type: application/json', '--data-binary', '{"redirect_uris":["http://127.0.0.1/cb"],',
+        $srv->url('/oauth/register'));
+    is($s2, 400, 'registration, truncated JSON: 400');
+    is((Alyd::json_decode($b2) // {})->{error}, 'invalid_client_metadata', 'invalid_client_metadata');
+    ($s2, undef, $b2) = Alyd::curl('-H', 'Content-Type: application/json', '--data-binary',
+        '{"redirect_uris":["http://127.0.0.1/cb"],"redirect_uris":["https://evil.example/"]}', $srv->url('/oauth/register'));
+    is($s2, 400, 'registration, duplicate keys: 400');
+    ($s2, undef, $b2) = Alyd::curl('-H', 'Content-Type: application/json', '--data-binary',
+        JSON::PP->new->encode({ redirect_uris => ['http://127.0.0.1/cb'], client_name => 'x' x 70000 }), $srv->url('/oauth/register'));
+    is($s2, 413, 'registration, 70 KB: 413');
+    for my $u ('http://evil.example/cb', 'javascript:alert(1)', 'https://example.com/cb#frag', 'https://user@example.com/cb',
+        'custom-scheme:/cb')
+    {
+        ($s2, undef, $b2) = Alyd::curl('-H', 'Content-Type: application/json', '--data-binary',
+            JSON::PP->new->encode({ redirect_uris => [$u] }), $srv->url('/oauth/register'));
+        is((Alyd::json_decode($b2) // {})->{error}, 'invalid_redirect_uri', "registration refuses redirect URI $u");
+    }
+    ($s2, undef, $b2) = Alyd::curl('-H', 'Content-Type: application/json', '--data-binary',
+        JSON::PP->new->encode({ redirect_uris => ['https://ok.example/cb'], grant_types => ['client_credentials'] }),
+        $srv->url('/oauth/register'));
+    is((Alyd::json_decode($b2) // {})->{error}, 'invalid_client_metadata', 'registration refuses grant_types it does not do');
+}
+
+# ---- wrong password, then brute force: per account, then per address ----
+{
+    my (undef, %q) = req_for();
+    my $ob = AlyOAuth->new($srv);
+    my $pg = $ob->authorize_page(%q);
+    my $d = $ob->decide($pg, email => 'carl@example.com', password => 'wrong-password');
+    is($d->{status}, 401, 'a wrong password: 401');
+    ok(!defined $d->{location}, 'no redirect');
+    like($d->{body}, qr/wrong email or password/, 'the page says so');
+    ok($d->{page}{request} && $d->{page}{csrf}, 'and offers the form again');
+    $d = $ob->decide($pg, email => 'nobody@example.com', password => 'right-password');
+    is($d->{status}, 401, 'an unknown account: the same 401');
+    $ob->decide($pg, email => 'carl@example.com', password => "wrong-$_") for 2 .. 5;
+    $d = $ob->decide($pg, email => 'carl@example.com', password => 'right-password');
+    is($d->{status}, 429, 'after 5 failures the account refuses even the right password');
+    ok((Alyd::header_value($d->{headers}, 'retry-after') // 0) > 0, 'with Retry-After');
+    $d = $ob->decide($pg, email => 'dora@example.com', password => 'right-password');
+    is($d->{status}, 302, 'another account from the same address still signs in');
+    $ob->forget_cookies;
+    $pg = $ob->authorize_page(%q);
+    my $n = 0;
+    $n++ while $n < 30 && $ob->decide($pg, email => "user$n\@example.com", password => 'x')->{status} == 401;
+    ok($n <= 20, "the address is stopped after at most 20 failures across accounts ($n)");
+    $d = $ob->decide($pg, email => 'dora@example.com', password => 'right-password');
+    is($d->{status}, 429, 'then even a right password from that address is refused');
+}
+
+# ---- registration is rate-limited per address ----
+{
+    my $n = 0;
+    while ($n < 40) {
+        my ($s) = Alyd::curl('-H', 'Content-Type: application/json', '--data-binary', '{"redirect_uris":["http://127.0.0.1/cb"]}',
+            $srv->url('/oauth/register'));
+        last if $s != 201;
+        $n++;
+    }
+    ok($n >= 10 && $n < 40, "registrations stop at the per-address limit ($n)");
+    my ($s, $h) = Alyd::curl('-H', 'Content-Type: application/json', '--data-binary', '{"redirect_uris":["http://127.0.0.1/cb"]}',
+        $srv->url('/oauth/register'));
+    is($s, 429, 'then 429');
+    ok((Alyd::header_value($h, 'retry-after') // 0) > 0, 'with Retry-After');
+}
+
+ok($srv->stop, 'server stops');
+done_testing();
