@@ -97,6 +97,8 @@ static const directive_t directives[] = {
     {"reset_budget", K_UINT, F(reset_budget), 0, 1, 1000000},
     {"address_strikes", K_UINT, F(address_strikes), 0, 1, 1000000},
     {"strike_window", K_DURATION, F(strike_window_ms), 0, 1000, (uint64_t)86400 * 1000},
+    {"oauth_cimd_allow", K_LIST, F(oauth_cimd_allow), 1, 0, 0},
+    {"oauth_cimd_ca_file", K_PATH, F(oauth_cimd_ca_file), 0, 0, 0},
 };
 
 #undef F
@@ -419,6 +421,10 @@ static int finish(aly_config_t *cfg, parse_state_t *ps, aly_err_t *err)
             }
         }
     }
+    if (cfg->oauth_cimd_allow.n == 0) {
+        config_strlist_push(&cfg->oauth_cimd_allow, "claude.ai");
+        config_strlist_push(&cfg->oauth_cimd_allow, "claude.com");
+    }
     if (cfg->allowed_origins.n == 0) {
         const char *auth = strstr(cfg->public_url, "://") + 3;
         size_t olen = (size_t)(auth - cfg->public_url) + strcspn(auth, "/");
@@ -566,12 +572,14 @@ void config_free(aly_config_t *cfg)
                         &cfg->key_pepper_file,
                         &cfg->oauth_issuer,
                         &cfg->oauth_jwks_file,
-                        &cfg->oauth_hs256_secret_file};
+                        &cfg->oauth_hs256_secret_file,
+                        &cfg->oauth_cimd_ca_file};
     for (size_t i = 0; i < ALY_ARRAY_SIZE(strings); i++)
         free(*strings[i]);
     config_strlist_free(&cfg->allowed_origins);
     config_strlist_free(&cfg->allowed_hosts);
     config_strlist_free(&cfg->authorization_servers);
+    config_strlist_free(&cfg->oauth_cimd_allow);
     for (size_t i = 0; i < cfg->n_client_rates; i++)
         free(cfg->client_rates[i].client_id);
     free(cfg->client_rates);
