@@ -71,8 +71,8 @@
  * also valid only during the callback.  Waiters of one fetch are called in the
  * order they asked; a callback may call oauth_cimd_fetch and
  * oauth_cimd_cancel.  cfg is read during this call only (oauth_cimd_allow,
- * oauth_cimd_ca_file).  Every call must pass the same loop until
- * oauth_cimd_dispose().
+ * oauth_cimd_ca_file).  Every call in a process must pass the same loop
+ * (a worker's); another loop is refused with -1.
  */
 int oauth_cimd_fetch(h2o_loop_t *loop, const aly_config_t *cfg, const char *url,
                      void (*cb)(void *ctx, const char *doc, size_t len, const char *err), void *ctx);
