@@ -27,13 +27,27 @@
 
 typedef void (*cimd_cb)(void *ctx, const char *doc, size_t len, const char *err);
 
-/* A TLS context per (host, CA file): the expected host name lives in the context's verify parameters. */
+/*
+ * The CA certificates of one oauth_cimd_ca_file (NULL: the system's), loaded
+ * once and shared by the TLS contexts: parsing the system bundle takes tens of
+ * milliseconds, too long to spend on the loop more than once.
+ */
+typedef struct trust {
+    struct trust *next;
+    char *ca_file;
+    X509_STORE *store;
+} trust_t;
+
+/*
+ * A TLS context per (host, CA file): the host name the certificate must carry
+ * is set in the context's verify parameters, which each connection's SSL
+ * object copies when h2o creates it, long after the call that started it.
+ */
 typedef struct origin {
     struct origin *next;
     char *host;
-    char *ca_file; /* NULL: the system's trust store */
+    char *ca_file;
     SSL_CTX *ssl_ctx;
-    h2o_http1client_ctx_t hctx;
 } origin_t;
 
 typedef struct waiter {
@@ -45,6 +59,7 @@ typedef struct fetch {
     struct fetch *next;
     char *url;
     origin_t *origin;
+    h2o_http1client_ctx_t hctx; /* h2o's client points at it until it is closed */
     uint16_t port;
     h2o_http1client_t *client; /* NULL before the start and once h2o has closed it */
     h2o_timeout_entry_t start;
@@ -72,6 +87,7 @@ static struct {
     h2o_timeout_t zero_timeout;
     h2o_timeout_t deadline_timeout;
     int timeouts_ready;
+    trust_t *trusts;
     origin_t *origins;
     fetch_t *fetches;
     size_t n_fetches;
@@ -409,7 +425,7 @@ static h2o_http1client_head_cb on_connect(h2o_http1client_t *client, const char 
 static void on_start(h2o_timeout_entry_t *entry)
 {
     fetch_t *f = H2O_STRUCT_FROM_MEMBER(fetch_t, start, entry);
-    h2o_http1client_connect(&f->client, f, &f->origin->hctx, h2o_iovec_init(f->origin->host, strlen(f->origin->host)), f->port, 1,
+    h2o_http1client_connect(&f->client, f, &f->hctx, h2o_iovec_init(f->origin->host, strlen(f->origin->host)), f->port, 1,
                             on_connect);
 }
 
@@ -451,27 +467,58 @@ static int is_ip_literal(const char *host)
     return inet_pton(AF_INET, host, &a) == 1;
 }
 
+static int same_file(const char *a, const char *b)
+{
+    return a == NULL ? b == NULL : b != NULL && strcmp(a, b) == 0;
+}
+
+static X509_STORE *trust_get(const char *ca_file)
+{
+    for (trust_t *t = S.trusts; t != NULL; t = t->next)
+        if (same_file(t->ca_file, ca_file))
+            return t->store;
+    X509_STORE *store = X509_STORE_new();
+    trust_t *t = calloc(1, sizeof(*t));
+    int loaded = store != NULL &&
+                 (ca_file != NULL ? X509_STORE_load_file(store, ca_file) : X509_STORE_set_default_paths(store)) == 1;
+    if (!loaded || t == NULL || (ca_file != NULL && (t->ca_file = strdup(ca_file)) == NULL)) {
+        if (!loaded)
+            log_error("oauth_cimd_ca_file %s: cannot load CA certificates", ca_file != NULL ? ca_file : "(the system's)");
+        if (t != NULL)
+            free(t->ca_file);
+        free(t);
+        X509_STORE_free(store);
+        return NULL;
+    }
+    t->store = store;
+    t->next = S.trusts;
+    S.trusts = t;
+    return store;
+}
+
 static origin_t *origin_get(const char *host, const char *ca_file)
 {
     for (origin_t *o = S.origins; o != NULL; o = o->next)
-        if (strcasecmp(o->host, host) == 0 &&
-            (o->ca_file == NULL ? ca_file == NULL : ca_file != NULL && strcmp(o->ca_file, ca_file) == 0))
+        if (strcasecmp(o->host, host) == 0 && same_file(o->ca_file, ca_file))
             return o;
 
-    SSL_CTX *ssl = SSL_CTX_new(TLS_client_method());
-    if (ssl == NULL)
+    X509_STORE *store = trust_get(ca_file);
+    if (store == NULL)
         return NULL;
-    SSL_CTX_set_min_proto_version(ssl, TLS1_2_VERSION);
-    SSL_CTX_set_verify(ssl, SSL_VERIFY_PEER, NULL);
-    int loaded = ca_file != NULL ? SSL_CTX_load_verify_locations(ssl, ca_file, NULL) : SSL_CTX_set_default_verify_paths(ssl);
-    X509_VERIFY_PARAM *param = SSL_CTX_get0_param(ssl);
-    X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-    int named = is_ip_literal(host) ? X509_VERIFY_PARAM_set1_ip_asc(param, host) : X509_VERIFY_PARAM_set1_host(param, host, 0);
+    SSL_CTX *ssl = SSL_CTX_new(TLS_client_method());
     origin_t *o = calloc(1, sizeof(*o));
-    if (loaded != 1 || named != 1 || o == NULL || (o->host = strdup(host)) == NULL ||
-        (ca_file != NULL && (o->ca_file = strdup(ca_file)) == NULL)) {
-        if (loaded != 1)
-            log_error("oauth_cimd_ca_file %s: cannot load CA certificates", ca_file != NULL ? ca_file : "(system default)");
+    int ready = 0;
+    if (ssl != NULL && o != NULL && (o->host = strdup(host)) != NULL &&
+        (ca_file == NULL || (o->ca_file = strdup(ca_file)) != NULL)) {
+        SSL_CTX_set_min_proto_version(ssl, TLS1_2_VERSION);
+        SSL_CTX_set_verify(ssl, SSL_VERIFY_PEER, NULL);
+        SSL_CTX_set1_cert_store(ssl, store);
+        X509_VERIFY_PARAM *param = SSL_CTX_get0_param(ssl);
+        X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+        ready = (is_ip_literal(host) ? X509_VERIFY_PARAM_set1_ip_asc(param, host) : X509_VERIFY_PARAM_set1_host(param, host, 0)) ==
+                1;
+    }
+    if (!ready) {
         if (o != NULL) {
             free(o->host);
             free(o->ca_file);
@@ -481,10 +528,18 @@ static origin_t *origin_get(const char *host, const char *ca_file)
         return NULL;
     }
     o->ssl_ctx = ssl;
-    o->hctx = (h2o_http1client_ctx_t){S.loop, &S.getaddr_receiver, &S.io_timeout, NULL, ssl};
     o->next = S.origins;
     S.origins = o;
     return o;
+}
+
+int oauth_cimd_prepare(const aly_config_t *cfg)
+{
+    int rc = 0;
+    for (size_t i = 0; i < cfg->oauth_cimd_allow.n; i++)
+        if (origin_get(cfg->oauth_cimd_allow.items[i], cfg->oauth_cimd_ca_file) == NULL)
+            rc = -1;
+    return rc;
 }
 
 static int add_waiter(fetch_t *f, cimd_cb cb, void *ctx)
@@ -525,6 +580,7 @@ int oauth_cimd_fetch(h2o_loop_t *loop, const aly_config_t *cfg, const char *url,
     if (f == NULL)
         return -1;
     *f = (fetch_t){.origin = o, .port = u.port};
+    f->hctx = (h2o_http1client_ctx_t){loop, &S.getaddr_receiver, &S.io_timeout, NULL, o->ssl_ctx};
     f->start.cb = on_start;
     f->deadline.cb = on_deadline;
     int n = asprintf(&f->request.base,
@@ -579,5 +635,12 @@ void oauth_cimd_dispose(void)
         free(o->host);
         free(o->ca_file);
         free(o);
+    }
+    while (S.trusts != NULL) {
+        trust_t *t = S.trusts;
+        S.trusts = t->next;
+        X509_STORE_free(t->store);
+        free(t->ca_file);
+        free(t);
     }
 }

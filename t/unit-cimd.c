@@ -376,6 +376,20 @@ static void test_join_and_cancel(const aly_config_t *cfg)
     reset(&later);
 }
 
+static void test_prepare(const aly_config_t *cfg)
+{
+    is_int(oauth_cimd_prepare(cfg), 0, "prepare: the test CA and a TLS context per allowed host");
+    aly_err_t err;
+    aly_config_t *missing = config_defaults(&err);
+    config_strlist_push(&missing->oauth_cimd_allow, "localhost");
+    missing->oauth_cimd_ca_file = strdup("/nonexistent/ca.pem");
+    is_int(oauth_cimd_prepare(missing), -1, "prepare: a CA file that cannot be read is an error");
+    result_t r = {0};
+    ok(oauth_cimd_fetch(loop, missing, url_of("localhost", "/nostore.json"), on_doc, &r) == -1 && r.calls == 0,
+       "... and fetches with it are refused at once");
+    config_free(missing);
+}
+
 typedef struct ticker {
     h2o_timeout_t timeout;
     h2o_timeout_entry_t entry;
@@ -477,6 +491,7 @@ int main(void)
            strcmp(cfg->oauth_cimd_allow.items[1], "claude.com") == 0,
        "oauth_cimd_allow defaults to claude.ai and claude.com");
 
+    test_prepare(cfg);
     test_refusals(cfg);
     test_documents(cfg);
     test_cache_lifetimes(cfg);

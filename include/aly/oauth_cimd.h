@@ -77,6 +77,16 @@
 int oauth_cimd_fetch(h2o_loop_t *loop, const aly_config_t *cfg, const char *url,
                      void (*cb)(void *ctx, const char *doc, size_t len, const char *err), void *ctx);
 
+/*
+ * Loads the CA certificates and makes the TLS context of every host in
+ * oauth_cimd_allow, so that the first fetch does not spend tens of
+ * milliseconds of the loop parsing the system's CA bundle: for a worker to
+ * call once before it serves.  Optional (the first fetch of a host does it
+ * otherwise).  -1 when a CA file cannot be loaded (logged); fetches then
+ * refuse those hosts.
+ */
+int oauth_cimd_prepare(const aly_config_t *cfg);
+
 /* Forget a pending callback (the requester went away); the fetch itself may go on and fill the cache. */
 void oauth_cimd_cancel(void *ctx);
 
@@ -85,7 +95,7 @@ uint64_t oauth_cimd_cache_ttl(const char *url);
 
 /*
  * Stops every fetch without calling its waiters, empties the cache and frees
- * the TLS contexts, for a worker's exit and for tests; not from a callback.
+ * the TLS contexts and CA stores, for a worker's exit and for tests; not from a callback.
  * The loop binding and the resolver queue stay: one of h2o's resolver threads
  * may still be answering a cancelled lookup into that queue.
  */
