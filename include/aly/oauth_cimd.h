@@ -11,7 +11,7 @@
  * just more sockets and timers on the loop that already serves requests.  Name
  * resolution goes through h2o's resolver threads (h2o_hostinfo_getaddr), whose
  * answers come back to the loop through a multithread queue, so a slow DNS
- * server holds up nothing but this fetch.
+ * server holds up no request, only the fetches waiting for its answer.
  *
  * Trust: the peer's chain is verified against oauth_cimd_ca_file, or the
  * system's trust store when that directive is not set, and its certificate
@@ -19,7 +19,8 @@
  * made for that host: h2o 2.2.5 skips its own name check when a TLS 1.3
  * handshake ends with bytes still to send, which is the usual case).
  *
- * Limits, each a refusal (the callback's err) rather than a partial document:
+ * Limits, each a refusal rather than a partial document (the URL's at once
+ * with -1, the others through the callback's err):
  *   - the URL: https only, lowercase scheme, no user info, no fragment, no "."
  *     or ".." path segment, a path, at most OAUTH_CIMD_URL_MAX bytes, and a
  *     host listed in oauth_cimd_allow (exact, case-insensitive);
