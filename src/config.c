@@ -108,6 +108,8 @@ static const directive_t directives[] = {
     {"volatile_failure", K_STRING, F(volatile_failure), 0, 0, 0},
     {"volatile_timeout", K_DURATION, F(volatile_timeout_ms), 0, 1, 10 * 1000},
     {"oauth_server", K_ONOFF, F(oauth_server), 0, 0, 0},
+    {"oauth_cimd_allow", K_LIST, F(oauth_cimd_allow), 1, 0, 0},
+    {"oauth_cimd_ca_file", K_PATH, F(oauth_cimd_ca_file), 0, 0, 0},
 };
 
 #undef F
@@ -475,6 +477,10 @@ static int finish(aly_config_t *cfg, parse_state_t *ps, aly_err_t *err)
             }
         }
     }
+    if (cfg->oauth_cimd_allow.n == 0) {
+        config_strlist_push(&cfg->oauth_cimd_allow, "claude.ai");
+        config_strlist_push(&cfg->oauth_cimd_allow, "claude.com");
+    }
     if (cfg->allowed_origins.n == 0) {
         const char *auth = strstr(cfg->public_url, "://") + 3;
         size_t olen = (size_t)(auth - cfg->public_url) + strcspn(auth, "/");
@@ -625,12 +631,14 @@ void config_free(aly_config_t *cfg)
                         &cfg->oauth_hs256_secret_file,
                         &cfg->store,
                         &cfg->volatile_url,
-                        &cfg->volatile_failure};
+                        &cfg->volatile_failure,
+                        &cfg->oauth_cimd_ca_file};
     for (size_t i = 0; i < ALY_ARRAY_SIZE(strings); i++)
         free(*strings[i]);
     config_strlist_free(&cfg->allowed_origins);
     config_strlist_free(&cfg->allowed_hosts);
     config_strlist_free(&cfg->authorization_servers);
+    config_strlist_free(&cfg->oauth_cimd_allow);
     for (size_t i = 0; i < cfg->n_client_rates; i++)
         free(cfg->client_rates[i].client_id);
     free(cfg->client_rates);

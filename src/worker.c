@@ -32,8 +32,9 @@
 #include "aly/http.h"
 #include "aly/log.h"
 #include "aly/mcp.h"
-#include "aly/rpc_parse.h"
+#include "aly/oauth_cimd.h"
 #include "aly/oauth_server.h"
+#include "aly/rpc_parse.h"
 #include "aly/store.h"
 #include "aly/tools.h"
 #include "aly/volatile_redis.h"
@@ -436,6 +437,9 @@ void worker_run(const worker_spec_t *spec)
                                 .worker_number = spec->number};
     if (oauth_server_init(&w.oauth, spec->cfg, store, w.loop, &err) != 0)
         log_fatal("%s", err.msg);
+    /* Loaded before serving (a failure is logged there): reading the system trust store takes tens of ms. */
+    if (spec->cfg->oauth_server)
+        (void)oauth_cimd_prepare(spec->cfg);
     w.guard = guard_new(spec->cfg);
     if (w.guard == NULL)
         log_fatal("out of memory");
@@ -504,6 +508,7 @@ void worker_run(const worker_spec_t *spec)
     volatile_redis_close(vr);
     guard_free(w.guard);
     oauth_server_free(&w.oauth);
+    oauth_cimd_dispose();
     auth_free(auth);
     store_close(store);
     rpc_parse_reset();

@@ -90,6 +90,8 @@ typedef struct aly_config {
     char *oauth_hs256_secret_file;
     uint64_t oauth_leeway_s;
     aly_strlist_t authorization_servers;
+    aly_strlist_t oauth_cimd_allow; /* hosts whose client-ID metadata documents are fetched */
+    char *oauth_cimd_ca_file;       /* CA certificates those hosts are checked against; NULL: the system's */
 
     size_t max_request_body;
     uint64_t shutdown_timeout_ms;

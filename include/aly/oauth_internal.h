@@ -8,6 +8,7 @@
 
 #include <h2o.h>
 
+#include "aly/oauth_cimd.h"
 #include "aly/oauth_server.h"
 
 #define OAUTH_FORM_MAX_BYTES (64 * 1024) /* a form or JSON body larger than this is refused unread */
@@ -91,14 +92,5 @@ void oauth_redirect_back(oauth_server_t *s, h2o_req_t *req, const char *redirect
 const char *oauth_redirect_host(h2o_mem_pool_t *pool, const char *uri);
 /* The workspace part of the consent form for a signed-in user: the one named, or a select of several (by name). */
 void oauth_page_workspaces(oauth_server_t *s, oauth_page_t *p, h2o_mem_pool_t *pl, const oauth_user_t *u);
-
-/*
- * Client-ID metadata documents (oauth_cimd.c, aly/oauth_cimd.h): starts (or
- * joins) a fetch of the document at url on loop; cb(ctx, doc or NULL, len,
- * err text) later, on the same loop; a cached valid document calls back
- * before this returns 0.  -1: refused now, and cb is never called.
- */
-int oauth_cimd_fetch(h2o_loop_t *loop, const aly_config_t *cfg, const char *url,
-                     void (*cb)(void *ctx, const char *doc, size_t len, const char *err), void *ctx);
 
 #endif
