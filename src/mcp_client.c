@@ -98,7 +98,7 @@ static void replies_write(store_t *st, const char *prefix, const char *id, const
 static void owner_key(const mcp_exchange_t *x, json_t *id, char out[OWNER_KEY_LEN + 1])
 {
     char *idtext = json_dumps(id, JSON_COMPACT | JSON_ENCODE_ANY);
-    mcp_buf_t b = {NULL, 0, 0};
+    mcp_buf_t b = {NULL, 0, 0, 0};
     unsigned char d[32];
     mcp_buf_append(&b, x->principal.id, strlen(x->principal.id) + 1);
     mcp_buf_append(&b, x->has_session ? x->session.id : "", x->has_session ? strlen(x->session.id) + 1 : 1);

@@ -22,6 +22,10 @@ static h2o_linklist_t pending_calls = {&pending_calls, &pending_calls};
 
 void mcp_buf_append(mcp_buf_t *b, const char *s, size_t n)
 {
+    if (b->len + n > b->cap && b->fixed) {
+        log_error("a fixed buffer of %zu bytes would have to grow to %zu", b->cap, b->len + n);
+        abort();
+    }
     if (b->len + n > b->cap) {
         size_t cap = b->cap ? b->cap * 2 : 1024;
         while (cap < b->len + n)
@@ -160,7 +164,7 @@ static void send_json_answer(mcp_exchange_t *x)
     }
     if (x->batch) {
         /* The collected answers are already comma-separated: wrap them into an array. */
-        mcp_buf_t b = {NULL, 0, 0};
+        mcp_buf_t b = {NULL, 0, 0, 0};
         mcp_buf_append(&b, "[", 1);
         mcp_buf_append(&b, x->answer.data, x->answer.len);
         mcp_buf_append(&b, "]", 1);
@@ -344,7 +348,7 @@ void mcp_call_result_text(mcp_call_t *call, const char *result, size_t len)
      */
     char stack[8192];
     size_t need = len + strlen(idtext) + MCP_RESULT_HEAD_MAX + 64;
-    mcp_buf_t b = {need <= sizeof(stack) ? stack : malloc(need), 0, need};
+    mcp_buf_t b = {need <= sizeof(stack) ? stack : malloc(need), 0, need, 1};
     if (b.data == NULL)
         abort();
     static const char head[] = "{\"jsonrpc\":\"2.0\",\"id\":", mid[] = ",\"result\":";

@@ -65,8 +65,11 @@ static int skip_nested(scan_t *s)
         } else if (c == '}' || c == ']') {
             depth--;
         } else if (c == '"') {
-            while (s->p < s->end && *s->p != '"')
+            while (s->p < s->end && *s->p != '"') {
+                if (*s->p == '\\' && s->end - s->p < 2)
+                    return -1; /* a backslash as the last byte: never step past the end */
                 s->p += *s->p == '\\' ? 2 : 1;
+            }
             if (s->p >= s->end)
                 return -1;
             s->p++;

@@ -59,6 +59,16 @@
  */
 #define ACCEPT_SLACK 1
 #define ACCEPT_DEFER_MS 1
+/*
+ * A connection still waiting after ACCEPT_MISSES pauses in a row, with no
+ * other worker taking one meanwhile, means the others are not coming (one
+ * stopped in a long write, a debugger, a core dump; a single miss is only a
+ * busy peer): then this worker takes connections without pausing for
+ * ACCEPT_ALONE_MS, so a stalled peer costs a few pauses per that interval,
+ * not one per connection.
+ */
+#define ACCEPT_MISSES 3
+#define ACCEPT_ALONE_MS 100
 #define FRESH_CONN_GRACE_MS 1000 /* while draining, how long a connection that sent nothing may still send a request */
 
 typedef struct listener_state {
@@ -100,6 +110,9 @@ static struct {
     h2o_timeout_t defer_timeout; /* ACCEPT_DEFER_MS: the pause of a worker that leaves a connection to another */
     h2o_timeout_entry_t defer_entry;
     int deferring, accept_anyway;
+    uint64_t alone_until_ms;  /* no pausing before this (ACCEPT_ALONE_MS) */
+    uint64_t others_at_pause; /* the other workers' connections when the pause began */
+    int misses;               /* pauses in a row after which the connection was still there for this worker */
 } w;
 
 /* Every endpoint of alyd: the HTTP layer routes over this table and names none itself. */
@@ -189,18 +202,25 @@ static void set_accepting(int on)
     __atomic_store_n(&w.slot->accepting, (uint64_t)on, __ATOMIC_RELAXED);
 }
 
-/* 1 when another accepting worker holds fewer connections than this one by more than ACCEPT_SLACK. */
-static int others_have_room(void)
+/*
+ * 1 when another accepting worker holds fewer connections than this one by
+ * more than ACCEPT_SLACK.  *others: the connections of all other accepting
+ * workers (a pause that left them unchanged found nobody coming).
+ */
+static int others_have_room(uint64_t *others)
 {
     const stats_shared_t *st = w.spec->stats;
+    int room = 0;
+    *others = 0;
     for (size_t i = 0; i < STATS_N_SLOTS; i++) {
         const stats_slot_t *s = &st->slots[i];
         if (s == w.slot || __atomic_load_n(&s->pid, __ATOMIC_RELAXED) == 0 || !__atomic_load_n(&s->accepting, __ATOMIC_RELAXED))
             continue;
-        if (w.n_conns > __atomic_load_n(&s->connections, __ATOMIC_RELAXED) + ACCEPT_SLACK)
-            return 1;
+        uint64_t c = __atomic_load_n(&s->connections, __ATOMIC_RELAXED);
+        *others += c;
+        room |= w.n_conns > c + ACCEPT_SLACK;
     }
-    return 0;
+    return room;
 }
 
 static void on_defer_end(h2o_timeout_entry_t *entry)
@@ -229,17 +249,33 @@ static void on_accept(h2o_socket_t *listener, const char *err)
     if (err != NULL)
         return;
     listener_state_t *ls = listener->data;
-    if (!w.accept_anyway && others_have_room()) {
+    uint64_t others = 0;
+    if (!w.accept_anyway && aly_now_ms() >= w.alone_until_ms && others_have_room(&others)) {
+        w.others_at_pause = others;
         w.deferring = 1;
         listen_all(0);
         h2o_timeout_link(w.loop, &w.defer_timeout, &w.defer_entry);
         return;
     }
+    int after_pause = w.accept_anyway;
     w.accept_anyway = 0;
     for (int i = 0; i < ACCEPT_BATCH && w.n_conns < w.spec->cfg->max_connections; i++) {
         h2o_socket_t *sock = h2o_evloop_socket_accept(listener);
-        if (sock == NULL)
-            break; /* EAGAIN: another worker took it */
+        if (sock == NULL) {
+            if (after_pause)
+                w.misses = 0; /* another worker came for it */
+            break;            /* EAGAIN: another worker took it */
+        }
+        if (after_pause) {
+            /* Nobody else took a connection during the pause: a miss. */
+            others_have_room(&others);
+            w.misses = others <= w.others_at_pause ? w.misses + 1 : 0;
+            if (w.misses >= ACCEPT_MISSES) {
+                w.alone_until_ms = aly_now_ms() + ACCEPT_ALONE_MS;
+                w.misses = 0;
+            }
+        }
+        after_pause = 0;
         /* Refused before h2o sees the socket, so closing it here is ours to do, and costs no more than the accept. */
         struct sockaddr_storage peer;
         guard_addr_t *addr = NULL;

@@ -5,7 +5,10 @@
  * thousands of other well-formed keys are refused while the cache holds the
  * real ones, so a cache that matched a slot without comparing its tag would
  * let some through (with 64 of 1024 slots taken, 2000 strangers land on a
- * taken slot about 125 times); a revoked key is refused at once though cached.
+ * taken slot about 125 times); a key whose records are deleted behind the
+ * cache's back still authenticates (so the cache answered) until a worker
+ * without it looks; a cached key is refused past its expiry, and a revoked
+ * one at once.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -77,6 +80,30 @@ int main(void)
         refused += present(a, stranger, &p) == AUTH_INVALID;
     }
     is_int(refused, STRANGERS, "%d other well-formed keys are all refused while the cache is warm", STRANGERS);
+
+    /*
+     * The second pass above must have come from the cache: take key 2's records out of the store behind auth's
+     * back (no revocation, so the generation stays) and it still authenticates, as the same principal.
+     */
+    store_txn_t t;
+    char rk[2 * ALY_ID_MAX + 2];
+    snprintf(rk, sizeof(rk), "%s/%s", recs[2].workspace, recs[2].id);
+    ok(store_begin(st, STORE_WRITE, &t, &err) == 0 && store_del(&t, DB_KEYS, rk, strlen(rk), &err) == 0 &&
+           store_del(&t, DB_KEY_HASH, recs[2].hash, sizeof(recs[2].hash), &err) == 0 && store_commit(&t, &err) == 0,
+       "key 2's records deleted from the store directly");
+    ok(present(a, keys[2], &p) == AUTH_OK && strcmp(p.id, recs[2].id) == 0, "key 2 still authenticates: the cache answered");
+    auth_t *fresh = auth_new(cfg, st, &err);
+    is_int(present(fresh, keys[2], &p), AUTH_INVALID, "a worker without it in its cache refuses key 2");
+    auth_free(fresh);
+
+    /* A cached key is not trusted past its expiry. */
+    admin_key_spec_t brief = {ws.id, NULL, SCOPE_READ_SITES, 1000, NULL};
+    key_record_t brec;
+    char bkey[AUTH_KEY_LEN + 1];
+    ok(admin_key_mint(st, cfg->key_pepper_file, &brief, &brec, bkey, sizeof(bkey), &err) == 0, "a key that expires in 1 s");
+    ok(present(a, bkey, &p) == AUTH_OK && present(a, bkey, &p) == AUTH_OK, "authenticates, and again from the cache");
+    usleep(1200 * 1000);
+    is_int(present(a, bkey, &p), AUTH_INVALID, "after its expiry it is refused, cached or not");
 
     key_record_t revoked;
     ok(admin_key_revoke(st, recs[0].id, &revoked, &err) == 0, "key 0 revoked");

@@ -15,6 +15,7 @@
 typedef struct mcp_buf {
     char *data;
     size_t len, cap;
+    int fixed; /* data is not the heap's (a stack buffer sized in advance): outgrowing it is a bug, never a realloc */
 } mcp_buf_t;
 
 void mcp_buf_append(mcp_buf_t *b, const char *s, size_t n);

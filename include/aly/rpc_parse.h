@@ -16,9 +16,14 @@
  * which also words the error.  The fuzz-mcp target checks that every tree it
  * returns equals json_loadb's.
  *
- * params._meta comes from a small per-process cache keyed by its exact bytes
- * (a client sends the same _meta with every request): it may be shared with
- * other requests' trees, so nothing may modify it.
+ * Parts of the tree are shared with other requests' trees, of any
+ * principal: params._meta (a small per-process cache keyed by its exact
+ * bytes: a client sends the same _meta with every request) and every string
+ * value of up to 48 bytes of the message and of params (a table of kept
+ * strings: "2.0", methods, tool names, ids, cursors, requestState).  Nothing
+ * may modify them in place (json_string_set*, or writing into _meta).  What
+ * is modified in place must stay per-request, as it is: params.arguments
+ * (schema_validate coerces into it) and params.inputResponses.
  */
 #ifndef ALY_RPC_PARSE_H
 #define ALY_RPC_PARSE_H
