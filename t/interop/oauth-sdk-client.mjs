@@ -68,6 +68,13 @@ class Provider {
   codeVerifier() {
     return this.verifier;
   }
+  // v2 checks on the callback leg that the code comes from the authorization server it discovered.
+  saveDiscoveryState(state) {
+    this.discovery = state;
+  }
+  discoveryState() {
+    return this.discovery;
+  }
   invalidateCredentials(scope) {
     out.invalidated.push(scope);
   }
