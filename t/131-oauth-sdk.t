@@ -80,7 +80,7 @@ for my $case (['v1', 'dcr'], ['v2', 'dcr'], ['v1', 'cimd'], ['v2', 'cimd']) {
     my $phase = $p->wait_for(qr/^(\{"phase":"connected"\})$/m, 30);
     ok($phase, "$what: connected and called a tool") or diag($p->stdout . $p->stderr);
     $hours += 2;
-    $clock->advance("+${hours}h");
+    $clock->advance("+${hours}h", $srv);
     $p->say('go');
     my $exit = $p->finish(30);
     my $r = Alyd::json_decode((grep { /^\{"sdk"/ } split /\n/, $p->stdout)[-1] // '') // {};

@@ -135,6 +135,7 @@ sub DESTROY {
 # real time.  A sanitized build needs its runtime first in LD_PRELOAD.
 package OAuthE2E::Clock;
 use Carp qw(croak);
+use Time::HiRes ();
 
 my $LIB = '/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1';
 
@@ -155,10 +156,17 @@ sub new {
 
 sub env { $_[0]{env} }
 
+# Moves the clock to $offset (from real time, e.g. "+2h").  h2o's loop reads the same clock, so
+# the jump also expires every idle keep-alive connection -- but only when a worker's loop next
+# wakes.  Waking every worker now (a burst of fresh connections to $srv) makes them close those
+# connections before a client reuses one, instead of under its next request.
 sub advance {
-    my ($self, $offset) = @_;
+    my ($self, $offset, $srv) = @_;
     Alyd::spew("$self->{file}.new", "$offset\n");
     rename("$self->{file}.new", $self->{file}) or croak "rename: $!";
+    return unless $srv;
+    Alyd::raw_http($srv->port, 'GET', '/healthz') for 1 .. 24;
+    Time::HiRes::sleep(0.3);
 }
 
 1;
