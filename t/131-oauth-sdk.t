@@ -4,7 +4,8 @@
 # an application whose OAuthClientProvider sends its "browser" to the consent
 # page (oauth-consent.mjs signs in and approves).  Per SDK and per way of
 # registering (dynamic registration; a client-ID metadata document served over
-# HTTPS by t/fixtures/cimd-server.mjs on an allowed test host):
+# HTTPS by t/fixtures/cimd-server.mjs on an allowed test host), and v2 once more
+# pinned to the 2026-07-28 era:
 #   discovery from the 401, registration, one consent, the code with state and
 #   iss, the token, tools/list and tools/call as the user's workspace; then
 #   alyd's clock moves two hours on, the access token is refused, and the SDK
@@ -68,12 +69,13 @@ sub mcp_status {
     return $st;
 }
 
-for my $case (['v1', 'dcr'], ['v2', 'dcr'], ['v1', 'cimd'], ['v2', 'cimd']) {
-    my ($sdk, $reg) = @$case;
-    my $what = "SDK $sdk ($reg)";
+for my $case (['v1', 'dcr'], ['v2', 'dcr'], ['v1', 'cimd'], ['v2', 'cimd'], ['v2', 'dcr', 'modern']) {
+    my ($sdk, $reg, $modern) = @$case;
+    my $what = "SDK $sdk ($reg" . ($modern ? ", 2026-07-28" : '') . ')';
     my %opt = (email => $who->{email}, password => $who->{password}, redirectUrl => $redirect,
         calls => [{ name => 'sites.list', arguments => {} }], later => [{ name => 'sites.list', arguments => {} }]);
     $opt{clientMetadataUrl} = $docurl if $reg eq 'cimd';
+    $opt{modern} = JSON::PP::true if $modern;
     # v2 asks for offline_access itself (alyd lists it in scopes_supported); v1 leaves it to the application.
     $opt{offlineAccess} = JSON::PP::true if $sdk eq 'v1';
     my $p = $e->spawn({}, $e->node, $client, $sdk, $srv->url('/api/mcp'), JSON::PP->new->encode(\%opt));
@@ -119,6 +121,7 @@ for my $case (['v1', 'dcr'], ['v2', 'dcr'], ['v1', 'cimd'], ['v2', 'cimd']) {
         "$what: the refresh gave a new access token and rotated the refresh token");
     is(claims($tok[1]{access_token})->{ws}, $who->{ws}, "$what: the refreshed token is for the same workspace");
 
+    is($r->{protocolVersion}, '2026-07-28', "$what: spoke the modern era") if $modern;
     ok((grep { $_ eq 'sites.list' } @{ $r->{tools} // [] }), "$what: tools/list");
     ok($r->{results}[0] && !$r->{results}[0]{isError}, "$what: tools/call before expiry") or diag(explain $r->{results});
     ok($r->{later}[0] && !$r->{later}[0]{isError}, "$what: tools/call after expiry, on the refreshed token")

@@ -5,7 +5,7 @@
 // file is the application's OAuthClientProvider, whose "browser" step is the
 // person in oauth-consent.mjs signing in and approving.
 //   node oauth-sdk-client.mjs v1|v2 URL OPTIONS_JSON
-// OPTIONS: {email, password, redirectUrl, clientMetadataUrl?, offlineAccess?,
+// OPTIONS: {email, password, redirectUrl, clientMetadataUrl?, offlineAccess?, modern?,
 //   calls: [{name, arguments}], later: [{name, arguments}]?}
 // With `later`, after the first calls it prints {"phase":"connected"} and waits
 // for a line on stdin (the test moves alyd's clock past the access token's
@@ -94,9 +94,15 @@ class Provider {
 
 const provider = new Provider();
 
+// v2 speaks the legacy era by default; {"modern": true} pins it to 2026-07-28 (no session, every request authenticated).
+const newClient = () =>
+  o.modern
+    ? new Client({ name: `alyd-oauth-e2e-${sdk}`, version: "1.0.0" }, { versionNegotiation: { mode: { pin: "2026-07-28" } } })
+    : new Client({ name: `alyd-oauth-e2e-${sdk}`, version: "1.0.0" });
+
 async function connect() {
   const transport = new Transport(new URL(url), { authProvider: provider });
-  const client = new Client({ name: `alyd-oauth-e2e-${sdk}`, version: "1.0.0" });
+  const client = newClient();
   try {
     await client.connect(transport);
     return { client, transport };
@@ -110,7 +116,7 @@ async function connect() {
     else await transport.finishAuth(new URLSearchParams(cb));
   }
   const transport2 = new Transport(new URL(url), { authProvider: provider });
-  const client2 = new Client({ name: `alyd-oauth-e2e-${sdk}`, version: "1.0.0" });
+  const client2 = newClient();
   await client2.connect(transport2);
   return { client: client2, transport: transport2 };
 }
@@ -120,6 +126,7 @@ const nextLine = () => new Promise((resolve) => process.stdin.once("data", (d) =
 try {
   const { client } = await connect();
   out.serverInfo = client.getServerVersion();
+  if (client.getNegotiatedProtocolVersion) out.protocolVersion = client.getNegotiatedProtocolVersion();
   out.tools = (await client.listTools()).tools.map((t) => t.name);
   for (const c of o.calls ?? []) out.results.push(await client.callTool({ name: c.name, arguments: c.arguments || {} }));
   if (o.later) {
