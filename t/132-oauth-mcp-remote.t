@@ -59,6 +59,7 @@ my $log = "$tmp/browser.log";
     my $r = rpc($p, $init, 60);
     is($r->{result}{serverInfo}{name}, 'alyd', 'mcp-remote without a header: initialize reached alyd after its own OAuth')
       or diag($p->stderr);
+    Alyd::poll_until(10, sub { scalar @{ browser_log($log) } });    # written once the callback has answered
     my $b = browser_log($log);
     is(scalar @$b, 1, 'the browser was opened once');
     like($b->[0]{url} // '', qr{^\Q${\ $srv->url('/oauth/authorize?')}\E}, 'on the consent page');
@@ -97,7 +98,9 @@ ok($seen, "alyd's access log: tools/call as the user, in the user's workspace");
     my $p = bridge(config => "$tmp/mcp-auth-deny", log => $denylog, action => 'deny');
     $p->say(JSON::PP->new->encode($init));
     # mcp-remote reports the refusal and keeps waiting for a sign-in that will not come.
-    my $said = Alyd::poll_until(30, sub { $p->stderr =~ /(Authorization failed: access_denied)/ ? $1 : !$p->alive }, 0.1);
+    # The browser writes its log after the callback answered, so wait for both.
+    Alyd::poll_until(30, sub { (@{ browser_log($denylog) } && $p->stderr =~ /Authorization failed/) || !$p->alive }, 0.1);
+    my ($said) = $p->stderr =~ /(Authorization failed: access_denied)/;
     my $b = browser_log($denylog);
     is($b->[0]{params}{error}, 'access_denied', 'a person who denies: error=access_denied to the callback');
     is($said, 'Authorization failed: access_denied', 'mcp-remote reports the refusal') or diag($p->stderr);
