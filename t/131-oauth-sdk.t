@@ -139,7 +139,6 @@ for my $case (['v1', 'dcr'], ['v2', 'dcr'], ['v1', 'cimd'], ['v2', 'cimd'], ['v2
     is($st, 400, "$what: and the family's current refresh token");
 }
 
-my $served = $docs->stderr;
 $docs->finish(1);
 $srv->stop;
 done_testing;
