@@ -31,12 +31,15 @@ sub node_or_skip {
 sub node { $_[0]{node} }
 sub dir  { $_[0]{dir} }
 
-# Copies t/interop/NAME beside node_modules (ESM resolves packages from the script's directory); returns its path.
+# Copies t/interop/NAME beside node_modules (ESM resolves packages from the script's directory);
+# returns its path.  Renamed into place: tests running side by side copy the same scripts, and a
+# node reading one must never see it half-written.
 sub script {
     my ($self, $name) = @_;
     my $src = Alyd::srcdir() . "/t/interop/$name";
     my $dst = "$self->{dir}/$name";
-    system('cp', $src, $dst) == 0 or croak "cp $src: $!";
+    system('cp', $src, "$dst.$$") == 0 or croak "cp $src: $!";
+    rename("$dst.$$", $dst) or croak "rename $dst: $!";
     return $dst;
 }
 
@@ -137,9 +140,9 @@ package OAuthE2E::Clock;
 use Carp qw(croak);
 use Time::HiRes ();
 
-my $LIB = '/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1';
+my ($LIB) = glob('/usr/lib/*/faketime/libfaketime.so.1');    # Debian's libfaketime, whatever the architecture
 
-sub available { -e $LIB }
+sub available { defined $LIB && -e $LIB }
 
 sub new {
     my ($class, $bin) = @_;
