@@ -139,8 +139,20 @@ for my $case (['v1', 'dcr'], ['v2', 'dcr'], ['v1', 'cimd'], ['v2', 'cimd'], ['v2
     is($st, 400, "$what: and the family's current refresh token");
 }
 
-$docs->finish(1);
+# The same runs from alyd's side (the access log is written in batches: stop flushes it).  Each
+# client began without a token and found the authorization server from the 401; only the three
+# DCR runs registered; every run exchanged a code and, after the clock moved, a refresh token.
 $srv->stop;
+my @log = split /\n/, $srv->access_log_text // '';
+my $count = sub { my ($re) = @_; scalar grep { $_ =~ $re } @log };
+cmp_ok($count->(qr{ - POST /api/mcp - 401 }), '>=', 10, 'alyd: each run met a 401 first and again at expiry');
+cmp_ok($count->(qr{ GET /\.well-known/oauth-protected-resource/api/mcp - 200 }), '>=', 5,
+    'alyd: the clients read the protected-resource metadata the 401 pointed at');
+cmp_ok($count->(qr{ GET /\.well-known/oauth-authorization-server - 200 }), '>=', 5, 'alyd: and the RFC 8414 metadata');
+is($count->(qr{ POST /oauth/register - 201 }), 3, 'alyd: three dynamic registrations (none for the metadata-document client)');
+is($count->(qr{ POST /oauth/token - 200 }), 10, 'alyd: ten token responses: a code and a refresh per run');
+is($count->(qr{ POST /oauth/authorize - 302 }), 5, 'alyd: five consents, one per run');
+$docs->finish(1);
 done_testing;
 
 package URI;
