@@ -3,7 +3,8 @@
 # unticks write:content, presses Allow and arrives at the client's callback
 # with a code (state and iss beside it); the token that code buys lacks the
 # unticked scope.  A second visit presses Deny and arrives with
-# error=access_denied.  The page renders under its own Content-Security-Policy
+# error=access_denied, still signed in (the browser kept the sign-in cookie, so
+# it asks for no password).  The page renders under its own Content-Security-Policy
 # with no violation in the console, while the same policy on a page with an
 # inline script does report one (so the console check can fail).
 use strict;
@@ -86,6 +87,9 @@ is($dl->{state}, $state{deny}, 'and the state');
 is($dl->{iss}, $issuer, 'and iss');
 ok(!exists $dl->{code}, 'and no code');
 is_deeply($d->{violations}, [], 'no CSP violation on the second visit either');
+ok(!(grep { $_->{name} eq 'password' } @{ $d->{fields} // [] }),
+    "the second visit asks for no password: the browser kept alyd's __Host- sign-in cookie");
+ok((grep { $_->{name} eq 'password' } @{ $a->{fields} // [] }), 'while the first one did');
 
 ok(@{ $r->{probe}{violations} // [] } >= 1, "control: the page's own CSP on a page with an inline script is reported in the console")
   or diag(explain $r->{probe});

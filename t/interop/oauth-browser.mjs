@@ -1,7 +1,8 @@
 // alyd's consent page in a real browser: Debian's headless Chromium driven by
 // playwright-core.  A person signs in, unticks a scope and presses Allow (and,
 // in a second visit, Deny); the browser follows alyd's redirect to a callback
-// server this script runs, which is where the code arrives.  Every console
+// server this script runs, which is where the code arrives.  Both visits share
+// one browser profile, so the second shows whether the sign-in cookie held.  Every console
 // message is kept, so the test can see that the page rendered under its own
 // Content-Security-Policy without a violation -- and, as a control, that a
 // page carrying the same policy plus an inline script does produce one (the
@@ -38,8 +39,7 @@ await new Promise((resolve) => server.listen(o.callbackPort, "127.0.0.1", resolv
 
 const isViolation = (m) => /Content Security Policy|Refused to (load|execute|apply|frame|connect)/i.test(m.text);
 
-async function visit(name, url, action) {
-  const context = await browser.newContext();
+async function visit(context, name, url, action) {
   const page = await context.newPage();
   const v = { console: [], requests: [] };
   out.visits[name] = v;
@@ -64,13 +64,16 @@ async function visit(name, url, action) {
   v.landed = page.url();
   v.landedText = await page.textContent("p");
   v.violations = v.console.filter(isViolation).map((m) => m.text);
-  await context.close();
+  await page.close();
 }
 
 const browser = await chromium.launch({ executablePath: o.chromium, args: ["--no-sandbox"] });
 try {
-  await visit("approve", o.approveUrl, "approve");
-  await visit("deny", o.denyUrl, "deny");
+  // One browser profile for both visits: the second finds the person still signed in.
+  const person = await browser.newContext();
+  await visit(person, "approve", o.approveUrl, "approve");
+  await visit(person, "deny", o.denyUrl, "deny");
+  await person.close();
   // The control: alyd's own policy on a page that breaks it.
   probeCsp = out.visits.approve.headers["content-security-policy"] || "";
   const context = await browser.newContext();
