@@ -416,51 +416,89 @@ static void serve_get(oauth_server_t *s, h2o_req_t *req)
 
 /* ---- POST ---- */
 
-static int sign_in(oauth_server_t *s, h2o_req_t *req, const oauth_form_t *f, oauth_user_t *u, const char **error, int *status)
+/* A sign-in waiting for its password check: what the decision needs afterwards (pointers into the request's pool). */
+typedef struct signing {
+    oauth_server_t *s;
+    h2o_req_t *req; /* NULL once the request is gone */
+    oauth_form_t f;
+    authz_t a;
+    const char *blob;
+    uint64_t ticked;
+    oauth_user_t u;
+    int known;
+    char ka[96], ku[300]; /* the failure counters' keys: per address, per account */
+} signing_t;
+
+static void decide(oauth_server_t *s, h2o_req_t *req, const oauth_form_t *f, const authz_t *a, const char *blob, uint64_t ticked,
+                   const oauth_user_t *u);
+
+static void on_verdict(void *ctx, int ok)
+{
+    signing_t *g = ctx;
+    if (g->req != NULL) {
+        if (!ok || !g->known) {
+            oauth_limit_hit(g->s->store, g->ka, LOGIN_WINDOW_MS);
+            oauth_limit_hit(g->s->store, g->ku, LOGIN_WINDOW_MS);
+            consent_page(g->s, g->req, 401, &g->a, g->blob, NULL, g->ticked, "wrong email or password");
+        } else {
+            start_session(g->s, g->req, &g->u);
+            decide(g->s, g->req, &g->f, &g->a, g->blob, g->ticked, &g->u);
+        }
+    }
+    OPENSSL_cleanse(&g->u, sizeof(g->u));
+    h2o_mem_release_shared(g);
+}
+
+/* The request's pool holds this; when the request goes first, the verdict finds g->req NULL. */
+static void on_signing_gone(void *obj)
+{
+    signing_t *g = *(signing_t **)obj;
+    g->req = NULL;
+    h2o_mem_release_shared(g);
+}
+
+/*
+ * Signs in with the form's email and password, then goes on to the decision:
+ * the limits and the account are read here, the Argon2id check runs on the
+ * verifier thread (oauth_verify.c) and the answer is sent when it is back.
+ */
+static void sign_in(oauth_server_t *s, h2o_req_t *req, const oauth_form_t *f, const authz_t *a, const char *blob, uint64_t ticked)
 {
     const char *email = oauth_form_get(f, "email", NULL), *pw = oauth_form_get(f, "password", NULL);
-    char peer[64], ka[96], ku[300];
+    char peer[64];
     uint64_t retry = 0;
-    if (email == NULL || pw == NULL || email[0] == '\0') {
-        *error = "sign in with your email and password";
-        *status = 401;
-        return -1;
-    }
+    if (email == NULL || pw == NULL || email[0] == '\0')
+        return consent_page(s, req, 401, a, blob, NULL, ticked, "sign in with your email and password");
+    signing_t *g = h2o_mem_alloc_shared(NULL, sizeof(*g), NULL);
+    memset(g, 0, sizeof(*g));
+    *g = (signing_t){.s = s, .req = req, .f = *f, .a = *a, .blob = blob, .ticked = ticked};
     oauth_peer(req, peer, sizeof(peer));
-    snprintf(ka, sizeof(ka), "l:a:%s", peer);
-    snprintf(ku, sizeof(ku), "l:u:%.254s", email);
-    for (char *p = ku + 4; *p; p++)
+    snprintf(g->ka, sizeof(g->ka), "l:a:%s", peer);
+    snprintf(g->ku, sizeof(g->ku), "l:u:%.254s", email);
+    for (char *p = g->ku + 4; *p; p++)
         *p = (char)((*p >= 'A' && *p <= 'Z') ? *p + 32 : *p);
-    if (oauth_limit_over(s->store, ka, LOGIN_MAX_PER_ADDRESS, LOGIN_WINDOW_MS, &retry) ||
-        oauth_limit_over(s->store, ku, LOGIN_MAX_PER_ACCOUNT, LOGIN_WINDOW_MS, &retry)) {
+    if (oauth_limit_over(s->store, g->ka, LOGIN_MAX_PER_ADDRESS, LOGIN_WINDOW_MS, &retry) ||
+        oauth_limit_over(s->store, g->ku, LOGIN_MAX_PER_ACCOUNT, LOGIN_WINDOW_MS, &retry)) {
+        h2o_mem_release_shared(g);
         char ra[24];
         snprintf(ra, sizeof(ra), "%llu", (unsigned long long)retry);
         http_add_header(req, "retry-after", ra);
-        *error = "too many failed sign-ins: wait a few minutes before trying again";
-        *status = 429;
-        return -1;
+        return consent_page(s, req, 429, a, blob, NULL, ticked, "too many failed sign-ins: wait a few minutes before trying again");
     }
     store_txn_t t;
     aly_err_t err;
-    int rc = -1;
     if (store_begin(s->store, 0, &t, &err) == 0) {
-        rc = oauth_user_get(&t, email, u, &err);
+        g->known = oauth_user_get(&t, email, &g->u, &err) == 0;
         store_abort(&t);
     }
-    /* An unknown account costs the same hash as a wrong password, so timing does not tell them apart. */
-    static char dummy[128];
-    if (dummy[0] == '\0' && oauth_password_hash("not anyone's password", dummy, &err) != 0)
-        dummy[0] = '\0';
-    int ok = oauth_password_check(rc == 0 ? u->hash : dummy, pw, strlen(pw)) && rc == 0;
-    if (!ok) {
-        oauth_limit_hit(s->store, ka, LOGIN_WINDOW_MS);
-        oauth_limit_hit(s->store, ku, LOGIN_WINDOW_MS);
-        *error = "wrong email or password";
-        *status = 401;
-        return -1;
+    signing_t **guard = h2o_mem_alloc_shared(&req->pool, sizeof(*guard), on_signing_gone);
+    *guard = g;
+    h2o_mem_addref_shared(g);
+    if (oauth_verify_start(s->loop, g->known ? g->u.hash : NULL, pw, strlen(pw), on_verdict, g) != 0) {
+        h2o_mem_release_shared(g);
+        http_add_header(req, "retry-after", "1");
+        return consent_page(s, req, 503, a, blob, NULL, ticked, "too many sign-ins at once: try again in a moment");
     }
-    start_session(s, req, u);
-    return 0;
 }
 
 static void serve_post(oauth_server_t *s, h2o_req_t *req)
@@ -505,10 +543,18 @@ static void serve_post(oauth_server_t *s, h2o_req_t *req)
     }
     ticked &= a.scopes;
     oauth_user_t u;
-    const char *error = NULL;
-    int status = 400;
-    if (session_user(s, req, &u) != 0 && sign_in(s, req, &f, &u, &error, &status) != 0)
-        return consent_page(s, req, status, &a, blob, NULL, ticked, error);
+    if (session_user(s, req, &u) != 0)
+        return sign_in(s, req, &f, &a, blob, ticked);
+    decide(s, req, &f, &a, blob, ticked, &u);
+}
+
+/* The signed-in user's decision on request a: a code back to the client, or the consent page again saying why not. */
+static void decide(oauth_server_t *s, h2o_req_t *req, const oauth_form_t *fp, const authz_t *ap, const char *blob, uint64_t ticked,
+                   const oauth_user_t *up)
+{
+    const oauth_form_t f = *fp;
+    const authz_t a = *ap;
+    const oauth_user_t u = *up;
     const char *ws = oauth_form_get(&f, "workspace", NULL);
     const oauth_membership_t *m = NULL;
     for (size_t i = 0; i < u.n_members; i++)

@@ -93,4 +93,13 @@ const char *oauth_redirect_host(h2o_mem_pool_t *pool, const char *uri);
 /* The workspace part of the consent form for a signed-in user: the one named, or a select of several (by name). */
 void oauth_page_workspaces(oauth_server_t *s, oauth_page_t *p, h2o_mem_pool_t *pl, const oauth_user_t *u);
 
+/*
+ * Password checks off the event loop (oauth_verify.c): checks password against
+ * hash (NULL: an unknown account, checked against a throw-away hash for the
+ * same cost) on the worker's verifier thread, then calls cb(ctx, ok) on the
+ * loop.  -1 when the check cannot be queued now (too many waiting): answer busy.
+ */
+typedef void (*oauth_verify_cb)(void *ctx, int ok);
+int oauth_verify_start(h2o_loop_t *loop, const char *hash, const char *password, size_t len, oauth_verify_cb cb, void *ctx);
+
 #endif
