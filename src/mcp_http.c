@@ -254,9 +254,10 @@ static const char *batch_refusal(json_t *body, int protocol)
     return NULL;
 }
 
-static void serve_post(mcp_ctx_t *ctx, h2o_req_t *req, const principal_t *p, h2o_iovec_t sid, int protocol, int pv_sent)
+static void serve_post(mcp_ctx_t *ctx, h2o_req_t *req, const principal_t *p, int protocol, h2o_iovec_t pv)
 {
-    h2o_iovec_t accept = header(req, "accept");
+    ssize_t ai = h2o_find_header(&req->headers, H2O_TOKEN_ACCEPT, -1);
+    h2o_iovec_t accept = ai >= 0 ? req->headers.entries[ai].value : h2o_iovec_init(NULL, 0);
     int sse = accepts(accept, "text/event-stream"), json = accepts(accept, "application/json") || accepts(accept, "*/*");
     if (accept.base != NULL && !sse && !json) {
         refuse(req, 406, "Not Acceptable", RPC_INVALID_REQUEST, "Accept must include application/json and text/event-stream");
@@ -287,10 +288,13 @@ static void serve_post(mcp_ctx_t *ctx, h2o_req_t *req, const principal_t *p, h2o
         refuse(req, 400, "Bad Request", RPC_INVALID_REQUEST, "the body must be a JSON-RPC message (an object)");
         return;
     }
-    if (mcp_modern_route(ctx, req, p, body, &view, header(req, "mcp-protocol-version"), sse)) {
+    if (mcp_modern_route(ctx, req, p, body, &view, pv, sse)) {
         json_decref(body);
         return;
     }
+    /* Only the legacy era has sessions. */
+    h2o_iovec_t sid = header(req, "mcp-session-id");
+    int pv_sent = pv.base != NULL;
     if (protocol < 0) /* a modern version header on a message that is a legacy one (a reply to our request) */
         protocol = PROTOCOL_DEFAULT;
     session_record_t s;
@@ -373,11 +377,10 @@ void mcp_serve(void *vctx, h2o_req_t *req)
     principal_t p;
     if (gate_pass(ctx->gate, req, &p) != 0)
         return;
-    h2o_iovec_t sid = header(req, "mcp-session-id");
     if (h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET")))
-        serve_get(ctx, req, &p, sid);
+        serve_get(ctx, req, &p, header(req, "mcp-session-id"));
     else if (h2o_memis(req->method.base, req->method.len, H2O_STRLIT("DELETE")))
-        serve_delete(ctx, req, &p, sid);
+        serve_delete(ctx, req, &p, header(req, "mcp-session-id"));
     else
-        serve_post(ctx, req, &p, sid, protocol, pv.base != NULL);
+        serve_post(ctx, req, &p, protocol, pv);
 }
