@@ -71,21 +71,6 @@ static int origin_allowed(const aly_config_t *cfg, h2o_iovec_t o)
 }
 
 /* Host against allowed_hosts; a port equal to the scheme's default may be left out on either side. */
-static int host_allowed(const aly_config_t *cfg, h2o_req_t *req)
-{
-    h2o_iovec_t a = req->input.authority;
-    if (a.len == 0 || a.len > 255)
-        return 0;
-    if (list_has(&cfg->allowed_hosts, a.base, a.len))
-        return 1;
-    const char *def = req->scheme == &H2O_URL_SCHEME_HTTPS ? ":443" : ":80";
-    char buf[300];
-    if (a.len > strlen(def) && memcmp(a.base + a.len - strlen(def), def, strlen(def)) == 0)
-        return list_has(&cfg->allowed_hosts, a.base, a.len - strlen(def));
-    snprintf(buf, sizeof(buf), "%.*s%s", (int)a.len, a.base, def);
-    return list_has(&cfg->allowed_hosts, buf, strlen(buf));
-}
-
 static void refuse(h2o_req_t *req, int status, const char *reason, int code, const char *message)
 {
     http_send_rpc_error(req, status, reason, code, message, NULL);
@@ -352,7 +337,7 @@ void mcp_serve(void *vctx, h2o_req_t *req)
         refuse(req, 403, "Forbidden", RPC_INVALID_REQUEST, "Origin not allowed (allowed_origins)");
         return;
     }
-    if (!host_allowed(ctx->cfg, req)) {
+    if (!http_host_allowed(ctx->cfg, req)) {
         refuse(req, 421, "Misdirected Request", RPC_INVALID_REQUEST, "Host not served here (allowed_hosts)");
         return;
     }

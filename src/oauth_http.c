@@ -365,10 +365,16 @@ void oauth_server_free(oauth_server_t *s)
 
 int oauth_server_off(oauth_server_t *s, h2o_req_t *req)
 {
-    if (s->cfg->oauth_server)
-        return 0;
-    http_send_error(req, 404, "Not Found", "not_found", "the built-in authorization server is off (oauth_server off)");
-    return 1;
+    if (!s->cfg->oauth_server) {
+        http_send_error(req, 404, "Not Found", "not_found", "the built-in authorization server is off (oauth_server off)");
+        return 1;
+    }
+    /* A page reached through a name an attacker controls (DNS rebinding) must not see a sign-in or a consent. */
+    if (!http_host_allowed(s->cfg, req)) {
+        http_send_error(req, 421, "Misdirected Request", "misdirected", "Host not served here (allowed_hosts)");
+        return 1;
+    }
+    return 0;
 }
 
 void oauth_serve_metadata(void *data, h2o_req_t *req)

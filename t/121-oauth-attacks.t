@@ -49,6 +49,23 @@ sub html_refusal {
     like($r->{body}, $re, "$what: says why") if $re;
 }
 
+# ---- DNS rebinding: a name alyd does not serve gets neither a page nor a token ----
+{
+    my (undef, %q) = req_for();
+    my $qs = AlyOAuth::form(map { ($_ => $q{$_}) } sort keys %q);
+    for my $path ("/oauth/authorize?$qs", '/.well-known/oauth-authorization-server', '/oauth/jwks') {
+        my ($st, $h, $b) = Alyd::curl('-H', 'Host: rebind.example', $srv->url($path));
+        (my $name = $path) =~ s/\?.*//;
+        is($st, 421, "GET $name under another Host: 421") or diag(substr($h . $b, 0, 300));
+        unlike($b, qr/<form|"issuer"|"keys"/, "GET $name under another Host: nothing of the page");
+    }
+    my ($st) = Alyd::curl('-H', 'Host: rebind.example', '-H', 'Content-Type: application/x-www-form-urlencoded', '--data-binary',
+        'grant_type=authorization_code&code=x', $srv->url('/oauth/token'));
+    is($st, 421, 'POST /oauth/token under another Host: 421');
+    my ($ok) = Alyd::curl($srv->url('/oauth/jwks'));
+    is($ok, 200, 'the served name still gets it') or diag("status $ok");
+}
+
 # ---- client_id and redirect_uri: an error page, never a redirect ----
 {
     my (undef, %q) = req_for();
@@ -342,4 +359,5 @@ sub html_refusal {
 }
 
 ok($srv->stop, 'server stops');
+
 done_testing();

@@ -67,10 +67,10 @@ for my $case (['wrong-password', 401], ['right-password', 302]) {
     my $body = AlyOAuth::form(request => $pg->{page}{request}, csrf => $pg->{page}{csrf}, email => 'ann@example.com',
         password => $password, scope => 'read:sites', action => 'approve');
     my (undef, $cookie) = $o->cookie_header;
-    my $signin = send_raw("POST /oauth/authorize HTTP/1.1\r\nHost: 127.0.0.1\r\n$cookie\r\nConnection: close\r\n"
+    my $signin = send_raw("POST /oauth/authorize HTTP/1.1\r\nHost: 127.0.0.1:" . $srv->port . "\r\n$cookie\r\nConnection: close\r\n"
           . "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: " . length($body) . "\r\n\r\n$body");
     sleep 0.005;    # the sign-in reaches the worker first
-    my $health = send_raw("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    my $health = send_raw("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:" . $srv->port . "\r\nConnection: close\r\n\r\n");
     my ($si, $he) = finish_all($signin, $health);
     my ($status, $signin_done, $hst, $health_done) = (@$si, @$he);
     is($hst, 200, "$password: /healthz answered during the sign-in");
