@@ -81,16 +81,6 @@ int auth_check_config(const aly_config_t *cfg, aly_err_t *err)
     return auth_oauth_check_config(cfg, err);
 }
 
-static uint64_t revocation_generation(store_txn_t *t)
-{
-    static const char k[] = "revocations";
-    store_val_t v;
-    uint64_t gen = 0;
-    if (store_get(t, DB_META, k, sizeof(k) - 1, &v, NULL) == 0 && v.len == sizeof(gen))
-        memcpy(&gen, v.data, sizeof(gen));
-    return gen;
-}
-
 /* Records that key id was used now, at most once a minute per key across all workers. */
 static void stamp_used(auth_t *a, const char *id)
 {
@@ -226,7 +216,7 @@ auth_result_t auth_authenticate(auth_t *a, const char *header, size_t len, princ
         return AUTH_ERROR;
     }
     auth_result_t r;
-    uint64_t generation = revocation_generation(&t);
+    uint64_t generation = auth_revocation_generation(&t);
     if (is_oauth)
         r = auth_oauth_verify(a->oauth, tok + op, tlen - op, &t, generation, out, why);
     else

@@ -181,16 +181,31 @@ int auth_key_find(store_txn_t *t, const char *id, key_record_t *rec, aly_err_t *
     return ctx.found ? 0 : 1;
 }
 
+static const char revocations_key[] = "revocations";
+
+/* The generation into *gen (0 when none was ever stored): 0, or -1 when the store failed. */
+static int read_generation(store_txn_t *t, uint64_t *gen, aly_err_t *err)
+{
+    store_val_t v;
+    *gen = 0;
+    int rc = store_get(t, DB_META, revocations_key, sizeof(revocations_key) - 1, &v, err);
+    if (rc == 0 && v.len == sizeof(*gen))
+        memcpy(gen, v.data, sizeof(*gen));
+    return rc < 0 ? -1 : 0;
+}
+
+uint64_t auth_revocation_generation(store_txn_t *t)
+{
+    uint64_t gen;
+    read_generation(t, &gen, NULL);
+    return gen;
+}
+
 int auth_bump_revocations(store_txn_t *t, aly_err_t *err)
 {
-    static const char k[] = "revocations";
-    store_val_t v;
-    uint64_t gen = 0;
-    int rc = store_get(t, DB_META, k, sizeof(k) - 1, &v, err);
-    if (rc < 0)
+    uint64_t gen;
+    if (read_generation(t, &gen, err) != 0)
         return -1;
-    if (rc == 0 && v.len == sizeof(gen))
-        memcpy(&gen, v.data, sizeof(gen));
     gen++;
-    return store_put(t, DB_META, k, sizeof(k) - 1, &gen, sizeof(gen), 0, err) == 0 ? 0 : -1;
+    return store_put(t, DB_META, revocations_key, sizeof(revocations_key) - 1, &gen, sizeof(gen), 0, err) == 0 ? 0 : -1;
 }

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 /* Unsigned decimal with an optional unit suffix looked up in units[] (NULL-terminated pairs). */
 struct unit {
@@ -190,6 +191,14 @@ void config_strlist_push(aly_strlist_t *l, const char *s)
     if ((l->items[l->n] = strdup(s)) == NULL)
         abort();
     l->n++;
+}
+
+int config_strlist_has(const aly_strlist_t *l, const char *s, size_t n)
+{
+    for (size_t i = 0; i < l->n; i++)
+        if (strlen(l->items[i]) == n && strncasecmp(l->items[i], s, n) == 0)
+            return 1;
+    return 0;
 }
 
 void config_strlist_free(aly_strlist_t *l)

@@ -13,7 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <time.h>
@@ -45,27 +44,19 @@ static void add_token_header(h2o_req_t *req, const h2o_token_t *token, const cha
     h2o_add_header(&req->pool, &req->res.headers, token, NULL, value, strlen(value));
 }
 
-static int host_listed(const aly_strlist_t *l, const char *s, size_t n)
-{
-    for (size_t i = 0; i < l->n; i++)
-        if (strlen(l->items[i]) == n && strncasecmp(l->items[i], s, n) == 0)
-            return 1;
-    return 0;
-}
-
 int http_host_allowed(const aly_config_t *cfg, h2o_req_t *req)
 {
     h2o_iovec_t a = req->input.authority;
     if (a.len == 0 || a.len > 255)
         return 0;
-    if (host_listed(&cfg->allowed_hosts, a.base, a.len))
+    if (config_strlist_has(&cfg->allowed_hosts, a.base, a.len))
         return 1;
     const char *def = req->scheme == &H2O_URL_SCHEME_HTTPS ? ":443" : ":80";
     char buf[300];
     if (a.len > strlen(def) && memcmp(a.base + a.len - strlen(def), def, strlen(def)) == 0)
-        return host_listed(&cfg->allowed_hosts, a.base, a.len - strlen(def));
+        return config_strlist_has(&cfg->allowed_hosts, a.base, a.len - strlen(def));
     snprintf(buf, sizeof(buf), "%.*s%s", (int)a.len, a.base, def);
-    return host_listed(&cfg->allowed_hosts, buf, strlen(buf));
+    return config_strlist_has(&cfg->allowed_hosts, buf, strlen(buf));
 }
 
 void http_send_json(h2o_req_t *req, int status, const char *reason, const char *body, size_t len)

@@ -29,14 +29,6 @@ static h2o_iovec_t header(h2o_req_t *req, const char *lcname)
     return i >= 0 ? req->headers.entries[i].value : h2o_iovec_init(NULL, 0);
 }
 
-static int list_has(const aly_strlist_t *l, const char *s, size_t n)
-{
-    for (size_t i = 0; i < l->n; i++)
-        if (strlen(l->items[i]) == n && strncasecmp(l->items[i], s, n) == 0)
-            return 1;
-    return 0;
-}
-
 /*
  * Origin against allowed_origins.  A loopback origin may also name the same
  * scheme and port by another loopback alias (localhost, 127.0.0.1, [::1]):
@@ -46,7 +38,7 @@ static int list_has(const aly_strlist_t *l, const char *s, size_t n)
 static int origin_allowed(const aly_config_t *cfg, h2o_iovec_t o)
 {
     static const char *const loop[] = {"localhost", "127.0.0.1", "[::1]"};
-    if (list_has(&cfg->allowed_origins, o.base, o.len))
+    if (config_strlist_has(&cfg->allowed_origins, o.base, o.len))
         return 1;
     size_t at = o.len < 256 ? h2o_strstr(o.base, o.len, H2O_STRLIT("://")) : SIZE_MAX;
     if (at == SIZE_MAX)
@@ -64,7 +56,7 @@ static int origin_allowed(const aly_config_t *cfg, h2o_iovec_t o)
     for (size_t k = 0; k < ALY_ARRAY_SIZE(loop); k++) {
         char buf[300];
         int n = snprintf(buf, sizeof(buf), "%.*s%s%.*s", (int)sl, o.base, loop[k], (int)(o.base + o.len - tail), tail);
-        if (n > 0 && (size_t)n < sizeof(buf) && list_has(&cfg->allowed_origins, buf, (size_t)n))
+        if (n > 0 && (size_t)n < sizeof(buf) && config_strlist_has(&cfg->allowed_origins, buf, (size_t)n))
             return 1;
     }
     return 0;

@@ -161,14 +161,6 @@ static int parse_url(const char *url, parsed_url_t *u)
     return 0;
 }
 
-static int host_allowed(const aly_config_t *cfg, const char *host)
-{
-    for (size_t i = 0; i < cfg->oauth_cimd_allow.n; i++)
-        if (strcasecmp(cfg->oauth_cimd_allow.items[i], host) == 0)
-            return 1;
-    return 0;
-}
-
 /* ---- the cache ---- */
 
 static void cache_clear(cache_entry_t *e)
@@ -559,7 +551,8 @@ static int add_waiter(fetch_t *f, cimd_cb cb, void *ctx)
 int oauth_cimd_fetch(h2o_loop_t *loop, const aly_config_t *cfg, const char *url, cimd_cb cb, void *ctx)
 {
     parsed_url_t u;
-    if (url == NULL || cb == NULL || parse_url(url, &u) != 0 || !host_allowed(cfg, u.host) || state_init(loop) != 0)
+    if (url == NULL || cb == NULL || parse_url(url, &u) != 0 ||
+        !config_strlist_has(&cfg->oauth_cimd_allow, u.host, strlen(u.host)) || state_init(loop) != 0)
         return -1;
 
     cache_entry_t *e = cache_find(url);

@@ -281,23 +281,13 @@ void oauth_signer_free(oauth_signer_t *s)
     free(s);
 }
 
-static uint64_t generation_of(store_txn_t *t)
-{
-    static const char k[] = "revocations";
-    store_val_t v;
-    uint64_t gen = 0;
-    if (store_get(t, DB_META, k, sizeof(k) - 1, &v, NULL) == 0 && v.len == sizeof(gen))
-        memcpy(&gen, v.data, sizeof(gen));
-    return gen;
-}
-
 /* Makes s hold the active key of the current generation, creating the first key if there is none. */
 static int load_key(oauth_signer_t *s, aly_err_t *err)
 {
     store_txn_t t;
     if (store_begin(s->st, 0, &t, err) != 0)
         return -1;
-    uint64_t gen = generation_of(&t);
+    uint64_t gen = auth_revocation_generation(&t);
     if (s->pem != NULL && gen == s->generation) {
         store_abort(&t);
         return 0;
@@ -311,7 +301,7 @@ static int load_key(oauth_signer_t *s, aly_err_t *err)
     if (!f.found) {
         if (store_begin(s->st, STORE_WRITE, &t, err) != 0)
             return -1;
-        if (add_key(&t, s->pepper, 0, &k, err) != 0 || (gen = generation_of(&t), store_commit(&t, err)) != 0) {
+        if (add_key(&t, s->pepper, 0, &k, err) != 0 || (gen = auth_revocation_generation(&t), store_commit(&t, err)) != 0) {
             store_abort(&t);
             return -1;
         }

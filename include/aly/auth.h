@@ -85,5 +85,7 @@ int auth_key_find(store_txn_t *t, const char *id, key_record_t *rec, aly_err_t *
 
 /* Bumps the revocation generation; workers flush their token caches when it changes. */
 int auth_bump_revocations(store_txn_t *t, aly_err_t *err);
+/* The revocation generation as t sees it (0 when none was stored, or the store failed): what caches of verified credentials are made under. */
+uint64_t auth_revocation_generation(store_txn_t *t);
 
 #endif

@@ -163,6 +163,8 @@ int config_parse_duration(const char *text, uint64_t *ms);
 /* Appends a copy of s to l (aborts when out of memory); frees every item and empties l. */
 void config_strlist_push(aly_strlist_t *l, const char *s);
 void config_strlist_free(aly_strlist_t *l);
+/* 1 when l holds the n bytes of s, compared without regard to ASCII case (host names, origins). */
+int config_strlist_has(const aly_strlist_t *l, const char *s, size_t n);
 /* 1 when u is an http:// or https:// URL with a host and no query, fragment, quote or control character. */
 int config_url_ok(const char *u);
 /* A malloc'd copy of u without trailing slashes. */
