@@ -109,6 +109,28 @@ static int pkce_ok(const char *verifier, const char *challenge)
     return el == strlen(challenge) && CRYPTO_memcmp(enc, challenge, el) == 0;
 }
 
+/*
+ * The end both grant paths share once their own record is written (rc its
+ * outcome): the grant stored, a new refresh token when with_refresh, the
+ * client's last use, the commit.  0, or -1 with why (and refresh emptied).
+ */
+static int issue(store_txn_t *t, int rc, aly_err_t *err, auth_pepper_t *p, oauth_grant_t *g, int with_refresh, uint64_t now,
+                 char *refresh, size_t rlen, aly_err_t *why)
+{
+    if (rc == 0)
+        rc = put_grant(t, g, err);
+    if (rc == 0 && with_refresh)
+        rc = new_refresh(t, p, g, refresh, rlen, err);
+    if (rc == 0)
+        rc = touch_client(t, g->client, now, err);
+    if (end(t, rc, err) != 0) {
+        OPENSSL_cleanse(refresh, rlen);
+        refresh[0] = '\0';
+        return aly_errf(why, "%s", err->msg);
+    }
+    return 0;
+}
+
 int oauth_code_redeem(store_t *st, auth_pepper_t *p, const char *code, const char *client_id, const char *redirect,
                       const char *verifier, oauth_grant_t *g, char *refresh, size_t rlen, aly_err_t *why)
 {
@@ -169,18 +191,7 @@ int oauth_code_redeem(store_t *st, auth_pepper_t *p, const char *code, const cha
     snprintf(c.grant, sizeof(c.grant), "%s", g->id);
     if (rc == 0)
         rc = store_put_record(&t, DB_OAUTH_GRANTS, k, sizeof(k), &oauth_record_code, &c, 0, &err) == 0 ? 0 : -1;
-    if (rc == 0)
-        rc = put_grant(&t, g, &err);
-    if (rc == 0 && (g->scopes & OAUTH_SCOPE_OFFLINE))
-        rc = new_refresh(&t, p, g, refresh, rlen, &err);
-    if (rc == 0)
-        rc = touch_client(&t, g->client, now, &err);
-    if (end(&t, rc, &err) != 0) {
-        OPENSSL_cleanse(refresh, rlen);
-        refresh[0] = '\0';
-        return aly_errf(why, "%s", err.msg);
-    }
-    return 0;
+    return issue(&t, rc, &err, p, g, (g->scopes & OAUTH_SCOPE_OFFLINE) != 0, now, refresh, rlen, why);
 }
 
 int oauth_refresh_rotate(store_t *st, auth_pepper_t *p, const char *rt, const char *client_id, uint64_t want, oauth_grant_t *g,
@@ -229,18 +240,7 @@ int oauth_refresh_rotate(store_t *st, auth_pepper_t *p, const char *rt, const ch
     r.replaced_ms = now;
     g->last_used_ms = now;
     rc = store_put_record(&t, DB_OAUTH_GRANTS, k, sizeof(k), &record_refresh, &r, 0, &err) == 0 ? 0 : -1;
-    if (rc == 0)
-        rc = put_grant(&t, g, &err);
-    if (rc == 0)
-        rc = new_refresh(&t, p, g, refresh, rlen, &err);
-    if (rc == 0)
-        rc = touch_client(&t, g->client, now, &err);
-    if (end(&t, rc, &err) != 0) {
-        OPENSSL_cleanse(refresh, rlen);
-        refresh[0] = '\0';
-        return aly_errf(why, "%s", err.msg);
-    }
-    return 0;
+    return issue(&t, rc, &err, p, g, 1, now, refresh, rlen, why);
 }
 
 int oauth_refresh_revoke(store_t *st, auth_pepper_t *p, const char *rt, const char *client_id, aly_err_t *err)

@@ -286,6 +286,13 @@ static int invalid_client(h2o_req_t *req, int basic, const char *msg)
     return -1;
 }
 
+int oauth_client_request(oauth_server_t *s, h2o_req_t *req, oauth_form_t *form, const char **id)
+{
+    if (oauth_server_off(s, req) || oauth_body_form(req, form, 0) != 0 || oauth_client_authenticate(s, req, form, id) != 0)
+        return -1;
+    return 0;
+}
+
 int oauth_client_authenticate(oauth_server_t *s, h2o_req_t *req, const oauth_form_t *form, const char **id)
 {
     const char *bid = NULL, *bsecret = NULL;
@@ -447,11 +454,9 @@ static int revoke_access(oauth_server_t *s, const char *jti, const char *client,
 void oauth_serve_revoke(void *data, h2o_req_t *req)
 {
     oauth_server_t *s = data;
-    if (oauth_server_off(s, req))
-        return;
     oauth_form_t form;
     const char *client;
-    if (oauth_body_form(req, &form, 0) != 0 || oauth_client_authenticate(s, req, &form, &client) != 0)
+    if (oauth_client_request(s, req, &form, &client) != 0)
         return;
     int dup = 0;
     const char *token = oauth_form_get(&form, "token", &dup);

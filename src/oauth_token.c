@@ -100,11 +100,9 @@ static const char *param(h2o_req_t *req, const oauth_form_t *form, const char *n
 void oauth_serve_token(void *data, h2o_req_t *req)
 {
     oauth_server_t *s = data;
-    if (oauth_server_off(s, req))
-        return;
     oauth_form_t form;
     const char *client;
-    if (oauth_body_form(req, &form, 0) != 0 || oauth_client_authenticate(s, req, &form, &client) != 0)
+    if (oauth_client_request(s, req, &form, &client) != 0)
         return;
     int failed = 0;
     const char *type = param(req, &form, "grant_type", 1, &failed);

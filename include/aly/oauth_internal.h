@@ -65,6 +65,12 @@ int oauth_server_off(oauth_server_t *s, h2o_req_t *req);
  * success *id holds the client_id (pool string).
  */
 int oauth_client_authenticate(oauth_server_t *s, h2o_req_t *req, const oauth_form_t *form, const char **id);
+/*
+ * What the token and revocation endpoints do first: the server on and the
+ * Host served, the form read, the client authenticated.  0 with *form and
+ * *id; -1 when it has answered the request itself.
+ */
+int oauth_client_request(oauth_server_t *s, h2o_req_t *req, oauth_form_t *form, const char **id);
 
 /* ---- HTML (oauth_page.c) ---- */
 
