@@ -60,6 +60,9 @@ static const char *const built[] = {
     "{\"elicitation\":{}}}}}",
     "{\"id\":\"r\",\"result\":{\"x\":1},\"error\":null,\"params\":[1]}",
     "{\"params\":{\"_meta\":7,\"name\":[\"n\"]}}",
+    /* Multi-byte text below params is json_loadb's to read, and is kept intact. */
+    "{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"tools/call\",\"params\":{\"name\":\"products.create\",\"arguments\":{\"title\":"
+    "\"Caf\xc3\xa9 cr\xc3\xa8me \xe2\x98\x95 \xf0\x9f\x8d\xb0\"}}}",
 };
 
 static const char *const declined[] = {
@@ -82,7 +85,10 @@ static const char *const declined[] = {
     "{\"params\":{\"arguments\":{\"a\":1]}}", /* a nested value that does not parse */
     "{\"params\":{\"arguments\":{ ]}}",       /* an "empty object" that is not one */
     "{\"params\":{\"arguments\":[1,}}}",
-    "{\"params\":{\"arguments\":\"\\u0000\"}}", /* NUL through an escape */
+    "{\"params\":{\"arguments\":\"\\u0000\"}}",             /* NUL through an escape */
+    "{\"jsonrpc\":\"2.0\",\"id\":1.0,\"method\":\"ping\"}", /* an integral real is a real */
+    "{\"params\":{\"arguments\":{\"t\":\"\xc3\"}}}",        /* a cut multi-byte character */
+    "{\"params\":{\"arguments\":{\"t\":\"\xff\xfe\"}}}",    /* bytes that are not UTF-8 */
     "{\"id\":truex}",
     "{\"id\":tru}",
 };
