@@ -111,18 +111,20 @@ int main(void)
     is_int(refused, STRANGERS, "%d other well-formed keys are all refused while the cache is warm", STRANGERS);
 
     /*
-     * The second pass above must have come from the cache: take key 2's records out of the store behind auth's
-     * back (no revocation, so the generation stays) and it still authenticates, as the same principal.
+     * The second pass above must have come from the cache: take the last key's records out of the store behind
+     * auth's back (no revocation, so the generation stays) and it still authenticates, as the same principal.  The
+     * last key: no later key can have taken its cache slot.
      */
     store_txn_t t;
     char rk[2 * ALY_ID_MAX + 2];
-    snprintf(rk, sizeof(rk), "%s/%s", recs[2].workspace, recs[2].id);
+    snprintf(rk, sizeof(rk), "%s/%s", recs[KEYS - 1].workspace, recs[KEYS - 1].id);
     ok(store_begin(st, STORE_WRITE, &t, &err) == 0 && store_del(&t, DB_KEYS, rk, strlen(rk), &err) == 0 &&
-           store_del(&t, DB_KEY_HASH, recs[2].hash, sizeof(recs[2].hash), &err) == 0 && store_commit(&t, &err) == 0,
-       "key 2's records deleted from the store directly");
-    ok(present(a, keys[2], &p) == AUTH_OK && strcmp(p.id, recs[2].id) == 0, "key 2 still authenticates: the cache answered");
+           store_del(&t, DB_KEY_HASH, recs[KEYS - 1].hash, sizeof(recs[KEYS - 1].hash), &err) == 0 && store_commit(&t, &err) == 0,
+       "the last key's records deleted from the store directly");
+    ok(present(a, keys[KEYS - 1], &p) == AUTH_OK && strcmp(p.id, recs[KEYS - 1].id) == 0,
+       "the last key still authenticates: the cache answered");
     auth_t *fresh = auth_new(cfg, st, &err);
-    is_int(present(fresh, keys[2], &p), AUTH_INVALID, "a worker without it in its cache refuses key 2");
+    is_int(present(fresh, keys[KEYS - 1], &p), AUTH_INVALID, "a worker without it in its cache refuses it");
     auth_free(fresh);
 
     /* A cached key is not trusted past its expiry. */
