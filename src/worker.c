@@ -60,15 +60,15 @@
 #define ACCEPT_SLACK 1
 #define ACCEPT_DEFER_MS 1
 /*
- * A connection still waiting after ACCEPT_MISSES pauses in a row, with no
- * other worker taking one meanwhile, means the others are not coming (one
- * stopped in a long write, a debugger, a core dump; a single miss is only a
- * busy peer): then this worker takes connections without pausing for
- * ACCEPT_ALONE_MS, so a stalled peer costs a few pauses per that interval,
- * not one per connection.
+ * Connections still left for this worker after its pauses, with no other
+ * worker taking one, for ACCEPT_PATIENCE_MS in a row mean the others are not
+ * coming (one stopped in a long write, a debugger, a core dump; a peer that
+ * is only busy comes within that): then this worker accepts without pausing
+ * for ACCEPT_ALONE_MS, so a stalled peer costs a few milliseconds of pauses
+ * per second, not one per connection.
  */
-#define ACCEPT_MISSES 3
-#define ACCEPT_ALONE_MS 100
+#define ACCEPT_PATIENCE_MS 20
+#define ACCEPT_ALONE_MS 1000
 #define FRESH_CONN_GRACE_MS 1000 /* while draining, how long a connection that sent nothing may still send a request */
 
 typedef struct listener_state {
@@ -110,9 +110,9 @@ static struct {
     h2o_timeout_t defer_timeout; /* ACCEPT_DEFER_MS: the pause of a worker that leaves a connection to another */
     h2o_timeout_entry_t defer_entry;
     int deferring, accept_anyway;
-    uint64_t alone_until_ms;  /* no pausing before this (ACCEPT_ALONE_MS) */
-    uint64_t others_at_pause; /* the other workers' connections when the pause began */
-    int misses;               /* pauses in a row after which the connection was still there for this worker */
+    uint64_t alone_until_ms;   /* no pausing before this (ACCEPT_ALONE_MS) */
+    uint64_t others_at_pause;  /* the other workers' connections when the pause began */
+    uint64_t missing_since_ms; /* the first of the pauses in a row that found nobody taking connections (0: none) */
 } w;
 
 /* Every endpoint of alyd: the HTTP layer routes over this table and names none itself. */
@@ -263,16 +263,20 @@ static void on_accept(h2o_socket_t *listener, const char *err)
         h2o_socket_t *sock = h2o_evloop_socket_accept(listener);
         if (sock == NULL) {
             if (after_pause)
-                w.misses = 0; /* another worker came for it */
-            break;            /* EAGAIN: another worker took it */
+                w.missing_since_ms = 0; /* another worker came for it */
+            break;                      /* EAGAIN: another worker took it */
         }
         if (after_pause) {
             /* Nobody else took a connection during the pause: a miss. */
             others_have_room(&others);
-            w.misses = others <= w.others_at_pause ? w.misses + 1 : 0;
-            if (w.misses >= ACCEPT_MISSES) {
-                w.alone_until_ms = aly_now_ms() + ACCEPT_ALONE_MS;
-                w.misses = 0;
+            uint64_t now = aly_now_ms();
+            if (others > w.others_at_pause)
+                w.missing_since_ms = 0;
+            else if (w.missing_since_ms == 0)
+                w.missing_since_ms = now;
+            else if (now - w.missing_since_ms >= ACCEPT_PATIENCE_MS) {
+                w.alone_until_ms = now + ACCEPT_ALONE_MS;
+                w.missing_since_ms = 0;
             }
         }
         after_pause = 0;
