@@ -10,7 +10,8 @@
  * the tools' handlers.
  *
  * The same bytes also go through rpc_parse(), the hot path's parser, which
- * must build a tree equal to json_loadb's or decline.
+ * must build a tree equal to json_loadb's or decline, and rpc_parse_flat(),
+ * the modern era's, which must read what json_loadb reads or decline.
  *
  * The handlers trust what validation accepted: they read an "integer" with
  * json_integer_value(), copy a string bounded by maxLength into a fixed
@@ -230,6 +231,41 @@ static void check_message(json_t *m)
     json_decref(own);
 }
 
+static int one_of(const char *k, const char *const *names, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(k, names[i]) == 0)
+            return 1;
+    return 0;
+}
+
+/* What rpc_parse_flat() takes is a message of the flat shape, and its view holds what json_loadb's tree holds. */
+static void check_flat(const uint8_t *data, size_t size, json_t *body)
+{
+    static const char *const top[] = {"jsonrpc", "id", "method", "params"}, *const in_params[] = {"name", "arguments", "_meta"};
+    rpc_view_t fv, sv;
+    if (rpc_parse_flat((const char *)data, size, &fv) != 0)
+        return;
+    rpc_view_of(body, &sv);
+    int same = json_is_object(body) && json_is_string(sv.method) && (sv.params == NULL || json_is_object(sv.params)) &&
+               fv.params == NULL && fv.result == NULL && fv.error == NULL && fv.inputs == NULL && fv.state == NULL;
+    const char *k;
+    json_t *m;
+    json_object_foreach(body, k, m)
+        same = same && one_of(k, top, 4);
+    json_object_foreach(sv.params, k, m)
+        same = same && one_of(k, in_params, 3);
+    json_t *fm[] = {fv.jsonrpc, fv.id, fv.method, fv.name, fv.arguments, fv.meta, fv.claim, fv.caps, fv.log_level},
+           *sm[] = {sv.jsonrpc, sv.id, sv.method, sv.name, sv.arguments, sv.meta, sv.claim, sv.caps, sv.log_level};
+    for (size_t i = 0; i < sizeof(fm) / sizeof(fm[0]); i++)
+        same = same && (fm[i] == NULL ? sm[i] == NULL : sm[i] != NULL && json_equal(fm[i], sm[i]));
+    if (!same) {
+        fprintf(stderr, "rpc_parse_flat took a body json_loadb reads otherwise\n");
+        abort();
+    }
+    rpc_view_release(&fv);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     json_error_t jerr;
@@ -237,6 +273,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* The hot path's parser must build json_loadb's tree or decline; twice, so the _meta cache's hit is checked too. */
     for (int round = 0; round < 2; round++) {
         rpc_view_t fv, sv;
+        if (body != NULL)
+            check_flat(data, size, body);
         if (rpc_parse((const char *)data, size, &fast, &fv) != 0)
             continue;
         if (body == NULL || !json_equal(body, fast)) {
@@ -252,8 +290,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             }
         json_decref(fast);
     }
-    if (body == NULL)
+    if (body == NULL) {
+        rpc_view_t fv;
+        if (rpc_parse_flat((const char *)data, size, &fv) == 0) {
+            fprintf(stderr, "rpc_parse_flat took a body json_loadb refuses\n");
+            abort();
+        }
         return 0;
+    }
     if (json_is_array(body)) {
         size_t i;
         json_t *m;

@@ -20,6 +20,9 @@
 /* A _meta longer than this is parsed every time rather than kept. */
 #define META_MAX_BYTES 2048
 #define META_SLOTS 8
+/* The levels of rpc_parse_flat(): the message and its params, neither built. */
+#define FLAT_MESSAGE 2
+#define FLAT_PARAMS 3
 
 typedef struct {
     const char *p, *end;
@@ -31,19 +34,18 @@ static void skip_ws(scan_t *s)
         s->p++;
 }
 
+/* The bytes a plain string may hold: printable ASCII but the quote (0x22) and the backslash (0x5c). */
+static const unsigned char plain_byte[256] = {[0x20 ... 0x21] = 1, [0x23 ... 0x5b] = 1, [0x5d ... 0x7e] = 1};
+
 /* A string of printable ASCII without escapes (what method names, tool names and keys are): its content, or -1. */
 static int plain_string(scan_t *s, const char **b, size_t *n)
 {
     if (s->p >= s->end || *s->p != '"')
         return -1;
     const char *q = s->p + 1;
-    while (q < s->end && *q != '"') {
-        unsigned char c = (unsigned char)*q;
-        if (c < 0x20 || c > 0x7e || c == '\\')
-            return -1;
+    while (q < s->end && plain_byte[(unsigned char)*q])
         q++;
-    }
-    if (q >= s->end)
+    if (q >= s->end || *q != '"')
         return -1;
     *b = s->p + 1;
     *n = (size_t)(q - *b);
@@ -197,7 +199,8 @@ static json_t *value(scan_t *s, int level, const char *key, size_t klen, rpc_vie
         size_t len;
     } literals[] = {{"true", 4}, {"false", 5}, {"null", 4}};
     for (size_t i = 0; i < 3; i++)
-        if ((size_t)(s->end - s->p) >= literals[i].len && memcmp(s->p, literals[i].text, literals[i].len) == 0) {
+        if (c == literals[i].text[0] && (size_t)(s->end - s->p) >= literals[i].len &&
+            memcmp(s->p, literals[i].text, literals[i].len) == 0) {
             s->p += literals[i].len;
             return i == 0 ? json_true() : i == 1 ? json_false() : json_null();
         }
@@ -207,7 +210,9 @@ static json_t *value(scan_t *s, int level, const char *key, size_t klen, rpc_vie
         json_t *params;
         return parse_object(s, 1, &params, view) == 0 ? params : NULL;
     }
-    if (level == 1 && c == '{' && klen == 5 && memcmp(key, "_meta", 5) == 0)
+    if (level == FLAT_MESSAGE && c == '{' && klen == 6 && memcmp(key, "params", 6) == 0)
+        return parse_object(s, FLAT_PARAMS, NULL, view) == 0 ? json_null() : NULL; /* a placeholder: nothing is kept */
+    if ((level == 1 || level == FLAT_PARAMS) && c == '{' && klen == 5 && memcmp(key, "_meta", 5) == 0)
         return meta_value(s, view);
     if (skip_nested(s) != 0)
         return NULL;
@@ -254,17 +259,41 @@ static void view_note(rpc_view_t *view, int level, const char *key, size_t klen,
 /* Members a built object may have before duplicates are looked for with jansson rather than among these. */
 #define SEEN_MAX 16
 
-/* An object whose members are built here; 0 with *out, -1 declines. */
+/*
+ * Where a member of a flat level goes in the view, or NULL when the flat
+ * reader does not take that member (the body is then read whole).  params
+ * has its own mark, so a second params is seen as a duplicate.
+ */
+static json_t **flat_slot(rpc_view_t *view, int level, const char *key, size_t klen, json_t **params_mark)
+{
+#define FLAT_KEY(lit) (klen == sizeof(lit) - 1 && memcmp(key, lit, sizeof(lit) - 1) == 0)
+    if (level == FLAT_MESSAGE)
+        return FLAT_KEY("jsonrpc")  ? &view->jsonrpc
+               : FLAT_KEY("id")     ? &view->id
+               : FLAT_KEY("method") ? &view->method
+               : FLAT_KEY("params") ? params_mark
+                                    : NULL;
+    return FLAT_KEY("name") ? &view->name : FLAT_KEY("arguments") ? &view->arguments : FLAT_KEY("_meta") ? &view->meta : NULL;
+#undef FLAT_KEY
+}
+
+/*
+ * An object whose members are built here; 0 with *out, -1 declines.  At a
+ * flat level nothing is built: each member's value goes to its view slot
+ * (a reference the view holds), and out is unused.
+ */
 static int parse_object(scan_t *s, int level, json_t **out, rpc_view_t *view)
 {
-    json_t *obj = json_object();
-    if (obj == NULL)
+    int flat = level >= FLAT_MESSAGE;
+    json_t *obj = flat ? NULL : json_object(), *params_mark = NULL;
+    if (!flat && obj == NULL)
         return -1;
     s->p++; /* the '{' */
     skip_ws(s);
     if (s->p < s->end && *s->p == '}') {
         s->p++;
-        *out = obj;
+        if (!flat)
+            *out = obj;
         return 0;
     }
     struct {
@@ -277,30 +306,45 @@ static int parse_object(scan_t *s, int level, json_t **out, rpc_view_t *view)
         size_t klen;
         if (plain_string(s, &key, &klen) != 0)
             break;
-        /* A duplicate member: jansson keeps the last one; leave that to it. */
-        int dup = n_seen == SEEN_MAX && json_object_getn(obj, key, klen) != NULL;
-        for (size_t i = 0; i < n_seen && !dup; i++)
-            dup = seen[i].len == klen && memcmp(seen[i].key, key, klen) == 0;
-        if (dup)
-            break;
-        if (n_seen < SEEN_MAX)
-            seen[n_seen].key = key, seen[n_seen++].len = klen;
+        json_t **slot = NULL;
+        if (flat) {
+            /* A member the flat view has no place for, or a duplicate: read the body whole. */
+            slot = flat_slot(view, level, key, klen, &params_mark);
+            if (slot == NULL || *slot != NULL)
+                break;
+        } else {
+            /* A duplicate member: jansson keeps the last one; leave that to it. */
+            int dup = n_seen == SEEN_MAX && json_object_getn(obj, key, klen) != NULL;
+            for (size_t i = 0; i < n_seen && !dup; i++)
+                dup = seen[i].len == klen && memcmp(seen[i].key, key, klen) == 0;
+            if (dup)
+                break;
+            if (n_seen < SEEN_MAX)
+                seen[n_seen].key = key, seen[n_seen++].len = klen;
+        }
         skip_ws(s);
         if (s->p >= s->end || *s->p++ != ':')
             break;
         skip_ws(s);
+        if (slot == &params_mark && (s->p >= s->end || *s->p != '{'))
+            break; /* params that is not an object: the whole read words the error */
         json_t *v = value(s, level, key, klen, view);
         if (v == NULL)
             break;
-        view_note(view, level, key, klen, v);
-        if (json_object_setn_new_nocheck(obj, key, klen, v) != 0)
-            break;
+        if (flat) {
+            *slot = v;
+        } else {
+            view_note(view, level, key, klen, v);
+            if (json_object_setn_new_nocheck(obj, key, klen, v) != 0)
+                break;
+        }
         skip_ws(s);
         if (s->p >= s->end)
             break;
         char c = *s->p++;
         if (c == '}') {
-            *out = obj;
+            if (!flat)
+                *out = obj;
             return 0;
         }
         if (c != ',')
@@ -328,6 +372,32 @@ int rpc_parse(const char *buf, size_t len, json_t **out, rpc_view_t *view)
     *out = msg;
     *view = v;
     return 0;
+}
+
+int rpc_parse_flat(const char *buf, size_t len, rpc_view_t *view)
+{
+    scan_t s = {buf, buf + len};
+    rpc_view_t v = {0};
+    skip_ws(&s);
+    if (s.p >= s.end || *s.p != '{' || parse_object(&s, FLAT_MESSAGE, NULL, &v) != 0) {
+        rpc_view_release(&v);
+        return 1;
+    }
+    skip_ws(&s);
+    if (s.p != s.end || !json_is_string(v.method)) {
+        rpc_view_release(&v);
+        return 1;
+    }
+    *view = v;
+    return 0;
+}
+
+void rpc_view_release(rpc_view_t *view)
+{
+    json_t *held[] = {view->jsonrpc, view->id, view->method, view->name, view->arguments, view->meta};
+    for (size_t i = 0; i < sizeof(held) / sizeof(held[0]); i++)
+        json_decref(held[i]);
+    *view = (rpc_view_t){0};
 }
 
 void rpc_view_of(json_t *msg, rpc_view_t *view)

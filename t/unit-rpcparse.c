@@ -4,6 +4,8 @@
  * tree; everything it must leave to json_loadb (escapes, non-ASCII, reals,
  * duplicate members, trailing bytes, invalid nested values) is declined; a
  * repeated _meta is shared from the cache, and a different one is not.
+ * The flat reader (rpc_parse_flat, the modern era's) takes only the flat
+ * shape, reads it as json_loadb would, and declines everything else.
  */
 #include <jansson.h>
 #include <string.h>
@@ -43,6 +45,71 @@ static int parse(const char *text, json_t **out)
         json_decref(fast);
     return same ? 0 : -1;
 }
+
+/*
+ * rpc_parse_flat() on text: 0 when it took the body and its view holds what
+ * json_loadb's tree holds (the message of the flat shape: no members but
+ * jsonrpc, id, method and params, params of name, arguments and _meta only),
+ * 1 when it declined, -1 when it took a body it should not have or read it
+ * otherwise.
+ */
+static int flat(const char *text)
+{
+    rpc_view_t fv, sv;
+    if (rpc_parse_flat(text, strlen(text), &fv) != 0)
+        return 1;
+    json_t *slow = json_loadb(text, strlen(text), JSON_DECODE_ANY, NULL);
+    rpc_view_of(slow, &sv);
+    int same = json_is_object(slow) && json_is_string(sv.method) && (sv.params == NULL || json_is_object(sv.params));
+    const char *k;
+    json_t *m;
+    json_object_foreach(slow, k, m)
+        same = same && (!strcmp(k, "jsonrpc") || !strcmp(k, "id") || !strcmp(k, "method") || !strcmp(k, "params"));
+    json_object_foreach(sv.params, k, m)
+        same = same && (!strcmp(k, "name") || !strcmp(k, "arguments") || !strcmp(k, "_meta"));
+    json_t *fm[] = {fv.jsonrpc, fv.id, fv.method, fv.name, fv.arguments, fv.meta, fv.claim, fv.caps, fv.log_level},
+           *sm[] = {sv.jsonrpc, sv.id, sv.method, sv.name, sv.arguments, sv.meta, sv.claim, sv.caps, sv.log_level};
+    for (size_t i = 0; i < sizeof(fm) / sizeof(fm[0]); i++)
+        same = same && same_member(fm[i], sm[i]);
+    same = same && fv.params == NULL && fv.result == NULL && fv.error == NULL && fv.inputs == NULL && fv.state == NULL;
+    json_decref(slow);
+    rpc_view_release(&fv);
+    same = same && fv.method == NULL && fv.meta == NULL && fv.claim == NULL;
+    return same ? 0 : -1;
+}
+
+static const char *const flat_taken[] = {
+    "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"sites.list\",\"arguments\":{},\"_meta\":{"
+    "\"io.modelcontextprotocol/protocolVersion\":\"2026-07-28\",\"io.modelcontextprotocol/clientCapabilities\":{}}}}",
+    " {\"method\" : \"tools/list\", \"jsonrpc\":\"2.0\",\n\"id\":\"abc\"}\r\n",
+    "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/x\",\"params\":{}}",
+    "{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"tools/call\",\"params\":{\"_meta\":{\"io.modelcontextprotocol/logLevel\":\"info\"},"
+    "\"arguments\":{\"site_id\":\"s\\\"}\",\"t\":\"Caf\xc3\xa9\",\"n\":[1,2.5]},\"name\":\"products.list\"}}",
+    /* Values the engine refuses are still read as they are: judging them is its work. */
+    "{\"jsonrpc\":\"1.0\",\"id\":{\"x\":1},\"method\":\"m\",\"params\":{\"name\":5,\"arguments\":[],\"_meta\":null}}",
+};
+
+static const char *const flat_declined[] = {
+    "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"m\",\"x\":1}",                       /* a member it has no place for */
+    "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"m\",\"params\":{\"cursor\":\"c\"}}", /* the same in params */
+    "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"resources/read\",\"params\":{\"uri\":\"aly://x\"}}",
+    "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"m\",\"params\":{\"name\":\"t\",\"inputResponses\":{}}}",
+    "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"m\",\"params\":{\"name\":\"t\",\"requestState\":\"v1.x.y\"}}",
+    "{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}", /* a reply */
+    "{\"jsonrpc\":\"2.0\",\"id\":1}",               /* no method */
+    "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":5}",  /* a method that is no string */
+    "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":null}",
+    "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"m\",\"params\":5}", /* params that is no object */
+    "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"m\",\"params\":null}",
+    "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"m\",\"params\":[]}",
+    "{\"jsonrpc\":\"2.0\",\"id\":1,\"id\":2,\"method\":\"m\"}", /* duplicates */
+    "{\"jsonrpc\":\"2.0\",\"method\":\"m\",\"params\":{},\"params\":{\"name\":\"t\"}}",
+    "{\"jsonrpc\":\"2.0\",\"method\":\"m\",\"params\":{\"name\":\"a\",\"name\":\"b\"}}",
+    "{\"jsonrpc\":\"2.0\",\"method\":\"m\",\"params\":{\"_meta\":{},\"_meta\":{}}}",
+    "{\"jsonrpc\":\"2.0\",\"method\":\"m\",\"params\":{\"name\":\"a\"}} x", /* trailing bytes */
+    "{\"jsonrpc\":\"2.0\",\"method\":\"m\",\"params\":{\"name\":\"a\"}",    /* cut short */
+    "{\"jsonrpc\":\"2.0\",\"method\":\"m\",\"params\":{\"arguments\":{\"a\":1]}}}",
+};
 
 static const char *const built[] = {
     "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"sites.list\",\"arguments\":{}}}",
@@ -140,6 +207,29 @@ int main(void)
     json_decref(a);
     json_decref(b);
     json_decref(c);
+
+    /* The flat reader: what it takes, it reads as json_loadb would; the rest it declines. */
+    for (size_t i = 0; i < sizeof(flat_taken) / sizeof(flat_taken[0]); i++)
+        is_int(flat(flat_taken[i]), 0, "flat_taken[%zu] read flat, as json_loadb reads it", i);
+    for (size_t i = 0; i < sizeof(flat_declined) / sizeof(flat_declined[0]); i++)
+        is_int(flat(flat_declined[i]), 1, "flat_declined[%zu]", i);
+    for (size_t i = 0; i < sizeof(declined) / sizeof(declined[0]); i++)
+        is_int(flat(declined[i]), 1, "flat: declined[%zu], which rpc_parse declines too", i);
+    /* A flat read shares the cached _meta, and letting the view go leaves the cache whole. */
+    const char *fq = "{\"jsonrpc\":\"2.0\",\"id\":5,\"method\":\"m\",\"params\":{\"_meta\":{\"k\":{\"v\":9}}}}";
+    rpc_view_t f1, f2;
+    ok(rpc_parse_flat(fq, strlen(fq), &f1) == 0 && rpc_parse_flat(fq, strlen(fq), &f2) == 0 && f1.meta == f2.meta &&
+           json_integer_value(json_object_get(json_object_get(f1.meta, "k"), "v")) == 9,
+       "the same _meta read flat twice: the one cached tree");
+    json_t *kept = f1.meta;
+    rpc_view_release(&f1);
+    rpc_view_release(&f2);
+    ok(f1.meta == NULL && f2.id == NULL, "rpc_view_release clears the view");
+    json_t *e = NULL;
+    ok(rpc_parse(fq, strlen(fq), &e, &v) == 0 && v.meta == kept &&
+           json_integer_value(json_object_get(json_object_get(kept, "k"), "v")) == 9,
+       "the cached _meta outlives the flat views");
+    json_decref(e);
     rpc_parse_reset();
     return done_testing();
 }

@@ -46,6 +46,22 @@ typedef struct rpc_view {
 /* 0 with *out (a new reference) and its view, or 1: not of the common shape, parse it with json_loadb. */
 int rpc_parse(const char *buf, size_t len, json_t **out, rpc_view_t *view);
 
+/*
+ * The flat reader, for a request the modern era serves (its view is all it
+ * reads): 0 with *view holding a reference to each member it names, to be
+ * let go with rpc_view_release(); 1 declines, and the body is read with
+ * rpc_parse() or json_loadb instead.  Nothing is built beyond the members'
+ * own values: no message object and no params object.  It takes a message
+ * of jsonrpc, id, method (a string) and params, whose members are only
+ * name, arguments and _meta; any other member, a duplicate, or what
+ * rpc_parse() would decline, declines.  params, result, error, inputs and
+ * state stay NULL in its view.
+ */
+int rpc_parse_flat(const char *buf, size_t len, rpc_view_t *view);
+
+/* Lets go of what rpc_parse_flat() put in *view, and clears it. */
+void rpc_view_release(rpc_view_t *view);
+
 /* The view of a message parsed otherwise (json_loadb, a batch's element): all NULL when msg is not an object. */
 void rpc_view_of(json_t *msg, rpc_view_t *view);
 
