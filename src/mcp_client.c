@@ -347,7 +347,7 @@ static int ask_next(mcp_call_t *call)
     if (it == NULL) {
         json_decref(call->asking);
         call->asking = NULL;
-        call->rerun(call, call->params);
+        call->rerun(call, mcp_call_params(call));
         return 0;
     }
     json_t *q = json_object_iter_value(it);

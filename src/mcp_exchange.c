@@ -272,6 +272,20 @@ mcp_call_t *mcp_call_new(mcp_exchange_t *x, json_t *id, json_t *params, json_t *
     return c;
 }
 
+json_t *mcp_call_params(mcp_call_t *c)
+{
+    if (c->params == NULL && (c->name != NULL || c->arguments != NULL)) {
+        c->params = json_object();
+        if (c->params == NULL)
+            abort();
+        if (c->name != NULL)
+            json_object_set(c->params, "name", c->name);
+        if (c->arguments != NULL)
+            json_object_set(c->params, "arguments", c->arguments);
+    }
+    return c->params;
+}
+
 mcp_call_t *mcp_call_find(const mcp_exchange_t *x, json_t *id)
 {
     for (h2o_linklist_t *l = pending_calls.next; id != NULL && l != &pending_calls; l = l->next) {
@@ -298,6 +312,8 @@ static void call_finish(mcp_call_t *c, const char *response, size_t len)
     json_decref(c->id);
     json_decref(c->meta);
     json_decref(c->params);
+    json_decref(c->name);
+    json_decref(c->arguments);
     json_decref(c->inputs);
     json_decref(c->state);
     json_decref(c->asking);

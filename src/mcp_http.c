@@ -23,10 +23,46 @@ static h2o_linklist_t open_streams = {&open_streams, &open_streams};
 static h2o_timeout_t keepalive_timeout;
 static int keepalive_ready;
 
-static h2o_iovec_t header(h2o_req_t *req, const char *lcname)
+static h2o_iovec_t trimmed(h2o_iovec_t v)
 {
-    ssize_t i = h2o_find_header_by_str(&req->headers, lcname, strlen(lcname), -1);
-    return i >= 0 ? req->headers.entries[i].value : h2o_iovec_init(NULL, 0);
+    while (v.len > 0 && (v.base[0] == ' ' || v.base[0] == '\t'))
+        v.base++, v.len--;
+    while (v.len > 0 && (v.base[v.len - 1] == ' ' || v.base[v.len - 1] == '\t'))
+        v.len--;
+    return v;
+}
+
+/* The headers /api/mcp reads, in one pass (h2o keeps names lower-case); the first of each name counts. */
+static void read_headers(h2o_req_t *req, mcp_headers_t *h)
+{
+    *h = (mcp_headers_t){{NULL, 0}, {NULL, 0}, {NULL, 0}, {NULL, 0}, {NULL, 0}};
+    for (size_t i = 0; i < req->headers.size; i++) {
+        const h2o_iovec_t *n = req->headers.entries[i].name;
+        h2o_iovec_t *to = NULL;
+        switch (n->len) {
+        case 6:
+            to = memcmp(n->base, "origin", 6) == 0 ? &h->origin : NULL;
+            break;
+        case 8:
+            to = memcmp(n->base, "mcp-name", 8) == 0 ? &h->name : NULL;
+            break;
+        case 10:
+            to = memcmp(n->base, "mcp-method", 10) == 0 ? &h->method : NULL;
+            break;
+        case 14:
+            to = memcmp(n->base, "mcp-session-id", 14) == 0 ? &h->session : NULL;
+            break;
+        case 20:
+            to = memcmp(n->base, "mcp-protocol-version", 20) == 0 ? &h->version : NULL;
+            break;
+        }
+        if (to != NULL && to->base == NULL)
+            *to = req->headers.entries[i].value;
+    }
+    if (h->method.base != NULL)
+        h->method = trimmed(h->method);
+    if (h->name.base != NULL)
+        h->name = trimmed(h->name);
 }
 
 /*
@@ -109,7 +145,8 @@ static void serve_get(mcp_ctx_t *ctx, h2o_req_t *req, const principal_t *p, h2o_
                "GET opens the event stream of a session: send Mcp-Session-Id (from initialize)");
         return;
     }
-    if (!accepts(header(req, "accept"), "text/event-stream")) {
+    ssize_t ai = h2o_find_header(&req->headers, H2O_TOKEN_ACCEPT, -1);
+    if (ai < 0 || !accepts(req->headers.entries[ai].value, "text/event-stream")) {
         refuse(req, 406, "Not Acceptable", RPC_INVALID_REQUEST, "the event stream needs Accept: text/event-stream");
         return;
     }
@@ -168,7 +205,7 @@ static void log_rpc(h2o_req_t *req, json_t *body, const rpc_view_t *v)
 {
     char buf[160];
     size_t n;
-    if (json_is_array(body)) {
+    if (body != NULL && json_is_array(body)) {
         n = (size_t)snprintf(buf, sizeof(buf), "batch:%zu", json_array_size(body));
     } else {
         const char *m = json_string_value(v->method), *tool = json_string_value(v->name);
@@ -231,7 +268,7 @@ static const char *batch_refusal(json_t *body, int protocol)
     return NULL;
 }
 
-static void serve_post(mcp_ctx_t *ctx, h2o_req_t *req, const principal_t *p, int protocol, h2o_iovec_t pv)
+static void serve_post(mcp_ctx_t *ctx, h2o_req_t *req, const principal_t *p, int protocol, const mcp_headers_t *h)
 {
     ssize_t ai = h2o_find_header(&req->headers, H2O_TOKEN_ACCEPT, -1);
     h2o_iovec_t accept = ai >= 0 ? req->headers.entries[ai].value : h2o_iovec_init(NULL, 0);
@@ -248,6 +285,18 @@ static void serve_post(mcp_ctx_t *ctx, h2o_req_t *req, const principal_t *p, int
     json_error_t jerr;
     json_t *body;
     rpc_view_t view;
+    /*
+     * A modern claim in the header: the flat reader, which builds no tree.  A
+     * modern request is self-contained and the modern era reads only the
+     * view; a body the reader declines is read whole below.
+     */
+    if (protocol < 0 && rpc_parse_flat(req->entity.base, req->entity.len, &view) == 0) {
+        log_rpc(req, NULL, &view);
+        int served = mcp_modern_route(ctx, req, p, NULL, &view, h, sse);
+        rpc_view_release(&view);
+        if (served)
+            return;
+    }
     if (rpc_parse(req->entity.base, req->entity.len, &body, &view) == 0)
         ;
     else if ((body = json_loadb(req->entity.base, req->entity.len, JSON_DECODE_ANY, &jerr)) != NULL)
@@ -265,13 +314,13 @@ static void serve_post(mcp_ctx_t *ctx, h2o_req_t *req, const principal_t *p, int
         refuse(req, 400, "Bad Request", RPC_INVALID_REQUEST, "the body must be a JSON-RPC message (an object)");
         return;
     }
-    if (mcp_modern_route(ctx, req, p, body, &view, pv, sse)) {
+    if (mcp_modern_route(ctx, req, p, body, &view, h, sse)) {
         json_decref(body);
         return;
     }
     /* Only the legacy era has sessions. */
-    h2o_iovec_t sid = header(req, "mcp-session-id");
-    int pv_sent = pv.base != NULL;
+    h2o_iovec_t sid = h->session;
+    int pv_sent = h->version.base != NULL;
     if (protocol < 0) /* a modern version header on a message that is a legacy one (a reply to our request) */
         protocol = PROTOCOL_DEFAULT;
     session_record_t s;
@@ -324,8 +373,9 @@ void mcp_serve(void *vctx, h2o_req_t *req)
 {
     mcp_ctx_t *ctx = vctx;
     /* DNS-rebinding guard first: a browser page must not reach us through a name it controls. */
-    h2o_iovec_t origin = header(req, "origin");
-    if (origin.base != NULL && !origin_allowed(ctx->cfg, origin)) {
+    mcp_headers_t h;
+    read_headers(req, &h);
+    if (h.origin.base != NULL && !origin_allowed(ctx->cfg, h.origin)) {
         refuse(req, 403, "Forbidden", RPC_INVALID_REQUEST, "Origin not allowed (allowed_origins)");
         return;
     }
@@ -333,7 +383,7 @@ void mcp_serve(void *vctx, h2o_req_t *req)
         refuse(req, 421, "Misdirected Request", RPC_INVALID_REQUEST, "Host not served here (allowed_hosts)");
         return;
     }
-    h2o_iovec_t pv = header(req, "mcp-protocol-version");
+    h2o_iovec_t pv = h.version;
     int protocol = PROTOCOL_DEFAULT;
     if (pv.base != NULL) {
         size_t i;
@@ -355,9 +405,9 @@ void mcp_serve(void *vctx, h2o_req_t *req)
     if (gate_pass(ctx->gate, req, &p) != 0)
         return;
     if (h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET")))
-        serve_get(ctx, req, &p, header(req, "mcp-session-id"));
+        serve_get(ctx, req, &p, h.session);
     else if (h2o_memis(req->method.base, req->method.len, H2O_STRLIT("DELETE")))
-        serve_delete(ctx, req, &p, header(req, "mcp-session-id"));
+        serve_delete(ctx, req, &p, h.session);
     else
-        serve_post(ctx, req, &p, protocol, pv);
+        serve_post(ctx, req, &p, protocol, &h);
 }

@@ -156,7 +156,7 @@ static int valid_id(json_t *id)
 int mcp_message_check_view(json_t *msg, const rpc_view_t *v, int *code, const char **why)
 {
     *code = RPC_INVALID_REQUEST;
-    if (!json_is_object(msg))
+    if (msg != NULL && !json_is_object(msg))
         return *why = "a JSON-RPC message must be an object", -1;
     const char *version = json_string_value(v->jsonrpc);
     if (version == NULL || strcmp(version, "2.0") != 0)

@@ -49,21 +49,22 @@ static void do_discover(mcp_call_t *call, json_t *params);
 typedef struct modern_method {
     const char *name;
     void (*handle)(mcp_call_t *call, json_t *params);
+    void (*handle_named)(mcp_call_t *call, json_t *name, json_t *arguments); /* for a request read flat; may be NULL */
     int name_from;
     int cache;
     int mrtr;
 } modern_method_t;
 
 static const modern_method_t methods[] = {
-    {"server/discover", do_discover, NAME_NONE, MCP_CACHE_PUBLIC, 0},
-    {"tools/list", registry_tools_list, NAME_NONE, MCP_CACHE_PUBLIC, 0},
-    {"tools/call", registry_tools_call, NAME_FROM_NAME, MCP_CACHE_NONE, 1},
-    {"resources/list", registry_resources_list, NAME_NONE, MCP_CACHE_PUBLIC, 0},
-    {"resources/templates/list", registry_resource_templates_list, NAME_NONE, MCP_CACHE_PUBLIC, 0},
-    {"resources/read", registry_resources_read, NAME_FROM_URI, MCP_CACHE_PRIVATE, 1},
-    {"prompts/list", registry_prompts_list, NAME_NONE, MCP_CACHE_PUBLIC, 0},
-    {"prompts/get", registry_prompts_get, NAME_FROM_NAME, MCP_CACHE_NONE, 1},
-    {"completion/complete", registry_complete, NAME_NONE, MCP_CACHE_NONE, 0},
+    {"server/discover", do_discover, NULL, NAME_NONE, MCP_CACHE_PUBLIC, 0},
+    {"tools/list", registry_tools_list, NULL, NAME_NONE, MCP_CACHE_PUBLIC, 0},
+    {"tools/call", registry_tools_call, registry_tools_call_named, NAME_FROM_NAME, MCP_CACHE_NONE, 1},
+    {"resources/list", registry_resources_list, NULL, NAME_NONE, MCP_CACHE_PUBLIC, 0},
+    {"resources/templates/list", registry_resource_templates_list, NULL, NAME_NONE, MCP_CACHE_PUBLIC, 0},
+    {"resources/read", registry_resources_read, NULL, NAME_FROM_URI, MCP_CACHE_PRIVATE, 1},
+    {"prompts/list", registry_prompts_list, NULL, NAME_NONE, MCP_CACHE_PUBLIC, 0},
+    {"prompts/get", registry_prompts_get, NULL, NAME_FROM_NAME, MCP_CACHE_NONE, 1},
+    {"completion/complete", registry_complete, NULL, NAME_NONE, MCP_CACHE_NONE, 0},
 };
 
 int mcp_modern_version(const char *v, size_t len)
@@ -83,24 +84,26 @@ static void do_discover(mcp_call_t *call, json_t *params)
 
 void mcp_modern_result_head(const mcp_call_t *c, mcp_buf_t *b)
 {
-    static const char complete[] = "\"resultType\":\"complete\"", input[] = "\"resultType\":\"input_required\"";
-    static const char info[] =
-        ",\"_meta\":{\"io.modelcontextprotocol/serverInfo\":{\"name\":\"alyd\",\"version\":\"" PACKAGE_VERSION "\"}}";
-    if (c->input_required) {
+#define RESULT_TYPE(t) "\"resultType\":\"" t "\""
+#define SERVER_INFO ",\"_meta\":{\"io.modelcontextprotocol/serverInfo\":{\"name\":\"alyd\",\"version\":\"" PACKAGE_VERSION "\"}}"
+    /* Each head whole, so a result's costs one append. */
+    static const char input[] = RESULT_TYPE("input_required") SERVER_INFO, complete[] = RESULT_TYPE("complete") SERVER_INFO,
+                      public_hint[] = RESULT_TYPE("complete") ",\"ttlMs\":" ALY_STR(
+                          LIST_TTL_MS) ",\"cacheScope\":\"public\"" SERVER_INFO,
+                      private_hint[] = RESULT_TYPE("complete") ",\"ttlMs\":0,\"cacheScope\":\"private\"" SERVER_INFO;
+#undef RESULT_TYPE
+#undef SERVER_INFO
+    _Static_assert(sizeof(input) <= MCP_RESULT_HEAD_MAX && sizeof(complete) <= MCP_RESULT_HEAD_MAX &&
+                       sizeof(public_hint) <= MCP_RESULT_HEAD_MAX && sizeof(private_hint) <= MCP_RESULT_HEAD_MAX,
+                   "the envelope reserves MCP_RESULT_HEAD_MAX for the modern head");
+    if (c->input_required)
         mcp_buf_append(b, input, sizeof(input) - 1);
-    } else {
+    else if (c->cache_scope == MCP_CACHE_PUBLIC)
+        mcp_buf_append(b, public_hint, sizeof(public_hint) - 1);
+    else if (c->cache_scope != MCP_CACHE_NONE)
+        mcp_buf_append(b, private_hint, sizeof(private_hint) - 1);
+    else
         mcp_buf_append(b, complete, sizeof(complete) - 1);
-        static const char public_hint[] = ",\"ttlMs\":" ALY_STR(LIST_TTL_MS) ",\"cacheScope\":\"public\"",
-                          private_hint[] = ",\"ttlMs\":0,\"cacheScope\":\"private\"";
-        _Static_assert(sizeof(input) + sizeof(complete) + sizeof(public_hint) + sizeof(private_hint) + sizeof(info) <=
-                           MCP_RESULT_HEAD_MAX,
-                       "the envelope reserves MCP_RESULT_HEAD_MAX for the modern head");
-        if (c->cache_scope == MCP_CACHE_PUBLIC)
-            mcp_buf_append(b, public_hint, sizeof(public_hint) - 1);
-        else if (c->cache_scope != MCP_CACHE_NONE)
-            mcp_buf_append(b, private_hint, sizeof(private_hint) - 1);
-    }
-    mcp_buf_append(b, info, sizeof(info) - 1);
 }
 
 /* ---- refusals ---- */
@@ -130,20 +133,6 @@ static void accepted(h2o_req_t *req)
 }
 
 /* ---- standard headers ---- */
-
-/* A header's value without surrounding spaces and tabs; base NULL when absent.  h2o keeps names lower-case. */
-static h2o_iovec_t header(h2o_req_t *req, const char *lcname)
-{
-    ssize_t i = h2o_find_header_by_str(&req->headers, lcname, strlen(lcname), -1);
-    if (i < 0)
-        return h2o_iovec_init(NULL, 0);
-    h2o_iovec_t v = req->headers.entries[i].value;
-    while (v.len > 0 && (v.base[0] == ' ' || v.base[0] == '\t'))
-        v.base++, v.len--;
-    while (v.len > 0 && (v.base[v.len - 1] == ' ' || v.base[v.len - 1] == '\t'))
-        v.len--;
-    return v;
-}
 
 static int b64_char(int c)
 {
@@ -191,10 +180,9 @@ static int header_decode(h2o_iovec_t v, char **out, size_t *outlen)
     return 0;
 }
 
-/* 0 when header lcname is present and decodes to exactly want; else -1 with *why. */
-static int header_matches(h2o_req_t *req, const char *lcname, const char *want, size_t wantlen, const char **why)
+/* 0 when header value v (base NULL: absent) decodes to exactly want; else -1 with *why. */
+static int header_matches(h2o_iovec_t v, const char *want, size_t wantlen, const char **why)
 {
-    h2o_iovec_t v = header(req, lcname);
     char *d;
     size_t dl;
     if (v.base == NULL)
@@ -279,14 +267,14 @@ static void state_mac(const char *body, size_t len, char *mac)
  * principal, the method, the params digest and an expiry; the handler's state
  * rides inside it.  Not encrypted: a client may read what a handler keeps.
  */
-char *mcp_modern_state_seal(const mcp_call_t *c, json_t *state)
+char *mcp_modern_state_seal(mcp_call_t *c, json_t *state)
 {
     if (state_key_load(c->x->ctx->cfg) != 0) {
         log_error("requestState: cannot derive the key from %s", c->x->ctx->cfg->key_pepper_file);
         return NULL;
     }
     char digest[65];
-    params_digest(c->params, digest);
+    params_digest(mcp_call_params(c), digest);
     json_t *payload = json_pack("{s:s, s:s, s:s, s:I, s:O}", "p", c->x->principal.id, "m", c->method ? c->method : "", "d", digest,
                                 "e", (json_int_t)(aly_wall_ms() + STATE_TTL_MS), "s", state ? state : json_null());
     char *text = payload ? json_dumps(payload, JSON_COMPACT) : NULL;
@@ -434,9 +422,10 @@ static json_t *state_open(mcp_ctx_t *ctx, const principal_t *p, const char *meth
 
 /* ---- classification and the modern rungs ---- */
 
-static int serve_modern(mcp_ctx_t *ctx, h2o_req_t *req, const principal_t *p, json_t *body, const rpc_view_t *v, h2o_iovec_t pv,
-                        int sse)
+static int serve_modern(mcp_ctx_t *ctx, h2o_req_t *req, const principal_t *p, json_t *body, const rpc_view_t *v,
+                        const mcp_headers_t *h, int sse)
 {
+    h2o_iovec_t pv = h->version;
     json_t *id = v->id, *params = v->params, *claim = v->claim, *caps = v->caps, *level = v->log_level;
     const char *method = json_string_value(v->method);
     int code;
@@ -465,7 +454,7 @@ static int serve_modern(mcp_ctx_t *ctx, h2o_req_t *req, const principal_t *p, js
         mismatch(req, id, "MCP-Protocol-Version", "is missing");
         return 1;
     }
-    if (header_matches(req, "mcp-method", method, strlen(method), &why) != 0) {
+    if (header_matches(h->method, method, json_string_length(v->method), &why) != 0) {
         mismatch(req, id, "Mcp-Method", why);
         return 1;
     }
@@ -476,7 +465,7 @@ static int serve_modern(mcp_ctx_t *ctx, h2o_req_t *req, const principal_t *p, js
     }
     const modern_method_t *m = NULL;
     for (size_t i = 0; i < ALY_ARRAY_SIZE(methods) && m == NULL; i++)
-        if (strcmp(methods[i].name, method) == 0)
+        if (methods[i].name[0] == method[0] && strcmp(methods[i].name, method) == 0)
             m = &methods[i];
     if (m == NULL) {
         refuse(req, 404, id, RPC_METHOD_NOT_FOUND, "Method not found", json_pack("{s:s}", "method", method));
@@ -484,7 +473,7 @@ static int serve_modern(mcp_ctx_t *ctx, h2o_req_t *req, const principal_t *p, js
     }
     if (m->name_from != NAME_NONE) {
         json_t *name = m->name_from == NAME_FROM_URI ? json_object_get(params, "uri") : v->name;
-        if (json_is_string(name) && header_matches(req, "mcp-name", json_string_value(name), json_string_length(name), &why) != 0) {
+        if (json_is_string(name) && header_matches(h->name, json_string_value(name), json_string_length(name), &why) != 0) {
             mismatch(req, id, "Mcp-Name", why);
             return 1;
         }
@@ -526,16 +515,27 @@ static int serve_modern(mcp_ctx_t *ctx, h2o_req_t *req, const principal_t *p, js
     c->cache_scope = m->cache;
     c->inputs = json_incref(inputs);
     c->state = state;
-    m->handle(c, params);
+    if (body != NULL) {
+        m->handle(c, params);
+    } else {
+        /* Read flat: no params object, unless the handler needs one. */
+        c->name = json_incref(v->name);
+        c->arguments = json_incref(v->arguments);
+        if (m->handle_named != NULL)
+            m->handle_named(c, v->name, v->arguments);
+        else
+            m->handle(c, mcp_call_params(c));
+    }
     x->dispatching = 0;
     mcp_exchange_maybe_finish(x);
     mcp_exchange_release(x);
     return 1;
 }
 
-int mcp_modern_route(mcp_ctx_t *ctx, h2o_req_t *req, const principal_t *p, json_t *body, const rpc_view_t *v, h2o_iovec_t pv,
-                     int accepts_sse)
+int mcp_modern_route(mcp_ctx_t *ctx, h2o_req_t *req, const principal_t *p, json_t *body, const rpc_view_t *v,
+                     const mcp_headers_t *h, int accepts_sse)
 {
+    h2o_iovec_t pv = h->version;
     int header_modern = pv.base != NULL && mcp_modern_version(pv.base, pv.len);
     json_t *id = v->id;
     if (json_is_array(body)) {
@@ -575,5 +575,5 @@ int mcp_modern_route(mcp_ctx_t *ctx, h2o_req_t *req, const principal_t *p, json_
                NULL);
         return 1;
     }
-    return serve_modern(ctx, req, p, body, v, pv, accepts_sse);
+    return serve_modern(ctx, req, p, body, v, h, accepts_sse);
 }

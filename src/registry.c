@@ -359,8 +359,12 @@ static void call_cached(mcp_call_t *call, const tool_entry_t *t, json_t *args)
 
 void registry_tools_call(mcp_call_t *call, json_t *params)
 {
-    const char *name = json_string_value(json_object_get(params, "name"));
-    json_t *args = json_object_get(params, "arguments");
+    registry_tools_call_named(call, json_object_get(params, "name"), json_object_get(params, "arguments"));
+}
+
+void registry_tools_call_named(mcp_call_t *call, json_t *tool, json_t *args)
+{
+    const char *name = json_string_value(tool);
     if (name == NULL) {
         mcp_call_error(call, RPC_INVALID_PARAMS, "tools/call needs params.name, the tool to call", NULL);
         return;

@@ -370,6 +370,34 @@ sub forge {
     }
 }
 
+# ---- a body the flat reader declines is read whole, and answered alike ----
+# The modern era reads the usual body shape flat (no tree); an extra member
+# sends it down the whole read.  Both must give the same answer, refusal or result.
+{
+    my $meta = { 'io.modelcontextprotocol/protocolVersion' => $MODERN, 'io.modelcontextprotocol/clientCapabilities' => {} };
+    my $raw = sub {
+        my ($params, $extra, $id) = @_;
+        return $json->encode({ jsonrpc => '2.0', id => $id, method => 'tools/call', params => { %$params, _meta => $meta }, %$extra });
+    };
+    for my $case (['sites.list', { name => 'sites.list', arguments => {} }, {}],
+        ['an unknown tool', { name => 'no.such', arguments => {} }, {}],
+        ['bad arguments', { name => 'sites.get', arguments => { site_id => 5 } }, {}],
+        ['an Mcp-Name that differs', { name => 'sites.list', arguments => {} }, { 'Mcp-Name' => 'sites.get' }]) {
+        my ($what, $params, $hdrs) = @$case;
+        my ($st1, undef, $b1, $r1) = modern('tools/call', $params, headers => $hdrs, raw => $raw->($params, {}, 'same-1'));
+        my ($st2, undef, $b2, $r2) = modern('tools/call', $params, headers => $hdrs, raw => $raw->($params, { 'x-extra' => 1 }, 'same-1'));
+        is($st2, $st1, "$what: the same status read flat and read whole ($st1)");
+        is_deeply($r2, $r1, "$what: the same answer read flat and read whole") or diag("$b1\n$b2");
+    }
+    my $r = refused('params that is no object', 400, -32602, 'tools/call', {},
+        raw => '{"jsonrpc":"2.0","id":"p5","method":"tools/call","params":5}', headers => { 'Mcp-Name' => undef });
+    is($r->{id}, 'p5', 'params that is no object: the id echoed');
+    ($r) = (modern('tools/call', {}, raw => '{"jsonrpc":"2.0","id":"d1","id":"d2","method":"tools/call","params":{"name":"sites.list",'
+        . '"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}',
+        headers => { 'Mcp-Name' => 'sites.list' }))[3];
+    is($r->{id}, 'd2', 'a duplicate id: the last one counts, as jansson reads it');
+}
+
 is_deeply([sort $srv->worker_pids], [sort @pids], 'the same workers serve at the end');
 $srv->stop;
 done_testing;

@@ -75,13 +75,14 @@ struct mcp_call {
     int cancelled;
     h2o_linklist_t link; /* pending calls, for notifications/cancelled */
     /* Multi round-trip requests (aly/handler.h). */
-    const char *method; /* modern: the method, bound into requestState */
-    json_t *params;     /* the request's params (digest for requestState; rerun on legacy sessions) */
-    int cache_scope;    /* modern results: 0 no caching hints, else MCP_CACHE_* */
-    int input_required; /* the result is an input_required one */
-    json_t *inputs;     /* the client's answers, by key */
-    json_t *state;      /* the verified state of the previous round */
-    json_t *asking;     /* legacy: questions still to send, by key */
+    const char *method;       /* modern: the method, bound into requestState */
+    json_t *params;           /* the request's params (digest for requestState; rerun on legacy sessions) */
+    json_t *name, *arguments; /* read flat: params' members, from which mcp_call_params() builds params */
+    int cache_scope;          /* modern results: 0 no caching hints, else MCP_CACHE_* */
+    int input_required;       /* the result is an input_required one */
+    json_t *inputs;           /* the client's answers, by key */
+    json_t *state;            /* the verified state of the previous round */
+    json_t *asking;           /* legacy: questions still to send, by key */
     char *asking_key;
     unsigned rounds;
     /* legacy: runs the method again with the answers (the registry re-checks and re-enters the handler) */
@@ -104,6 +105,8 @@ void mcp_emit(mcp_exchange_t *x, json_t *msg, int is_response);
 /* A new pending call of x for request id. */
 /* params and meta (its _meta) are borrowed: the call holds its own references. */
 mcp_call_t *mcp_call_new(mcp_exchange_t *x, json_t *id, json_t *params, json_t *meta);
+/* The call's params; for a request read flat, built from its name and arguments on first use (NULL when it had neither). */
+json_t *mcp_call_params(mcp_call_t *c);
 /* The pending call of principal (and session, when x has one) with JSON-RPC id, or NULL. */
 mcp_call_t *mcp_call_find(const mcp_exchange_t *x, json_t *id);
 
@@ -111,23 +114,32 @@ mcp_call_t *mcp_call_find(const mcp_exchange_t *x, json_t *id);
 /* 1 when an MCP-Protocol-Version value names a modern revision (sorts at or after 2026-07-28). */
 int mcp_modern_version(const char *v, size_t len);
 /*
+ * The request headers /api/mcp reads, found in one pass over the request's
+ * headers (the first of each name); base NULL when absent.  method and name
+ * are trimmed of spaces and tabs.
+ */
+typedef struct mcp_headers {
+    h2o_iovec_t origin, version, session, method, name;
+} mcp_headers_t;
+/*
  * Classifies one parsed POST body: returns 0 when it belongs to the legacy
  * era (the caller goes on as before), 1 when it was a modern request (served
- * or refused here).
+ * or refused here).  body is NULL when it was read flat (rpc_parse_flat):
+ * an object, v holding all that is read of it.
  */
-int mcp_modern_route(mcp_ctx_t *ctx, h2o_req_t *req, const principal_t *p, json_t *body, const rpc_view_t *v, h2o_iovec_t pv,
-                     int accepts_sse);
+int mcp_modern_route(mcp_ctx_t *ctx, h2o_req_t *req, const principal_t *p, json_t *body, const rpc_view_t *v,
+                     const mcp_headers_t *h, int accepts_sse);
 /* The most bytes mcp_modern_result_head() appends. */
 #define MCP_RESULT_HEAD_MAX 256
 /* Appends the fields every modern result carries (resultType, caching hints, serverInfo), comma-terminated. */
 void mcp_modern_result_head(const mcp_call_t *c, mcp_buf_t *b);
 /* The requestState sealing state for c's principal, method and params; malloc'd. */
-char *mcp_modern_state_seal(const mcp_call_t *c, json_t *state);
+char *mcp_modern_state_seal(mcp_call_t *c, json_t *state);
 
 /* ---- mcp_method.c ---- */
 extern const char mcp_instructions[];
 void mcp_dispatch(mcp_exchange_t *x, json_t *msg, const rpc_view_t *view); /* view: msg's, or NULL to find it */
-/* mcp_message_check() with msg's members already found. */
+/* mcp_message_check() with msg's members already found; msg NULL: read flat, so an object. */
 int mcp_message_check_view(json_t *msg, const rpc_view_t *v, int *code, const char **why);
 /* Index of a log level name ("debug" .. "emergency"), -1 when unknown. */
 int mcp_log_level(const char *name);

@@ -88,6 +88,8 @@ int registry_add_prompts(const mcp_prompt_desc_t *prompts, size_t n, aly_err_t *
 /* The MCP methods backed by the registry (params may be NULL). */
 void registry_tools_list(mcp_call_t *call, json_t *params);
 void registry_tools_call(mcp_call_t *call, json_t *params);
+/* tools/call with params' name and arguments (either may be NULL) given apart: a request read flat has no params object. */
+void registry_tools_call_named(mcp_call_t *call, json_t *name, json_t *arguments);
 void registry_resources_list(mcp_call_t *call, json_t *params);
 void registry_resource_templates_list(mcp_call_t *call, json_t *params);
 void registry_resources_read(mcp_call_t *call, json_t *params);
