@@ -291,6 +291,7 @@ static void serve_post(mcp_ctx_t *ctx, h2o_req_t *req, const principal_t *p, int
      * view; a body the reader declines is read whole below.
      */
     if (protocol < 0 && rpc_parse_flat(req->entity.base, req->entity.len, &view) == 0) {
+        /* The note first: answering may end the request.  The route serves every modern claim read flat. */
         log_rpc(req, NULL, &view);
         int served = mcp_modern_route(ctx, req, p, NULL, &view, h, sse);
         rpc_view_release(&view);
