@@ -4,6 +4,7 @@
  * stream), DELETE (end a session) or POST (one message, or a 2025-03-26
  * batch, dispatched into an exchange).
  */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,29 +36,24 @@ static h2o_iovec_t trimmed(h2o_iovec_t v)
 /* The headers /api/mcp reads, in one pass (h2o keeps names lower-case); the first of each name counts. */
 static void read_headers(h2o_req_t *req, mcp_headers_t *h)
 {
+#define WANTED(lit, field)                                                                                                         \
+    {                                                                                                                              \
+        lit, sizeof(lit) - 1, offsetof(mcp_headers_t, field)                                                                       \
+    }
+    static const struct {
+        const char *name;
+        size_t len, off;
+    } wanted[] = {WANTED("origin", origin), WANTED("mcp-protocol-version", version), WANTED("mcp-session-id", session),
+                  WANTED("mcp-method", method), WANTED("mcp-name", name)};
+#undef WANTED
     *h = (mcp_headers_t){{NULL, 0}, {NULL, 0}, {NULL, 0}, {NULL, 0}, {NULL, 0}};
     for (size_t i = 0; i < req->headers.size; i++) {
         const h2o_iovec_t *n = req->headers.entries[i].name;
-        h2o_iovec_t *to = NULL;
-        switch (n->len) {
-        case 6:
-            to = memcmp(n->base, "origin", 6) == 0 ? &h->origin : NULL;
-            break;
-        case 8:
-            to = memcmp(n->base, "mcp-name", 8) == 0 ? &h->name : NULL;
-            break;
-        case 10:
-            to = memcmp(n->base, "mcp-method", 10) == 0 ? &h->method : NULL;
-            break;
-        case 14:
-            to = memcmp(n->base, "mcp-session-id", 14) == 0 ? &h->session : NULL;
-            break;
-        case 20:
-            to = memcmp(n->base, "mcp-protocol-version", 20) == 0 ? &h->version : NULL;
-            break;
+        for (size_t k = 0; k < ALY_ARRAY_SIZE(wanted); k++) {
+            h2o_iovec_t *to = (h2o_iovec_t *)((char *)h + wanted[k].off);
+            if (n->len == wanted[k].len && to->base == NULL && memcmp(n->base, wanted[k].name, n->len) == 0)
+                *to = req->headers.entries[i].value;
         }
-        if (to != NULL && to->base == NULL)
-            *to = req->headers.entries[i].value;
     }
     if (h->method.base != NULL)
         h->method = trimmed(h->method);
