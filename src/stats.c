@@ -65,7 +65,7 @@ static uint64_t load(const uint64_t *p)
 char *stats_render(const stats_shared_t *s, size_t *len)
 {
     uint64_t req[STATS_N_STATUS] = {0}, in_flight = 0, conns = 0, rl[STATS_N_RL] = {0}, checks = 0, failures = 0, refused = 0;
-    uint64_t cuts[STATS_N_CUT] = {0}, conn_refused[STATS_N_REFUSE] = {0}, strikes = 0, bans = 0;
+    uint64_t cuts[STATS_N_CUT] = {0}, conn_refused[STATS_N_REFUSE] = {0}, strikes = 0, bans = 0, alone = 0;
     for (int i = 0; i < STATS_N_SLOTS; i++) {
         const stats_slot_t *sl = &s->slots[i];
         for (int k = 0; k < STATS_N_STATUS; k++)
@@ -83,6 +83,7 @@ char *stats_render(const stats_shared_t *s, size_t *len)
             conn_refused[k] += load(&sl->conn_refused[k]);
         strikes += load(&sl->address_strikes);
         bans += load(&sl->address_bans);
+        alone += load(&sl->accept_alone);
     }
     char *buf;
     size_t size;
@@ -151,10 +152,15 @@ char *stats_render(const stats_shared_t *s, size_t *len)
         "alyd_address_strikes_total %llu\n"
         "# HELP alyd_address_bans_total Client addresses refused for strike_window after address_strikes strikes.\n"
         "# TYPE alyd_address_bans_total counter\n"
-        "alyd_address_bans_total %llu\n",
+        "alyd_address_bans_total %llu\n"
+        "# HELP alyd_accept_alone_total Times a worker took new connections for 1 s without leaving any to the other workers, "
+        "because none of them took one for 20 ms of pauses in a row (a worker stopped or stalled).\n"
+        "# TYPE alyd_accept_alone_total counter\n"
+        "alyd_accept_alone_total %llu\n",
         (unsigned long long)cuts[STATS_CUT_RESETS], (unsigned long long)cuts[STATS_CUT_BODY],
         (unsigned long long)cuts[STATS_CUT_DEADLINE], (unsigned long long)conn_refused[STATS_REFUSE_PER_ADDRESS],
-        (unsigned long long)conn_refused[STATS_REFUSE_STRUCK_OUT], (unsigned long long)strikes, (unsigned long long)bans);
+        (unsigned long long)conn_refused[STATS_REFUSE_STRUCK_OUT], (unsigned long long)strikes, (unsigned long long)bans,
+        (unsigned long long)alone);
     if (fclose(fp) != 0) {
         free(buf);
         return NULL;

@@ -61,7 +61,9 @@
 #define ACCEPT_DEFER_MS 1
 /*
  * Connections still left for this worker after its pauses, with no other
- * worker taking one, for ACCEPT_PATIENCE_MS in a row mean the others are not
+ * worker taking one, for ACCEPT_PATIENCE_MS in a row (each miss within that
+ * long of the one before: a miss seconds after the last one, at the next
+ * burst, starts a new row instead of ending an old one) mean the others are not
  * coming (one stopped in a long write, a debugger, a core dump; a peer that
  * is only busy comes within that): then this worker accepts without pausing
  * for ACCEPT_ALONE_MS, so a stalled peer costs a few milliseconds of pauses
@@ -113,6 +115,7 @@ static struct {
     uint64_t alone_until_ms;   /* no pausing before this (ACCEPT_ALONE_MS) */
     uint64_t others_at_pause;  /* the other workers' connections when the pause began */
     uint64_t missing_since_ms; /* the first of the pauses in a row that found nobody taking connections (0: none) */
+    uint64_t last_miss_ms;     /* the latest of them: a miss longer after it than the patience starts a new row */
 } w;
 
 /* Every endpoint of alyd: the HTTP layer routes over this table and names none itself. */
@@ -270,13 +273,17 @@ static void on_accept(h2o_socket_t *listener, const char *err)
             /* Nobody else took a connection during the pause: a miss. */
             others_have_room(&others);
             uint64_t now = aly_now_ms();
-            if (others > w.others_at_pause)
+            if (others > w.others_at_pause) {
                 w.missing_since_ms = 0;
-            else if (w.missing_since_ms == 0)
-                w.missing_since_ms = now;
-            else if (now - w.missing_since_ms >= ACCEPT_PATIENCE_MS) {
+            } else if (w.missing_since_ms == 0 || now - w.last_miss_ms > ACCEPT_PATIENCE_MS) {
+                w.missing_since_ms = now; /* not in a row with a miss of an earlier burst */
+                w.last_miss_ms = now;
+            } else if (now - w.missing_since_ms >= ACCEPT_PATIENCE_MS) {
                 w.alone_until_ms = now + ACCEPT_ALONE_MS;
                 w.missing_since_ms = 0;
+                stats_add(&w.slot->accept_alone, 1);
+            } else {
+                w.last_miss_ms = now;
             }
         }
         after_pause = 0;

@@ -48,6 +48,7 @@ typedef struct stats_slot {
     uint64_t address_bans;                 /* addresses that struck out */
     uint64_t pg[STATS_N_PG];               /* cluster mode: PostgreSQL round trips by purpose, then failures (aly/store.h) */
     uint64_t redis[STATS_N_REDIS];         /* cluster mode: Redis round trips, commands, outages (aly/volatile_redis.h) */
+    uint64_t accept_alone;                 /* times the worker stopped leaving connections to its peers (worker.c) */
 } stats_slot_t;
 
 typedef struct stats_shared {
