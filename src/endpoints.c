@@ -91,6 +91,18 @@ void endpoint_healthz(void *data, h2o_req_t *req)
     http_send_json(req, 200, "OK", body, (size_t)n);
 }
 
+/* text (malloc'd, *len bytes) with the n bytes snprintf wrote into buf (size bytes) after it; text unchanged when there
+ * is no memory or the output was cut. */
+static char *append_text(char *text, size_t *len, const char *buf, size_t size, int n)
+{
+    char *more = n > 0 && (size_t)n < size ? realloc(text, *len + (size_t)n + 1) : NULL;
+    if (more == NULL)
+        return text;
+    memcpy(more + *len, buf, (size_t)n + 1);
+    *len += (size_t)n;
+    return more;
+}
+
 /* Cluster mode's figures: round trips and failures summed over the workers, the replica as this worker sees it. */
 static char *append_pg(char *text, size_t *len, const stats_shared_t *s, const store_pg_status_t *pg)
 {
@@ -116,12 +128,7 @@ static char *append_pg(char *text, size_t *len, const stats_shared_t *s, const s
         "# TYPE alyd_pg_replica_lag_ms gauge\nalyd_pg_replica_lag_ms %llu\n",
         (unsigned long long)c[STORE_RT_TXN], (unsigned long long)c[STORE_RT_POLL], (unsigned long long)c[STORE_RT_SYNC],
         (unsigned long long)c[STORE_RT_N], pg->up, (unsigned long long)pg->applied_seq, (unsigned long long)pg->lag_ms);
-    char *more = realloc(text, *len + (size_t)n + 1);
-    if (more == NULL)
-        return text;
-    memcpy(more + *len, buf, (size_t)n + 1);
-    *len += (size_t)n;
-    return more;
+    return append_text(text, len, buf, sizeof(buf), n);
 }
 
 /* Cluster mode's Redis figures, summed over the workers; up as this worker sees it. */
@@ -144,12 +151,7 @@ static char *append_redis(char *text, size_t *len, const stats_shared_t *s, cons
                      "# TYPE alyd_redis_up gauge\nalyd_redis_up %d\n",
                      (unsigned long long)c[VOLATILE_REDIS_RT], (unsigned long long)c[VOLATILE_REDIS_COMMANDS],
                      (unsigned long long)c[VOLATILE_REDIS_OUTAGES], volatile_redis_up(r));
-    char *more = realloc(text, *len + (size_t)n + 1);
-    if (more == NULL)
-        return text;
-    memcpy(more + *len, buf, (size_t)n + 1);
-    *len += (size_t)n;
-    return more;
+    return append_text(text, len, buf, sizeof(buf), n);
 }
 
 void endpoint_metrics(void *data, h2o_req_t *req)

@@ -94,7 +94,6 @@ static int origin_allowed(const aly_config_t *cfg, h2o_iovec_t o)
     return 0;
 }
 
-/* Host against allowed_hosts; a port equal to the scheme's default may be left out on either side. */
 static void refuse(h2o_req_t *req, int status, const char *reason, int code, const char *message)
 {
     http_send_rpc_error(req, status, reason, code, message, NULL);
@@ -187,7 +186,6 @@ static void serve_delete(mcp_ctx_t *ctx, h2o_req_t *req, const principal_t *p, h
     h2o_send_inline(req, "", 0);
 }
 
-/* The access log's rpc field: the method, "tools/call:NAME" for a tool, or "batch:N". */
 /* prefix + at most max bytes of s into buf (which holds them): the length.  Every request's note, so no printf. */
 static size_t note_join(const char *prefix, const char *s, char *buf, size_t max)
 {
@@ -197,6 +195,7 @@ static size_t note_join(const char *prefix, const char *s, char *buf, size_t max
     return pl + sl;
 }
 
+/* The access log's rpc field: the method, "tools/call:NAME" for a tool, or "batch:N" (body NULL: read flat). */
 static void log_rpc(h2o_req_t *req, json_t *body, const rpc_view_t *v)
 {
     char buf[160];

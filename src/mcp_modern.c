@@ -28,9 +28,6 @@
 #include "aly/volatile_redis.h"
 
 #define MODERN_VERSION "2026-07-28"
-#define META_VERSION "io.modelcontextprotocol/protocolVersion"
-#define META_CAPS "io.modelcontextprotocol/clientCapabilities"
-#define META_LOG_LEVEL "io.modelcontextprotocol/logLevel"
 #define LIST_TTL_MS 300000
 #define STATE_TTL_MS (10 * 60 * 1000)
 #define STATE_MAX 8192 /* characters of a requestState we are willing to look at */

@@ -275,14 +275,14 @@ static void on_accept(h2o_socket_t *listener, const char *err)
             uint64_t now = aly_now_ms();
             if (others > w.others_at_pause) {
                 w.missing_since_ms = 0;
-            } else if (w.missing_since_ms == 0 || now - w.last_miss_ms > ACCEPT_PATIENCE_MS) {
-                w.missing_since_ms = now; /* not in a row with a miss of an earlier burst */
-                w.last_miss_ms = now;
-            } else if (now - w.missing_since_ms >= ACCEPT_PATIENCE_MS) {
-                w.alone_until_ms = now + ACCEPT_ALONE_MS;
-                w.missing_since_ms = 0;
-                stats_add(&w.slot->accept_alone, 1);
             } else {
+                if (w.missing_since_ms == 0 || now - w.last_miss_ms > ACCEPT_PATIENCE_MS) {
+                    w.missing_since_ms = now; /* not in a row with a miss of an earlier burst */
+                } else if (now - w.missing_since_ms >= ACCEPT_PATIENCE_MS) {
+                    w.alone_until_ms = now + ACCEPT_ALONE_MS;
+                    w.missing_since_ms = 0;
+                    stats_add(&w.slot->accept_alone, 1);
+                }
                 w.last_miss_ms = now;
             }
         }

@@ -127,13 +127,13 @@ int http_is_loopback(h2o_req_t *req);
 void http_send_json(h2o_req_t *req, int status, const char *reason, const char *body, size_t len);
 /* Sends obj (stolen) serialised; a 500 when it cannot be serialised. */
 void http_send_json_object(h2o_req_t *req, int status, const char *reason, json_t *obj);
-/* Sends {"error":code,"message":msg} with status. */
 /*
  * 1 when the request's Host (authority) is one of allowed_hosts, with or
  * without the scheme's default port: the DNS-rebinding guard of every
  * endpoint a browser reaches (/api/mcp and the OAuth pages).
  */
 int http_host_allowed(const aly_config_t *cfg, h2o_req_t *req);
+/* Sends {"error":code,"message":msg} with status. */
 void http_send_error(h2o_req_t *req, int status, const char *reason, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
 /* Sends a JSON-RPC error response with id null: {"jsonrpc":"2.0","id":null,"error":{code,message[,data]}}; data stolen. */

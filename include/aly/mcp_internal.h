@@ -102,8 +102,7 @@ void mcp_exchange_flush(mcp_exchange_t *x);
 void mcp_exchange_maybe_finish(mcp_exchange_t *x);
 /* Emits a message (stolen) or its text: a response, or a notification / server request (may switch to SSE). */
 void mcp_emit(mcp_exchange_t *x, json_t *msg, int is_response);
-/* A new pending call of x for request id. */
-/* params and meta (its _meta) are borrowed: the call holds its own references. */
+/* A new pending call of x for request id; params and meta (its _meta) are borrowed: the call holds its own references. */
 mcp_call_t *mcp_call_new(mcp_exchange_t *x, json_t *id, json_t *params, json_t *meta);
 /* The call's params; for a request read flat, built from its name and arguments on first use (NULL when it had neither). */
 json_t *mcp_call_params(mcp_call_t *c);
