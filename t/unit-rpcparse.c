@@ -8,6 +8,7 @@
  * shape, reads it as json_loadb would, and declines everything else.
  */
 #include <jansson.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "aly/rpc_parse.h"
@@ -215,6 +216,23 @@ int main(void)
         is_int(flat(flat_declined[i]), 1, "flat_declined[%zu]", i);
     for (size_t i = 0; i < sizeof(declined) / sizeof(declined[0]); i++)
         is_int(flat(declined[i]), 1, "flat: declined[%zu], which rpc_parse declines too", i);
+    /* Limits: nesting past the parser's limit, and a _meta too long to keep (read anew each time), as flat. */
+    char deepm[400] = "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"m\",\"params\":{\"arguments\":";
+    for (int i = 0; i < 100; i++)
+        strcat(deepm, "[");
+    for (int i = 0; i < 100; i++)
+        strcat(deepm, "]");
+    strcat(deepm, "}}");
+    is_int(flat(deepm), 1, "flat: nesting past its limit is declined");
+    deepm[strlen(deepm) - 2 - 100 - 100 + 40] = '\0'; /* 40 levels: within it */
+    strcat(deepm, "]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}}");
+    is_int(flat(deepm), 0, "flat: 40 levels of nesting are read as json_loadb reads them");
+    static char big[4096];
+    int bl = snprintf(big, sizeof(big), "{\"jsonrpc\":\"2.0\",\"id\":\"b\",\"method\":\"m\",\"params\":{\"_meta\":{\"pad\":\"");
+    while (bl < 3000)
+        big[bl++] = 'x';
+    snprintf(big + bl, sizeof(big) - (size_t)bl, "\",\"io.modelcontextprotocol/protocolVersion\":\"2026-07-28\"}}}");
+    ok(flat(big) == 0 && flat(big) == 0, "flat: a _meta over 2 KB is read (anew each time) as json_loadb reads it");
     /* A flat read shares the cached _meta, and letting the view go leaves the cache whole. */
     const char *fq = "{\"jsonrpc\":\"2.0\",\"id\":5,\"method\":\"m\",\"params\":{\"_meta\":{\"k\":{\"v\":9}}}}";
     rpc_view_t f1, f2;
