@@ -435,10 +435,13 @@ static void decide(oauth_server_t *s, h2o_req_t *req, const oauth_form_t *f, con
 static void on_verdict(void *ctx, int ok)
 {
     signing_t *g = ctx;
+    if (ok && g->known) {
+        /* Not a failure: the units sign_in took go back.  A failure's stay taken. */
+        oauth_limit_give_back(g->s->store, g->ka, LOGIN_WINDOW_MS);
+        oauth_limit_give_back(g->s->store, g->ku, LOGIN_WINDOW_MS);
+    }
     if (g->req != NULL) {
         if (!ok || !g->known) {
-            oauth_limit_hit(g->s->store, g->ka, LOGIN_WINDOW_MS);
-            oauth_limit_hit(g->s->store, g->ku, LOGIN_WINDOW_MS);
             consent_page(g->s, g->req, 401, &g->a, g->blob, NULL, g->ticked, "wrong email or password");
         } else {
             start_session(g->s, g->req, &g->u);
@@ -477,8 +480,17 @@ static void sign_in(oauth_server_t *s, h2o_req_t *req, const oauth_form_t *f, co
     snprintf(g->ku, sizeof(g->ku), "l:u:%.254s", email);
     for (char *p = g->ku + 4; *p; p++)
         *p = (char)((*p >= 'A' && *p <= 'Z') ? *p + 32 : *p);
-    if (oauth_limit_over(s->store, g->ka, LOGIN_MAX_PER_ADDRESS, LOGIN_WINDOW_MS, &retry) ||
-        oauth_limit_over(s->store, g->ku, LOGIN_MAX_PER_ACCOUNT, LOGIN_WINDOW_MS, &retry)) {
+    /*
+     * Every attempt takes a unit of both budgets before its check starts, so
+     * checks in flight at once (up to the verifier's queue, on every worker)
+     * cannot all pass under the limit; a successful one gives them back.
+     */
+    int over = oauth_limit_take(s->store, g->ka, LOGIN_MAX_PER_ADDRESS, LOGIN_WINDOW_MS, &retry);
+    if (!over && oauth_limit_take(s->store, g->ku, LOGIN_MAX_PER_ACCOUNT, LOGIN_WINDOW_MS, &retry)) {
+        oauth_limit_give_back(s->store, g->ka, LOGIN_WINDOW_MS);
+        over = 1;
+    }
+    if (over) {
         h2o_mem_release_shared(g);
         char ra[24];
         snprintf(ra, sizeof(ra), "%llu", (unsigned long long)retry);
@@ -495,6 +507,8 @@ static void sign_in(oauth_server_t *s, h2o_req_t *req, const oauth_form_t *f, co
     *guard = g;
     h2o_mem_addref_shared(g);
     if (oauth_verify_start(s->loop, g->known ? g->u.hash : NULL, pw, strlen(pw), on_verdict, g) != 0) {
+        oauth_limit_give_back(s->store, g->ka, LOGIN_WINDOW_MS); /* never checked: no attempt */
+        oauth_limit_give_back(s->store, g->ku, LOGIN_WINDOW_MS);
         h2o_mem_release_shared(g);
         http_add_header(req, "retry-after", "1");
         return consent_page(s, req, 503, a, blob, NULL, ticked, "too many sign-ins at once: try again in a moment");

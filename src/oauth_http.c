@@ -180,7 +180,13 @@ int oauth_limit_over(store_t *st, const char *key, unsigned max, uint64_t window
     return 1;
 }
 
-void oauth_limit_hit(store_t *st, const char *key, uint64_t window_ms)
+/*
+ * One write transaction on key's window: adds delta (+1, or -1 down to 0 in
+ * the same window) unless max is given and already reached.  1 when refused
+ * (*retry_s set); 0 otherwise, also when the store fails (logged: a limiter
+ * that cannot count does not lock everyone out).
+ */
+static int limit_add(store_t *st, const char *key, int delta, unsigned max, uint64_t window_ms, uint64_t *retry_s)
 {
     store_txn_t t;
     store_val_t v;
@@ -188,18 +194,43 @@ void oauth_limit_hit(store_t *st, const char *key, uint64_t window_ms)
     window_t w = {0, 0};
     if (store_begin(st, STORE_WRITE | STORE_VOLATILE, &t, &err) != 0) {
         log_warn("oauth limit: %s", err.msg);
-        return;
+        return 0;
     }
     if (store_get(&t, VDB_OAUTH, key, strlen(key), &v, NULL) == 0 && v.len == sizeof(w))
         memcpy(&w, v.data, sizeof(w));
     uint64_t now = aly_wall_ms();
     if (now - w.start_ms >= window_ms)
         w = (window_t){now, 0};
-    w.count++;
+    if (max != 0 && w.count >= max) {
+        store_abort(&t);
+        *retry_s = (w.start_ms + window_ms - now + 999) / 1000;
+        return 1;
+    }
+    if (delta < 0 && w.count == 0) {
+        store_abort(&t);
+        return 0;
+    }
+    w.count += delta > 0 ? 1 : (uint64_t)-1;
     if (store_put(&t, VDB_OAUTH, key, strlen(key), &w, sizeof(w), 0, &err) != 0 || store_commit(&t, &err) != 0) {
         store_abort(&t);
         log_warn("oauth limit: %s", err.msg);
     }
+    return 0;
+}
+
+void oauth_limit_hit(store_t *st, const char *key, uint64_t window_ms)
+{
+    limit_add(st, key, 1, 0, window_ms, NULL);
+}
+
+int oauth_limit_take(store_t *st, const char *key, unsigned max, uint64_t window_ms, uint64_t *retry_s)
+{
+    return limit_add(st, key, 1, max, window_ms, retry_s);
+}
+
+void oauth_limit_give_back(store_t *st, const char *key, uint64_t window_ms)
+{
+    limit_add(st, key, -1, 0, window_ms, NULL);
 }
 
 void oauth_peer(h2o_req_t *req, char *buf, size_t len)

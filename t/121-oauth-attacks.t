@@ -8,6 +8,7 @@
 # wrong client_secret, oversized and malformed forms and JSON, XSS in what the
 # page shows, and registration abuse.
 use strict;
+use POSIX ();
 use warnings;
 use Test::More;
 use File::Temp ();
@@ -26,7 +27,7 @@ my $cb       = "http://127.0.0.1:$port/callback";
 my $tmp      = File::Temp->newdir;
 Alyd::spew("$tmp/pw", "right-password\n");
 my $ws = $srv->ctl('workspace', 'create', 'Acme');
-$srv->ctl('users', 'add', '--workspace', $ws, '--email', "$_\@example.com", '--password-file', "$tmp/pw") for qw(ann carl dora);
+$srv->ctl('users', 'add', '--workspace', $ws, '--email', "$_\@example.com", '--password-file', "$tmp/pw") for qw(ann carl dora eve);
 my $app   = Alyd::json_decode($srv->ctl('--json', 'oauth', 'clients', 'create', '--name', 'App', '--redirect-uri', $cb));
 my $other = Alyd::json_decode($srv->ctl('--json', 'oauth', 'clients', 'create', '--name', 'Other', '--redirect-uri', $cb));
 my $conf  = Alyd::json_decode(
@@ -313,6 +314,41 @@ sub html_refusal {
         JSON::PP->new->encode({ redirect_uris => ['https://ok.example/cb'], grant_types => ['client_credentials'] }),
         $srv->url('/oauth/register'));
     is((Alyd::json_decode($b2) // {})->{error}, 'invalid_client_metadata', 'registration refuses grant_types it does not do');
+}
+
+# ---- wrong passwords sent at once: the account's 5 count every attempt in flight ----
+# Each sign-in's password check runs on a verifier thread; attempts sent
+# together are all in flight before any has failed.  Each takes its unit of
+# the budgets before its check starts, so 12 at once give 5 failures and 7
+# refusals, not 12 guesses.
+{
+    my (undef, %q) = req_for();
+    my $ob = AlyOAuth->new($srv);
+    my $pg = $ob->authorize_page(%q);
+    my @kids;
+    for my $i (1 .. 12) {
+        pipe(my $r, my $w) or die "pipe: $!";
+        my $pid = fork // die "fork: $!";
+        if ($pid == 0) {
+            close $r;
+            my $d = $ob->decide($pg, email => 'eve@example.com', password => "wrong-at-once-$i");
+            print {$w} $d->{status};
+            close $w;
+            POSIX::_exit(0);
+        }
+        close $w;
+        push @kids, [$pid, $r];
+    }
+    my %by;
+    for my $k (@kids) {
+        my $st = readline($k->[1]) // 'none';
+        waitpid($k->[0], 0);
+        $by{$st}++;
+    }
+    is($by{401} // 0, 5, '12 wrong passwords at once: 5 are checked and fail (401)') or diag(join ' ', %by);
+    is($by{429} // 0, 7, 'and 7 are refused before any check (429)');
+    my $d = $ob->decide($pg, email => 'eve@example.com', password => 'right-password');
+    is($d->{status}, 429, 'then the right password is refused too');
 }
 
 # ---- wrong password, then brute force: per account, then per address ----
