@@ -179,6 +179,31 @@ int oauth_code_redeem(store_t *st, auth_pepper_t *p, const char *code, const cha
                           : "code_verifier does not match the code_challenge (PKCE S256)");
         return refuse_commit(&t, why);
     }
+    /*
+     * The account must still be there and still a member: a user removed (or
+     * dropped from the workspace) after consenting, within the code's 60 s,
+     * gets no grant.  A cap lowered since then narrows what the code buys.
+     */
+    oauth_user_t u;
+    const oauth_membership_t *m = NULL;
+    rc = oauth_user_get(&t, c.email, &u, &err);
+    if (rc < 0) {
+        store_abort(&t);
+        return aly_errf(why, "%s", err.msg);
+    }
+    for (uint64_t i = 0; rc == 0 && strcmp(u.id, c.user) == 0 && i < u.n_members && m == NULL; i++)
+        if (strcmp(u.members[i].workspace, c.workspace) == 0)
+            m = &u.members[i];
+    uint64_t cap = m != NULL ? m->scopes | OAUTH_SCOPE_OFFLINE : 0;
+    OPENSSL_cleanse(u.hash, sizeof(u.hash));
+    if (m == NULL) {
+        if (store_put_record(&t, DB_OAUTH_GRANTS, k, sizeof(k), &oauth_record_code, &c, 0, &err) != 0) {
+            store_abort(&t);
+            return aly_errf(why, "%s", err.msg);
+        }
+        aly_errf(why, "the account that approved this code is no longer a member of its workspace");
+        return refuse_commit(&t, why);
+    }
     memset(g, 0, sizeof(*g));
     rc = store_new_id("grt_", g->id, sizeof(g->id), &err);
     snprintf(g->workspace, sizeof(g->workspace), "%s", c.workspace);
@@ -186,7 +211,7 @@ int oauth_code_redeem(store_t *st, auth_pepper_t *p, const char *code, const cha
     snprintf(g->email, sizeof(g->email), "%s", c.email);
     snprintf(g->client, sizeof(g->client), "%s", c.client);
     snprintf(g->client_name, sizeof(g->client_name), "%s", c.client_name);
-    g->scopes = c.scopes;
+    g->scopes = c.scopes & cap;
     g->created_ms = g->last_used_ms = now;
     snprintf(c.grant, sizeof(c.grant), "%s", g->id);
     if (rc == 0)

@@ -27,7 +27,7 @@ my $cb       = "http://127.0.0.1:$port/callback";
 my $tmp      = File::Temp->newdir;
 Alyd::spew("$tmp/pw", "right-password\n");
 my $ws = $srv->ctl('workspace', 'create', 'Acme');
-$srv->ctl('users', 'add', '--workspace', $ws, '--email', "$_\@example.com", '--password-file', "$tmp/pw") for qw(ann carl dora eve);
+$srv->ctl('users', 'add', '--workspace', $ws, '--email', "$_\@example.com", '--password-file', "$tmp/pw") for qw(ann carl dora eve fay);
 my $app   = Alyd::json_decode($srv->ctl('--json', 'oauth', 'clients', 'create', '--name', 'App', '--redirect-uri', $cb));
 my $other = Alyd::json_decode($srv->ctl('--json', 'oauth', 'clients', 'create', '--name', 'Other', '--redirect-uri', $cb));
 my $conf  = Alyd::json_decode(
@@ -130,6 +130,21 @@ sub html_refusal {
     is($d->{params}{state}, $evil, 'state comes back byte for byte');
     ok(!ref $d->{params}{code} && $d->{params}{code} ne 'forged', 'one code, not the forged one');
     unlike($d->{headers}, qr/^Location: https:\/\/evil/mi, 'no injected header');
+}
+
+# ---- a code whose user was removed before it is redeemed buys nothing ----
+{
+    my $fo = AlyOAuth->new($srv);
+    my $f = $fo->get_code(client_id => $app->{client_id}, redirect_uri => $cb, scope => 'read:sites', email => 'fay@example.com',
+        password => 'right-password');
+    ok($f->{code}, 'fay approves: a code');
+    $srv->ctl('users', 'remove', 'fay@example.com');
+    my ($st, undef, $j) = $fo->token(grant_type => 'authorization_code', code => $f->{code}, redirect_uri => $cb,
+        code_verifier => $f->{pkce}{verifier}, client_id => $app->{client_id});
+    is($st, 400, 'fay removed before the code is redeemed: 400');
+    is($j->{error}, 'invalid_grant', 'invalid_grant');
+    like($j->{error_description} // '', qr/no longer a member/, 'saying the account is gone');
+    ok(!defined $j->{access_token} && !defined $j->{refresh_token}, 'and no token');
 }
 
 # ---- PKCE at the token endpoint ----
