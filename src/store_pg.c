@@ -397,21 +397,34 @@ int store_pg_commit(store_pg_t *pg, uint64_t *seq, aly_err_t *err)
         store_pg_rollback(pg);
         return 0;
     }
+    /*
+     * The change-log row first, then the writes noted in pg->buf: its seq is
+     * then the batch's first result however many writes follow (results past
+     * the ones kept are dropped).
+     */
+    char *writes = pg->buf;
+    size_t writes_len = pg->len;
+    pg->buf = NULL;
+    pg->len = pg->cap = 0;
     store_pg_append(pg, "WITH c AS (INSERT INTO changes (db, k, v) VALUES ");
     store_pg_append(pg, pg->log);
-    store_pg_append(pg, " RETURNING seq) SELECT max(seq) FROM c; COMMIT");
-    PGresult *res[64];
-    int n = store_pg_run(pg, STORE_RT_TXN, pg->buf, res, 64, err);
+    store_pg_append(pg, " RETURNING seq) SELECT max(seq) FROM c;");
+    if (writes_len != 0)
+        put_text(&pg->buf, &pg->len, &pg->cap, writes, writes_len);
+    free(writes);
+    store_pg_append(pg, "COMMIT");
+    PGresult *res[1];
+    int n = store_pg_run(pg, STORE_RT_TXN, pg->buf, res, 1, err);
     store_pg_reset(pg);
     if (n < 0) {
         store_pg_rollback(pg);
         return -1;
     }
     pg->in_txn = 0;
-    for (int i = 0; i < n; i++) {
-        if (PQresultStatus(res[i]) == PGRES_TUPLES_OK && PQntuples(res[i]) == 1 && PQnfields(res[i]) == 1)
-            *seq = strtoull(PQgetvalue(res[i], 0, 0), NULL, 10);
-        PQclear(res[i]);
+    if (n == 1) {
+        if (PQresultStatus(res[0]) == PGRES_TUPLES_OK && PQntuples(res[0]) == 1 && PQnfields(res[0]) == 1)
+            *seq = strtoull(PQgetvalue(res[0], 0, 0), NULL, 10);
+        PQclear(res[0]);
     }
     return 0;
 }

@@ -243,7 +243,16 @@ int store_replica_commit(store_txn_t *t, aly_err_t *err)
     if (store_pg_commit(t->st->pg, &seq, err) != 0)
         return -1;
     t->st->pg->current_ms = aly_now_ms();
-    return seq != 0 ? set_applied(t->st, t->txn, seq, err) : 0;
+    /*
+     * PostgreSQL has the write: from here it happened, whatever this replica
+     * manages.  A position not recorded only means the next catch-up applies
+     * this write again (its own puts, idempotent).
+     */
+    aly_err_t why;
+    if (seq != 0 && set_applied(t->st, t->txn, seq, &why) != 0)
+        log_error("a write committed to PostgreSQL (seq %llu), but this replica could not record it: %s", (unsigned long long)seq,
+                  why.msg);
+    return 0;
 }
 
 /* Deletes change-log rows older than store_changes_keep and raises the horizon past them, in one statement. */

@@ -10,6 +10,7 @@
  *
  *   t/unit-store-pg CONF_A CONF_B CONF_LMDB
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -140,6 +141,27 @@ int main(int argc, char **argv)
     store_pg_status(b, &sb);
     ok(sa.configured && sa.up && sa.applied_seq > 0 && sa.applied_seq == sb.applied_seq, "both replicas at seq %llu",
        (unsigned long long)sa.applied_seq);
+    /* A write of more records than a batch keeps results for: its change-log seq still comes back. */
+    {
+        store_txn_t t;
+        aly_err_t e;
+        uint64_t before = sa.applied_seq;
+        int rc = store_begin(a, STORE_WRITE, &t, &e);
+        for (int i = 0; rc == 0 && i < 100; i++) {
+            char k[32];
+            int n = snprintf(k, sizeof(k), "ws_y/%03d", i);
+            rc = store_put(&t, DB_DATA, k, (size_t)n, "v", 1, 0, &e);
+        }
+        ok(rc == 0 && store_commit(&t, &e) == 0, "host A: 100 records in one write");
+        store_pg_status(a, &sa);
+        ok(sa.applied_seq > before, "A's replica records that write's seq itself (%llu after %llu)",
+           (unsigned long long)sa.applied_seq, (unsigned long long)before);
+        usleep((STORE_SYNC_MIN_MS + 10) * 1000);
+        store_sync(b);
+        store_pg_status(b, &sb);
+        is_int((long long)sb.applied_seq, (long long)sa.applied_seq, "and B reaches the same seq");
+        is_int(lookup(b, DB_DATA, "ws_y/099", "v"), 0, "with the last record");
+    }
     store_pg_status(l, &sa);
     is_int(sa.configured, 0, "LMDB alone: no PostgreSQL status");
 
