@@ -187,7 +187,7 @@ static void send_json_answer(mcp_exchange_t *x)
                    x->answer.data, x->answer.len);
 }
 
-void mcp_call_unavailable(mcp_call_t *call, const char *message, unsigned retry_after_s)
+void mcp_call_unavailable(mcp_call_t *call, unsigned retry_after_s)
 {
     mcp_exchange_t *x = call->x;
     /* A batch or a stream has other answers to carry: the error alone says it there. */
@@ -195,7 +195,8 @@ void mcp_call_unavailable(mcp_call_t *call, const char *message, unsigned retry_
         x->status = 503;
         x->retry_after_s = retry_after_s;
     }
-    mcp_call_error(call, RPC_INTERNAL_ERROR, message, json_pack("{s:I}", "retry_after_seconds", (json_int_t)retry_after_s));
+    mcp_call_error(call, RPC_INTERNAL_ERROR, "the store is unavailable; try again shortly",
+                   json_pack("{s:I}", "retry_after_seconds", (json_int_t)retry_after_s));
 }
 
 void mcp_exchange_maybe_finish(mcp_exchange_t *x)

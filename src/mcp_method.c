@@ -47,7 +47,7 @@ static void do_initialize(mcp_call_t *call, json_t *params)
     aly_err_t err;
     if (mcp_session_create(x, pi, client, &err) != 0) {
         if (err.refused == STORE_UNAVAILABLE) {
-            mcp_call_unavailable(call, err.msg, STORE_RETRY_AFTER_S);
+            mcp_call_unavailable(call, STORE_RETRY_AFTER_S);
             return;
         }
         if (!err.refused)

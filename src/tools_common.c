@@ -56,7 +56,7 @@ mcp_status_t tools_ok(mcp_call_t *call, json_t *structured)
 mcp_status_t tools_store_error(mcp_call_t *call, const aly_err_t *err)
 {
     if (err->refused == STORE_UNAVAILABLE) {
-        mcp_call_unavailable(call, err->msg, STORE_RETRY_AFTER_S);
+        mcp_call_unavailable(call, STORE_RETRY_AFTER_S);
         return MCP_DONE;
     }
     if (err->refused)

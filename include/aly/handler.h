@@ -83,9 +83,10 @@ void mcp_call_error(mcp_call_t *call, int code, const char *message, json_t *dat
 /*
  * The call failed because a shared engine is unreachable (the store, in
  * cluster mode): a JSON-RPC internal error with data.retry_after_seconds,
- * and a single JSON answer becomes HTTP 503 with Retry-After.
+ * and a single JSON answer becomes HTTP 503 with Retry-After.  The client
+ * is told only that: the engine's own error (hosts, users) is the log's.
  */
-void mcp_call_unavailable(mcp_call_t *call, const char *message, unsigned retry_after_s);
+void mcp_call_unavailable(mcp_call_t *call, unsigned retry_after_s);
 /* Completes the call with a result already serialised as JSON text (copied). */
 void mcp_call_result_text(mcp_call_t *call, const char *result, size_t len);
 
