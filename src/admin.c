@@ -34,15 +34,6 @@ int admin_name_ok(const char *name)
     return 1;
 }
 
-/* Ends t: commits when rc is 0, aborts otherwise; returns rc, or -1 when the commit fails. */
-static int finish(store_txn_t *t, int rc, aly_err_t *err)
-{
-    if (rc == 0 && store_commit(t, err) == 0)
-        return 0;
-    store_abort(t);
-    return rc != 0 ? rc : -1;
-}
-
 static int workspace_exists(store_txn_t *t, const char *ws, aly_err_t *err)
 {
     store_val_t v;
@@ -66,7 +57,7 @@ int admin_workspace_create(store_t *st, const char *name, workspace_record_t *ou
     int rc = store_put_record(&t, DB_WORKSPACES, out->id, strlen(out->id), &record_workspace, out, 1, err);
     if (rc == 1)
         aly_errf(err, "workspace id collision, try again");
-    return finish(&t, rc != 0 ? -1 : 0, err);
+    return store_finish(&t, rc != 0 ? -1 : 0, err);
 }
 
 /* Adapts a listing's each/bad to store_records_t. */
@@ -157,7 +148,7 @@ int admin_key_mint(store_t *st, const char *pepper_file, const admin_key_spec_t 
         rc = workspace_exists(&t, out->workspace, err);
         if (rc == 0)
             rc = auth_key_store(&t, out, err);
-        rc = finish(&t, rc, err);
+        rc = store_finish(&t, rc, err);
     } else {
         rc = -1;
     }
@@ -200,7 +191,7 @@ int admin_key_revoke(store_t *st, const char *id, key_record_t *out, aly_err_t *
     }
     out->revoked_ms = aly_wall_ms();
     rc = auth_key_store(&t, out, err) == 0 && auth_bump_revocations(&t, err) == 0 ? 0 : -1;
-    return finish(&t, rc, err);
+    return store_finish(&t, rc, err);
 }
 
 uint64_t admin_key_last_used(store_t *st, const char *id)
@@ -241,7 +232,7 @@ int admin_revoke(store_t *st, admin_revoke_t kind, const char *what, aly_err_t *
                      auth_bump_revocations(&t, err) == 0
                  ? 0
                  : -1;
-    return finish(&t, rc, err);
+    return store_finish(&t, rc, err);
 }
 
 /* ---- audit trail ---- */

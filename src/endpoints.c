@@ -174,12 +174,7 @@ void endpoint_metrics(void *data, h2o_req_t *req)
                          "# HELP alyd_store_full 1 while ordinary writes are refused because the store is full.\n"
                          "# TYPE alyd_store_full gauge\nalyd_store_full %d\n",
                          u.map_size, u.used_bytes, u.limit_bytes, u.full);
-        char *more = realloc(text, len + (size_t)n + 1);
-        if (more != NULL) {
-            memcpy(more + len, gauges, (size_t)n + 1);
-            text = more;
-            len += (size_t)n;
-        }
+        text = append_text(text, &len, gauges, sizeof(gauges), n);
     } else if (text != NULL) {
         log_error("metrics: %s", err.msg);
     }

@@ -429,7 +429,7 @@ static void charge(http_site_t *site, http_conn_t *conn, h2o_req_t *req)
     }
 }
 
-static void client_text(h2o_req_t *req, char out[HTTP_CLIENT_TEXT])
+void http_client_text(h2o_req_t *req, char out[HTTP_CLIENT_TEXT])
 {
     struct sockaddr_storage ss;
     socklen_t sl = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
@@ -468,7 +468,7 @@ static void on_log(h2o_logger_t *self, h2o_req_t *req)
     /* The peer's address as text, once per connection (inet_ntop prints with sprintf). */
     char *client = conn != NULL ? conn->client : own;
     if (conn == NULL || client[0] == '\0')
-        client_text(req, client);
+        http_client_text(req, client);
     put(&l, " ", 1);
     put(&l, client, strlen(client));
     h2o_iovec_t principal = log_field(req, "principal"), rpc = log_field(req, "rpc");

@@ -37,15 +37,6 @@ static int hashed_key(auth_pepper_t *p, char tag, const char *domain, const char
     return oauth_mac(p, domain, secret, strlen(secret), (unsigned char *)out + 2, err);
 }
 
-static int end(store_txn_t *t, int rc, aly_err_t *err)
-{
-    if (rc == 0 && store_commit(t, err) != 0)
-        return -1;
-    if (rc != 0)
-        store_abort(t);
-    return rc;
-}
-
 /* A refusal that must still commit what it changed (a burned code, a revoked family). */
 static int refuse_commit(store_txn_t *t, aly_err_t *why)
 {
@@ -123,7 +114,7 @@ static int issue(store_txn_t *t, int rc, aly_err_t *err, auth_pepper_t *p, oauth
         rc = new_refresh(t, p, g, refresh, rlen, err);
     if (rc == 0)
         rc = touch_client(t, g->client, now, err);
-    if (end(t, rc, err) != 0) {
+    if (store_finish(t, rc, err) != 0) {
         OPENSSL_cleanse(refresh, rlen);
         refresh[0] = '\0';
         return aly_errf(why, "%s", err->msg);
@@ -285,5 +276,5 @@ int oauth_refresh_revoke(store_t *st, auth_pepper_t *p, const char *rt, const ch
         store_abort(&t);
         return rc < 0 ? -1 : 0;
     }
-    return end(&t, oauth_grant_revoke_in(&t, r.grant, err) < 0 ? -1 : 0, err);
+    return store_finish(&t, oauth_grant_revoke_in(&t, r.grant, err) < 0 ? -1 : 0, err);
 }

@@ -233,19 +233,6 @@ void oauth_limit_give_back(store_t *st, const char *key, uint64_t window_ms)
     limit_add(st, key, -1, 0, window_ms, NULL);
 }
 
-void oauth_peer(h2o_req_t *req, char *buf, size_t len)
-{
-    struct sockaddr_storage ss;
-    socklen_t sl = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
-    snprintf(buf, len, "-");
-    if (sl == 0)
-        return;
-    if (ss.ss_family == AF_INET)
-        inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, buf, (socklen_t)len);
-    else if (ss.ss_family == AF_INET6)
-        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, buf, (socklen_t)len);
-}
-
 /* ---- bodies and client authentication ---- */
 
 int oauth_content_type_is(h2o_req_t *req, const char *want)

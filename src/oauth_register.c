@@ -46,9 +46,9 @@ void oauth_serve_register(void *data, h2o_req_t *req)
     oauth_server_t *s = data;
     if (oauth_server_off(s, req))
         return;
-    char peer[64], key[80];
+    char peer[HTTP_CLIENT_TEXT], key[80];
     uint64_t retry;
-    oauth_peer(req, peer, sizeof(peer));
+    http_client_text(req, peer);
     snprintf(key, sizeof(key), "g:%s", peer);
     if (oauth_limit_over(s->store, key, REGISTER_MAX, REGISTER_WINDOW_MS, &retry)) {
         char ra[24];

@@ -70,15 +70,6 @@ static const record_field_t code_fields[] = {
 };
 const record_type_t oauth_record_code = {"code", 1, code_fields, ALY_ARRAY_SIZE(code_fields)};
 
-static int finish(store_txn_t *t, int rc, aly_err_t *err)
-{
-    if (rc == 0 && store_commit(t, err) != 0)
-        return -1;
-    if (rc != 0)
-        store_abort(t);
-    return rc;
-}
-
 int oauth_mac(auth_pepper_t *p, const char *domain, const void *data, size_t len, unsigned char out[32], aly_err_t *err)
 {
     size_t dl = strlen(domain);
@@ -172,19 +163,19 @@ int oauth_user_add(store_t *st, const char *email, const char *ws, scope_set_t c
     store_val_t v;
     int rc = store_get(&t, DB_WORKSPACES, ws, strlen(ws), &v, err);
     if (rc != 0)
-        return finish(&t, rc == 1 ? aly_errf(err, "no workspace %s (alyctl workspace list)", ws) : -1, err);
+        return store_finish(&t, rc == 1 ? aly_errf(err, "no workspace %s (alyctl workspace list)", ws) : -1, err);
     rc = store_get_record(&t, DB_OAUTH_USERS, k, strlen(k), &record_user, out, err);
     if (rc < 0)
-        return finish(&t, -1, err);
+        return store_finish(&t, -1, err);
     if (rc == 1) {
         if (password == NULL)
-            return finish(&t, aly_errf(err, "a new user needs a password"), err);
+            return store_finish(&t, aly_errf(err, "a new user needs a password"), err);
         memset(out, 0, sizeof(*out));
         snprintf(out->email, sizeof(out->email), "%s", k);
         out->created_ms = aly_wall_ms();
         out->generation = 1;
         if (store_new_id("usr_", out->id, sizeof(out->id), err) != 0)
-            return finish(&t, -1, err);
+            return store_finish(&t, -1, err);
     }
     if (password != NULL) {
         memcpy(out->hash, hash, sizeof(out->hash));
@@ -195,14 +186,14 @@ int oauth_user_add(store_t *st, const char *email, const char *ws, scope_set_t c
         i++;
     if (i == out->n_members) {
         if (i == OAUTH_MAX_MEMBERSHIPS)
-            return finish(&t, aly_errf(err, "%s already belongs to %d workspaces", k, OAUTH_MAX_MEMBERSHIPS), err);
+            return store_finish(&t, aly_errf(err, "%s already belongs to %d workspaces", k, OAUTH_MAX_MEMBERSHIPS), err);
         snprintf(out->members[i].workspace, sizeof(out->members[i].workspace), "%s", ws);
         out->n_members++;
     }
     out->members[i].scopes = cap;
     rc = store_put_record(&t, DB_OAUTH_USERS, k, strlen(k), &record_user, out, 0, err);
     OPENSSL_cleanse(hash, sizeof(hash));
-    return finish(&t, rc, err);
+    return store_finish(&t, rc, err);
 }
 
 int oauth_user_passwd(store_t *st, const char *email, const char *password, aly_err_t *err)
@@ -216,14 +207,14 @@ int oauth_user_passwd(store_t *st, const char *email, const char *password, aly_
         return -1;
     int rc = oauth_user_get(&t, email, &u, err);
     if (rc != 0)
-        return finish(&t, rc, err);
+        return store_finish(&t, rc, err);
     memcpy(u.hash, hash, sizeof(u.hash));
     u.generation++;
     rc = store_put_record(&t, DB_OAUTH_USERS, u.email, strlen(u.email), &record_user, &u, 0, err);
     /* Sign-in cookies check the generation; the bump also makes workers re-verify tokens. */
     if (rc == 0)
         rc = auth_bump_revocations(&t, err);
-    return finish(&t, rc, err);
+    return store_finish(&t, rc, err);
 }
 
 typedef struct revoke_scan {
@@ -271,11 +262,11 @@ int oauth_user_remove(store_t *st, const char *email, aly_err_t *err)
         return -1;
     int rc = oauth_user_get(&t, email, &u, err);
     if (rc != 0)
-        return finish(&t, rc, err);
+        return store_finish(&t, rc, err);
     rc = store_del(&t, DB_OAUTH_USERS, u.email, strlen(u.email), err) < 0 ? -1 : 0;
     if (rc == 0)
         rc = revoke_matching(&t, u.id, NULL, err);
-    return finish(&t, rc, err);
+    return store_finish(&t, rc, err);
 }
 
 typedef struct each_ctx {
@@ -401,8 +392,9 @@ int oauth_client_create(store_t *st, auth_pepper_t *p, oauth_client_t *c, char *
     store_txn_t t;
     if (store_begin(st, STORE_WRITE, &t, err) != 0)
         return -1;
-    return finish(&t, store_put_record(&t, DB_OAUTH_CLIENTS, c->id, strlen(c->id), &oauth_record_client, c, 1, err) == 0 ? 0 : -1,
-                  err);
+    return store_finish(&t,
+                        store_put_record(&t, DB_OAUTH_CLIENTS, c->id, strlen(c->id), &oauth_record_client, c, 1, err) == 0 ? 0 : -1,
+                        err);
 }
 
 int oauth_client_remove(store_t *st, const char *id, aly_err_t *err)
@@ -413,7 +405,7 @@ int oauth_client_remove(store_t *st, const char *id, aly_err_t *err)
     int rc = store_del(&t, DB_OAUTH_CLIENTS, id, strlen(id), err);
     if (rc == 0)
         rc = revoke_matching(&t, NULL, id, err);
-    return finish(&t, rc, err);
+    return store_finish(&t, rc, err);
 }
 
 int oauth_client_list(store_t *st, oauth_each_fn each, void *ctx, aly_err_t *err)
@@ -465,7 +457,7 @@ int oauth_code_issue(store_t *st, auth_pepper_t *p, oauth_code_t *c, char *code,
     free(s);
     if (rc == 0)
         rc = store_put_record(&t, DB_OAUTH_GRANTS, k, sizeof(k), &oauth_record_code, c, 1, err) == 0 ? 0 : -1;
-    return finish(&t, rc, err);
+    return store_finish(&t, rc, err);
 }
 
 int oauth_grant_get(store_txn_t *t, const char *id, oauth_grant_t *out, aly_err_t *err)
@@ -498,7 +490,7 @@ int oauth_grant_revoke(store_t *st, const char *id, aly_err_t *err)
     store_txn_t t;
     if (store_begin(st, STORE_WRITE | STORE_RESERVE, &t, err) != 0)
         return -1;
-    return finish(&t, oauth_grant_revoke_in(&t, id, err), err);
+    return store_finish(&t, oauth_grant_revoke_in(&t, id, err), err);
 }
 
 typedef struct grant_filter {

@@ -117,17 +117,17 @@ void oauth_serve_token(void *data, h2o_req_t *req)
     char refresh[96] = "";
     aly_err_t why;
     int rc;
-    uint64_t scopes;
+    const char *want = NULL; /* refresh_token: the narrower scope asked for, if any */
+    uint64_t asked = 0;
     if (strcmp(type, "authorization_code") == 0) {
         const char *code = param(req, &form, "code", 1, &failed), *redirect = param(req, &form, "redirect_uri", 1, &failed),
                    *verifier = param(req, &form, "code_verifier", 1, &failed);
         if (failed)
             return;
         rc = oauth_code_redeem(s->store, s->pepper, code, client, redirect, verifier, &g, refresh, sizeof(refresh), &why);
-        scopes = g.scopes;
     } else if (strcmp(type, "refresh_token") == 0) {
-        const char *rt = param(req, &form, "refresh_token", 1, &failed), *want = param(req, &form, "scope", 0, &failed);
-        uint64_t asked = 0;
+        const char *rt = param(req, &form, "refresh_token", 1, &failed);
+        want = param(req, &form, "scope", 0, &failed);
         if (failed)
             return;
         if (want != NULL && parse_scopes(want, &asked) != 0) {
@@ -135,7 +135,6 @@ void oauth_serve_token(void *data, h2o_req_t *req)
             return;
         }
         rc = oauth_refresh_rotate(s->store, s->pepper, rt, client, asked, &g, refresh, sizeof(refresh), &why);
-        scopes = want != NULL ? asked | (g.scopes & OAUTH_SCOPE_OFFLINE) : g.scopes;
     } else {
         oauth_send_error(req, 400, "unsupported_grant_type", "grant_type must be authorization_code or refresh_token");
         return;
@@ -149,6 +148,8 @@ void oauth_serve_token(void *data, h2o_req_t *req)
         oauth_send_error(req, 503, "temporarily_unavailable", "the token cannot be issued now; retry");
         return;
     }
+    /* g is the grant only now that the exchange succeeded. */
+    uint64_t scopes = want != NULL ? asked | (g.scopes & OAUTH_SCOPE_OFFLINE) : g.scopes;
     send_tokens(s, req, &g, scopes, refresh);
     OPENSSL_cleanse(refresh, sizeof(refresh));
 }

@@ -148,6 +148,14 @@ static int is_cached_reader(store_txn_t *t)
     return !(t->flags & STORE_WRITE) && t->txn == t->st->reader[vol] && t->st->reader_busy[vol];
 }
 
+int store_finish(store_txn_t *t, int rc, aly_err_t *err)
+{
+    if (rc == 0 && store_commit(t, err) == 0)
+        return 0;
+    store_abort(t);
+    return rc != 0 ? rc : -1;
+}
+
 void store_abort(store_txn_t *t)
 {
     if (t->txn == NULL)

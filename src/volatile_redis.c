@@ -465,11 +465,8 @@ int volatile_redis_eval_batch(volatile_redis_t *r, const volatile_redis_call_t *
         }
         if (rc == 0 && replies[c]->type == REDIS_REPLY_ERROR)
             rc = reply_error(replies[c], "script", err), replies[c] = NULL;
-        if (rc != 0 && replies[c] != NULL) {
-            freeReplyObject(replies[c]);
-            replies[c] = NULL;
-        }
     }
+    /* A failed call fails the batch: no reply is handed out. */
     if (rc != 0)
         for (size_t c = 0; c < n; c++)
             if (replies[c] != NULL) {

@@ -86,6 +86,8 @@ void http_register(h2o_globalconf_t *conf, http_site_t *site, h2o_hostconf_t ***
 
 /* Room for a peer address as text (INET6_ADDRSTRLEN). */
 #define HTTP_CLIENT_TEXT 46
+/* The request's peer address as text into out ("-" when unknown); inet_ntop prints with sprintf, so not per request. */
+void http_client_text(h2o_req_t *req, char out[HTTP_CLIENT_TEXT]);
 
 typedef struct http_conn {
     h2o_linklist_t link; /* the acceptor's list */

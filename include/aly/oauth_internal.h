@@ -52,8 +52,6 @@ int oauth_limit_over(store_t *st, const char *key, unsigned max, uint64_t window
 void oauth_limit_hit(store_t *st, const char *key, uint64_t window_ms);
 int oauth_limit_take(store_t *st, const char *key, unsigned max, uint64_t window_ms, uint64_t *retry_s);
 void oauth_limit_give_back(store_t *st, const char *key, uint64_t window_ms);
-/* The peer address of req as text ("-" when unknown). */
-void oauth_peer(h2o_req_t *req, char *buf, size_t len);
 
 /* The request body as a form: 0, or -1 after sending the refusal (another content type, too large, malformed). */
 int oauth_body_form(h2o_req_t *req, oauth_form_t *form, int html);

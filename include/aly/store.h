@@ -146,6 +146,8 @@ int store_begin(store_t *st, int flags, store_txn_t *t, aly_err_t *err);
 /* Commits a write transaction (ends a read one).  The transaction is over either way. */
 int store_commit(store_txn_t *t, aly_err_t *err);
 void store_abort(store_txn_t *t);
+/* Ends t by what came before: rc 0 commits (-1 when the commit fails), anything else aborts; returns rc. */
+int store_finish(store_txn_t *t, int rc, aly_err_t *err);
 
 /*
  * Keys are 1 to STORE_MAX_KEY bytes.  A longer key is an error (-1) in every
