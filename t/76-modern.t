@@ -3,8 +3,11 @@
 # fields every modern result carries, the standard headers, and every bad
 # input the stateless path must refuse -- each with its status and JSON-RPC
 # code, nothing written, no session made, the workers still serving.  Also
-# multi round-trip requests (requestState sealed, bound and short-lived),
-# logging only on request, and the loopback aliases of the Origin check.
+# multi round-trip requests (requestState sealed, bound and short-lived) for
+# tools, prompts and resource reads, and on a legacy session the same
+# handlers asking with real elicitation and sampling requests; logging and
+# progress only on request; a client that resets its stream before its
+# request is whole (h2cancel.py); and the loopback aliases of the Origin check.
 use strict;
 use warnings;
 use Test::More;
@@ -140,6 +143,10 @@ sub refused {
 
     ($st, $hdr, $b, $r) = modern('resources/list', {});
     is($r->{result}{cacheScope}, 'public', 'resources/list: public');
+    ($st, $hdr, $b, $r) = modern('resources/read', { uri => 'test://static-text' });
+    is($st, 200, 'modern resources/read: 200');
+    is($r->{result}{cacheScope}, 'private', 'resources/read: what a credential may read is its own, so private');
+    ok(defined $r->{result}{ttlMs} && $r->{result}{ttlMs} =~ /^\d+$/, 'resources/read: integer ttlMs');
     ($st, $hdr, $b, $r) = modern('resources/templates/list', {});
     ok(defined $r->{result}{ttlMs}, 'resources/templates/list: ttlMs');
     ($st, $hdr, $b, $r) = modern('prompts/list', {});
@@ -161,6 +168,15 @@ sub refused {
         '{"jsonrpc":"2.0","id":2,"method":"tools/list"}', $url);
     is($st, 200, 'legacy tools/list: 200');
     unlike($b, qr/"resultType"|"ttlMs"|"cacheScope"|serverInfo/, 'legacy tools/list: byte-for-byte the legacy result');
+    # sites.list was answered on the modern path above, so this one comes from the result cache that call filled.
+    ($st, $hdr, $b) = Alyd::curl(@h, '-H', "Mcp-Session-Id: $sid", '-H', 'MCP-Protocol-Version: 2025-11-25', '--data',
+        '{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"sites.list","arguments":{}}}', $url);
+    is($st, 200, 'legacy tools/call sites.list: 200');
+    like($b, qr/^\{"jsonrpc":"2.0","id":5,"result":\{"content":\[/, 'legacy tools/call: the result opens with content, as before');
+    unlike($b, qr/"resultType"|"ttlMs"|"cacheScope"|serverInfo/, 'legacy tools/call from a cache the modern path filled: no modern field');
+    ($st, $hdr, $b) = Alyd::curl(@h, '-H', "Mcp-Session-Id: $sid", '-H', 'MCP-Protocol-Version: 2025-11-25', '--data',
+        '{"jsonrpc":"2.0","id":6,"method":"resources/read","params":{"uri":"test://static-text"}}', $url);
+    unlike($b, qr/"resultType"|"ttlMs"|"cacheScope"|serverInfo/, 'legacy resources/read: no modern field');
     ($st, $hdr, $b) = Alyd::curl(@h, '-H', "Mcp-Session-Id: $sid", '--data',
         '{"jsonrpc":"2.0","id":3,"method":"resources/read","params":{"uri":"test://nope"}}', $url);
     is(j($b)->{error}{code}, -32002, 'legacy: a missing resource is still -32002');
@@ -171,33 +187,50 @@ sub refused {
     # The same handler on a legacy session: its question goes out as a real
     # elicitation/create on the call's stream, and the answer posted back
     # completes the call.
-    my $body = '{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"test_input_required_result_elicitation"}}';
-    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $srv->port, Proto => 'tcp') or die "connect: $!";
-    $s->syswrite("POST /api/mcp HTTP/1.1\r\nHost: 127.0.0.1:" . $srv->port . "\r\nContent-Type: application/json\r\n"
-        . "Accept: application/json, text/event-stream\r\nAuthorization: Bearer $key\r\nMcp-Session-Id: $sid\r\n"
-        . "Content-Length: " . length($body) . "\r\nConnection: close\r\n\r\n$body");
-    my $got = '';
-    my $sel = IO::Select->new($s);
-    my $read_until = sub {
-        my ($re) = @_;
-        my $deadline = time + 10 * $Alyd::SCALE;
-        while ($got !~ $re && time < $deadline) {
-            next unless $sel->can_read(1);
-            my $n = $s->sysread(my $chunk, 65536);
-            last if defined $n && $n == 0;
-            $got .= $chunk if $n;
-        }
-        return $got =~ $re;
+    my $ask = sub { # posts a tools/call on the session over a raw socket; returns a reader of its stream
+        my ($session, $body) = @_;
+        my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $srv->port, Proto => 'tcp') or die "connect: $!";
+        $s->syswrite("POST /api/mcp HTTP/1.1\r\nHost: 127.0.0.1:" . $srv->port . "\r\nContent-Type: application/json\r\n"
+            . "Accept: application/json, text/event-stream\r\nAuthorization: Bearer $key\r\nMcp-Session-Id: $session\r\n"
+            . "Content-Length: " . length($body) . "\r\nConnection: close\r\n\r\n$body");
+        my $got = '';
+        my $sel = IO::Select->new($s);
+        return sub {
+            my ($re) = @_;
+            return $got if !defined $re;
+            my $deadline = time + 10 * $Alyd::SCALE;
+            while ($got !~ $re && time < $deadline) {
+                next unless $sel->can_read(1);
+                my $n = $s->sysread(my $chunk, 65536);
+                last if defined $n && $n == 0;
+                $got .= $chunk if $n;
+            }
+            return $got =~ $re;
+        };
     };
-    ok($read_until->(qr/data: (\{[^\n]*"method":"elicitation\/create"[^\n]*\})/), 'legacy session: the handler asks with a real elicitation/create');
-    my ($q) = $got =~ /data: (\{[^\n]*"method":"elicitation\/create"[^\n]*\})/;
+    my $asked = qr/data: (\{[^\n]*"method":"elicitation\/create"[^\n]*\})/;
+    my $read_until = $ask->($sid, '{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"test_input_required_result_elicitation"}}');
+    ok($read_until->($asked), 'legacy session: the handler asks with a real elicitation/create');
+    my ($q) = $read_until->() =~ $asked;
     my $qid = j($q)->{id} // '';
     ($st) = Alyd::curl(@h, '-H', "Mcp-Session-Id: $sid", '--data',
         $json->encode({ jsonrpc => '2.0', id => $qid, result => { action => 'accept', content => { name => 'Ada' } } }), $url);
     is($st, 202, 'legacy session: the answer is accepted');
-    ok($read_until->(qr/Hello, Ada!/), 'legacy session: the handler ran again with the answer and completed') or diag($got);
-    unlike($got, qr/input_required|requestState/, 'legacy session: nothing of the modern round trip on the wire');
-    close $s;
+    ok($read_until->(qr/Hello, Ada!/), 'legacy session: the handler ran again with the answer and completed') or diag($read_until->());
+    unlike($read_until->(), qr/input_required|requestState/, 'legacy session: nothing of the modern round trip on the wire');
+
+    # Sampling goes the same way, on a session that declared it.
+    (undef, $hdr) = Alyd::curl(@h, '--data', $json->encode({ jsonrpc => '2.0', id => 1, method => 'initialize',
+        params => { protocolVersion => '2025-11-25', capabilities => { sampling => {} }, clientInfo => { name => 't', version => '1' } } }), $url);
+    my $sid2 = Alyd::header_value($hdr, 'mcp-session-id');
+    $asked = qr/data: (\{[^\n]*"method":"sampling\/createMessage"[^\n]*\})/;
+    $read_until = $ask->($sid2, '{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"test_input_required_result_sampling"}}');
+    ok($read_until->($asked), 'legacy session: the same handler asks with a real sampling/createMessage');
+    ($q) = $read_until->() =~ $asked;
+    ($st) = Alyd::curl(@h, '-H', "Mcp-Session-Id: $sid2", '--data', $json->encode({ jsonrpc => '2.0', id => j($q)->{id} // '',
+        result => { role => 'assistant', content => { type => 'text', text => 'Paris' }, model => 'test-model' } }), $url);
+    is($st, 202, 'legacy session: the sampling answer is accepted');
+    ok($read_until->(qr/Sampling result: Paris/), 'legacy session: the handler completed with the sampled text') or diag($read_until->());
 }
 
 # ---- bad input on the modern path: right status and code, nothing written ----
@@ -267,9 +300,42 @@ is_deeply([sort $srv->worker_pids], [sort @pids], 'the workers that served the b
     is($r->{error}{code}, -32602, 'a value lacking the closing marker is literal (then the tool is unknown)');
     ($st) = modern('notifications/cancelled', { requestId => 1 }, id => undef);
     is($st, 202, 'a modern notification: 202');
+    ($st, undef, $b) = modern('notifications/cancelled', { requestId => 1 }, id => undef, meta => undef);
+    is($st, 202, 'a notification without _meta under a modern header: 202 (nothing to answer)');
+    is($b // '', '', '... with no body');
     ($st, undef, $b, $r) = modern('tools/call', { name => 'sites.list', arguments => {} },
         extra_headers => ['Mcp-Session-Id: mcp_doesnotexist']);
     is($st, 200, 'a modern request ignores Mcp-Session-Id');
+}
+
+# ---- a client that walks away: its stream reset before the request was whole ----
+# A modern call runs to completion once its request is whole (its work is
+# synchronous); a stream the client resets before then never reaches a handler.
+{
+    my $python = `command -v python3 2>/dev/null`;
+    chomp $python;
+    my $srcdir = Alyd::srcdir();
+    SKIP: {
+        skip 'python3 and ALY_SRCDIR are needed for the raw HTTP/2 client', 7 unless $python && $srcdir;
+        my $before = site_count();
+        my $meta = { 'io.modelcontextprotocol/protocolVersion' => $MODERN, 'io.modelcontextprotocol/clientCapabilities' => {} };
+        my $first = $json->encode({ jsonrpc => '2.0', id => 'walk-1', method => 'tools/call', params => { name => 'sites.create',
+            arguments => { name => 'Walked Away', domain => 'away.example', currency => 'EUR' }, _meta => $meta } });
+        my $then = $json->encode({ jsonrpc => '2.0', id => 'walk-2', method => 'tools/call',
+            params => { name => 'sites.list', arguments => {}, _meta => $meta } });
+        my ($exit, $out, $err) = Alyd::run_cmd($python, "$srcdir/t/lib/h2cancel.py", '--port', $srv->port, '--key', $key,
+            '--first', $first, '--name1', 'sites.create', '--then', $then, '--name2', 'sites.list');
+        is($exit, 0, 'the client that walks away ran') or diag($err);
+        my $res = Alyd::json_decode($out) // {};
+        ok(!$res->{stream1_answered}, 'the reset stream got no answer') or diag($out);
+        is($res->{status_byte}, 0x88, 'the next stream on the same connection: 200') or diag($out);
+        my $r = j($res->{body});
+        is($r->{id}, 'walk-2', '... and its answer');
+        ok(!(grep { ($_->{name} // '') eq 'Walked Away' } @{ $r->{result}{structuredContent}{sites} // [] }),
+            'the request reset before it was whole never ran');
+        is(site_count(), $before, 'nothing was written');
+        ok(!$res->{closed}, 'the connection stayed open');
+    }
 }
 
 # ---- logging only when _meta asks ----
@@ -282,6 +348,27 @@ is_deeply([sort $srv->worker_pids], [sort @pids], 'the workers that served the b
     ok(!(grep { ($_->{method} // '') eq 'notifications/message' } sse_messages($b)), 'logLevel error: no info message');
     refused('an unknown logLevel', 400, -32602, 'tools/call', { name => 'test_logging_tool' },
         meta_extra => { 'io.modelcontextprotocol/logLevel' => 'loud' });
+}
+
+# ---- progress on the request's stream, only when _meta asks ----
+{
+    my ($st, $hdr, $b, $r) = modern('tools/call', { name => 'test_tool_with_progress', arguments => {} },
+        meta_extra => { progressToken => 'p-7' });
+    like(Alyd::header_value($hdr, 'content-type') // '', qr{^text/event-stream}, 'a progressToken: the answer is an event stream');
+    my @msgs = sse_messages($b);
+    my @progress = grep { ($_->{method} // '') eq 'notifications/progress' } @msgs;
+    ok(@progress >= 1, 'progress notifications on the request\'s own stream') or diag($b);
+    is_deeply([sort keys %{ { map { ($_->{params}{progressToken} // "none") => 1 } @progress } }], ["p-7"],
+        'each carries the request\'s token');
+    is($msgs[-1]{id}, $r->{id}, 'the response comes last');
+    is($r->{result}{resultType}, 'complete', 'and is a complete result');
+    ($st, $hdr, $b, $r) = modern('tools/call', { name => 'test_tool_with_progress', arguments => {} });
+    like(Alyd::header_value($hdr, 'content-type') // '', qr{^application/json}, 'no progressToken: one JSON answer');
+    unlike($b, qr/notifications\/progress/, '... without progress');
+    ($st, $hdr, $b, $r) = modern('tools/call', { name => 'test_tool_with_progress', arguments => {} },
+        meta_extra => { progressToken => 'p-8' }, accept => 'application/json');
+    like(Alyd::header_value($hdr, 'content-type') // '', qr{^application/json}, 'a JSON-only client gets the answer without progress');
+    is($r->{result}{resultType}, 'complete', '... complete');
 }
 
 # ---- multi round-trip requests and requestState ----
@@ -332,8 +419,17 @@ sub forge {
     for my $what (sort keys %bad) {
         refused("requestState $what", 200, -32602, 'tools/call', { %$tool, inputResponses => $answers, requestState => $bad{$what} });
     }
-    refused('requestState replayed by another key', 200, -32602, 'tools/call',
-        { %$tool, inputResponses => $answers, requestState => $state }, key => $key2);
+    # Unused states, so that only the binding under test can refuse them (a used one is refused for that alone).
+    my $other = refused('requestState replayed by another key', 200, -32602, 'tools/call',
+        { %$tool, inputResponses => $answers, requestState => (modern('tools/call', $tool))[3]{result}{requestState} }, key => $key2);
+    like($other->{error}{message} // '', qr/another credential/, 'another key: refused for the credential it is bound to');
+    my $args = refused('requestState with other arguments', 200, -32602, 'tools/call',
+        { %$tool, arguments => { extra => 1 }, inputResponses => $answers, requestState => (modern('tools/call', $tool))[3]{result}{requestState} });
+    like($args->{error}{message} // '', qr/another request/, 'other arguments: refused for the params digest it is bound to');
+    my $issued = j(decode_base64url((split /\./, (modern('tools/call', $tool))[3]{result}{requestState})[1]));
+    my $now_ms = int(time * 1000);
+    ok($issued->{e} > $now_ms && $issued->{e} <= $now_ms + 600_000 + 5_000, 'a requestState is issued to expire within 10 minutes')
+        or diag("e=$issued->{e} now=$now_ms");
     (undef, undef, $b, $r) = modern('tools/call', { %$tool, inputResponses => $answers, requestState => forge(%$payload) });
     is($r->{result}{resultType}, 'complete', 'the forgery helper seals as the server does (so each refusal above is its one field)');
 
@@ -356,6 +452,22 @@ sub forge {
     (undef, undef, $b, $r) = modern('prompts/get', { name => 'test_input_required_result_prompt' });
     is($r->{result}{resultType}, 'input_required', 'prompts/get may answer input_required');
     ok($r->{result}{inputRequests}{user_context}, 'prompts/get: asks for user_context');
+
+    # A resource read asks the same way; its answer comes back with the state, bound to resources/read and the uri.
+    my $res = { uri => 'test://input-required' };
+    (undef, undef, $b, $r) = modern('resources/read', $res);
+    is($r->{result}{resultType}, 'input_required', 'resources/read may answer input_required');
+    ok(!exists $r->{result}{ttlMs}, 'resources/read input_required: no caching hints');
+    my $rs = $r->{result}{requestState};
+    my $word = { passphrase => { action => 'accept', content => { word => 'swordfish' } } };
+    (undef, undef, $b, $r) = modern('resources/read', { %$res, inputResponses => $word, requestState => $rs });
+    is($r->{result}{resultType}, 'complete', 'resources/read: the answer completes it');
+    is($r->{result}{contents}[0]{text}, 'Unlocked with swordfish', 'resources/read: with the answer') or diag($b);
+    is($r->{result}{cacheScope}, 'private', 'resources/read: the completed read carries its caching hints');
+    $rs = (modern('resources/read', $res))[3]{result}{requestState};
+    my $moved = refused('a resources/read state used for another uri', 200, -32602, 'resources/read',
+        { uri => 'test://static-text', inputResponses => $word, requestState => $rs });
+    like($moved->{error}{message} // '', qr/another request/, 'another uri: refused for the params it is bound to');
 }
 
 # ---- the Origin check accepts the loopback aliases of a loopback public_url ----

@@ -136,6 +136,21 @@ for my $s ($north, $south) {
     is($r->{code}, -32602, 'the same requestState again: refused (-32602)') or diag($json->encode($r));
     like($r->{message} // '', qr/already used/, 'it says the state was used');
     is_deeply(sites_of($key{many}), $after, 'the replay wrote nothing');
+    # A fresh state, wrong in one way each: altered, for other arguments, or posted by another workspace's key.
+    # Each answer names North, where the sku is free, so only the refusal keeps the product out.
+    my $north_answer = { site => { action => 'accept', content => { site_id => $north } } };
+    my $one_before = sites_of($key{one});
+    for my $bad (['altered', sub { $_[0] . 'x' }, $create, $key{many}, qr/integrity/],
+        ['for other arguments', sub { $_[0] }, { %$create, title => 'Kettle' }, $key{many}, qr/another request/],
+        ['posted with another key', sub { $_[0] }, $create, $key{one}, qr/another credential/]) {
+        my ($what, $edit, $args, $k, $why) = @$bad;
+        my $fresh = tool($key{many}, 'products.create', $create)->{requestState};
+        $r = modern($k, { name => 'products.create', arguments => $args, requestState => $edit->($fresh), inputResponses => $north_answer });
+        is($r->{code}, -32602, "a requestState $what: refused (-32602)") or diag($json->encode($r));
+        like($r->{message} // '', $why, "a requestState $what: says why");
+    }
+    is_deeply(sites_of($key{many}), $after, 'the altered, rebound and foreign states wrote nothing');
+    is_deeply(sites_of($key{one}), $one_before, 'nor in the other workspace');
 
     # Reads: an answer steers the result, so the cache neither keeps nor serves it.
     my $list = tool($key{many}, 'products.list', {});
