@@ -12,8 +12,6 @@ use strict;
 use warnings;
 use Test::More;
 use JSON::PP ();
-use IO::Select;
-use IO::Socket::INET;
 use Digest::SHA qw(hmac_sha256);
 use MIME::Base64 qw(encode_base64url decode_base64url encode_base64);
 use Alyd;
@@ -187,26 +185,9 @@ sub refused {
     # The same handler on a legacy session: its question goes out as a real
     # elicitation/create on the call's stream, and the answer posted back
     # completes the call.
-    my $ask = sub { # posts a tools/call on the session over a raw socket; returns a reader of its stream
+    my $ask = sub { # posts a tools/call on the session; returns a reader of its stream
         my ($session, $body) = @_;
-        my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $srv->port, Proto => 'tcp') or die "connect: $!";
-        $s->syswrite("POST /api/mcp HTTP/1.1\r\nHost: 127.0.0.1:" . $srv->port . "\r\nContent-Type: application/json\r\n"
-            . "Accept: application/json, text/event-stream\r\nAuthorization: Bearer $key\r\nMcp-Session-Id: $session\r\n"
-            . "Content-Length: " . length($body) . "\r\nConnection: close\r\n\r\n$body");
-        my $got = '';
-        my $sel = IO::Select->new($s);
-        return sub {
-            my ($re) = @_;
-            return $got if !defined $re;
-            my $deadline = time + 10 * $Alyd::SCALE;
-            while ($got !~ $re && time < $deadline) {
-                next unless $sel->can_read(1);
-                my $n = $s->sysread(my $chunk, 65536);
-                last if defined $n && $n == 0;
-                $got .= $chunk if $n;
-            }
-            return $got =~ $re;
-        };
+        return Alyd::post_stream($srv->port, $body, "Authorization: Bearer $key", "Mcp-Session-Id: $session");
     };
     my $asked = qr/data: (\{[^\n]*"method":"elicitation\/create"[^\n]*\})/;
     my $read_until = $ask->($sid, '{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"test_input_required_result_elicitation"}}');

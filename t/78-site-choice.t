@@ -11,8 +11,6 @@ use strict;
 use warnings;
 use Test::More;
 use JSON::PP ();
-use IO::Select;
-use IO::Socket::INET;
 use Alyd;
 
 Alyd::watchdog(240);
@@ -182,23 +180,7 @@ sub legacy_session {
 sub legacy_call {
     my ($key, $sid, $name, $args) = @_;
     my $body = $json->encode({ jsonrpc => '2.0', id => 'call-1', method => 'tools/call', params => { name => $name, arguments => $args } });
-    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $srv->port, Proto => 'tcp') or die "connect: $!";
-    $s->syswrite("POST /api/mcp HTTP/1.1\r\nHost: 127.0.0.1:" . $srv->port . "\r\nContent-Type: application/json\r\n"
-        . "Accept: application/json, text/event-stream\r\nAuthorization: Bearer $key\r\nMcp-Session-Id: $sid\r\n"
-        . "MCP-Protocol-Version: 2025-11-25\r\nContent-Length: " . length($body) . "\r\nConnection: close\r\n\r\n$body");
-    my $got = '';
-    my $sel = IO::Select->new($s);
-    return sub {
-        my ($re) = @_;
-        my $deadline = time + 10 * $Alyd::SCALE;
-        while ($got !~ $re && time < $deadline) {
-            next unless $sel->can_read(1);
-            my $n = $s->sysread(my $chunk, 65536);
-            last if defined $n && $n == 0;
-            $got .= $chunk if $n;
-        }
-        return $got =~ $re ? $got : undef;
-    };
+    return Alyd::post_stream($srv->port, $body, "Authorization: Bearer $key", "Mcp-Session-Id: $sid", 'MCP-Protocol-Version: 2025-11-25');
 }
 
 my $QUESTION = qr/data: (\{[^\n]*"method":"elicitation\/create"[^\n]*\})/;

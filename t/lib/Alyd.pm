@@ -208,6 +208,32 @@ sub raw_http {
     return ($status + 0, $b // '', undef);
 }
 
+# POSTs body to /api/mcp over a raw HTTP/1.1 connection with the extra header
+# lines given ("Name: value") and returns a reader of the answer as it comes:
+# reader(qr/.../) waits up to 10 s (scaled) for the text read so far to match
+# and returns that text, or undef; reader() returns the text read so far.
+sub post_stream {
+    my ($port, $body, @headers) = @_;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port, Proto => 'tcp') or die "connect: $!";
+    $s->syswrite("POST /api/mcp HTTP/1.1\r\nHost: 127.0.0.1:$port\r\nContent-Type: application/json\r\n"
+        . "Accept: application/json, text/event-stream\r\n" . join('', map { "$_\r\n" } @headers)
+        . "Content-Length: " . length($body) . "\r\nConnection: close\r\n\r\n$body");
+    my $got = '';
+    my $sel = IO::Select->new($s);
+    return sub {
+        my ($re) = @_;
+        return $got unless defined $re;
+        my $deadline = time + 10 * $SCALE;
+        while ($got !~ $re && time < $deadline) {
+            next unless $sel->can_read(1);
+            my $n = $s->sysread(my $chunk, 65536);
+            last if defined $n && $n == 0;
+            $got .= $chunk if $n;
+        }
+        return $got =~ $re ? $got : undef;
+    };
+}
+
 # A client in a child process: GET /healthz on a fresh connection every ~20 ms
 # for $secs seconds; one line per request, "time status pid error", into $file.
 sub start_prober {

@@ -184,6 +184,10 @@ class H2(Conn):
                 self.resets += 1
             elif ftype == HEADERS:
                 self.responses += 1
+            self.on_frame(ftype, flags, stream, payload)
+
+    def on_frame(self, ftype, flags, stream, payload):
+        """Each frame from the server, after the above: for clients that keep more of what came back."""
 
     def authority(self):
         return "%s:%d" % (self.args.host, self.args.port)

@@ -15,8 +15,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from h2attack import (ACK, DATA, END_HEADERS, END_STREAM, GOAWAY, H2, HEADERS, RST_STREAM, SETTINGS, Closed, frame,  # noqa: E402
-                      hpack_str, request_block)
+from h2attack import (DATA, END_HEADERS, END_STREAM, H2, HEADERS, RST_STREAM, Closed, frame, hpack_str,  # noqa: E402
+                      request_block)
 
 
 def new_name(name, value):
@@ -40,27 +40,15 @@ class Client(H2):
         super().__init__(args)
         self.heads, self.bodies, self.ended, self.reset_streams = {}, {}, set(), []
 
-    def parse(self):
-        while len(self.inbuf) >= 9:
-            hi, lo, ftype, flags, stream = struct.unpack(">BHBBI", self.inbuf[:9])
-            n = (hi << 16) | lo
-            if len(self.inbuf) < 9 + n:
-                return
-            payload = self.inbuf[9:9 + n]
-            self.inbuf = self.inbuf[9 + n:]
-            stream &= 0x7FFFFFFF
-            if ftype == SETTINGS and not flags & ACK:
-                self.queue(frame(SETTINGS, ACK, 0))
-            elif ftype == GOAWAY:
-                self.goaway = True
-            elif ftype == HEADERS and stream not in self.heads:
-                self.heads[stream] = payload
-            elif ftype == DATA:
-                self.bodies[stream] = self.bodies.get(stream, b"") + payload
-            elif ftype == RST_STREAM:
-                self.reset_streams.append(stream)
-            if ftype in (HEADERS, DATA) and flags & END_STREAM:
-                self.ended.add(stream)
+    def on_frame(self, ftype, flags, stream, payload):
+        if ftype == HEADERS and stream not in self.heads:
+            self.heads[stream] = payload
+        elif ftype == DATA:
+            self.bodies[stream] = self.bodies.get(stream, b"") + payload
+        elif ftype == RST_STREAM:
+            self.reset_streams.append(stream)
+        if ftype in (HEADERS, DATA) and flags & END_STREAM:
+            self.ended.add(stream)
 
 
 def main():
