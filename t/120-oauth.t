@@ -213,6 +213,34 @@ for my $how (qw(basic post)) {
     $pg = $ob->authorize_page(%req, code_challenge => $p->{challenge}, scope => 'read:sites');
     $dd = $ob->decide($pg, workspace => 'ws_notamemberofthisone');
     is($dd->{status}, 400, 'a workspace the user does not belong to is refused');
+
+    # Only scopes past the cap ticked: nothing the membership allows, so no code.
+    $pg = $ob->authorize_page(%req, code_challenge => $p->{challenge}, scope => 'read:sites write:content');
+    $dd = $ob->decide($pg, workspace => $ws, scopes => ['write:content']);
+    is($dd->{status}, 400, 'only a scope past the membership cap ticked: 400');
+    like($dd->{body}, qr/tick at least one scope your membership allows/, 'the page says so');
+    ok(!defined $dd->{location}, 'and no code');
+
+    # A scope ticked that the request did not ask for is not granted.
+    my $q = AlyOAuth::pkce();
+    $pg = $ob->authorize_page(%req, code_challenge => $q->{challenge}, scope => 'read:sites');
+    $dd = $ob->decide($pg, workspace => $ws, scopes => [qw(read:sites read:content)]);
+    is($dd->{status}, 302, 'read:content ticked beside the requested read:sites: approved');
+    (undef, undef, $j) = $ob->token(grant_type => 'authorization_code', code => $dd->{params}{code}, redirect_uri => $cb,
+        code_verifier => $q->{verifier}, client_id => $app->{client_id});
+    is($j->{scope}, 'read:sites', 'only the requested scope is granted');
+
+    # The cap is read again when the code is redeemed: lowered in between, the token has only what is left.
+    $srv->ctl('users', 'add', '--workspace', $ws, '--email', 'cy@example.com', '--password-file', "$tmp/pw-bob");
+    my $co = AlyOAuth->new($srv);
+    my $f = $co->get_code(client_id => $app->{client_id}, redirect_uri => $cb, scope => 'read:sites read:content',
+        email => 'cy@example.com', password => 'bob-password-1');
+    ok($f->{code}, 'cy approves read:sites and read:content');
+    $srv->ctl('users', 'add', '--workspace', $ws, '--email', 'cy@example.com', '--scopes', 'read:content');
+    (undef, undef, $j) = $co->token(grant_type => 'authorization_code', code => $f->{code}, redirect_uri => $cb,
+        code_verifier => $f->{pkce}{verifier}, client_id => $app->{client_id});
+    is($j->{scope}, 'read:content', 'her cap lowered before redemption: the token carries only read:content');
+    is((AlyOAuth::claims($j->{access_token} // '') // {})->{scope}, 'read:content', 'and so does the access token');
 }
 
 # ---- deny ----

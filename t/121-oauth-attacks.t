@@ -14,6 +14,7 @@ use Test::More;
 use File::Temp ();
 use JSON::PP ();
 use MIME::Base64 ();
+use Digest::SHA ();
 use Alyd;
 use AlyOAuth;
 
@@ -48,6 +49,16 @@ sub html_refusal {
     ok(!defined Alyd::header_value($r->{headers}, 'location'), "$what: no redirect");
     like(Alyd::header_value($r->{headers}, 'content-type') // '', qr{^text/html}, "$what: an HTML page");
     like($r->{body}, $re, "$what: says why") if $re;
+}
+
+# What the server MACs its cookies, request blobs and CSRF tokens with: HMAC-SHA256 under the pepper file of
+# "domain:data", base64url.  Lets a test seal a value with one field wrong and everything else right.
+sub mac {
+    my ($domain, $data) = @_;
+    open my $f, '<:raw', $srv->data_dir . '/pepper' or die "pepper: $!";
+    local $/;
+    my $pepper = <$f>;
+    return MIME::Base64::encode_base64url(Digest::SHA::hmac_sha256("$domain:$data", $pepper));
 }
 
 # ---- DNS rebinding: a name alyd does not serve gets neither a page nor a token ----
@@ -261,7 +272,19 @@ sub html_refusal {
     my $forged = MIME::Base64::encode_base64url(JSON::PP->new->encode($json)) . ".$mac";
     $d = $o->decide($pa, request => $forged, email => 'ann@example.com', password => 'right-password');
     is($d->{status}, 400, 'a request blob with another redirect URI (old MAC): 400');
+    like($d->{body}, qr/missing, expired or altered/, 'refused for its MAC (not for the CSRF token that goes with it)');
     ok(!defined $d->{location}, 'no redirect to it');
+    # Sealed as the server seals, with a CSRF token made for it: only the expiry is wrong.
+    my $sealed = sub { my ($j) = @_; my $b = MIME::Base64::encode_base64url(JSON::PP->new->encode($j)); return "$b." . mac('authz-request', $b) };
+    my $ck = $o->{cookies}{'__Host-aly_csrf'};
+    is(mac('authz-request', $body), $mac, 'the test seals a request blob as the server does');
+    my $late = $sealed->({ %$json, r => $cb, t => 1000 });
+    $d = $o->decide($pa, request => $late, csrf => mac('csrf', "$ck|$late"), email => 'ann@example.com', password => 'right-password');
+    is($d->{status}, 400, 'an expired request blob (its MAC and CSRF token right): 400');
+    like($d->{body}, qr/missing, expired or altered/, 'an expired request blob: says why');
+    my $fresh = $sealed->({ %$json, r => $cb });
+    $d = $o->decide($pa, request => $fresh, csrf => mac('csrf', "$ck|$fresh"), action => 'deny');
+    is($d->{status}, 302, 'the same sealing with a live expiry is taken (so the refusal above is the expiry)');
     $d = $o->decide($pa, action => 'steal', email => 'ann@example.com', password => 'right-password');
     is($d->{status}, 400, 'an unknown action: 400');
     $d = $o->decide($pa, email => 'ann@example.com', password => 'right-password');
@@ -331,6 +354,53 @@ sub html_refusal {
     is((Alyd::json_decode($b2) // {})->{error}, 'invalid_client_metadata', 'registration refuses grant_types it does not do');
 }
 
+# ---- the sign-in cookie: email, expiry and password generation under one MAC ----
+{
+    my (undef, %q) = req_for();
+    my ($da, $an) = (AlyOAuth->new($srv), AlyOAuth->new($srv));
+    is($da->decide($da->authorize_page(%q), email => 'dora@example.com', password => 'right-password')->{status}, 302, 'dora signs in');
+    is($an->decide($an->authorize_page(%q), email => 'ann@example.com', password => 'right-password')->{status}, 302,
+        'ann signs in, in another browser');
+    my $cookie = $da->{cookies}{'__Host-aly_session'} // '';
+    my ($email, $exp, $gen, $m) = split /\./, $cookie;
+    my (undef, undef, $ann_gen) = split /\./, $an->{cookies}{'__Host-aly_session'} // '';
+    is($gen, $ann_gen, 'dora and ann are at the same password generation (so only the MAC can tell their cookies apart)');
+    is(mac('session', "$email.$exp.$gen"), $m, 'the test seals a sign-in cookie as the server does');
+    my $ann = MIME::Base64::encode_base64url('ann@example.com');
+    my $flip = $m;
+    substr($flip, 3, 1) = substr($flip, 3, 1) eq 'A' ? 'B' : 'A';
+    my %bad = (
+        "ann's email under dora's MAC"     => "$ann.$exp.$gen.$m",
+        'a later expiry under the same MAC' => join('.', $email, $exp + 86400, $gen, $m),
+        'one character of the MAC changed'  => "$email.$exp.$gen.$flip",
+        'an expiry past, sealed'            => join('.', $email, 1000, $gen, mac('session', "$email.1000.$gen")),
+        'another generation, sealed'        => join('.', $email, $exp, $gen + 1, mac('session', "$email.$exp." . ($gen + 1))),
+    );
+    for my $what (sort keys %bad) {
+        $da->{cookies}{'__Host-aly_session'} = $bad{$what};
+        my $pg = $da->authorize_page(%q);
+        ok($pg->{page}{inputs}{password}, "a sign-in cookie with $what: the page asks for the password");
+        my $d = $da->decide($pg);
+        is($d->{status}, 401, "$what: approving without signing in is refused (401)");
+        ok(!defined $d->{location}, "$what: no code");
+    }
+    $da->{cookies}{'__Host-aly_session'} = "$ann.$exp.$gen." . mac('session', "$ann.$exp.$gen");
+    my $d = $da->decide($da->authorize_page(%q));
+    is($d->{status}, 302, 'a cookie sealed right is taken as it names (the refusals above are each their one field)');
+}
+
+# ---- the client is read again when the form comes back ----
+{
+    my $gone = Alyd::json_decode($srv->ctl('--json', 'oauth', 'clients', 'create', '--name', 'Gone', '--redirect-uri', $cb));
+    my ($p, %q) = req_for(client_id => $gone->{client_id});
+    my $ob = AlyOAuth->new($srv);
+    my $pg = $ob->authorize_page(%q);
+    is($pg->{status}, 200, 'a client about to be removed: its consent page');
+    $srv->ctl('oauth', 'clients', 'remove', $gone->{client_id});
+    my $d = $ob->decide($pg, email => 'dora@example.com', password => 'right-password');
+    html_refusal($d, 'the client removed before the form came back', qr/no longer registered/);
+}
+
 # ---- wrong passwords sent at once: the account's 5 count every attempt in flight ----
 # Each sign-in's password check runs on a verifier thread; attempts sent
 # together are all in flight before any has failed.  Each takes its unit of
@@ -378,10 +448,16 @@ sub html_refusal {
     ok($d->{page}{request} && $d->{page}{csrf}, 'and offers the form again');
     $d = $ob->decide($pg, email => 'nobody@example.com', password => 'right-password');
     is($d->{status}, 401, 'an unknown account: the same 401');
+    # An unknown account is checked against a stand-in hash (same time); its password must not open it.
+    $d = $ob->decide($pg, email => 'nobody@example.com', password => "not anyone's password");
+    is($d->{status}, 401, 'an unknown account with the stand-in hash\'s own password: 401');
+    ok(!defined $d->{location}, 'and no code');
     $ob->decide($pg, email => 'carl@example.com', password => "wrong-$_") for 2 .. 5;
     $d = $ob->decide($pg, email => 'carl@example.com', password => 'right-password');
     is($d->{status}, 429, 'after 5 failures the account refuses even the right password');
     ok((Alyd::header_value($d->{headers}, 'retry-after') // 0) > 0, 'with Retry-After');
+    $d = $ob->decide($pg, email => 'CARL@Example.COM', password => 'right-password');
+    is($d->{status}, 429, 'the same account in other letter case: still refused (the limit is per account, not per spelling)');
     $d = $ob->decide($pg, email => 'dora@example.com', password => 'right-password');
     is($d->{status}, 302, 'another account from the same address still signs in');
     $ob->forget_cookies;
