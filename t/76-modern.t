@@ -194,10 +194,25 @@ sub refused {
     ok($read_until->($asked), 'legacy session: the handler asks with a real elicitation/create');
     my ($q) = $read_until->() =~ $asked;
     my $qid = j($q)->{id} // '';
+    # Another workspace's key answers that question first, on its own session, on fresh connections (so on either
+    # worker: the one holding the call, and the other, which hands replies over through the volatile store).
+    my (undef, $h2) = Alyd::curl('-X', 'POST', '-H', 'Content-Type: application/json', '-H', 'Accept: application/json, text/event-stream',
+        '-H', "Authorization: Bearer $key2", '--data', $json->encode({ jsonrpc => '2.0', id => 1, method => 'initialize',
+        params => { protocolVersion => '2025-11-25', capabilities => { elicitation => {} }, clientInfo => { name => 't', version => '1' } } }),
+        $url);
+    my $sid_b = Alyd::header_value($h2, 'mcp-session-id');
+    my @foreign = map {
+        (Alyd::curl('-X', 'POST', '-H', 'Content-Type: application/json', '-H', 'Accept: application/json, text/event-stream',
+            '-H', "Authorization: Bearer $key2", '-H', "Mcp-Session-Id: $sid_b", '--data',
+            $json->encode({ jsonrpc => '2.0', id => $qid, result => { action => 'accept', content => { name => 'Mallory' } } }), $url))[0]
+    } 1 .. 6;
+    is(join(',', @foreign), '202,202,202,202,202,202', 'a reply from another credential to that question: taken (202) and set aside');
+    ok(!$read_until->(qr/Hello, /, 2), 'the call waits on: no other credential\'s answer completes it') or diag($read_until->());
     ($st) = Alyd::curl(@h, '-H', "Mcp-Session-Id: $sid", '--data',
         $json->encode({ jsonrpc => '2.0', id => $qid, result => { action => 'accept', content => { name => 'Ada' } } }), $url);
     is($st, 202, 'legacy session: the answer is accepted');
     ok($read_until->(qr/Hello, Ada!/), 'legacy session: the handler ran again with the answer and completed') or diag($read_until->());
+    unlike($read_until->(), qr/Mallory/, 'with its own client\'s answer, not the other credential\'s');
     unlike($read_until->(), qr/input_required|requestState/, 'legacy session: nothing of the modern round trip on the wire');
 
     # Sampling goes the same way, on a session that declared it.

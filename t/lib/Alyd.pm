@@ -210,8 +210,8 @@ sub raw_http {
 
 # POSTs body to /api/mcp over a raw HTTP/1.1 connection with the extra header
 # lines given ("Name: value") and returns a reader of the answer as it comes:
-# reader(qr/.../) waits up to 10 s (scaled) for the text read so far to match
-# and returns that text, or undef; reader() returns the text read so far.
+# reader(qr/.../[, SECONDS]) waits up to SECONDS (10; scaled) for the text read
+# so far to match and returns that text, or undef; reader() returns the text.
 sub post_stream {
     my ($port, $body, @headers) = @_;
     my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port, Proto => 'tcp') or die "connect: $!";
@@ -221,9 +221,9 @@ sub post_stream {
     my $got = '';
     my $sel = IO::Select->new($s);
     return sub {
-        my ($re) = @_;
+        my ($re, $secs) = @_;
         return $got unless defined $re;
-        my $deadline = time + 10 * $SCALE;
+        my $deadline = time + ($secs // 10) * $SCALE;
         while ($got !~ $re && time < $deadline) {
             next unless $sel->can_read(1);
             my $n = $s->sysread(my $chunk, 65536);
