@@ -66,6 +66,29 @@ for my $s ($north, $south) {
     tool($key{many}, 'products.create', { site_id => $s, title => "Mug of $s", price => 100, sku => 'MUG' });
 }
 
+# ---- one worker, one result cache: a cached answer never crosses workspaces; a product belongs to its site ----
+{
+    my $mug = (tool($key{many}, 'products.list', { site_id => $north })->{structuredContent}{products} // [])->[0]{id};
+    ok($mug, 'a product of North, listed (and the list cached)');
+    is(tool($key{one}, 'sites.get', { site_id => $only })->{structuredContent}{id}, $only, 'sites.get of Only Shop, by its workspace (cached)');
+    my $r = tool($key{many}, 'sites.get', { site_id => $only });
+    ok($r->{isError}, 'the same sites.get from another workspace: isError, not the cached answer') or diag($json->encode($r));
+    like($r->{content}[0]{text} // '', qr/no site \Q$only\E in this workspace/, '... naming the site it does not have');
+    $r = tool($key{one}, 'products.list', { site_id => $north });
+    ok($r->{isError} && !$r->{structuredContent}, 'North\'s product list asked from another workspace: isError, no list');
+    is(tool($key{many}, 'products.get', { site_id => $north, product_id => $mug })->{structuredContent}{id}, $mug,
+        'the product through its own site (cached)');
+    $r = tool($key{many}, 'products.get', { site_id => $south, product_id => $mug });
+    ok($r->{isError}, 'the same product through another site of its workspace: isError') or diag($json->encode($r));
+    like($r->{content}[0]{text} // '', qr/no product \Q$mug\E in site \Q$south\E/, '... saying the site has no such product');
+    $r = tool($key{many}, 'products.update', { site_id => $south, product_id => $mug, title => 'Stolen' });
+    ok($r->{isError}, 'updating it through the other site: isError');
+    $r = tool($key{many}, 'products.delete', { site_id => $south, product_id => $mug });
+    ok($r->{isError}, 'deleting it through the other site: isError');
+    my $p = tool($key{many}, 'products.get', { site_id => $north, product_id => $mug })->{structuredContent} // {};
+    ok($p->{title} eq "Mug of $north" && $p->{version} == 1, 'the product is as it was');
+}
+
 # ---- modern ----
 {
     my $r = tool($key{none}, 'products.list', {});
