@@ -303,6 +303,19 @@ sub rpc {
     is_deeply([sort @{ $r->{result}{completion}{values} // [] }], [sort map { $_->{id} } @$sitesA, $new], 'completion suggests the workspace\'s site ids');
     ($st, $r) = rpc($keyB, 'completion/complete', { ref => { type => 'ref/prompt', name => 'sales-report' }, argument => { name => 'site_id', value => '' } });
     ok(!grep({ my $x = $_; grep { $_->{id} eq $x } @$sitesA } @{ $r->{result}{completion}{values} // [] }), 'completion never suggests another workspace\'s sites');
+    # A prompt or a completion needs the scope of what it reads, like the tool behind it.
+    ($st, $r) = rpc($k, 'prompts/get', { name => 'sales-report', arguments => { site_id => $site } });
+    is($st, 403, 'sales-report without read:analytics: 403');
+    ok(!$r->{result}, '... and no prompt text');
+    ($st, $r) = rpc($k, 'completion/complete', { ref => { type => 'ref/prompt', name => 'fulfilment-queue' }, argument => { name => 'site_id', value => '' } });
+    is($st, 403, 'completing a prompt argument without the prompt\'s read:orders: 403');
+    ok(!$r->{result}, '... and no suggestions');
+    my $k2 = ctl('keys', 'create', '--workspace', $wsA, '--scopes', 'read:orders');
+    ($st, $r) = rpc($k2, 'completion/complete', { ref => { type => 'ref/resource', uri => 'aly://sites/{site_id}' }, argument => { name => 'site_id', value => '' } });
+    is($st, 403, 'completing aly://sites/{site_id} without read:sites: 403');
+    ok(!@{ $r->{result}{completion}{values} // [] }, '... and no site ids');
+    ($st, $r) = rpc($k2, 'completion/complete', { ref => { type => 'ref/prompt', name => 'fulfilment-queue' }, argument => { name => 'site_id', value => '' } });
+    is($st, 200, 'with read:orders, the same prompt completes');
 }
 
 # ---- audit ----
