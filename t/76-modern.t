@@ -207,10 +207,21 @@ sub refused {
             $json->encode({ jsonrpc => '2.0', id => $qid, result => { action => 'accept', content => { name => 'Mallory' } } }), $url))[0]
     } 1 .. 6;
     is(join(',', @foreign), '202,202,202,202,202,202', 'a reply from another credential to that question: taken (202) and set aside');
+    # Cancels naming the call's request id from another credential, and from the same key on another session.
+    my (undef, $h3) = Alyd::curl(@h, '--data', $json->encode({ jsonrpc => '2.0', id => 1, method => 'initialize',
+        params => { protocolVersion => '2025-11-25', capabilities => {}, clientInfo => { name => 't', version => '1' } } }), $url);
+    my $sid_c = Alyd::header_value($h3, 'mcp-session-id');
+    my $cancel = $json->encode({ jsonrpc => '2.0', method => 'notifications/cancelled', params => { requestId => 4 } });
+    my @cancels = map {
+        (Alyd::curl('-X', 'POST', '-H', 'Content-Type: application/json', '-H', 'Accept: application/json, text/event-stream',
+            '-H', "Authorization: Bearer $_->[0]", '-H', "Mcp-Session-Id: $_->[1]", '--data', $cancel, $url))[0]
+    } ([$key2, $sid_b]) x 3, ([$key, $sid_c]) x 3;
+    is(join(',', @cancels), '202,202,202,202,202,202', 'cancels of that request id from another credential or session: 202');
     ok(!$read_until->(qr/Hello, /, 2), 'the call waits on: no other credential\'s answer completes it') or diag($read_until->());
     ($st) = Alyd::curl(@h, '-H', "Mcp-Session-Id: $sid", '--data',
         $json->encode({ jsonrpc => '2.0', id => $qid, result => { action => 'accept', content => { name => 'Ada' } } }), $url);
     is($st, 202, 'legacy session: the answer is accepted');
+    # A cancelled call would end its stream with no response: completing shows the foreign cancels did nothing.
     ok($read_until->(qr/Hello, Ada!/), 'legacy session: the handler ran again with the answer and completed') or diag($read_until->());
     unlike($read_until->(), qr/Mallory/, 'with its own client\'s answer, not the other credential\'s');
     unlike($read_until->(), qr/input_required|requestState/, 'legacy session: nothing of the modern round trip on the wire');
