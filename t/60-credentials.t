@@ -281,6 +281,15 @@ refused('Bearer aly_oauth_%%%.***.!!!', 'garbage base64', 'base64url');
 }
 refused('Bearer aly_oauth_' . ('A' x 10240), '10 KB token', 'longer than');
 refused('Bearer aly_oauth_' . substr($warm, 10, -3), 'signature cut short', 'signature');
+# One byte of the signature changed, its length kept, header and claims untouched: only the signature check refuses it.
+for my $k (['RS256', jwt(claims => { jti => 'flip-rs' })], ['ES256', jwt(alg => 'ES256', key => "$keys/ec.pem", kid => 'ec1', claims => { jti => 'flip-es' })]) {
+    my ($alg, $tok) = @$k;
+    my ($h, $c, $sig) = split /\./, substr($tok, 10);
+    my $raw = MIME::Base64::decode_base64url($sig);
+    substr($raw, length($raw) / 2, 1) = chr(ord(substr($raw, length($raw) / 2, 1)) ^ 0x01);
+    refused("Bearer aly_oauth_$h.$c." . MIME::Base64::encode_base64url($raw), "$alg: one signature byte flipped", 'signature');
+    passes("Bearer $tok", "$alg: the same token unflipped", $ws_a);
+}
 {
     my $tok = jwt(claims => { jti => 'to-revoke' });
     passes("Bearer $tok", 'token before its jti is revoked', $ws_a);
