@@ -135,15 +135,19 @@ static void hostile(void)
     /* array32 of 100 million elements in 5 bytes: msgpack-c would reserve ~2.4 GB. */
     static const unsigned char bomb[] = {0xdd, 0x05, 0xf5, 0xe1, 0x00};
     is_int(record_decode(&record_workspace, bomb, sizeof(bomb), &ws, &err), -1, "array bomb refused before unpacking");
+    ok(strstr(err.msg, "well-formed") != NULL, "array bomb: refused by the pre-scan, before msgpack-c: %s", err.msg);
     static const unsigned char map_bomb[] = {0xdf, 0x7f, 0xff, 0xff, 0xff, 0xa1, 0x74};
     is_int(record_decode(&record_workspace, map_bomb, sizeof(map_bomb), &ws, &err), -1, "map bomb refused");
+    ok(strstr(err.msg, "well-formed") != NULL, "map bomb: refused by the pre-scan, before msgpack-c: %s", err.msg);
     static const unsigned char str_bomb[] = {0xdb, 0xff, 0xff, 0xff, 0xff, 0x41};
     is_int(record_decode(&record_workspace, str_bomb, sizeof(str_bomb), &ws, &err), -1, "string length past the end refused");
+    ok(strstr(err.msg, "well-formed") != NULL, "string past the end: refused by the pre-scan, before msgpack-c: %s", err.msg);
     static const unsigned char never_used[] = {0xc1};
     is_int(record_decode(&record_workspace, never_used, 1, &ws, &err), -1, "reserved byte 0xc1 refused");
     is_int(record_decode(&record_workspace, "", 0, &ws, &err), -1, "empty value refused");
     static const unsigned char deep[] = {0x91, 0x91, 0x91, 0x91, 0x91, 0x91, 0x91, 0x91, 0x91, 0x91, 0x91, 0x91, 0xc0};
     is_int(record_decode(&record_workspace, deep, sizeof(deep), &ws, &err), -1, "deep nesting refused");
+    ok(strstr(err.msg, "well-formed") != NULL, "deep nesting: refused by the pre-scan, before msgpack-c: %s", err.msg);
     static const unsigned char not_map[] = {0x93, 0x01, 0x02, 0x03};
     is_int(record_decode(&record_workspace, not_map, sizeof(not_map), &ws, &err), -1, "array instead of map refused");
     /* Every truncation and every single-byte corruption of a good record: an error or a clean decode, never a crash. */
@@ -592,11 +596,91 @@ static void text(void)
     }
 }
 
+/*
+ * A record re-packed from a good one's bytes with one change: the array under key list grown by a copy of its
+ * last element, or a member of extra bytes added.  Everything else is as record_encode wrote it, so only the check
+ * under test can refuse the result.
+ */
+static size_t repack(const char *good, size_t len, const char *list, size_t extra, msgpack_sbuffer *out)
+{
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    size_t off = 0;
+    msgpack_sbuffer_init(out);
+    if (msgpack_unpack_next(&up, good, len, &off) != MSGPACK_UNPACK_SUCCESS || up.data.type != MSGPACK_OBJECT_MAP) {
+        msgpack_unpacked_destroy(&up);
+        return 0;
+    }
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, out, msgpack_sbuffer_write);
+    const msgpack_object_map *m = &up.data.via.map;
+    msgpack_pack_map(&pk, m->size + (extra ? 1 : 0));
+    for (uint32_t i = 0; i < m->size; i++) {
+        const msgpack_object *k = &m->ptr[i].key, *v = &m->ptr[i].val;
+        msgpack_pack_object(&pk, *k);
+        if (list != NULL && k->type == MSGPACK_OBJECT_STR && k->via.str.size == strlen(list) &&
+            memcmp(k->via.str.ptr, list, k->via.str.size) == 0 && v->type == MSGPACK_OBJECT_ARRAY && v->via.array.size > 0) {
+            msgpack_pack_array(&pk, v->via.array.size + 1);
+            for (uint32_t e = 0; e < v->via.array.size; e++)
+                msgpack_pack_object(&pk, v->via.array.ptr[e]);
+            msgpack_pack_object(&pk, v->via.array.ptr[v->via.array.size - 1]);
+        } else {
+            msgpack_pack_object(&pk, *v);
+        }
+    }
+    if (extra) {
+        char *pad = calloc(1, extra);
+        msgpack_pack_str_with_body(&pk, "padding", 7);
+        msgpack_pack_bin_with_body(&pk, pad, extra);
+        free(pad);
+    }
+    msgpack_unpacked_destroy(&up);
+    return out->size;
+}
+
+static void limits(void)
+{
+    static product_record_t p, back;
+    memset(&p, 0, sizeof(p));
+    strcpy(p.id, "prod_1");
+    strcpy(p.site, "site_1");
+    strcpy(p.title, "Mug");
+    strcpy(p.sku, "MUG");
+    strcpy(p.status, "active");
+    p.version = 1;
+    p.n_tags = SHOP_MAX_TAGS;
+    for (size_t i = 0; i < SHOP_MAX_TAGS; i++)
+        snprintf(p.tags[i].tag, sizeof(p.tags[i].tag), "t%zu", i);
+    char *buf;
+    size_t len;
+    aly_err_t err;
+    is_int(record_encode(&record_product, &p, &buf, &len, &err), 0, "a product with the most tags encodes");
+    is_int(record_decode(&record_product, buf, len, &back, &err), 0, "and decodes");
+    msgpack_sbuffer sb;
+    size_t n = repack(buf, len, NULL, 0, &sb);
+    ok(n == len && memcmp(sb.data, buf, len) == 0, "re-packed unchanged, it is the same bytes (so a change below is the only one)");
+    msgpack_sbuffer_destroy(&sb);
+    n = repack(buf, len, "tags", 0, &sb);
+    is_int(record_decode(&record_product, sb.data, n, &back, &err), -1, "one tag past the most (%d): refused", SHOP_MAX_TAGS);
+    ok(strstr(err.msg, "list of at most") != NULL, "saying the list is too long: %s", err.msg);
+    msgpack_sbuffer_destroy(&sb);
+    /* An unknown member is skipped; one that takes the record past RECORD_MAX_SIZE is refused before unpacking. */
+    n = repack(buf, len, NULL, 1000, &sb);
+    is_int(record_decode(&record_product, sb.data, n, &back, &err), 0, "an unknown member of 1,000 bytes is skipped");
+    msgpack_sbuffer_destroy(&sb);
+    n = repack(buf, len, NULL, RECORD_MAX_SIZE, &sb);
+    is_int(record_decode(&record_product, sb.data, n, &back, &err), -1, "one that takes it past %d bytes: refused", RECORD_MAX_SIZE);
+    ok(strstr(err.msg, "implausible size") != NULL, "saying the size is implausible: %s", err.msg);
+    msgpack_sbuffer_destroy(&sb);
+    free(buf);
+}
+
 int main(void)
 {
     roundtrip();
     shapes();
     hostile();
+    limits();
     random_ids();
     text();
     if (mkdtemp(dir) == NULL) {
