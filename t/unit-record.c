@@ -669,7 +669,8 @@ static void limits(void)
     is_int(record_decode(&record_product, sb.data, n, &back, &err), 0, "an unknown member of 1,000 bytes is skipped");
     msgpack_sbuffer_destroy(&sb);
     n = repack(buf, len, NULL, RECORD_MAX_SIZE, &sb);
-    is_int(record_decode(&record_product, sb.data, n, &back, &err), -1, "one that takes it past %d bytes: refused", RECORD_MAX_SIZE);
+    is_int(record_decode(&record_product, sb.data, n, &back, &err), -1, "one that takes it past %d bytes: refused",
+           RECORD_MAX_SIZE);
     ok(strstr(err.msg, "implausible size") != NULL, "saying the size is implausible: %s", err.msg);
     msgpack_sbuffer_destroy(&sb);
     free(buf);
