@@ -229,6 +229,13 @@ refused('Bearer aly_oauth_%%%.***.!!!', 'garbage base64', 'base64url');
     refused('Bearer ' . jwt(claims => { exp => 0 }), 'exp 0', 'exp');
     refused('Bearer ' . jwt(claims => { exp => $now - 61 }), 'exp just past the leeway', 'expired');
     passes('Bearer ' . jwt(claims => { exp => $now - 30 }), 'exp within the leeway', $ws_a);
+    {
+        # Cached by every worker while valid, then its time runs out: the cache never outlives exp + leeway.
+        my $tok = jwt(claims => { exp => time - 56 });
+        passes("Bearer $tok", "a token with 4 s left (use $_, cached)", $ws_a) for 1 .. 4;
+        sleep 5;
+        refused("Bearer $tok", "the same token 5 s later (try $_): expired, though cached", 'expired') for 1 .. 4;
+    }
     refused('Bearer ' . jwt(claims => { exp => '9223372036854775808' + 0 }), 'exp 2^63 (no integer holds it)');
     refused('Bearer ' . jwt(claims => { exp => 1e300 }), 'exp 1e300', 'exp');
     refused('Bearer ' . jwt(claims => { nbf => $max }), 'nbf INT64_MAX', 'not valid yet');
