@@ -302,6 +302,13 @@ for my $how (qw(basic post)) {
     is(AlyOAuth::mcp_status($srv, $t->{access_token}), 401, 'the access token is refused');
     ($s) = $o->token(path => '/oauth/revoke', token => 'aly_oauth_rt_unknown', client_id => $app->{client_id});
     is($s, 200, 'an unknown token: 200 as well');
+    ($t) = $o->tokens(client_id => $app->{client_id}, redirect_uri => $cb, scope => 'read:sites offline_access');
+    ($s) = $o->token(path => '/oauth/revoke', token => $t->{refresh_token}, client_id => $conf->{client_id},
+        client_secret => $conf->{client_secret});
+    is($s, 200, 'another client revoking a refresh token: 200 (RFC 7009)');
+    is(AlyOAuth::mcp_status($srv, $t->{access_token}), 200, 'but its grant lives: the access token still works');
+    my (undef, undef, $rj) = $o->token(grant_type => 'refresh_token', refresh_token => $t->{refresh_token}, client_id => $app->{client_id});
+    ok($rj->{access_token}, 'and the refresh token too: it was not that client\'s');
 }
 
 # ---- alyctl: users, clients, grants; revocation reaches every worker ----

@@ -28,7 +28,7 @@ my $cb       = "http://127.0.0.1:$port/callback";
 my $tmp      = File::Temp->newdir;
 Alyd::spew("$tmp/pw", "right-password\n");
 my $ws = $srv->ctl('workspace', 'create', 'Acme');
-$srv->ctl('users', 'add', '--workspace', $ws, '--email', "$_\@example.com", '--password-file', "$tmp/pw") for qw(ann carl dora eve fay);
+$srv->ctl('users', 'add', '--workspace', $ws, '--email', "$_\@example.com", '--password-file', "$tmp/pw") for qw(ann carl dora eve fay gus);
 my $app   = Alyd::json_decode($srv->ctl('--json', 'oauth', 'clients', 'create', '--name', 'App', '--redirect-uri', $cb));
 my $other = Alyd::json_decode($srv->ctl('--json', 'oauth', 'clients', 'create', '--name', 'Other', '--redirect-uri', $cb));
 my $conf  = Alyd::json_decode(
@@ -156,6 +156,18 @@ sub mac {
     is($j->{error}, 'invalid_grant', 'invalid_grant');
     like($j->{error_description} // '', qr/no longer a member/, 'saying the account is gone');
     ok(!defined $j->{access_token} && !defined $j->{refresh_token}, 'and no token');
+
+    # Removed and added again under the same email: a new account, which never approved the code.
+    my $go = AlyOAuth->new($srv);
+    $f = $go->get_code(client_id => $app->{client_id}, redirect_uri => $cb, scope => 'read:sites', email => 'gus@example.com',
+        password => 'right-password');
+    ok($f->{code}, 'gus approves: a code');
+    $srv->ctl('users', 'remove', 'gus@example.com');
+    $srv->ctl('users', 'add', '--workspace', $ws, '--email', 'gus@example.com', '--password-file', "$tmp/pw");
+    ($st, undef, $j) = $go->token(grant_type => 'authorization_code', code => $f->{code}, redirect_uri => $cb,
+        code_verifier => $f->{pkce}{verifier}, client_id => $app->{client_id});
+    is($j->{error}, 'invalid_grant', 'gus removed and added again before the code is redeemed: invalid_grant');
+    ok(!defined $j->{access_token}, 'no token for the new account');
 }
 
 # ---- PKCE at the token endpoint ----
@@ -183,6 +195,23 @@ sub mac {
     ($st, undef, $j) = $o->token(grant_type => 'authorization_code', code => $f->{code}, redirect_uri => $cb,
         code_verifier => $f->{pkce}{verifier}, client_id => $other->{client_id});
     is($j->{error}, 'invalid_grant', 'another client presenting the code: invalid_grant');
+
+    # A 42-character verifier (RFC 7636 asks 43 to 128) sent with the very challenge made from it.
+    my $short = 'a' x 42;
+    my (undef, %sq) = req_for(code_challenge => MIME::Base64::encode_base64url(Digest::SHA::sha256($short)));
+    my $sd = $o->decide($o->authorize_page(%sq), email => 'ann@example.com', password => 'right-password');
+    ok($sd->{params}{code}, 'a code for a challenge made from a 42-character verifier');
+    ($st, undef, $j) = $o->token(grant_type => 'authorization_code', code => $sd->{params}{code} // '', redirect_uri => $cb,
+        code_verifier => $short, client_id => $app->{client_id});
+    is($j->{error}, 'invalid_grant', 'that verifier, though its challenge matches: invalid_grant');
+
+    # resource twice, the good one first.
+    $f = $o->get_code(client_id => $app->{client_id}, redirect_uri => $cb, scope => 'read:sites');
+    ($st, undef, $j) = $o->token(raw => AlyOAuth::form(grant_type => 'authorization_code', code => $f->{code}, redirect_uri => $cb,
+        code_verifier => $f->{pkce}{verifier}, client_id => $app->{client_id}, resource => $resource, resource => 'https://evil.example/api/mcp'));
+    is($st, 400, 'resource twice at the token endpoint: 400');
+    like($j->{error_description} // '', qr/resource appears more than once/, '... saying so');
+    ok(!defined $j->{access_token}, '... and no token');
     ($st, undef, $j) = $o->token(grant_type => 'authorization_code', code => $f->{code}, redirect_uri => $cb,
         code_verifier => $f->{pkce}{verifier}, client_id => $app->{client_id}, resource => 'https://evil.example/api/mcp');
     is($st, 400, 'a token for another resource: 400');
@@ -245,6 +274,9 @@ sub mac {
     ($st, undef, $j) = $o->token(@ex, client_id => $conf->{client_id}, client_secret => $conf->{client_secret},
         curl => [ '-u', "$conf->{client_id}:$conf->{client_secret}" ]);
     is($j->{error}, 'invalid_request', 'two authentication methods at once: invalid_request');
+    ($st, undef, $j) = $o->token(@ex, client_id => $app->{client_id}, curl => [ '-u', "$conf->{client_id}:$conf->{client_secret}" ]);
+    is($st, 401, 'Basic credentials of one client, client_id of another in the form: 401');
+    like($j->{error_description} // '', qr/differs/, '... saying they differ');
     ($st, undef, $j) = $o->token(@ex, client_id => $app->{client_id}, client_secret => 'made-up');
     is($j->{error}, 'invalid_client', 'a public client presenting a secret: invalid_client');
     ($st, undef, $j) = $o->token(@ex, client_id => $conf->{client_id}, client_secret => $conf->{client_secret});
