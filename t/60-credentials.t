@@ -175,6 +175,7 @@ sub jwt {
     push @cmd, '--kid', $o{kid} // 'rsa1' unless $o{no_kid};
     push @cmd, '--secret-file', $o{secret} if $o{secret};
     push @cmd, '--header', $o{header} if $o{header};
+    push @cmd, '--raw-header', $o{raw_header} if $o{raw_header};
     push @cmd, '--claims', json_encode(\%claims);
     return 'aly_oauth_' . sh(@cmd);
 }
@@ -210,6 +211,12 @@ refused('Bearer ' . jwt(claims => { exp => '' . (time + 600) }), 'exp as a strin
 refused('Bearer ' . jwt(drop => ['exp']), 'exp missing', 'exp');
 refused('Bearer ' . jwt(drop => ['ws']), 'ws missing', 'ws');
 refused('Bearer ' . jwt(drop => ['sub']), 'sub missing', 'sub');
+refused('Bearer ' . jwt(drop => ['scope']), 'scope missing', 'no scope claim');
+refused('Bearer ' . jwt(claims => { scope => ['read:sites'] }), 'scope as an array', 'no scope claim');
+refused('Bearer ' . jwt(header => '{"typ":"at+jwt"}'), 'typ at+jwt (signed, all else valid)', 'typ must be');
+refused('Bearer ' . jwt(raw_header => '{"alg":"RS256","typ":"JWT","kid":"rsa1","alg":"none"}'), 'a header naming alg twice (signed)',
+    'not a JSON object');
+passes('Bearer ' . jwt(raw_header => '{"alg":"RS256","typ":"JWT","kid":"rsa1"}'), 'the same header text once each: passes', $ws_a);
 refused('Bearer ' . jwt(claims => { ws => 'ws_doesnotexist' }), 'unknown workspace', 'unknown workspace');
 refused('Bearer aly_oauth_%%%.***.!!!', 'garbage base64', 'base64url');
 

@@ -8,7 +8,7 @@ signature from another.
 
   mintjwt.py jwks KID=rsa.pem KID=ec.pem ...        JWKS of the public keys
   mintjwt.py token --alg RS256 --key rsa.pem [--kid K] [--claims JSON]
-                   [--header JSON] [--secret-file F] [--no-sig]
+                   [--header JSON | --raw-header TEXT] [--secret-file F] [--no-sig]
 """
 import argparse
 import base64
@@ -58,7 +58,8 @@ def token(args):
     if args.header:
         header.update(json.loads(args.header))
     claims = json.loads(args.claims) if args.claims else {}
-    signing_input = (b64u(json.dumps(header, separators=(",", ":")).encode()) + "." +
+    header_text = args.raw_header if args.raw_header else json.dumps(header, separators=(",", ":"))
+    signing_input = (b64u(header_text.encode()) + "." +
                      b64u(json.dumps(claims, separators=(",", ":")).encode())).encode()
     if args.no_sig or args.alg == "none":
         sig = b""
@@ -87,6 +88,7 @@ def main():
     t.add_argument("--kid")
     t.add_argument("--claims")
     t.add_argument("--header")
+    t.add_argument("--raw-header", help="the header's exact JSON text (duplicate members and all)")
     t.add_argument("--secret-file")
     t.add_argument("--no-sig", action="store_true")
     args = p.parse_args()
