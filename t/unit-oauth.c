@@ -2,14 +2,20 @@
  * Unit tests of the authorization server's small grammars and crypto
  * (aly/oauth.h, aly/oauth_internal.h): which redirect URIs may be registered,
  * the strict form decoder, HTML escaping, email addresses, and Argon2id
- * password hashes.
+ * password hashes; and, on a store in a temporary directory, an
+ * authorization code past its 60 s (which no HTTP test waits for).
  */
+#include <openssl/sha.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "aly/admin.h"
+#include "aly/common.h"
 #include "aly/oauth.h"
 #include "aly/oauth_internal.h"
 #include "tap.h"
+#include "unit-store.h"
 
 static void redirects(void)
 {
@@ -104,10 +110,94 @@ static void people(void)
     ok(!oauth_password_check("not a hash", "x", 1), "a broken hash matches nothing");
 }
 
+/* Issues a code for user u of client c with the verifier's challenge; 0 with code filled. */
+static int issue_code(store_t *st, auth_pepper_t *p, const oauth_client_t *c, const oauth_user_t *u, const char *verifier,
+                      char *code)
+{
+    oauth_code_t k;
+    memset(&k, 0, sizeof(k));
+    unsigned char d[32];
+    SHA256((const unsigned char *)verifier, strlen(verifier), d);
+    k.challenge[aly_b64url_encode(d, sizeof(d), k.challenge)] = '\0';
+    snprintf(k.client, sizeof(k.client), "%s", c->id);
+    snprintf(k.redirect, sizeof(k.redirect), "%s", c->redirects[0].uri);
+    snprintf(k.workspace, sizeof(k.workspace), "%s", u->members[0].workspace);
+    snprintf(k.user, sizeof(k.user), "%s", u->id);
+    snprintf(k.email, sizeof(k.email), "%s", u->email);
+    k.scopes = 1;
+    aly_err_t err;
+    return oauth_code_issue(st, p, &k, code, 64, &err);
+}
+
+/* A code past its expiry: its record rewritten with expires_ms in the past, nothing else changed. */
+static void code_expiry(store_t *st, const char *dir)
+{
+    char path[300];
+    snprintf(path, sizeof(path), "%s/pepper", dir);
+    char raw[41];
+    FILE *fp = fopen(path, "w");
+    ok(fp != NULL && aly_random_b62(raw, 40) == 0 && fwrite(raw, 1, 40, fp) == 40, "a pepper file");
+    if (fp != NULL)
+        fclose(fp);
+    aly_err_t err;
+    auth_pepper_t *p = auth_pepper_load(path, &err);
+    oauth_user_t u;
+    oauth_client_t c;
+    memset(&c, 0, sizeof(c));
+    snprintf(c.name, sizeof(c.name), "App");
+    c.n_redirects = 1;
+    snprintf(c.redirects[0].uri, sizeof(c.redirects[0].uri), "http://127.0.0.1:9/cb");
+    char secret[80];
+    workspace_record_t ws;
+    ok(p != NULL && admin_workspace_create(st, "Unit", &ws, &err) == 0 &&
+           oauth_user_add(st, "ann@example.com", ws.id, 1, "a password", &u, &err) == 0 &&
+           oauth_client_create(st, p, &c, secret, sizeof(secret), &err) == 0,
+       "a workspace, a user and a client");
+    if (p == NULL)
+        return;
+    const char *verifier = "v-0123456789012345678901234567890123456789012345";
+    char fresh[64], late[64], refresh[128];
+    ok(issue_code(st, p, &c, &u, verifier, fresh) == 0 && issue_code(st, p, &c, &u, verifier, late) == 0, "two codes");
+    char k[34] = "c/";
+    store_txn_t t;
+    oauth_code_t rec;
+    int moved = oauth_mac(p, "code", late, strlen(late), (unsigned char *)k + 2, &err) == 0 &&
+                store_begin(st, STORE_WRITE, &t, &err) == 0;
+    if (moved) {
+        moved = store_get_record(&t, DB_OAUTH_GRANTS, k, sizeof(k), &oauth_record_code, &rec, &err) == 0;
+        rec.expires_ms = aly_wall_ms() - 1;
+        moved = moved && store_put_record(&t, DB_OAUTH_GRANTS, k, sizeof(k), &oauth_record_code, &rec, 0, &err) == 0;
+        moved = store_finish(&t, moved ? 0 : -1, &err) == 0 && moved;
+    }
+    ok(moved, "the second code's expiry moved into the past");
+    oauth_grant_t g;
+    aly_err_t why;
+    is_int(oauth_code_redeem(st, p, late, c.id, c.redirects[0].uri, verifier, &g, refresh, sizeof(refresh), &why), 1,
+           "an expired code is refused");
+    ok(strstr(why.msg, "expired") != NULL, "saying it expired: %s", why.msg);
+    is_str(refresh, "", "and no refresh token");
+    is_int(oauth_code_redeem(st, p, fresh, c.id, c.redirects[0].uri, verifier, &g, refresh, sizeof(refresh), &why), 0,
+           "the same request with the live code is granted (so the refusal is the expiry)");
+    auth_pepper_free(p);
+}
+
 int main(void)
 {
     redirects();
     forms();
     people();
+    char dir[] = "/tmp/aly-unit-oauth-XXXXXX";
+    aly_config_t *cfg = NULL;
+    store_t *st = mkdtemp(dir) != NULL ? unit_temp_store(dir, &cfg) : NULL;
+    ok(st != NULL, "a store in a temporary directory");
+    if (st != NULL) {
+        code_expiry(st, dir);
+        store_close(st);
+    }
+    config_free(cfg);
+    char cmd[400];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    if (system(cmd) != 0)
+        printf("# could not remove %s\n", dir);
     return done_testing();
 }

@@ -20,6 +20,7 @@
 #include "aly/shop.h"
 #include "aly/store.h"
 #include "tap.h"
+#include "unit-store.h"
 
 static void roundtrip(void)
 {
@@ -175,27 +176,6 @@ static void hostile(void)
 }
 
 static char dir[] = "/tmp/aly-unit-record-XXXXXX";
-
-static store_t *open_temp_store(aly_config_t **cfg_out)
-{
-    char path[300], text[400];
-    snprintf(path, sizeof(path), "%s/alyd.conf", dir);
-    snprintf(text, sizeof(text), "data_dir %s/data\nmap_size 16m\nvolatile_map_size 16m\n", dir);
-    FILE *fp = fopen(path, "w");
-    if (fp == NULL)
-        return NULL;
-    fputs(text, fp);
-    fclose(fp);
-    aly_err_t err;
-    aly_config_t *cfg = config_load(path, &err);
-    store_t *st = NULL;
-    if (cfg != NULL && store_init(cfg, (uid_t)-1, (gid_t)-1, &err) == 0)
-        st = store_open(cfg, &err);
-    if (st == NULL)
-        printf("# cannot open a store in %s: %s\n", dir, err.msg);
-    *cfg_out = cfg;
-    return st;
-}
 
 /* A database id names its environment: the other environment's ids are refused, never looked up. */
 static void environments(store_t *st)
@@ -689,7 +669,7 @@ int main(void)
         return 1;
     }
     aly_config_t *cfg = NULL;
-    store_t *st = open_temp_store(&cfg);
+    store_t *st = unit_temp_store(dir, &cfg);
     ok(st != NULL, "temporary store");
     if (st != NULL) {
         environments(st);
