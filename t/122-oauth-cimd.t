@@ -76,6 +76,12 @@ sub refused {
 }
 refused($cid, 'http://127.0.0.1:33418/other', 'a redirect URI the document does not list', qr/not one this client registered/);
 refused("https://localhost:$port/wrongid.json", $cb, 'a document whose client_id is another URL', qr/client_id is not its own URL/);
+# A document may list a redirect URI that registration would refuse: that one is not taken, the good one still is.
+refused("https://localhost:$port/badredirect.json", 'http://evil.example/cb', 'a listed redirect URI no client may register',
+    qr/not one this client registered/);
+is($o->authorize_page(response_type => 'code', client_id => "https://localhost:$port/badredirect.json", redirect_uri => $cb,
+    state => 's', code_challenge => AlyOAuth::pkce()->{challenge}, code_challenge_method => 'S256')->{status}, 200,
+    'the same document\'s loopback redirect URI: the consent page');
 refused("https://localhost:$port/redirect.json", $cb, 'a document server that redirects', qr/redirect/);
 refused("https://localhost:$port/big.json", $cb, 'a document over 5 KB', qr/larger than/);
 refused("https://localhost:$port/html.json", $cb, 'a document that is not JSON', qr/cannot be used/);
