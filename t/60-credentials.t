@@ -35,9 +35,9 @@ sub sh {
 
 # Keys made here, for this run only.
 sh('openssl', 'genpkey', '-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:2048', '-out', "$keys/rsa.pem");
-sh('openssl', 'genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', "$keys/ec.pem");
+sh('openssl', 'genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', "$keys/$_.pem") for qw(ec ec2);
 sh('openssl', 'pkey', '-in', "$keys/rsa.pem", '-pubout', '-out', "$keys/rsa.pub.pem");
-Alyd::spew("$keys/jwks.json", sh($python, $mint, 'jwks', "rsa1=$keys/rsa.pem", "ec1=$keys/ec.pem"));
+Alyd::spew("$keys/jwks.json", sh($python, $mint, 'jwks', "rsa1=$keys/rsa.pem", "ec1=$keys/ec.pem", "ec2=$keys/ec2.pem"));
 
 my $issuer = 'https://auth.example.test';
 my $srv = Alyd->start(
@@ -212,6 +212,10 @@ refused('Bearer ' . jwt(drop => ['exp']), 'exp missing', 'exp');
 refused('Bearer ' . jwt(drop => ['ws']), 'ws missing', 'ws');
 refused('Bearer ' . jwt(drop => ['sub']), 'sub missing', 'sub');
 refused('Bearer ' . jwt(drop => ['scope']), 'scope missing', 'no scope claim');
+# Without a kid a key is chosen by alg only when one key fits: one RSA key, two EC keys.
+passes('Bearer ' . jwt(no_kid => 1), 'RS256 without a kid (one RSA key)', $ws_a);
+refused('Bearer ' . jwt(alg => 'ES256', key => "$keys/ec.pem", no_kid => 1), 'ES256 without a kid (two EC keys)', 'several keys');
+passes('Bearer ' . jwt(alg => 'ES256', key => "$keys/ec2.pem", kid => 'ec2'), 'the second EC key, named by its kid', $ws_a);
 refused('Bearer ' . jwt(claims => { scope => ['read:sites'] }), 'scope as an array', 'no scope claim');
 refused('Bearer ' . jwt(header => '{"typ":"at+jwt"}'), 'typ at+jwt (signed, all else valid)', 'typ must be');
 refused('Bearer ' . jwt(raw_header => '{"alg":"RS256","typ":"JWT","kid":"rsa1","alg":"none"}'), 'a header naming alg twice (signed)',
