@@ -363,4 +363,35 @@ is((Alyd::curl($srv->url('/healthz')))[0], 200, 'still serving after the matrix'
 }
 
 $srv->stop;
+
+# ---- HS256, on a server given a shared secret (and no JWKS) ----
+{
+    Alyd::spew("$keys/hs.secret", 'h' x 40);
+    Alyd::spew("$keys/other.secret", 'o' x 40);
+    my $hs = Alyd->start(workers => 1, bin => $ENV{ALYD_TEST},
+        extra => ["oauth_issuer $issuer", "oauth_hs256_secret_file $keys/hs.secret", 'oauth_leeway 60s']);
+    my $ws = $hs->ctl('workspace', 'create', 'HS');
+    my %c = (aud => $hs->url('/api/mcp'), ws => $ws);
+    my $call = sub {
+        my ($tok) = @_;
+        my ($st, $hdr) = Alyd::curl('-X', 'POST', '-H', "Authorization: Bearer $tok", '-H', 'Content-Type: application/json', '--data',
+            '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"aly_test_whoami"}}', $hs->url('/api/mcp'));
+        return ($st, Alyd::header_value($hdr, 'www-authenticate') // '');
+    };
+    my $good = jwt(alg => 'HS256', secret => "$keys/hs.secret", no_kid => 1, claims => \%c);
+    my ($h, $cl, $sig) = split /\./, substr($good, 10);
+    my $raw = MIME::Base64::decode_base64url($sig);
+    substr($raw, 10, 1) = chr(ord(substr($raw, 10, 1)) ^ 0x01);
+    my ($st, $why) = $call->("aly_oauth_$h.$cl." . MIME::Base64::encode_base64url($raw));
+    is($st, 401, 'HS256 with one MAC byte flipped: 401');
+    like($why, qr/signature/, '... for its signature');
+    ($st) = $call->($good);
+    is($st, 200, 'the same HS256 token unflipped: passes');
+    ($st, $why) = $call->(jwt(alg => 'HS256', secret => "$keys/other.secret", no_kid => 1, claims => \%c));
+    is($st, 401, 'HS256 under another secret: 401');
+    ($st, $why) = $call->(jwt(claims => \%c));
+    is($st, 401, 'RS256 on a server with no JWKS: 401');
+    like($why, qr/no key fits|unknown signing key/, '... no key to check it with');
+    $hs->stop;
+}
 done_testing;
