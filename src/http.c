@@ -59,6 +59,32 @@ int http_host_allowed(const aly_config_t *cfg, h2o_req_t *req)
     return config_strlist_has(&cfg->allowed_hosts, buf, strlen(buf));
 }
 
+const char *http_reason(int status)
+{
+    static const struct {
+        int status;
+        const char *reason;
+    } known[] = {{200, "OK"},
+                 {201, "Created"},
+                 {202, "Accepted"},
+                 {302, "Found"},
+                 {400, "Bad Request"},
+                 {401, "Unauthorized"},
+                 {403, "Forbidden"},
+                 {404, "Not Found"},
+                 {405, "Method Not Allowed"},
+                 {413, "Payload Too Large"},
+                 {415, "Unsupported Media Type"},
+                 {421, "Misdirected Request"},
+                 {429, "Too Many Requests"},
+                 {500, "Internal Server Error"},
+                 {503, "Service Unavailable"}};
+    for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+        if (known[i].status == status)
+            return known[i].reason;
+    return status >= 500 ? "Internal Server Error" : "Bad Request";
+}
+
 void http_send_json(h2o_req_t *req, int status, const char *reason, const char *body, size_t len)
 {
     req->res.status = status;

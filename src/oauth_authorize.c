@@ -245,12 +245,7 @@ static void consent_page(oauth_server_t *s, h2o_req_t *req, int status, const au
     }
     oauth_page_add(&p, "</fieldset>\n<p><button type=\"submit\" name=\"action\" value=\"approve\">Allow</button>\n"
                        "<button type=\"submit\" name=\"action\" value=\"deny\">Deny</button></p>\n</form>\n</body></html>\n");
-    oauth_page_send(req, status,
-                    status == 200   ? "OK"
-                    : status == 401 ? "Unauthorized"
-                    : status == 429 ? "Too Many Requests"
-                                    : "Bad Request",
-                    a->redirect, &p);
+    oauth_page_send(req, status, http_reason(status), a->redirect, &p);
 }
 
 /* ---- GET ---- */
@@ -407,7 +402,7 @@ static void serve_get(oauth_server_t *s, h2o_req_t *req)
     }
     if (rc < 0) {
         log_error("authorize: %s", err.msg);
-        return oauth_error_page(req, 500, "the client store cannot be read now; try again");
+        return oauth_error_page(req, 503, "the client store cannot be read now; try again");
     }
     if (rc == 1)
         return oauth_error_page(req, 400, "unknown client_id \"%.300s\": the application is not registered here", id);

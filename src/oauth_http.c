@@ -146,14 +146,10 @@ void oauth_send_error(h2o_req_t *req, int status, const char *error, const char 
     json_t *d = json_string(msg);
     if (d == NULL)
         d = json_string("the request holds text that is not valid UTF-8");
-    const char *reason = status == 400   ? "Bad Request"
-                         : status == 401 ? "Unauthorized"
-                         : status == 429 ? "Too Many Requests"
-                         : status == 413 ? "Payload Too Large"
-                         : status == 404 ? "Not Found"
-                                         : "Internal Server Error";
     http_add_header(req, "pragma", "no-cache");
-    http_send_json_object(req, status, reason, json_pack("{s:s, s:o}", "error", error, "error_description", d));
+    if (status == 503) /* the store is unavailable (cluster mode): when to come back, as everywhere else */
+        http_add_header(req, "retry-after", STORE_RETRY_AFTER_TEXT);
+    http_send_json_object(req, status, http_reason(status), json_pack("{s:s, s:o}", "error", error, "error_description", d));
 }
 
 /* ---- limits ---- */
@@ -339,13 +335,13 @@ int oauth_client_authenticate(oauth_server_t *s, h2o_req_t *req, const oauth_for
     oauth_client_t c;
     if (store_begin(s->store, 0, &t, &err) != 0) {
         log_error("oauth client: %s", err.msg);
-        return oauth_send_error(req, 500, "server_error", "the client store cannot be read"), -1;
+        return oauth_send_error(req, 503, "temporarily_unavailable", "the client store cannot be read now; retry"), -1;
     }
     int rc = oauth_client_get(&t, cid, &c, &err);
     store_abort(&t);
     if (rc < 0) {
         log_error("oauth client: %s", err.msg);
-        return oauth_send_error(req, 500, "server_error", "the client store cannot be read"), -1;
+        return oauth_send_error(req, 503, "temporarily_unavailable", "the client store cannot be read now; retry"), -1;
     }
     if (rc == 1)
         return invalid_client(req, basic, "unknown client_id");
@@ -436,7 +432,8 @@ void oauth_serve_jwks(void *data, h2o_req_t *req)
     aly_err_t err;
     if (oauth_key_jwks(s->store, &doc, &err) != 0) {
         log_error("jwks: %s", err.msg);
-        http_send_error(req, 500, "Internal Server Error", "internal", "the signing keys cannot be read");
+        http_add_header(req, "retry-after", STORE_RETRY_AFTER_TEXT);
+        http_send_error(req, 503, "Service Unavailable", "unavailable", "the signing keys cannot be read now; retry");
         return;
     }
     http_send_json_object(req, 200, "OK", doc);

@@ -85,12 +85,9 @@ void oauth_error_page(h2o_req_t *req, int status, const char *fmt, ...)
                    "<h1>This authorization request cannot go on</h1>\n<p class=\"err\">%s</p>\n"
                    "<p>Go back to the application and start the connection again.</p></body></html>\n",
                    oauth_html(&req->pool, msg));
-    oauth_page_send(req, status,
-                    status == 403   ? "Forbidden"
-                    : status == 429 ? "Too Many Requests"
-                    : status >= 500 ? "Internal Server Error"
-                                    : "Bad Request",
-                    NULL, &p);
+    if (status == 503)
+        http_add_header(req, "retry-after", STORE_RETRY_AFTER_TEXT);
+    oauth_page_send(req, status, http_reason(status), NULL, &p);
 }
 
 /* 302 to the registered redirect URI with params (already encoded pairs), state and iss. */

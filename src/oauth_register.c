@@ -117,7 +117,7 @@ void oauth_serve_register(void *data, h2o_req_t *req)
     if (oauth_client_create(s->store, s->pepper, &c, secret, sizeof(secret), &err) != 0) {
         json_decref(m);
         log_error("register: %s", err.msg);
-        oauth_send_error(req, 500, "server_error", "the client cannot be stored");
+        oauth_send_error(req, 503, "temporarily_unavailable", "the client cannot be stored now; retry");
         return;
     }
     json_t *out = json_deep_copy(m);

@@ -10,7 +10,9 @@ use warnings;
 use Test::More;
 use JSON::PP ();
 use Time::HiRes qw(time sleep);
+use File::Temp ();
 use Alyd;
+use AlyOAuth;
 use Cluster;
 
 Cluster::need_engines(redis => 0);
@@ -33,6 +35,19 @@ ok(ok_result($st, $r), 'a write while PostgreSQL is up');
 my $site = $r->{structuredContent}{id};
 ok(poll_until(2 * $SC, sub { ok_result(mcp_call($h1->port, $key, 'sites.get', { site_id => $site })) }), 'host 1 has it');
 my @pids = map { [ $_->master_pid, sort $_->worker_pids ] } $h0, $h1;
+
+# An OAuth code approved while PostgreSQL is up, exchanged while it is down (and again once it is back).
+my $tmp = File::Temp->newdir;
+Alyd::spew("$tmp/pw", "a long enough password\n");
+$h0->ctl('users', 'add', '--workspace', $ws, '--email', 'ann@example.com', '--password-file', "$tmp/pw");
+my $cb = 'http://127.0.0.1:9/cb';
+my $app = Alyd::json_decode($h0->ctl('--json', 'oauth', 'clients', 'create', '--name', 'App', '--redirect-uri', $cb));
+my $oa = AlyOAuth->new($h0);
+my $code = $oa->get_code(client_id => $app->{client_id}, redirect_uri => $cb, scope => 'read:sites', email => 'ann@example.com',
+    password => 'a long enough password');
+ok($code->{code}, 'an OAuth code, approved while PostgreSQL is up');
+my @exchange = (grant_type => 'authorization_code', code => $code->{code} // '', redirect_uri => $cb,
+    code_verifier => $code->{pkce}{verifier}, client_id => $app->{client_id});
 
 # ---- PostgreSQL stopped ----
 $c->pg->stop;
@@ -70,6 +85,19 @@ my (undef, undef, $m) = Alyd::curl($h0->metrics_url('/metrics'));
 is(Alyd::metric_value($m, 'alyd_pg_up'), 0, '/metrics: alyd_pg_up 0');
 ok(Alyd::metric_value($m, 'alyd_pg_failures_total') > 0, '/metrics: the failures are counted');
 like($h0->error_log_text // '', qr/PostgreSQL is unreachable: .*writes are refused, reads use the local replica/, 'the error log says so');
+{
+    # The authorization server's writes: 503 with Retry-After, like every other request that needs the store.
+    my ($ts, $th, $tj) = $oa->token(@exchange);
+    is($ts, 503, 'OAuth: the code exchange while PostgreSQL is down: 503');
+    like($th, qr/^retry-after: 1\r?$/mi, 'OAuth: with Retry-After: 1');
+    is($tj->{error}, 'temporarily_unavailable', 'OAuth: temporarily_unavailable');
+    unlike($tj->{error_description} // '', qr/postgres|password|connection/i, 'OAuth: nothing of PostgreSQL\'s own error');
+    my ($rs, $rh, $rb) = Alyd::curl('-H', 'Content-Type: application/json', '--data-binary', '{"redirect_uris":["http://127.0.0.1:9/x"]}',
+        $h0->url('/oauth/register'));
+    is($rs, 503, 'OAuth: a registration while PostgreSQL is down: 503');
+    like($rh, qr/^retry-after: 1\r?$/mi, 'OAuth: with Retry-After: 1');
+    is((Alyd::json_decode($rb) // {})->{error}, 'temporarily_unavailable', 'OAuth: temporarily_unavailable');
+}
 
 # ---- PostgreSQL back: recovery without restarting alyd ----
 $c->pg->start;
@@ -82,6 +110,12 @@ my $site2 = $r->{structuredContent}{id} // 'none';
 ok(poll_until(2 * $SC, sub { ok_result(mcp_call($h0->port, $key, 'sites.get', { site_id => $site2 })) }), 'and reaches the other host');
 is_deeply([ map { [ $_->master_pid, sort $_->worker_pids ] } $h0, $h1 ], \@pids, 'the same alyd processes (no restart)');
 like($h0->error_log_text // '', qr/PostgreSQL is reachable again/, 'the error log says PostgreSQL is back');
+{
+    # The refused exchange spent nothing: the same code buys its token now.
+    my ($ts, undef, $tj) = $oa->token(@exchange);
+    is($ts, 200, 'OAuth: the same code, exchanged once PostgreSQL is back: 200');
+    ok($tj->{access_token}, 'OAuth: an access token (the refusal spent nothing)');
+}
 
 # ---- PostgreSQL hung: a write gives up after store_timeout ----
 my @pg = ($c->pg->pid, Alyd::children_of($c->pg->pid));

@@ -125,6 +125,8 @@ void http_add_header(h2o_req_t *req, const char *name, const char *value);
 /* 1 when the peer of req is a loopback address. */
 int http_is_loopback(h2o_req_t *req);
 
+/* The reason phrase of an HTTP status alyd sends ("Bad Request" for a 4xx it does not name, "Internal Server Error" for a 5xx). */
+const char *http_reason(int status);
 /* Sends body (JSON text) with status; the body is copied. */
 void http_send_json(h2o_req_t *req, int status, const char *reason, const char *body, size_t len);
 /* Sends obj (stolen) serialised; a 500 when it cannot be serialised. */
