@@ -407,7 +407,46 @@ for my $how (qw(basic post)) {
     is($st, 200, 'it signs again');
 }
 
-ok($srv->stop, 'server stops');
+# ---- no secret reaches a log ----
+# Every kind of secret the server handles, used the usual ways and some wrong ones; then the server stops (its
+# buffered access log flushed) and no log holds any of them.
+{
+    $srv->ctl('users', 'add', '--workspace', $ws, '--email', 'dee@example.com', '--password-file', "$tmp/pw-ann");
+    my $cc = Alyd::json_decode(
+        $srv->ctl('--json', 'oauth', 'clients', 'create', '--name', 'Logs', '--redirect-uri', $cb, '--confidential'));
+    my $od = AlyOAuth->new($srv);
+    my %secret;
+    my $pg = $od->authorize_page(%req);
+    $od->decide($pg, email => 'dee@example.com', password => 'wrong-but-secret-9431');
+    my $f = $od->get_code(client_id => $cc->{client_id}, redirect_uri => $cb, scope => 'read:sites offline_access',
+        email => 'dee@example.com', password => 'ann-password-1');
+    my (undef, undef, $j) = $od->token(grant_type => 'authorization_code', code => $f->{code} // '', redirect_uri => $cb,
+        code_verifier => $f->{pkce}{verifier}, client_id => $cc->{client_id}, client_secret => $cc->{client_secret});
+    my (undef, undef, $j2) = $od->token(grant_type => 'refresh_token', refresh_token => $j->{refresh_token} // '',
+        curl => [ '-u', "$cc->{client_id}:$cc->{client_secret}" ]);
+    $od->token(grant_type => 'refresh_token', refresh_token => $j->{refresh_token} // '', client_id => $cc->{client_id},
+        client_secret => 'aly_cs_wrongwrongwrongwrongwrongwrong');
+    is(AlyOAuth::mcp_status($srv, $j2->{access_token} // ''), 200, 'the refreshed access token works');
+    my $key = $srv->ctl('keys', 'create', '--workspace', $ws, '--scopes', 'read:sites');
+    is(AlyOAuth::mcp_status($srv, $key), 200, 'an API key works');
+    (my $bent = $key) =~ s/.$/$& eq 'A' ? 'B' : 'A'/e;
+    AlyOAuth::mcp_status($srv, $bent);
+    %secret = ('the client secret' => $cc->{client_secret}, 'the code' => $f->{code}, 'the PKCE verifier' => $f->{pkce}{verifier},
+        'the access token' => $j->{access_token}, 'the refresh token' => $j->{refresh_token},
+        'the refreshed access token' => $j2->{access_token}, 'the new refresh token' => $j2->{refresh_token},
+        'the password' => 'ann-password-1', 'a wrong password' => 'wrong-but-secret-9431', 'the API key' => $key,
+        'a mistyped API key' => $bent);
+    ok(!grep({ !defined $_ || length $_ < 8 } values %secret), 'every secret was issued and used') or diag(explain(\%secret));
+    ok($srv->stop, 'server stops (its access log flushed)');
+    my $logs = join "\n", $srv->access_log_text // '', $srv->error_log_text // '', $srv->stderr_text // '';
+    like($logs, qr{POST /oauth/token}, 'the access log holds the token requests');
+    for my $what (sort keys %secret) {
+        my $v = $secret{$what} // next;
+        ok(index($logs, $v) < 0, "no log holds $what");
+        # The JWTs' signatures, and any 24 characters of a secret, are secrets too.
+        ok(index($logs, substr($v, -24)) < 0, "nor the last 24 characters of $what") if length $v > 24;
+    }
+}
 
 # ---- oauth_server off ----
 {
