@@ -231,6 +231,13 @@ sub initialize {
     my $f = $srv->dir . '/big.json';
     Alyd::spew($f, $big);
     rpc_error(\$f, 400, -32600, '10 000-element batch', headers => ['MCP-Protocol-Version: 2025-03-26']);
+    # The bound itself: 100 messages are served, 101 are refused whole, each message a distinct id.
+    my $of = sub { '[' . join(',', map { rpc(id => $_, method => 'ping') } 1 .. $_[0]) . ']' };
+    ($st, $hdr, $b) = post($of->(100), headers => ['MCP-Protocol-Version: 2025-03-26']);
+    is($st, 200, 'a batch of 100: 200');
+    is(scalar @{ Alyd::json_decode($b) // [] }, 100, '... with 100 answers');
+    my ($r101) = rpc_error($of->(101), 400, -32600, 'a batch of 101', headers => ['MCP-Protocol-Version: 2025-03-26']);
+    like($r101->{error}{message} // '', qr/at most 100/, 'a batch of 101: says the bound');
     ($st, $hdr, $b) = post('[' . rpc(method => 'notifications/x') . ']', headers => ['MCP-Protocol-Version: 2025-03-26']);
     is($st, 202, 'batch of notifications only: 202');
 }
