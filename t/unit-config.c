@@ -247,6 +247,39 @@ static void test_bad(void)
     bad("listen 127.0.0.1:80\x01\n", 1, "control character");
     bad("metrics_listen 127.0.0.1:8080\n", 1, "also a listen address");
 
+    /* Each bounded integer: one past each end refused, naming the directive and its range; each end accepted. */
+    static const struct {
+        const char *name;
+        unsigned long long max;
+    } bounded[] = {{"max_connections", 1000000},        {"max_connections_per_address", 1000000},
+                   {"max_streams_per_connection", 256}, {"reset_budget", 1000000},
+                   {"address_strikes", 1000000},        {"list_scan_budget", 100000000}};
+    for (size_t i = 0; i < sizeof(bounded) / sizeof(bounded[0]); i++) {
+        char text[120], want[120];
+        snprintf(want, sizeof(want), "%s must be an integer from 1 to %llu", bounded[i].name, bounded[i].max);
+        snprintf(text, sizeof(text), "%s 0\n", bounded[i].name);
+        bad(text, 1, want);
+        snprintf(text, sizeof(text), "%s %llu\n", bounded[i].name, bounded[i].max + 1);
+        bad(text, 1, want);
+        for (int end = 0; end < 2; end++) {
+            snprintf(text, sizeof(text), "%s %llu\n", bounded[i].name, end ? bounded[i].max : 1ULL);
+            aly_err_t e;
+            aly_config_t *c = config_load(write_conf("ok.conf", text), &e);
+            ok(c != NULL, "%s %llu accepted", bounded[i].name, end ? bounded[i].max : 1ULL);
+            config_free(c);
+        }
+    }
+    /* A line of 4,097 bytes and a line of 65 words are refused, naming the line. */
+    static char longline[4200], words[400];
+    memset(longline, '#', 4097);
+    longline[4097] = '\n';
+    bad(longline, 1, "line is longer than 4096 bytes");
+    size_t n = (size_t)snprintf(words, sizeof(words), "allowed_origins");
+    for (int w = 0; w < 64; w++)
+        n += (size_t)snprintf(words + n, sizeof(words) - n, " o%d", w);
+    snprintf(words + n, sizeof(words) - n, "\n");
+    bad(words, 1, "too many values on one line");
+
     aly_err_t err;
     ok(config_load("/nonexistent/alyd.conf", &err) == NULL, "missing file refused");
     ok(strstr(err.msg, "/nonexistent/alyd.conf: cannot open") == err.msg, "missing file named");
