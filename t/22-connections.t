@@ -47,7 +47,7 @@ ok(length($got) >= 9 && unpack('C', substr($got, 3, 1)) == 4, 'h2c: the server a
 ok(defined $t, 'h2c: the idle connection is closed');
 ok(defined $t && $t >= 0.8 && $t < 1 + 1.5 * $SC, sprintf('h2c: after about idle_timeout 1s (%.2f s)', $t // -1));
 
-# Busy is not idle: a request every 0.4 s for 3 s on one connection keeps it open.
+# Busy is not idle: a request every 0.3 s for 3 s on one connection keeps it open.
 {
     my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port, Proto => 'tcp') or die "connect: $!";
     my $sel = IO::Select->new($s);
@@ -65,9 +65,9 @@ ok(defined $t && $t >= 0.8 && $t < 1 + 1.5 * $SC, sprintf('h2c: after about idle
         }
         last unless $got =~ m{^HTTP/1\.1 200};
         $answers++;
-        sleep 0.4;
+        sleep 0.3;
     }
-    ok($answers >= 6, "a connection asking every 0.4 s for 3 s stays open ($answers answers)");
+    ok($answers >= 6, "a connection asking every 0.3 s for 3 s stays open ($answers answers)");
 }
 
 # Six streams on one h2c connection, each a call that waits on the client (test_sampling): two at a time reach it.
