@@ -98,6 +98,15 @@ like($h0->error_log_text // '', qr/PostgreSQL is unreachable: .*writes are refus
     like($rh, qr/^retry-after: 1\r?$/mi, 'OAuth: with Retry-After: 1');
     is((Alyd::json_decode($rb) // {})->{error}, 'temporarily_unavailable', 'OAuth: temporarily_unavailable');
 }
+{
+    # A legacy initialize stores its session: refused the same way, and no session id handed out.
+    my ($is, $ir, $ih) = Cluster::mcp_request($h0, $key, 'initialize',
+        { protocolVersion => '2025-11-25', capabilities => {}, clientInfo => { name => 't', version => '1' } });
+    is($is, 503, 'initialize while PostgreSQL is down: 503');
+    like($ih // '', qr/^retry-after: 1\r?$/mi, 'initialize: with Retry-After: 1');
+    is($ir->{error}{message}, 'the store is unavailable; try again shortly', 'initialize: saying the store is unavailable');
+    unlike($ih // '', qr/^mcp-session-id:/mi, 'initialize: no session id');
+}
 
 # ---- PostgreSQL back: recovery without restarting alyd ----
 $c->pg->start;
