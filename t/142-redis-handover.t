@@ -88,6 +88,21 @@ is($redis->cli('GET', "aly:{$q->{id}}:p"), $k{id}, 'the pending request is in Re
 my $pttl = $redis->cli('PTTL', "aly:{$q->{id}}:p") // -1;
 ok($pttl > 0 && $pttl <= 120000, 'and expires') or diag($pttl);
 
+# Another workspace's key answers that question through host B first, on a session of its own: set aside.
+{
+    my $ws2 = $a->ctl('workspace', 'create', 'Other');
+    my $key2 = $a->ctl('keys', 'create', '--workspace', $ws2, '--scopes', 'read:sites');
+    my @h2 = ('-H', 'Content-Type: application/json', '-H', 'Accept: application/json, text/event-stream', '-H', "Authorization: Bearer $key2");
+    my (undef, $h) = Alyd::curl('-X', 'POST', @h2, '--data', $json->encode({ jsonrpc => '2.0', id => 1, method => 'initialize',
+        params => { protocolVersion => '2025-11-25', capabilities => {}, clientInfo => { name => 't', version => '1' } } }), $b->url('/api/mcp'));
+    my $sid2 = Alyd::header_value($h, 'mcp-session-id') // '';
+    my ($fs) = Alyd::curl('-X', 'POST', @h2, '-H', "Mcp-Session-Id: $sid2", '-H', 'MCP-Protocol-Version: 2025-11-25', '--data',
+        $json->encode({ jsonrpc => '2.0', id => $q->{id}, result => { action => 'accept', content => { site_id => $north } } }),
+        $b->url('/api/mcp'));
+    is($fs, 202, 'host B takes a reply from another workspace\'s key (202)');
+    is($redis->cli('EXISTS', "aly:{$q->{id}}:r"), 0, 'but hands nothing over: no reply in Redis for that question');
+}
+
 my ($st) = Alyd::curl('-X', 'POST', '-H', 'Content-Type: application/json', '-H', 'Accept: application/json, text/event-stream',
     '-H', "Authorization: Bearer $k{key}", '-H', "Mcp-Session-Id: $sid", '-H', 'MCP-Protocol-Version: 2025-11-25', '--data',
     $json->encode({ jsonrpc => '2.0', id => $q->{id}, result => { action => 'accept', content => { site_id => $south } } }),
