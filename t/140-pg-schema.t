@@ -122,10 +122,14 @@ ok($pg->psql('SELECT upto FROM replica_horizon', db => 'target') > 0, 'the horiz
 isnt($exit, 0, 'migrate into a database that holds records is refused');
 like($err, qr/already holds $rows records.*--force/, 'naming the count and --force');
 $lm->ctl('workspace', 'create', 'Second');
+# A record the source never had, already in the target: --force replaces the target's records, it does not merge.
+$pg->psql("INSERT INTO kv (db, k, v) VALUES (6, 'zz/stray'::bytea, '\\x00'::bytea)", db => 'target');
+is($pg->psql("SELECT count(*) FROM kv WHERE k = 'zz/stray'::bytea", db => 'target'), '1', 'a stray record put into the target');
 ($exit, $out, $err) = Alyd::run_cmd(Alyd::alyctl_bin(), '-c', $lm->conf, 'migrate', '--to', $target, '--force');
 is($exit, 0, 'migrate --force replaces them') or diag($err);
 like($out, qr/copied \d+ records into PostgreSQL: meta \d+, workspaces 2,/, 'and reports the counts per database');
 is($pg->psql('SELECT count(*) FROM kv WHERE db = 1', db => 'target'), '2', 'two workspaces now');
+is($pg->psql("SELECT count(*) FROM kv WHERE k = 'zz/stray'::bytea", db => 'target'), '0', 'and the stray record is gone');
 
 # A PostgreSQL host with an empty data_dir and the same pepper serves what was migrated.
 my $pgh = Alyd->start(workers => 1, extra => ["store $target", 'key_pepper_file ' . $lm->data_dir . '/pepper']);
