@@ -190,14 +190,8 @@ int main(void)
     aly_config_t *cfg = NULL;
     store_t *st = mkdtemp(dir) != NULL ? unit_temp_store(dir, &cfg) : NULL;
     ok(st != NULL, "a store in a temporary directory");
-    if (st != NULL) {
+    if (st != NULL)
         code_expiry(st, dir);
-        store_close(st);
-    }
-    config_free(cfg);
-    char cmd[400];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-    if (system(cmd) != 0)
-        printf("# could not remove %s\n", dir);
+    unit_temp_done(dir, st, cfg);
     return done_testing();
 }

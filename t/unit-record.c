@@ -677,12 +677,7 @@ int main(void)
         typed_records(st);
         cursors(cfg);
         admin(st, cfg);
-        store_close(st);
     }
-    config_free(cfg);
-    char cmd[300];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-    if (system(cmd) != 0)
-        printf("# could not remove %s\n", dir);
+    unit_temp_done(dir, st, cfg);
     return done_testing();
 }

@@ -2,11 +2,13 @@
  * A store in a temporary directory for the C unit tests: a configuration
  * naming dir/data, then store_init and store_open, as alyctl init and a
  * worker would.  NULL (saying why on a TAP comment line) when it cannot.
+ * unit_temp_done() closes it and removes the directory.
  */
 #ifndef ALY_T_UNIT_STORE_H
 #define ALY_T_UNIT_STORE_H
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <sys/types.h>
 
 #include "aly/config.h"
@@ -31,6 +33,18 @@ static store_t *unit_temp_store(const char *dir, aly_config_t **cfg_out)
         printf("# cannot open a store in %s: %s\n", dir, err.msg);
     *cfg_out = cfg;
     return st;
+}
+
+/* Closes what unit_temp_store() opened (either may be NULL) and removes dir. */
+static void unit_temp_done(const char *dir, store_t *st, aly_config_t *cfg)
+{
+    if (st != NULL)
+        store_close(st);
+    config_free(cfg);
+    char cmd[400];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    if (system(cmd) != 0)
+        printf("# could not remove %s\n", dir);
 }
 
 #endif
