@@ -46,6 +46,41 @@ static int refuse_commit(store_txn_t *t, aly_err_t *why)
     return 1;
 }
 
+/* Burns code c (its record, used_ms set, stored as it is) and refuses with why, which the caller has said. */
+static int burn_code(store_txn_t *t, const char *k, const oauth_code_t *c, aly_err_t *why)
+{
+    aly_err_t err;
+    if (store_put_record(t, DB_OAUTH_GRANTS, k, HKEY_LEN, &oauth_record_code, c, 0, &err) != 0) {
+        store_abort(t);
+        return aly_errf(why, "%s", err.msg);
+    }
+    return refuse_commit(t, why);
+}
+
+/*
+ * What the account that gave an authorization may still grant in its
+ * workspace: 0 with *cap (its membership's scopes, and offline_access), 1
+ * when it is gone, no longer a member, or another account under the same
+ * email (added again since), -1 with err.  Both the code exchange and every
+ * refresh ask, so a cap lowered or a membership ended narrows or ends what
+ * the next token carries.
+ */
+static int member_cap(store_txn_t *t, const char *email, const char *user, const char *ws, uint64_t *cap, aly_err_t *err)
+{
+    oauth_user_t u;
+    int rc = oauth_user_get(t, email, &u, err);
+    if (rc < 0)
+        return -1;
+    int found = 0;
+    for (uint64_t i = 0; rc == 0 && strcmp(u.id, user) == 0 && i < u.n_members && !found; i++)
+        if (strcmp(u.members[i].workspace, ws) == 0) {
+            *cap = u.members[i].scopes | OAUTH_SCOPE_OFFLINE;
+            found = 1;
+        }
+    OPENSSL_cleanse(u.hash, sizeof(u.hash));
+    return found ? 0 : 1;
+}
+
 static int put_grant(store_txn_t *t, const oauth_grant_t *g, aly_err_t *err)
 {
     char k[2 + ALY_ID_MAX];
@@ -161,39 +196,29 @@ int oauth_code_redeem(store_t *st, auth_pepper_t *p, const char *code, const cha
     }
     c.used_ms = now;
     if (redirect == NULL || strcmp(c.redirect, redirect) != 0 || verifier == NULL || !pkce_ok(verifier, c.challenge)) {
-        if (store_put_record(&t, DB_OAUTH_GRANTS, k, sizeof(k), &oauth_record_code, &c, 0, &err) != 0) {
-            store_abort(&t);
-            return aly_errf(why, "%s", err.msg);
-        }
         aly_errf(why, redirect == NULL || strcmp(c.redirect, redirect) != 0
                           ? "redirect_uri does not match the authorization request"
                           : "code_verifier does not match the code_challenge (PKCE S256)");
-        return refuse_commit(&t, why);
+        return burn_code(&t, k, &c, why);
     }
     /*
      * The account must still be there and still a member: a user removed (or
      * dropped from the workspace) after consenting, within the code's 60 s,
      * gets no grant.  A cap lowered since then narrows what the code buys.
      */
-    oauth_user_t u;
-    const oauth_membership_t *m = NULL;
-    rc = oauth_user_get(&t, c.email, &u, &err);
+    uint64_t cap = 0;
+    rc = member_cap(&t, c.email, c.user, c.workspace, &cap, &err);
     if (rc < 0) {
         store_abort(&t);
         return aly_errf(why, "%s", err.msg);
     }
-    for (uint64_t i = 0; rc == 0 && strcmp(u.id, c.user) == 0 && i < u.n_members && m == NULL; i++)
-        if (strcmp(u.members[i].workspace, c.workspace) == 0)
-            m = &u.members[i];
-    uint64_t cap = m != NULL ? m->scopes | OAUTH_SCOPE_OFFLINE : 0;
-    OPENSSL_cleanse(u.hash, sizeof(u.hash));
-    if (m == NULL) {
-        if (store_put_record(&t, DB_OAUTH_GRANTS, k, sizeof(k), &oauth_record_code, &c, 0, &err) != 0) {
-            store_abort(&t);
-            return aly_errf(why, "%s", err.msg);
-        }
+    if (rc == 1) {
         aly_errf(why, "the account that approved this code is no longer a member of its workspace");
-        return refuse_commit(&t, why);
+        return burn_code(&t, k, &c, why);
+    }
+    if ((c.scopes & cap & ~OAUTH_SCOPE_OFFLINE) == 0) {
+        aly_errf(why, "the account's membership no longer allows any scope this code was for");
+        return burn_code(&t, k, &c, why);
     }
     memset(g, 0, sizeof(*g));
     rc = store_new_id("grt_", g->id, sizeof(g->id), &err);
@@ -239,6 +264,23 @@ int oauth_refresh_rotate(store_t *st, auth_pepper_t *p, const char *rt, const ch
         store_abort(&t);
         return aly_errf(why, "the authorization behind this refresh token was revoked"), 1;
     }
+    /* What the account may grant now: a lowered cap narrows the grant for good; an ended membership ends it. */
+    uint64_t cap = 0;
+    rc = member_cap(&t, g->email, g->user, g->workspace, &cap, &err);
+    if (rc < 0) {
+        store_abort(&t);
+        return aly_errf(why, "%s", err.msg);
+    }
+    if (rc == 1 || (g->scopes & cap & ~OAUTH_SCOPE_OFFLINE) == 0) {
+        if (oauth_grant_revoke_in(&t, g->id, &err) < 0) {
+            store_abort(&t);
+            return aly_errf(why, "%s", err.msg);
+        }
+        aly_errf(why, rc == 1 ? "the account that gave this authorization is no longer a member of its workspace; it is revoked"
+                              : "the account's membership no longer allows any scope of this authorization; it is revoked");
+        return refuse_commit(&t, why);
+    }
+    g->scopes &= cap;
     uint64_t now = aly_wall_ms();
     if (r.replaced_ms == 0 && (want & ~g->scopes) != 0) {
         store_abort(&t);

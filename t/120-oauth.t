@@ -241,6 +241,25 @@ for my $how (qw(basic post)) {
         code_verifier => $f->{pkce}{verifier}, client_id => $app->{client_id});
     is($j->{scope}, 'read:content', 'her cap lowered before redemption: the token carries only read:content');
     is((AlyOAuth::claims($j->{access_token} // '') // {})->{scope}, 'read:content', 'and so does the access token');
+
+    # Every refresh reads the cap again: lowered, the next token narrows; left with nothing, the authorization ends.
+    $srv->ctl('users', 'add', '--workspace', $ws, '--email', 'eli@example.com', '--password-file', "$tmp/pw-bob");
+    my $eo = AlyOAuth->new($srv);
+    my ($et) = $eo->tokens(client_id => $app->{client_id}, redirect_uri => $cb, scope => 'read:sites read:content offline_access',
+        email => 'eli@example.com', password => 'bob-password-1');
+    is(join(' ', sort split / /, $et->{scope} // ''), 'offline_access read:content read:sites', 'eli: read:sites, read:content, offline');
+    $srv->ctl('users', 'add', '--workspace', $ws, '--email', 'eli@example.com', '--scopes', 'read:content');
+    my (undef, undef, $rj) = $eo->token(grant_type => 'refresh_token', refresh_token => $et->{refresh_token}, client_id => $app->{client_id});
+    is(join(' ', sort split / /, $rj->{scope} // ''), 'offline_access read:content', 'her cap lowered: the refresh carries only what is left');
+    is((AlyOAuth::claims($rj->{access_token} // '') // {})->{scope}, 'read:content', 'and so does its access token');
+    my (undef, undef, $wj) = $eo->token(grant_type => 'refresh_token', refresh_token => $rj->{refresh_token}, client_id => $app->{client_id},
+        scope => 'read:sites');
+    is($wj->{error}, 'invalid_scope', 'asking the refresh for the scope the cap took away: invalid_scope');
+    $srv->ctl('users', 'add', '--workspace', $ws, '--email', 'eli@example.com', '--scopes', 'read:orders');
+    my (undef, undef, $nj) = $eo->token(grant_type => 'refresh_token', refresh_token => $rj->{refresh_token}, client_id => $app->{client_id});
+    is($nj->{error}, 'invalid_grant', 'her cap leaving none of the granted scopes: the refresh is invalid_grant');
+    like($nj->{error_description} // '', qr/no longer allows any scope/, '... saying why');
+    is(AlyOAuth::mcp_status($srv, $rj->{access_token}), 401, 'and the authorization ends: its access token is refused');
 }
 
 # ---- deny ----
