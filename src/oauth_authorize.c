@@ -494,10 +494,22 @@ static void sign_in(oauth_server_t *s, h2o_req_t *req, const oauth_form_t *f, co
     }
     store_txn_t t;
     aly_err_t err;
+    int found = -1;
     if (store_begin(s->store, 0, &t, &err) == 0) {
-        g->known = oauth_user_get(&t, email, &g->u, &err) == 0;
+        found = oauth_user_get(&t, email, &g->u, &err);
         store_abort(&t);
     }
+    if (found < 0) {
+        /* Not a failure of the password: nothing was checked, so the units go back, and the user may retry. */
+        log_error("sign-in: %s", err.msg);
+        oauth_limit_give_back(s->store, g->ka, LOGIN_WINDOW_MS);
+        oauth_limit_give_back(s->store, g->ku, LOGIN_WINDOW_MS);
+        OPENSSL_cleanse(&g->u, sizeof(g->u));
+        h2o_mem_release_shared(g);
+        http_add_header(req, "retry-after", STORE_RETRY_AFTER_TEXT);
+        return consent_page(s, req, 503, a, blob, NULL, ticked, "the accounts cannot be read now: try again in a moment");
+    }
+    g->known = found == 0;
     signing_t **guard = h2o_mem_alloc_shared(&req->pool, sizeof(*guard), on_signing_gone);
     *guard = g;
     h2o_mem_addref_shared(g);
@@ -535,6 +547,10 @@ static void serve_post(oauth_server_t *s, h2o_req_t *req)
         if (store_begin(s->store, 0, &t, &err) == 0) {
             rc = oauth_client_get(&t, a.client, &c, &err);
             store_abort(&t);
+        }
+        if (rc < 0) {
+            log_error("authorize: %s", err.msg);
+            return oauth_error_page(req, 503, "the client store cannot be read now; try again");
         }
         if (rc != 0 || !oauth_client_has_redirect(&c, a.redirect))
             return oauth_error_page(req, 400, "this client is no longer registered here");

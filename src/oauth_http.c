@@ -6,7 +6,6 @@
  */
 #include "aly/oauth_internal.h"
 
-#include <arpa/inet.h>
 #include <jansson.h>
 #include <openssl/crypto.h>
 #include <stdarg.h>

@@ -63,7 +63,7 @@
 /* err->refused of a durable write refused because PostgreSQL cannot be reached: HTTP 503 with Retry-After. */
 #define STORE_UNAVAILABLE 2
 #define STORE_RETRY_AFTER_S 1
-#define STORE_RETRY_AFTER_TEXT "1" /* the same, as a Retry-After value */
+#define STORE_RETRY_AFTER_TEXT ALY_STR(STORE_RETRY_AFTER_S) /* the same, as a Retry-After value */
 
 typedef struct store store_t;
 
