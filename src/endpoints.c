@@ -26,7 +26,7 @@ void endpoint_resource_metadata(void *data, h2o_req_t *req)
         json_array_append_new(scopes, json_string(scope_catalogue[i].name));
     json_t *doc = json_pack("{s:s, s:o, s:o, s:[s], s:s}", "resource", resource, "authorization_servers", servers,
                             "scopes_supported", scopes, "bearer_methods_supported", "header", "resource_name", "Aly");
-    http_send_json_object(req, 200, "OK", doc);
+    http_send_json_object(req, 200, doc);
 }
 
 void endpoint_healthz(void *data, h2o_req_t *req)
@@ -42,7 +42,7 @@ void endpoint_healthz(void *data, h2o_req_t *req)
                      "{\"status\":\"unavailable\",\"pid\":%d,\"version\":\"%s\",\"worker\":%u,\"error\":\"the store cannot be "
                      "read; see the error log\"}",
                      (int)getpid(), PACKAGE_VERSION, e->worker_number);
-        http_send_json(req, 503, "Service Unavailable", body, (size_t)n);
+        http_send_json(req, 503, body, (size_t)n);
         return;
     }
     /*
@@ -58,7 +58,7 @@ void endpoint_healthz(void *data, h2o_req_t *req)
                                 "PostgreSQL is unreachable: writes are refused, reads are served from this host's replica",
                                 "replica_lag_ms", (json_int_t)pg.lag_ms);
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("1"));
-        http_send_json_object(req, 503, "Service Unavailable", doc);
+        http_send_json_object(req, 503, doc);
         return;
     }
     /*
@@ -75,7 +75,7 @@ void endpoint_healthz(void *data, h2o_req_t *req)
                                      : "redis (the volatile state) is unreachable: requests are refused with 503");
         if (!open)
             h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("1"));
-        http_send_json_object(req, open ? 200 : 503, open ? "OK" : "Service Unavailable", doc);
+        http_send_json_object(req, open ? 200 : 503, doc);
         return;
     }
     /*
@@ -88,7 +88,7 @@ void endpoint_healthz(void *data, h2o_req_t *req)
     n = snprintf(body, sizeof(body), "{\"status\":\"%s\",\"pid\":%d,\"version\":\"%s\",\"uptime_seconds\":%llu,\"worker\":%u%s}",
                  full ? "degraded" : "ok", (int)getpid(), PACKAGE_VERSION, (unsigned long long)up, e->worker_number,
                  full ? ",\"error\":\"the store is full: writes are refused; raise map_size or delete data\"" : "");
-    http_send_json(req, 200, "OK", body, (size_t)n);
+    http_send_json(req, 200, body, (size_t)n);
 }
 
 /* text (malloc'd, *len bytes) with the n bytes snprintf wrote into buf (size bytes) after it; text unchanged when there
@@ -185,7 +185,7 @@ void endpoint_metrics(void *data, h2o_req_t *req)
     if (text != NULL && volatile_redis() != NULL)
         text = append_redis(text, &len, e->stats, volatile_redis());
     if (text == NULL) {
-        http_send_error(req, 500, "Internal Server Error", "internal", "cannot render metrics");
+        http_send_error(req, 500, "internal", "cannot render metrics");
         return;
     }
     req->res.status = 200;

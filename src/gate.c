@@ -63,8 +63,8 @@ static int volatile_failed(gate_t *g, volatile_redis_t *vr, const char *err)
 static void send_volatile_down(h2o_req_t *req)
 {
     http_add_header(req, "retry-after", "1");
-    http_send_rpc_error(req, 503, "Service Unavailable", RPC_INTERNAL_ERROR,
-                        "the shared rate-limit state (redis) is unreachable; try again shortly", NULL);
+    http_send_rpc_error(req, 503, RPC_INTERNAL_ERROR, "the shared rate-limit state (redis) is unreachable; try again shortly",
+                        NULL);
 }
 
 /* The principal's decision into *d: 0 decided; 1 undecided, admit; -1 undecided, refuse (send_volatile_down). */
@@ -98,7 +98,7 @@ static void send_rate_limited(h2o_req_t *req, const char *policy, const aly_rate
     http_add_header(req, "ratelimit", text);
     config_format_rate(rate, rate_text, sizeof(rate_text));
     snprintf(text, sizeof(text), "%s (%s): retry in %llu s", what, rate_text, (unsigned long long)d->retry_after_s);
-    http_send_rpc_error(req, 429, "Too Many Requests", RPC_RATE_LIMITED, text,
+    http_send_rpc_error(req, 429, RPC_RATE_LIMITED, text,
                         json_pack("{s:I, s:s, s:s}", "retry_after_seconds", (json_int_t)d->retry_after_s, "limit", policy, "policy",
                                   rate_text));
 }
@@ -234,7 +234,7 @@ static void send_unauthorized(gate_t *g, h2o_req_t *req, auth_result_t r, aly_er
     }
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL, h2o_strdup(&req->pool, header, SIZE_MAX).base,
                    strlen(header));
-    http_send_rpc_error(req, 401, "Unauthorized", RPC_UNAUTHORIZED, why->msg, json_pack("{s:s}", "resource_metadata", metadata));
+    http_send_rpc_error(req, 401, RPC_UNAUTHORIZED, why->msg, json_pack("{s:s}", "resource_metadata", metadata));
 }
 
 int gate_pass(gate_t *g, h2o_req_t *req, principal_t *p)
@@ -277,8 +277,7 @@ int gate_pass(gate_t *g, h2o_req_t *req, principal_t *p)
         return vr != NULL && !suspect ? admit_pipelined(g, req, vr, &addr, p) : limit_principal(g, req, p);
     }
     if (r == AUTH_ERROR) {
-        http_send_rpc_error(req, 503, "Service Unavailable", RPC_INTERNAL_ERROR,
-                            "the credential store cannot be read; try again shortly", NULL);
+        http_send_rpc_error(req, 503, RPC_INTERNAL_ERROR, "the credential store cannot be read; try again shortly", NULL);
         return -1;
     }
     if (r == AUTH_INVALID && (rl != NULL || vr != NULL)) {

@@ -73,6 +73,7 @@ const char *http_reason(int status)
                  {403, "Forbidden"},
                  {404, "Not Found"},
                  {405, "Method Not Allowed"},
+                 {406, "Not Acceptable"},
                  {413, "Payload Too Large"},
                  {415, "Unsupported Media Type"},
                  {421, "Misdirected Request"},
@@ -85,10 +86,10 @@ const char *http_reason(int status)
     return status >= 500 ? "Internal Server Error" : "Bad Request";
 }
 
-void http_send_json(h2o_req_t *req, int status, const char *reason, const char *body, size_t len)
+void http_send_json(h2o_req_t *req, int status, const char *body, size_t len)
 {
     req->res.status = status;
-    req->res.reason = reason;
+    req->res.reason = http_reason(status);
     req->res.content_length = len;
     add_token_header(req, H2O_TOKEN_CONTENT_TYPE, "application/json");
     add_token_header(req, H2O_TOKEN_CACHE_CONTROL, "no-store");
@@ -96,20 +97,20 @@ void http_send_json(h2o_req_t *req, int status, const char *reason, const char *
     h2o_send_inline(req, body, len);
 }
 
-void http_send_json_object(h2o_req_t *req, int status, const char *reason, json_t *obj)
+void http_send_json_object(h2o_req_t *req, int status, json_t *obj)
 {
     char *text = json_dumps(obj, JSON_COMPACT);
     json_decref(obj);
     if (text == NULL) {
         static const char oom[] = "{\"error\":\"internal\",\"message\":\"out of memory\"}";
-        http_send_json(req, 500, "Internal Server Error", oom, sizeof(oom) - 1);
+        http_send_json(req, 500, oom, sizeof(oom) - 1);
         return;
     }
-    http_send_json(req, status, reason, text, strlen(text));
+    http_send_json(req, status, text, strlen(text));
     free(text);
 }
 
-void http_send_error(h2o_req_t *req, int status, const char *reason, const char *code, const char *fmt, ...)
+void http_send_error(h2o_req_t *req, int status, const char *code, const char *fmt, ...)
 {
     char msg[512];
     va_list ap;
@@ -120,15 +121,15 @@ void http_send_error(h2o_req_t *req, int status, const char *reason, const char 
     json_t *m = json_string(msg);
     if (m == NULL)
         m = json_string("the request named something that is not valid UTF-8");
-    http_send_json_object(req, status, reason, json_pack("{s:s, s:o}", "error", code, "message", m));
+    http_send_json_object(req, status, json_pack("{s:s, s:o}", "error", code, "message", m));
 }
 
-void http_send_rpc_error(h2o_req_t *req, int status, const char *reason, int code, const char *message, json_t *data)
+void http_send_rpc_error(h2o_req_t *req, int status, int code, const char *message, json_t *data)
 {
     json_t *e = json_pack("{s:i, s:s}", "code", code, "message", message);
     if (data != NULL)
         json_object_set_new(e, "data", data);
-    http_send_json_object(req, status, reason, json_pack("{s:s, s:n, s:o}", "jsonrpc", "2.0", "id", "error", e));
+    http_send_json_object(req, status, json_pack("{s:s, s:n, s:o}", "jsonrpc", "2.0", "id", "error", e));
 }
 
 int http_is_loopback(h2o_req_t *req)
@@ -307,7 +308,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     if (conn != NULL && conn->shut) {
         static const char body[] =
             "{\"error\":\"connection_cut\",\"message\":\"this connection was cut for abuse; open a new one\"}";
-        http_send_json(req, 429, "Too Many Requests", body, sizeof(body) - 1);
+        http_send_json(req, 429, body, sizeof(body) - 1);
         return 0;
     }
 
@@ -321,13 +322,13 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         }
     }
     if (route == NULL || !(route->flags & h->listener_flag)) {
-        http_send_error(req, 404, "Not Found", "not_found", "no such endpoint: %.*s (the MCP endpoint is POST /api/mcp)",
+        http_send_error(req, 404, "not_found", "no such endpoint: %.*s (the MCP endpoint is POST /api/mcp)",
                         (int)(path.len > 200 ? 200 : path.len), path.base);
         return 0;
     }
     if (!(method_bit(req->method) & route->methods)) {
         allow_header(req, route->methods);
-        http_send_error(req, 405, "Method Not Allowed", "method_not_allowed", "%.*s does not accept %.*s", (int)path.len, path.base,
+        http_send_error(req, 405, "method_not_allowed", "%.*s does not accept %.*s", (int)path.len, path.base,
                         (int)(req->method.len > 16 ? 16 : req->method.len), req->method.base);
         return 0;
     }
@@ -337,8 +338,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
      * alike; only bodies past h2o's limit are refused by h2o itself.
      */
     if (req->entity.base != NULL && req->entity.len > site->cfg->max_request_body) {
-        http_send_error(req, 413, "Payload Too Large", "body_too_large", "request body over %zu bytes (max_request_body)",
-                        site->cfg->max_request_body);
+        http_send_error(req, 413, "body_too_large", "request body over %zu bytes (max_request_body)", site->cfg->max_request_body);
         return 0;
     }
     route->serve(route->data, req);

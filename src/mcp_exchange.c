@@ -179,7 +179,7 @@ static void send_json_answer(mcp_exchange_t *x)
         size_t n = aly_fmt_u64(v, x->retry_after_s);
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, h2o_strdup(&req->pool, v, n).base, n);
     }
-    http_send_json(req, x->status, http_reason(x->status), x->answer.data, x->answer.len);
+    http_send_json(req, x->status, x->answer.data, x->answer.len);
 }
 
 void mcp_call_unavailable(mcp_call_t *call, unsigned retry_after_s)

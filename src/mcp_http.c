@@ -24,15 +24,6 @@ static h2o_linklist_t open_streams = {&open_streams, &open_streams};
 static h2o_timeout_t keepalive_timeout;
 static int keepalive_ready;
 
-static h2o_iovec_t trimmed(h2o_iovec_t v)
-{
-    while (v.len > 0 && (v.base[0] == ' ' || v.base[0] == '\t'))
-        v.base++, v.len--;
-    while (v.len > 0 && (v.base[v.len - 1] == ' ' || v.base[v.len - 1] == '\t'))
-        v.len--;
-    return v;
-}
-
 /* The headers /api/mcp reads, in one pass (h2o keeps names lower-case); the first of each name counts. */
 static void read_headers(h2o_req_t *req, mcp_headers_t *h)
 {
@@ -43,10 +34,11 @@ static void read_headers(h2o_req_t *req, mcp_headers_t *h)
     static const struct {
         const char *name;
         size_t len, off;
-    } wanted[] = {WANTED("origin", origin), WANTED("mcp-protocol-version", version), WANTED("mcp-session-id", session),
-                  WANTED("mcp-method", method), WANTED("mcp-name", name)};
+    } wanted[] = {WANTED("origin", origin),          WANTED("mcp-protocol-version", version),
+                  WANTED("mcp-session-id", session), WANTED("mcp-method", method),
+                  WANTED("mcp-name", name),          WANTED("accept", accept)};
 #undef WANTED
-    *h = (mcp_headers_t){{NULL, 0}, {NULL, 0}, {NULL, 0}, {NULL, 0}, {NULL, 0}};
+    *h = (mcp_headers_t){{NULL, 0}, {NULL, 0}, {NULL, 0}, {NULL, 0}, {NULL, 0}, {NULL, 0}};
     for (size_t i = 0; i < req->headers.size; i++) {
         const h2o_iovec_t *n = req->headers.entries[i].name;
         for (size_t k = 0; k < ALY_ARRAY_SIZE(wanted); k++) {
@@ -56,9 +48,9 @@ static void read_headers(h2o_req_t *req, mcp_headers_t *h)
         }
     }
     if (h->method.base != NULL)
-        h->method = trimmed(h->method);
+        h->method = h2o_str_stripws(h->method.base, h->method.len);
     if (h->name.base != NULL)
-        h->name = trimmed(h->name);
+        h->name = h2o_str_stripws(h->name.base, h->name.len);
 }
 
 /*
@@ -94,16 +86,15 @@ static int origin_allowed(const aly_config_t *cfg, h2o_iovec_t o)
     return 0;
 }
 
-static void refuse(h2o_req_t *req, int status, const char *reason, int code, const char *message)
+static void refuse(h2o_req_t *req, int status, int code, const char *message)
 {
-    http_send_rpc_error(req, status, reason, code, message, NULL);
+    http_send_rpc_error(req, status, code, message, NULL);
 }
 
 /* A session that could not be loaded: 503 when the store failed, 404 when it is unknown or expired. */
 static void refuse_session(h2o_req_t *req, int rc, const char *unknown)
 {
-    refuse(req, rc < 0 ? 503 : 404, rc < 0 ? "Service Unavailable" : "Not Found", RPC_INVALID_REQUEST,
-           rc < 0 ? "the session store cannot be read" : unknown);
+    refuse(req, rc < 0 ? 503 : 404, RPC_INVALID_REQUEST, rc < 0 ? "the session store cannot be read" : unknown);
 }
 
 static int accepts(h2o_iovec_t accept, const char *type)
@@ -132,17 +123,16 @@ void mcp_close_streams(void)
     }
 }
 
-static void serve_get(mcp_ctx_t *ctx, h2o_req_t *req, const principal_t *p, h2o_iovec_t sid)
+static void serve_get(mcp_ctx_t *ctx, h2o_req_t *req, const principal_t *p, const mcp_headers_t *h)
 {
+    h2o_iovec_t sid = h->session;
     if (sid.base == NULL) {
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, H2O_STRLIT("POST, DELETE"));
-        refuse(req, 405, "Method Not Allowed", RPC_INVALID_REQUEST,
-               "GET opens the event stream of a session: send Mcp-Session-Id (from initialize)");
+        refuse(req, 405, RPC_INVALID_REQUEST, "GET opens the event stream of a session: send Mcp-Session-Id (from initialize)");
         return;
     }
-    ssize_t ai = h2o_find_header(&req->headers, H2O_TOKEN_ACCEPT, -1);
-    if (ai < 0 || !accepts(req->headers.entries[ai].value, "text/event-stream")) {
-        refuse(req, 406, "Not Acceptable", RPC_INVALID_REQUEST, "the event stream needs Accept: text/event-stream");
+    if (h->accept.base == NULL || !accepts(h->accept, "text/event-stream")) {
+        refuse(req, 406, RPC_INVALID_REQUEST, "the event stream needs Accept: text/event-stream");
         return;
     }
     session_record_t s;
@@ -172,7 +162,7 @@ static void serve_delete(mcp_ctx_t *ctx, h2o_req_t *req, const principal_t *p, h
 {
     session_record_t s;
     if (sid.base == NULL) {
-        refuse(req, 400, "Bad Request", RPC_INVALID_REQUEST, "DELETE ends a session: send its Mcp-Session-Id");
+        refuse(req, 400, RPC_INVALID_REQUEST, "DELETE ends a session: send its Mcp-Session-Id");
         return;
     }
     int rc = mcp_session_load(ctx->store, sid.base, sid.len, p, &s);
@@ -200,7 +190,7 @@ static void log_rpc(h2o_req_t *req, json_t *body, const rpc_view_t *v)
 {
     char buf[160];
     size_t n;
-    if (body != NULL && json_is_array(body)) {
+    if (json_is_array(body)) {
         n = (size_t)snprintf(buf, sizeof(buf), "batch:%zu", json_array_size(body));
     } else {
         const char *m = json_string_value(v->method), *tool = json_string_value(v->name);
@@ -265,16 +255,15 @@ static const char *batch_refusal(json_t *body, int protocol)
 
 static void serve_post(mcp_ctx_t *ctx, h2o_req_t *req, const principal_t *p, int protocol, const mcp_headers_t *h)
 {
-    ssize_t ai = h2o_find_header(&req->headers, H2O_TOKEN_ACCEPT, -1);
-    h2o_iovec_t accept = ai >= 0 ? req->headers.entries[ai].value : h2o_iovec_init(NULL, 0);
+    h2o_iovec_t accept = h->accept;
     int sse = accepts(accept, "text/event-stream"), json = accepts(accept, "application/json") || accepts(accept, "*/*");
     if (accept.base != NULL && !sse && !json) {
-        refuse(req, 406, "Not Acceptable", RPC_INVALID_REQUEST, "Accept must include application/json and text/event-stream");
+        refuse(req, 406, RPC_INVALID_REQUEST, "Accept must include application/json and text/event-stream");
         return;
     }
     ssize_t ct = h2o_find_header(&req->headers, H2O_TOKEN_CONTENT_TYPE, -1);
     if (ct < 0 || !accepts(req->headers.entries[ct].value, "application/json")) {
-        refuse(req, 415, "Unsupported Media Type", RPC_INVALID_REQUEST, "POST a JSON-RPC message as application/json");
+        refuse(req, 415, RPC_INVALID_REQUEST, "POST a JSON-RPC message as application/json");
         return;
     }
     json_error_t jerr;
@@ -286,12 +275,11 @@ static void serve_post(mcp_ctx_t *ctx, h2o_req_t *req, const principal_t *p, int
      * view; a body the reader declines is read whole below.
      */
     if (protocol < 0 && rpc_parse_flat(req->entity.base, req->entity.len, &view) == 0) {
-        /* The note first: answering may end the request.  The route serves every modern claim read flat. */
+        /* The note first: answering may end the request.  Under a modern header the route answers whatever was read flat. */
         log_rpc(req, NULL, &view);
-        int served = mcp_modern_route(ctx, req, p, NULL, &view, h, sse);
+        mcp_modern_route(ctx, req, p, NULL, &view, h, sse);
         rpc_view_release(&view);
-        if (served)
-            return;
+        return;
     }
     if (rpc_parse(req->entity.base, req->entity.len, &body, &view) == 0)
         ;
@@ -300,14 +288,14 @@ static void serve_post(mcp_ctx_t *ctx, h2o_req_t *req, const principal_t *p, int
     else {
         char msg[300];
         snprintf(msg, sizeof(msg), "Parse error: %s (at byte %d)", jerr.text, jerr.position);
-        refuse(req, 400, "Bad Request", RPC_PARSE_ERROR, msg);
+        refuse(req, 400, RPC_PARSE_ERROR, msg);
         return;
     }
     int batch = json_is_array(body);
     log_rpc(req, body, &view);
     if (!batch && !json_is_object(body)) {
         json_decref(body);
-        refuse(req, 400, "Bad Request", RPC_INVALID_REQUEST, "the body must be a JSON-RPC message (an object)");
+        refuse(req, 400, RPC_INVALID_REQUEST, "the body must be a JSON-RPC message (an object)");
         return;
     }
     if (mcp_modern_route(ctx, req, p, body, &view, h, sse)) {
@@ -337,7 +325,7 @@ static void serve_post(mcp_ctx_t *ctx, h2o_req_t *req, const principal_t *p, int
     const char *why = batch ? batch_refusal(body, protocol) : NULL;
     if (why != NULL) {
         json_decref(body);
-        refuse(req, 400, "Bad Request", RPC_INVALID_REQUEST, why);
+        refuse(req, 400, RPC_INVALID_REQUEST, why);
         return;
     }
 
@@ -372,11 +360,11 @@ void mcp_serve(void *vctx, h2o_req_t *req)
     mcp_headers_t h;
     read_headers(req, &h);
     if (h.origin.base != NULL && !origin_allowed(ctx->cfg, h.origin)) {
-        refuse(req, 403, "Forbidden", RPC_INVALID_REQUEST, "Origin not allowed (allowed_origins)");
+        refuse(req, 403, RPC_INVALID_REQUEST, "Origin not allowed (allowed_origins)");
         return;
     }
     if (!http_host_allowed(ctx->cfg, req)) {
-        refuse(req, 421, "Misdirected Request", RPC_INVALID_REQUEST, "Host not served here (allowed_hosts)");
+        refuse(req, 421, RPC_INVALID_REQUEST, "Host not served here (allowed_hosts)");
         return;
     }
     h2o_iovec_t pv = h.version;
@@ -392,7 +380,7 @@ void mcp_serve(void *vctx, h2o_req_t *req)
         } else if (post && mcp_modern_version(pv.base, pv.len)) {
             protocol = -1; /* the body decides: a modern request, or a modern claim where none belongs */
         } else {
-            refuse(req, 400, "Bad Request", RPC_INVALID_REQUEST,
+            refuse(req, 400, RPC_INVALID_REQUEST,
                    "unsupported MCP-Protocol-Version (supported: 2025-11-25, 2025-06-18, 2025-03-26)");
             return;
         }
@@ -401,7 +389,7 @@ void mcp_serve(void *vctx, h2o_req_t *req)
     if (gate_pass(ctx->gate, req, &p) != 0)
         return;
     if (h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET")))
-        serve_get(ctx, req, &p, h.session);
+        serve_get(ctx, req, &p, &h);
     else if (h2o_memis(req->method.base, req->method.len, H2O_STRLIT("DELETE")))
         serve_delete(ctx, req, &p, h.session);
     else

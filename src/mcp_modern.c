@@ -113,7 +113,7 @@ static void refuse(h2o_req_t *req, int status, json_t *id, int code, const char 
         json_object_set_new(err, "data", data);
     if (!json_is_string(id) && !json_is_integer(id))
         id = json_null();
-    http_send_json_object(req, status, http_reason(status), json_pack("{s:s, s:O, s:o}", "jsonrpc", "2.0", "id", id, "error", err));
+    http_send_json_object(req, status, json_pack("{s:s, s:O, s:o}", "jsonrpc", "2.0", "id", id, "error", err));
 }
 
 static void accepted(h2o_req_t *req)

@@ -245,7 +245,7 @@ static void consent_page(oauth_server_t *s, h2o_req_t *req, int status, const au
     }
     oauth_page_add(&p, "</fieldset>\n<p><button type=\"submit\" name=\"action\" value=\"approve\">Allow</button>\n"
                        "<button type=\"submit\" name=\"action\" value=\"deny\">Deny</button></p>\n</form>\n</body></html>\n");
-    oauth_page_send(req, status, http_reason(status), a->redirect, &p);
+    oauth_page_send(req, status, a->redirect, &p);
 }
 
 /* ---- GET ---- */

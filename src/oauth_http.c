@@ -148,7 +148,7 @@ void oauth_send_error(h2o_req_t *req, int status, const char *error, const char 
     http_add_header(req, "pragma", "no-cache");
     if (status == 503) /* the store is unavailable (cluster mode): when to come back, as everywhere else */
         http_add_header(req, "retry-after", STORE_RETRY_AFTER_TEXT);
-    http_send_json_object(req, status, http_reason(status), json_pack("{s:s, s:o}", "error", error, "error_description", d));
+    http_send_json_object(req, status, json_pack("{s:s, s:o}", "error", error, "error_description", d));
 }
 
 /* ---- limits ---- */
@@ -245,8 +245,7 @@ int oauth_body_form(h2o_req_t *req, oauth_form_t *form, int html)
     aly_err_t why;
     if (!oauth_content_type_is(req, "application/x-www-form-urlencoded")) {
         if (html)
-            http_send_error(req, 415, "Unsupported Media Type", "invalid_request",
-                            "send the form as application/x-www-form-urlencoded");
+            http_send_error(req, 415, "invalid_request", "send the form as application/x-www-form-urlencoded");
         else
             oauth_send_error(req, 400, "invalid_request", "the body must be application/x-www-form-urlencoded");
         return -1;
@@ -386,12 +385,12 @@ void oauth_server_free(oauth_server_t *s)
 int oauth_server_off(oauth_server_t *s, h2o_req_t *req)
 {
     if (!s->cfg->oauth_server) {
-        http_send_error(req, 404, "Not Found", "not_found", "the built-in authorization server is off (oauth_server off)");
+        http_send_error(req, 404, "not_found", "the built-in authorization server is off (oauth_server off)");
         return 1;
     }
     /* A page reached through a name an attacker controls (DNS rebinding) must not see a sign-in or a consent. */
     if (!http_host_allowed(s->cfg, req)) {
-        http_send_error(req, 421, "Misdirected Request", "misdirected", "Host not served here (allowed_hosts)");
+        http_send_error(req, 421, "misdirected", "Host not served here (allowed_hosts)");
         return 1;
     }
     return 0;
@@ -419,7 +418,7 @@ void oauth_serve_metadata(void *data, h2o_req_t *req)
                             "token_endpoint_auth_methods_supported", "none", "client_secret_post", "client_secret_basic",
                             "revocation_endpoint_auth_methods_supported", "none", "client_secret_post", "client_secret_basic",
                             "client_id_metadata_document_supported", 1, "authorization_response_iss_parameter_supported", 1);
-    http_send_json_object(req, 200, "OK", doc);
+    http_send_json_object(req, 200, doc);
 }
 
 void oauth_serve_jwks(void *data, h2o_req_t *req)
@@ -432,10 +431,10 @@ void oauth_serve_jwks(void *data, h2o_req_t *req)
     if (oauth_key_jwks(s->store, &doc, &err) != 0) {
         log_error("jwks: %s", err.msg);
         http_add_header(req, "retry-after", STORE_RETRY_AFTER_TEXT);
-        http_send_error(req, 503, "Service Unavailable", "unavailable", "the signing keys cannot be read now; retry");
+        http_send_error(req, 503, "unavailable", "the signing keys cannot be read now; retry");
         return;
     }
-    http_send_json_object(req, 200, "OK", doc);
+    http_send_json_object(req, 200, doc);
 }
 
 /* ---- RFC 7009 revocation ---- */
@@ -500,5 +499,5 @@ void oauth_serve_revoke(void *data, h2o_req_t *req)
         json_decref(claims);
     }
     http_add_header(req, "pragma", "no-cache");
-    http_send_json(req, 200, "OK", "{}", 2);
+    http_send_json(req, 200, "{}", 2);
 }

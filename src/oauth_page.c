@@ -41,7 +41,7 @@ static const char *origin_of(h2o_mem_pool_t *pool, const char *uri)
     return h2o_strdup(pool, uri, n).base;
 }
 
-void oauth_page_send(h2o_req_t *req, int status, const char *reason, const char *redirect, oauth_page_t *p)
+void oauth_page_send(h2o_req_t *req, int status, const char *redirect, oauth_page_t *p)
 {
     char csp[700];
     snprintf(csp, sizeof(csp),
@@ -49,7 +49,7 @@ void oauth_page_send(h2o_req_t *req, int status, const char *reason, const char 
              "frame-ancestors 'none'",
              redirect != NULL ? " " : "", redirect != NULL ? origin_of(&req->pool, redirect) : "");
     req->res.status = status;
-    req->res.reason = reason;
+    req->res.reason = http_reason(status);
     req->res.content_length = p->len;
     http_add_header(req, "content-type", "text/html; charset=utf-8");
     http_add_header(req, "content-security-policy", csp);
@@ -87,7 +87,7 @@ void oauth_error_page(h2o_req_t *req, int status, const char *fmt, ...)
                    oauth_html(&req->pool, msg));
     if (status == 503)
         http_add_header(req, "retry-after", STORE_RETRY_AFTER_TEXT);
-    oauth_page_send(req, status, http_reason(status), NULL, &p);
+    oauth_page_send(req, status, NULL, &p);
 }
 
 /* 302 to the registered redirect URI with params (already encoded pairs), state and iss. */

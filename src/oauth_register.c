@@ -134,5 +134,5 @@ void oauth_serve_register(void *data, h2o_req_t *req)
         json_object_set_new(out, "client_secret_expires_at", json_integer(0));
     }
     OPENSSL_cleanse(secret, sizeof(secret));
-    http_send_json_object(req, 201, "Created", out);
+    http_send_json_object(req, 201, out);
 }

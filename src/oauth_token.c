@@ -78,7 +78,7 @@ static void send_tokens(oauth_server_t *s, h2o_req_t *req, const oauth_grant_t *
     if (refresh != NULL && refresh[0] != '\0')
         json_object_set_new(out, "refresh_token", json_string(refresh));
     http_add_header(req, "pragma", "no-cache");
-    http_send_json_object(req, 200, "OK", out);
+    http_send_json_object(req, 200, out);
     OPENSSL_cleanse(token, tl);
 }
 

@@ -174,7 +174,10 @@ void rpc_parse_reset(void)
 
 static int parse_object(scan_t *s, int level, json_t **out, rpc_view_t *view);
 
-/* One member's value at a built level (0: the message, 1: params); NULL declines. */
+/*
+ * One member's value at level (0: the message, 1: params, both built; FLAT_MESSAGE and FLAT_PARAMS: read
+ * flat, so params is walked for its members and nothing of it kept); NULL declines.
+ */
 static json_t *value(scan_t *s, int level, const char *key, size_t klen, rpc_view_t *view)
 {
     if (s->p >= s->end)

@@ -153,8 +153,8 @@ char *stats_render(const stats_shared_t *s, size_t *len)
         "# HELP alyd_address_bans_total Client addresses refused for strike_window after address_strikes strikes.\n"
         "# TYPE alyd_address_bans_total counter\n"
         "alyd_address_bans_total %llu\n"
-        "# HELP alyd_accept_alone_total Times a worker took new connections for 1 s without leaving any to the other workers, "
-        "because none of them took one for 20 ms of pauses in a row (a worker stopped or stalled).\n"
+        "# HELP alyd_accept_alone_total Times a worker went on taking new connections without leaving any to the other workers, "
+        "because none of them took one through a run of its pauses (a worker stopped or stalled).\n"
         "# TYPE alyd_accept_alone_total counter\n"
         "alyd_accept_alone_total %llu\n",
         (unsigned long long)cuts[STATS_CUT_RESETS], (unsigned long long)cuts[STATS_CUT_BODY],

@@ -125,12 +125,13 @@ void http_add_header(h2o_req_t *req, const char *name, const char *value);
 /* 1 when the peer of req is a loopback address. */
 int http_is_loopback(h2o_req_t *req);
 
-/* The reason phrase of an HTTP status alyd sends ("Bad Request" for a 4xx it does not name, "Internal Server Error" for a 5xx). */
+/* The reason phrase of an HTTP status alyd sends ("Bad Request" for a 4xx it does not name, "Internal Server Error" for a 5xx);
+   every sender below takes it from the status. */
 const char *http_reason(int status);
 /* Sends body (JSON text) with status; the body is copied. */
-void http_send_json(h2o_req_t *req, int status, const char *reason, const char *body, size_t len);
+void http_send_json(h2o_req_t *req, int status, const char *body, size_t len);
 /* Sends obj (stolen) serialised; a 500 when it cannot be serialised. */
-void http_send_json_object(h2o_req_t *req, int status, const char *reason, json_t *obj);
+void http_send_json_object(h2o_req_t *req, int status, json_t *obj);
 /*
  * 1 when the request's Host (authority) is one of allowed_hosts, with or
  * without the scheme's default port: the DNS-rebinding guard of every
@@ -138,9 +139,8 @@ void http_send_json_object(h2o_req_t *req, int status, const char *reason, json_
  */
 int http_host_allowed(const aly_config_t *cfg, h2o_req_t *req);
 /* Sends {"error":code,"message":msg} with status. */
-void http_send_error(h2o_req_t *req, int status, const char *reason, const char *code, const char *fmt, ...)
-    __attribute__((format(printf, 5, 6)));
+void http_send_error(h2o_req_t *req, int status, const char *code, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 /* Sends a JSON-RPC error response with id null: {"jsonrpc":"2.0","id":null,"error":{code,message[,data]}}; data stolen. */
-void http_send_rpc_error(h2o_req_t *req, int status, const char *reason, int code, const char *message, json_t *data);
+void http_send_rpc_error(h2o_req_t *req, int status, int code, const char *message, json_t *data);
 
 #endif

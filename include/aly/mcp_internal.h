@@ -118,7 +118,7 @@ int mcp_modern_version(const char *v, size_t len);
  * are trimmed of spaces and tabs.
  */
 typedef struct mcp_headers {
-    h2o_iovec_t origin, version, session, method, name;
+    h2o_iovec_t origin, version, session, method, name, accept;
 } mcp_headers_t;
 /*
  * Classifies one parsed POST body: returns 0 when it belongs to the legacy

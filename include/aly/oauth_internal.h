@@ -92,7 +92,7 @@ void oauth_page_add(oauth_page_t *p, const char *fmt, ...) __attribute__((format
  * not NULL), X-Frame-Options DENY, Cache-Control no-store, Referrer-Policy
  * no-referrer.  Frees p's buffer.
  */
-void oauth_page_send(h2o_req_t *req, int status, const char *reason, const char *redirect, oauth_page_t *p);
+void oauth_page_send(h2o_req_t *req, int status, const char *redirect, oauth_page_t *p);
 /* A readable refusal that redirects nowhere (a bad client or redirect URI, a forged form). */
 void oauth_error_page(h2o_req_t *req, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* 302 to a validated redirect URI with params (encoded pairs), then state (when not NULL) and iss. */
