@@ -305,6 +305,19 @@ is_deeply([sort $srv->worker_pids], [sort @pids], 'the workers that served the b
     is(scalar @{ $r->{result}{structuredContent}{sites} // [] }, 1, 'and answered');
     ($st, undef, $b, $r) = modern('tools/call', { name => '=?base64?', arguments => {} }, headers => { 'Mcp-Name' => '=?base64?' });
     is($r->{error}{code}, -32602, 'a value lacking the closing marker is literal (then the tool is unknown)');
+    # A tool name in another script (UTF-8 on the wire, Base64 in Mcp-Name): matched byte for byte, then unknown.
+    my $utf8 = JSON::PP->new->utf8->canonical;
+    my $cafe = "caf\x{e9}-\x{65e5}";
+    my $raw = $utf8->encode({ jsonrpc => '2.0', id => 'utf-1', method => 'tools/call', params => { name => $cafe, arguments => {},
+        _meta => { 'io.modelcontextprotocol/protocolVersion' => $MODERN, 'io.modelcontextprotocol/clientCapabilities' => {} } } });
+    my $b64 = '=?base64?' . encode_base64($utf8->encode([$cafe]) =~ s/^\["|"\]$//gr, '') . '?=';
+    ($st, undef, $b, $r) = modern('tools/call', {}, raw => $raw, headers => { 'Mcp-Name' => $b64 });
+    is($st, 200, 'a multi-byte tool name, its Mcp-Name in the Base64 form: 200');
+    is($r->{id}, 'utf-1', '... answering it');
+    is($r->{error}{code}, -32602, '... as an unknown tool (-32602), not a header mismatch');
+    like($r->{error}{message} // '', qr/unknown tool/i, '... saying so');
+    ($st, undef, $b, $r) = modern('tools/call', {}, raw => $raw, headers => { 'Mcp-Name' => '=?base64?' . encode_base64('cafe', '') . '?=' });
+    is($r->{error}{code}, -32020, 'the same name against another Mcp-Name: -32020');
     ($st) = modern('notifications/cancelled', { requestId => 1 }, id => undef);
     is($st, 202, 'a modern notification: 202');
     ($st, undef, $b) = modern('notifications/cancelled', { requestId => 1 }, id => undef, meta => undef);

@@ -110,6 +110,11 @@ static const char *const flat_declined[] = {
     "{\"jsonrpc\":\"2.0\",\"method\":\"m\",\"params\":{\"name\":\"a\"}} x", /* trailing bytes */
     "{\"jsonrpc\":\"2.0\",\"method\":\"m\",\"params\":{\"name\":\"a\"}",    /* cut short */
     "{\"jsonrpc\":\"2.0\",\"method\":\"m\",\"params\":{\"arguments\":{\"a\":1]}}}",
+    /* Multi-byte text where the reader builds or matches: the whole read decides (jansson checks the UTF-8). */
+    "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"caf\xc3\xa9\"}}",
+    "{\"jsonrpc\":\"2.0\",\"id\":\"\xc3\xa9\",\"method\":\"m\"}",
+    "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"m\",\"caf\xc3\xa9\":1}",
+    "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"m\",\"params\":{\"caf\xc3\xa9\":1}}",
 };
 
 static const char *const built[] = {
