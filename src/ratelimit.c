@@ -108,20 +108,50 @@ static int abandoned(uint64_t tat)
     return (tat & BUSY) && ((mono_ms() - then) & BUSY_MS_MASK) > STALE_MS;
 }
 
+/* Gives a claimed cell back, empty (an evicted owner's state was idle or is lost either way). */
+static void withdraw(cell_t *c, uint64_t mark)
+{
+    atomic_store(&c->head, HEAD_EMPTY);
+    atomic_store(&c->lo, 0);
+    atomic_compare_exchange_strong(&c->tat, &mark, 0);
+}
+
+/*
+ * Empties a cell under the abandoned claim stale: takes the claim over first
+ * (a compare-and-swap on the TAT, where its owner's last step also lands), so
+ * an owner that was only stalled, and wakes, finds its claim gone and starts
+ * again, rather than going live beside a copy made while it slept.  0 when the
+ * claim moved meanwhile (its owner finished, or another process reaped it).
+ */
+static int reap(cell_t *c, uint64_t stale)
+{
+    uint64_t mark = busy_mark();
+    if (!atomic_compare_exchange_strong(&c->tat, &stale, mark))
+        return 0;
+    withdraw(c, mark);
+    return 1;
+}
+
 /*
  * Is c a copy of k that counts: live, or pending under a claim that is not
  * abandoned?  Returns HEAD_LIVE, HEAD_PENDING, or HEAD_EMPTY for anything
- * else (a pending head without a claim can only come from a torn page).
+ * else (a pending head without a claim can only come from a torn page).  A
+ * copy under an abandoned claim is reaped before it is looked past.
  */
 static uint64_t copy_of(cell_t *c, const cell_key_t *k)
 {
-    uint64_t h = atomic_load(&c->head), state = h & HEAD_STATE;
-    if ((h & ~HEAD_STATE) != k->head || (state != HEAD_LIVE && state != HEAD_PENDING) || atomic_load(&c->lo) != k->lo)
-        return HEAD_EMPTY;
-    uint64_t t = atomic_load(&c->tat);
-    if (t & BUSY)
-        return abandoned(t) ? HEAD_EMPTY : state;
-    return state == HEAD_LIVE ? HEAD_LIVE : HEAD_EMPTY;
+    for (;;) {
+        uint64_t h = atomic_load(&c->head), state = h & HEAD_STATE;
+        if ((h & ~HEAD_STATE) != k->head || (state != HEAD_LIVE && state != HEAD_PENDING) || atomic_load(&c->lo) != k->lo)
+            return HEAD_EMPTY;
+        uint64_t t = atomic_load(&c->tat);
+        if (!(t & BUSY))
+            return state == HEAD_LIVE ? HEAD_LIVE : HEAD_EMPTY;
+        if (!abandoned(t))
+            return state;
+        if (reap(c, t))
+            return HEAD_EMPTY;
+    }
 }
 
 static cell_t *find_live(const ratelimit_t *rl, int table, const cell_key_t *k)
@@ -137,6 +167,7 @@ static cell_t *find_live(const ratelimit_t *rl, int table, const cell_key_t *k)
 enum { DONE, AGAIN };
 
 void (*ratelimit_test_pause)(void);
+void (*ratelimit_test_pause_live)(void);
 
 /*
  * One decision on the live cell c of k: the compare-and-swap loop.  AGAIN when
@@ -147,8 +178,10 @@ static int step(cell_t *c, const cell_key_t *k, const aly_rate_t *rate, uint64_t
     uint64_t cur = atomic_load(&c->tat);
     for (;;) {
         if (cur & BUSY) {
-            if (abandoned(cur))
+            if (abandoned(cur)) {
+                reap(c, cur); /* its inserter is gone or asleep: the key is inserted again */
                 return AGAIN;
+            }
             sched_yield(); /* changing hands, or still being confirmed by its inserter */
             if (atomic_load(&c->head) != (k->head | HEAD_LIVE))
                 return AGAIN;
@@ -164,14 +197,6 @@ static int step(cell_t *c, const cell_key_t *k, const aly_rate_t *rate, uint64_t
         if (atomic_compare_exchange_weak(&c->tat, &cur, tat))
             return DONE;
     }
-}
-
-/* Gives a claimed cell back, empty (an evicted owner's state was idle or is lost either way). */
-static void withdraw(cell_t *c, uint64_t mark)
-{
-    atomic_store(&c->head, HEAD_EMPTY);
-    atomic_store(&c->lo, 0);
-    atomic_compare_exchange_strong(&c->tat, &mark, 0);
 }
 
 /*
@@ -244,6 +269,8 @@ static int insert(ratelimit_t *rl, int table, const cell_key_t *k, const aly_rat
             sched_yield();
         }
     }
+    if (ratelimit_test_pause_live != NULL)
+        ratelimit_test_pause_live();
     uint64_t tat = 0, pending = k->head | HEAD_PENDING;
     ratelimit_gcra(&tat, rate, now, 1, d); /* a new cell: a full bucket, always admitted */
     if (!atomic_compare_exchange_strong(&pick->head, &pending, k->head | HEAD_LIVE))

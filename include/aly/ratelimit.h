@@ -178,6 +178,8 @@ int ratelimit_count(ratelimit_t *rl, uint64_t now_ns, ratelimit_counts_t *out, a
  * processes inserting one key choose different cells.
  */
 extern void (*ratelimit_test_pause)(void);
+/* Tests only (NULL otherwise): called by an insert after its checks, just before its copy goes live. */
+extern void (*ratelimit_test_pause_live)(void);
 
 /*
  * Header values (draft-ietf-httpapi-ratelimit-headers-11, Structured Fields):
