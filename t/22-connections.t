@@ -3,7 +3,8 @@
 # not before (an HTTP/1.1 keep-alive connection after its answer, an h2c
 # connection that only said its preface and SETTINGS; one that keeps asking
 # stays open); max_streams_per_connection bounds how many of one HTTP/2
-# connection's streams reach a route at once.
+# connection's streams reach a route at once; max_connections bounds how many
+# connections a worker holds (the next waits, unanswered, until one closes).
 use strict;
 use warnings;
 use Test::More;
@@ -111,4 +112,42 @@ SKIP: {
 }
 
 ok($srv->stop, 'server stops');
+
+# max_connections 3 on one worker: three kept-alive connections are all it takes; a fourth is left in the
+# listen queue, unanswered, until one of the three closes, and is then served.
+{
+    my $lim = Alyd->start(workers => 1, bin => $ENV{ALYD_TEST}, extra => ['max_connections 3']);
+    my $lport = $lim->port;
+    my $ask = "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:$lport\r\n\r\n";
+    # Reads from $s until a whole healthz answer came, the peer closed, or $limit seconds passed.
+    my $answer = sub {
+        my ($s, $limit) = @_;
+        my $sel = IO::Select->new($s);
+        my ($got, $t0) = ('', time);
+        while ($got !~ /\r\n\r\n.*\}/s && time - $t0 < $limit) {
+            next unless $sel->can_read(0.05);
+            my $n = $s->sysread(my $buf, 65536);
+            last if !$n;
+            $got .= $buf;
+        }
+        return $got;
+    };
+    my @held;
+    for my $i (1 .. 3) {
+        my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $lport, Proto => 'tcp') or die "connect: $!";
+        $s->syswrite($ask);
+        like($answer->($s, 5 * $SC), qr{^HTTP/1\.1 200}, "max_connections 3: connection $i is served and kept open");
+        push @held, $s;
+    }
+    my $fourth = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $lport, Proto => 'tcp') or die "connect: $!";
+    $fourth->syswrite($ask);
+    is($answer->($fourth, 1.5), '', 'a fourth connection gets no answer while three are held');
+    # The three are still served: the limit holds connections, it does not stop them.
+    $held[0]->syswrite($ask);
+    like($answer->($held[0], 5 * $SC), qr{^HTTP/1\.1 200}, 'a held connection is still answered meanwhile');
+    close(shift @held);
+    like($answer->($fourth, 5 * $SC), qr{^HTTP/1\.1 200}, 'one of the three closed: the fourth is accepted and answered');
+    close $_ for @held, $fourth;
+    ok($lim->stop, 'the max_connections server stops');
+}
 done_testing;
