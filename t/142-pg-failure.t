@@ -1,4 +1,6 @@
-# Cluster mode when PostgreSQL fails: stopped, every write is refused at once
+# Cluster mode when PostgreSQL fails.  A COMMIT refused on a live connection
+# fails that write alone: nothing of it anywhere, the next write goes through.
+# Stopped, every write is refused at once
 # with "the store is unavailable" while reads go on from the replica, /healthz
 # answers 503 with Retry-After naming postgresql, alyctl writes fail and reads
 # work; started again, the same alyd processes write again with no restart.
@@ -48,6 +50,51 @@ my $code = $oa->get_code(client_id => $app->{client_id}, redirect_uri => $cb, sc
 ok($code->{code}, 'an OAuth code, approved while PostgreSQL is up');
 my @exchange = (grant_type => 'authorization_code', code => $code->{code} // '', redirect_uri => $cb,
     code_verifier => $code->{pkce}{verifier}, client_id => $app->{client_id});
+
+# ---- a COMMIT refused on a live connection ----
+# A deferred constraint trigger refuses, at COMMIT and not before, any record holding the marker: the connection
+# stays up, only that transaction fails.  The write is refused with the store's own words, nothing of it is in
+# PostgreSQL, the change log or either host's replica, and the next write on the same hosts goes through.
+$c->pg->psql(q{CREATE FUNCTION refuse_marked() RETURNS trigger LANGUAGE plpgsql AS $f$ BEGIN }
+      . q{IF position(convert_to('refused-at-commit', 'UTF8') in NEW.v) > 0 THEN RAISE EXCEPTION 'marked record refused'; END IF; }
+      . q{RETURN NULL; END $f$; CREATE CONSTRAINT TRIGGER refuse_marked AFTER INSERT OR UPDATE ON kv }
+      . q{DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_marked()});
+{
+    my $rows    = $c->pg->psql('SELECT count(*) FROM kv');
+    my $changes = $c->pg->psql('SELECT max(seq) FROM changes');
+    my ($gs, $g0) = mcp_call($h0->port, $key, 'sites.get', { site_id => $site });
+    my $version = ok_result($gs, $g0) ? $g0->{structuredContent}{version} : -1;
+    my ($cs, $cr) = create($h0, 'refused-at-commit');
+    ok(!ok_result($cs, $cr), 'COMMIT refused: a sites.create is refused');
+    is(text_of($cr), 'the store could not complete this request; try again', 'COMMIT refused: saying the store could not complete it');
+    unlike($json->encode($cr // {}), qr/marked record|refuse_marked|plpgsql/, 'COMMIT refused: nothing of PostgreSQL\'s own error reaches the client');
+    my ($us, $ur) = mcp_call($h1->port, $key, 'sites.update', { site_id => $site, name => 'refused-at-commit' });
+    ok(!ok_result($us, $ur), 'COMMIT refused: a sites.update on the other host is refused');
+    is(text_of($ur), 'the store could not complete this request; try again', 'COMMIT refused: saying so too');
+    is($c->pg->psql('SELECT count(*) FROM kv'), $rows, 'COMMIT refused: PostgreSQL holds no new record');
+    is($c->pg->psql("SELECT count(*) FROM kv WHERE position(convert_to('refused-at-commit', 'UTF8') in v) > 0"), '0',
+        'COMMIT refused: and no record with the refused name');
+    is($c->pg->psql('SELECT max(seq) FROM changes'), $changes, 'COMMIT refused: the change log has no new row');
+    for my $h ($h0, $h1) {
+        my $name = 'host ' . ($h == $h0 ? 0 : 1);
+        my ($ls, $lr) = mcp_call($h->port, $key, 'sites.list', {});
+        my @names = map { $_->{name} } @{ $lr->{structuredContent}{sites} // [] };
+        is_deeply(\@names, ['before'], "COMMIT refused: $name lists only the site it had");
+        my ($ss, $sr) = mcp_call($h->port, $key, 'sites.get', { site_id => $site });
+        is(ok_result($ss, $sr) ? $sr->{structuredContent}{version} : -2, $version, "COMMIT refused: $name has the site at its version");
+    }
+    # The refusal was one transaction's: the connection, /healthz and the next writes are fine.
+    my ($hs) = healthz($h0);
+    is($hs, 200, 'COMMIT refused: /healthz still 200 (the connection was not dropped)');
+    for my $h ($h0, $h1) {
+        my $name = 'host ' . ($h == $h0 ? 0 : 1);
+        my ($ws2, $wr) = mcp_call($h->port, $key, 'sites.update', { site_id => $site, name => 'before' });
+        ok(ok_result($ws2, $wr), "COMMIT refused: the next write on $name goes through");
+    }
+    unlike(($h0->error_log_text // '') . ($h1->error_log_text // ''), qr/PostgreSQL is unreachable/,
+        'COMMIT refused: no host took PostgreSQL for unreachable');
+}
+$c->pg->psql('DROP TRIGGER refuse_marked ON kv; DROP FUNCTION refuse_marked()');
 
 # ---- PostgreSQL stopped ----
 $c->pg->stop;
