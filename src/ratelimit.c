@@ -136,7 +136,9 @@ static int reap(cell_t *c, uint64_t stale)
  * Is c a copy of k that counts: live, or pending under a claim that is not
  * abandoned?  Returns HEAD_LIVE, HEAD_PENDING, or HEAD_EMPTY for anything
  * else (a pending head without a claim can only come from a torn page).  A
- * copy under an abandoned claim is reaped before it is looked past.
+ * copy under an abandoned claim is reaped before it is looked past.  The head
+ * is read again after the TAT: a copy going live turns its head, then its
+ * TAT, and a pending head with a finished TAT is that, not a torn page.
  */
 static uint64_t copy_of(cell_t *c, const cell_key_t *k)
 {
@@ -144,7 +146,11 @@ static uint64_t copy_of(cell_t *c, const cell_key_t *k)
         uint64_t h = atomic_load(&c->head), state = h & HEAD_STATE;
         if ((h & ~HEAD_STATE) != k->head || (state != HEAD_LIVE && state != HEAD_PENDING) || atomic_load(&c->lo) != k->lo)
             return HEAD_EMPTY;
+        if (ratelimit_test_pause_copy != NULL)
+            ratelimit_test_pause_copy();
         uint64_t t = atomic_load(&c->tat);
+        if (atomic_load(&c->head) != h)
+            continue; /* it moved on between the two reads (a pending copy going live): read both again */
         if (!(t & BUSY))
             return state == HEAD_LIVE ? HEAD_LIVE : HEAD_EMPTY;
         if (!abandoned(t))
@@ -168,6 +174,7 @@ enum { DONE, AGAIN };
 
 void (*ratelimit_test_pause)(void);
 void (*ratelimit_test_pause_live)(void);
+void (*ratelimit_test_pause_copy)(void);
 
 /*
  * One decision on the live cell c of k: the compare-and-swap loop.  AGAIN when

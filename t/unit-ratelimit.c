@@ -537,6 +537,124 @@ static void race_diverging_inserts(void)
     munmap(rc, sizeof(*rc));
 }
 
+/*
+ * A copy going live between an inserter's two reads of it.  Its owner turns
+ * the head from pending to live, then the TAT from its busy mark to the
+ * budget; a reader that saw the pending head and then the finished TAT must
+ * not take the cell for a torn page and look past it.  The steps are forced
+ * in order, each round: p1 (whose clock makes every filler idle, so it takes
+ * the first cell of the window) claims, publishes and checks before p0 has
+ * published; p0 (for which the fillers are live budgets, so it evicts the
+ * one of smallest TAT, another cell when that is not the first) publishes,
+ * reads p1's pending head, and only then, with p1 live meanwhile, reads the
+ * TAT.  A key of burst 1 must be admitted once, and no key may hold two cells.
+ */
+#define STEP_ROUNDS 24
+typedef struct steps {
+    _Atomic int chose0[STEP_ROUNDS], scanned1[STEP_ROUNDS], read0[STEP_ROUNDS], live1[STEP_ROUNDS];
+    _Atomic int admitted[STEP_ROUNDS], errors, late;
+} steps_t;
+static steps_t *steps;
+static int step_round;
+
+/* Waits (at most 3 s: a step that never comes must not hang the test) until *flag is set. */
+static void await(_Atomic int *flag)
+{
+    for (int i = 0; i < 30000 && !atomic_load(flag); i++)
+        usleep(100);
+    if (!atomic_load(flag))
+        atomic_fetch_add(&steps->late, 1);
+}
+
+static void p0_before_claim(void)
+{
+    atomic_store(&steps->chose0[step_round], 1);
+    await(&steps->scanned1[step_round]);
+}
+
+static void p1_before_claim(void)
+{
+    await(&steps->chose0[step_round]);
+}
+
+static void p1_before_live(void)
+{
+    if (atomic_exchange(&steps->scanned1[step_round], 1))
+        return;
+    await(&steps->read0[step_round]);
+}
+
+static void p0_between_reads(void)
+{
+    if (atomic_exchange(&steps->read0[step_round], 1))
+        return;
+    await(&steps->live1[step_round]);
+}
+
+static void race_going_live(void)
+{
+    steps = mmap(NULL, sizeof(*steps), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (steps == MAP_FAILED) {
+        ok(0, "shared steps");
+        return;
+    }
+    race_t *rc = race_map();
+    aly_rate_t one = {1, 3600, 1}, filler = {1, 1, 1};
+    const uint64_t ms = 1000000ull, round_span = 3 * 3600 * S, later = 10 * S;
+    pid_t pids[2];
+    for (int p = 0; p < 2; p++) {
+        if ((pids[p] = fork()) == 0) {
+            ratelimit_t *rl = child_limiter();
+            for (step_round = 0; rl != NULL && step_round < STEP_ROUNDS; step_round++) {
+                uint64_t base = T0 + 1000 * round_span + (uint64_t)step_round * round_span;
+                ratelimit_addr_t a;
+                ratelimit_decision_t d;
+                aly_err_t err;
+                char text[32];
+                /* Fillers live from base + 1 ms to base + 200 ms: live budgets at base, idle at base + 10 s. */
+                for (int i = 0; p == 0 && i < 200; i++) {
+                    snprintf(text, sizeof(text), "10.78.%d.%d", step_round, i);
+                    addr4(text, &a);
+                    ratelimit_address_failure(rl, &a, &filler, base - S + (uint64_t)(i + 1) * ms, &d, &err);
+                }
+                barrier(&rc->round_arrived[step_round], 2);
+                ratelimit_test_pause = p == 0 ? p0_before_claim : p1_before_claim;
+                ratelimit_test_pause_live = p == 1 ? p1_before_live : NULL;
+                ratelimit_test_pause_copy = p == 0 ? p0_between_reads : NULL;
+                snprintf(text, sizeof(text), "172.17.%d.%d", step_round / 200, step_round % 200);
+                addr4(text, &a);
+                if (ratelimit_address_failure(rl, &a, &one, base + (p == 1 ? later : 0), &d, &err) != 0)
+                    atomic_fetch_add(&steps->errors, 1);
+                else if (d.allowed)
+                    atomic_fetch_add(&steps->admitted[step_round], 1);
+                if (p == 1)
+                    atomic_store(&steps->live1[step_round], 1);
+                ratelimit_test_pause = ratelimit_test_pause_live = ratelimit_test_pause_copy = NULL;
+                /* Each asks once more: a budget of 1 is spent, whichever cell holds it. */
+                if (ratelimit_address_failure(rl, &a, &one, base + later, &d, &err) != 0)
+                    atomic_fetch_add(&steps->errors, 1);
+                else if (d.allowed)
+                    atomic_fetch_add(&steps->admitted[step_round], 1);
+                barrier(&rc->round_left[step_round], 2);
+            }
+            _exit(rl != NULL ? 0 : 1);
+        }
+    }
+    is_int(wait_children(pids, 2), 2, "two inserters stepped through a copy going live finished");
+    int exact = 0;
+    for (int r = 0; r < STEP_ROUNDS; r++) {
+        exact += atomic_load(&steps->admitted[r]) == 1;
+        if (atomic_load(&steps->admitted[r]) != 1)
+            printf("# round %d admitted %d\n", r, (int)atomic_load(&steps->admitted[r]));
+    }
+    is_int(exact, STEP_ROUNDS, "%d keys of burst 1, each inserted by a process that read its copy half-way live: admitted once",
+           STEP_ROUNDS);
+    is_int(atomic_load(&steps->errors), 0, "no decision failed");
+    ok(atomic_load(&steps->late) == 0, "every forced step came (%d waits ran out)", (int)atomic_load(&steps->late));
+    munmap(rc, sizeof(*rc));
+    munmap(steps, sizeof(*steps));
+}
+
 /* Evictions racing with inserts on a 50-cell address table: the table stays consistent. */
 static void race_evictions(store_t *st)
 {
@@ -670,6 +788,7 @@ int main(void)
         race_fresh_cells(st);
         race_diverging_inserts();
         race_stalled_insert();
+        race_going_live();
         race_evictions(st);
         outlives_process(st);
         damaged_file(st);

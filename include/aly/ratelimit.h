@@ -180,6 +180,8 @@ int ratelimit_count(ratelimit_t *rl, uint64_t now_ns, ratelimit_counts_t *out, a
 extern void (*ratelimit_test_pause)(void);
 /* Tests only (NULL otherwise): called by an insert after its checks, just before its copy goes live. */
 extern void (*ratelimit_test_pause_live)(void);
+/* Tests only (NULL otherwise): called when an insert has read a cell's head naming its key, before it reads that cell's TAT. */
+extern void (*ratelimit_test_pause_copy)(void);
 
 /*
  * Header values (draft-ietf-httpapi-ratelimit-headers-11, Structured Fields):
