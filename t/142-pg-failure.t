@@ -6,7 +6,8 @@
 # work; started again, the same alyd processes write again with no restart.
 # Hung (every PostgreSQL process stopped), a write gives up after
 # store_timeout instead of holding the worker.  And a host that slept past the
-# change log's horizon copies the table whole when it comes back.
+# change log's horizon copies the table whole when it comes back, dropping
+# what was deleted meanwhile.
 use strict;
 use warnings;
 use Test::More;
@@ -188,7 +189,16 @@ ok(poll_until(3 * $SC, sub { ok_result(create($h0, 'unhung')) }), 'PostgreSQL re
 sleep 1 * $SC;    # every worker's timer reconnects (the one that served the write above may not be the next one)
 
 # ---- a host asleep past the horizon copies the table whole ----
+# A product host 1 has, deleted while it is away: the whole copy must drop it, not merge over it.
+my $ckey = $h0->ctl('keys', 'create', '--workspace', $ws, '--scopes', 'read:content,write:content');
+($st, $r) = mcp_call($h0->port, $ckey, 'products.create', { site_id => $site, title => 'Gone Mug', price => 900, sku => 'GONE-1' });
+my $gone = ok_result($st, $r) ? $r->{structuredContent}{id} : 'none';
+ok(ok_result($st, $r), 'a product made before host 1 goes away');
+ok(poll_until(2 * $SC, sub { ok_result(mcp_call($h1->port, $ckey, 'products.get', { site_id => $site, product_id => $gone })) }),
+    'host 1 has it');
 $h1->stop;
+($st, $r) = mcp_call($h0->port, $ckey, 'products.delete', { site_id => $site, product_id => $gone, expected_version => 1 });
+ok(ok_result($st, $r) && $r->{structuredContent}{deleted}, 'and deleted while host 1 is away');
 ($st, $r) = create($h0, 'while-away');
 my $site3 = $r->{structuredContent}{id} // 'none';
 ok(ok_result($st, $r), 'a write while host 1 is away') or diag($json->encode($r));
@@ -198,6 +208,10 @@ $h1->spawn;
 is($h1->wait_ready, undef, 'host 1 starts again');
 ok(poll_until(2 * $SC, sub { ok_result(mcp_call($h1->port, $key, 'sites.get', { site_id => $site3 })) }), 'and has the write made while it was away');
 like($h1->error_log_text // '', qr/behind the change log's horizon: copied \d+ records whole/, 'by copying the table whole');
+($st, $r) = mcp_call($h1->port, $ckey, 'products.get', { site_id => $site, product_id => $gone });
+ok($st == 200 && $r->{isError} && text_of($r) =~ /no product/, 'the product deleted while it was away is gone from host 1 too');
+($st, $r) = mcp_call($h1->port, $ckey, 'products.list', { site_id => $site });
+ok(ok_result($st, $r) && !grep({ $_->{id} eq $gone } @{ $r->{structuredContent}{products} // [] }), 'and not in its products.list');
 my @lists = map { (mcp_call($_->port, $key, 'sites.list', {}))[1]{structuredContent}{sites} // [] } $h0, $h1;
 is(scalar @{ $lists[0] }, 4, 'host 0 lists four sites (before, after, unhung, while-away; the failed writes left nothing)');
 is_deeply($lists[1], $lists[0], 'host 1 lists the same, none twice');
