@@ -108,9 +108,28 @@ static int abandoned(uint64_t tat)
     return (tat & BUSY) && ((mono_ms() - then) & BUSY_MS_MASK) > STALE_MS;
 }
 
-/* Gives a claimed cell back, empty (an evicted owner's state was idle or is lost either way). */
+/*
+ * Renews this process's claim on c: the busy mark again, stamped now.  Only a
+ * claim's holder writes the head and the digest, and it renews first, so each
+ * such write lands a few instructions after a mark younger than STALE_MS,
+ * which nobody takes over.  0 when the claim was taken over: its holder slept
+ * past STALE_MS (a stopped process, a paused VM) and the cell may be another
+ * key's by now, which the holder must not write over.
+ */
+static int renew(cell_t *c, uint64_t *mark)
+{
+    uint64_t fresh = busy_mark(), held = *mark;
+    if (!atomic_compare_exchange_strong(&c->tat, &held, fresh))
+        return 0;
+    *mark = fresh;
+    return 1;
+}
+
+/* Gives a claimed cell back, empty (an evicted owner's state was idle or is lost either way), unless the claim was taken over. */
 static void withdraw(cell_t *c, uint64_t mark)
 {
+    if (!renew(c, &mark))
+        return;
     atomic_store(&c->head, HEAD_EMPTY);
     atomic_store(&c->lo, 0);
     atomic_compare_exchange_strong(&c->tat, &mark, 0);
@@ -175,6 +194,7 @@ enum { DONE, AGAIN };
 void (*ratelimit_test_pause)(void);
 void (*ratelimit_test_pause_live)(void);
 void (*ratelimit_test_pause_copy)(void);
+void (*ratelimit_test_pause_claimed)(void);
 
 /*
  * One decision on the live cell c of k: the compare-and-swap loop.  AGAIN when
@@ -248,11 +268,15 @@ static int insert(ratelimit_t *rl, int table, const cell_key_t *k, const aly_rat
     if (!atomic_compare_exchange_strong(&pick->tat, &pick_tat, mark))
         return AGAIN;
     if (atomic_load(&pick->head) != pick_head) {
-        atomic_store(&pick->tat, pick_tat); /* it changed hands and back meanwhile: leave it as it was */
+        atomic_compare_exchange_strong(&pick->tat, &mark, pick_tat); /* it changed hands and back meanwhile: leave it as it was */
         return AGAIN;
     }
     if (rank == VICTIM)
         atomic_fetch_add(&rl->hdr->evictions[table], 1);
+    if (ratelimit_test_pause_claimed != NULL)
+        ratelimit_test_pause_claimed();
+    if (!renew(pick, &mark))
+        return AGAIN;
     atomic_store(&pick->lo, k->lo);
     atomic_store(&pick->head, k->head | HEAD_PENDING);
 
@@ -274,14 +298,18 @@ static int insert(ratelimit_t *rl, int table, const cell_key_t *k, const aly_rat
                 return AGAIN;
             }
             sched_yield();
+            if (!renew(pick, &mark)) /* waiting is not abandoning: the claim stays young */
+                return AGAIN;
         }
     }
     if (ratelimit_test_pause_live != NULL)
         ratelimit_test_pause_live();
     uint64_t tat = 0, pending = k->head | HEAD_PENDING;
     ratelimit_gcra(&tat, rate, now, 1, d); /* a new cell: a full bucket, always admitted */
-    if (!atomic_compare_exchange_strong(&pick->head, &pending, k->head | HEAD_LIVE))
+    if (!renew(pick, &mark))
         return AGAIN; /* we stalled past STALE_MS and someone took the cell */
+    if (!atomic_compare_exchange_strong(&pick->head, &pending, k->head | HEAD_LIVE))
+        return AGAIN;
     if (!atomic_compare_exchange_strong(&pick->tat, &mark, tat))
         return AGAIN;
     return DONE;

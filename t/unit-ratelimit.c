@@ -655,6 +655,127 @@ static void race_going_live(void)
     munmap(steps, sizeof(*steps));
 }
 
+/*
+ * An inserter stopped past STALE_MS after claiming its cell and before
+ * writing its key there (a stopped process, a paused VM).  Its claim then
+ * looks abandoned, and another key's insert takes the cell over and spends
+ * its budget there.  When the first wakes its claim is gone: it must not
+ * write its key over what is now another key's cell (that key would lose its
+ * spent budget and the first inherit it), but start again.  The table is
+ * full of fillers that are idle at the time of the test, so the sleeper
+ * claims its home cell, and the other key is one whose home is that same
+ * cell (found with the table's hash key): there the abandoned claim outranks
+ * every idle cell.  Each key of burst 1 is asked twice: admitted once.
+ */
+typedef struct stopped {
+    _Atomic int claimed, inserted, woke, late, found;
+    _Atomic int admitted[2], errors;
+} stopped_t;
+static stopped_t *stopped;
+
+static void await_flag(_Atomic int *flag)
+{
+    for (int i = 0; i < 100000 && !atomic_load(flag); i++)
+        usleep(100);
+    if (!atomic_load(flag))
+        atomic_fetch_add(&stopped->late, 1);
+}
+
+static void stop_after_claim(void)
+{
+    static int once;
+    if (once++)
+        return;
+    atomic_store(&stopped->claimed, 1);
+    await_flag(&stopped->inserted);
+}
+
+/* The home cell of an address in rl's address table (ratelimit.c's key_of). */
+static uint64_t address_home(const ratelimit_t *rl, const ratelimit_addr_t *a)
+{
+    uint64_t d[2];
+    aly_siphash128(rl->k0, rl->k1, a->key, a->len, d);
+    return (uint64_t)(((unsigned __int128)d[1] * rl->n[ADDRESSES]) >> 64);
+}
+
+static void ask_twice(ratelimit_t *rl, const ratelimit_addr_t *a, const aly_rate_t *rate, uint64_t now, int who)
+{
+    for (int i = 0; i < 2; i++) {
+        ratelimit_decision_t d;
+        aly_err_t err;
+        if (ratelimit_address_failure(rl, a, rate, now, &d, &err) != 0)
+            atomic_fetch_add(&stopped->errors, 1);
+        else if (d.allowed)
+            atomic_fetch_add(&stopped->admitted[who], 1);
+        ratelimit_test_pause_claimed = NULL;
+        if (who == 1 && i == 0) {
+            atomic_store(&stopped->inserted, 1);
+            await_flag(&stopped->woke);
+        }
+    }
+}
+
+static void race_stopped_claimer(void)
+{
+    stopped = mmap(NULL, sizeof(*stopped), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (stopped == MAP_FAILED) {
+        ok(0, "shared flags");
+        return;
+    }
+    aly_rate_t one = {1, 3600, 1}, filler = {1, 1, 1};
+    const uint64_t base = T0 + 5000 * 3600 * S;
+    ratelimit_addr_t sleeper, other;
+    addr4("172.18.0.1", &sleeper);
+    pid_t pids[2];
+    for (int p = 0; p < 2; p++) {
+        if ((pids[p] = fork()) == 0) {
+            ratelimit_t *rl = child_limiter();
+            if (rl == NULL)
+                _exit(1);
+            if (p == 0) {
+                /* 200 fillers, each live while the next is inserted (no cell left empty), all idle at base. */
+                for (int i = 0; i < 200; i++) {
+                    char text[32];
+                    ratelimit_addr_t a;
+                    ratelimit_decision_t d;
+                    aly_err_t err;
+                    snprintf(text, sizeof(text), "10.79.%d.%d", i / 200, i % 200);
+                    addr4(text, &a);
+                    ratelimit_address_failure(rl, &a, &filler, base - 10 * S + (uint64_t)i * 1000, &d, &err);
+                }
+                ratelimit_test_pause_claimed = stop_after_claim;
+                ask_twice(rl, &sleeper, &one, base, 0);
+                atomic_store(&stopped->woke, 1);
+            } else {
+                int found = 0;
+                for (int i = 0; i < 100000 && !found; i++) {
+                    char text[32];
+                    snprintf(text, sizeof(text), "172.19.%d.%d", i / 250, i % 250);
+                    addr4(text, &other);
+                    found = address_home(rl, &other) == address_home(rl, &sleeper);
+                }
+                atomic_store(&stopped->found, found);
+                await_flag(&stopped->claimed);
+                usleep((STALE_MS + 300) * 1000); /* the claim is abandoned now */
+                if (found)
+                    ask_twice(rl, &other, &one, base, 1);
+                else
+                    atomic_store(&stopped->inserted, 1);
+            }
+            _exit(0);
+        }
+    }
+    is_int(wait_children(pids, 2), 2,
+           "an inserter stopped after claiming its cell, and another key inserted there meanwhile: both finished");
+    ok(atomic_load(&stopped->found), "an address whose home is the sleeper's home cell");
+    is_int(atomic_load(&stopped->admitted[1]), 1,
+           "the key inserted into the abandoned claim, asked twice after the sleeper woke: admitted once");
+    is_int(atomic_load(&stopped->admitted[0]), 1, "the sleeper's key, asked twice: admitted once");
+    is_int(atomic_load(&stopped->errors), 0, "no decision failed");
+    is_int(atomic_load(&stopped->late), 0, "every forced step came");
+    munmap(stopped, sizeof(*stopped));
+}
+
 /* Evictions racing with inserts on a 50-cell address table: the table stays consistent. */
 static void race_evictions(store_t *st)
 {
@@ -789,6 +910,7 @@ int main(void)
         race_diverging_inserts();
         race_stalled_insert();
         race_going_live();
+        race_stopped_claimer();
         race_evictions(st);
         outlives_process(st);
         damaged_file(st);

@@ -182,6 +182,8 @@ extern void (*ratelimit_test_pause)(void);
 extern void (*ratelimit_test_pause_live)(void);
 /* Tests only (NULL otherwise): called when an insert has read a cell's head naming its key, before it reads that cell's TAT. */
 extern void (*ratelimit_test_pause_copy)(void);
+/* Tests only (NULL otherwise): called by an insert that has claimed its cell, before it writes its key there. */
+extern void (*ratelimit_test_pause_claimed)(void);
 
 /*
  * Header values (draft-ietf-httpapi-ratelimit-headers-11, Structured Fields):
