@@ -118,7 +118,8 @@ static int abandoned(uint64_t tat)
  */
 static int renew(cell_t *c, uint64_t *mark)
 {
-    uint64_t fresh = busy_mark(), held = *mark;
+    const uint64_t pid_bits = ((uint64_t)1 << BUSY_PID_BITS) - 1;
+    uint64_t held = *mark, fresh = BUSY | (mono_ms() & BUSY_MS_MASK) << BUSY_PID_BITS | (held & pid_bits); /* no getpid() */
     if (!atomic_compare_exchange_strong(&c->tat, &held, fresh))
         return 0;
     *mark = fresh;
@@ -195,6 +196,7 @@ void (*ratelimit_test_pause)(void);
 void (*ratelimit_test_pause_live)(void);
 void (*ratelimit_test_pause_copy)(void);
 void (*ratelimit_test_pause_claimed)(void);
+void (*ratelimit_test_pause_rank)(void);
 
 /*
  * One decision on the live cell c of k: the compare-and-swap loop.  AGAIN when
@@ -242,7 +244,11 @@ static int insert(ratelimit_t *rl, int table, const cell_key_t *k, const aly_rat
         cell_t *c = window_cell(rl, table, k, i);
         if (copy_of(c, k) != HEAD_EMPTY)
             return AGAIN; /* k is live here, or someone is inserting it: wait for that */
+        if (ratelimit_test_pause_rank != NULL)
+            ratelimit_test_pause_rank();
         uint64_t h = atomic_load(&c->head), t = atomic_load(&c->tat);
+        if (h == (k->head | HEAD_LIVE) && atomic_load(&c->lo) == k->lo)
+            return AGAIN; /* k went live here since copy_of looked: ranked, it would be evicted by its own insert */
         int r;
         if (t & BUSY)
             r = abandoned(t) ? ABANDONED : NONE;
@@ -308,8 +314,10 @@ static int insert(ratelimit_t *rl, int table, const cell_key_t *k, const aly_rat
     ratelimit_gcra(&tat, rate, now, 1, d); /* a new cell: a full bucket, always admitted */
     if (!renew(pick, &mark))
         return AGAIN; /* we stalled past STALE_MS and someone took the cell */
-    if (!atomic_compare_exchange_strong(&pick->head, &pending, k->head | HEAD_LIVE))
+    if (!atomic_compare_exchange_strong(&pick->head, &pending, k->head | HEAD_LIVE)) {
+        withdraw(pick, mark); /* not left busy for STALE_MS */
         return AGAIN;
+    }
     if (!atomic_compare_exchange_strong(&pick->tat, &mark, tat))
         return AGAIN;
     return DONE;

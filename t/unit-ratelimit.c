@@ -551,8 +551,8 @@ static void race_diverging_inserts(void)
  */
 #define STEP_ROUNDS 24
 typedef struct steps {
-    _Atomic int chose0[STEP_ROUNDS], scanned1[STEP_ROUNDS], read0[STEP_ROUNDS], live1[STEP_ROUNDS];
-    _Atomic int admitted[STEP_ROUNDS], errors, late;
+    _Atomic int chose0[STEP_ROUNDS], scanned1[STEP_ROUNDS], read0[STEP_ROUNDS], live1[STEP_ROUNDS], claimed0[STEP_ROUNDS];
+    _Atomic int admitted[STEP_ROUNDS], errors, late, exercised;
 } steps_t;
 static steps_t *steps;
 static int step_round;
@@ -584,10 +584,18 @@ static void p1_before_live(void)
     await(&steps->read0[step_round]);
 }
 
+static void p0_claimed(void)
+{
+    atomic_store(&steps->claimed0[step_round], 1);
+}
+
 static void p0_between_reads(void)
 {
     if (atomic_exchange(&steps->read0[step_round], 1))
         return;
+    /* Read after p0 claimed and published its own cell: the round is the interleaving (else both chose one cell). */
+    if (atomic_load(&steps->claimed0[step_round]))
+        atomic_fetch_add(&steps->exercised, 1);
     await(&steps->live1[step_round]);
 }
 
@@ -621,6 +629,7 @@ static void race_going_live(void)
                 ratelimit_test_pause = p == 0 ? p0_before_claim : p1_before_claim;
                 ratelimit_test_pause_live = p == 1 ? p1_before_live : NULL;
                 ratelimit_test_pause_copy = p == 0 ? p0_between_reads : NULL;
+                ratelimit_test_pause_claimed = p == 0 ? p0_claimed : NULL;
                 snprintf(text, sizeof(text), "172.17.%d.%d", step_round / 200, step_round % 200);
                 addr4(text, &a);
                 if (ratelimit_address_failure(rl, &a, &one, base + (p == 1 ? later : 0), &d, &err) != 0)
@@ -629,7 +638,7 @@ static void race_going_live(void)
                     atomic_fetch_add(&steps->admitted[step_round], 1);
                 if (p == 1)
                     atomic_store(&steps->live1[step_round], 1);
-                ratelimit_test_pause = ratelimit_test_pause_live = ratelimit_test_pause_copy = NULL;
+                ratelimit_test_pause = ratelimit_test_pause_live = ratelimit_test_pause_copy = ratelimit_test_pause_claimed = NULL;
                 /* Each asks once more: a budget of 1 is spent, whichever cell holds it. */
                 if (ratelimit_address_failure(rl, &a, &one, base + later, &d, &err) != 0)
                     atomic_fetch_add(&steps->errors, 1);
@@ -649,6 +658,9 @@ static void race_going_live(void)
     }
     is_int(exact, STEP_ROUNDS, "%d keys of burst 1, each inserted by a process that read its copy half-way live: admitted once",
            STEP_ROUNDS);
+    ok(atomic_load(&steps->exercised) > 0,
+       "in %d rounds of %d the reader had published its own cell first (the others chose one cell)",
+       (int)atomic_load(&steps->exercised), STEP_ROUNDS);
     is_int(atomic_load(&steps->errors), 0, "no decision failed");
     ok(atomic_load(&steps->late) == 0, "every forced step came (%d waits ran out)", (int)atomic_load(&steps->late));
     munmap(rc, sizeof(*rc));
@@ -774,6 +786,87 @@ static void race_stopped_claimer(void)
     is_int(atomic_load(&stopped->errors), 0, "no decision failed");
     is_int(atomic_load(&stopped->late), 0, "every forced step came");
     munmap(stopped, sizeof(*stopped));
+}
+
+/*
+ * An inserter that asked whether a cell holds its key (it held another), and
+ * then, before reading the cell to rank it, finds there its own key just made
+ * live by another process.  The table is full of live budgets of one TAT, so
+ * that new copy, with the earliest TAT, is the victim the inserter would
+ * evict: it must take the copy for its key's and decide on it instead.  A
+ * key of burst 1 asked twice by each of two processes: admitted once.
+ */
+typedef struct own {
+    _Atomic int read, live, admitted, errors, late;
+} own_t;
+static own_t *own;
+
+static void await_own(_Atomic int *flag)
+{
+    for (int i = 0; i < 50000 && !atomic_load(flag); i++)
+        usleep(100);
+    if (!atomic_load(flag))
+        atomic_fetch_add(&own->late, 1);
+}
+
+static void read_then_wait(void)
+{
+    if (atomic_exchange(&own->read, 1))
+        return;
+    await_own(&own->live);
+}
+
+static void race_own_copy_ranked(void)
+{
+    own = mmap(NULL, sizeof(*own), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (own == MAP_FAILED) {
+        ok(0, "shared flags");
+        return;
+    }
+    aly_rate_t one = {1, 3600, 1}, filler = {1, 7200, 1};
+    const uint64_t t0 = T0 + 9000 * 3600 * S;
+    ratelimit_addr_t k;
+    addr4("172.20.0.1", &k);
+    pid_t pids[2];
+    for (int p = 0; p < 2; p++) {
+        if ((pids[p] = fork()) == 0) {
+            ratelimit_t *rl = child_limiter();
+            ratelimit_decision_t d;
+            aly_err_t err;
+            if (rl == NULL)
+                _exit(1);
+            if (p == 0) {
+                /* 200 fillers at t0, each live for two hours: every cell a live budget, all of one TAT. */
+                for (int i = 0; i < 200; i++) {
+                    char text[32];
+                    ratelimit_addr_t a;
+                    snprintf(text, sizeof(text), "10.80.%d.%d", i / 200, i % 200);
+                    addr4(text, &a);
+                    ratelimit_address_failure(rl, &a, &filler, t0, &d, &err);
+                }
+                ratelimit_test_pause_rank = read_then_wait;
+            } else {
+                await_own(&own->read);
+            }
+            for (int i = 0; i < 2; i++) {
+                if (ratelimit_address_failure(rl, &k, &one, t0, &d, &err) != 0)
+                    atomic_fetch_add(&own->errors, 1);
+                else if (d.allowed)
+                    atomic_fetch_add(&own->admitted, 1);
+                if (p == 1 && i == 0)
+                    atomic_store(&own->live, 1);
+                ratelimit_test_pause_rank = NULL;
+            }
+            _exit(0);
+        }
+    }
+    is_int(wait_children(pids, 2), 2,
+           "an inserter ranking a cell its key just went live in, and that key's inserter: both finished");
+    is_int(atomic_load(&own->admitted), 1,
+           "a key of burst 1 asked twice by each: admitted once (its new copy not evicted by its own insert)");
+    is_int(atomic_load(&own->errors), 0, "no decision failed");
+    is_int(atomic_load(&own->late), 0, "every forced step came");
+    munmap(own, sizeof(*own));
 }
 
 /* Evictions racing with inserts on a 50-cell address table: the table stays consistent. */
@@ -911,6 +1004,7 @@ int main(void)
         race_stalled_insert();
         race_going_live();
         race_stopped_claimer();
+        race_own_copy_ranked();
         race_evictions(st);
         outlives_process(st);
         damaged_file(st);

@@ -184,6 +184,8 @@ extern void (*ratelimit_test_pause_live)(void);
 extern void (*ratelimit_test_pause_copy)(void);
 /* Tests only (NULL otherwise): called by an insert that has claimed its cell, before it writes its key there. */
 extern void (*ratelimit_test_pause_claimed)(void);
+/* Tests only (NULL otherwise): called by an insert's scan between asking whether a cell is its key's and reading it to rank it. */
+extern void (*ratelimit_test_pause_rank)(void);
 
 /*
  * Header values (draft-ietf-httpapi-ratelimit-headers-11, Structured Fields):
