@@ -326,10 +326,30 @@ typedef struct race {
     _Atomic int errors;
 } race_t;
 
+/* A zeroed mapping the forked processes of one test share, or NULL. */
+static void *shared_zeroed(size_t len)
+{
+    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
 static race_t *race_map(void)
 {
-    void *p = mmap(NULL, sizeof(race_t), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    return p == MAP_FAILED ? NULL : p;
+    return shared_zeroed(sizeof(race_t));
+}
+
+/* count fillers "10.PREFIX.i/200.i%200" into the address table, the i-th at start + i * step. */
+static void fill_addresses(ratelimit_t *rl, int prefix, int count, const aly_rate_t *rate, uint64_t start, uint64_t step)
+{
+    for (int i = 0; i < count; i++) {
+        char text[32];
+        ratelimit_addr_t a;
+        ratelimit_decision_t d;
+        aly_err_t err;
+        snprintf(text, sizeof(text), "10.%d.%d.%d", prefix, i / 200, i % 200);
+        addr4(text, &a);
+        ratelimit_address_failure(rl, &a, rate, start + (uint64_t)i * step, &d, &err);
+    }
 }
 
 /* Waits until all n processes reached the counter: the race then starts at once. */
@@ -537,6 +557,15 @@ static void race_diverging_inserts(void)
     munmap(rc, sizeof(*rc));
 }
 
+/* Waits (at most 10 s: a step that never comes must not hang the test, and is counted in *late) until *flag is set. */
+static void await_step(_Atomic int *flag, _Atomic int *late)
+{
+    for (int i = 0; i < 100000 && !atomic_load(flag); i++)
+        usleep(100);
+    if (!atomic_load(flag))
+        atomic_fetch_add(late, 1);
+}
+
 /*
  * A copy going live between an inserter's two reads of it.  Its owner turns
  * the head from pending to live, then the TAT from its busy mark to the
@@ -557,31 +586,22 @@ typedef struct steps {
 static steps_t *steps;
 static int step_round;
 
-/* Waits (at most 3 s: a step that never comes must not hang the test) until *flag is set. */
-static void await(_Atomic int *flag)
-{
-    for (int i = 0; i < 30000 && !atomic_load(flag); i++)
-        usleep(100);
-    if (!atomic_load(flag))
-        atomic_fetch_add(&steps->late, 1);
-}
-
 static void p0_before_claim(void)
 {
     atomic_store(&steps->chose0[step_round], 1);
-    await(&steps->scanned1[step_round]);
+    await_step(&steps->scanned1[step_round], &steps->late);
 }
 
 static void p1_before_claim(void)
 {
-    await(&steps->chose0[step_round]);
+    await_step(&steps->chose0[step_round], &steps->late);
 }
 
 static void p1_before_live(void)
 {
     if (atomic_exchange(&steps->scanned1[step_round], 1))
         return;
-    await(&steps->read0[step_round]);
+    await_step(&steps->read0[step_round], &steps->late);
 }
 
 static void p0_claimed(void)
@@ -596,13 +616,13 @@ static void p0_between_reads(void)
     /* Read after p0 claimed and published its own cell: the round is the interleaving (else both chose one cell). */
     if (atomic_load(&steps->claimed0[step_round]))
         atomic_fetch_add(&steps->exercised, 1);
-    await(&steps->live1[step_round]);
+    await_step(&steps->live1[step_round], &steps->late);
 }
 
 static void race_going_live(void)
 {
-    steps = mmap(NULL, sizeof(*steps), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (steps == MAP_FAILED) {
+    steps = shared_zeroed(sizeof(*steps));
+    if (steps == NULL) {
         ok(0, "shared steps");
         return;
     }
@@ -620,11 +640,8 @@ static void race_going_live(void)
                 aly_err_t err;
                 char text[32];
                 /* Fillers live from base + 1 ms to base + 200 ms: live budgets at base, idle at base + 10 s. */
-                for (int i = 0; p == 0 && i < 200; i++) {
-                    snprintf(text, sizeof(text), "10.78.%d.%d", step_round, i);
-                    addr4(text, &a);
-                    ratelimit_address_failure(rl, &a, &filler, base - S + (uint64_t)(i + 1) * ms, &d, &err);
-                }
+                if (p == 0)
+                    fill_addresses(rl, 78 + step_round % 100, 200, &filler, base - S + ms, ms);
                 barrier(&rc->round_arrived[step_round], 2);
                 ratelimit_test_pause = p == 0 ? p0_before_claim : p1_before_claim;
                 ratelimit_test_pause_live = p == 1 ? p1_before_live : NULL;
@@ -685,21 +702,13 @@ typedef struct stopped {
 } stopped_t;
 static stopped_t *stopped;
 
-static void await_flag(_Atomic int *flag)
-{
-    for (int i = 0; i < 100000 && !atomic_load(flag); i++)
-        usleep(100);
-    if (!atomic_load(flag))
-        atomic_fetch_add(&stopped->late, 1);
-}
-
 static void stop_after_claim(void)
 {
     static int once;
     if (once++)
         return;
     atomic_store(&stopped->claimed, 1);
-    await_flag(&stopped->inserted);
+    await_step(&stopped->inserted, &stopped->late);
 }
 
 /* The home cell of an address in rl's address table (ratelimit.c's key_of). */
@@ -722,15 +731,15 @@ static void ask_twice(ratelimit_t *rl, const ratelimit_addr_t *a, const aly_rate
         ratelimit_test_pause_claimed = NULL;
         if (who == 1 && i == 0) {
             atomic_store(&stopped->inserted, 1);
-            await_flag(&stopped->woke);
+            await_step(&stopped->woke, &stopped->late);
         }
     }
 }
 
 static void race_stopped_claimer(void)
 {
-    stopped = mmap(NULL, sizeof(*stopped), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (stopped == MAP_FAILED) {
+    stopped = shared_zeroed(sizeof(*stopped));
+    if (stopped == NULL) {
         ok(0, "shared flags");
         return;
     }
@@ -746,15 +755,7 @@ static void race_stopped_claimer(void)
                 _exit(1);
             if (p == 0) {
                 /* 200 fillers, each live while the next is inserted (no cell left empty), all idle at base. */
-                for (int i = 0; i < 200; i++) {
-                    char text[32];
-                    ratelimit_addr_t a;
-                    ratelimit_decision_t d;
-                    aly_err_t err;
-                    snprintf(text, sizeof(text), "10.79.%d.%d", i / 200, i % 200);
-                    addr4(text, &a);
-                    ratelimit_address_failure(rl, &a, &filler, base - 10 * S + (uint64_t)i * 1000, &d, &err);
-                }
+                fill_addresses(rl, 179, 200, &filler, base - 10 * S, 1000);
                 ratelimit_test_pause_claimed = stop_after_claim;
                 ask_twice(rl, &sleeper, &one, base, 0);
                 atomic_store(&stopped->woke, 1);
@@ -767,7 +768,7 @@ static void race_stopped_claimer(void)
                     found = address_home(rl, &other) == address_home(rl, &sleeper);
                 }
                 atomic_store(&stopped->found, found);
-                await_flag(&stopped->claimed);
+                await_step(&stopped->claimed, &stopped->late);
                 usleep((STALE_MS + 300) * 1000); /* the claim is abandoned now */
                 if (found)
                     ask_twice(rl, &other, &one, base, 1);
@@ -801,25 +802,17 @@ typedef struct own {
 } own_t;
 static own_t *own;
 
-static void await_own(_Atomic int *flag)
-{
-    for (int i = 0; i < 50000 && !atomic_load(flag); i++)
-        usleep(100);
-    if (!atomic_load(flag))
-        atomic_fetch_add(&own->late, 1);
-}
-
 static void read_then_wait(void)
 {
     if (atomic_exchange(&own->read, 1))
         return;
-    await_own(&own->live);
+    await_step(&own->live, &own->late);
 }
 
 static void race_own_copy_ranked(void)
 {
-    own = mmap(NULL, sizeof(*own), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (own == MAP_FAILED) {
+    own = shared_zeroed(sizeof(*own));
+    if (own == NULL) {
         ok(0, "shared flags");
         return;
     }
@@ -837,16 +830,10 @@ static void race_own_copy_ranked(void)
                 _exit(1);
             if (p == 0) {
                 /* 200 fillers at t0, each live for two hours: every cell a live budget, all of one TAT. */
-                for (int i = 0; i < 200; i++) {
-                    char text[32];
-                    ratelimit_addr_t a;
-                    snprintf(text, sizeof(text), "10.80.%d.%d", i / 200, i % 200);
-                    addr4(text, &a);
-                    ratelimit_address_failure(rl, &a, &filler, t0, &d, &err);
-                }
+                fill_addresses(rl, 180, 200, &filler, t0, 0);
                 ratelimit_test_pause_rank = read_then_wait;
             } else {
-                await_own(&own->read);
+                await_step(&own->read, &own->late);
             }
             for (int i = 0; i < 2; i++) {
                 if (ratelimit_address_failure(rl, &k, &one, t0, &d, &err) != 0)
