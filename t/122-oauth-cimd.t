@@ -2,8 +2,10 @@
 # page: a client_id that is an https URL on an allowed host is fetched
 # (oauth_cimd.c) from a local HTTPS document server (t/fixtures/cimd-server.mjs)
 # and checked here: the document's client_id must be its URL, the
-# redirect_uri one it lists.  Every refusal is an HTML page, never a
-# redirect, and a slow document server holds up nothing else on the worker.
+# redirect_uri one it lists, and its server's certificate must name the host
+# fetched (a second server has one the test CA signed for another name).
+# Every refusal is an HTML page, never a redirect, and a slow document server
+# holds up nothing else on the worker.
 use strict;
 use warnings;
 use Test::More;
@@ -22,24 +24,33 @@ Alyd::watchdog(300);
 
 my $tmp = File::Temp->newdir;
 my $dir = "$tmp";
-Alyd::spew("$dir/leaf.ext", "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n");
-for my $cmd (
-    [qw(openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=alyd-test-ca
-        -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign), '-keyout', "$dir/ca.key", '-out', "$dir/ca.pem"],
-    [qw(openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost), '-keyout', "$dir/leaf.key", '-out',
-        "$dir/leaf.csr"],
-    ['openssl', 'x509', '-req', '-in', "$dir/leaf.csr", '-CA', "$dir/ca.pem", '-CAkey', "$dir/ca.key", '-CAcreateserial', '-days', 2,
-        '-extfile', "$dir/leaf.ext", '-out', "$dir/leaf.pem"])
-{
-    my ($exit, undef, $err) = Alyd::run_cmd(@$cmd);
-    BAIL_OUT("openssl: $err") if $exit;
+# One test CA; two leaves it signs: "leaf" for localhost, the name every document URL uses, and "other" for
+# another host name (a document server whose certificate is trusted but not for the name fetched).
+my ($ca_exit, undef, $ca_err) = Alyd::run_cmd(qw(openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=alyd-test-ca
+    -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign), '-keyout', "$dir/ca.key", '-out', "$dir/ca.pem");
+BAIL_OUT("openssl: $ca_err") if $ca_exit;
+for my $leaf (['leaf', 'localhost'], ['other', 'other.example']) {
+    my ($name, $host) = @$leaf;
+    Alyd::spew("$dir/$name.ext", "subjectAltName=DNS:$host\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n");
+    for my $cmd (
+        [qw(openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes), '-subj', "/CN=$host", '-keyout', "$dir/$name.key", '-out',
+            "$dir/$name.csr"],
+        ['openssl', 'x509', '-req', '-in', "$dir/$name.csr", '-CA', "$dir/ca.pem", '-CAkey', "$dir/ca.key", '-CAcreateserial', '-days', 2,
+            '-extfile', "$dir/$name.ext", '-out', "$dir/$name.pem"])
+    {
+        my ($exit, undef, $err) = Alyd::run_cmd(@$cmd);
+        BAIL_OUT("openssl: $err") if $exit;
+    }
 }
 # Package variables: a file-scoped lexical handle would be closed (waiting for node) before END could stop node.
-our ($docs_fh, $docs);
+our ($docs_fh, $docs, $other_fh, $other);
 $docs = open($docs_fh, '-|', $node, "$src/t/fixtures/cimd-server.mjs", "$dir/leaf.key", "$dir/leaf.pem") or BAIL_OUT("node: $!");
 my ($port) = (scalar <$docs_fh> // '') =~ /port (\d+)/;
 BAIL_OUT('the document server did not start') unless $port;
-END { kill 'TERM', $docs if $docs }
+$other = open($other_fh, '-|', $node, "$src/t/fixtures/cimd-server.mjs", "$dir/other.key", "$dir/other.pem") or BAIL_OUT("node: $!");
+my ($other_port) = (scalar <$other_fh> // '') =~ /port (\d+)/;
+BAIL_OUT('the second document server did not start') unless $other_port;
+END { kill 'TERM', grep { $_ } $docs, $other }
 
 my $srv = Alyd->start(workers => 1, extra => ['oauth_cimd_allow localhost', "oauth_cimd_ca_file $dir/ca.pem"]);
 my $ws = $srv->ctl('workspace', 'create', 'Acme');
@@ -83,6 +94,8 @@ is($o->authorize_page(response_type => 'code', client_id => "https://localhost:$
     state => 's', code_challenge => AlyOAuth::pkce()->{challenge}, code_challenge_method => 'S256')->{status}, 200,
     'the same document\'s loopback redirect URI: the consent page');
 refused("https://localhost:$port/redirect.json", $cb, 'a document server that redirects', qr/redirect/);
+# The same documents from a server whose certificate the CA signed for other.example, fetched as localhost.
+refused("https://localhost:$other_port/ok.json", $cb, 'a document server whose trusted certificate names another host', qr/cannot be used: hostname mismatch/);
 refused("https://localhost:$port/big.json", $cb, 'a document over 5 KB', qr/larger than/);
 refused("https://localhost:$port/html.json", $cb, 'a document that is not JSON', qr/cannot be used/);
 refused("https://evil.example/ok.json", $cb, 'a host not in oauth_cimd_allow', qr/will not fetch/);
