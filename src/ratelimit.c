@@ -197,6 +197,7 @@ void (*ratelimit_test_pause_live)(void);
 void (*ratelimit_test_pause_copy)(void);
 void (*ratelimit_test_pause_claimed)(void);
 void (*ratelimit_test_pause_rank)(void);
+void (*ratelimit_test_pause_withdraw)(void);
 
 /*
  * One decision on the live cell c of k: the compare-and-swap loop.  AGAIN when
@@ -300,6 +301,8 @@ static int insert(ratelimit_t *rl, int table, const cell_key_t *k, const aly_rat
         uint64_t state;
         while ((state = copy_of(c, k)) != HEAD_EMPTY) {
             if (state == HEAD_LIVE || i < pick_i) {
+                if (ratelimit_test_pause_withdraw != NULL)
+                    ratelimit_test_pause_withdraw();
                 withdraw(pick, mark);
                 return AGAIN;
             }

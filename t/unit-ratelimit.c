@@ -790,6 +790,136 @@ static void race_stopped_claimer(void)
 }
 
 /*
+ * An inserter stopped past STALE_MS just before giving its cell back (it met
+ * a live copy of its key), while another key takes that abandoned claim over
+ * and spends its budget there: when it wakes, the cell is not its to empty.
+ * p1's clock makes every filler idle, so it takes its key's home cell; p0's
+ * makes them live budgets, and the key is chosen (from the table itself) so
+ * that p0 evicts another cell of the window, publishes there, meets p1's live
+ * copy and stops.  p1 then inserts a second key of the same home, which takes
+ * p0's abandoned claim.  Each key of burst 1: admitted once.
+ */
+typedef struct giveback {
+    _Atomic int ready, chose0, live1, withdrawing0, taken, done0, late, errors, found;
+    _Atomic int admitted[2];
+    ratelimit_addr_t k, k2;
+} giveback_t;
+static giveback_t *gb;
+
+static void gb_before_claim(void)
+{
+    if (atomic_exchange(&gb->chose0, 1))
+        return;
+    await_step(&gb->live1, &gb->late);
+}
+
+static void gb_before_withdraw(void)
+{
+    if (atomic_exchange(&gb->withdrawing0, 1))
+        return;
+    await_step(&gb->taken, &gb->late);
+}
+
+/* An address whose window, at now, is all live budgets and whose earliest-TAT budget is not its home cell. */
+static int pick_diverging(const ratelimit_t *rl, uint64_t now, ratelimit_addr_t *out)
+{
+    for (int i = 0; i < 20000; i++) {
+        char text[32];
+        snprintf(text, sizeof(text), "172.21.%d.%d", i / 250, i % 250);
+        addr4(text, out);
+        uint64_t home = address_home(rl, out), least = UINT64_MAX;
+        unsigned at = 0, live = 0;
+        for (unsigned j = 0; j < rl->window[ADDRESSES]; j++) {
+            uint64_t x = home + j < rl->n[ADDRESSES] ? home + j : home + j - rl->n[ADDRESSES];
+            cell_t *c = &rl->cells[ADDRESSES][x];
+            uint64_t t = atomic_load(&c->tat);
+            live += (atomic_load(&c->head) & HEAD_STATE) == HEAD_LIVE && !(t & BUSY) && t > now;
+            if (t < least)
+                least = t, at = j;
+        }
+        if (live == rl->window[ADDRESSES] && at != 0)
+            return 1;
+    }
+    return 0;
+}
+
+static void race_stopped_withdrawer(void)
+{
+    gb = shared_zeroed(sizeof(*gb));
+    if (gb == NULL) {
+        ok(0, "shared flags");
+        return;
+    }
+    aly_rate_t one = {1, 3600, 1}, filler = {1, 1, 1};
+    const uint64_t ms = 1000000ull, base = T0 + 13000 * 3600 * S, later = 10 * S;
+    pid_t pids[2];
+    for (int p = 0; p < 2; p++) {
+        if ((pids[p] = fork()) == 0) {
+            ratelimit_t *rl = child_limiter();
+            ratelimit_decision_t d;
+            aly_err_t err;
+            if (rl == NULL)
+                _exit(1);
+            if (p == 0) {
+                /* Fillers live from base + 1 ms to base + 200 ms: live budgets at base, idle at base + 10 s. */
+                fill_addresses(rl, 181, 200, &filler, base - S + ms, ms);
+                int found = pick_diverging(rl, base, &gb->k);
+                for (int i = 0; found && i < 100000; i++) {
+                    char text[32];
+                    snprintf(text, sizeof(text), "172.22.%d.%d", i / 250, i % 250);
+                    addr4(text, &gb->k2);
+                    if (address_home(rl, &gb->k2) == address_home(rl, &gb->k))
+                        break;
+                }
+                atomic_store(&gb->found, found && address_home(rl, &gb->k2) == address_home(rl, &gb->k));
+                atomic_store(&gb->ready, 1);
+                if (!atomic_load(&gb->found))
+                    _exit(0);
+                ratelimit_test_pause = gb_before_claim;
+                ratelimit_test_pause_withdraw = gb_before_withdraw;
+                if (ratelimit_address_failure(rl, &gb->k, &one, base, &d, &err) != 0)
+                    atomic_fetch_add(&gb->errors, 1);
+                else if (d.allowed)
+                    atomic_fetch_add(&gb->admitted[0], 1);
+                atomic_store(&gb->done0, 1);
+            } else {
+                await_step(&gb->ready, &gb->late);
+                if (!atomic_load(&gb->found))
+                    _exit(0);
+                await_step(&gb->chose0, &gb->late);
+                if (ratelimit_address_failure(rl, &gb->k, &one, base + later, &d, &err) != 0)
+                    atomic_fetch_add(&gb->errors, 1);
+                else if (d.allowed)
+                    atomic_fetch_add(&gb->admitted[0], 1);
+                atomic_store(&gb->live1, 1);
+                await_step(&gb->withdrawing0, &gb->late);
+                usleep((STALE_MS + 300) * 1000); /* p0's claim is abandoned now */
+                for (int i = 0; i < 2; i++) {
+                    if (ratelimit_address_failure(rl, &gb->k2, &one, base + later, &d, &err) != 0)
+                        atomic_fetch_add(&gb->errors, 1);
+                    else if (d.allowed)
+                        atomic_fetch_add(&gb->admitted[1], 1);
+                    if (i == 0) {
+                        atomic_store(&gb->taken, 1);
+                        await_step(&gb->done0, &gb->late); /* p0 wakes and gives back what is no longer its */
+                    }
+                }
+            }
+            _exit(0);
+        }
+    }
+    is_int(wait_children(pids, 2), 2,
+           "an inserter stopped before giving its cell back, and another key inserted there meanwhile: both finished");
+    ok(atomic_load(&gb->found), "a key whose inserters take different cells, and a second key of its home");
+    is_int(atomic_load(&gb->admitted[0]), 1, "the first key of burst 1, asked by both: admitted once");
+    is_int(atomic_load(&gb->admitted[1]), 1,
+           "the second key, in the cell given up while its holder slept, asked twice: admitted once");
+    is_int(atomic_load(&gb->errors), 0, "no decision failed");
+    is_int(atomic_load(&gb->late), 0, "every forced step came");
+    munmap(gb, sizeof(*gb));
+}
+
+/*
  * An inserter that asked whether a cell holds its key (it held another), and
  * then, before reading the cell to rank it, finds there its own key just made
  * live by another process.  The table is full of live budgets of one TAT, so
@@ -992,6 +1122,7 @@ int main(void)
         race_going_live();
         race_stopped_claimer();
         race_own_copy_ranked();
+        race_stopped_withdrawer();
         race_evictions(st);
         outlives_process(st);
         damaged_file(st);

@@ -186,6 +186,8 @@ extern void (*ratelimit_test_pause_copy)(void);
 extern void (*ratelimit_test_pause_claimed)(void);
 /* Tests only (NULL otherwise): called by an insert's scan between asking whether a cell is its key's and reading it to rank it. */
 extern void (*ratelimit_test_pause_rank)(void);
+/* Tests only (NULL otherwise): called by an insert that met another copy of its key and is about to give its cell back. */
+extern void (*ratelimit_test_pause_withdraw)(void);
 
 /*
  * Header values (draft-ietf-httpapi-ratelimit-headers-11, Structured Fields):
