@@ -338,6 +338,18 @@ static race_t *race_map(void)
     return shared_zeroed(sizeof(race_t));
 }
 
+/* One charged decision for address a at now, counted: admitted into *admitted, an error into *errors. */
+static void counted(ratelimit_t *rl, const ratelimit_addr_t *a, const aly_rate_t *rate, uint64_t now, _Atomic int *admitted,
+                    _Atomic int *errors)
+{
+    ratelimit_decision_t d;
+    aly_err_t err;
+    if (ratelimit_address_failure(rl, a, rate, now, &d, &err) != 0)
+        atomic_fetch_add(errors, 1);
+    else if (d.allowed)
+        atomic_fetch_add(admitted, 1);
+}
+
 /* count fillers "10.PREFIX.i/200.i%200" into the address table, the i-th at start + i * step. */
 static void fill_addresses(ratelimit_t *rl, int prefix, int count, const aly_rate_t *rate, uint64_t start, uint64_t step)
 {
@@ -534,10 +546,7 @@ static void race_diverging_inserts(void)
                 snprintf(text, sizeof(text), "172.16.%d.%d", round / 200, round % 200);
                 addr4(text, &a);
                 for (int i = 0; i < 3; i++) {
-                    if (ratelimit_address_failure(rl, &a, &slow, base + (uint64_t)p * ms, &d, &err) != 0)
-                        atomic_fetch_add(&rc->errors, 1);
-                    else if (d.allowed)
-                        atomic_fetch_add(&rc->admitted[round], 1);
+                    counted(rl, &a, &slow, base + (uint64_t)p * ms, &rc->admitted[round], &rc->errors);
                 }
                 barrier(&rc->round_left[round], RACERS); /* the next fill may evict this round's cell */
             }
@@ -636,8 +645,6 @@ static void race_going_live(void)
             for (step_round = 0; rl != NULL && step_round < STEP_ROUNDS; step_round++) {
                 uint64_t base = T0 + 1000 * round_span + (uint64_t)step_round * round_span;
                 ratelimit_addr_t a;
-                ratelimit_decision_t d;
-                aly_err_t err;
                 char text[32];
                 /* Fillers live from base + 1 ms to base + 200 ms: live budgets at base, idle at base + 10 s. */
                 if (p == 0)
@@ -649,18 +656,12 @@ static void race_going_live(void)
                 ratelimit_test_pause_claimed = p == 0 ? p0_claimed : NULL;
                 snprintf(text, sizeof(text), "172.17.%d.%d", step_round / 200, step_round % 200);
                 addr4(text, &a);
-                if (ratelimit_address_failure(rl, &a, &one, base + (p == 1 ? later : 0), &d, &err) != 0)
-                    atomic_fetch_add(&steps->errors, 1);
-                else if (d.allowed)
-                    atomic_fetch_add(&steps->admitted[step_round], 1);
+                counted(rl, &a, &one, base + (p == 1 ? later : 0), &steps->admitted[step_round], &steps->errors);
                 if (p == 1)
                     atomic_store(&steps->live1[step_round], 1);
                 ratelimit_test_pause = ratelimit_test_pause_live = ratelimit_test_pause_copy = ratelimit_test_pause_claimed = NULL;
                 /* Each asks once more: a budget of 1 is spent, whichever cell holds it. */
-                if (ratelimit_address_failure(rl, &a, &one, base + later, &d, &err) != 0)
-                    atomic_fetch_add(&steps->errors, 1);
-                else if (d.allowed)
-                    atomic_fetch_add(&steps->admitted[step_round], 1);
+                counted(rl, &a, &one, base + later, &steps->admitted[step_round], &steps->errors);
                 barrier(&rc->round_left[step_round], 2);
             }
             _exit(rl != NULL ? 0 : 1);
@@ -722,12 +723,7 @@ static uint64_t address_home(const ratelimit_t *rl, const ratelimit_addr_t *a)
 static void ask_twice(ratelimit_t *rl, const ratelimit_addr_t *a, const aly_rate_t *rate, uint64_t now, int who)
 {
     for (int i = 0; i < 2; i++) {
-        ratelimit_decision_t d;
-        aly_err_t err;
-        if (ratelimit_address_failure(rl, a, rate, now, &d, &err) != 0)
-            atomic_fetch_add(&stopped->errors, 1);
-        else if (d.allowed)
-            atomic_fetch_add(&stopped->admitted[who], 1);
+        counted(rl, a, rate, now, &stopped->admitted[who], &stopped->errors);
         ratelimit_test_pause_claimed = NULL;
         if (who == 1 && i == 0) {
             atomic_store(&stopped->inserted, 1);
@@ -856,8 +852,6 @@ static void race_stopped_withdrawer(void)
     for (int p = 0; p < 2; p++) {
         if ((pids[p] = fork()) == 0) {
             ratelimit_t *rl = child_limiter();
-            ratelimit_decision_t d;
-            aly_err_t err;
             if (rl == NULL)
                 _exit(1);
             if (p == 0) {
@@ -877,28 +871,19 @@ static void race_stopped_withdrawer(void)
                     _exit(0);
                 ratelimit_test_pause = gb_before_claim;
                 ratelimit_test_pause_withdraw = gb_before_withdraw;
-                if (ratelimit_address_failure(rl, &gb->k, &one, base, &d, &err) != 0)
-                    atomic_fetch_add(&gb->errors, 1);
-                else if (d.allowed)
-                    atomic_fetch_add(&gb->admitted[0], 1);
+                counted(rl, &gb->k, &one, base, &gb->admitted[0], &gb->errors);
                 atomic_store(&gb->done0, 1);
             } else {
                 await_step(&gb->ready, &gb->late);
                 if (!atomic_load(&gb->found))
                     _exit(0);
                 await_step(&gb->chose0, &gb->late);
-                if (ratelimit_address_failure(rl, &gb->k, &one, base + later, &d, &err) != 0)
-                    atomic_fetch_add(&gb->errors, 1);
-                else if (d.allowed)
-                    atomic_fetch_add(&gb->admitted[0], 1);
+                counted(rl, &gb->k, &one, base + later, &gb->admitted[0], &gb->errors);
                 atomic_store(&gb->live1, 1);
                 await_step(&gb->withdrawing0, &gb->late);
                 usleep((STALE_MS + 300) * 1000); /* p0's claim is abandoned now */
                 for (int i = 0; i < 2; i++) {
-                    if (ratelimit_address_failure(rl, &gb->k2, &one, base + later, &d, &err) != 0)
-                        atomic_fetch_add(&gb->errors, 1);
-                    else if (d.allowed)
-                        atomic_fetch_add(&gb->admitted[1], 1);
+                    counted(rl, &gb->k2, &one, base + later, &gb->admitted[1], &gb->errors);
                     if (i == 0) {
                         atomic_store(&gb->taken, 1);
                         await_step(&gb->done0, &gb->late); /* p0 wakes and gives back what is no longer its */
@@ -954,8 +939,6 @@ static void race_own_copy_ranked(void)
     for (int p = 0; p < 2; p++) {
         if ((pids[p] = fork()) == 0) {
             ratelimit_t *rl = child_limiter();
-            ratelimit_decision_t d;
-            aly_err_t err;
             if (rl == NULL)
                 _exit(1);
             if (p == 0) {
@@ -966,10 +949,7 @@ static void race_own_copy_ranked(void)
                 await_step(&own->read, &own->late);
             }
             for (int i = 0; i < 2; i++) {
-                if (ratelimit_address_failure(rl, &k, &one, t0, &d, &err) != 0)
-                    atomic_fetch_add(&own->errors, 1);
-                else if (d.allowed)
-                    atomic_fetch_add(&own->admitted, 1);
+                counted(rl, &k, &one, t0, &own->admitted, &own->errors);
                 if (p == 1 && i == 0)
                     atomic_store(&own->live, 1);
                 ratelimit_test_pause_rank = NULL;
