@@ -156,27 +156,32 @@ static int reap(cell_t *c, uint64_t stale)
  * Is c a copy of k that counts: live, or pending under a claim that is not
  * abandoned?  Returns HEAD_LIVE, HEAD_PENDING, or HEAD_EMPTY for anything
  * else (a pending head without a claim can only come from a torn page).  A
- * copy under an abandoned claim is reaped before it is looked past.  The head
- * is read again after the TAT: a copy going live turns its head, then its
- * TAT, and a pending head with a finished TAT is that, not a torn page.
+ * copy under an abandoned claim is reaped before it is looked past.  The
+ * verdict comes from one consistent reading, left in *head and *tat for the
+ * caller to rank the cell by: the head is read again after the TAT (a copy
+ * going live turns its head, then its TAT; a pending head with a finished TAT
+ * is that, not a torn page), so nothing is decided on a cell that changed
+ * between two looks at it.
  */
-static uint64_t copy_of(cell_t *c, const cell_key_t *k)
+static uint64_t copy_of(cell_t *c, const cell_key_t *k, uint64_t *head, uint64_t *tat)
 {
     for (;;) {
         uint64_t h = atomic_load(&c->head), state = h & HEAD_STATE;
-        if ((h & ~HEAD_STATE) != k->head || (state != HEAD_LIVE && state != HEAD_PENDING) || atomic_load(&c->lo) != k->lo)
-            return HEAD_EMPTY;
-        if (ratelimit_test_pause_copy != NULL)
+        int ours = (h & ~HEAD_STATE) == k->head && (state == HEAD_LIVE || state == HEAD_PENDING) && atomic_load(&c->lo) == k->lo;
+        if (ours && ratelimit_test_pause_copy != NULL)
             ratelimit_test_pause_copy();
         uint64_t t = atomic_load(&c->tat);
         if (atomic_load(&c->head) != h)
-            continue; /* it moved on between the two reads (a pending copy going live): read both again */
+            continue; /* it moved on between the two reads: read both again */
+        *head = h;
+        *tat = t;
+        if (!ours)
+            return HEAD_EMPTY;
         if (!(t & BUSY))
             return state == HEAD_LIVE ? HEAD_LIVE : HEAD_EMPTY;
         if (!abandoned(t))
             return state;
-        if (reap(c, t))
-            return HEAD_EMPTY;
+        reap(c, t); /* emptied, or moved on meanwhile: read again */
     }
 }
 
@@ -243,13 +248,12 @@ static int insert(ratelimit_t *rl, int table, const cell_key_t *k, const aly_rat
     uint64_t pick_head = 0, pick_tat = 0;
     for (unsigned i = 0; i < rl->window[table] && rank != EMPTY; i++) {
         cell_t *c = window_cell(rl, table, k, i);
-        if (copy_of(c, k) != HEAD_EMPTY)
+        uint64_t h, t;
+        if (copy_of(c, k, &h, &t) != HEAD_EMPTY)
             return AGAIN; /* k is live here, or someone is inserting it: wait for that */
         if (ratelimit_test_pause_rank != NULL)
             ratelimit_test_pause_rank();
-        uint64_t h = atomic_load(&c->head), t = atomic_load(&c->tat);
-        if (h == (k->head | HEAD_LIVE) && atomic_load(&c->lo) == k->lo)
-            return AGAIN; /* k went live here since copy_of looked: ranked, it would be evicted by its own insert */
+        /* Ranked by what copy_of read: if the cell has moved on since (even to k, live), the claim below fails. */
         int r;
         if (t & BUSY)
             r = abandoned(t) ? ABANDONED : NONE;
@@ -298,8 +302,8 @@ static int insert(ratelimit_t *rl, int table, const cell_key_t *k, const aly_rat
         cell_t *c = window_cell(rl, table, k, i);
         if (c == pick)
             continue;
-        uint64_t state;
-        while ((state = copy_of(c, k)) != HEAD_EMPTY) {
+        uint64_t state, h, t;
+        while ((state = copy_of(c, k, &h, &t)) != HEAD_EMPTY) {
             if (state == HEAD_LIVE || i < pick_i) {
                 if (ratelimit_test_pause_withdraw != NULL)
                     ratelimit_test_pause_withdraw();
