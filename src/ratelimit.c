@@ -108,6 +108,14 @@ static int abandoned(uint64_t tat)
     return (tat & BUSY) && ((mono_ms() - then) & BUSY_MS_MASK) > STALE_MS;
 }
 
+void (*ratelimit_test_hook[RL_TEST_POINTS])(void);
+
+static inline void test_point(enum ratelimit_test_point at)
+{
+    if (ratelimit_test_hook[at] != NULL)
+        ratelimit_test_hook[at]();
+}
+
 /*
  * Renews this process's claim on c: the busy mark again, stamped now.  Only a
  * claim's holder writes the head and the digest, and it renews first, so each
@@ -168,8 +176,8 @@ static uint64_t copy_of(cell_t *c, const cell_key_t *k, uint64_t *head, uint64_t
     for (;;) {
         uint64_t h = atomic_load(&c->head), state = h & HEAD_STATE;
         int ours = (h & ~HEAD_STATE) == k->head && (state == HEAD_LIVE || state == HEAD_PENDING) && atomic_load(&c->lo) == k->lo;
-        if (ours && ratelimit_test_pause_copy != NULL)
-            ratelimit_test_pause_copy();
+        if (ours)
+            test_point(RL_AT_COPY);
         uint64_t t = atomic_load(&c->tat);
         if (atomic_load(&c->head) != h)
             continue; /* it moved on between the two reads: read both again */
@@ -196,13 +204,6 @@ static cell_t *find_live(const ratelimit_t *rl, int table, const cell_key_t *k)
 }
 
 enum { DONE, AGAIN };
-
-void (*ratelimit_test_pause)(void);
-void (*ratelimit_test_pause_live)(void);
-void (*ratelimit_test_pause_copy)(void);
-void (*ratelimit_test_pause_claimed)(void);
-void (*ratelimit_test_pause_rank)(void);
-void (*ratelimit_test_pause_withdraw)(void);
 
 /*
  * One decision on the live cell c of k: the compare-and-swap loop.  AGAIN when
@@ -251,8 +252,7 @@ static int insert(ratelimit_t *rl, int table, const cell_key_t *k, const aly_rat
         uint64_t h, t;
         if (copy_of(c, k, &h, &t) != HEAD_EMPTY)
             return AGAIN; /* k is live here, or someone is inserting it: wait for that */
-        if (ratelimit_test_pause_rank != NULL)
-            ratelimit_test_pause_rank();
+        test_point(RL_AT_RANK);
         /* Ranked by what copy_of read: if the cell has moved on since (even to k, live), the claim below fails. */
         int r;
         if (t & BUSY)
@@ -273,8 +273,7 @@ static int insert(ratelimit_t *rl, int table, const cell_key_t *k, const aly_rat
     }
     if (pick == NULL)
         return AGAIN; /* every cell is changing hands right now */
-    if (ratelimit_test_pause != NULL)
-        ratelimit_test_pause();
+    test_point(RL_AT_CHOSEN);
     uint64_t mark = busy_mark();
     if (!atomic_compare_exchange_strong(&pick->tat, &pick_tat, mark))
         return AGAIN;
@@ -284,8 +283,7 @@ static int insert(ratelimit_t *rl, int table, const cell_key_t *k, const aly_rat
     }
     if (rank == VICTIM)
         atomic_fetch_add(&rl->hdr->evictions[table], 1);
-    if (ratelimit_test_pause_claimed != NULL)
-        ratelimit_test_pause_claimed();
+    test_point(RL_AT_CLAIMED);
     if (!renew(pick, &mark))
         return AGAIN;
     atomic_store(&pick->lo, k->lo);
@@ -305,8 +303,7 @@ static int insert(ratelimit_t *rl, int table, const cell_key_t *k, const aly_rat
         uint64_t state, h, t;
         while ((state = copy_of(c, k, &h, &t)) != HEAD_EMPTY) {
             if (state == HEAD_LIVE || i < pick_i) {
-                if (ratelimit_test_pause_withdraw != NULL)
-                    ratelimit_test_pause_withdraw();
+                test_point(RL_AT_WITHDRAW);
                 withdraw(pick, mark);
                 return AGAIN;
             }
@@ -315,8 +312,7 @@ static int insert(ratelimit_t *rl, int table, const cell_key_t *k, const aly_rat
                 return AGAIN;
         }
     }
-    if (ratelimit_test_pause_live != NULL)
-        ratelimit_test_pause_live();
+    test_point(RL_AT_LIVE);
     uint64_t tat = 0, pending = k->head | HEAD_PENDING;
     ratelimit_gcra(&tat, rate, now, 1, d); /* a new cell: a full bucket, always admitted */
     if (!renew(pick, &mark))

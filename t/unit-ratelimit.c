@@ -494,7 +494,7 @@ static void race_stalled_insert(void)
             aly_err_t err;
             barrier(&rc->ready, 2); /* both mapped: the first claims now */
             if (p == 0)
-                ratelimit_test_pause_live = sleep_before_live;
+                ratelimit_test_hook[RL_AT_LIVE] = sleep_before_live;
             else
                 usleep((STALE_MS + 500) * 1000); /* inserts while the first sleeps, its claim now stale */
             if (rl == NULL || ratelimit_principal(rl, "key_stalled_inserter", &one, T0, &d, &err) != 0)
@@ -530,7 +530,7 @@ static void race_diverging_inserts(void)
     for (int p = 0; p < RACERS; p++) {
         if ((pids[p] = fork()) == 0) {
             ratelimit_t *rl = child_limiter();
-            ratelimit_test_pause = pause_insert;
+            ratelimit_test_hook[RL_AT_CHOSEN] = pause_insert;
             for (int round = 0; rl != NULL && round < ROUNDS; round++) {
                 uint64_t base = T0 + (uint64_t)round * round_span;
                 ratelimit_addr_t a;
@@ -650,16 +650,16 @@ static void race_going_live(void)
                 if (p == 0)
                     fill_addresses(rl, 78 + step_round % 100, 200, &filler, base - S + ms, ms);
                 barrier(&rc->round_arrived[step_round], 2);
-                ratelimit_test_pause = p == 0 ? p0_before_claim : p1_before_claim;
-                ratelimit_test_pause_live = p == 1 ? p1_before_live : NULL;
-                ratelimit_test_pause_copy = p == 0 ? p0_between_reads : NULL;
-                ratelimit_test_pause_claimed = p == 0 ? p0_claimed : NULL;
+                ratelimit_test_hook[RL_AT_CHOSEN] = p == 0 ? p0_before_claim : p1_before_claim;
+                ratelimit_test_hook[RL_AT_LIVE] = p == 1 ? p1_before_live : NULL;
+                ratelimit_test_hook[RL_AT_COPY] = p == 0 ? p0_between_reads : NULL;
+                ratelimit_test_hook[RL_AT_CLAIMED] = p == 0 ? p0_claimed : NULL;
                 snprintf(text, sizeof(text), "172.17.%d.%d", step_round / 200, step_round % 200);
                 addr4(text, &a);
                 counted(rl, &a, &one, base + (p == 1 ? later : 0), &steps->admitted[step_round], &steps->errors);
                 if (p == 1)
                     atomic_store(&steps->live1[step_round], 1);
-                ratelimit_test_pause = ratelimit_test_pause_live = ratelimit_test_pause_copy = ratelimit_test_pause_claimed = NULL;
+                memset(ratelimit_test_hook, 0, sizeof(ratelimit_test_hook));
                 /* Each asks once more: a budget of 1 is spent, whichever cell holds it. */
                 counted(rl, &a, &one, base + later, &steps->admitted[step_round], &steps->errors);
                 barrier(&rc->round_left[step_round], 2);
@@ -724,7 +724,7 @@ static void ask_twice(ratelimit_t *rl, const ratelimit_addr_t *a, const aly_rate
 {
     for (int i = 0; i < 2; i++) {
         counted(rl, a, rate, now, &stopped->admitted[who], &stopped->errors);
-        ratelimit_test_pause_claimed = NULL;
+        ratelimit_test_hook[RL_AT_CLAIMED] = NULL;
         if (who == 1 && i == 0) {
             atomic_store(&stopped->inserted, 1);
             await_step(&stopped->woke, &stopped->late);
@@ -752,7 +752,7 @@ static void race_stopped_claimer(void)
             if (p == 0) {
                 /* 200 fillers, each live while the next is inserted (no cell left empty), all idle at base. */
                 fill_addresses(rl, 179, 200, &filler, base - 10 * S, 1000);
-                ratelimit_test_pause_claimed = stop_after_claim;
+                ratelimit_test_hook[RL_AT_CLAIMED] = stop_after_claim;
                 ask_twice(rl, &sleeper, &one, base, 0);
                 atomic_store(&stopped->woke, 1);
             } else {
@@ -869,8 +869,8 @@ static void race_stopped_withdrawer(void)
                 atomic_store(&gb->ready, 1);
                 if (!atomic_load(&gb->found))
                     _exit(0);
-                ratelimit_test_pause = gb_before_claim;
-                ratelimit_test_pause_withdraw = gb_before_withdraw;
+                ratelimit_test_hook[RL_AT_CHOSEN] = gb_before_claim;
+                ratelimit_test_hook[RL_AT_WITHDRAW] = gb_before_withdraw;
                 counted(rl, &gb->k, &one, base, &gb->admitted[0], &gb->errors);
                 atomic_store(&gb->done0, 1);
             } else {
@@ -944,7 +944,7 @@ static void race_own_copy_ranked(void)
             if (p == 0) {
                 /* 200 fillers at t0, each live for two hours: every cell a live budget, all of one TAT. */
                 fill_addresses(rl, 180, 200, &filler, t0, 0);
-                ratelimit_test_pause_rank = read_then_wait;
+                ratelimit_test_hook[RL_AT_RANK] = read_then_wait;
             } else {
                 await_step(&own->read, &own->late);
             }
@@ -952,7 +952,7 @@ static void race_own_copy_ranked(void)
                 counted(rl, &k, &one, t0, &own->admitted, &own->errors);
                 if (p == 1 && i == 0)
                     atomic_store(&own->live, 1);
-                ratelimit_test_pause_rank = NULL;
+                ratelimit_test_hook[RL_AT_RANK] = NULL;
             }
             _exit(0);
         }

@@ -173,21 +173,19 @@ typedef struct ratelimit_counts {
 int ratelimit_count(ratelimit_t *rl, uint64_t now_ns, ratelimit_counts_t *out, aly_err_t *err);
 
 /*
- * Tests only (NULL otherwise): called by an insert between choosing a cell
- * and claiming it, so that a test can widen the window in which two
- * processes inserting one key choose different cells.
+ * Tests only (every entry NULL otherwise): points in an insert where a test
+ * may stop one process, to force an interleaving of two.
  */
-extern void (*ratelimit_test_pause)(void);
-/* Tests only (NULL otherwise): called by an insert after its checks, just before its copy goes live. */
-extern void (*ratelimit_test_pause_live)(void);
-/* Tests only (NULL otherwise): called when an insert has read a cell's head naming its key, before it reads that cell's TAT. */
-extern void (*ratelimit_test_pause_copy)(void);
-/* Tests only (NULL otherwise): called by an insert that has claimed its cell, before it writes its key there. */
-extern void (*ratelimit_test_pause_claimed)(void);
-/* Tests only (NULL otherwise): called by an insert's scan between asking whether a cell is its key's and reading it to rank it. */
-extern void (*ratelimit_test_pause_rank)(void);
-/* Tests only (NULL otherwise): called by an insert that met another copy of its key and is about to give its cell back. */
-extern void (*ratelimit_test_pause_withdraw)(void);
+enum ratelimit_test_point {
+    RL_AT_CHOSEN,   /* a cell chosen, not yet claimed */
+    RL_AT_COPY,     /* a cell's head read and found to name the key, its TAT not yet read */
+    RL_AT_RANK,     /* a cell read and found not to be the key's, before it is ranked */
+    RL_AT_CLAIMED,  /* the cell claimed, the key not yet written there */
+    RL_AT_WITHDRAW, /* another copy of the key met: about to give the cell back */
+    RL_AT_LIVE,     /* every check done: just before the copy goes live */
+    RL_TEST_POINTS
+};
+extern void (*ratelimit_test_hook[RL_TEST_POINTS])(void);
 
 /*
  * Header values (draft-ietf-httpapi-ratelimit-headers-11, Structured Fields):
