@@ -32,19 +32,65 @@ static int list_item(void *vctx, const store_val_t *key, const void *rec, json_t
     return 1;
 }
 
-/* "since" as a date (YYYY-MM-DD) or an RFC 3339 time with Z; ms since the epoch, or -1. */
+/* n decimal digits at s (0 when any is not a digit); their value in *v. */
+static int digits(const char *s, int n, int *v)
+{
+    *v = 0;
+    for (int i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return 0;
+        *v = *v * 10 + (s[i] - '0');
+    }
+    return 1;
+}
+
+/*
+ * "since" as a date (YYYY-MM-DD, midnight UTC) or an RFC 3339 date-time
+ * (YYYY-MM-DDTHH:MM:SS, an optional fraction, then Z or a +HH:MM / -HH:MM
+ * offset); ms since the epoch, or -1 for anything else.  A fraction finer
+ * than a millisecond rounds up: "at or after since" then still holds at the
+ * millisecond the orders are timed in.
+ */
 static int64_t parse_since(const char *s)
 {
-    if (strlen(s) == 10)
+    size_t len = strlen(s);
+    if (len == 10)
         return shop_date_ms(s);
     char date[11];
     int hh, mm, ss;
-    if (strlen(s) < 20 || s[10] != 'T' || sscanf(s + 11, "%2d:%2d:%2d", &hh, &mm, &ss) != 3)
+    if (len < 20 || (s[10] != 'T' && s[10] != 't') || !digits(s + 11, 2, &hh) || s[13] != ':' || !digits(s + 14, 2, &mm) ||
+        s[16] != ':' || !digits(s + 17, 2, &ss) || hh > 23 || mm > 59 || ss > 59)
         return -1;
     memcpy(date, s, 10);
     date[10] = '\0';
     int64_t d = shop_date_ms(date);
-    return d < 0 ? -1 : d + ((int64_t)hh * 3600 + mm * 60 + ss) * 1000;
+    if (d < 0)
+        return -1;
+    int64_t ms = d + ((int64_t)hh * 3600 + mm * 60 + ss) * 1000;
+    const char *p = s + 19;
+    if (*p == '.') {
+        int n = 0, frac = 0, finer = 0;
+        for (p++; *p >= '0' && *p <= '9'; p++, n++) {
+            if (n < 3)
+                frac = frac * 10 + (*p - '0');
+            else
+                finer |= *p != '0';
+        }
+        if (n == 0 || n > 9)
+            return -1;
+        for (int i = n; i < 3; i++)
+            frac *= 10;
+        ms += frac + finer;
+    }
+    if ((*p == 'Z' || *p == 'z') && p[1] == '\0')
+        return ms;
+    int oh, om;
+    if ((*p != '+' && *p != '-') || strlen(p) != 6 || !digits(p + 1, 2, &oh) || p[3] != ':' || !digits(p + 4, 2, &om) || oh > 23 ||
+        om > 59)
+        return -1;
+    int64_t off = ((int64_t)oh * 60 + om) * 60000;
+    ms += *p == '+' ? -off : off;
+    return ms < 0 ? -1 : ms;
 }
 
 static mcp_status_t orders_list(mcp_call_t *call, json_t *args)
@@ -55,15 +101,19 @@ static mcp_status_t orders_list(mcp_call_t *call, json_t *args)
         return MCP_DONE;
     int64_t since_ms = 0;
     if (since != NULL && (since_ms = parse_since(since)) < 0)
-        return tools_fail(call, "since: must be a date (YYYY-MM-DD) or a UTC time (YYYY-MM-DDTHH:MM:SSZ)");
+        return tools_fail(call, "since: must be a date (YYYY-MM-DD) or an RFC 3339 time (YYYY-MM-DDTHH:MM:SSZ, or with an offset: "
+                                "+HH:MM / -HH:MM)");
     site_record_t s;
     store_txn_t t;
     mcp_status_t st = MCP_DONE;
     if (tools_begin(call, 0, &t) != 0 || tools_site(call, &t, args, &s, &st) != 0)
         return st;
-    /* Time index keys are "<ms:16x>/<order>": resuming after the instant just before since starts at since. */
+    /*
+     * Time index keys are "<ms:16x>/<order>".  The scan resumes after a key suffix: "<since - 1 ms:16x>0" sorts after
+     * every key of the millisecond before since ('0' > '/') and before every key of since itself.
+     */
     char from[20];
-    snprintf(from, sizeof(from), "%016llx", (unsigned long long)(since_ms - 1));
+    snprintf(from, sizeof(from), "%016llx0", (unsigned long long)(since_ms - 1));
     list_ctx_t c = {&t, tools_ws(call), json_string_value(json_object_get(args, "status"))};
     tools_list_t l =
         {.kind = "orders", .type = 'T', .site = s.id, .from = since_ms > 0 ? from : NULL, .item = list_item, .ctx = &c};
@@ -154,7 +204,7 @@ const mcp_tool_desc_t tools_orders[] = {
      SCOPE_READ_ORDERS,
      "{\"type\":\"object\",\"properties\":{\"site_id\":" SITE_ARG ","
      "\"status\":" ORDER_STATUS_SCHEMA ","
-     "\"since\":{\"type\":\"string\",\"minLength\":10,\"maxLength\":30,\"description\":\"YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ\"}," LIMIT_CURSOR
+     "\"since\":{\"type\":\"string\",\"minLength\":10,\"maxLength\":35,\"description\":\"YYYY-MM-DD (UTC) or an RFC 3339 time: YYYY-MM-DDTHH:MM:SS[.fraction] then Z or +HH:MM/-HH:MM\"}," LIMIT_CURSOR
      "},\"additionalProperties\":false}",
      "{\"type\":\"object\",\"properties\":{\"site_id\":{\"type\":\"string\"},\"orders\":{\"type\":\"array\",\"items\":" ORDER_OUT
      "},"

@@ -9,6 +9,7 @@ use warnings;
 use Test::More;
 use JSON::PP ();
 use POSIX ();
+use Time::Local ();
 use Alyd;
 
 Alyd::watchdog(300);
@@ -220,6 +221,36 @@ sub all_pages {
     my ($later) = all_pages('orders.list', { site_id => $site, since => "${mid}Z", limit => 5 }, 'orders');
     is_deeply([map { $_->{id} } @$later], [map { $_->{id} } grep { substr($_->{created_at}, 0, 19) ge $mid } @$big],
         'orders.list: since with paging gives the orders from that second on');
+    # The same instant written as RFC 3339 allows: an offset, a fraction, lower case.
+    my $want = [map { $_->{id} } @$later];
+    my ($y, $mo, $d, $h, $mi, $s) = $mid =~ /^(\d+)-(\d+)-(\d+)T(\d+):(\d+):(\d+)$/;
+    my @local = gmtime(Time::Local::timegm($s, $mi, $h, $d, $mo - 1, $y) + 5 * 3600 + 30 * 60);
+    my $plus = sprintf('%04d-%02d-%02dT%02d:%02d:%02d+05:30', $local[5] + 1900, $local[4] + 1, @local[3, 2, 1, 0]);
+    @local = gmtime(Time::Local::timegm($s, $mi, $h, $d, $mo - 1, $y) - 7 * 3600);
+    my $minus = sprintf('%04d-%02d-%02dt%02d:%02d:%02d.000-07:00', $local[5] + 1900, $local[4] + 1, @local[3, 2, 1, 0]);
+    for my $same ($plus, $minus, "${mid}.000Z", "${mid}z") {
+        my ($got) = all_pages('orders.list', { site_id => $site, since => $same, limit => 50 }, 'orders');
+        is_deeply([map { $_->{id} } @$got], $want, "orders.list: since $same is the instant ${mid}Z");
+    }
+    my ($half) = all_pages('orders.list', { site_id => $site, since => "${mid}.5Z", limit => 50 }, 'orders');
+    is_deeply([map { $_->{id} } @$half], [map { $_->{id} } grep { $_->{created_at} ge "${mid}.500Z" } @$big],
+        'orders.list: a fraction of a second counts');
+    # An order's own created_at with one more digit: 0 still includes it, 1 is after it.
+    my $at = $big->[int(@$big / 3)]{created_at};
+    like($at, qr/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/, 'orders.list: created_at has milliseconds');
+    (my $stem = $at) =~ s/Z$//;
+    my ($incl) = all_pages('orders.list', { site_id => $site, since => "${stem}0Z", limit => 50 }, 'orders');
+    is_deeply([map { $_->{id} } @$incl], [map { $_->{id} } grep { $_->{created_at} ge $at } @$big],
+        'orders.list: since an order\'s own instant includes it');
+    my ($finer) = all_pages('orders.list', { site_id => $site, since => "${stem}1Z", limit => 50 }, 'orders');
+    is_deeply([map { $_->{id} } @$finer], [map { $_->{id} } grep { $_->{created_at} gt $at } @$big],
+        'orders.list: a fraction finer than a millisecond rounds up (at or after since), past that order');
+    for my $bad ("${mid}", "${mid}garbage!!", "${mid}Zx", "${mid}+0530", "${mid}+05:3", "${mid}+24:00", "${mid}+05:60", "${mid}.Z",
+        "${mid}.1234567890Z", substr($mid, 0, 11) . '99:99:99Z', substr($mid, 0, 11) . '24:00:00Z', substr($mid, 0, 11) . '23:60:00Z',
+        substr($mid, 0, 11) . '23:59:60Z', substr($mid, 0, 11) . '1:02:03Z', '2026-02-30T00:00:00Z', "${mid} Z", '1970-01-01T00:00:00+01:00') {
+        err_call($keyA, 'orders.list', { site_id => $site, since => $bad }, qr/since: must be a date \(YYYY-MM-DD\) or an RFC 3339 time/,
+            "since $bad is refused");
+    }
     my $sc = ok_call($keyA, 'sites.list', { limit => 1 }, 'a sites.list cursor')->{next_cursor};
     err_call($keyA, 'products.list', { site_id => $site, cursor => $sc }, qr/cursor: not a cursor from products\.list/, 'another list\'s cursor');
     err_call($keyA, 'orders.list', { site_id => $site, cursor => $sc }, qr/cursor: not a cursor from orders\.list/, 'another list\'s cursor');
