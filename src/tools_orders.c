@@ -115,8 +115,15 @@ static mcp_status_t orders_list(mcp_call_t *call, json_t *args)
     char from[20];
     snprintf(from, sizeof(from), "%016llx0", (unsigned long long)(since_ms - 1));
     list_ctx_t c = {&t, tools_ws(call), json_string_value(json_object_get(args, "status"))};
-    tools_list_t l =
-        {.kind = "orders", .type = 'T', .site = s.id, .from = since_ms > 0 ? from : NULL, .item = list_item, .ctx = &c};
+    static const char *const filters[] = {"status", "since", NULL};
+    tools_list_t l = {.kind = "orders",
+                      .type = 'T',
+                      .site = s.id,
+                      .from = since_ms > 0 ? from : NULL,
+                      .item = list_item,
+                      .ctx = &c,
+                      .args = args,
+                      .filters = filters};
     return tools_list(call, &t, &pg, &l, json_pack("{s:s}", "site_id", s.id));
 }
 

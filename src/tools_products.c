@@ -53,8 +53,16 @@ static mcp_status_t products_list(mcp_call_t *call, json_t *args)
     product_record_t p;
     list_ctx_t c = {json_string_value(json_object_get(args, "status")), json_string_value(json_object_get(args, "query")),
                     s.currency};
-    tools_list_t l =
-        {.kind = "products", .type = 'P', .site = s.id, .record = &record_product, .rec = &p, .item = list_item, .ctx = &c};
+    static const char *const filters[] = {"status", "query", NULL};
+    tools_list_t l = {.kind = "products",
+                      .type = 'P',
+                      .site = s.id,
+                      .record = &record_product,
+                      .rec = &p,
+                      .item = list_item,
+                      .ctx = &c,
+                      .args = args,
+                      .filters = filters};
     return tools_list(call, &t, &pg, &l, json_pack("{s:s}", "site_id", s.id));
 }
 

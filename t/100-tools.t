@@ -106,6 +106,34 @@ err_call($keyA, 'sites.list', { limit => 0 }, qr/limit: must be >= 1/, 'limit 0'
     ok(!defined $p2->{next_cursor}, 'sites.list: last page has next_cursor null');
     (my $bad = $p1->{next_cursor}) =~ s/^(.)/$1 eq 'A' ? 'B' : 'A'/e;
     err_call($keyA, 'sites.list', { cursor => $bad }, qr/cursor/, 'tampered cursor');
+    # A cursor resumes the listing that made it, in that workspace: B's key cannot page on with A's cursor.
+    err_call($keyB, 'sites.list', { limit => 2, cursor => $p1->{next_cursor} }, qr/cursor: made for another sites\.list/,
+        'another workspace\'s cursor');
+    is(scalar @{ ok_call($keyA, 'sites.list', { limit => 1, cursor => $p1->{next_cursor} }, 'another limit')->{sites} }, 1,
+        'sites.list: a cursor resumes with another limit');
+}
+{
+    # A products.list cursor of one site, or of one filter, resumes that listing only (it would skip records elsewhere).
+    my ($s0, $s1) = map { $_->{id} } @$sitesA[0, 1];
+    my $p = ok_call($keyA, 'products.list', { site_id => $s0, limit => 1 }, 'a products.list cursor');
+    ok($p->{next_cursor}, 'products.list: a next_cursor');
+    err_call($keyA, 'products.list', { site_id => $s1, limit => 1, cursor => $p->{next_cursor} },
+        qr/cursor: made for another products\.list \(another site, workspace or filter\)/, 'another site\'s cursor');
+    err_call($keyA, 'products.list', { site_id => $s0, status => 'active', limit => 1, cursor => $p->{next_cursor} },
+        qr/cursor: made for another products\.list/, 'a cursor made without the status filter');
+    err_call($keyA, 'products.list', { site_id => $s0, query => 'a', limit => 1, cursor => $p->{next_cursor} },
+        qr/cursor: made for another products\.list/, 'a cursor made without the query filter');
+    my $q = ok_call($keyA, 'products.list', { site_id => $s0, query => 'a', limit => 1 }, 'a cursor of a query');
+    ok($q->{next_cursor}, 'products.list: query a has a next page') and
+        err_call($keyA, 'products.list', { site_id => $s0, query => 'b', limit => 1, cursor => $q->{next_cursor} },
+        qr/cursor: made for another products\.list/, 'a cursor made for another query');
+    ok(ok_call($keyA, 'products.list', { site_id => $s0, limit => 1, cursor => $p->{next_cursor} }, 'its own listing')->{products},
+        'products.list: the cursor resumes its own listing');
+    my $o = ok_call($keyA, 'orders.list', { site_id => $s0, status => 'paid', limit => 1 }, 'an orders.list cursor');
+    err_call($keyA, 'orders.list', { site_id => $s0, limit => 1, cursor => $o->{next_cursor} },
+        qr/cursor: made for another orders\.list/, 'a cursor of paid orders used for every order');
+    err_call($keyA, 'orders.list', { site_id => $s1, status => 'paid', limit => 1, cursor => $o->{next_cursor} },
+        qr/cursor: made for another orders\.list/, 'an orders cursor of another site');
 }
 is(ok_call($keyA, 'sites.get', { site_id => $site }, 'gets a site')->{id}, $site, 'sites.get: the site');
 err_call($keyA, 'sites.get', { site_id => 'nope' }, qr/site_id: must match the pattern/, 'malformed id');

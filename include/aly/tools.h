@@ -95,9 +95,17 @@ mcp_status_t tools_finish(mcp_call_t *call, store_txn_t *t, int rc, const aly_er
 
 #define TOOLS_AFTER_MAX 96
 
-/* The page a call asks for: resume after a key suffix (empty: the first page), at most limit items. */
+/* The hex digits of a listing's scope tag (see tools_list()). */
+#define TOOLS_SCOPE_HEX 16
+
+/*
+ * The page a call asks for: resume after a key suffix (empty: the first page), at most limit items; when resumed, the
+ * scope tag of the listing that made the cursor.
+ */
 typedef struct tools_page {
     char after[TOOLS_AFTER_MAX];
+    char scope[TOOLS_SCOPE_HEX + 1];
+    int resumed;
     int limit;
 } tools_page_t;
 
@@ -121,11 +129,16 @@ typedef struct tools_list {
     void *rec;
     tools_item_fn item;
     void *ctx;
+    json_t *args;               /* the call's arguments, for the filters below */
+    const char *const *filters; /* names of the arguments that choose what is listed (NULL-terminated); NULL: none */
 } tools_list_t;
 
 /*
  * Scans the records of l in t after pg's position, keeping those l->item
- * accepts, pg->limit at most, examining list_scan_budget records at most;
+ * accepts, pg->limit at most, examining list_scan_budget records at most.
+ * A cursor resumes only the listing that made it: the same workspace, site
+ * and filters (its scope tag); another one completes call with an error.
+ * Otherwise: 
  * aborts t and completes call with out (stolen: the fields that come before
  * the list, e.g. site_id) plus l->kind: [items] and next_cursor (null on the
  * last page; set when the page ended on the limit or on the scan budget).
