@@ -14,17 +14,32 @@
 
 #define MAX_DAYS 366
 #define DAY_MS 86400000ULL
-#define MAX_TOP 1000
+/*
+ * Top products are exact: every product met in the range is summed in a hash
+ * table (open addressing, doubled at half load), ranked once the scan ends.
+ * A range that meets more distinct products than this is refused, not
+ * answered from a sample.  Titles (the one of the first line item met) live
+ * in one arena, at their own length.
+ */
+#define MAX_DISTINCT 50000
+#define TOP_SHOWN 5
 
 typedef struct day {
     uint64_t visits, orders, revenue;
 } day_t;
 
 typedef struct top {
-    char product[ALY_ID_MAX];
-    char title[SHOP_TITLE_MAX];
+    char product[ALY_ID_MAX]; /* "" for a free slot */
     uint64_t quantity, revenue;
+    size_t title; /* offset of its title in the arena */
 } top_t;
+
+typedef struct tops {
+    top_t *slot;
+    size_t n, cap; /* products held; slots (a power of two) */
+    char *titles;
+    size_t titles_len, titles_cap;
+} tops_t;
 
 typedef struct range {
     store_txn_t *t;
@@ -33,8 +48,8 @@ typedef struct range {
     int64_t from_ms;
     unsigned days;
     day_t *day;
-    top_t *top;
-    size_t n_top;
+    tops_t *top;  /* NULL: not asked for */
+    int too_many; /* the range holds more than MAX_DISTINCT products */
     size_t prefix_len;
     aly_err_t err;
     int failed;
@@ -60,22 +75,65 @@ static int visit_cb(void *vctx, const store_val_t *key, const store_val_t *val)
     return 0;
 }
 
-static void add_top(range_t *r, const line_item_t *it)
+static size_t slot_of(const tops_t *t, const char *product)
 {
-    for (size_t i = 0; i < r->n_top; i++) {
-        if (strcmp(r->top[i].product, it->product) == 0) {
-            r->top[i].quantity += it->quantity;
-            r->top[i].revenue += it->quantity * it->unit_price;
-            return;
+    uint64_t h = 14695981039346656037ULL;
+    for (const char *p = product; *p; p++)
+        h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+    size_t i = (size_t)h & (t->cap - 1);
+    while (t->slot[i].product[0] != '\0' && strcmp(t->slot[i].product, product) != 0)
+        i = (i + 1) & (t->cap - 1);
+    return i;
+}
+
+static void tops_grow(tops_t *t)
+{
+    tops_t bigger = *t;
+    bigger.cap = t->cap ? 2 * t->cap : 256;
+    bigger.slot = calloc(bigger.cap, sizeof(top_t));
+    if (bigger.slot == NULL)
+        abort();
+    for (size_t i = 0; i < t->cap; i++)
+        if (t->slot[i].product[0] != '\0')
+            bigger.slot[slot_of(&bigger, t->slot[i].product)] = t->slot[i];
+    free(t->slot);
+    *t = bigger;
+}
+
+/* Adds a line item to its product's sums: 0, or -1 when that would be product MAX_DISTINCT + 1. */
+static int add_top(tops_t *t, const line_item_t *it)
+{
+    if (2 * (t->n + 1) > t->cap)
+        tops_grow(t);
+    top_t *e = &t->slot[slot_of(t, it->product)];
+    if (e->product[0] == '\0') {
+        if (t->n == MAX_DISTINCT)
+            return -1;
+        size_t len = strlen(it->title) + 1;
+        if (t->titles_len + len > t->titles_cap) {
+            t->titles_cap = t->titles_cap ? 2 * t->titles_cap + len : 4096 + len;
+            t->titles = realloc(t->titles, t->titles_cap);
+            if (t->titles == NULL)
+                abort();
         }
+        memcpy(t->titles + t->titles_len, it->title, len);
+        snprintf(e->product, sizeof(e->product), "%s", it->product);
+        e->title = t->titles_len;
+        t->titles_len += len;
+        t->n++;
     }
-    if (r->n_top == MAX_TOP)
-        return;
-    top_t *t = &r->top[r->n_top++];
-    snprintf(t->product, sizeof(t->product), "%s", it->product);
-    memcpy(t->title, it->title, sizeof(t->title));
-    t->quantity = it->quantity;
-    t->revenue = it->quantity * it->unit_price;
+    e->quantity += it->quantity;
+    e->revenue += it->quantity * it->unit_price;
+    return 0;
+}
+
+static void tops_free(tops_t *t)
+{
+    if (t != NULL) {
+        free(t->slot);
+        free(t->titles);
+        free(t);
+    }
 }
 
 static int order_cb(void *vctx, const store_val_t *key, const store_val_t *val)
@@ -104,9 +162,12 @@ static int order_cb(void *vctx, const store_val_t *key, const store_val_t *val)
         return 0;
     r->day[idx].orders++;
     r->day[idx].revenue += o.total;
-    if (r->top != NULL)
-        for (uint64_t i = 0; i < o.n_items; i++)
-            add_top(r, &o.items[i]);
+    for (uint64_t i = 0; r->top != NULL && i < o.n_items; i++) {
+        if (add_top(r->top, &o.items[i]) != 0) {
+            r->too_many = 1;
+            return -1;
+        }
+    }
     return 0;
 }
 
@@ -137,7 +198,7 @@ static int load_range(mcp_call_t *call, json_t *args, range_t *r, int with_top, 
     r->from_ms = f;
     r->days = (unsigned)days;
     r->day = calloc(days, sizeof(day_t));
-    r->top = with_top ? calloc(MAX_TOP, sizeof(top_t)) : NULL;
+    r->top = with_top ? calloc(1, sizeof(tops_t)) : NULL;
     if (r->day == NULL || (with_top && r->top == NULL))
         abort();
     store_txn_t t;
@@ -157,6 +218,11 @@ static int load_range(mcp_call_t *call, json_t *args, range_t *r, int with_top, 
         rc = store_scan(&t, DB_DATA, prefix, pl, start, sl, order_cb, r, &r->err);
     }
     store_abort(&t);
+    if (r->too_many) {
+        tools_fail(call, "from, to: this range holds orders of more than %d distinct products; ask for a shorter range",
+                   MAX_DISTINCT);
+        goto fail;
+    }
     if (rc != 0 || r->failed) {
         tools_store_error(call, &r->err);
         goto fail;
@@ -164,7 +230,7 @@ static int load_range(mcp_call_t *call, json_t *args, range_t *r, int with_top, 
     return 0;
 fail:
     free(r->day);
-    free(r->top);
+    tops_free(r->top);
     return -1;
 }
 
@@ -186,12 +252,21 @@ static mcp_status_t analytics_summary(mcp_call_t *call, json_t *args)
         orders += r.day[i].orders;
         revenue += r.day[i].revenue;
     }
-    qsort(r.top, r.n_top, sizeof(top_t), by_revenue);
+    /* The held slots to the front, then ranked. */
+    tops_t *tp = r.top;
+    size_t n = 0;
+    for (size_t i = 0; i < tp->cap; i++)
+        if (tp->slot[i].product[0] != '\0')
+            tp->slot[n++] = tp->slot[i];
+    if (n > 1)
+        qsort(tp->slot, n, sizeof(top_t), by_revenue); /* slot is NULL when the range has no orders */
     json_t *top = json_array();
-    for (size_t i = 0; i < r.n_top && i < 5; i++)
+    for (size_t i = 0; i < n && i < TOP_SHOWN; i++) {
+        const top_t *e = &tp->slot[i];
         json_array_append_new(top,
-                              json_pack("{s:s, s:s, s:I, s:o}", "product_id", r.top[i].product, "title", r.top[i].title, "quantity",
-                                        (json_int_t)r.top[i].quantity, "revenue", tools_money(r.top[i].revenue, r.site.currency)));
+                              json_pack("{s:s, s:s, s:I, s:o}", "product_id", e->product, "title", tp->titles + e->title,
+                                        "quantity", (json_int_t)e->quantity, "revenue", tools_money(e->revenue, r.site.currency)));
+    }
     /* Rounded half up to whole minor units; the rate to four decimals. */
     uint64_t aov = orders ? (revenue + orders / 2) / orders : 0;
     double rate = visits ? (double)(uint64_t)((double)orders / (double)visits * 10000.0 + 0.5) / 10000.0 : 0.0;
@@ -201,7 +276,7 @@ static mcp_status_t analytics_summary(mcp_call_t *call, json_t *args)
                             tools_money(revenue, r.site.currency), "conversion_rate", rate, "average_order_value",
                             tools_money(aov, r.site.currency), "top_products", top);
     free(r.day);
-    free(r.top);
+    tops_free(r.top);
     return tools_ok(call, out);
 }
 

@@ -324,6 +324,43 @@ err_call($keyA, 'analytics.timeseries', { site_id => $site, from => '2026-02-30'
 err_call($keyB, 'analytics.summary', { site_id => $site, from => $from, to => $today }, qr/no site/, 'another workspace\'s site');
 err_call($keyB, 'analytics.timeseries', { site_id => $site, from => $from, to => $today }, qr/no site/, 'another workspace\'s site');
 
+# Top products are exact however many products a range holds: here the best seller is the 1001st product met.
+{
+    my $ws = ctl('workspace', 'create', 'Many products');
+    my $key = ctl('keys', 'create', '--workspace', $ws, '--scopes', $ALL);
+    my $sid = 'site_' . ('M' x 20);
+    my @lines = (qq({"type":"site","id":"$sid","name":"Many","domain":"many.example","currency":"EUR"}));
+    my $pid = sub { sprintf('prod_%020d', $_[0]) };
+    push @lines, map { sprintf('{"type":"product","site_id":"%s","id":"%s","title":"P%d","sku":"S-%d","price":1}', $sid, $pid->($_), $_, $_) } 0 .. 1000;
+    push @lines, map { sprintf('{"type":"order","site_id":"%s","id":"ord_%020d","status":"paid","created":"2026-11-01",'
+            . '"items":[{"product_id":"%s","quantity":1,"unit_price":1}]}', $sid, $_, $pid->($_)) } 0 .. 999;
+    push @lines, sprintf('{"type":"order","site_id":"%s","id":"ord_%020d","status":"paid","created":"2026-11-02",'
+        . '"items":[{"product_id":"%s","quantity":2,"unit_price":500000000}]}', $sid, 1000, $pid->(1000));
+    Alyd::spew($srv->dir . '/many.jsonl', join("\n", @lines) . "\n");
+    ctl('import', '--workspace', $ws, $srv->dir . '/many.jsonl');
+    my $top = ok_call($key, 'analytics.summary', { site_id => $sid, from => '2026-11-01', to => '2026-11-02' }, '1001 products');
+    is($top->{revenue}{amount}, 1000 + 1000000000, 'analytics.summary: revenue of every order');
+    is_deeply([map { [$_->{product_id}, $_->{title}, $_->{quantity}, $_->{revenue}{amount}] } @{ $top->{top_products} }],
+        [[$pid->(1000), 'P1000', 2, 1000000000], map { [$pid->($_), "P$_", 1, 1] } 0 .. 3],
+        'analytics.summary: the best seller although 1000 products came before it, then the ties by id');
+    # Past 50,000 distinct products in one range the answer is refused, not computed from some of them.
+    my $big = 'site_' . ('N' x 20);
+    @lines = (qq({"type":"site","id":"$big","name":"Huge","domain":"huge.example","currency":"EUR"}));
+    my $qid = sub { sprintf('prod_9%019d', $_[0]) };
+    push @lines, map { sprintf('{"type":"product","site_id":"%s","id":"%s","title":"Q","sku":"Q-%d","price":1}', $big, $qid->($_), $_) } 0 .. 50000;
+    for my $o (0 .. 2500) {
+        my $items = join(',', map { sprintf('{"product_id":"%s","quantity":1,"unit_price":1}', $qid->($_)) } grep { $_ <= 50000 } $o * 20 .. $o * 20 + 19);
+        push @lines, sprintf('{"type":"order","site_id":"%s","id":"ord_9%019d","status":"paid","created":"2026-11-0%d","items":[%s]}',
+            $big, $o, $o < 2500 ? 1 : 2, $items);
+    }
+    Alyd::spew($srv->dir . '/huge.jsonl', join("\n", @lines) . "\n");
+    ctl('import', '--workspace', $ws, $srv->dir . '/huge.jsonl');
+    err_call($key, 'analytics.summary', { site_id => $big, from => '2026-11-01', to => '2026-11-02' },
+        qr/this range holds orders of more than 50000 distinct products; ask for a shorter range/, '50,001 products in the range');
+    is(ok_call($key, 'analytics.summary', { site_id => $big, from => '2026-11-01', to => '2026-11-01' }, '50,000 products')->{orders},
+        2500, 'analytics.summary: 50,000 products in one range are counted');
+}
+
 # ---- resources, prompts, completion ----
 sub rpc {
     my ($key, $method, $params) = @_;
