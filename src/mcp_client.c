@@ -308,14 +308,23 @@ json_t *mcp_call_state(const mcp_call_t *call)
     return call->state;
 }
 
+unsigned mcp_client_caps(const json_t *declared)
+{
+    /* A capability is declared as an object; elicitation counts when it covers form mode (an empty object predates modes). */
+    json_t *e = json_object_get(declared, "elicitation"), *s = json_object_get(declared, "sampling"),
+           *r = json_object_get(declared, "roots");
+    int form = json_is_object(e) && (json_object_size(e) == 0 || json_is_object(json_object_get(e, "form")));
+    return (form ? MCP_CAP_ELICITATION : 0) | (json_is_object(s) ? MCP_CAP_SAMPLING : 0) | (json_is_object(r) ? MCP_CAP_ROOTS : 0);
+}
+
 int mcp_call_client_can(const mcp_call_t *call, const char *capability)
 {
-    if (call->x->modern)
-        return json_object_get(call->x->client_caps, capability) != NULL;
     unsigned bit = strcmp(capability, "elicitation") == 0 ? MCP_CAP_ELICITATION
                    : strcmp(capability, "sampling") == 0  ? MCP_CAP_SAMPLING
                    : strcmp(capability, "roots") == 0     ? MCP_CAP_ROOTS
                                                           : 0;
+    if (call->x->modern)
+        return (mcp_client_caps(call->x->client_caps) & bit) != 0;
     return call->x->has_session && (call->x->session.client_caps & bit) != 0;
 }
 

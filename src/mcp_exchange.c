@@ -286,8 +286,9 @@ mcp_call_t *mcp_call_find(const mcp_exchange_t *x, json_t *id)
 {
     for (h2o_linklist_t *l = pending_calls.next; id != NULL && l != &pending_calls; l = l->next) {
         mcp_call_t *c = H2O_STRUCT_FROM_MEMBER(mcp_call_t, link, l);
-        if (json_equal(c->id, id) && strcmp(c->x->principal.id, x->principal.id) == 0 &&
-            (!x->has_session || (c->x->has_session && strcmp(c->x->session.id, x->session.id) == 0)))
+        /* The same principal, and the same session: none is a scope of its own, which a session's calls are not in. */
+        if (json_equal(c->id, id) && strcmp(c->x->principal.id, x->principal.id) == 0 && c->x->has_session == x->has_session &&
+            (!x->has_session || strcmp(c->x->session.id, x->session.id) == 0))
             return c;
     }
     return NULL;

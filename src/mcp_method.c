@@ -41,9 +41,7 @@ static void do_initialize(mcp_call_t *call, json_t *params)
             pi = (int)i;
     /* Remembered so a tool can tell whether asking the client (elicitation/create, ...) can work on this session. */
     json_t *declared = json_object_get(params, "capabilities");
-    unsigned client = (json_object_get(declared, "elicitation") != NULL ? MCP_CAP_ELICITATION : 0) |
-                      (json_object_get(declared, "sampling") != NULL ? MCP_CAP_SAMPLING : 0) |
-                      (json_object_get(declared, "roots") != NULL ? MCP_CAP_ROOTS : 0);
+    unsigned client = mcp_client_caps(declared);
     aly_err_t err;
     if (mcp_session_create(x, pi, client, &err) != 0) {
         if (err.refused == STORE_UNAVAILABLE) {

@@ -12,6 +12,7 @@
  * initialize.  So nothing on the legacy path uses those codes.
  */
 #include <fcntl.h>
+#include <math.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -229,10 +230,40 @@ static int state_key_load(const aly_config_t *cfg)
     return 0;
 }
 
-/* Hex SHA-256 of the params as the handler sees them: canonical JSON without _meta and the round-trip fields. */
+/*
+ * A number is one value however it is written: 5.0 and 5 alike.  The schema
+ * check turns an integral real into an integer in the arguments a handler
+ * gets, after the request's digest was taken from what the client sent.
+ */
+static void integral_reals(json_t *v)
+{
+    const char *k;
+    json_t *m;
+    size_t i;
+    if (json_is_object(v)) {
+        json_object_foreach(v, k, m) {
+            double d = json_is_real(m) ? json_real_value(m) : 0.5;
+            if (d == trunc(d) && fabs(d) < 9007199254740992.0) /* exact in a double, so in a json_int_t */
+                json_object_set_new(v, k, json_integer((json_int_t)d));
+            else
+                integral_reals(m);
+        }
+    } else if (json_is_array(v)) {
+        json_array_foreach(v, i, m) {
+            double d = json_is_real(m) ? json_real_value(m) : 0.5;
+            if (d == trunc(d) && fabs(d) < 9007199254740992.0)
+                json_array_set_new(v, i, json_integer((json_int_t)d));
+            else
+                integral_reals(m);
+        }
+    }
+}
+
+/* Hex SHA-256 of the params: canonical JSON (integral numbers as integers) without _meta and the round-trip fields. */
 static void params_digest(json_t *params, char out[65])
 {
-    json_t *p = json_is_object(params) ? json_copy(params) : json_object();
+    json_t *p = json_is_object(params) ? json_deep_copy(params) : json_object();
+    integral_reals(p);
     json_object_del(p, "_meta");
     json_object_del(p, "inputResponses");
     json_object_del(p, "requestState");

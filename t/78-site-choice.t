@@ -43,6 +43,7 @@ sub modern {
     my $body = $json->encode({ jsonrpc => '2.0', id => $next_id++, method => 'tools/call', params => { %$params, _meta => {
         'io.modelcontextprotocol/protocolVersion' => $MODERN, 'io.modelcontextprotocol/clientCapabilities' => $caps // $ELICIT,
         'io.modelcontextprotocol/clientInfo' => { name => 't', version => '1' } } } });
+    $body =~ s/"LIMIT"/5.0/g; # a number written as a real, as some JSON encoders write it
     my (undef, undef, $b) = Alyd::curl('-X', 'POST', '-H', 'Content-Type: application/json', '-H', 'Accept: application/json, text/event-stream',
         '-H', "Authorization: Bearer $key", '-H', "MCP-Protocol-Version: $MODERN", '-H', 'Mcp-Method: tools/call',
         '-H', "Mcp-Name: $params->{name}", '--data-binary', $body, $url);
@@ -188,6 +189,22 @@ for my $s ($north, $south) {
     is(tool($key{many}, 'analytics.timeseries', { from => '2026-01-01', to => '2026-01-02' })->{resultType}, 'input_required',
         'analytics.timeseries asks as well');
     is(tool($key{many}, 'products.list', { site_id => $north })->{structuredContent}{site_id}, $north, 'site_id given: used as before');
+
+    # The retry repeats the params as the client sent them: a limit written 5.0 (which the schema check reads as 5).
+    my $real = tool($key{many}, 'products.list', { limit => 'LIMIT' });
+    is($real->{resultType}, 'input_required', 'products.list with limit 5.0: asks');
+    $r = modern($key{many}, { name => 'products.list', arguments => { limit => 'LIMIT' }, requestState => $real->{requestState},
+        inputResponses => { site => { action => 'accept', content => { site_id => $south } } } });
+    is($r->{structuredContent}{site_id}, $south, 'the same params with limit 5.0 again: the retry completes') or diag($json->encode($r));
+    # Elicitation declared for URL mode only (or not as an object) is no form: the sites are listed, nobody is asked.
+    for my $caps ([{ elicitation => { url => {} } }, 'URL mode only'], [{ elicitation => undef }, 'null'],
+        [{ elicitation => 1 }, 'not an object']) {
+        $r = tool($key{many}, 'products.list', {}, $caps->[0]);
+        ok($r->{isError} && !$r->{inputRequests}, "elicitation declared $caps->[1]: not asked, isError") or diag($json->encode($r));
+        like($r->{content}[0]{text} // '', qr/North Shop/, "elicitation declared $caps->[1]: the sites listed");
+    }
+    is(tool($key{many}, 'products.list', {}, { elicitation => { form => {}, url => {} } })->{resultType}, 'input_required',
+        'elicitation declared with form mode: asked');
 }
 
 # ---- legacy sessions ----
@@ -266,6 +283,24 @@ sub result_in { my ($got) = @_; my ($m) = ($got // '') =~ $RESULT; return j($m)-
     ok($r->{isError}, 'legacy without elicitation: isError');
     like($r->{content}[0]{text} // '', qr/North Shop \(\Q$north\E\).*South Shop \(\Q$south\E\)|South Shop \(\Q$south\E\).*North Shop \(\Q$north\E\)/,
         'legacy without elicitation: the sites by name and id');
+
+    # Nor one that declared elicitation for URL mode only.
+    my $url_only = legacy_session($key{many}, { elicitation => { url => {} } });
+    $got = legacy_call($key{many}, $url_only, 'products.list', {})->($RESULT);
+    unlike($got // '', qr/elicitation\/create/, 'legacy with URL-mode elicitation only: not asked');
+    ok(result_in($got)->{isError}, 'legacy with URL-mode elicitation only: isError, the sites listed');
+
+    # A call waiting for its answer is cancelled from its own session only, not from a POST without one.
+    $read = legacy_call($key{many}, $sid, 'products.list', {});
+    ($q) = ($read->($QUESTION) // '') =~ $QUESTION;
+    ok($q, 'legacy: a call waits for its answer');
+    my ($cst) = Alyd::curl('-X', 'POST', '-H', 'Content-Type: application/json', '-H', 'Accept: application/json, text/event-stream',
+        '-H', "Authorization: Bearer $key{many}", '--data',
+        $json->encode({ jsonrpc => '2.0', method => 'notifications/cancelled', params => { requestId => 'call-1' } }), $url);
+    is($cst, 202, 'legacy: a cancellation without a session is accepted');
+    legacy_answer($key{many}, $sid, j($q)->{id}, { action => 'accept', content => { site_id => $south } });
+    $r = result_in($read->($RESULT));
+    is($r->{structuredContent}{site_id}, $south, 'legacy: and cancels nothing of the session\'s call') or diag($json->encode($r));
 
     # One site and no site, on legacy sessions.
     my $one = legacy_session($key{one}, {});

@@ -64,7 +64,10 @@ int mcp_call_request(mcp_call_t *call, const char *method, json_t *params, mcp_r
 json_t *mcp_call_input(const mcp_call_t *call, const char *key);
 /* The state the handler passed to the previous mcp_call_input_required of this request, verified; or NULL (borrowed). */
 json_t *mcp_call_state(const mcp_call_t *call);
-/* 1 when the client declared the capability ("elicitation", "sampling", "roots"): modern, in the request; legacy, at initialize. */
+/*
+ * 1 when the client declared the capability ("elicitation" meaning its form mode, "sampling", "roots"): modern, in the
+ * request; legacy, at initialize.
+ */
 int mcp_call_client_can(const mcp_call_t *call, const char *capability);
 /* 1 when this run of the call carries answers (inputResponses, a requestState, or a legacy round's replies). */
 int mcp_call_answering(const mcp_call_t *call);

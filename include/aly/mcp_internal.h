@@ -152,6 +152,9 @@ int mcp_session_load(store_t *st, const char *id, size_t len, const principal_t 
 void mcp_session_delete(store_t *st, const char *id);
 
 /* ---- mcp_client.c ---- */
+/* The MCP_CAP_* bits of a client's declared capabilities (initialize's, or a modern request's _meta). */
+unsigned mcp_client_caps(const json_t *declared);
+
 /* A response the client posted to one of our requests (msg has an "aly-" id). */
 void mcp_client_reply(mcp_exchange_t *x, json_t *msg);
 /* notifications/cancelled for target: abandons its request to the client, if any. */

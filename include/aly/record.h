@@ -136,7 +136,11 @@ typedef struct session_record {
     uint64_t client_caps; /* what initialize declared: MCP_CAP_* bits */
 } session_record_t;
 
-/* The client capabilities a session remembers (session_record_t.client_caps). */
+/*
+ * The client capabilities a session remembers (session_record_t.client_caps).
+ * MCP_CAP_ELICITATION is form-mode elicitation, the only kind alyd asks:
+ * declared as an object that is empty (form, from before modes) or has form.
+ */
 #define MCP_CAP_ELICITATION 1u
 #define MCP_CAP_SAMPLING 2u
 #define MCP_CAP_ROOTS 4u
