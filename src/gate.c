@@ -8,6 +8,7 @@
 
 #include "aly/http.h"
 #include "aly/log.h"
+#include "aly/mcp.h"
 #include "aly/ratelimit_redis.h"
 #include "aly/rpc.h"
 #include "aly/scope.h"
@@ -85,6 +86,13 @@ static int decide_principal(gate_t *g, const principal_t *p, ratelimit_decision_
     return 0;
 }
 
+/* 1 when the request names a modern MCP revision in its header (its refusals then carry the modern era's codes). */
+static int modern_request(h2o_req_t *req)
+{
+    ssize_t i = h2o_find_header_by_str(&req->headers, H2O_STRLIT("mcp-protocol-version"), -1);
+    return i >= 0 && mcp_modern_version(req->headers.entries[i].value.base, req->headers.entries[i].value.len);
+}
+
 /* The 429: Retry-After, RateLimit-Policy, RateLimit and a JSON-RPC error whose data says when to come back. */
 static void send_rate_limited(h2o_req_t *req, const char *policy, const aly_rate_t *rate, const ratelimit_decision_t *d,
                               const char *what)
@@ -98,7 +106,7 @@ static void send_rate_limited(h2o_req_t *req, const char *policy, const aly_rate
     http_add_header(req, "ratelimit", text);
     config_format_rate(rate, rate_text, sizeof(rate_text));
     snprintf(text, sizeof(text), "%s (%s): retry in %llu s", what, rate_text, (unsigned long long)d->retry_after_s);
-    http_send_rpc_error(req, 429, RPC_RATE_LIMITED, text,
+    http_send_rpc_error(req, 429, modern_request(req) ? RPC_MODERN_RATE_LIMITED : RPC_RATE_LIMITED, text,
                         json_pack("{s:I, s:s, s:s}", "retry_after_seconds", (json_int_t)d->retry_after_s, "limit", policy, "policy",
                                   rate_text));
 }
@@ -234,7 +242,8 @@ static void send_unauthorized(gate_t *g, h2o_req_t *req, auth_result_t r, aly_er
     }
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL, h2o_strdup(&req->pool, header, SIZE_MAX).base,
                    strlen(header));
-    http_send_rpc_error(req, 401, RPC_UNAUTHORIZED, why->msg, json_pack("{s:s}", "resource_metadata", metadata));
+    http_send_rpc_error(req, 401, modern_request(req) ? RPC_MODERN_UNAUTHORIZED : RPC_UNAUTHORIZED, why->msg,
+                        json_pack("{s:s}", "resource_metadata", metadata));
 }
 
 int gate_pass(gate_t *g, h2o_req_t *req, principal_t *p)

@@ -424,6 +424,8 @@ void mcp_call_error(mcp_call_t *call, int code, const char *message, json_t *dat
         x->scope_needed = scope_lookup(json_string_value(rs), json_string_length(rs));
         x->status = 403;
     }
+    if (code == RPC_INSUFFICIENT_SCOPE && x->modern)
+        code = RPC_MODERN_INSUFFICIENT_SCOPE;
     json_t *err = json_pack("{s:i, s:s}", "code", code, "message", message);
     if (data != NULL)
         json_object_set_new(err, "data", data);

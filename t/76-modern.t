@@ -530,6 +530,25 @@ sub forge {
     is($r->{id}, 'd2', 'a duplicate id: the last one counts, as jansson reads it');
 }
 
+# ---- refusals before a method: their codes lie outside JSON-RPC's reserved range on the modern path ----
+{
+    refused('no valid credential', 401, -31401, 'tools/call', { name => 'sites.list', arguments => {} }, key => 'aly_' . ('x' x 40));
+    my $r = refused('a tool outside the key\'s scopes', 403, -31403, 'tools/call', { name => 'orders.list', arguments => {} });
+    is($r->{error}{data}{required_scope}, 'read:orders', 'the missing scope named');
+    my $slow = ctl_ok('keys', 'create', '--workspace', $ws, '--scopes', 'read:sites', '--rate-limit', '1/minute burst=1');
+    my ($st) = modern('tools/call', { name => 'sites.list', arguments => {} }, key => $slow);
+    is($st, 200, 'a key of one request a minute: the first passes');
+    refused('over the rate limit', 429, -31429, 'tools/call', { name => 'sites.list', arguments => {} }, key => $slow);
+    # The legacy era keeps its codes, byte for byte.
+    my @legacy = ('-X', 'POST', '-H', 'Content-Type: application/json', '-H', 'Accept: application/json, text/event-stream',
+        '--data', '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"sites.list","arguments":{}}}', $url);
+    my ($lst, undef, $lb) = Alyd::curl('-H', "Authorization: Bearer $slow", @legacy);
+    is($lst, 429, 'legacy, over the rate limit: 429');
+    is(j($lb)->{error}{code}, -32029, 'legacy: -32029 as before');
+    ($lst, undef, $lb) = Alyd::curl('-H', 'Authorization: Bearer aly_' . ('x' x 40), @legacy);
+    is(j($lb)->{error}{code}, -32001, 'legacy, no valid credential: -32001 as before');
+}
+
 is_deeply([sort $srv->worker_pids], [sort @pids], 'the same workers serve at the end');
 $srv->stop;
 done_testing;

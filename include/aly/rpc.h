@@ -27,4 +27,15 @@
 #define RPC_INSUFFICIENT_SCOPE (-32003) /* 403: data.required_scope names the missing scope */
 #define RPC_RATE_LIMITED (-32029)       /* 429: data.retry_after_seconds says when to come back */
 
+/*
+ * The same three refusals answering an MCP 2026-07-28 request.  That revision
+ * keeps -32020..-32099 for codes it defines (emitting another there is a MUST
+ * NOT), and asks that -32000..-32019 not be used by new code: so outside the
+ * range JSON-RPC reserves, numbered after the HTTP status that carries them.
+ * Legacy requests keep the codes above, byte for byte.
+ */
+#define RPC_MODERN_UNAUTHORIZED (-31401)
+#define RPC_MODERN_INSUFFICIENT_SCOPE (-31403)
+#define RPC_MODERN_RATE_LIMITED (-31429)
+
 #endif
