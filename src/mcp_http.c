@@ -47,6 +47,9 @@ static void read_headers(h2o_req_t *req, mcp_headers_t *h)
                 *to = req->headers.entries[i].value;
         }
     }
+    /* Header values are compared trimmed: HTTP/2 passes a value's surrounding spaces on, where HTTP/1 parsers may not. */
+    if (h->version.base != NULL)
+        h->version = h2o_str_stripws(h->version.base, h->version.len);
     if (h->method.base != NULL)
         h->method = h2o_str_stripws(h->method.base, h->method.len);
     if (h->name.base != NULL)

@@ -298,6 +298,8 @@ is_deeply([sort $srv->worker_pids], [sort @pids], 'the workers that served the b
 {
     my ($st, undef, $b, $r) = modern('tools/call', $create, headers => { 'mcp-name' => '  sites.create  ', 'MCP-METHOD' => 'tools/call' });
     is($st, 200, 'header names in any case, values with spaces around: accepted');
+    my ($vst, undef, $vb) = modern('tools/list', {}, headers => { 'MCP-Protocol-Version' => "$MODERN  " });
+    is($vst, 200, 'an MCP-Protocol-Version with trailing spaces: the same version') or diag($vb);
     is($r->{result}{structuredContent}{name}, 'Shop', 'the write went through') or diag($b);
     ($st, undef, $b, $r) = modern('tools/call', { name => 'sites.list', arguments => {} },
         headers => { 'Mcp-Name' => '=?base64?' . encode_base64('sites.list', '') . '?=' });
