@@ -42,6 +42,23 @@ static void make_id(uint64_t *s, const char *prefix, char *out, size_t len)
     }
 }
 
+/*
+ * Ends the one write transaction of a seed or an import: commits when rc is
+ * 0, else aborts.  Either way nothing or everything is written, and a
+ * failure says so after its cause; a store that filled up is named as the
+ * cause even where a layer between reworded the error ("cannot index ...").
+ */
+static int end_txn(store_txn_t *t, int rc, const char *what, aly_err_t *err)
+{
+    if (rc == 0 && store_commit(t, err) == 0)
+        return 0;
+    store_abort(t);
+    store_refused_full(t, err);
+    size_t n = strlen(err->msg);
+    snprintf(err->msg + n, sizeof(err->msg) - n, "; nothing was %s", what);
+    return -1;
+}
+
 /* Begins the one write transaction of a seed or an import, in workspace ws, which must exist. */
 static int begin_in(store_t *st, const char *ws, store_txn_t *t, aly_err_t *err)
 {
@@ -184,11 +201,7 @@ int demo_seed(store_t *st, const char *ws, const demo_opts_t *o, demo_counts_t *
     free(products);
     free(n_products);
     free(sites);
-    if (rc != 0) {
-        store_abort(&t);
-        return -1;
-    }
-    return store_commit(&t, err);
+    return end_txn(&t, rc, "seeded", err);
 }
 
 /* ---- import ---- */
@@ -436,11 +449,9 @@ int demo_import(store_t *st, const char *ws, FILE *in, void (*report)(unsigned l
     free(text);
     for (size_t i = 0; i < N_TYPES; i++)
         json_decref(schemas[i]);
-    if (failed || nbad > 0 || ferror(in)) {
+    if (!failed && (nbad > 0 || ferror(in))) {
         store_abort(&t);
-        if (failed)
-            return -1;
-        return aly_errf(err, ferror(in) ? "read error" : "%u invalid line(s); nothing was imported", nbad);
+        return aly_errf(err, ferror(in) ? "read error; nothing was imported" : "%u invalid line(s); nothing was imported", nbad);
     }
-    return store_commit(&t, err);
+    return end_txn(&t, failed, "imported", err);
 }
