@@ -220,10 +220,13 @@ int demo_seed(store_t *st, const char *ws, const demo_opts_t *o, demo_counts_t *
 #define PRODUCT_LINE                                                                                                               \
     "{\"type\":\"object\",\"properties\":{\"site_id\":" SITE_ID ",\"id\":" PRODUCT_ID "," PRODUCT_FIELDS "},"                      \
     "\"required\":[\"site_id\",\"id\",\"title\",\"sku\"]}"
+/* carrier and tracking_number: orders.fulfill's rules (tools_orders.c), for a fulfilled order's line. */
 #define ORDER_LINE                                                                                                                 \
     "{\"type\":\"object\",\"properties\":{\"site_id\":" SITE_ID ",\"id\":" ORDER_ID ",\"status\":" ORDER_STATUS_SCHEMA ","         \
     "\"created\":" DATE_SCHEMA ",\"items\":{\"type\":\"array\",\"minItems\":1,\"maxItems\":" MAX_ITEMS ","                         \
-    "\"items\":" LINE_ITEM_SCHEMA "}},\"required\":[\"site_id\",\"id\",\"status\",\"created\",\"items\"]}"
+    "\"items\":" LINE_ITEM_SCHEMA "},\"carrier\":{\"type\":\"string\",\"minLength\":1,\"maxLength\":" MAX_CARRIER "},"             \
+    "\"tracking_number\":{\"type\":\"string\",\"pattern\":\"^[A-Za-z0-9 ._/-]{1,127}$\"}},"                                        \
+    "\"required\":[\"site_id\",\"id\",\"status\",\"created\",\"items\"]}"
 #define VISITS_LINE                                                                                                                \
     "{\"type\":\"object\",\"properties\":{\"site_id\":" SITE_ID ",\"date\":" DATE_SCHEMA ","                                       \
     "\"count\":{\"type\":\"integer\",\"minimum\":0,\"maximum\":1000000000}},\"required\":[\"site_id\",\"date\"]}"
@@ -305,6 +308,35 @@ static int import_product(import_ctx_t *c, json_t *line, aly_err_t *why, aly_err
     return shop_product_put(c->t, c->ws, &p, NULL, err) == 0 && shop_site_put(c->t, c->ws, s, err) == 0 ? 0 : -1;
 }
 
+/*
+ * The times and fulfilment that go with an imported order's status, as the
+ * tools would have left them: paid and fulfilled orders were paid, a
+ * fulfilled one carries the carrier and tracking_number orders.get shows
+ * (and an orders.fulfill retry must match), a cancelled one was cancelled
+ * and, as far as the line says, never paid.  The line gives one day, so
+ * each step is dated at the order's creation.  1 with why for a line whose
+ * fields do not fit its status.
+ */
+static int order_state(order_record_t *o, json_t *line, aly_err_t *why)
+{
+    const char *carrier = field(line, "carrier"), *tracking = field(line, "tracking_number");
+    int fulfilled = strcmp(o->status, "fulfilled") == 0;
+    if (fulfilled && (carrier == NULL || tracking == NULL))
+        return bad(why, "carrier, tracking_number: a fulfilled order needs both (orders.get shows them as its fulfillment)");
+    if (!fulfilled && (carrier != NULL || tracking != NULL))
+        return bad(why, "carrier, tracking_number: only a fulfilled order has them, not a %s one", o->status);
+    if (fulfilled || strcmp(o->status, "paid") == 0)
+        o->paid_ms = o->created_ms;
+    if (strcmp(o->status, "cancelled") == 0)
+        o->cancelled_ms = o->created_ms;
+    if (!fulfilled)
+        return 0;
+    if (RECORD_SET_STR(o->carrier, carrier) != 0 || RECORD_SET_STR(o->tracking, tracking) != 0)
+        return bad(why, "carrier, tracking_number: too long to store");
+    o->fulfilled_ms = o->created_ms;
+    return 0;
+}
+
 static int import_order(import_ctx_t *c, json_t *line, aly_err_t *why, aly_err_t *err)
 {
     site_record_t *s = &c->site;
@@ -322,8 +354,8 @@ static int import_order(import_ctx_t *c, json_t *line, aly_err_t *why, aly_err_t
     snprintf(o.currency, sizeof(o.currency), "%s", s->currency);
     /* A day is all the line says: noon keeps the order on that day in every analytics range. */
     o.created_ms = (uint64_t)created + 12 * 3600000ULL;
-    if (strcmp(o.status, "pending") != 0)
-        o.paid_ms = o.created_ms;
+    if ((rc = order_state(&o, line, why)) != 0)
+        return rc;
     size_t i;
     json_t *it;
     json_array_foreach(json_object_get(line, "items"), i, it) {
