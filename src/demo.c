@@ -42,6 +42,23 @@ static void make_id(uint64_t *s, const char *prefix, char *out, size_t len)
     }
 }
 
+/*
+ * Ends the one write transaction of a seed or an import: commits when rc is
+ * 0, else aborts.  Either way nothing or everything is written, and a
+ * failure says so after its cause; a store that filled up is named as the
+ * cause even where a layer between reworded the error ("cannot index ...").
+ */
+static int end_txn(store_txn_t *t, int rc, const char *what, aly_err_t *err)
+{
+    if (rc == 0 && store_commit(t, err) == 0)
+        return 0;
+    store_abort(t);
+    store_refused_full(t, err);
+    size_t n = strlen(err->msg);
+    snprintf(err->msg + n, sizeof(err->msg) - n, "; nothing was %s", what);
+    return -1;
+}
+
 /* Begins the one write transaction of a seed or an import, in workspace ws, which must exist. */
 static int begin_in(store_t *st, const char *ws, store_txn_t *t, aly_err_t *err)
 {
@@ -184,11 +201,7 @@ int demo_seed(store_t *st, const char *ws, const demo_opts_t *o, demo_counts_t *
     free(products);
     free(n_products);
     free(sites);
-    if (rc != 0) {
-        store_abort(&t);
-        return -1;
-    }
-    return store_commit(&t, err);
+    return end_txn(&t, rc, "seeded", err);
 }
 
 /* ---- import ---- */
@@ -207,10 +220,13 @@ int demo_seed(store_t *st, const char *ws, const demo_opts_t *o, demo_counts_t *
 #define PRODUCT_LINE                                                                                                               \
     "{\"type\":\"object\",\"properties\":{\"site_id\":" SITE_ID ",\"id\":" PRODUCT_ID "," PRODUCT_FIELDS "},"                      \
     "\"required\":[\"site_id\",\"id\",\"title\",\"sku\"]}"
+/* carrier and tracking_number: orders.fulfill's rules (tools_orders.c), for a fulfilled order's line. */
 #define ORDER_LINE                                                                                                                 \
     "{\"type\":\"object\",\"properties\":{\"site_id\":" SITE_ID ",\"id\":" ORDER_ID ",\"status\":" ORDER_STATUS_SCHEMA ","         \
     "\"created\":" DATE_SCHEMA ",\"items\":{\"type\":\"array\",\"minItems\":1,\"maxItems\":" MAX_ITEMS ","                         \
-    "\"items\":" LINE_ITEM_SCHEMA "}},\"required\":[\"site_id\",\"id\",\"status\",\"created\",\"items\"]}"
+    "\"items\":" LINE_ITEM_SCHEMA "},\"carrier\":{\"type\":\"string\",\"minLength\":1,\"maxLength\":" MAX_CARRIER "},"             \
+    "\"tracking_number\":{\"type\":\"string\",\"pattern\":\"^[A-Za-z0-9 ._/-]{1,127}$\"}},"                                        \
+    "\"required\":[\"site_id\",\"id\",\"status\",\"created\",\"items\"]}"
 #define VISITS_LINE                                                                                                                \
     "{\"type\":\"object\",\"properties\":{\"site_id\":" SITE_ID ",\"date\":" DATE_SCHEMA ","                                       \
     "\"count\":{\"type\":\"integer\",\"minimum\":0,\"maximum\":1000000000}},\"required\":[\"site_id\",\"date\"]}"
@@ -292,6 +308,35 @@ static int import_product(import_ctx_t *c, json_t *line, aly_err_t *why, aly_err
     return shop_product_put(c->t, c->ws, &p, NULL, err) == 0 && shop_site_put(c->t, c->ws, s, err) == 0 ? 0 : -1;
 }
 
+/*
+ * The times and fulfilment that go with an imported order's status, as the
+ * tools would have left them: paid and fulfilled orders were paid, a
+ * fulfilled one carries the carrier and tracking_number orders.get shows
+ * (and an orders.fulfill retry must match), a cancelled one was cancelled
+ * and, as far as the line says, never paid.  The line gives one day, so
+ * each step is dated at the order's creation.  1 with why for a line whose
+ * fields do not fit its status.
+ */
+static int order_state(order_record_t *o, json_t *line, aly_err_t *why)
+{
+    const char *carrier = field(line, "carrier"), *tracking = field(line, "tracking_number");
+    int fulfilled = strcmp(o->status, "fulfilled") == 0;
+    if (fulfilled && (carrier == NULL || tracking == NULL))
+        return bad(why, "carrier, tracking_number: a fulfilled order needs both (orders.get shows them as its fulfillment)");
+    if (!fulfilled && (carrier != NULL || tracking != NULL))
+        return bad(why, "carrier, tracking_number: only a fulfilled order has them, not a %s one", o->status);
+    if (fulfilled || strcmp(o->status, "paid") == 0)
+        o->paid_ms = o->created_ms;
+    if (strcmp(o->status, "cancelled") == 0)
+        o->cancelled_ms = o->created_ms;
+    if (!fulfilled)
+        return 0;
+    if (RECORD_SET_STR(o->carrier, carrier) != 0 || RECORD_SET_STR(o->tracking, tracking) != 0)
+        return bad(why, "carrier, tracking_number: too long to store");
+    o->fulfilled_ms = o->created_ms;
+    return 0;
+}
+
 static int import_order(import_ctx_t *c, json_t *line, aly_err_t *why, aly_err_t *err)
 {
     site_record_t *s = &c->site;
@@ -309,8 +354,8 @@ static int import_order(import_ctx_t *c, json_t *line, aly_err_t *why, aly_err_t
     snprintf(o.currency, sizeof(o.currency), "%s", s->currency);
     /* A day is all the line says: noon keeps the order on that day in every analytics range. */
     o.created_ms = (uint64_t)created + 12 * 3600000ULL;
-    if (strcmp(o.status, "pending") != 0)
-        o.paid_ms = o.created_ms;
+    if ((rc = order_state(&o, line, why)) != 0)
+        return rc;
     size_t i;
     json_t *it;
     json_array_foreach(json_object_get(line, "items"), i, it) {
@@ -436,11 +481,9 @@ int demo_import(store_t *st, const char *ws, FILE *in, void (*report)(unsigned l
     free(text);
     for (size_t i = 0; i < N_TYPES; i++)
         json_decref(schemas[i]);
-    if (failed || nbad > 0 || ferror(in)) {
+    if (!failed && (nbad > 0 || ferror(in))) {
         store_abort(&t);
-        if (failed)
-            return -1;
-        return aly_errf(err, ferror(in) ? "read error" : "%u invalid line(s); nothing was imported", nbad);
+        return aly_errf(err, ferror(in) ? "read error; nothing was imported" : "%u invalid line(s); nothing was imported", nbad);
     }
-    return store_commit(&t, err);
+    return end_txn(&t, failed, "imported", err);
 }

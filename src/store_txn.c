@@ -8,6 +8,7 @@
 #include "aly/store_internal.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,19 +75,150 @@ static double mib(size_t bytes)
     return (double)bytes / (1024.0 * 1024.0);
 }
 
-/* An ordinary write on a full durable store: refused with what to do, and logged (at most every 10 s per process). */
-static int refuse_full(const store_usage_t *u, aly_err_t *err)
+/* The store's state goes to the error log at most every 10 s per process: a full store must not flood it. */
+static int log_now(void)
 {
     static uint64_t logged_ms;
     uint64_t now = aly_now_ms();
-    if (logged_ms == 0 || now - logged_ms >= FULL_LOG_EVERY_MS) {
-        logged_ms = now;
+    if (logged_ms != 0 && now - logged_ms < FULL_LOG_EVERY_MS)
+        return 0;
+    logged_ms = now;
+    return 1;
+}
+
+/*
+ * The refusal of a full store, u where it stands: the plain sentence when
+ * the store is full as it is (store_begin) or LMDB's map is (MDB_MAP_FULL);
+ * with "with this write" when one transaction would take it past the line.
+ */
+static int full_refusal(const store_usage_t *u, int this_write, aly_err_t *err)
+{
+    if (this_write)
+        return aly_refusef(err,
+                           "the store is full (%.1f of %.1f MiB with this write; ordinary writes stop at %.1f MiB): "
+                           "raise map_size or delete data",
+                           mib(u->used_bytes), mib(u->map_size), mib(u->limit_bytes));
+    return aly_refusef(err, "the store is full (%.1f of %.1f MiB): raise map_size or delete data", mib(u->used_bytes),
+                       mib(u->map_size));
+}
+
+/* An ordinary write on a full durable store: refused with what to do, and logged. */
+static int refuse_full(const store_usage_t *u, aly_err_t *err)
+{
+    if (log_now())
         log_error("the store is full (%.1f of %.1f MiB in use; ordinary writes stop at %.1f MiB): raise map_size and reload "
                   "(HUP), or delete data; deletes and revocations still work",
                   mib(u->used_bytes), mib(u->map_size), mib(u->limit_bytes));
+    return full_refusal(u, 0, err);
+}
+
+/* Where the durable store stands once used bytes are in use (map size from the environment, which a reload may change). */
+static void usage_at(const store_t *st, size_t used, store_usage_t *u)
+{
+    MDB_envinfo info;
+    u->map_size = mdb_env_info(st->env, &info) == 0 ? info.me_mapsize : 0;
+    u->used_bytes = used;
+    u->limit_bytes = u->map_size > st->reserve ? u->map_size - st->reserve : 0;
+    u->full = used > u->limit_bytes;
+}
+
+/* Why a write was refused, for the operator: u is where it would have taken the store (throttled like refuse_full()). */
+static void log_refused(const store_usage_t *u)
+{
+    if (!log_now())
+        return;
+    if (u->used_bytes >= u->map_size)
+        log_error("a write was refused: LMDB's map (%.1f MiB) is full; nothing of it was written: raise map_size and reload "
+                  "(HUP), or delete data",
+                  mib(u->map_size));
+    else
+        log_error("a write was refused: it would take the store to %.1f of %.1f MiB, past where ordinary writes stop (%.1f MiB); "
+                  "nothing of it was written: raise map_size and reload (HUP), or delete data",
+                  mib(u->used_bytes), mib(u->map_size), mib(u->limit_bytes));
+}
+
+/*
+ * A write of t refused because it would take the store to used bytes (the
+ * whole map: LMDB's MDB_MAP_FULL).  Kept in t, so a caller can tell the
+ * cause under any rewording (store_refused_full()).
+ */
+static int refuse_txn(store_txn_t *t, size_t used, aly_err_t *err)
+{
+    store_usage_t u;
+    usage_at(t->st, used, &u);
+    if (used >= u.map_size)
+        u.used_bytes = u.map_size;
+    t->full_bytes = u.used_bytes;
+    log_refused(&u);
+    return full_refusal(&u, u.used_bytes < u.map_size, err);
+}
+
+/* LMDB ran out of map (MDB_MAP_FULL), in any transaction: refused like a full store, since raising map_size is the remedy. */
+static int map_full(store_txn_t *t, aly_err_t *err)
+{
+    if (t->flags & STORE_VOLATILE)
+        return aly_errf(err, "the volatile store is full: raise volatile_map_size and reload");
+    return refuse_txn(t, SIZE_MAX, err);
+}
+
+int store_refused_full(const store_txn_t *t, aly_err_t *err)
+{
+    if (t->full_bytes == 0)
+        return 0;
+    store_usage_t u;
+    usage_at(t->st, t->full_bytes, &u);
+    full_refusal(&u, t->full_bytes < u.map_size, err);
+    return 1;
+}
+
+/* An ordinary durable write: held to the write limit, where the reserve begins. */
+static int is_ordinary(const store_txn_t *t)
+{
+    return (t->flags & (STORE_WRITE | STORE_VOLATILE | STORE_RESERVE)) == STORE_WRITE;
+}
+
+/*
+ * Bytes in use as t sees them, its own writes included: the pages of every
+ * tree (the named databases, the main one that lists them, the free list)
+ * and the two meta pages, which is what store_usage() counts once t has
+ * committed (the high-water mark minus the free list).  LMDB tells a write
+ * transaction its trees' sizes, not its high-water mark.
+ */
+static int txn_used(store_txn_t *t, size_t *used, aly_err_t *err)
+{
+    MDB_stat ms;
+    size_t pages = 2;
+    for (int i = -2; i < DB_N; i++) {
+        /* -2 and -1: LMDB's free list (dbi 0) and main database (dbi 1); then ours. */
+        int rc = mdb_stat(t->txn, i < 0 ? (MDB_dbi)(i + 2) : t->st->dbi[i], &ms);
+        if (rc != 0)
+            return aly_errf(err, "cannot read how full the store is: %s", mdb_strerror(rc));
+        pages += ms.ms_branch_pages + ms.ms_leaf_pages + ms.ms_overflow_pages;
     }
-    return aly_refusef(err, "the store is full (%.1f of %.1f MiB): raise map_size or delete data", mib(u->used_bytes),
-                       mib(u->map_size));
+    *used = pages * (size_t)ms.ms_psize;
+    return 0;
+}
+
+/*
+ * store_begin() refuses an ordinary write once the store is past the write
+ * limit, but one transaction can write a lot: a demo seed or an import is a
+ * single one.  Each of its puts, and its commit, checks what it has grown
+ * the store to, and it is refused (to be aborted: nothing of it is written)
+ * once that passes the limit by more than an eighth of the reserve.  A
+ * small write that begins under the limit ends a few pages past it at most,
+ * so the store still fills up to the line as before; a large one no longer
+ * eats into the reserve that deletes and revocations need.
+ */
+static int check_room(store_txn_t *t, aly_err_t *err)
+{
+    size_t used;
+    store_usage_t u;
+    if (!is_ordinary(t))
+        return 0;
+    if (txn_used(t, &used, err) != 0)
+        return -1;
+    usage_at(t->st, used, &u);
+    return used > u.limit_bytes + t->st->reserve / OVERSHOOT_SHARE ? refuse_txn(t, used, err) : 0;
 }
 
 /* A durable write in cluster mode: it also goes to PostgreSQL (store_replica.c). */
@@ -106,6 +238,7 @@ int store_begin(store_t *st, int flags, store_txn_t *t, aly_err_t *err)
     t->quota_ws[0] = '\0';
     t->quota_net = 0;
     t->reads = 0;
+    t->full_bytes = 0;
     if ((flags & (STORE_WRITE | STORE_VOLATILE | STORE_RESERVE)) == STORE_WRITE) {
         store_usage_t u;
         if (store_usage(st, &u, err) != 0 || (u.full && refuse_full(&u, err) != 0))
@@ -177,6 +310,10 @@ int store_commit(store_txn_t *t, aly_err_t *err)
         store_abort(t);
         return 0;
     }
+    if (check_room(t, err) != 0) {
+        store_abort(t);
+        return -1;
+    }
     if (in_cluster(t) && store_replica_commit(t, err) != 0) {
         mdb_txn_abort(t->txn);
         t->txn = NULL;
@@ -191,7 +328,7 @@ int store_commit(store_txn_t *t, aly_err_t *err)
         return 0;
     }
     if (rc == MDB_MAP_FULL)
-        return aly_errf(err, "the store is full: raise map_size in the configuration and reload");
+        return map_full(t, err);
     if (rc != 0)
         return aly_errf(err, "cannot commit: %s", mdb_strerror(rc));
     return 0;
@@ -303,6 +440,8 @@ static int charge_quota(store_txn_t *t, const void *key, size_t klen, int64_t de
                            t->quota_ws, mib((size_t)after), mib(t->st->quota));
     MDB_val k = {ul, ukey}, v = {sizeof(after), &after};
     int rc = mdb_put(t->txn, t->st->dbi[DB_META], &k, &v, 0);
+    if (rc == MDB_MAP_FULL)
+        return map_full(t, err);
     if (rc != 0)
         return aly_errf(err, "cannot record a workspace's usage: %s", mdb_strerror(rc));
     if (in_cluster(t))
@@ -384,12 +523,12 @@ int store_put(store_txn_t *t, int db, const void *key, size_t klen, const void *
     if (rc == MDB_KEYEXIST)
         return 1;
     if (rc == MDB_MAP_FULL)
-        return aly_errf(err, "the store is full: raise map_size in the configuration and reload");
+        return map_full(t, err);
     if (rc != 0)
         return aly_errf(err, "store write failed: %s", mdb_strerror(rc));
     if (in_cluster(t))
         store_pg_note(t->st->pg, db, key, klen, val, vlen);
-    return 0;
+    return check_room(t, err);
 }
 
 int store_del(store_txn_t *t, int db, const void *key, size_t klen, aly_err_t *err)
@@ -411,6 +550,8 @@ int store_del(store_txn_t *t, int db, const void *key, size_t klen, aly_err_t *e
     rc = mdb_del(t->txn, dbi, &k, NULL);
     if (rc == MDB_NOTFOUND)
         return 1;
+    if (rc == MDB_MAP_FULL)
+        return map_full(t, err);
     if (rc != 0)
         return aly_errf(err, "store delete failed: %s", mdb_strerror(rc));
     if (in_cluster(t))

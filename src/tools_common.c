@@ -65,6 +65,17 @@ mcp_status_t tools_store_error(mcp_call_t *call, const aly_err_t *err)
     return tools_fail(call, "the store could not complete this request; try again");
 }
 
+/*
+ * tools_store_error() for a failure inside t: a store that filled up is
+ * named as the cause even where a layer between reworded the refusal
+ * ("cannot index sku ..."), so the client hears it rather than "try again".
+ */
+static mcp_status_t txn_error(mcp_call_t *call, const store_txn_t *t, const aly_err_t *err)
+{
+    aly_err_t full;
+    return tools_store_error(call, store_refused_full(t, &full) ? &full : err);
+}
+
 int tools_begin(mcp_call_t *call, int write, store_txn_t *t)
 {
     aly_err_t err;
@@ -82,7 +93,7 @@ int tools_check(mcp_call_t *call, store_txn_t *t, int rc, const aly_err_t *err, 
         return 0;
     store_abort(t);
     if (rc < 0) {
-        tools_store_error(call, err);
+        txn_error(call, t, err);
         return -1;
     }
     va_list ap;
@@ -249,7 +260,7 @@ mcp_status_t tools_finish(mcp_call_t *call, store_txn_t *t, int rc, const aly_er
     if (rc != 0) {
         store_abort(t);
         json_decref(result);
-        return tools_store_error(call, err);
+        return txn_error(call, t, err);
     }
     if (store_commit(t, &own) != 0) {
         json_decref(result);

@@ -3,6 +3,7 @@
 use strict;
 use warnings;
 use Test::More;
+use JSON::PP ();
 use Alyd;
 
 Alyd::watchdog(120);
@@ -115,5 +116,55 @@ my (undef, undef, $body) = Alyd::curl('-X', 'POST', '-H', "Authorization: Bearer
 my $p = (Alyd::json_decode($body) // {})->{result}{structuredContent} // {};
 is_deeply([@$p{qw(sku status description)}, $p->{tags}, $p->{price}{amount}], ['M-1', 'draft', '', ['gift', 'eco'], 900],
     'products.get shows the imported product as imported');
+
+# ---- an imported order's status comes with the times and fulfilment the tools would have left ----
+# A fulfilled order needs its carrier and tracking_number (orders.get shows them, an orders.fulfill retry
+# must match them); a cancelled one was cancelled, not paid; the line gives a day, so every step is dated then.
+my $okey = ctl_ok('keys', 'create', '--workspace', $ws, '--scopes', 'read:orders,write:orders');
+my $call = sub {
+    my ($name, $args) = @_;
+    my (undef, undef, $b) = Alyd::curl('-X', 'POST', '-H', "Authorization: Bearer $okey", '-H', 'Content-Type: application/json',
+        '-H', 'Accept: application/json', '--data-binary',
+        JSON::PP->new->canonical->encode({ jsonrpc => '2.0', id => 1, method => 'tools/call', params => { name => $name, arguments => $args } }),
+        $srv->url('/api/mcp'));
+    return (Alyd::json_decode($b) // {})->{result} // {};
+};
+my ($of, $oc, $op, $ox) = map { 'ord_' . ($_ x 20) } qw(J K M N);
+my $items = qq("items":[{"product_id":"$prod","quantity":1,"unit_price":2500}]);
+my @state_bad = (
+    [qq({"type":"order","site_id":"$site","id":"$ox","status":"fulfilled","created":"2026-11-03",$items}), qr/^carrier, tracking_number: a fulfilled order needs both/, 'a fulfilled order without carrier and tracking_number'],
+    [qq({"type":"order","site_id":"$site","id":"$ox","status":"fulfilled","created":"2026-11-03","carrier":"DHL",$items}), qr/^carrier, tracking_number: a fulfilled order needs both/, 'a fulfilled order without tracking_number'],
+    [qq({"type":"order","site_id":"$site","id":"$ox","status":"paid","created":"2026-11-03","carrier":"DHL","tracking_number":"T1",$items}), qr/^carrier, tracking_number: only a fulfilled order has them, not a paid one/, 'a paid order with a carrier'],
+    [qq({"type":"order","site_id":"$site","id":"$ox","status":"fulfilled","created":"2026-11-03","carrier":"DHL","tracking_number":"T 1;",$items}), qr/^tracking_number: must match the pattern/, 'a tracking_number orders.fulfill refuses'],
+);
+Alyd::spew("$dir/state-bad.jsonl", join("\n", map { $_->[0] } @state_bad) . "\n");
+($e, $o, $err) = ctl('import', '--workspace', $ws, "$dir/state-bad.jsonl");
+my %swhy = $err =~ /^\Q$dir\E\/state-bad\.jsonl:(\d+): (.*)$/mg;
+like($swhy{ $_ + 1 } // '', $state_bad[$_][1], "import refuses $state_bad[$_][2]") for 0 .. $#state_bad;
+
+Alyd::spew("$dir/states.jsonl", join("\n",
+    qq({"type":"order","site_id":"$site","id":"$of","status":"fulfilled","created":"2026-11-03","carrier":"La Poste","tracking_number":"TRK-42",$items}),
+    qq({"type":"order","site_id":"$site","id":"$oc","status":"cancelled","created":"2026-11-04",$items}),
+    qq({"type":"order","site_id":"$site","id":"$op","status":"paid","created":"2026-11-05",$items})) . "\n");
+$r = Alyd::json_decode(ctl_ok('--json', 'import', '--workspace', $ws, "$dir/states.jsonl"));
+is($r->{orders}, 3, 'fulfilled, cancelled and paid orders import');
+
+my $fo = $call->('orders.get', { order_id => $of })->{structuredContent} // {};
+is_deeply($fo->{fulfillment}, { carrier => 'La Poste', tracking_number => 'TRK-42', fulfilled_at => '2026-11-03T12:00:00.000Z' },
+    'orders.get: an imported fulfilled order shows its fulfilment');
+is_deeply([@$fo{qw(status paid_at cancelled_at)}], ['fulfilled', '2026-11-03T12:00:00.000Z', undef], '... and was paid, not cancelled');
+my $again = $call->('orders.fulfill', { order_id => $of, carrier => 'La Poste', tracking_number => 'TRK-42' });
+ok(!$again->{isError}, 'orders.fulfill again with the same values: unchanged, not an error') or diag(JSON::PP->new->encode($again));
+is(($again->{structuredContent} // {})->{version}, $fo->{version}, '... at the same version');
+my $other = $call->('orders.fulfill', { order_id => $of, carrier => 'DHL', tracking_number => 'X1' });
+like(($other->{content} // [{}])->[0]{text} // '', qr/already fulfilled with La Poste TRK-42; nothing was changed/,
+    '... with other values: refused, naming the fulfilment it has');
+
+my $c = $call->('orders.get', { order_id => $oc })->{structuredContent} // {};
+is_deeply([@$c{qw(status paid_at cancelled_at fulfillment)}], ['cancelled', undef, '2026-11-04T12:00:00.000Z', undef],
+    'orders.get: an imported cancelled order was cancelled that day and never paid');
+my $pd = $call->('orders.fulfill', { order_id => $op, carrier => 'UPS', tracking_number => 'U-1' })->{structuredContent} // {};
+is_deeply([$pd->{status}, $pd->{paid_at}, ($pd->{fulfillment} // {})->{carrier}], ['fulfilled', '2026-11-05T12:00:00.000Z', 'UPS'],
+    'an imported paid order was paid that day, and orders.fulfill fulfils it');
 $srv->stop;
 done_testing;

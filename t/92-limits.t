@@ -227,6 +227,74 @@ sub new_product { my ($site) = @_; return ['products.create', { site_id => $site
     $srv->stop;
 }
 
+# ---- one large write (a demo seed, an import) is refused whole at the write limit: the reserve stays for deletes and revocations ----
+{
+    my $srv = Alyd->start(workers => 1, extra => ['map_size 2m', 'workspace_quota 1g', 'rate_limit 100000/second burst=100000']);
+    my $ws = ctl($srv, 'workspace', 'create', 'Bulk');
+    my $key = ctl($srv, 'keys', 'create', '--workspace', $ws, '--scopes', $ALL);
+    my $reader = ctl($srv, 'keys', 'create', '--workspace', $ws, '--scopes', 'read:sites');
+    ctl($srv, 'demo', 'seed', '--workspace', $ws, '--seed', '1', '--sites', '1', '--products', '10', '--orders', '1', '--days', '1');
+    my $usage = sub { (Alyd::json_decode(scalar ctl($srv, '--json', 'stats')) // {})->{environments}{store}{usage} // {} };
+    my $n_sites = sub { scalar @{ (Alyd::json_decode(scalar ctl($srv, '--json', 'stats', '--workspace', $ws)) // {})->{sites} // [] } };
+    my $used = $usage->()->{in_use_bytes};
+    my $refused = qr/^alyctl: the store is full \([\d.]+ of 2\.0 MiB with this write; ordinary writes stop at 1\.5 MiB\): raise map_size or delete data; nothing was/m;
+
+    # The review's case: one seed larger than the room left under the limit used to commit into the reserve.
+    my ($exit, undef, $err) = ctl($srv, 'demo', 'seed', '--workspace', $ws, '--seed', '2', '--sites', '1', '--products', '2537', '--orders', '0', '--days', '1');
+    is($exit, 1, 'a demo seed larger than the room left fails');
+    like($err, qr/${refused} seeded$/m, '... refused as a full store, with this write, saying nothing was seeded') or diag($err);
+    is($n_sites->(), 1, '... and nothing of it was written');
+    is($usage->()->{in_use_bytes}, $used, '... the store is as full as before');
+
+    my $big = 'site_' . ('B' x 20);
+    Alyd::spew($srv->dir . '/big.jsonl', join("\n", qq({"type":"site","id":"$big","name":"Big","domain":"big.example","currency":"EUR"}),
+        map { sprintf('{"type":"product","site_id":"%s","id":"prod_%020d","title":"Product %d","sku":"S-%d","description":"%s"}', $big, $_, $_, $_, 'x' x 100) } 1 .. 3000) . "\n");
+    ($exit, undef, $err) = ctl($srv, 'import', '--workspace', $ws, $srv->dir . '/big.jsonl');
+    is($exit, 1, 'an import larger than the room left fails');
+    like($err, qr/${refused} imported$/m, '... refused the same way, saying nothing was imported') or diag($err);
+    is($n_sites->(), 1, '... and nothing of it was written');
+    is($usage->()->{in_use_bytes}, $used, '... the store is as full as before');
+
+    # LMDB's own MDB_MAP_FULL (a seed rewriting 1500 products copies every page it touches) is the same refusal, not "store write failed".
+    ($exit) = ctl($srv, 'demo', 'seed', '--workspace', $ws, '--seed', '3', '--sites', '1', '--products', '1500', '--orders', '0', '--days', '1');
+    is($exit, 0, 'a seed of 1500 products fits');
+    $used = $usage->()->{in_use_bytes};
+    ($exit, undef, $err) = ctl($srv, 'demo', 'seed', '--workspace', $ws, '--seed', '3', '--sites', '1', '--products', '1500', '--orders', '0', '--days', '1');
+    is($exit, 1, 'a seed that runs out of map fails');
+    like($err, qr/^alyctl: the store is full \(2\.0 of 2\.0 MiB\): raise map_size or delete data; nothing was seeded$/m,
+        '... as a full store (MDB_MAP_FULL), saying nothing was seeded') or diag($err);
+    is($usage->()->{in_use_bytes}, $used, '... and nothing of it was written');
+
+    # Seeds that fit commit whole until the store is at its limit; the one that does not fit is refused whole.
+    my ($fitted, $last_err) = (0);
+    for my $seed (10 .. 40) {
+        ($exit, undef, $last_err) = ctl($srv, 'demo', 'seed', '--workspace', $ws, '--seed', $seed, '--sites', '1', '--products', '100', '--orders', '10', '--days', '1');
+        last if $exit;
+        $fitted++;
+    }
+    like($last_err // '', qr/^alyctl: the store is full \([\d.]+ of 2\.0 MiB/m, "seeds fill the store up to its limit ($fitted fitted), then are refused");
+    is($n_sites->(), 2 + $fitted, '... every seed that fitted is there whole, the refused one not at all');
+    my $u = $usage->();
+    ok($u->{in_use_bytes} <= $u->{write_limit_bytes} + (2 << 20) / 4 / 8,
+        "... and no bulk write ate into the reserve ($u->{in_use_bytes} bytes in use, writes stop at $u->{write_limit_bytes})");
+
+    # Deletes and revocations still commit.
+    my (undef, $sites) = tool($srv, $key, 'sites.list');
+    my ($site) = map { $_->{id} } grep { $_->{product_count} == 10 } @{ $sites->{structuredContent}{sites} // [] };
+    my (undef, $list) = tool($srv, $key, 'products.list', { site_id => $site });
+    my @ids = map { $_->{id} } @{ $list->{structuredContent}{products} // [] };
+    is(scalar @ids, 10, 'the first seed\'s products are listed');
+    my @deleted = grep { $_->{structuredContent}{deleted} } batch_tools($srv, $key, map { ['products.delete', { site_id => $site, product_id => $_ }] } @ids);
+    is(scalar @deleted, 10, 'products.delete works after the bulk writes were refused');
+    my $keys = Alyd::json_decode(scalar ctl($srv, '--json', 'keys', 'list')) // [];
+    my ($rk) = grep { $_->{scopes} eq 'read:sites' } @$keys;
+    ($exit, undef, $err) = ctl($srv, 'keys', 'revoke', $rk->{id});
+    is($exit, 0, 'alyctl keys revoke works after the bulk writes were refused') or diag($err);
+    my ($st) = tool($srv, $reader, 'sites.list');
+    is($st, 401, '... and the revoked key is refused');
+    $srv->stop;
+}
+
 # ---- started as root, alyd needs "user": workers never stay root by omission ----
 SKIP: {
     skip 'the tests do not run as root', 4 if $> != 0;

@@ -11,12 +11,17 @@
  *
  * A full store is a state to operate in, not an outage.  Ordinary write
  * transactions on the durable environment are refused (store_begin, a
- * refusal naming the cause: "the store is full (N of M MiB in use)") once
- * the pages in use pass map_size minus a reserve (store_reserve(): a
- * quarter of a small map, an eighth of a large one, at most 64 MiB).  Transactions begun with STORE_RESERVE (deletes, revocations,
- * session ends: they free space or barely grow) may use the reserve, so
- * space can always be freed through the API and a key can always be revoked.
- * Pages freed by deletes count as free again.
+ * refusal naming the cause: "the store is full (N of M MiB): raise map_size
+ * or delete data") once the pages in use pass map_size minus a reserve
+ * (store_reserve(): a quarter of a small map, an eighth of a large one, at
+ * most 64 MiB).  One that began under that write limit is refused as well
+ * (store_put, store_commit: the same sentence) once it has grown the store
+ * more than an eighth of the reserve past it, so a bulk write (a demo seed,
+ * an import) cannot use up the reserve.  Transactions begun with
+ * STORE_RESERVE (deletes, revocations, session ends: they free space or
+ * barely grow) may use the reserve, so space can always be freed through
+ * the API and a key can always be revoked.  Pages freed by deletes count as
+ * free again.  LMDB's own MDB_MAP_FULL is the same refusal.
  *
  * Storage quota: the keys and values of DB_DATA under "<ws>/" count against
  * workspace_quota.  Each workspace's usage is kept in DB_META under
@@ -129,7 +134,8 @@ typedef struct store_txn {
     /* Net bytes this transaction added to one workspace's data (the last one it wrote): deletes make room for their audit. */
     char quota_ws[64];
     int64_t quota_net;
-    unsigned reads; /* gets and scans so far: cluster mode's read-through of a missed session applies to the first only */
+    unsigned reads;    /* gets and scans so far: cluster mode's read-through of a missed session applies to the first only */
+    size_t full_bytes; /* not 0: a write was refused because the store is full (bytes in use then); see store_refused_full() */
 } store_txn_t;
 
 /* A key or value inside the map: valid until the transaction ends or writes to that key; never written through. */
@@ -144,11 +150,22 @@ typedef struct store_val {
  * (err->refused) for an ordinary durable write when the store is full.
  */
 int store_begin(store_t *st, int flags, store_txn_t *t, aly_err_t *err);
-/* Commits a write transaction (ends a read one).  The transaction is over either way. */
+/*
+ * Commits a write transaction (ends a read one).  The transaction is over
+ * either way.  An ordinary durable write that has grown the store past the
+ * write limit (see store_put()) is refused here too, and aborted.
+ */
 int store_commit(store_txn_t *t, aly_err_t *err);
 void store_abort(store_txn_t *t);
 /* Ends t by what came before: rc 0 commits (-1 when the commit fails), anything else aborts; returns rc. */
 int store_finish(store_txn_t *t, int rc, aly_err_t *err);
+/*
+ * 1 when a write of t was refused because the store is full (past the write
+ * limit, or LMDB's MDB_MAP_FULL), with that refusal put back into err: a
+ * caller whose layers reworded the error ("cannot index ...") still tells
+ * the client the cause.  0 otherwise (err untouched).  Valid after t ended.
+ */
+int store_refused_full(const store_txn_t *t, aly_err_t *err);
 
 /*
  * Keys are 1 to STORE_MAX_KEY bytes.  A longer key is an error (-1) in every
@@ -160,7 +177,10 @@ int store_finish(store_txn_t *t, int rc, aly_err_t *err);
 int store_get(store_txn_t *t, int db, const void *key, size_t klen, store_val_t *val, aly_err_t *err);
 /*
  * noclobber: fail with 1 when the key exists.  0 stored, 1 exists, -1 error
- * (also: read transaction, map full; a refusal over the workspace quota).
+ * (also: read transaction; a refusal over the workspace quota, or for a full
+ * store: LMDB's map is full, or an ordinary durable write has taken the
+ * store more than an eighth of the reserve past the write limit, after
+ * which the transaction can only be aborted).
  */
 int store_put(store_txn_t *t, int db, const void *key, size_t klen, const void *val, size_t vlen, int noclobber, aly_err_t *err);
 /* 0 deleted, 1 not found, -1 error. */

@@ -28,6 +28,8 @@
 #define MAX_READERS 1022 /* workers x concurrent read txns, plus alyctl; LMDB's default is 126 */
 #define RESERVE_MAX ((size_t)64 << 20)
 #define RESERVE_SMALL ((size_t)4 << 20)
+/* An ordinary transaction may end at most reserve / OVERSHOOT_SHARE past the write limit (store_txn.c, check_room). */
+#define OVERSHOOT_SHARE 8
 #define FULL_LOG_EVERY_MS 10000
 #define USAGE_PREFIX "usage/"
 
