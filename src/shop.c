@@ -148,8 +148,11 @@ int shop_product_put(store_txn_t *t, const char *ws, const product_record_t *p, 
         store_del(t, DB_DATA, k, shop_key(k, sizeof(k), ws, 'K', p->site, old_sku), err) < 0)
         return -1;
     size_t kl = shop_key(k, sizeof(k), ws, 'K', p->site, p->sku);
-    if (kl == 0 || store_put(t, DB_DATA, k, kl, p->id, strlen(p->id), 0, err) != 0)
-        return aly_errf(err, "cannot index sku %s", p->sku);
+    if (kl == 0)
+        return aly_errf(err, "cannot index sku %s: the key is too long", p->sku);
+    /* The store's own refusal (over quota, full) stays as it is: the client is told the cause. */
+    if (store_put(t, DB_DATA, k, kl, p->id, strlen(p->id), 0, err) != 0)
+        return -1;
     return shop_put(t, k, shop_key(k, sizeof(k), ws, 'P', p->site, p->id), &record_product, p, err);
 }
 
@@ -175,8 +178,10 @@ int shop_order_put(store_txn_t *t, const char *ws, const order_record_t *o, int 
         char ts[64];
         snprintf(ts, sizeof(ts), "%016llx/%s", (unsigned long long)o->created_ms, o->id);
         size_t kl = shop_key(k, sizeof(k), ws, 'T', o->site, ts);
-        if (kl == 0 || store_put(t, DB_DATA, k, kl, "", 0, 0, err) != 0)
-            return aly_errf(err, "cannot index order %s", o->id);
+        if (kl == 0)
+            return aly_errf(err, "cannot index order %s: the key is too long", o->id);
+        if (store_put(t, DB_DATA, k, kl, "", 0, 0, err) != 0)
+            return -1;
     }
     return shop_put(t, k, shop_key(k, sizeof(k), ws, 'O', o->id, NULL), &record_order, o, err);
 }

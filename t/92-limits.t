@@ -224,6 +224,15 @@ sub new_product { my ($site) = @_; return ['products.create', { site_id => $site
     my @freed = batch_tools($srv, $key->{Big}, map { ['products.delete', { site_id => $site->{Big}, product_id => $_ }] } @made[2 .. 21]);
     ($r) = batch_tools($srv, $key->{Big}, new_product($site->{Big}));
     ok(!$r->{isError}, 'after deleting data it writes again');
+    # The quota lowered under what the workspace holds: a longer sku grows the sku index first, and its refusal is the quota's.
+    my @before = $srv->worker_pids;
+    $srv->write_conf(extra => ['workspace_quota 4k', 'rate_limit 100000/second burst=100000']);
+    $srv->signal('HUP');
+    ok(Alyd::poll_until(10, sub { my @now = $srv->worker_pids; @now && !grep { my $p = $_; grep { $_ == $p } @before } @now }),
+        'reloaded with workspace_quota 4k');
+    ($r) = batch_tools($srv, $key->{Big}, ['products.update', { site_id => $site->{Big}, product_id => $made[1], sku => 'S' x 64 }]);
+    like($r->{content}[0]{text} // '', qr/^workspace ws_\w+ is over its storage quota/,
+        'a refusal at the sku index names the quota, not "try again"') or diag($r->{content}[0]{text} // '');
     $srv->stop;
 }
 
