@@ -211,7 +211,7 @@ static int txn_used(store_txn_t *t, size_t *used, aly_err_t *err)
  */
 static int check_room(store_txn_t *t, aly_err_t *err)
 {
-    size_t used;
+    size_t used = 0; /* set by txn_used(); gcc -O2 cannot see that on its error path */
     store_usage_t u;
     if (!is_ordinary(t))
         return 0;
