@@ -159,7 +159,14 @@ static const char *csrf_token(oauth_server_t *s, h2o_req_t *req, const char *ck,
     return mac_b64(s, &req->pool, "csrf", data);
 }
 
-/* The user the session cookie names, when its MAC, expiry and password generation hold: 0, else -1. */
+/*
+ * The sign-in cookie: b64url(email) "." user id "." expiry "." password
+ * generation "." MAC of all that.  The email finds the account; the id must
+ * then be that account's, because one removed and added again under the same
+ * email is another account whose generation may stand where the old one's did.
+ */
+
+/* The user the session cookie names, when its MAC, expiry, account id and password generation hold: 0, else -1. */
 static int session_user(oauth_server_t *s, h2o_req_t *req, oauth_user_t *u)
 {
     const char *c = cookie(req, SESSION_COOKIE), *last = c != NULL ? strrchr(c, '.') : NULL;
@@ -170,9 +177,13 @@ static int session_user(oauth_server_t *s, h2o_req_t *req, oauth_user_t *u)
         return -1;
     char email[OAUTH_EMAIL_MAX + 1];
     unsigned long long exp, gen;
-    size_t el = strcspn(body, ".");
+    size_t el = strcspn(body, "."), il = body[el] == '.' ? strcspn(body + el + 1, ".") : 0;
+    const char *id = body + el + 1;
+    if (il == 0 || il >= ALY_ID_MAX || id[il] != '.' || sscanf(id + il + 1, "%llu.%llu", &exp, &gen) != 2 ||
+        exp * 1000 < aly_wall_ms())
+        return -1;
     long n = aly_b64url_decode(body, el, (unsigned char *)email, sizeof(email) - 1);
-    if (n <= 0 || body[el] != '.' || sscanf(body + el + 1, "%llu.%llu", &exp, &gen) != 2 || exp * 1000 < aly_wall_ms())
+    if (n <= 0)
         return -1;
     email[n] = '\0';
     store_txn_t t;
@@ -181,14 +192,14 @@ static int session_user(oauth_server_t *s, h2o_req_t *req, oauth_user_t *u)
         return -1;
     int rc = oauth_user_get(&t, email, u, &err);
     store_abort(&t);
-    return rc == 0 && u->generation == gen ? 0 : -1;
+    return rc == 0 && u->generation == gen && strlen(u->id) == il && CRYPTO_memcmp(u->id, id, il) == 0 ? 0 : -1;
 }
 
 static void start_session(oauth_server_t *s, h2o_req_t *req, const oauth_user_t *u)
 {
     char email[400], body[600];
     email[aly_b64url_encode((const unsigned char *)u->email, strlen(u->email), email)] = '\0';
-    snprintf(body, sizeof(body), "%s.%llu.%llu", email, (unsigned long long)(aly_wall_ms() / 1000 + SESSION_TTL_S),
+    snprintf(body, sizeof(body), "%s.%s.%llu.%llu", email, u->id, (unsigned long long)(aly_wall_ms() / 1000 + SESSION_TTL_S),
              (unsigned long long)u->generation);
     const char *mac = mac_b64(s, &req->pool, "session", body);
     if (mac == NULL)
@@ -198,6 +209,7 @@ static void start_session(oauth_server_t *s, h2o_req_t *req, const oauth_user_t 
     snprintf(v, n, "%s.%s", body, mac);
     set_cookie(req, SESSION_COOKIE, v, SESSION_TTL_S);
 }
+
 /* ---- the consent page ---- */
 
 /* user: the signed-in user (NULL: ask for email and password); chosen: the scopes to show ticked. */
