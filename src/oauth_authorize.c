@@ -475,14 +475,14 @@ static void on_signing_gone(void *obj)
 static void sign_in(oauth_server_t *s, h2o_req_t *req, const oauth_form_t *f, const authz_t *a, const char *blob, uint64_t ticked)
 {
     const char *email = oauth_form_get(f, "email", NULL), *pw = oauth_form_get(f, "password", NULL);
-    char peer[HTTP_CLIENT_TEXT];
+    char peer[OAUTH_PEER_KEY];
     uint64_t retry = 0;
     if (email == NULL || pw == NULL || email[0] == '\0')
         return consent_page(s, req, 401, a, blob, NULL, ticked, "sign in with your email and password");
     signing_t *g = h2o_mem_alloc_shared(NULL, sizeof(*g), NULL);
     memset(g, 0, sizeof(*g));
     *g = (signing_t){.s = s, .req = req, .f = *f, .a = *a, .blob = blob, .ticked = ticked};
-    http_client_text(req, peer);
+    oauth_peer_key(req, peer);
     snprintf(g->ka, sizeof(g->ka), "l:a:%s", peer);
     snprintf(g->ku, sizeof(g->ku), "l:u:%.254s", email);
     for (char *p = g->ku + 4; *p; p++)

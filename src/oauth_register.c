@@ -46,9 +46,9 @@ void oauth_serve_register(void *data, h2o_req_t *req)
     oauth_server_t *s = data;
     if (oauth_server_off(s, req))
         return;
-    char peer[HTTP_CLIENT_TEXT], key[80];
+    char peer[OAUTH_PEER_KEY], key[80];
     uint64_t retry;
-    http_client_text(req, peer);
+    oauth_peer_key(req, peer);
     snprintf(key, sizeof(key), "g:%s", peer);
     if (oauth_limit_over(s->store, key, REGISTER_MAX, REGISTER_WINDOW_MS, &retry)) {
         char ra[24];
@@ -109,13 +109,22 @@ void oauth_serve_register(void *data, h2o_req_t *req)
     const char *mname = method != NULL ? json_string_value(method) : "none"; /* lives as long as m */
     c.auth_method = strcmp(mname, "client_secret_post") == 0 ? 1 : strcmp(mname, "client_secret_basic") == 0 ? 2 : 0;
     c.kind = c.auth_method != 0 ? OAUTH_CLIENT_CONFIDENTIAL : OAUTH_CLIENT_PUBLIC;
-    c.origin = OAUTH_ORIGIN_DCR;
     if (name != NULL)
         snprintf(c.name, sizeof(c.name), "%s", json_string_value(name));
     char secret[64] = "";
     aly_err_t err;
-    if (oauth_client_create(s->store, s->pepper, &c, secret, sizeof(secret), &err) != 0) {
+    int rc = oauth_client_register(s->store, s->pepper, &c, secret, sizeof(secret), s->cfg->oauth_max_dynamic_clients, &err);
+    if (rc != 0) {
         json_decref(m);
+        OPENSSL_cleanse(secret, sizeof(secret));
+        if (rc == 1) {
+            oauth_send_error(req, 400, "invalid_client_metadata",
+                             "this server holds as many dynamically registered clients as it keeps (%u, "
+                             "oauth_max_dynamic_clients): retry once unused ones expire, or ask its operator to register "
+                             "this application (alyctl oauth clients create)",
+                             s->cfg->oauth_max_dynamic_clients);
+            return;
+        }
         log_error("register: %s", err.msg);
         oauth_send_error(req, 503, "temporarily_unavailable", "the client cannot be stored now; retry");
         return;
