@@ -3,7 +3,8 @@
  *
  * client_id and redirect_uri are settled first, and a bad one gets an HTML
  * error page, never a redirect: only a redirect URI the client registered
- * (or its metadata document lists) ever receives anything.  The validated
+ * (or its metadata document lists) ever receives anything, and a dynamic
+ * client's only through a browser signed in here.  The validated
  * request travels to the POST inside the form as a MAC'd blob ("request"),
  * so the decision needs no server-side state and cannot be edited; the CSRF
  * token is a MAC of that blob and a random cookie of this browser, so a form
@@ -35,14 +36,8 @@
 typedef struct authz {
     const char *client, *client_name, *redirect, *state, *challenge;
     uint64_t scopes;
+    int dynamic; /* the client came from dynamic registration (not sealed: read from the client each time) */
 } authz_t;
-
-static void redirect_error(oauth_server_t *s, h2o_req_t *req, const authz_t *a, const char *error, const char *desc)
-{
-    char params[400];
-    snprintf(params, sizeof(params), "error=%s&error_description=%s", error, oauth_urlenc(&req->pool, desc));
-    oauth_redirect_back(s, req, a->redirect, params, a->state);
-}
 
 /* ---- the request blob, cookies ---- */
 
@@ -102,6 +97,7 @@ static int open_request(oauth_server_t *s, h2o_req_t *req, const char *blob, aut
         a->state = f[3] != NULL ? h2o_strdup(&req->pool, f[3], SIZE_MAX).base : NULL;
         a->challenge = h2o_strdup(&req->pool, f[4], SIZE_MAX).base;
         a->scopes = (uint64_t)json_integer_value(json_object_get(j, "sc"));
+        a->dynamic = 0;
     }
     json_decref(j);
     return ok ? 0 : -1;
@@ -210,6 +206,50 @@ static void start_session(oauth_server_t *s, h2o_req_t *req, const oauth_user_t 
     set_cookie(req, SESSION_COOKIE, v, SESSION_TTL_S);
 }
 
+/* ---- errors once the redirect URI is settled ---- */
+
+/* A denial that is not sent back to the client: said here instead. */
+static void denied_page(h2o_req_t *req, const authz_t *a)
+{
+    oauth_page_t p = {0};
+    oauth_page_begin(&p, "Access denied");
+    oauth_page_add(&p, "<h1>Access denied</h1>\n<p>%s was given no access to Aly. You can close this page.</p></body></html>\n",
+                   oauth_html(&req->pool, a->client_name));
+    oauth_page_send(req, 200, NULL, &p);
+}
+
+/*
+ * An error of a request whose client and redirect URI are settled goes back
+ * to that URI (RFC 6749 4.1.2.1), with state and iss.  But anyone may
+ * register a dynamic client with a redirect URI of their choosing, and a link
+ * to /oauth/authorize that fails at once would then make this server redirect
+ * whoever follows it there, under its own name (RFC 9700 4.11.2).  So for a
+ * dynamic client an error goes back only to a browser signed in here, and is
+ * shown on a page of this server otherwise.  Clients created with alyctl (the
+ * operator's) and metadata documents of oauth_cimd_allow hosts are trusted
+ * with their redirect URIs.
+ */
+static void send_error_back(oauth_server_t *s, h2o_req_t *req, const authz_t *a, const char *error, const char *desc)
+{
+    char params[400];
+    snprintf(params, sizeof(params), "error=%s&error_description=%s", error, oauth_urlenc(&req->pool, desc));
+    oauth_redirect_back(s, req, a->redirect, params, a->state);
+}
+
+static void redirect_error(oauth_server_t *s, h2o_req_t *req, const authz_t *a, const char *error, const char *desc)
+{
+    oauth_user_t u;
+    if (a->dynamic) {
+        int signed_in = session_user(s, req, &u) == 0;
+        OPENSSL_cleanse(&u, sizeof(u));
+        if (!signed_in && strcmp(error, "access_denied") == 0)
+            return denied_page(req, a);
+        if (!signed_in)
+            return oauth_error_page(req, 400, "%s (%s)", desc, error);
+    }
+    send_error_back(s, req, a, error, desc);
+}
+
 /* ---- the consent page ---- */
 
 /* user: the signed-in user (NULL: ask for email and password); chosen: the scopes to show ticked. */
@@ -282,7 +322,10 @@ static void continue_get(oauth_server_t *s, h2o_req_t *req, const oauth_form_t *
         return oauth_error_page(req, 400, "redirect_uri \"%.300s\" is not one this client registered (they must match exactly)",
                                 redirect);
     }
-    authz_t a = {.client = c->id, .client_name = c->name[0] ? c->name : c->id, .redirect = redirect};
+    authz_t a = {.client = c->id,
+                 .client_name = c->name[0] ? c->name : c->id,
+                 .redirect = redirect,
+                 .dynamic = c->origin == OAUTH_ORIGIN_DCR};
     a.state = oauth_form_get(q, "state", &dup);
     if (dup)
         return redirect_error(s, req, &a, "invalid_request", "state appears more than once");
@@ -566,6 +609,7 @@ static void serve_post(oauth_server_t *s, h2o_req_t *req)
         }
         if (rc != 0 || !oauth_client_has_redirect(&c, a.redirect))
             return oauth_error_page(req, 400, "this client is no longer registered here");
+        a.dynamic = c.origin == OAUTH_ORIGIN_DCR;
     }
     if (action == NULL || (strcmp(action, "approve") != 0 && strcmp(action, "deny") != 0))
         return oauth_error_page(req, 400, "action must be approve or deny");
@@ -617,7 +661,7 @@ static void decide(oauth_server_t *s, h2o_req_t *req, const oauth_form_t *fp, co
     aly_err_t err;
     if (oauth_code_issue(s->store, s->pepper, &c, code, sizeof(code), &err) != 0) {
         log_error("authorize: %s", err.msg);
-        return redirect_error(s, req, &a, "temporarily_unavailable", "the authorization cannot be stored now");
+        return send_error_back(s, req, &a, "temporarily_unavailable", "the authorization cannot be stored now");
     }
     snprintf(params, sizeof(params), "code=%s", code);
     oauth_redirect_back(s, req, a.redirect, params, a.state);

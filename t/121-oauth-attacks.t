@@ -1,6 +1,8 @@
 # Attacks on the built-in authorization server, each refused by a test that
 # tampers exactly what the check verifies: bad or look-alike redirect URIs
 # and clients (an HTML page, never a redirect), open-redirect tricks in state,
+# a dynamic client's errors and Deny before anyone signed in (a page, not a
+# redirect to whatever URI its registrant chose),
 # missing or plain PKCE, a wrong verifier, code replay (revoking what the code
 # issued), codes of other clients, CSRF tokens missing or from another
 # request or browser, a forged request blob, wrong passwords and brute force
@@ -102,7 +104,8 @@ sub mac {
     ok(!defined Alyd::header_value($h, 'location'), 'and no redirect');
 }
 
-# ---- errors after the redirect URI is settled go back to it, with state and iss ----
+# ---- errors after the redirect URI is settled go back to it, with state and iss (a client of alyctl) ----
+my %early_errors;
 {
     my %cases = (
         'missing PKCE'           => [ { code_challenge => undef, code_challenge_method => undef }, 'invalid_request', qr/PKCE/ ],
@@ -127,6 +130,47 @@ sub mac {
         is($p->{iss}, $base, "$name: iss");
         ok(!exists $p->{code}, "$name: no code");
     }
+    %early_errors = %cases;
+}
+
+# ---- a dynamic client's redirect URI is its registrant's choice: errors reach it only through a signed-in browser ----
+{
+    my $phish = 'https://phish.example/landing';
+    my ($st, undef, $b) = Alyd::curl('-H', 'Content-Type: application/json', '--data-binary',
+        JSON::PP->new->encode({ redirect_uris => [ $phish, $cb ], client_name => 'Dyn' }), $srv->url('/oauth/register'));
+    my $dyn = Alyd::json_decode($b) // {};
+    is($st, 201, 'anyone may register a dynamic client with an https redirect URI of their choosing');
+    my $stranger = AlyOAuth->new($srv);
+    for my $name (sort keys %early_errors) {
+        my ($over, $err, $re) = @{ $early_errors{$name} };
+        my (undef, %q) = req_for(client_id => $dyn->{client_id}, redirect_uri => $phish, %$over);
+        my $r = $stranger->authorize_page(%q);
+        html_refusal($r, "dynamic client, $name, no one signed in", $re);
+        like($r->{body}, qr/\Q$err\E/, "dynamic client, $name: the page names $err");
+    }
+    my (undef, %q) = req_for(client_id => $dyn->{client_id}, redirect_uri => $phish);
+    my $pg = $stranger->authorize_page(%q);
+    is($pg->{status}, 200, "a dynamic client's valid request: the consent page");
+    my $d = $stranger->decide($pg, action => 'deny');
+    is($d->{status}, 200, 'Deny without signing in: a page of this server');
+    ok(!defined $d->{location}, 'not a redirect to the registered URI');
+    like($d->{body}, qr/Access denied/, 'saying access was denied');
+    $d = $stranger->decide($pg, action => 'deny', email => 'ann@example.com', password => 'wrong-password');
+    ok(!defined $d->{location}, 'nor when a password is typed (Deny does not sign in)');
+
+    my $si = AlyOAuth->new($srv);
+    my (undef, %ok) = req_for(client_id => $dyn->{client_id}, redirect_uri => $cb);
+    $d = $si->decide($si->authorize_page(%ok), email => 'ann@example.com', password => 'right-password');
+    is($d->{status}, 302, 'ann signs in and approves the dynamic client');
+    (undef, %q) = req_for(client_id => $dyn->{client_id}, redirect_uri => $phish, response_type => 'token');
+    my $r = $si->authorize_page(%q);
+    my $loc = Alyd::header_value($r->{headers}, 'location') // '';
+    is($r->{status}, 302, 'signed in, an error of the dynamic client goes back to it');
+    like($loc, qr/^\Q$phish\E\?error=unsupported_response_type&/, 'to its redirect URI, with the error');
+    (undef, %q) = req_for(client_id => $dyn->{client_id}, redirect_uri => $phish);
+    $d = $si->decide($si->authorize_page(%q), action => 'deny');
+    is($d->{status}, 302, 'signed in, Deny goes back to it');
+    is($d->{params}{error}, 'access_denied', 'with access_denied');
 }
 
 # ---- open-redirect tricks in state ----
