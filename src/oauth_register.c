@@ -3,7 +3,8 @@
  * 2026-07-28 but what 2025-era clients still do.  Public (none) and
  * confidential (client_secret_post, client_secret_basic) clients, native or
  * web, with redirect URIs that are https or loopback http only; limited per
- * address; a client unused for OAUTH_DCR_IDLE_MS is gone.
+ * address and in number; a client unused for OAUTH_DCR_IDLE_MS is gone.  The
+ * answer describes the stored client, never the request.
  */
 #include <jansson.h>
 #include <openssl/crypto.h>
@@ -114,8 +115,8 @@ void oauth_serve_register(void *data, h2o_req_t *req)
     char secret[64] = "";
     aly_err_t err;
     int rc = oauth_client_register(s->store, s->pepper, &c, secret, sizeof(secret), s->cfg->oauth_max_dynamic_clients, &err);
+    json_decref(m);
     if (rc != 0) {
-        json_decref(m);
         OPENSSL_cleanse(secret, sizeof(secret));
         if (rc == 1) {
             oauth_send_error(req, 400, "invalid_client_metadata",
@@ -129,15 +130,20 @@ void oauth_serve_register(void *data, h2o_req_t *req)
         oauth_send_error(req, 503, "temporarily_unavailable", "the client cannot be stored now; retry");
         return;
     }
-    json_t *out = json_deep_copy(m);
-    json_decref(m);
-    json_object_set_new(out, "client_id", json_string(c.id));
-    json_object_set_new(out, "client_id_issued_at", json_integer((json_int_t)(c.created_ms / 1000)));
-    json_object_set_new(out, "token_endpoint_auth_method", json_string(methods[c.auth_method]));
-    if (json_object_get(out, "grant_types") == NULL)
-        json_object_set_new(out, "grant_types", json_pack("[ss]", "authorization_code", "refresh_token"));
-    if (json_object_get(out, "response_types") == NULL)
-        json_object_set_new(out, "response_types", json_pack("[s]", "code"));
+    /*
+     * The answer is the stored client and nothing else (RFC 7591 3.2.1): a
+     * field of the request that was not kept (a client_secret or scope of the
+     * client's choosing, a registration_access_token) is not echoed as if
+     * issued.  Every client may use both grants, whatever it asked.
+     */
+    json_t *stored = json_array();
+    for (size_t i = 0; i < c.n_redirects; i++)
+        json_array_append_new(stored, json_string(c.redirects[i].uri));
+    json_t *out = json_pack("{s:s, s:I, s:o, s:s, s:[ss], s:[s]}", "client_id", c.id, "client_id_issued_at",
+                            (json_int_t)(c.created_ms / 1000), "redirect_uris", stored, "token_endpoint_auth_method",
+                            methods[c.auth_method], "grant_types", "authorization_code", "refresh_token", "response_types", "code");
+    if (c.name[0] != '\0')
+        json_object_set_new(out, "client_name", json_string(c.name));
     if (secret[0] != '\0') {
         json_object_set_new(out, "client_secret", json_string(secret));
         json_object_set_new(out, "client_secret_expires_at", json_integer(0));
