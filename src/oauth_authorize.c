@@ -36,7 +36,8 @@
 typedef struct authz {
     const char *client, *client_name, *redirect, *state, *challenge;
     uint64_t scopes;
-    int dynamic; /* the client came from dynamic registration (not sealed: read from the client each time) */
+    int redirect_omitted; /* the request named no redirect_uri (the client's only one): the token request need not either */
+    int dynamic;          /* the client came from dynamic registration (not sealed: read from the client each time) */
 } authz_t;
 
 /* ---- the request blob, cookies ---- */
@@ -54,8 +55,8 @@ static const char *mac_b64(oauth_server_t *s, h2o_mem_pool_t *pool, const char *
 
 static const char *seal_request(oauth_server_t *s, h2o_req_t *req, const authz_t *a)
 {
-    json_t *j = json_pack("{s:s, s:s, s:s, s:s?, s:s, s:I, s:I}", "c", a->client, "n", a->client_name, "r", a->redirect, "s",
-                          a->state, "ch", a->challenge, "sc", (json_int_t)a->scopes, "t",
+    json_t *j = json_pack("{s:s, s:s, s:s, s:b, s:s?, s:s, s:I, s:I}", "c", a->client, "n", a->client_name, "r", a->redirect, "o",
+                          a->redirect_omitted, "s", a->state, "ch", a->challenge, "sc", (json_int_t)a->scopes, "t",
                           (json_int_t)(aly_wall_ms() + REQUEST_TTL_MS));
     char *text = j != NULL ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
@@ -97,6 +98,7 @@ static int open_request(oauth_server_t *s, h2o_req_t *req, const char *blob, aut
         a->state = f[3] != NULL ? h2o_strdup(&req->pool, f[3], SIZE_MAX).base : NULL;
         a->challenge = h2o_strdup(&req->pool, f[4], SIZE_MAX).base;
         a->scopes = (uint64_t)json_integer_value(json_object_get(j, "sc"));
+        a->redirect_omitted = json_is_true(json_object_get(j, "o"));
         a->dynamic = 0;
     }
     json_decref(j);
@@ -312,6 +314,7 @@ static void continue_get(oauth_server_t *s, h2o_req_t *req, const oauth_form_t *
 {
     int dup = 0;
     const char *redirect = oauth_form_get(q, "redirect_uri", &dup);
+    int omitted = redirect == NULL;
     if (dup)
         return oauth_error_page(req, 400, "redirect_uri appears more than once");
     if (redirect == NULL) {
@@ -325,6 +328,7 @@ static void continue_get(oauth_server_t *s, h2o_req_t *req, const oauth_form_t *
     authz_t a = {.client = c->id,
                  .client_name = c->name[0] ? c->name : c->id,
                  .redirect = redirect,
+                 .redirect_omitted = omitted,
                  .dynamic = c->origin == OAUTH_ORIGIN_DCR};
     a.state = oauth_form_get(q, "state", &dup);
     if (dup)
@@ -651,6 +655,7 @@ static void decide(oauth_server_t *s, h2o_req_t *req, const oauth_form_t *fp, co
     memset(&c, 0, sizeof(c));
     snprintf(c.client, sizeof(c.client), "%s", a.client);
     snprintf(c.redirect, sizeof(c.redirect), "%s", a.redirect);
+    c.redirect_omitted = (uint64_t)a.redirect_omitted;
     snprintf(c.challenge, sizeof(c.challenge), "%s", a.challenge);
     snprintf(c.workspace, sizeof(c.workspace), "%s", m->workspace);
     snprintf(c.user, sizeof(c.user), "%s", u.id);

@@ -67,6 +67,7 @@ static const record_field_t code_fields[] = {
     RF_U64_(oauth_code_t, expires_ms, "expires", 0),
     RF_U64_(oauth_code_t, used_ms, "used", 1),
     RF_STR_(oauth_code_t, grant, "grant", 1),
+    RF_U64_(oauth_code_t, redirect_omitted, "noredirect", 1), /* absent in codes of older versions: the redirect is required */
 };
 const record_type_t oauth_record_code = {"code", 1, code_fields, ALY_ARRAY_SIZE(code_fields)};
 

@@ -327,6 +327,41 @@ for my $how (qw(basic post)) {
     ok(!exists $j->{scope} && !exists $j->{registration_access_token}, 'and no scope or registration_access_token');
 }
 
+# ---- redirect_uri at the token endpoint: required only when the authorization request carried it (RFC 6749 4.1.3) ----
+{
+    my $code_for = sub {
+        my ($redirect) = @_;
+        my $f = $o->get_code(client_id => $app->{client_id}, redirect_uri => $redirect, scope => 'read:sites');
+        return $f;
+    };
+    my $redeem = sub {
+        my ($f, @redirect) = @_;
+        return $o->token(grant_type => 'authorization_code', code => $f->{code} // '', code_verifier => $f->{pkce}{verifier},
+            client_id => $app->{client_id}, @redirect);
+    };
+    my $f = $code_for->(undef);
+    like($f->{decision}{location} // '', qr/^\Q$cb\E\?code=/, 'no redirect_uri in the request: the code goes to the client\'s only one');
+    my ($s, undef, $j) = $redeem->($f);
+    is($s, 200, 'and the token request may omit it too') or diag(explain($j));
+    ok($j->{access_token}, 'an access token');
+    ($s) = $redeem->($code_for->(undef), redirect_uri => $cb);
+    is($s, 200, 'or send it, when it is that one');
+    $f = $code_for->(undef);
+    ($s, undef, $j) = $redeem->($f, redirect_uri => "$cb/x");
+    is($j->{error}, 'invalid_grant', 'sent anyway, another one: invalid_grant');
+    ($s, undef, $j) = $redeem->($f, redirect_uri => $cb);
+    is($j->{error}, 'invalid_grant', 'and the code is burned');
+    $f = $code_for->($cb);
+    ($s, undef, $j) = $redeem->($f);
+    is($s, 400, 'the authorization request named redirect_uri, the token request does not: 400');
+    is($j->{error}, 'invalid_request', 'invalid_request');
+    like($j->{error_description} // '', qr/redirect_uri is missing/, 'saying redirect_uri is missing');
+    ($s, undef, $j) = $redeem->($f, redirect_uri => '');
+    is($j->{error}, 'invalid_request', 'an empty redirect_uri is a missing one');
+    ($s) = $redeem->($f, redirect_uri => $cb);
+    is($s, 200, 'those refusals did not spend the code');
+}
+
 # ---- RFC 7009 revocation ----
 {
     my ($t) = $o->tokens(client_id => $app->{client_id}, redirect_uri => $cb, scope => 'read:sites offline_access');

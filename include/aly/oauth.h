@@ -117,8 +117,9 @@ typedef struct oauth_code {
     char client_name[ALY_NAME_MAX];
     uint64_t scopes;
     uint64_t expires_ms;
-    uint64_t used_ms;       /* 0 until redeemed (or burned by a wrong verifier) */
-    char grant[ALY_ID_MAX]; /* what the redemption issued: revoked if the code comes back */
+    uint64_t used_ms;          /* 0 until redeemed (or burned by a wrong verifier) */
+    char grant[ALY_ID_MAX];    /* what the redemption issued: revoked if the code comes back */
+    uint64_t redirect_omitted; /* 1: the authorization request named no redirect_uri, so the token request may omit it */
 } oauth_code_t;
 
 extern const record_type_t oauth_record_client;
@@ -207,6 +208,10 @@ int oauth_grant_list(store_t *st, const char *ws, oauth_each_fn each, void *ctx,
  * (*g the grant, refresh filled with a new refresh token when the grant has
  * offline_access, else ""), 1 refused as invalid_grant (why says why), -1
  * error.
+ *
+ * redirect may be NULL when the authorization request named none (RFC 6749
+ * 4.1.3); when it did, a NULL redirect is 3, changing nothing
+ * (invalid_request).  A redirect given must be the code's, either way.
  *
  * A code is single use: a second redemption revokes the grant the first one
  * issued.  A wrong PKCE verifier burns the code.  A refresh token is rotated
