@@ -617,8 +617,16 @@ static void serve_post(oauth_server_t *s, h2o_req_t *req)
     }
     if (action == NULL || (strcmp(action, "approve") != 0 && strcmp(action, "deny") != 0))
         return oauth_error_page(req, 400, "action must be approve or deny");
-    if (strcmp(action, "deny") == 0)
+    if (strcmp(action, "deny") == 0) {
+        /* A dynamic client hears a denial only through a signed-in browser: a person who typed a password signs in first. */
+        const char *email = oauth_form_get(&f, "email", NULL), *pw = oauth_form_get(&f, "password", NULL);
+        oauth_user_t u;
+        int signed_in = a.dynamic && session_user(s, req, &u) == 0;
+        OPENSSL_cleanse(&u, sizeof(u));
+        if (a.dynamic && !signed_in && email != NULL && email[0] != '\0' && pw != NULL && pw[0] != '\0')
+            return sign_in(s, req, &f, &a, blob, 0);
         return redirect_error(s, req, &a, "access_denied", "the user denied the request");
+    }
     uint64_t ticked = 0;
     for (size_t i = 0; i < f.n; i++) {
         if (strcmp(f.f[i].name, "scope") != 0)
@@ -633,13 +641,19 @@ static void serve_post(oauth_server_t *s, h2o_req_t *req)
     decide(s, req, &f, &a, blob, ticked, &u);
 }
 
-/* The signed-in user's decision on request a: a code back to the client, or the consent page again saying why not. */
+/*
+ * The signed-in user's decision on request a: a code back to the client (or
+ * access_denied, for Deny), or the consent page again saying why not.
+ */
 static void decide(oauth_server_t *s, h2o_req_t *req, const oauth_form_t *fp, const authz_t *ap, const char *blob, uint64_t ticked,
                    const oauth_user_t *up)
 {
     const oauth_form_t f = *fp;
     const authz_t a = *ap;
     const oauth_user_t u = *up;
+    const char *action = oauth_form_get(&f, "action", NULL);
+    if (action != NULL && strcmp(action, "deny") == 0)
+        return send_error_back(s, req, &a, "access_denied", "the user denied the request");
     const char *ws = oauth_form_get(&f, "workspace", NULL);
     const oauth_membership_t *m = NULL;
     for (size_t i = 0; i < u.n_members; i++)

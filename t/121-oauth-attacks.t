@@ -156,7 +156,12 @@ my %early_errors;
     ok(!defined $d->{location}, 'not a redirect to the registered URI');
     like($d->{body}, qr/Access denied/, 'saying access was denied');
     $d = $stranger->decide($pg, action => 'deny', email => 'ann@example.com', password => 'wrong-password');
-    ok(!defined $d->{location}, 'nor when a password is typed (Deny does not sign in)');
+    is($d->{status}, 401, 'Deny with a wrong password: the sign-in fails (401)');
+    ok(!defined $d->{location}, 'and nothing goes back');
+    $d = $stranger->decide($pg, action => 'deny', email => 'dora@example.com', password => 'right-password');
+    is($d->{status}, 302, 'Deny with the right password signs in, and then goes back');
+    like($d->{location} // '', qr/^\Q$phish\E\?error=access_denied&/, 'with access_denied');
+    ok(!exists $d->{params}{code}, 'and no code');
 
     my $si = AlyOAuth->new($srv);
     my (undef, %ok) = req_for(client_id => $dyn->{client_id}, redirect_uri => $cb);
