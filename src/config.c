@@ -110,6 +110,7 @@ static const directive_t directives[] = {
     {"oauth_server", K_ONOFF, F(oauth_server), 0, 0, 0},
     {"oauth_cimd_allow", K_LIST, F(oauth_cimd_allow), 1, 0, 0},
     {"oauth_cimd_ca_file", K_PATH, F(oauth_cimd_ca_file), 0, 0, 0},
+    {"oauth_max_dynamic_clients", K_UINT, F(oauth_max_dynamic_clients), 0, 1, 1000000},
 };
 
 #undef F
@@ -328,6 +329,7 @@ static void set_defaults(aly_config_t *cfg)
     cfg->access_log_flush_ms = 1000;
     cfg->volatile_timeout_ms = 50;
     cfg->oauth_server = -1;
+    cfg->oauth_max_dynamic_clients = 10000;
 }
 
 /* Points ps at the line that set a directive, so cross-directive errors name a line. */

@@ -3,7 +3,8 @@
  *
  * client_id and redirect_uri are settled first, and a bad one gets an HTML
  * error page, never a redirect: only a redirect URI the client registered
- * (or its metadata document lists) ever receives anything.  The validated
+ * (or its metadata document lists) ever receives anything, and a dynamic
+ * client's only through a browser signed in here.  The validated
  * request travels to the POST inside the form as a MAC'd blob ("request"),
  * so the decision needs no server-side state and cannot be edited; the CSRF
  * token is a MAC of that blob and a random cookie of this browser, so a form
@@ -35,14 +36,9 @@
 typedef struct authz {
     const char *client, *client_name, *redirect, *state, *challenge;
     uint64_t scopes;
+    int redirect_omitted; /* the request named no redirect_uri (the client's only one): the token request need not either */
+    int dynamic;          /* the client came from dynamic registration (not sealed: read from the client each time) */
 } authz_t;
-
-static void redirect_error(oauth_server_t *s, h2o_req_t *req, const authz_t *a, const char *error, const char *desc)
-{
-    char params[400];
-    snprintf(params, sizeof(params), "error=%s&error_description=%s", error, oauth_urlenc(&req->pool, desc));
-    oauth_redirect_back(s, req, a->redirect, params, a->state);
-}
 
 /* ---- the request blob, cookies ---- */
 
@@ -59,8 +55,8 @@ static const char *mac_b64(oauth_server_t *s, h2o_mem_pool_t *pool, const char *
 
 static const char *seal_request(oauth_server_t *s, h2o_req_t *req, const authz_t *a)
 {
-    json_t *j = json_pack("{s:s, s:s, s:s, s:s?, s:s, s:I, s:I}", "c", a->client, "n", a->client_name, "r", a->redirect, "s",
-                          a->state, "ch", a->challenge, "sc", (json_int_t)a->scopes, "t",
+    json_t *j = json_pack("{s:s, s:s, s:s, s:b, s:s?, s:s, s:I, s:I}", "c", a->client, "n", a->client_name, "r", a->redirect, "o",
+                          a->redirect_omitted, "s", a->state, "ch", a->challenge, "sc", (json_int_t)a->scopes, "t",
                           (json_int_t)(aly_wall_ms() + REQUEST_TTL_MS));
     char *text = j != NULL ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
@@ -102,6 +98,8 @@ static int open_request(oauth_server_t *s, h2o_req_t *req, const char *blob, aut
         a->state = f[3] != NULL ? h2o_strdup(&req->pool, f[3], SIZE_MAX).base : NULL;
         a->challenge = h2o_strdup(&req->pool, f[4], SIZE_MAX).base;
         a->scopes = (uint64_t)json_integer_value(json_object_get(j, "sc"));
+        a->redirect_omitted = json_is_true(json_object_get(j, "o"));
+        a->dynamic = 0;
     }
     json_decref(j);
     return ok ? 0 : -1;
@@ -159,7 +157,14 @@ static const char *csrf_token(oauth_server_t *s, h2o_req_t *req, const char *ck,
     return mac_b64(s, &req->pool, "csrf", data);
 }
 
-/* The user the session cookie names, when its MAC, expiry and password generation hold: 0, else -1. */
+/*
+ * The sign-in cookie: b64url(email) "." user id "." expiry "." password
+ * generation "." MAC of all that.  The email finds the account; the id must
+ * then be that account's, because one removed and added again under the same
+ * email is another account whose generation may stand where the old one's did.
+ */
+
+/* The user the session cookie names, when its MAC, expiry, account id and password generation hold: 0, else -1. */
 static int session_user(oauth_server_t *s, h2o_req_t *req, oauth_user_t *u)
 {
     const char *c = cookie(req, SESSION_COOKIE), *last = c != NULL ? strrchr(c, '.') : NULL;
@@ -170,9 +175,13 @@ static int session_user(oauth_server_t *s, h2o_req_t *req, oauth_user_t *u)
         return -1;
     char email[OAUTH_EMAIL_MAX + 1];
     unsigned long long exp, gen;
-    size_t el = strcspn(body, ".");
+    size_t el = strcspn(body, "."), il = body[el] == '.' ? strcspn(body + el + 1, ".") : 0;
+    const char *id = body + el + 1;
+    if (il == 0 || il >= ALY_ID_MAX || id[il] != '.' || sscanf(id + il + 1, "%llu.%llu", &exp, &gen) != 2 ||
+        exp * 1000 < aly_wall_ms())
+        return -1;
     long n = aly_b64url_decode(body, el, (unsigned char *)email, sizeof(email) - 1);
-    if (n <= 0 || body[el] != '.' || sscanf(body + el + 1, "%llu.%llu", &exp, &gen) != 2 || exp * 1000 < aly_wall_ms())
+    if (n <= 0)
         return -1;
     email[n] = '\0';
     store_txn_t t;
@@ -181,14 +190,14 @@ static int session_user(oauth_server_t *s, h2o_req_t *req, oauth_user_t *u)
         return -1;
     int rc = oauth_user_get(&t, email, u, &err);
     store_abort(&t);
-    return rc == 0 && u->generation == gen ? 0 : -1;
+    return rc == 0 && u->generation == gen && strlen(u->id) == il && CRYPTO_memcmp(u->id, id, il) == 0 ? 0 : -1;
 }
 
 static void start_session(oauth_server_t *s, h2o_req_t *req, const oauth_user_t *u)
 {
     char email[400], body[600];
     email[aly_b64url_encode((const unsigned char *)u->email, strlen(u->email), email)] = '\0';
-    snprintf(body, sizeof(body), "%s.%llu.%llu", email, (unsigned long long)(aly_wall_ms() / 1000 + SESSION_TTL_S),
+    snprintf(body, sizeof(body), "%s.%s.%llu.%llu", email, u->id, (unsigned long long)(aly_wall_ms() / 1000 + SESSION_TTL_S),
              (unsigned long long)u->generation);
     const char *mac = mac_b64(s, &req->pool, "session", body);
     if (mac == NULL)
@@ -198,6 +207,51 @@ static void start_session(oauth_server_t *s, h2o_req_t *req, const oauth_user_t 
     snprintf(v, n, "%s.%s", body, mac);
     set_cookie(req, SESSION_COOKIE, v, SESSION_TTL_S);
 }
+
+/* ---- errors once the redirect URI is settled ---- */
+
+/* A denial that is not sent back to the client: said here instead. */
+static void denied_page(h2o_req_t *req, const authz_t *a)
+{
+    oauth_page_t p = {0};
+    oauth_page_begin(&p, "Access denied");
+    oauth_page_add(&p, "<h1>Access denied</h1>\n<p>%s was given no access to Aly. You can close this page.</p></body></html>\n",
+                   oauth_html(&req->pool, a->client_name));
+    oauth_page_send(req, 200, NULL, &p);
+}
+
+/*
+ * An error of a request whose client and redirect URI are settled goes back
+ * to that URI (RFC 6749 4.1.2.1), with state and iss.  But anyone may
+ * register a dynamic client with a redirect URI of their choosing, and a link
+ * to /oauth/authorize that fails at once would then make this server redirect
+ * whoever follows it there, under its own name (RFC 9700 4.11.2).  So for a
+ * dynamic client an error goes back only to a browser signed in here, and is
+ * shown on a page of this server otherwise.  Clients created with alyctl (the
+ * operator's) and metadata documents of oauth_cimd_allow hosts are trusted
+ * with their redirect URIs.
+ */
+static void send_error_back(oauth_server_t *s, h2o_req_t *req, const authz_t *a, const char *error, const char *desc)
+{
+    char params[400];
+    snprintf(params, sizeof(params), "error=%s&error_description=%s", error, oauth_urlenc(&req->pool, desc));
+    oauth_redirect_back(s, req, a->redirect, params, a->state);
+}
+
+static void redirect_error(oauth_server_t *s, h2o_req_t *req, const authz_t *a, const char *error, const char *desc)
+{
+    oauth_user_t u;
+    if (a->dynamic) {
+        int signed_in = session_user(s, req, &u) == 0;
+        OPENSSL_cleanse(&u, sizeof(u));
+        if (!signed_in && strcmp(error, "access_denied") == 0)
+            return denied_page(req, a);
+        if (!signed_in)
+            return oauth_error_page(req, 400, "%s (%s)", desc, error);
+    }
+    send_error_back(s, req, a, error, desc);
+}
+
 /* ---- the consent page ---- */
 
 /* user: the signed-in user (NULL: ask for email and password); chosen: the scopes to show ticked. */
@@ -260,6 +314,7 @@ static void continue_get(oauth_server_t *s, h2o_req_t *req, const oauth_form_t *
 {
     int dup = 0;
     const char *redirect = oauth_form_get(q, "redirect_uri", &dup);
+    int omitted = redirect == NULL;
     if (dup)
         return oauth_error_page(req, 400, "redirect_uri appears more than once");
     if (redirect == NULL) {
@@ -270,7 +325,11 @@ static void continue_get(oauth_server_t *s, h2o_req_t *req, const oauth_form_t *
         return oauth_error_page(req, 400, "redirect_uri \"%.300s\" is not one this client registered (they must match exactly)",
                                 redirect);
     }
-    authz_t a = {.client = c->id, .client_name = c->name[0] ? c->name : c->id, .redirect = redirect};
+    authz_t a = {.client = c->id,
+                 .client_name = c->name[0] ? c->name : c->id,
+                 .redirect = redirect,
+                 .redirect_omitted = omitted,
+                 .dynamic = c->origin == OAUTH_ORIGIN_DCR};
     a.state = oauth_form_get(q, "state", &dup);
     if (dup)
         return redirect_error(s, req, &a, "invalid_request", "state appears more than once");
@@ -463,14 +522,14 @@ static void on_signing_gone(void *obj)
 static void sign_in(oauth_server_t *s, h2o_req_t *req, const oauth_form_t *f, const authz_t *a, const char *blob, uint64_t ticked)
 {
     const char *email = oauth_form_get(f, "email", NULL), *pw = oauth_form_get(f, "password", NULL);
-    char peer[HTTP_CLIENT_TEXT];
+    char peer[OAUTH_PEER_KEY];
     uint64_t retry = 0;
     if (email == NULL || pw == NULL || email[0] == '\0')
         return consent_page(s, req, 401, a, blob, NULL, ticked, "sign in with your email and password");
     signing_t *g = h2o_mem_alloc_shared(NULL, sizeof(*g), NULL);
     memset(g, 0, sizeof(*g));
     *g = (signing_t){.s = s, .req = req, .f = *f, .a = *a, .blob = blob, .ticked = ticked};
-    http_client_text(req, peer);
+    oauth_peer_key(req, peer);
     snprintf(g->ka, sizeof(g->ka), "l:a:%s", peer);
     snprintf(g->ku, sizeof(g->ku), "l:u:%.254s", email);
     for (char *p = g->ku + 4; *p; p++)
@@ -554,11 +613,20 @@ static void serve_post(oauth_server_t *s, h2o_req_t *req)
         }
         if (rc != 0 || !oauth_client_has_redirect(&c, a.redirect))
             return oauth_error_page(req, 400, "this client is no longer registered here");
+        a.dynamic = c.origin == OAUTH_ORIGIN_DCR;
     }
     if (action == NULL || (strcmp(action, "approve") != 0 && strcmp(action, "deny") != 0))
         return oauth_error_page(req, 400, "action must be approve or deny");
-    if (strcmp(action, "deny") == 0)
+    if (strcmp(action, "deny") == 0) {
+        /* A dynamic client hears a denial only through a signed-in browser: a person who typed a password signs in first. */
+        const char *email = oauth_form_get(&f, "email", NULL), *pw = oauth_form_get(&f, "password", NULL);
+        oauth_user_t u;
+        int signed_in = a.dynamic && session_user(s, req, &u) == 0;
+        OPENSSL_cleanse(&u, sizeof(u));
+        if (a.dynamic && !signed_in && email != NULL && email[0] != '\0' && pw != NULL && pw[0] != '\0')
+            return sign_in(s, req, &f, &a, blob, 0);
         return redirect_error(s, req, &a, "access_denied", "the user denied the request");
+    }
     uint64_t ticked = 0;
     for (size_t i = 0; i < f.n; i++) {
         if (strcmp(f.f[i].name, "scope") != 0)
@@ -573,13 +641,19 @@ static void serve_post(oauth_server_t *s, h2o_req_t *req)
     decide(s, req, &f, &a, blob, ticked, &u);
 }
 
-/* The signed-in user's decision on request a: a code back to the client, or the consent page again saying why not. */
+/*
+ * The signed-in user's decision on request a: a code back to the client (or
+ * access_denied, for Deny), or the consent page again saying why not.
+ */
 static void decide(oauth_server_t *s, h2o_req_t *req, const oauth_form_t *fp, const authz_t *ap, const char *blob, uint64_t ticked,
                    const oauth_user_t *up)
 {
     const oauth_form_t f = *fp;
     const authz_t a = *ap;
     const oauth_user_t u = *up;
+    const char *action = oauth_form_get(&f, "action", NULL);
+    if (action != NULL && strcmp(action, "deny") == 0)
+        return send_error_back(s, req, &a, "access_denied", "the user denied the request");
     const char *ws = oauth_form_get(&f, "workspace", NULL);
     const oauth_membership_t *m = NULL;
     for (size_t i = 0; i < u.n_members; i++)
@@ -595,6 +669,7 @@ static void decide(oauth_server_t *s, h2o_req_t *req, const oauth_form_t *fp, co
     memset(&c, 0, sizeof(c));
     snprintf(c.client, sizeof(c.client), "%s", a.client);
     snprintf(c.redirect, sizeof(c.redirect), "%s", a.redirect);
+    c.redirect_omitted = (uint64_t)a.redirect_omitted;
     snprintf(c.challenge, sizeof(c.challenge), "%s", a.challenge);
     snprintf(c.workspace, sizeof(c.workspace), "%s", m->workspace);
     snprintf(c.user, sizeof(c.user), "%s", u.id);
@@ -605,7 +680,7 @@ static void decide(oauth_server_t *s, h2o_req_t *req, const oauth_form_t *fp, co
     aly_err_t err;
     if (oauth_code_issue(s->store, s->pepper, &c, code, sizeof(code), &err) != 0) {
         log_error("authorize: %s", err.msg);
-        return redirect_error(s, req, &a, "temporarily_unavailable", "the authorization cannot be stored now");
+        return send_error_back(s, req, &a, "temporarily_unavailable", "the authorization cannot be stored now");
     }
     snprintf(params, sizeof(params), "code=%s", code);
     oauth_redirect_back(s, req, a.redirect, params, a.state);

@@ -194,11 +194,15 @@ int oauth_code_redeem(store_t *st, auth_pepper_t *p, const char *code, const cha
         store_abort(&t);
         return aly_errf(why, "the authorization code has expired (codes live 60 s)"), 1;
     }
+    if (redirect == NULL && !c.redirect_omitted) {
+        store_abort(&t);
+        return aly_errf(why, "redirect_uri is missing: the authorization request named one, so this request must too"), 3;
+    }
     c.used_ms = now;
-    if (redirect == NULL || strcmp(c.redirect, redirect) != 0 || verifier == NULL || !pkce_ok(verifier, c.challenge)) {
-        aly_errf(why, redirect == NULL || strcmp(c.redirect, redirect) != 0
-                          ? "redirect_uri does not match the authorization request"
-                          : "code_verifier does not match the code_challenge (PKCE S256)");
+    int redirect_wrong = redirect != NULL && strcmp(c.redirect, redirect) != 0;
+    if (redirect_wrong || verifier == NULL || !pkce_ok(verifier, c.challenge)) {
+        aly_errf(why, redirect_wrong ? "redirect_uri does not match the authorization request"
+                                     : "code_verifier does not match the code_challenge (PKCE S256)");
         return burn_code(&t, k, &c, why);
     }
     /*

@@ -16,6 +16,7 @@
 
 #include "aly/http.h"
 #include "aly/log.h"
+#include "aly/ratelimit.h"
 #include "aly/scope.h"
 
 /* ---- forms ---- */
@@ -226,6 +227,22 @@ int oauth_limit_take(store_t *st, const char *key, unsigned max, uint64_t window
 void oauth_limit_give_back(store_t *st, const char *key, uint64_t window_ms)
 {
     limit_add(st, key, -1, 0, window_ms, NULL);
+}
+
+void oauth_peer_key(h2o_req_t *req, char out[OAUTH_PEER_KEY])
+{
+    struct sockaddr_storage ss;
+    socklen_t len = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
+    ratelimit_addr_t a;
+    ratelimit_address(len != 0 ? (struct sockaddr *)&ss : NULL, &a);
+    if (a.len < 4) {
+        strcpy(out, "-");
+        return;
+    }
+    /* key: "a:", the family ('4' or '6'), then the 4 or 8 address bytes. */
+    size_t o = (size_t)snprintf(out, OAUTH_PEER_KEY, "%c:", a.key[2]);
+    for (size_t i = 3; i < a.len && o + 2 < OAUTH_PEER_KEY; i++, o += 2)
+        snprintf(out + o, OAUTH_PEER_KEY - o, "%02x", a.key[i]);
 }
 
 /* ---- bodies and client authentication ---- */

@@ -3,7 +3,8 @@
  * 2026-07-28 but what 2025-era clients still do.  Public (none) and
  * confidential (client_secret_post, client_secret_basic) clients, native or
  * web, with redirect URIs that are https or loopback http only; limited per
- * address; a client unused for OAUTH_DCR_IDLE_MS is gone.
+ * address and in number; a client unused for OAUTH_DCR_IDLE_MS is gone.  The
+ * answer describes the stored client, never the request.
  */
 #include <jansson.h>
 #include <openssl/crypto.h>
@@ -46,9 +47,9 @@ void oauth_serve_register(void *data, h2o_req_t *req)
     oauth_server_t *s = data;
     if (oauth_server_off(s, req))
         return;
-    char peer[HTTP_CLIENT_TEXT], key[80];
+    char peer[OAUTH_PEER_KEY], key[80];
     uint64_t retry;
-    http_client_text(req, peer);
+    oauth_peer_key(req, peer);
     snprintf(key, sizeof(key), "g:%s", peer);
     if (oauth_limit_over(s->store, key, REGISTER_MAX, REGISTER_WINDOW_MS, &retry)) {
         char ra[24];
@@ -109,26 +110,40 @@ void oauth_serve_register(void *data, h2o_req_t *req)
     const char *mname = method != NULL ? json_string_value(method) : "none"; /* lives as long as m */
     c.auth_method = strcmp(mname, "client_secret_post") == 0 ? 1 : strcmp(mname, "client_secret_basic") == 0 ? 2 : 0;
     c.kind = c.auth_method != 0 ? OAUTH_CLIENT_CONFIDENTIAL : OAUTH_CLIENT_PUBLIC;
-    c.origin = OAUTH_ORIGIN_DCR;
     if (name != NULL)
         snprintf(c.name, sizeof(c.name), "%s", json_string_value(name));
     char secret[64] = "";
     aly_err_t err;
-    if (oauth_client_create(s->store, s->pepper, &c, secret, sizeof(secret), &err) != 0) {
-        json_decref(m);
+    int rc = oauth_client_register(s->store, s->pepper, &c, secret, sizeof(secret), s->cfg->oauth_max_dynamic_clients, &err);
+    json_decref(m);
+    if (rc != 0) {
+        OPENSSL_cleanse(secret, sizeof(secret));
+        if (rc == 1) {
+            oauth_send_error(req, 400, "invalid_client_metadata",
+                             "this server holds as many dynamically registered clients as it keeps (%u, "
+                             "oauth_max_dynamic_clients): retry once unused ones expire, or ask its operator to register "
+                             "this application (alyctl oauth clients create)",
+                             s->cfg->oauth_max_dynamic_clients);
+            return;
+        }
         log_error("register: %s", err.msg);
         oauth_send_error(req, 503, "temporarily_unavailable", "the client cannot be stored now; retry");
         return;
     }
-    json_t *out = json_deep_copy(m);
-    json_decref(m);
-    json_object_set_new(out, "client_id", json_string(c.id));
-    json_object_set_new(out, "client_id_issued_at", json_integer((json_int_t)(c.created_ms / 1000)));
-    json_object_set_new(out, "token_endpoint_auth_method", json_string(methods[c.auth_method]));
-    if (json_object_get(out, "grant_types") == NULL)
-        json_object_set_new(out, "grant_types", json_pack("[ss]", "authorization_code", "refresh_token"));
-    if (json_object_get(out, "response_types") == NULL)
-        json_object_set_new(out, "response_types", json_pack("[s]", "code"));
+    /*
+     * The answer is the stored client and nothing else (RFC 7591 3.2.1): a
+     * field of the request that was not kept (a client_secret or scope of the
+     * client's choosing, a registration_access_token) is not echoed as if
+     * issued.  Every client may use both grants, whatever it asked.
+     */
+    json_t *stored = json_array();
+    for (size_t i = 0; i < c.n_redirects; i++)
+        json_array_append_new(stored, json_string(c.redirects[i].uri));
+    json_t *out = json_pack("{s:s, s:I, s:o, s:s, s:[ss], s:[s]}", "client_id", c.id, "client_id_issued_at",
+                            (json_int_t)(c.created_ms / 1000), "redirect_uris", stored, "token_endpoint_auth_method",
+                            methods[c.auth_method], "grant_types", "authorization_code", "refresh_token", "response_types", "code");
+    if (c.name[0] != '\0')
+        json_object_set_new(out, "client_name", json_string(c.name));
     if (secret[0] != '\0') {
         json_object_set_new(out, "client_secret", json_string(secret));
         json_object_set_new(out, "client_secret_expires_at", json_integer(0));

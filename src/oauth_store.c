@@ -67,6 +67,7 @@ static const record_field_t code_fields[] = {
     RF_U64_(oauth_code_t, expires_ms, "expires", 0),
     RF_U64_(oauth_code_t, used_ms, "used", 1),
     RF_STR_(oauth_code_t, grant, "grant", 1),
+    RF_U64_(oauth_code_t, redirect_omitted, "noredirect", 1), /* absent in codes of older versions: the redirect is required */
 };
 const record_type_t oauth_record_code = {"code", 1, code_fields, ALY_ARRAY_SIZE(code_fields)};
 
@@ -219,9 +220,19 @@ int oauth_user_passwd(store_t *st, const char *email, const char *password, aly_
 
 typedef struct revoke_scan {
     const char *user, *client;
+    const char (*clients)[OAUTH_URI_MAX]; /* when not NULL: grants of any of these n_clients */
+    size_t n_clients;
     char (*ids)[ALY_ID_MAX];
     size_t n, cap;
 } revoke_scan_t;
+
+static int client_listed(const revoke_scan_t *r, const char *client)
+{
+    for (size_t i = 0; i < r->n_clients; i++)
+        if (strcmp(r->clients[i], client) == 0)
+            return 1;
+    return 0;
+}
 
 static int collect_grant(void *ctx, const store_val_t *key, void *rec)
 {
@@ -229,7 +240,7 @@ static int collect_grant(void *ctx, const store_val_t *key, void *rec)
     revoke_scan_t *r = ctx;
     oauth_grant_t *g = rec;
     if (g->revoked_ms != 0 || (r->user != NULL && strcmp(g->user, r->user) != 0) ||
-        (r->client != NULL && strcmp(g->client, r->client) != 0))
+        (r->client != NULL && strcmp(g->client, r->client) != 0) || (r->clients != NULL && !client_listed(r, g->client)))
         return 0;
     if (r->n == r->cap) {
         r->cap = r->cap ? r->cap * 2 : 16;
@@ -241,17 +252,23 @@ static int collect_grant(void *ctx, const store_val_t *key, void *rec)
     return 0;
 }
 
+/* Revokes every live grant r selects (inside the write transaction t). */
+static int revoke_selected(store_txn_t *t, revoke_scan_t *r, aly_err_t *err)
+{
+    oauth_grant_t g;
+    store_records_t sr = {&oauth_record_grant, &g, collect_grant, NULL, r};
+    int rc = store_scan_records(t, DB_OAUTH_GRANTS, "g/", 2, NULL, 0, &sr, err);
+    for (size_t i = 0; rc == 0 && i < r->n; i++)
+        rc = oauth_grant_revoke_in(t, r->ids[i], err) < 0 ? -1 : 0;
+    free(r->ids);
+    return rc == 0 ? auth_bump_revocations(t, err) : -1;
+}
+
 /* Revokes every live grant of user or client (inside the write transaction t). */
 static int revoke_matching(store_txn_t *t, const char *user, const char *client, aly_err_t *err)
 {
-    oauth_grant_t g;
-    revoke_scan_t r = {user, client, NULL, 0, 0};
-    store_records_t sr = {&oauth_record_grant, &g, collect_grant, NULL, &r};
-    int rc = store_scan_records(t, DB_OAUTH_GRANTS, "g/", 2, NULL, 0, &sr, err);
-    for (size_t i = 0; rc == 0 && i < r.n; i++)
-        rc = oauth_grant_revoke_in(t, r.ids[i], err) < 0 ? -1 : 0;
-    free(r.ids);
-    return rc == 0 ? auth_bump_revocations(t, err) : -1;
+    revoke_scan_t r = {.user = user, .client = client};
+    return revoke_selected(t, &r, err);
 }
 
 int oauth_user_remove(store_t *st, const char *email, aly_err_t *err)
@@ -355,21 +372,24 @@ int oauth_client_has_redirect(const oauth_client_t *c, const char *uri)
     return 0;
 }
 
+/* A dynamic client unused for OAUTH_DCR_IDLE_MS: unknown from then on, and deleted by the next sweep. */
+static int dcr_idle(const oauth_client_t *c, uint64_t now)
+{
+    uint64_t seen = c->last_used_ms > c->created_ms ? c->last_used_ms : c->created_ms;
+    return c->origin == OAUTH_ORIGIN_DCR && now - seen > OAUTH_DCR_IDLE_MS;
+}
+
 int oauth_client_get(store_txn_t *t, const char *id, oauth_client_t *out, aly_err_t *err)
 {
     size_t n = strlen(id);
     if (n == 0 || n >= OAUTH_URI_MAX)
         return 1;
     int rc = store_get_record(t, DB_OAUTH_CLIENTS, id, n, &oauth_record_client, out, err);
-    if (rc == 0 && out->origin == OAUTH_ORIGIN_DCR) {
-        uint64_t seen = out->last_used_ms > out->created_ms ? out->last_used_ms : out->created_ms;
-        if (aly_wall_ms() - seen > OAUTH_DCR_IDLE_MS)
-            return 1;
-    }
-    return rc;
+    return rc == 0 && dcr_idle(out, aly_wall_ms()) ? 1 : rc;
 }
 
-int oauth_client_create(store_t *st, auth_pepper_t *p, oauth_client_t *c, char *secret, size_t slen, aly_err_t *err)
+/* Checks c and sets what creation gives it: id, times, and for a confidential client secret and its HMAC. */
+static int client_prepare(auth_pepper_t *p, oauth_client_t *c, char *secret, size_t slen, aly_err_t *err)
 {
     if (c->n_redirects == 0 || c->n_redirects > OAUTH_MAX_REDIRECTS)
         return aly_errf(err, "a client needs 1 to %d redirect URIs", OAUTH_MAX_REDIRECTS);
@@ -389,6 +409,13 @@ int oauth_client_create(store_t *st, auth_pepper_t *p, oauth_client_t *c, char *
         if (oauth_mac(p, "client-secret", secret, strlen(secret), c->secret_hash, err) != 0)
             return -1;
     }
+    return 0;
+}
+
+int oauth_client_create(store_t *st, auth_pepper_t *p, oauth_client_t *c, char *secret, size_t slen, aly_err_t *err)
+{
+    if (client_prepare(p, c, secret, slen, err) != 0)
+        return -1;
     store_txn_t t;
     if (store_begin(st, STORE_WRITE, &t, err) != 0)
         return -1;
@@ -397,12 +424,122 @@ int oauth_client_create(store_t *st, auth_pepper_t *p, oauth_client_t *c, char *
                         err);
 }
 
+/*
+ * The dynamic clients' tally ("d/dynamic" in DB_OAUTH_GRANTS): how many are
+ * live, counted by the last sweep and kept since by each registration and
+ * removal, and when that sweep was (0: it stopped at its batch, so the next
+ * registration goes on with it).  A registration reads one record to know
+ * whether it is over the cap, instead of reading every client.
+ */
+typedef struct dcr_tally {
+    uint64_t live;
+    uint64_t swept_ms;
+} dcr_tally_t;
+
+static const record_field_t tally_fields[] = {
+    RF_U64_(dcr_tally_t, live, "live", 0),
+    RF_U64_(dcr_tally_t, swept_ms, "swept", 0),
+};
+static const record_type_t record_tally = {"dcr-tally", 1, tally_fields, ALY_ARRAY_SIZE(tally_fields)};
+static const char tally_key[] = "d/dynamic";
+
+typedef struct sweep {
+    uint64_t now, live;
+    char (*idle)[OAUTH_URI_MAX]; /* OAUTH_DCR_SWEEP_MAX of them */
+    size_t n;
+    int more; /* idle ones left for the next sweep */
+} sweep_t;
+
+static int sweep_client(void *ctx, const store_val_t *key, void *rec)
+{
+    sweep_t *s = ctx;
+    const oauth_client_t *c = rec;
+    if (c->origin != OAUTH_ORIGIN_DCR)
+        return 0;
+    if (!dcr_idle(c, s->now))
+        s->live++;
+    else if (s->n == OAUTH_DCR_SWEEP_MAX || key->len >= OAUTH_URI_MAX)
+        s->more = 1;
+    else
+        snprintf(s->idle[s->n++], OAUTH_URI_MAX, "%.*s", (int)key->len, (const char *)key->data);
+    return 0;
+}
+
+/*
+ * Deletes idle dynamic clients (a batch) and revokes their grants, as
+ * clients remove does, and counts the live ones into *n.  Every client is
+ * read: a registration does this at most once per OAUTH_DCR_SWEEP_MS.
+ */
+static int sweep_dynamic(store_txn_t *t, uint64_t now, dcr_tally_t *n, aly_err_t *err)
+{
+    sweep_t s = {.now = now};
+    s.idle = calloc(OAUTH_DCR_SWEEP_MAX, sizeof(*s.idle));
+    if (s.idle == NULL)
+        abort();
+    oauth_client_t tmp;
+    store_records_t r = {&oauth_record_client, &tmp, sweep_client, NULL, &s};
+    int rc = store_scan_records(t, DB_OAUTH_CLIENTS, "", 0, NULL, 0, &r, err);
+    for (size_t i = 0; rc == 0 && i < s.n; i++)
+        rc = store_del(t, DB_OAUTH_CLIENTS, s.idle[i], strlen(s.idle[i]), err) < 0 ? -1 : 0;
+    if (rc == 0 && s.n > 0) {
+        revoke_scan_t g = {.clients = (const char(*)[OAUTH_URI_MAX])s.idle, .n_clients = s.n};
+        rc = revoke_selected(t, &g, err);
+    }
+    free(s.idle);
+    n->live = s.live;
+    n->swept_ms = s.more ? 0 : now;
+    return rc;
+}
+
+int oauth_client_register(store_t *st, auth_pepper_t *p, oauth_client_t *c, char *secret, size_t slen, unsigned max, aly_err_t *err)
+{
+    c->origin = OAUTH_ORIGIN_DCR;
+    if (client_prepare(p, c, secret, slen, err) != 0)
+        return -1;
+    store_txn_t t;
+    if (store_begin(st, STORE_WRITE, &t, err) != 0)
+        return -1;
+    dcr_tally_t n = {0, 0};
+    uint64_t now = aly_wall_ms();
+    int rc = store_get_record(&t, DB_OAUTH_GRANTS, tally_key, sizeof(tally_key) - 1, &record_tally, &n, err), changed = 0;
+    if (rc == 1 || (rc == 0 && now - n.swept_ms >= OAUTH_DCR_SWEEP_MS)) {
+        rc = sweep_dynamic(&t, now, &n, err);
+        changed = 1;
+    }
+    int full = rc == 0 && n.live >= max;
+    if (rc == 0 && !full) {
+        rc = store_put_record(&t, DB_OAUTH_CLIENTS, c->id, strlen(c->id), &oauth_record_client, c, 1, err) == 0 ? 0 : -1;
+        n.live++;
+        changed = 1;
+    }
+    if (rc == 0 && changed)
+        rc = store_put_record(&t, DB_OAUTH_GRANTS, tally_key, sizeof(tally_key) - 1, &record_tally, &n, 0, err);
+    if (rc == 0 && !changed) {
+        store_abort(&t);
+        return 1;
+    }
+    if (store_finish(&t, rc, err) != 0)
+        return -1;
+    return full ? 1 : 0;
+}
+
 int oauth_client_remove(store_t *st, const char *id, aly_err_t *err)
 {
     store_txn_t t;
+    oauth_client_t c;
+    dcr_tally_t n;
+    int rc = 0;
     if (store_begin(st, STORE_WRITE | STORE_RESERVE, &t, err) != 0)
         return -1;
-    int rc = store_del(&t, DB_OAUTH_CLIENTS, id, strlen(id), err);
+    /* A live dynamic client leaves the tally now, so removing some makes room at once. */
+    if (store_get_record(&t, DB_OAUTH_CLIENTS, id, strlen(id), &oauth_record_client, &c, err) == 0 &&
+        c.origin == OAUTH_ORIGIN_DCR && !dcr_idle(&c, aly_wall_ms()) &&
+        store_get_record(&t, DB_OAUTH_GRANTS, tally_key, sizeof(tally_key) - 1, &record_tally, &n, err) == 0 && n.live > 0) {
+        n.live--;
+        rc = store_put_record(&t, DB_OAUTH_GRANTS, tally_key, sizeof(tally_key) - 1, &record_tally, &n, 0, err);
+    }
+    if (rc == 0)
+        rc = store_del(&t, DB_OAUTH_CLIENTS, id, strlen(id), err);
     if (rc == 0)
         rc = revoke_matching(&t, NULL, id, err);
     return store_finish(&t, rc, err);

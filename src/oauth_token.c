@@ -120,10 +120,13 @@ void oauth_serve_token(void *data, h2o_req_t *req)
     const char *want = NULL; /* refresh_token: the narrower scope asked for, if any */
     uint64_t asked = 0;
     if (strcmp(type, "authorization_code") == 0) {
-        const char *code = param(req, &form, "code", 1, &failed), *redirect = param(req, &form, "redirect_uri", 1, &failed),
+        /* redirect_uri is required only when the authorization request carried it: the code knows (RFC 6749 4.1.3). */
+        const char *code = param(req, &form, "code", 1, &failed), *redirect = param(req, &form, "redirect_uri", 0, &failed),
                    *verifier = param(req, &form, "code_verifier", 1, &failed);
         if (failed)
             return;
+        if (redirect != NULL && redirect[0] == '\0') /* a parameter without a value is one omitted (RFC 6749 3.1) */
+            redirect = NULL;
         rc = oauth_code_redeem(s->store, s->pepper, code, client, redirect, verifier, &g, refresh, sizeof(refresh), &why);
     } else if (strcmp(type, "refresh_token") == 0) {
         const char *rt = param(req, &form, "refresh_token", 1, &failed);
@@ -139,8 +142,8 @@ void oauth_serve_token(void *data, h2o_req_t *req)
         oauth_send_error(req, 400, "unsupported_grant_type", "grant_type must be authorization_code or refresh_token");
         return;
     }
-    if (rc == 1 || rc == 2) {
-        oauth_send_error(req, 400, rc == 1 ? "invalid_grant" : "invalid_scope", "%s", why.msg);
+    if (rc == 1 || rc == 2 || rc == 3) {
+        oauth_send_error(req, 400, rc == 1 ? "invalid_grant" : rc == 2 ? "invalid_scope" : "invalid_request", "%s", why.msg);
         return;
     }
     if (rc != 0) {

@@ -301,6 +301,65 @@ for my $how (qw(basic post)) {
     my ($s2) = $o->token(grant_type => 'authorization_code', code => $f->{code}, redirect_uri => $cb,
         code_verifier => $f->{pkce}{verifier}, curl => [ '-u', "$j->{client_id}:$j->{client_secret}" ]);
     is($s2, 200, 'and authenticates with client_secret_basic');
+
+    # The answer is what was stored, never an echo of the request (RFC 7591 3.2.1).
+    my %chosen = (client_secret => 'aly_cs_chosenbytheclient00000000000', client_secret_expires_at => 4102444800,
+        scope => 'admin:everything', registration_access_token => 'rat-of-my-own', registration_client_uri => 'https://evil.example/',
+        logo_uri => 'https://evil.example/logo.png', client_id => 'cli_mine', client_id_issued_at => 1);
+    ($s, $j) = $reg->({ redirect_uris => [$cb], client_name => 'Echo', token_endpoint_auth_method => 'none',
+        grant_types => ['authorization_code'], application_type => 'web', %chosen });
+    is($s, 201, 'a registration carrying fields the server does not issue: 201');
+    is_deeply([ sort keys %$j ], [ sort qw(client_id client_id_issued_at client_name redirect_uris token_endpoint_auth_method
+        grant_types response_types) ], 'the answer holds what was stored, and none of the fields the client chose to send');
+    isnt($j->{client_id}, 'cli_mine', 'the client_id is the issued one');
+    ok(abs(($j->{client_id_issued_at} // 0) - time) < 600, 'issued now');
+    is_deeply($j->{redirect_uris}, [$cb], 'redirect_uris as stored');
+    is($j->{token_endpoint_auth_method}, 'none', 'token_endpoint_auth_method none');
+    is_deeply($j->{grant_types}, [qw(authorization_code refresh_token)], 'grant_types: what the server lets every client use');
+    my ($st3, undef, $j3) = $o->token(grant_type => 'authorization_code', code => 'x', redirect_uri => $cb, code_verifier => 'y' x 43,
+        client_id => $j->{client_id}, client_secret => $chosen{client_secret});
+    is($j3->{error}, 'invalid_client', 'the secret the client chose is not one: invalid_client');
+    ($s, $j) = $reg->({ redirect_uris => [$cb], client_name => 'Echo Conf', token_endpoint_auth_method => 'client_secret_post', %chosen });
+    is($s, 201, 'a confidential registration carrying its own client_secret: 201');
+    like($j->{client_secret} // '', qr/^aly_cs_[A-Za-z0-9]{32}$/, 'gets a secret of the server');
+    isnt($j->{client_secret}, $chosen{client_secret}, 'not the one it sent');
+    is($j->{client_secret_expires_at}, 0, 'which does not expire');
+    ok(!exists $j->{scope} && !exists $j->{registration_access_token}, 'and no scope or registration_access_token');
+}
+
+# ---- redirect_uri at the token endpoint: required only when the authorization request carried it (RFC 6749 4.1.3) ----
+{
+    my $code_for = sub {
+        my ($redirect) = @_;
+        my $f = $o->get_code(client_id => $app->{client_id}, redirect_uri => $redirect, scope => 'read:sites');
+        return $f;
+    };
+    my $redeem = sub {
+        my ($f, @redirect) = @_;
+        return $o->token(grant_type => 'authorization_code', code => $f->{code} // '', code_verifier => $f->{pkce}{verifier},
+            client_id => $app->{client_id}, @redirect);
+    };
+    my $f = $code_for->(undef);
+    like($f->{decision}{location} // '', qr/^\Q$cb\E\?code=/, 'no redirect_uri in the request: the code goes to the client\'s only one');
+    my ($s, undef, $j) = $redeem->($f);
+    is($s, 200, 'and the token request may omit it too') or diag(explain($j));
+    ok($j->{access_token}, 'an access token');
+    ($s) = $redeem->($code_for->(undef), redirect_uri => $cb);
+    is($s, 200, 'or send it, when it is that one');
+    $f = $code_for->(undef);
+    ($s, undef, $j) = $redeem->($f, redirect_uri => "$cb/x");
+    is($j->{error}, 'invalid_grant', 'sent anyway, another one: invalid_grant');
+    ($s, undef, $j) = $redeem->($f, redirect_uri => $cb);
+    is($j->{error}, 'invalid_grant', 'and the code is burned');
+    $f = $code_for->($cb);
+    ($s, undef, $j) = $redeem->($f);
+    is($s, 400, 'the authorization request named redirect_uri, the token request does not: 400');
+    is($j->{error}, 'invalid_request', 'invalid_request');
+    like($j->{error_description} // '', qr/redirect_uri is missing/, 'saying redirect_uri is missing');
+    ($s, undef, $j) = $redeem->($f, redirect_uri => '');
+    is($j->{error}, 'invalid_request', 'an empty redirect_uri is a missing one');
+    ($s) = $redeem->($f, redirect_uri => $cb);
+    is($s, 200, 'those refusals did not spend the code');
 }
 
 # ---- RFC 7009 revocation ----

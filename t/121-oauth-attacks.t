@@ -1,6 +1,8 @@
 # Attacks on the built-in authorization server, each refused by a test that
 # tampers exactly what the check verifies: bad or look-alike redirect URIs
 # and clients (an HTML page, never a redirect), open-redirect tricks in state,
+# a dynamic client's errors and Deny before anyone signed in (a page, not a
+# redirect to whatever URI its registrant chose),
 # missing or plain PKCE, a wrong verifier, code replay (revoking what the code
 # issued), codes of other clients, CSRF tokens missing or from another
 # request or browser, a forged request blob, wrong passwords and brute force
@@ -28,7 +30,7 @@ my $cb       = "http://127.0.0.1:$port/callback";
 my $tmp      = File::Temp->newdir;
 Alyd::spew("$tmp/pw", "right-password\n");
 my $ws = $srv->ctl('workspace', 'create', 'Acme');
-$srv->ctl('users', 'add', '--workspace', $ws, '--email', "$_\@example.com", '--password-file', "$tmp/pw") for qw(ann carl dora eve fay gus);
+$srv->ctl('users', 'add', '--workspace', $ws, '--email', "$_\@example.com", '--password-file', "$tmp/pw") for qw(ann carl dora eve fay gus hal);
 my $app   = Alyd::json_decode($srv->ctl('--json', 'oauth', 'clients', 'create', '--name', 'App', '--redirect-uri', $cb));
 my $other = Alyd::json_decode($srv->ctl('--json', 'oauth', 'clients', 'create', '--name', 'Other', '--redirect-uri', $cb));
 my $conf  = Alyd::json_decode(
@@ -102,7 +104,8 @@ sub mac {
     ok(!defined Alyd::header_value($h, 'location'), 'and no redirect');
 }
 
-# ---- errors after the redirect URI is settled go back to it, with state and iss ----
+# ---- errors after the redirect URI is settled go back to it, with state and iss (a client of alyctl) ----
+my %early_errors;
 {
     my %cases = (
         'missing PKCE'           => [ { code_challenge => undef, code_challenge_method => undef }, 'invalid_request', qr/PKCE/ ],
@@ -127,6 +130,52 @@ sub mac {
         is($p->{iss}, $base, "$name: iss");
         ok(!exists $p->{code}, "$name: no code");
     }
+    %early_errors = %cases;
+}
+
+# ---- a dynamic client's redirect URI is its registrant's choice: errors reach it only through a signed-in browser ----
+{
+    my $phish = 'https://phish.example/landing';
+    my ($st, undef, $b) = Alyd::curl('-H', 'Content-Type: application/json', '--data-binary',
+        JSON::PP->new->encode({ redirect_uris => [ $phish, $cb ], client_name => 'Dyn' }), $srv->url('/oauth/register'));
+    my $dyn = Alyd::json_decode($b) // {};
+    is($st, 201, 'anyone may register a dynamic client with an https redirect URI of their choosing');
+    my $stranger = AlyOAuth->new($srv);
+    for my $name (sort keys %early_errors) {
+        my ($over, $err, $re) = @{ $early_errors{$name} };
+        my (undef, %q) = req_for(client_id => $dyn->{client_id}, redirect_uri => $phish, %$over);
+        my $r = $stranger->authorize_page(%q);
+        html_refusal($r, "dynamic client, $name, no one signed in", $re);
+        like($r->{body}, qr/\Q$err\E/, "dynamic client, $name: the page names $err");
+    }
+    my (undef, %q) = req_for(client_id => $dyn->{client_id}, redirect_uri => $phish);
+    my $pg = $stranger->authorize_page(%q);
+    is($pg->{status}, 200, "a dynamic client's valid request: the consent page");
+    my $d = $stranger->decide($pg, action => 'deny');
+    is($d->{status}, 200, 'Deny without signing in: a page of this server');
+    ok(!defined $d->{location}, 'not a redirect to the registered URI');
+    like($d->{body}, qr/Access denied/, 'saying access was denied');
+    $d = $stranger->decide($pg, action => 'deny', email => 'ann@example.com', password => 'wrong-password');
+    is($d->{status}, 401, 'Deny with a wrong password: the sign-in fails (401)');
+    ok(!defined $d->{location}, 'and nothing goes back');
+    $d = $stranger->decide($pg, action => 'deny', email => 'dora@example.com', password => 'right-password');
+    is($d->{status}, 302, 'Deny with the right password signs in, and then goes back');
+    like($d->{location} // '', qr/^\Q$phish\E\?error=access_denied&/, 'with access_denied');
+    ok(!exists $d->{params}{code}, 'and no code');
+
+    my $si = AlyOAuth->new($srv);
+    my (undef, %ok) = req_for(client_id => $dyn->{client_id}, redirect_uri => $cb);
+    $d = $si->decide($si->authorize_page(%ok), email => 'ann@example.com', password => 'right-password');
+    is($d->{status}, 302, 'ann signs in and approves the dynamic client');
+    (undef, %q) = req_for(client_id => $dyn->{client_id}, redirect_uri => $phish, response_type => 'token');
+    my $r = $si->authorize_page(%q);
+    my $loc = Alyd::header_value($r->{headers}, 'location') // '';
+    is($r->{status}, 302, 'signed in, an error of the dynamic client goes back to it');
+    like($loc, qr/^\Q$phish\E\?error=unsupported_response_type&/, 'to its redirect URI, with the error');
+    (undef, %q) = req_for(client_id => $dyn->{client_id}, redirect_uri => $phish);
+    $d = $si->decide($si->authorize_page(%q), action => 'deny');
+    is($d->{status}, 302, 'signed in, Deny goes back to it');
+    is($d->{params}{error}, 'access_denied', 'with access_denied');
 }
 
 # ---- open-redirect tricks in state ----
@@ -386,27 +435,34 @@ sub mac {
     is((Alyd::json_decode($b2) // {})->{error}, 'invalid_client_metadata', 'registration refuses grant_types it does not do');
 }
 
-# ---- the sign-in cookie: email, expiry and password generation under one MAC ----
+# ---- the sign-in cookie: email, account id, expiry and password generation under one MAC ----
 {
     my (undef, %q) = req_for();
     my ($da, $an) = (AlyOAuth->new($srv), AlyOAuth->new($srv));
     is($da->decide($da->authorize_page(%q), email => 'dora@example.com', password => 'right-password')->{status}, 302, 'dora signs in');
     is($an->decide($an->authorize_page(%q), email => 'ann@example.com', password => 'right-password')->{status}, 302,
         'ann signs in, in another browser');
+    my %id = map { $_->{email} => $_->{id} } @{ Alyd::json_decode($srv->ctl('--json', 'users', 'list')) };
     my $cookie = $da->{cookies}{'__Host-aly_session'} // '';
-    my ($email, $exp, $gen, $m) = split /\./, $cookie;
-    my (undef, undef, $ann_gen) = split /\./, $an->{cookies}{'__Host-aly_session'} // '';
+    my ($email, $uid, $exp, $gen, $m) = split /\./, $cookie;
+    my (undef, undef, undef, $ann_gen) = split /\./, $an->{cookies}{'__Host-aly_session'} // '';
+    is($uid, $id{'dora@example.com'}, "the cookie names dora's account id");
     is($gen, $ann_gen, 'dora and ann are at the same password generation (so only the MAC can tell their cookies apart)');
-    is(mac('session', "$email.$exp.$gen"), $m, 'the test seals a sign-in cookie as the server does');
+    is(mac('session', "$email.$uid.$exp.$gen"), $m, 'the test seals a sign-in cookie as the server does');
     my $ann = MIME::Base64::encode_base64url('ann@example.com');
+    my $aid = $id{'ann@example.com'};
     my $flip = $m;
     substr($flip, 3, 1) = substr($flip, 3, 1) eq 'A' ? 'B' : 'A';
+    my $seal = sub { my $b = join '.', @_; return "$b." . mac('session', $b) };
     my %bad = (
-        "ann's email under dora's MAC"     => "$ann.$exp.$gen.$m",
-        'a later expiry under the same MAC' => join('.', $email, $exp + 86400, $gen, $m),
-        'one character of the MAC changed'  => "$email.$exp.$gen.$flip",
-        'an expiry past, sealed'            => join('.', $email, 1000, $gen, mac('session', "$email.1000.$gen")),
-        'another generation, sealed'        => join('.', $email, $exp, $gen + 1, mac('session', "$email.$exp." . ($gen + 1))),
+        "ann's email under dora's MAC"     => "$ann.$uid.$exp.$gen.$m",
+        "ann's id under dora's MAC"        => "$email.$aid.$exp.$gen.$m",
+        'a later expiry under the same MAC' => join('.', $email, $uid, $exp + 86400, $gen, $m),
+        'one character of the MAC changed'  => "$email.$uid.$exp.$gen.$flip",
+        'an expiry past, sealed'            => $seal->($email, $uid, 1000, $gen),
+        'another generation, sealed'        => $seal->($email, $uid, $exp, $gen + 1),
+        "dora's email with ann's id, sealed" => $seal->($email, $aid, $exp, $gen),
+        'no account id, sealed (the old form)' => $seal->($email, $exp, $gen),
     );
     for my $what (sort keys %bad) {
         $da->{cookies}{'__Host-aly_session'} = $bad{$what};
@@ -416,9 +472,39 @@ sub mac {
         is($d->{status}, 401, "$what: approving without signing in is refused (401)");
         ok(!defined $d->{location}, "$what: no code");
     }
-    $da->{cookies}{'__Host-aly_session'} = "$ann.$exp.$gen." . mac('session', "$ann.$exp.$gen");
+    $da->{cookies}{'__Host-aly_session'} = $seal->($ann, $aid, $exp, $gen);
     my $d = $da->decide($da->authorize_page(%q));
     is($d->{status}, 302, 'a cookie sealed right is taken as it names (the refusals above are each their one field)');
+}
+
+# ---- a sign-in cookie dies with its account: removed and added again under the same email is another account ----
+{
+    my (undef, %q) = req_for();
+    my $ho = AlyOAuth->new($srv);
+    is($ho->decide($ho->authorize_page(%q), email => 'hal@example.com', password => 'right-password')->{status}, 302,
+        'hal signs in and approves');
+    my $old = $ho->{cookies}{'__Host-aly_session'};
+    ok($old, 'hal has a sign-in cookie');
+    my $pg = $ho->authorize_page(%q);
+    like($pg->{body}, qr/Signed in as hal\@example\.com/, 'with it the consent page says who is signed in');
+    $srv->ctl('users', 'remove', 'hal@example.com');
+    Alyd::spew("$tmp/pw2", "another-password\n");
+    $srv->ctl('users', 'add', '--workspace', $ws, '--email', 'hal@example.com', '--password-file', "$tmp/pw2");
+    my (undef, undef, undef, $gen_old) = split /\./, $old;
+    my $new = AlyOAuth->new($srv);
+    $new->decide($new->authorize_page(%q), email => 'hal@example.com', password => 'another-password');
+    my (undef, $new_id, undef, $gen_new) = split /\./, $new->{cookies}{'__Host-aly_session'} // '';
+    is($gen_new, $gen_old, 'the new account is at the generation the old one was (so only the account id tells them apart)');
+    isnt($new_id, (split /\./, $old)[1], 'and has another id');
+    $pg = $ho->authorize_page(%q);
+    is($pg->{status}, 200, 'the old cookie, after hal was removed and added again: a page');
+    unlike($pg->{body}, qr/Signed in as/, 'that does not say anyone is signed in');
+    ok($pg->{page}{inputs}{password}, 'but asks for the password');
+    my $d = $ho->decide($pg);
+    is($d->{status}, 401, 'approving with the old cookie and no password: 401');
+    ok(!defined $d->{location}, 'no code for the new account');
+    $d = $ho->decide($pg, email => 'hal@example.com', password => 'right-password');
+    is($d->{status}, 401, "nor with the removed account's password");
 }
 
 # ---- the client is read again when the form comes back ----

@@ -127,6 +127,8 @@ typedef struct aly_config {
 
     /* The built-in authorization server (aly/oauth_server.h). */
     int oauth_server; /* 1 on, 0 off (default: on for an https or loopback public_url without oauth_issuer) */
+    /* Live dynamically registered clients at most; past it a registration is refused. */
+    unsigned oauth_max_dynamic_clients;
 } aly_config_t;
 
 /*

@@ -11,6 +11,7 @@
  *   DB_OAUTH_GRANTS   "g/" grant id -> grant (who, which workspace, client, scopes)
  *                     "r/" HMAC(refresh token) -> refresh record (grant, replaced?)
  *                     "c/" HMAC(code) -> code record (PKCE challenge, redirect, used?)
+ *                     "d/dynamic" -> the tally of live dynamic clients and their last sweep
  *   DB_OAUTH_KEYS     kid -> signing key (public point, sealed private scalar)
  * Secrets (client secrets, refresh tokens, codes) are stored only as
  * HMAC-SHA256 under the pepper, and compared with CRYPTO_memcmp.  A signing
@@ -46,6 +47,8 @@
 #define OAUTH_CODE_TTL_MS 60000
 #define OAUTH_CODE_KEEP_MS (10 * 60000)                 /* a used or expired code is kept this long, to detect replays */
 #define OAUTH_DCR_IDLE_MS ((uint64_t)30 * 86400 * 1000) /* a dynamic client unused this long is gone */
+#define OAUTH_DCR_SWEEP_MS ((uint64_t)3600 * 1000)      /* how often registrations sweep idle dynamic clients */
+#define OAUTH_DCR_SWEEP_MAX 256                         /* idle dynamic clients one sweep deletes at most */
 #define OAUTH_KEY_KID_PREFIX "alyk_"                    /* kids of keys alyd made: the validator looks these up in the store */
 #define OAUTH_REFRESH_PREFIX "aly_oauth_rt_"
 #define OAUTH_MAX_REDIRECTS 8
@@ -114,8 +117,9 @@ typedef struct oauth_code {
     char client_name[ALY_NAME_MAX];
     uint64_t scopes;
     uint64_t expires_ms;
-    uint64_t used_ms;       /* 0 until redeemed (or burned by a wrong verifier) */
-    char grant[ALY_ID_MAX]; /* what the redemption issued: revoked if the code comes back */
+    uint64_t used_ms;          /* 0 until redeemed (or burned by a wrong verifier) */
+    char grant[ALY_ID_MAX];    /* what the redemption issued: revoked if the code comes back */
+    uint64_t redirect_omitted; /* 1: the authorization request named no redirect_uri, so the token request may omit it */
 } oauth_code_t;
 
 extern const record_type_t oauth_record_client;
@@ -159,7 +163,7 @@ int oauth_user_list(store_t *st, oauth_each_fn each, void *ctx, aly_err_t *err);
  * info, at most OAUTH_URI_MAX - 1 printable ASCII bytes.
  */
 int oauth_redirect_ok(const char *uri);
-/* The client (a stored one; 1 when unknown or an idle dynamic client past OAUTH_DCR_IDLE_MS). */
+/* The client (a stored one; 1 when unknown or an idle dynamic client past OAUTH_DCR_IDLE_MS, deleted or not yet). */
 int oauth_client_get(store_txn_t *t, const char *id, oauth_client_t *out, aly_err_t *err);
 /*
  * Registers c (id, created set here; c->redirects validated).  When
@@ -167,7 +171,21 @@ int oauth_client_get(store_txn_t *t, const char *id, oauth_client_t *out, aly_er
  * once; only its HMAC is stored.
  */
 int oauth_client_create(store_t *st, auth_pepper_t *p, oauth_client_t *c, char *secret, size_t slen, aly_err_t *err);
-/* Removes the client and revokes its grants: 0, 1 none, -1. */
+/*
+ * Dynamic registration (RFC 7591): c (origin set here to dynamic) is checked
+ * and created as by oauth_client_create, unless max live dynamic clients are
+ * stored already: 0 stored, 1 refused at the cap (nothing stored), -1 error.
+ * The count is the tally "d/dynamic" in DB_OAUTH_GRANTS, one record read per
+ * registration.  When the last sweep is OAUTH_DCR_SWEEP_MS old (or stopped
+ * at its batch) the same transaction sweeps first: dynamic clients idle past
+ * OAUTH_DCR_IDLE_MS are deleted (OAUTH_DCR_SWEEP_MAX at most, the rest by
+ * the next registration) with their grants revoked, and the live ones
+ * counted again.  Only registrations add dynamic clients, so sweeping there
+ * keeps what they can add bounded.
+ */
+int oauth_client_register(store_t *st, auth_pepper_t *p, oauth_client_t *c, char *secret, size_t slen, unsigned max,
+                          aly_err_t *err);
+/* Removes the client and revokes its grants (a live dynamic one also leaves the tally): 0, 1 none, -1. */
 int oauth_client_remove(store_t *st, const char *id, aly_err_t *err);
 int oauth_client_list(store_t *st, oauth_each_fn each, void *ctx, aly_err_t *err);
 /* 1 when c lists uri exactly. */
@@ -190,6 +208,10 @@ int oauth_grant_list(store_t *st, const char *ws, oauth_each_fn each, void *ctx,
  * (*g the grant, refresh filled with a new refresh token when the grant has
  * offline_access, else ""), 1 refused as invalid_grant (why says why), -1
  * error.
+ *
+ * redirect may be NULL when the authorization request named none (RFC 6749
+ * 4.1.3); when it did, a NULL redirect is 3, changing nothing
+ * (invalid_request).  A redirect given must be the code's, either way.
  *
  * A code is single use: a second redemption revokes the grant the first one
  * issued.  A wrong PKCE verifier burns the code.  A refresh token is rotated

@@ -53,6 +53,15 @@ void oauth_limit_hit(store_t *st, const char *key, uint64_t window_ms);
 int oauth_limit_take(store_t *st, const char *key, unsigned max, uint64_t window_ms, uint64_t *retry_s);
 void oauth_limit_give_back(store_t *st, const char *key, uint64_t window_ms);
 
+/*
+ * The name of req's peer in the per-address limits above: the grouping of
+ * every other address limit of alyd (ratelimit_address(): IPv4 by address,
+ * IPv6 by its /64, IPv4-mapped IPv6 as IPv4), in hex after "4:" or "6:", so
+ * the addresses of one /64 share one budget; "-" for a peer with no address.
+ */
+#define OAUTH_PEER_KEY 24
+void oauth_peer_key(h2o_req_t *req, char out[OAUTH_PEER_KEY]);
+
 /* The request body as a form: 0, or -1 after sending the refusal (another content type, too large, malformed). */
 int oauth_body_form(h2o_req_t *req, oauth_form_t *form, int html);
 /* 1 when req's Content-Type is want (case-insensitive, parameters allowed). */
