@@ -46,6 +46,9 @@ static struct {
     int failing; /* the last write failed; reported once until a write succeeds */
 } abuf;
 static char role[32] = "alyd";
+/* The worker user of log_open(): log files the master creates on reopen are handed to it. */
+static uid_t owner_uid = (uid_t)-1;
+static gid_t owner_gid = (gid_t)-1;
 
 /*
  * Opens (creating) a log file for appending.  The master opens logs as root,
@@ -116,6 +119,8 @@ int log_open(const char *error_log, const char *access_log, uid_t uid, gid_t gid
     close_target(&access_target);
     error_target = e;
     access_target = a;
+    owner_uid = uid;
+    owner_gid = gid;
     return 0;
 }
 
@@ -123,9 +128,22 @@ static int reopen_target(log_target_t *t, aly_err_t *err)
 {
     if (t->path == NULL)
         return 0;
+    struct stat st;
+    int created = lstat(t->path, &st) != 0 && errno == ENOENT;
     int fd = open_log_file(t->path, err);
     if (fd < 0)
         return -1;
+    /*
+     * The root master reopens first: a file it creates goes to the worker
+     * user, as in open_target(), or the workers' own reopen fails and they
+     * keep writing to the rotated file.  A file logrotate created keeps the
+     * owner it was given.
+     */
+    if (created && (owner_uid != (uid_t)-1 || owner_gid != (gid_t)-1) && geteuid() == 0 && fchown(fd, owner_uid, owner_gid) != 0) {
+        int e = errno;
+        close(fd);
+        return aly_errf(err, "cannot hand log file %s to the worker user: %s", t->path, strerror(e));
+    }
     /* dup2 keeps the descriptor number, so a line written concurrently goes to one file or the other. */
     if (dup2(fd, t->fd) < 0) {
         int e = errno;

@@ -37,6 +37,9 @@
 #define BACKOFF_MIN_MS 500
 #define BACKOFF_MAX_MS 30000
 #define FAST_STOP_WAIT_MS 10000
+#define KILL_GRACE_MS 2000  /* past shutdown_timeout, before a draining worker that has not exited is killed */
+#define READY_WAIT_MS 30000 /* how long a reload waits for every new worker to report that it serves */
+#define READY_POLL_MS 20    /* how often the master looks for those reports meanwhile */
 #define LISTEN_BACKLOG 1024
 
 typedef struct bound {
@@ -54,6 +57,7 @@ typedef struct generation {
     uid_t uid;
     gid_t gid;
     unsigned id;
+    int ready_rd, ready_wr; /* a reload's generation: the workers' "serving" reports (aly/worker.h); else -1 */
 } generation_t;
 
 typedef struct proc {
@@ -61,10 +65,24 @@ typedef struct proc {
     unsigned number;
     unsigned generation;
     uint64_t started_ms;
+    uint64_t kill_at_ms; /* a draining worker: SIGKILL once this passes (0: none) */
 } proc_t;
 
 static struct {
     generation_t gen;
+    /*
+     * A reload's generation while its workers start (id 0: none).  The old
+     * generation keeps serving, and is told to drain only once every new
+     * worker has reported that it serves; if one dies first, or the reports
+     * do not come within READY_WAIT_MS, the new generation is stopped instead.
+     */
+    generation_t next;
+    unsigned char next_ready[ALY_MAX_WORKERS];
+    unsigned next_n_ready;
+    uint64_t next_deadline_ms;
+    char next_failed[160]; /* why the new generation cannot serve ("" while none said so) */
+    int hup_again;         /* a HUP came while a reload was still starting its workers */
+    unsigned last_id;
     bound_t bound[ALY_MAX_LISTENERS + 1];
     size_t n_bound;
     proc_t procs[STATS_N_SLOTS];
@@ -134,6 +152,15 @@ static void close_unused(const generation_t *g)
     m.n_bound = keep;
 }
 
+/* Closes the sockets bound since m.n_bound was mark: a failed generation leaves no listener behind. */
+static void unbind_from(size_t mark)
+{
+    for (size_t i = mark; i < m.n_bound; i++)
+        close(m.bound[i].fd);
+    if (mark < m.n_bound)
+        m.n_bound = mark;
+}
+
 /*
  * Workers that stay root by omission turn any bug in request handling into
  * root: a root master needs "user", and "user root" is how an operator says
@@ -154,6 +181,8 @@ static int prepare_generation(aly_config_t *cfg, unsigned workers_override, gene
 {
     memset(g, 0, sizeof(*g));
     g->cfg = cfg;
+    g->ready_rd = g->ready_wr = -1;
+    size_t mark = m.n_bound;
     if (refuse_implicit_root(cfg, err) != 0 || resolve_user(cfg, &g->uid, &g->gid, err) != 0)
         return -1;
     for (size_t i = 0; i < cfg->n_listens; i++) {
@@ -163,7 +192,7 @@ static int prepare_generation(aly_config_t *cfg, unsigned workers_override, gene
                 return -1;
         }
     }
-    if (auth_check_config(cfg, err) != 0)
+    if (auth_check_config(cfg, err) != 0 || worker_check_start(cfg, g->uid, g->gid, err) != 0)
         goto fail;
     /* The store must exist before workers try to open it; this also clears stale readers. */
     int cleared;
@@ -186,6 +215,7 @@ static int prepare_generation(aly_config_t *cfg, unsigned workers_override, gene
     g->n_workers = workers_override != 0 ? workers_override : config_worker_count(cfg);
     return 0;
 fail:
+    unbind_from(mark);
     if (g->ssl_ctx != NULL)
         SSL_CTX_free(g->ssl_ctx);
     g->ssl_ctx = NULL;
@@ -200,7 +230,8 @@ static proc_t *proc_slot(pid_t pid)
     return NULL;
 }
 
-static int spawn(unsigned number)
+/* Starts worker number of generation g (the current one, or a reload's next one). */
+static int spawn(generation_t *g, unsigned number)
 {
     proc_t *p = proc_slot(0);
     if (p == NULL) {
@@ -219,21 +250,26 @@ static int spawn(unsigned number)
         return -1;
     }
     if (pid == 0) {
-        worker_spec_t spec = {.cfg = m.gen.cfg,
-                              .listeners = m.gen.listeners,
-                              .n_listeners = m.gen.n_listeners,
-                              .ssl_ctx = m.gen.ssl_ctx,
+        if (g->ready_rd >= 0)
+            close(g->ready_rd);
+        worker_spec_t spec = {.cfg = g->cfg,
+                              .listeners = g->listeners,
+                              .n_listeners = g->n_listeners,
+                              .ssl_ctx = g->ssl_ctx,
                               .stats = m.stats,
                               .slot = slot,
                               .number = number,
-                              .uid = m.gen.uid,
-                              .gid = m.gen.gid};
+                              .uid = g->uid,
+                              .gid = g->gid,
+                              .ready_fd = g->ready_wr};
         worker_run(&spec);
     }
     m.stats->slots[slot].pid = pid;
-    *p = (proc_t){.pid = pid, .number = number, .generation = m.gen.id, .started_ms = aly_now_ms()};
-    m.missing[number] = 0;
-    m.respawn_at[number] = 0;
+    *p = (proc_t){.pid = pid, .number = number, .generation = g->id, .started_ms = aly_now_ms()};
+    if (g == &m.gen) {
+        m.missing[number] = 0;
+        m.respawn_at[number] = 0;
+    }
     return 0;
 }
 
@@ -273,6 +309,15 @@ static void reap(int stopping)
         proc_t dead = *p;
         p->pid = 0;
         int clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+        if (!stopping && m.next.id != 0 && dead.generation == m.next.id) {
+            /* A new worker died before the reload finished: the new generation cannot serve. */
+            char why[96];
+            describe_exit(status, why, sizeof(why));
+            if (m.next_failed[0] == '\0')
+                snprintf(m.next_failed, sizeof(m.next_failed), "new worker %u (pid %d) %s before it served", dead.number, (int)pid,
+                         why);
+            continue;
+        }
         if (stopping || dead.generation != m.gen.id) {
             if (!clean) {
                 char why[96];
@@ -288,14 +333,13 @@ static void reap(int stopping)
         stats_add(&m.stats->worker_restarts, 1);
         m.missing[dead.number] = 1;
         if (lived < QUICK_DEATH_MS) {
+            /* The first quick death is respawned at once; then 0.5 s, doubling up to 30 s (README, alyd(8)). */
             unsigned n = ++m.quick_deaths[dead.number];
-            uint64_t delay = BACKOFF_MIN_MS;
-            for (unsigned k = 1; k < n && delay < BACKOFF_MAX_MS; k++)
+            uint64_t delay = n == 1 ? 0 : BACKOFF_MIN_MS;
+            for (unsigned k = 2; k < n && delay < BACKOFF_MAX_MS; k++)
                 delay *= 2;
             if (delay > BACKOFF_MAX_MS)
                 delay = BACKOFF_MAX_MS;
-            if (n == 1)
-                delay = 0;
             m.respawn_at[dead.number] = now + delay;
             if (n == 1)
                 log_error("worker %u (pid %d) %s after %llu ms; respawning", dead.number, (int)pid, why, (unsigned long long)lived);
@@ -328,7 +372,7 @@ static int64_t respawn_due(int start_now)
         if (!m.missing[n])
             continue;
         if (m.respawn_at[n] <= now) {
-            if (start_now && spawn(n) != 0) {
+            if (start_now && spawn(&m.gen, n) != 0) {
                 m.respawn_at[n] = now + BACKOFF_MAX_MS;
                 next = next < 0 || (int64_t)BACKOFF_MAX_MS < next ? BACKOFF_MAX_MS : next;
             }
@@ -359,9 +403,114 @@ static void free_generation(generation_t *g)
     memset(g, 0, sizeof(*g));
 }
 
+static void close_ready_pipe(generation_t *g)
+{
+    if (g->ready_rd >= 0)
+        close(g->ready_rd);
+    if (g->ready_wr >= 0)
+        close(g->ready_wr);
+    g->ready_rd = g->ready_wr = -1;
+}
+
+/* Tells generation id to drain, and sets when the master kills what is left of it (alyd.conf(5), shutdown_timeout). */
+static void drain_generation(unsigned id, uint64_t shutdown_timeout_ms)
+{
+    uint64_t kill_at = aly_now_ms() + shutdown_timeout_ms + KILL_GRACE_MS;
+    for (size_t i = 0; i < ALY_ARRAY_SIZE(m.procs); i++) {
+        if (m.procs[i].pid > 0 && m.procs[i].generation == id) {
+            kill(m.procs[i].pid, SIGQUIT);
+            m.procs[i].kill_at_ms = kill_at;
+        }
+    }
+}
+
+/* SIGKILLs draining workers past their deadline; returns the milliseconds until the next deadline, or -1. */
+static int64_t kill_overdue(void)
+{
+    uint64_t now = aly_now_ms();
+    int64_t next = -1;
+    for (size_t i = 0; i < ALY_ARRAY_SIZE(m.procs); i++) {
+        proc_t *p = &m.procs[i];
+        if (p->pid <= 0 || p->kill_at_ms == 0)
+            continue;
+        if (p->kill_at_ms <= now) {
+            log_warn("worker %u (pid %d) of generation %u is still running past shutdown_timeout; killing it", p->number,
+                     (int)p->pid, p->generation);
+            kill(p->pid, SIGKILL);
+            p->kill_at_ms = 0;
+            continue;
+        }
+        int64_t d = (int64_t)(p->kill_at_ms - now);
+        if (next < 0 || d < next)
+            next = d;
+    }
+    return next;
+}
+
+/* The new generation did not come up: it is stopped, and the old one serves on as if the HUP had not come. */
+static void abandon_next(void)
+{
+    aly_err_t err;
+    generation_t g = m.next;
+    memset(&m.next, 0, sizeof(m.next));
+    close_ready_pipe(&g);
+    drain_generation(g.id, g.cfg->shutdown_timeout_ms);
+    if (log_open(m.gen.cfg->error_log, m.gen.cfg->access_log, m.gen.uid, m.gen.gid, &err) != 0)
+        log_error("cannot reopen the running configuration's logs: %s", err.msg);
+    log_error("reload failed, keeping the running configuration: %s; stopping the new workers", m.next_failed);
+    free_generation(&g);
+    close_unused(&m.gen);
+}
+
+/* The new generation serves: the old one drains, and the new one is the one respawned from now on. */
+static void promote_next(void)
+{
+    generation_t old = m.gen;
+    m.gen = m.next;
+    memset(&m.next, 0, sizeof(m.next));
+    close_ready_pipe(&m.gen);
+    drain_generation(old.id, old.cfg->shutdown_timeout_ms);
+    close_unused(&m.gen);
+    free_generation(&old);
+    memset(m.quick_deaths, 0, sizeof(m.quick_deaths));
+    memset(m.respawn_at, 0, sizeof(m.respawn_at));
+    memset(m.missing, 0, sizeof(m.missing));
+    __atomic_store_n(&m.stats->workers, m.gen.n_workers, __ATOMIC_RELAXED);
+    log_info("reloaded: generation %u with %u worker(s)", m.gen.id, m.gen.n_workers);
+}
+
+/* Reads the new workers' reports; promotes or abandons the new generation once that is decided. */
+static void settle_next(void)
+{
+    if (m.next.id == 0)
+        return;
+    unsigned numbers[64];
+    ssize_t n;
+    while ((n = read(m.next.ready_rd, numbers, sizeof(numbers))) > 0) {
+        for (size_t i = 0; i < (size_t)n / sizeof(numbers[0]); i++) {
+            if (numbers[i] < m.next.n_workers && !m.next_ready[numbers[i]]) {
+                m.next_ready[numbers[i]] = 1;
+                m.next_n_ready++;
+            }
+        }
+    }
+    if (m.next_failed[0] == '\0' && m.next_n_ready < m.next.n_workers && aly_now_ms() >= m.next_deadline_ms)
+        snprintf(m.next_failed, sizeof(m.next_failed), "%u of %u new worker(s) reported serving within %d ms", m.next_n_ready,
+                 m.next.n_workers, READY_WAIT_MS);
+    if (m.next_failed[0] != '\0')
+        abandon_next();
+    else if (m.next_n_ready == m.next.n_workers)
+        promote_next();
+}
+
 static void reload(const char *config_path, unsigned workers_override)
 {
     aly_err_t err;
+    if (m.next.id != 0) {
+        log_info("HUP while the new workers of the last one are starting: reloading again once they serve or fail");
+        m.hup_again = 1;
+        return;
+    }
     log_info("reloading %s", config_path);
     aly_config_t *cfg = config_load(config_path, &err);
     if (cfg == NULL) {
@@ -374,22 +523,45 @@ static void reload(const char *config_path, unsigned workers_override)
         config_free(cfg);
         return;
     }
-    if (log_open(cfg->error_log, cfg->access_log, g.uid, g.gid, &err) != 0) {
-        log_error("reload failed, keeping the running configuration: %s", err.msg);
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC | O_NONBLOCK) != 0) {
+        log_error("reload failed, keeping the running configuration: pipe: %s", strerror(errno));
         free_generation(&g);
+        close_unused(&m.gen);
         return;
     }
-    generation_t old = m.gen;
-    g.id = old.id + 1;
-    m.gen = g;
-    signal_generation(old.id, 0, SIGQUIT);
-    close_unused(&m.gen);
-    free_generation(&old);
-    start_generation();
-    log_info("reloaded: generation %u with %u worker(s)", m.gen.id, m.gen.n_workers);
+    g.ready_rd = fds[0];
+    g.ready_wr = fds[1];
+    if (log_open(cfg->error_log, cfg->access_log, g.uid, g.gid, &err) != 0) {
+        log_error("reload failed, keeping the running configuration: %s", err.msg);
+        close_ready_pipe(&g);
+        free_generation(&g);
+        close_unused(&m.gen);
+        return;
+    }
+    g.id = ++m.last_id;
+    m.next = g;
+    memset(m.next_ready, 0, sizeof(m.next_ready));
+    m.next_n_ready = 0;
+    m.next_failed[0] = '\0';
+    m.next_deadline_ms = aly_now_ms() + READY_WAIT_MS;
+    for (unsigned n = 0; n < m.next.n_workers && m.next_failed[0] == '\0'; n++)
+        if (spawn(&m.next, n) != 0)
+            snprintf(m.next_failed, sizeof(m.next_failed), "cannot start new worker %u", n);
+    log_info("generation %u: %u new worker(s) starting; the running ones serve until they all do", m.next.id, m.next.n_workers);
 }
 
-/* Stops every worker: sig is SIGTERM (fast) or SIGQUIT (drain); SIGKILL after wait_ms. */
+/* The sooner of two waits in milliseconds, where -1 is none. */
+static int64_t earliest(int64_t a, int64_t b)
+{
+    return a < 0 ? b : b < 0 ? a : a < b ? a : b;
+}
+
+/*
+ * Stops every worker: sig is SIGTERM (fast) or SIGQUIT (drain); SIGKILL after
+ * wait_ms.  TERM or INT during a drain turn it into the fast stop (the init
+ * scripts escalate QUIT to TERM).
+ */
 static void stop_all(int sig, uint64_t wait_ms)
 {
     signal_generation(0, 1, sig);
@@ -397,6 +569,10 @@ static void stop_all(int sig, uint64_t wait_ms)
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGCHLD);
+    if (sig == SIGQUIT) {
+        sigaddset(&set, SIGTERM);
+        sigaddset(&set, SIGINT);
+    }
     while (live_workers() > 0) {
         uint64_t now = aly_now_ms();
         if (now >= deadline) {
@@ -406,7 +582,15 @@ static void stop_all(int sig, uint64_t wait_ms)
             wait_ms = 5000;
         }
         struct timespec ts = {0, 100 * 1000000};
-        sigtimedwait(&set, NULL, &ts);
+        int got = sigtimedwait(&set, NULL, &ts);
+        if (got == SIGTERM || got == SIGINT) {
+            log_info("received %s while draining: stopping now", got == SIGTERM ? "TERM" : "INT");
+            sigdelset(&set, SIGTERM);
+            sigdelset(&set, SIGINT);
+            signal_generation(0, 1, SIGTERM);
+            wait_ms = FAST_STOP_WAIT_MS;
+            deadline = aly_now_ms() + wait_ms;
+        }
         reap(1);
     }
 }
@@ -432,7 +616,7 @@ int master_run(const char *config_path, int foreground, unsigned workers_overrid
         config_free(cfg);
         return 1;
     }
-    m.gen.id = 1;
+    m.gen.id = m.last_id = 1;
     int report_fd = -1;
     int keep_stderr = strcmp(cfg->error_log, "stderr") == 0 || strcmp(cfg->access_log, "stderr") == 0;
     if (!foreground && (report_fd = daemon_detach(keep_stderr, &err)) < 0) {
@@ -468,7 +652,9 @@ int master_run(const char *config_path, int foreground, unsigned workers_overrid
 
     int exit_code = 0;
     for (;;) {
-        int64_t due = respawn_due(0);
+        int64_t due = earliest(respawn_due(0), kill_overdue());
+        if (m.next.id != 0)
+            due = earliest(due, READY_POLL_MS);
         struct timespec ts = {1, 0};
         if (due >= 0 && due < 1000)
             ts = (struct timespec){0, (long)due * 1000000};
@@ -495,6 +681,15 @@ int master_run(const char *config_path, int foreground, unsigned workers_overrid
         }
         reap(0);
         respawn_due(1);
+        settle_next();
+        if (m.hup_again && m.next.id == 0) {
+            m.hup_again = 0;
+            reload(config_path, workers_override);
+        }
+    }
+    if (m.next.id != 0) {
+        close_ready_pipe(&m.next);
+        free_generation(&m.next);
     }
     log_info("stopped");
     if (m.pid_path != NULL) {
@@ -518,11 +713,20 @@ int master_test_config(const char *config_path)
     uid_t uid;
     gid_t gid;
     int rc = 0;
-    if (resolve_user(cfg, &uid, &gid, &err) != 0) {
+    if (refuse_implicit_root(cfg, &err) != 0 || resolve_user(cfg, &uid, &gid, &err) != 0) {
         fprintf(stderr, "%s\n", err.msg);
         rc = 1;
     }
     if (rc == 0 && auth_check_config(cfg, &err) != 0) {
+        fprintf(stderr, "%s: %s\n", config_path, err.msg);
+        rc = 1;
+    }
+    /* Before alyctl init there is no store and no pepper yet: the start-up files are checked once data_dir exists. */
+    struct stat st;
+    if (rc == 0 && stat(cfg->data_dir, &st) != 0 && errno == ENOENT)
+        fprintf(stderr, "%s: data_dir %s does not exist yet (alyctl init creates it): the key files are not checked\n", config_path,
+                cfg->data_dir);
+    else if (rc == 0 && worker_check_start(cfg, uid, gid, &err) != 0) {
         fprintf(stderr, "%s: %s\n", config_path, err.msg);
         rc = 1;
     }

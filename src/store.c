@@ -381,11 +381,38 @@ uint64_t store_snapshot(store_t *st)
     return id;
 }
 
+/*
+ * The copy goes to a temporary name in dir, is synced, and only then becomes
+ * dir/data.mdb: a copy that fails (a full disk) leaves no truncated data.mdb
+ * behind to pass for a backup, or to make the retry refuse the directory.
+ */
 int store_backup(store_t *st, const char *dir, aly_err_t *err)
 {
-    int rc = mdb_env_copy2(st->env, dir, MDB_CP_COMPACT);
-    if (rc != 0)
-        return aly_errf(err, "backup to %s failed: %s", dir, mdb_strerror(rc));
+    char tmp[4200], final[4200];
+    if ((size_t)snprintf(tmp, sizeof(tmp), "%s/.data.mdb.XXXXXX", dir) >= sizeof(tmp) ||
+        (size_t)snprintf(final, sizeof(final), "%s/data.mdb", dir) >= sizeof(final))
+        return aly_errf(err, "backup directory path is too long");
+    int fd = mkostemp(tmp, O_CLOEXEC);
+    if (fd < 0)
+        return aly_errf(err, "backup to %s failed: cannot create a file there: %s", dir, strerror(errno));
+    int rc = mdb_env_copyfd2(st->env, fd, MDB_CP_COMPACT);
+    const char *why = rc != 0 ? mdb_strerror(rc) : NULL;
+    if (why == NULL && fsync(fd) != 0)
+        why = strerror(errno);
+    if (close(fd) != 0 && why == NULL)
+        why = strerror(errno);
+    if (why == NULL && rename(tmp, final) != 0)
+        why = strerror(errno);
+    if (why != NULL) {
+        unlink(tmp);
+        return aly_errf(err, "backup to %s failed: %s", dir, why);
+    }
+    /* The new name must survive a crash too. */
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        fsync(dfd);
+        close(dfd);
+    }
     return 0;
 }
 

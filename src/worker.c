@@ -16,12 +16,14 @@
 #include <malloc.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "aly/alyd.h"
@@ -445,6 +447,102 @@ static void setup_globalconf(const aly_config_t *cfg)
     w.conf.http2.max_concurrent_requests_per_connection = cfg->max_streams_per_connection;
 }
 
+/*
+ * The files a worker reads before it serves, beyond the store: the pepper
+ * (API keys; the authorization server's signer uses the same file), the
+ * cursor key derived from it, and the OAuth verifier's JWKS or HS256 secret.
+ * store may be NULL: worker_check_start() only loads them.
+ */
+static auth_t *load_keys(const aly_config_t *cfg, store_t *store, aly_err_t *err)
+{
+    auth_t *auth = auth_new(cfg, store, err);
+    if (auth != NULL && cursor_init(cfg->key_pepper_file, err) != 0) {
+        auth_free(auth);
+        return NULL;
+    }
+    return auth;
+}
+
+#define CHECK_START_MS 10000
+
+int worker_check_start(const aly_config_t *cfg, uid_t uid, gid_t gid, aly_err_t *err)
+{
+    struct {
+        int rc;
+        aly_err_t err;
+    } r = {-1, {.msg = ""}};
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0)
+        return aly_errf(err, "cannot check what the workers need: pipe: %s", strerror(errno));
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(fds[0]);
+        close(fds[1]);
+        return aly_errf(err, "cannot check what the workers need: fork: %s", strerror(errno));
+    }
+    if (pid == 0) {
+        /* As the worker user: a file root can read and the worker cannot is what took reloads down. */
+        close(fds[0]);
+        if (gid != (gid_t)-1 && (setgroups(1, &gid) != 0 || setgid(gid) != 0))
+            aly_errf(&r.err, "cannot switch to group %u: %s", (unsigned)gid, strerror(errno));
+        else if (uid != (uid_t)-1 && setuid(uid) != 0)
+            aly_errf(&r.err, "cannot switch to user %u: %s", (unsigned)uid, strerror(errno));
+        else {
+            auth_t *auth = load_keys(cfg, NULL, &r.err);
+            r.rc = auth != NULL ? 0 : -1;
+            auth_free(auth);
+        }
+        ssize_t n = write(fds[1], &r, sizeof(r));
+        _exit(n == (ssize_t)sizeof(r) ? 0 : 1);
+    }
+    close(fds[1]);
+    /* Bounded: the master waits here, and a key file can be a FIFO or on a hung mount. */
+    uint64_t deadline = aly_now_ms() + CHECK_START_MS;
+    size_t got = 0;
+    int late = 0;
+    while (got < sizeof(r)) {
+        uint64_t now = aly_now_ms();
+        struct pollfd pfd = {.fd = fds[0], .events = POLLIN};
+        if (now >= deadline || poll(&pfd, 1, (int)(deadline - now)) == 0) {
+            late = 1;
+            kill(pid, SIGKILL);
+            break;
+        }
+        ssize_t n = read(fds[0], (char *)&r + got, sizeof(r) - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+    }
+    close(fds[0]);
+    int status;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    if (late)
+        return aly_errf(err, "reading the key files as the worker user took over %d ms (a FIFO, a hung mount?)", CHECK_START_MS);
+    if (got != sizeof(r))
+        return aly_errf(err, "the check of what the workers need did not report (it died)");
+    if (r.rc != 0) {
+        *err = r.err;
+        err->msg[sizeof(err->msg) - 1] = '\0';
+        return -1;
+    }
+    return 0;
+}
+
+/* Tells a master waiting on a reload that this worker's listeners are live (aly/worker.h). */
+static void report_ready(const worker_spec_t *spec)
+{
+    if (spec->ready_fd < 0)
+        return;
+    unsigned number = spec->number;
+    ssize_t n = write(spec->ready_fd, &number, sizeof(number));
+    if (n != (ssize_t)sizeof(number))
+        log_error("cannot tell the master this worker is serving: %s", n < 0 ? strerror(errno) : "short write");
+    close(spec->ready_fd);
+}
+
 void worker_run(const worker_spec_t *spec)
 {
     char role[32];
@@ -461,10 +559,10 @@ void worker_run(const worker_spec_t *spec)
     store_t *store = store_open(spec->cfg, &err);
     if (store == NULL)
         log_fatal("%s", err.msg);
-    auth_t *auth = auth_new(spec->cfg, store, &err);
+    auth_t *auth = load_keys(spec->cfg, store, &err);
     if (auth == NULL)
         log_fatal("%s", err.msg);
-    if (cursor_init(spec->cfg->key_pepper_file, &err) != 0 || tools_register(&err) != 0 ||
+    if (tools_register(&err) != 0 ||
         (alyd_hooks != NULL && alyd_hooks->register_tables != NULL && alyd_hooks->register_tables(&err) != 0))
         log_fatal("%s", err.msg);
 
@@ -533,6 +631,7 @@ void worker_run(const worker_spec_t *spec)
     h2o_socket_read_start(wake, on_wake);
 
     log_info("serving %zu listener(s)", spec->n_listeners);
+    report_ready(spec);
     for (;;) {
         h2o_evloop_run(w.loop, INT32_MAX);
         if (sig_stop)

@@ -35,7 +35,7 @@ for my $case (['store lmdb', 0], ['store postgresql://u@127.0.0.1:5/db', 0], ['s
     ['store_poll 200ms', 0], ['store_changes_keep 500ms', 1], ['store_changes_keep 1h', 0])
 {
     my $path = "$dir/t" . ++$n . ".conf";
-    Alyd::spew($path, "$case->[0]\n");
+    Alyd::spew($path, "$case->[0]\n" . ($> == 0 ? "user root\n" : ''));    # as root, alyd -t refuses a configuration without "user"
     my ($exit, undef, $err) = Alyd::run_cmd(Alyd::alyd_bin(), '-t', '-c', $path);
     is($exit, $case->[1], "alyd -t: \"$case->[0]\" " . ($case->[1] ? 'refused' : 'accepted'));
     like($err, qr/\Q$path\E:1: /, "\"$case->[0]\": the message names the line") if $case->[1];

@@ -23,7 +23,7 @@ Alyd::watchdog(120);
     my $dir = File::Temp::tempdir('alyd-rcfg-XXXXXX', TMPDIR => 1, CLEANUP => 1);
     my $check = sub {
         my (@lines) = @_;
-        Alyd::spew("$dir/alyd.conf", join("\n", "data_dir $dir/data", "error_log off", "access_log off", @lines) . "\n");
+        Alyd::spew("$dir/alyd.conf", join("\n", "data_dir $dir/data", "error_log off", "access_log off", @lines, ($> == 0 ? ('user root') : ())) . "\n");
         my ($exit, $out, $err) = Alyd::run_cmd(Alyd::alyd_bin(), '-t', '-c', "$dir/alyd.conf");
         return ($exit, $out . $err);
     };

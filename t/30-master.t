@@ -107,6 +107,8 @@ unlike($srv->error_log_text, qr/pid $victim\)[^\n]*keeps dying/, 'a single death
     # Respawns are spaced: the log shows growing delays, not a tight loop.
     my @delays = ($srv->error_log_text =~ /respawning in (\d+) ms/g);
     ok(@delays >= 1 && @delays <= 4, scalar(@delays) . ' back-off respawn(s) logged in a few seconds, not a tight loop');
+    is($delays[0], 500, 'the first back-off delay is 0.5 s (README and alyd(8): doubling from 0.5 seconds)');
+    is($delays[1], 1000, '... and the next one 1 s') if @delays >= 2;
 
     ok(rename("$store.away", $store), 'put the store back');
     my @rec;

@@ -331,7 +331,7 @@ sub exactly_once {
         ['access_log_flush 9ms', 0], ['access_log_flush 2h', 0], ['access_log_flush soon', 0]);
     for my $c (@cases) {
         my ($line, $good) = @$c;
-        spew("$dir/a.conf", "listen 127.0.0.1:1\ndata_dir $dir/data\n$line\n");
+        spew("$dir/a.conf", "listen 127.0.0.1:1\ndata_dir $dir/data\n$line\n" . ($> == 0 ? "user root\n" : ''));
         my ($exit, $out, $err) = run_cmd(Alyd::alyd_bin(), '-t', '-c', "$dir/a.conf");
         if ($good) {
             is($exit, 0, "alyd -t accepts \"$line\"") or diag($err);

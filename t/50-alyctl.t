@@ -162,4 +162,22 @@ like($err, qr/missing\.conf/, '... naming the file');
     like($err, qr/\Q$bad\E:2: unknown directive/, '... with file:line');
 }
 
+# --- backup: a copy that fails leaves nothing behind -----------------------------------
+# A file size limit stops the copy half-way, as a full disk would; the write
+# fails with EFBIG (SIGXFSZ ignored).  "ulimit -f 8" is 4 or 8 KB, whichever
+# unit sh counts in: less than the two meta pages and a root page of a copy.
+{
+    my $dest = "$dir/backup";
+    ($exit, $out, $err) = run_cmd('sh', '-c', 'ulimit -f 8 && trap "" XFSZ && exec "$@"', 'sh', $ctl, '-c', $conf, 'backup', $dest);
+    is($exit, 1, 'backup: a copy that cannot be written fails');
+    like($err, qr/backup to \Q$dest\E failed: File too large/, '... saying why') or diag($err);
+    ok(!-e "$dest/data.mdb", '... and leaves no (truncated) data.mdb');
+    opendir(my $dh, $dest) or die "opendir: $!";
+    my @left = grep { !/^\.\.?$/ } readdir $dh;
+    is("@left", '', '... nor a temporary file');
+    ($exit, $out, $err) = run_cmd($ctl, '-c', $conf, 'backup', $dest);
+    is($exit, 0, 'the retry into the same directory succeeds') or diag($err);
+    ok((-s "$dest/data.mdb" // 0) > 8192, '... and writes data.mdb');
+}
+
 done_testing();

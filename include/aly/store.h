@@ -243,7 +243,11 @@ int store_scan_records(store_txn_t *t, int db, const void *prefix, size_t plen, 
  */
 uint64_t store_snapshot(store_t *st);
 
-/* Hot copy of the durable environment into dir (which must exist and be empty), compacted. */
+/*
+ * Hot copy of the durable environment into dir/data.mdb (dir must exist and
+ * hold none), compacted; written under a temporary name and renamed once
+ * synced, so a failed copy leaves nothing behind.
+ */
 int store_backup(store_t *st, const char *dir, aly_err_t *err);
 
 /* A random id: prefix + 20 characters of aly_random_b62() into out (len >= strlen(prefix) + 21). */

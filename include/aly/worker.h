@@ -35,8 +35,22 @@ typedef struct worker_spec {
     unsigned number;
     uid_t uid; /* (uid_t)-1: keep */
     gid_t gid;
+    /*
+     * -1, or a pipe to the master: once its listeners are live the worker
+     * writes its number (an unsigned, atomically) there and closes it.  A
+     * reload stops the old workers only when every new one has done so.
+     */
+    int ready_fd;
 } worker_spec_t;
 
 void worker_run(const worker_spec_t *spec) __attribute__((noreturn));
+
+/*
+ * Loads, in a child that has switched to uid/gid ((uid_t)-1: keep), the files
+ * a worker reads at start-up besides the store (the key pepper, the cursor
+ * key, the OAuth verifier's keys), so that alyd -t and a reload refuse a
+ * configuration whose workers could not start.  0, or -1 with *err.
+ */
+int worker_check_start(const aly_config_t *cfg, uid_t uid, gid_t gid, aly_err_t *err);
 
 #endif
