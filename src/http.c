@@ -468,6 +468,8 @@ void http_client_text(h2o_req_t *req, char out[HTTP_CLIENT_TEXT])
     }
 }
 
+static void write_line(h2o_req_t *req, http_conn_t *conn);
+
 static void on_log(h2o_logger_t *self, h2o_req_t *req)
 {
     http_site_t *site = ((http_logger_t *)self)->site;
@@ -481,6 +483,24 @@ static void on_log(h2o_logger_t *self, h2o_req_t *req)
     }
     stats_add(&site->slot->in_flight, -1);
     stats_add(&site->slot->requests[stats_status_index(req->res.status)], 1);
+    write_line(req, conn);
+}
+
+/*
+ * A request h2o answered itself before any path ran (its own 413 for a body
+ * over the limit it enforces while reading, a 400 for a request it cannot
+ * parse): bound to the host's fallback path, never counted in flight, so
+ * only counted by status and logged.
+ */
+static void on_log_refused(h2o_logger_t *self, h2o_req_t *req)
+{
+    http_site_t *site = ((http_logger_t *)self)->site;
+    stats_add(&site->slot->requests[stats_status_index(req->res.status)], 1);
+    write_line(req, http_conn_of(req));
+}
+
+static void write_line(h2o_req_t *req, http_conn_t *conn)
+{
     if (!log_access_enabled())
         return;
 
@@ -530,6 +550,9 @@ static h2o_hostconf_t *register_host(h2o_globalconf_t *conf, const char *name, h
     h->listener_flag = flag;
     http_logger_t *lg = (http_logger_t *)h2o_create_logger(pathconf, sizeof(*lg));
     lg->super.log_access = on_log;
+    lg->site = site;
+    lg = (http_logger_t *)h2o_create_logger(&host->fallback_path, sizeof(*lg));
+    lg->super.log_access = on_log_refused;
     lg->site = site;
     return host;
 }
