@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/time.h>
 
 #include "aly/http.h"
 #include "aly/mcp_internal.h"
@@ -23,6 +24,17 @@ const size_t mcp_protocol_count = ALY_ARRAY_SIZE(mcp_protocol_versions);
 static h2o_linklist_t open_streams = {&open_streams, &open_streams};
 static h2o_timeout_t keepalive_timeout;
 static int keepalive_ready;
+
+/* aly_now_ms() when req began (h2o stamps it with the wall clock): what a session lookup that misses must look past. */
+static uint64_t asked_ms(h2o_req_t *req)
+{
+    struct timeval now;
+    gettimeofday(&now, NULL);
+    int64_t age = (int64_t)(now.tv_sec - req->timestamps.request_begin_at.tv_sec) * 1000 +
+                  (now.tv_usec - req->timestamps.request_begin_at.tv_usec) / 1000;
+    uint64_t mono = aly_now_ms();
+    return age > 0 && (uint64_t)age < mono ? mono - (uint64_t)age - 1 : mono - 1;
+}
 
 /* The headers /api/mcp reads, in one pass (h2o keeps names lower-case); the first of each name counts. */
 static void read_headers(h2o_req_t *req, mcp_headers_t *h)
@@ -139,7 +151,7 @@ static void serve_get(mcp_ctx_t *ctx, h2o_req_t *req, const principal_t *p, cons
         return;
     }
     session_record_t s;
-    int rc = mcp_session_load(ctx->store, sid.base, sid.len, p, &s);
+    int rc = mcp_session_load(ctx->store, sid.base, sid.len, p, asked_ms(req), &s);
     if (rc != 0) {
         refuse_session(req, rc, "unknown or expired session: initialize again");
         return;
@@ -168,7 +180,7 @@ static void serve_delete(mcp_ctx_t *ctx, h2o_req_t *req, const principal_t *p, h
         refuse(req, 400, RPC_INVALID_REQUEST, "DELETE ends a session: send its Mcp-Session-Id");
         return;
     }
-    int rc = mcp_session_load(ctx->store, sid.base, sid.len, p, &s);
+    int rc = mcp_session_load(ctx->store, sid.base, sid.len, p, asked_ms(req), &s);
     if (rc != 0) {
         refuse_session(req, rc, "unknown or expired session");
         return;
@@ -313,7 +325,7 @@ static void serve_post(mcp_ctx_t *ctx, h2o_req_t *req, const principal_t *p, int
     session_record_t s;
     int has_session = 0;
     if (sid.base != NULL && !(!batch && is_initialize(body))) {
-        int rc = mcp_session_load(ctx->store, sid.base, sid.len, p, &s);
+        int rc = mcp_session_load(ctx->store, sid.base, sid.len, p, asked_ms(req), &s);
         if (rc != 0) {
             json_decref(body);
             refuse_session(req, rc, "unknown or expired session: initialize again");

@@ -115,7 +115,7 @@ int mcp_session_create(mcp_exchange_t *x, int pi, unsigned caps, aly_err_t *err)
     return 0;
 }
 
-int mcp_session_load(store_t *st, const char *id, size_t len, const principal_t *p, session_record_t *out)
+int mcp_session_load(store_t *st, const char *id, size_t len, const principal_t *p, uint64_t asked_ms, session_record_t *out)
 {
     store_txn_t t;
     aly_err_t err;
@@ -123,6 +123,7 @@ int mcp_session_load(store_t *st, const char *id, size_t len, const principal_t 
         return 1;
     if (store_begin(st, 0, &t, &err) != 0)
         return -1;
+    t.asked_ms = asked_ms; /* a session made on another host before this request began is looked for in PostgreSQL */
     int rc = store_get_record(&t, DB_SESSIONS, id, len, &record_session, out, &err);
     store_abort(&t);
     if (rc != 0)

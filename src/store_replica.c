@@ -331,10 +331,10 @@ long store_replicate(store_t *st, aly_err_t *err)
     return replicate(st, STORE_RT_POLL, err);
 }
 
-int store_sync(store_t *st)
+int store_sync(store_t *st, uint64_t asked_ms)
 {
     uint64_t now = aly_now_ms();
-    if (st->pg == NULL || now - st->pg->synced_ms < STORE_SYNC_MIN_MS)
+    if (st->pg == NULL || (now - st->pg->synced_ms < STORE_SYNC_MIN_MS && !(asked_ms != 0 && st->pg->synced_ms <= asked_ms)))
         return 0;
     st->pg->synced_ms = now;
     aly_err_t err;

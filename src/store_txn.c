@@ -238,6 +238,7 @@ int store_begin(store_t *st, int flags, store_txn_t *t, aly_err_t *err)
     t->quota_ws[0] = '\0';
     t->quota_net = 0;
     t->reads = 0;
+    t->asked_ms = 0;
     t->full_bytes = 0;
     if ((flags & (STORE_WRITE | STORE_VOLATILE | STORE_RESERVE)) == STORE_WRITE) {
         store_usage_t u;
@@ -476,7 +477,7 @@ int store_workspace_usage(store_t *st, const char *ws, uint64_t *bytes, aly_err_
 static int read_through(store_txn_t *t, int db)
 {
     if (db != DB_SESSIONS || t->reads != 0 || t->st->pg == NULL || (t->flags & (STORE_WRITE | STORE_VOLATILE)) ||
-        !store_sync(t->st))
+        !store_sync(t->st, t->asked_ms))
         return 0;
     mdb_txn_reset(t->txn);
     return mdb_txn_renew(t->txn) == 0;

@@ -76,7 +76,7 @@ int main(int argc, char **argv)
     store_count_into(b, cb);
 
     is_int(store_poll_ms(l), 0, "LMDB alone: no replication timer");
-    is_int(store_sync(l), 0, "LMDB alone: store_sync is a no-op");
+    is_int(store_sync(l, 0), 0, "LMDB alone: store_sync is a no-op");
     ok(store_poll_ms(a) > 0, "PostgreSQL: the replication timer's period");
 
     is_int(put(a, DB_DATA, "ws_x/a", "one", 0, 1), 0, "host A: a put commits");
@@ -85,21 +85,35 @@ int main(int argc, char **argv)
     is_int(lookup(a, DB_SESSIONS, "mcp_s1", "session"), 0, "host A reads its own write at once");
     is_int(ca[STORE_RT_TXN], 4, "the read: no round trip");
     is_int(lookup(b, DB_DATA, "ws_x/a", "one"), 1, "host B has not polled yet (no timer here)");
-    is_int(store_sync(b), 1, "store_sync on host B: the replica changed");
+    uint64_t before_sync = aly_now_ms() - 1; /* a request that began before the sync below */
+    is_int(store_sync(b, 0), 1, "store_sync on host B: the replica changed");
     is_int(cb[STORE_RT_SYNC], 1, "one round trip, counted as a lookup miss");
     is_int(lookup(b, DB_SESSIONS, "mcp_s1", "session"), 0, "host B now has the session");
     is_int(lookup(b, DB_DATA, "ws_x/a", "one"), 0, "and the data");
-    is_int(store_sync(b), 0, "a second store_sync at once is throttled");
+    is_int(store_sync(b, 0), 0, "a second store_sync at once is throttled");
     is_int(cb[STORE_RT_SYNC], 1, "without a round trip");
+    /*
+     * A lookup for a request that began after that sync is not throttled: what the client had committed
+     * elsewhere before sending it (a session right after initialize) may be newer than the sync.
+     */
+    is_int(put(a, DB_SESSIONS, "mcp_s7", "later", 0, 1), 0, "host A: a session after B's sync");
+    uint64_t asked = aly_now_ms();
+    int within = asked - before_sync < STORE_SYNC_MIN_MS;
+    is_int(store_sync(b, before_sync), within ? 0 : 1,
+           within ? "a request that began before the last sync: throttled" : "(the throttle window had passed: synced)");
+    is_int(store_sync(b, asked), within ? 1 : 0,
+           within ? "a request that began after the last sync: synced at once, throttle or not" : "(already synced)");
+    is_int(lookup(b, DB_SESSIONS, "mcp_s7", "later"), 0, "host B has that session");
     usleep((STORE_SYNC_MIN_MS + 10) * 1000);
-    is_int(store_sync(b), 0, "store_sync with nothing new: 0");
+    usleep((STORE_SYNC_MIN_MS + 10) * 1000);
+    is_int(store_sync(b, 0), 0, "store_sync with nothing new: 0");
 
     is_int(put(a, DB_SESSIONS, "mcp_s1", "other", 1, 1), 1, "noclobber on an existing key: 1");
     is_int(put(a, DB_DATA, "ws_x/a", NULL, 0, 1), 0, "host A deletes");
     is_int(put(a, DB_DATA, "ws_x/b", "two", 0, 0), 0, "host A puts and aborts");
     is_int(lookup(a, DB_DATA, "ws_x/b", "two"), 1, "the aborted put is not in A's replica");
     usleep((STORE_SYNC_MIN_MS + 10) * 1000);
-    is_int(store_sync(b), 1, "host B syncs");
+    is_int(store_sync(b, 0), 1, "host B syncs");
     is_int(lookup(b, DB_DATA, "ws_x/a", "one"), 1, "the delete reached B");
     is_int(lookup(b, DB_SESSIONS, "mcp_s1", "session"), 0, "the noclobber put did not");
     is_int(lookup(b, DB_DATA, "ws_x/b", "two"), 1, "nor the aborted one");
@@ -132,7 +146,7 @@ int main(int argc, char **argv)
     is_int(put(b, DB_DATA, "ws_x/c", "three", 0, 1), 0, "host B writes too");
     uint64_t ua = 1, ub = 2;
     aly_err_t err;
-    store_sync(a);
+    store_sync(a, 0);
     ok(store_workspace_usage(a, "ws_x", &ua, &err) == 0 && store_workspace_usage(b, "ws_x", &ub, &err) == 0 && ua == ub &&
            ua == strlen("ws_x/c") + strlen("three") + strlen("ws_x/d") + strlen("four"),
        "workspace usage rides the log: %llu on A, %llu on B", (unsigned long long)ua, (unsigned long long)ub);
@@ -157,7 +171,7 @@ int main(int argc, char **argv)
         ok(sa.applied_seq > before, "A's replica records that write's seq itself (%llu after %llu)",
            (unsigned long long)sa.applied_seq, (unsigned long long)before);
         usleep((STORE_SYNC_MIN_MS + 10) * 1000);
-        store_sync(b);
+        store_sync(b, 0);
         store_pg_status(b, &sb);
         is_int((long long)sb.applied_seq, (long long)sa.applied_seq, "and B reaches the same seq");
         is_int(lookup(b, DB_DATA, "ws_y/099", "v"), 0, "with the last record");

@@ -146,7 +146,7 @@ int mcp_log_level(const char *name);
 int mcp_session_create(mcp_exchange_t *x, int pi, unsigned caps, aly_err_t *err);
 int mcp_session_write(store_t *st, const session_record_t *s, aly_err_t *err);
 /* 0 found and usable, 1 unknown/expired/another principal's, -1 store error. */
-int mcp_session_load(store_t *st, const char *id, size_t len, const principal_t *p, session_record_t *out);
+int mcp_session_load(store_t *st, const char *id, size_t len, const principal_t *p, uint64_t asked_ms, session_record_t *out);
 void mcp_session_delete(store_t *st, const char *id);
 
 /* ---- mcp_client.c ---- */

@@ -135,6 +135,7 @@ typedef struct store_txn {
     char quota_ws[64];
     int64_t quota_net;
     unsigned reads;    /* gets and scans so far: cluster mode's read-through of a missed session applies to the first only */
+    uint64_t asked_ms; /* aly_now_ms() when the request this read serves began, for that read-through (0: unknown) */
     size_t full_bytes; /* not 0: a write was refused because the store is full (bytes in use then); see store_refused_full() */
 } store_txn_t;
 
@@ -342,10 +343,13 @@ long store_replicate(store_t *st, aly_err_t *err);
  * again, in a new transaction), 0 otherwise: LMDB alone, nothing new,
  * PostgreSQL unreachable, or another sync less than STORE_SYNC_MIN_MS ago in
  * this process (so a stream of lookups of records that do not exist costs
- * PostgreSQL at most one round trip per that many ms per process).
+ * PostgreSQL at most one round trip per that many ms per process) -- unless
+ * that sync began no later than asked_ms (aly_now_ms() when the request
+ * that looks began; 0: none): a record committed before the request was
+ * sent may then be missing from it, so this syncs again.
  */
 #define STORE_SYNC_MIN_MS 20
-int store_sync(store_t *st);
+int store_sync(store_t *st, uint64_t asked_ms);
 
 typedef struct store_pg_status {
     int configured;       /* 0: LMDB alone, the rest is zero */
