@@ -116,7 +116,8 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
       await cb.text();
     }
   } catch (e) {
-    rec = { url, error: String(e?.message ?? e) };
+    // fetch's own message is "fetch failed"; what failed (refused, reset, a timeout) is in its cause.
+    rec = { url, error: String(e?.message ?? e), cause: e?.cause ? String(e.cause?.code ?? "") + " " + String(e.cause?.message ?? e.cause) : undefined };
   }
   delete rec.page;
   if (log) appendFileSync(log, JSON.stringify(rec) + "\n");
