@@ -9,7 +9,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <poll.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -17,26 +19,23 @@
 
 #include "aly/store.h"
 
-/*
- * mdb_reader_check for data_dir, run in a child that first becomes the
- * worker user.  data_dir belongs to that user, who could plant a symlink
- * where LMDB opens its files; root must never follow it (LMDB would create,
- * truncate or lock the target).  The child reports through a pipe.
- */
-int daemon_reader_check(const aly_config_t *cfg, uid_t uid, gid_t gid, int *cleared, aly_err_t *err)
+int daemon_as_user(uid_t uid, gid_t gid, const char *what, daemon_task_fn task, void *arg, size_t argsize, unsigned timeout_ms,
+                   aly_err_t *err)
 {
     struct {
-        int rc, cleared;
+        int rc;
         aly_err_t err;
-    } r = {-1, 0, {.msg = ""}};
+    } r = {-1, {.msg = ""}};
     int fds[2];
+    if (argsize > DAEMON_TASK_ARG_MAX)
+        return aly_errf(err, "cannot %s: %zu bytes of result is more than a pipe takes at once", what, argsize);
     if (pipe2(fds, O_CLOEXEC) != 0)
-        return aly_errf(err, "cannot check the store's readers: pipe: %s", strerror(errno));
+        return aly_errf(err, "cannot %s: pipe: %s", what, strerror(errno));
     pid_t pid = fork();
     if (pid < 0) {
         close(fds[0]);
         close(fds[1]);
-        return aly_errf(err, "cannot check the store's readers: fork: %s", strerror(errno));
+        return aly_errf(err, "cannot %s: fork: %s", what, strerror(errno));
     }
     if (pid == 0) {
         close(fds[0]);
@@ -45,14 +44,32 @@ int daemon_reader_check(const aly_config_t *cfg, uid_t uid, gid_t gid, int *clea
         else if (uid != (uid_t)-1 && setuid(uid) != 0)
             aly_errf(&r.err, "cannot switch to user %u: %s", (unsigned)uid, strerror(errno));
         else
-            r.rc = store_reader_check(cfg, &r.cleared, &r.err);
-        ssize_t n = write(fds[1], &r, sizeof(r));
-        _exit(n == (ssize_t)sizeof(r) ? 0 : 1);
+            r.rc = task(arg, &r.err);
+        /* One write of at most PIPE_BUF bytes arrives whole. */
+        char out[sizeof(r) + DAEMON_TASK_ARG_MAX];
+        memcpy(out, &r, sizeof(r));
+        memcpy(out + sizeof(r), arg, argsize);
+        ssize_t n = write(fds[1], out, sizeof(r) + argsize);
+        _exit(n == (ssize_t)(sizeof(r) + argsize) ? 0 : 1);
     }
     close(fds[1]);
-    size_t got = 0;
-    while (got < sizeof(r)) {
-        ssize_t n = read(fds[0], (char *)&r + got, sizeof(r) - got);
+    /* Bounded: the master waits here, and a file the task reads can be a FIFO or on a hung mount. */
+    char in[sizeof(r) + DAEMON_TASK_ARG_MAX];
+    size_t want = sizeof(r) + argsize, got = 0;
+    uint64_t deadline = aly_now_ms() + timeout_ms;
+    int late = 0;
+    while (got < want) {
+        uint64_t now = aly_now_ms();
+        struct pollfd pfd = {.fd = fds[0], .events = POLLIN};
+        int ready = now < deadline ? poll(&pfd, 1, (int)(deadline - now)) : 0;
+        if (ready < 0 && errno == EINTR)
+            continue;
+        if (ready == 0) {
+            late = 1;
+            kill(pid, SIGKILL);
+            break;
+        }
+        ssize_t n = read(fds[0], in + got, want - got);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0)
@@ -63,14 +80,43 @@ int daemon_reader_check(const aly_config_t *cfg, uid_t uid, gid_t gid, int *clea
     int status;
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
         ;
-    if (got != sizeof(r))
-        return aly_errf(err, "the store's reader check did not report (it died)");
+    if (late)
+        return aly_errf(err, "cannot %s: it took over %u ms as the worker user (a FIFO, a hung mount?)", what, timeout_ms);
+    if (got != want)
+        return aly_errf(err, "cannot %s: the child did not report (it died)", what);
+    memcpy(&r, in, sizeof(r));
+    memcpy(arg, in + sizeof(r), argsize);
     if (r.rc != 0) {
         *err = r.err;
         err->msg[sizeof(err->msg) - 1] = '\0';
         return -1;
     }
-    *cleared = r.cleared;
+    return 0;
+}
+
+typedef struct reader_check {
+    const aly_config_t *cfg;
+    int cleared;
+} reader_check_t;
+
+static int reader_task(void *arg, aly_err_t *err)
+{
+    reader_check_t *c = arg;
+    return store_reader_check(c->cfg, &c->cleared, err);
+}
+
+/*
+ * mdb_reader_check for data_dir, run in a child that first becomes the
+ * worker user.  data_dir belongs to that user, who could plant a symlink
+ * where LMDB opens its files; root must never follow it (LMDB would create,
+ * truncate or lock the target).
+ */
+int daemon_reader_check(const aly_config_t *cfg, uid_t uid, gid_t gid, int *cleared, aly_err_t *err)
+{
+    reader_check_t c = {cfg, 0};
+    if (daemon_as_user(uid, gid, "check the store's readers", reader_task, &c, sizeof(c), DAEMON_TASK_MS, err) != 0)
+        return -1;
+    *cleared = c.cleared;
     return 0;
 }
 

@@ -16,18 +16,17 @@
 #include <malloc.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <poll.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "aly/alyd.h"
 #include "aly/cursor.h"
+#include "aly/daemon.h"
 #include "aly/endpoints.h"
 #include "aly/gate.h"
 #include "aly/guard.h"
@@ -463,72 +462,17 @@ static auth_t *load_keys(const aly_config_t *cfg, store_t *store, aly_err_t *err
     return auth;
 }
 
-#define CHECK_START_MS 10000
+static int check_keys(void *arg, aly_err_t *err)
+{
+    auth_t *auth = load_keys(*(const aly_config_t **)arg, NULL, err);
+    auth_free(auth);
+    return auth != NULL ? 0 : -1;
+}
 
 int worker_check_start(const aly_config_t *cfg, uid_t uid, gid_t gid, aly_err_t *err)
 {
-    struct {
-        int rc;
-        aly_err_t err;
-    } r = {-1, {.msg = ""}};
-    int fds[2];
-    if (pipe2(fds, O_CLOEXEC) != 0)
-        return aly_errf(err, "cannot check what the workers need: pipe: %s", strerror(errno));
-    pid_t pid = fork();
-    if (pid < 0) {
-        close(fds[0]);
-        close(fds[1]);
-        return aly_errf(err, "cannot check what the workers need: fork: %s", strerror(errno));
-    }
-    if (pid == 0) {
-        /* As the worker user: a file root can read and the worker cannot is what took reloads down. */
-        close(fds[0]);
-        if (gid != (gid_t)-1 && (setgroups(1, &gid) != 0 || setgid(gid) != 0))
-            aly_errf(&r.err, "cannot switch to group %u: %s", (unsigned)gid, strerror(errno));
-        else if (uid != (uid_t)-1 && setuid(uid) != 0)
-            aly_errf(&r.err, "cannot switch to user %u: %s", (unsigned)uid, strerror(errno));
-        else {
-            auth_t *auth = load_keys(cfg, NULL, &r.err);
-            r.rc = auth != NULL ? 0 : -1;
-            auth_free(auth);
-        }
-        ssize_t n = write(fds[1], &r, sizeof(r));
-        _exit(n == (ssize_t)sizeof(r) ? 0 : 1);
-    }
-    close(fds[1]);
-    /* Bounded: the master waits here, and a key file can be a FIFO or on a hung mount. */
-    uint64_t deadline = aly_now_ms() + CHECK_START_MS;
-    size_t got = 0;
-    int late = 0;
-    while (got < sizeof(r)) {
-        uint64_t now = aly_now_ms();
-        struct pollfd pfd = {.fd = fds[0], .events = POLLIN};
-        if (now >= deadline || poll(&pfd, 1, (int)(deadline - now)) == 0) {
-            late = 1;
-            kill(pid, SIGKILL);
-            break;
-        }
-        ssize_t n = read(fds[0], (char *)&r + got, sizeof(r) - got);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
-        got += (size_t)n;
-    }
-    close(fds[0]);
-    int status;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-        ;
-    if (late)
-        return aly_errf(err, "reading the key files as the worker user took over %d ms (a FIFO, a hung mount?)", CHECK_START_MS);
-    if (got != sizeof(r))
-        return aly_errf(err, "the check of what the workers need did not report (it died)");
-    if (r.rc != 0) {
-        *err = r.err;
-        err->msg[sizeof(err->msg) - 1] = '\0';
-        return -1;
-    }
-    return 0;
+    /* As the worker user: a file root can read and the worker cannot is what took reloads down. */
+    return daemon_as_user(uid, gid, "check what the workers need", check_keys, &cfg, sizeof(cfg), DAEMON_TASK_MS, err);
 }
 
 /* Tells a master waiting on a reload that this worker's listeners are live (aly/worker.h). */

@@ -26,6 +26,20 @@ void daemon_report_started(int fd, int ok);
 int daemon_write_pid_file(const char *path, aly_err_t *err);
 
 /*
+ * Runs task(arg, err) in a child that first switches to uid/gid ((uid_t)-1:
+ * stay), so that what it opens is opened as the worker user, never as root;
+ * waits at most timeout_ms (then kills it).  The child hands back task's
+ * return value, its err and arg's argsize bytes (at most
+ * DAEMON_TASK_ARG_MAX), where task leaves its results.  0, or -1 with err
+ * (task's own, or what went wrong around it, "cannot <what>: ...").
+ */
+typedef int (*daemon_task_fn)(void *arg, aly_err_t *err);
+#define DAEMON_TASK_ARG_MAX 256
+#define DAEMON_TASK_MS 10000 /* the bound the master's checks use */
+int daemon_as_user(uid_t uid, gid_t gid, const char *what, daemon_task_fn task, void *arg, size_t argsize, unsigned timeout_ms,
+                   aly_err_t *err);
+
+/*
  * store_reader_check() in a child that first switches to uid/gid ((uid_t)-1:
  * stay): data_dir belongs to the worker user, who could plant a symlink where
  * LMDB opens its files, and root must never follow it.  *cleared receives
