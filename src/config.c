@@ -251,6 +251,8 @@ static int set_value(aly_config_t *cfg, const directive_t *d, parse_state_t *ps,
                 snprintf(range, sizeof(range), "from %llums to %llums", (unsigned long long)d->min, (unsigned long long)d->max);
             return fail(ps, err, "%s must be %s", d->name, range);
         }
+        if (d->kind == K_DURATION_S && v % 1000 != 0)
+            return fail(ps, err, "%s \"%s\" must be whole seconds (it is kept in seconds)", d->name, argv[0]);
         if (is_size)
             *(size_t *)dst = (size_t)v;
         else
