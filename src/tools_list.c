@@ -156,8 +156,10 @@ mcp_status_t tools_list(mcp_call_t *call, store_txn_t *t, const tools_page_t *pg
 {
     /* Workspace and site ids live in char[ALY_ID_MAX], so the prefix fits in the first half of key and a resume point in the rest. */
     _Static_assert(2 * ALY_ID_MAX + 4 <= TOOLS_AFTER_MAX, "a list prefix must fit in TOOLS_AFTER_MAX");
-    char key[2 * TOOLS_AFTER_MAX], scope[TOOLS_SCOPE_HEX + 1];
-    scope_tag(call, l, scope);
+    char key[2 * TOOLS_AFTER_MAX], scope[TOOLS_SCOPE_HEX + 1] = "";
+    /* The tag is needed to check a cursor and to make one: a one-page listing (the common one) hashes nothing. */
+    if (pg->resumed)
+        scope_tag(call, l, scope);
     if (pg->resumed && CRYPTO_memcmp(scope, pg->scope, TOOLS_SCOPE_HEX) != 0) {
         store_abort(t);
         json_decref(out);
@@ -192,6 +194,8 @@ mcp_status_t tools_list(mcp_call_t *call, store_txn_t *t, const tools_page_t *pg
         return tools_store_error(call, c.failed ? &c.err : &err);
     }
     json_object_set_new(out, l->kind, c.items);
+    if (c.more && !pg->resumed)
+        scope_tag(call, l, scope);
     json_object_set_new(out, "next_cursor", c.more ? cursor_out(l->kind, scope, c.last) : json_null());
     return tools_ok(call, out);
 }
