@@ -111,7 +111,7 @@ static int touch_client(store_txn_t *t, const char *id, uint64_t now, aly_err_t 
 {
     oauth_client_t c;
     int rc = store_get_record(t, DB_OAUTH_CLIENTS, id, strlen(id), &oauth_record_client, &c, err);
-    if (rc != 0 || now - c.last_used_ms < 3600 * 1000)
+    if (rc != 0 || c.last_used_ms + 3600 * 1000 > now) /* a use this hour, or one stamped ahead of this clock */
         return rc < 0 ? -1 : 0;
     c.last_used_ms = now;
     return store_put_record(t, DB_OAUTH_CLIENTS, id, strlen(id), &oauth_record_client, &c, 0, err) == 0 ? 0 : -1;

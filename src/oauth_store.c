@@ -376,7 +376,8 @@ int oauth_client_has_redirect(const oauth_client_t *c, const char *uri)
 static int dcr_idle(const oauth_client_t *c, uint64_t now)
 {
     uint64_t seen = c->last_used_ms > c->created_ms ? c->last_used_ms : c->created_ms;
-    return c->origin == OAUTH_ORIGIN_DCR && now - seen > OAUTH_DCR_IDLE_MS;
+    /* Added, not subtracted: seen may lie ahead of this host's clock (another host's, or one stepped back). */
+    return c->origin == OAUTH_ORIGIN_DCR && seen + OAUTH_DCR_IDLE_MS < now;
 }
 
 int oauth_client_get(store_txn_t *t, const char *id, oauth_client_t *out, aly_err_t *err)
@@ -427,18 +428,20 @@ int oauth_client_create(store_t *st, auth_pepper_t *p, oauth_client_t *c, char *
 /*
  * The dynamic clients' tally ("d/dynamic" in DB_OAUTH_GRANTS): how many are
  * live, counted by the last sweep and kept since by each registration and
- * removal, and when that sweep was (0: it stopped at its batch, so the next
- * registration goes on with it).  A registration reads one record to know
- * whether it is over the cap, instead of reading every client.
+ * removal, when that sweep counted, and whether it stopped at its batch
+ * (the next registration then goes on with it).  A registration reads one
+ * record to know whether it is over the cap, instead of reading every client.
  */
 typedef struct dcr_tally {
     uint64_t live;
-    uint64_t swept_ms;
+    uint64_t swept_ms; /* when live was counted */
+    uint64_t more;     /* that sweep stopped at its batch: the next registration goes on with it */
 } dcr_tally_t;
 
 static const record_field_t tally_fields[] = {
     RF_U64_(dcr_tally_t, live, "live", 0),
     RF_U64_(dcr_tally_t, swept_ms, "swept", 0),
+    RF_U64_(dcr_tally_t, more, "more", 1),
 };
 static const record_type_t record_tally = {"dcr-tally", 1, tally_fields, ALY_ARRAY_SIZE(tally_fields)};
 static const char tally_key[] = "d/dynamic";
@@ -487,7 +490,8 @@ static int sweep_dynamic(store_txn_t *t, uint64_t now, dcr_tally_t *n, aly_err_t
     }
     free(s.idle);
     n->live = s.live;
-    n->swept_ms = s.more ? 0 : now;
+    n->swept_ms = now;
+    n->more = s.more;
     return rc;
 }
 
@@ -499,10 +503,11 @@ int oauth_client_register(store_t *st, auth_pepper_t *p, oauth_client_t *c, char
     store_txn_t t;
     if (store_begin(st, STORE_WRITE, &t, err) != 0)
         return -1;
-    dcr_tally_t n = {0, 0};
+    dcr_tally_t n = {0, 0, 0};
     uint64_t now = aly_wall_ms();
     int rc = store_get_record(&t, DB_OAUTH_GRANTS, tally_key, sizeof(tally_key) - 1, &record_tally, &n, err), changed = 0;
-    if (rc == 1 || (rc == 0 && now - n.swept_ms >= OAUTH_DCR_SWEEP_MS)) {
+    /* Due once an hour, at once after a partial sweep, and when the last one lies ahead of this clock. */
+    if (rc == 1 || (rc == 0 && (n.more || n.swept_ms > now || n.swept_ms + OAUTH_DCR_SWEEP_MS <= now))) {
         rc = sweep_dynamic(&t, now, &n, err);
         changed = 1;
     }
@@ -531,10 +536,15 @@ int oauth_client_remove(store_t *st, const char *id, aly_err_t *err)
     int rc = 0;
     if (store_begin(st, STORE_WRITE | STORE_RESERVE, &t, err) != 0)
         return -1;
-    /* A live dynamic client leaves the tally now, so removing some makes room at once. */
+    /*
+     * A dynamic client the tally counts leaves it now, so removing some makes room at once: one that was live
+     * when the tally was counted, or registered since.  One that has gone idle since still counts until the
+     * next sweep, and leaves the tally here as well.
+     */
     if (store_get_record(&t, DB_OAUTH_CLIENTS, id, strlen(id), &oauth_record_client, &c, err) == 0 &&
-        c.origin == OAUTH_ORIGIN_DCR && !dcr_idle(&c, aly_wall_ms()) &&
-        store_get_record(&t, DB_OAUTH_GRANTS, tally_key, sizeof(tally_key) - 1, &record_tally, &n, err) == 0 && n.live > 0) {
+        c.origin == OAUTH_ORIGIN_DCR &&
+        store_get_record(&t, DB_OAUTH_GRANTS, tally_key, sizeof(tally_key) - 1, &record_tally, &n, err) == 0 &&
+        (c.last_used_ms > c.created_ms ? c.last_used_ms : c.created_ms) + OAUTH_DCR_IDLE_MS >= n.swept_ms && n.live > 0) {
         n.live--;
         rc = store_put_record(&t, DB_OAUTH_GRANTS, tally_key, sizeof(tally_key) - 1, &record_tally, &n, 0, err);
     }

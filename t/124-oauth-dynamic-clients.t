@@ -176,4 +176,45 @@ SKIP: {
     ok($srv->stop, 'server stops');
 }
 
+# ---- clocks: a client stamped ahead of this clock is not idle; removing one gone idle since the count makes room ----
+SKIP: {
+    skip 'libfaketime is not installed (scripts/install-deps --test)', 8 unless OAuthE2E::Clock->available;
+    my $clock = OAuthE2E::Clock->new;
+    my $srv = Alyd->start(workers => 1, env => $clock->env, extra => ['oauth_max_dynamic_clients 2']);
+    my $o = AlyOAuth->new($srv);
+    my $names = sub {
+        my $list = Alyd::json_decode($srv->ctl('--json', 'oauth', 'clients', 'list')) // [];
+        return [ sort map { $_->{name} } grep { $_->{registered_by} eq 'dynamic' } @$list ];
+    };
+    my $reg = sub { my ($name) = @_; return register_json($srv, { redirect_uris => [$cb], client_name => $name }) };
+    # X registered by a clock 2 s ahead (another host's, or this one before it stepped back).
+    $clock->advance('+2s', $srv);
+    my ($st, $x) = $reg->('X');
+    is($st, 201, 'X registered with the clock 2 s ahead');
+    $clock->advance('+0', $srv);
+    ($st) = $reg->('Y');
+    is($st, 201, 'Y registered 2 s "earlier": its registration sweeps (the last sweep lies ahead)');
+    is_deeply($names->(), [qw(X Y)], 'and X, seen 2 s ahead of this clock, is not idle: kept');
+    my $pg = $o->authorize_page(response_type => 'code', client_id => $x->{client_id}, redirect_uri => $cb, code_challenge => 'x' x 43,
+        code_challenge_method => 'S256');
+    unlike($pg->{body} // '', qr/unknown client_id/, 'and known to /oauth/authorize');
+    $srv->ctl('oauth', 'clients', 'remove', $_) for map { $_->{client_id} } grep { $_->{registered_by} eq 'dynamic' }
+      @{ Alyd::json_decode($srv->ctl('--json', 'oauth', 'clients', 'list')) // [] };
+
+    # A counted at a sweep 30 days less 10 minutes after it registered; idle a minute past 30 days; then removed.
+    ($st, my $a) = $reg->('A');
+    $clock->advance('+43190m', $srv);
+    ($st) = $reg->('B');
+    is($st, 201, 'B registered; its sweep counts A live');
+    $clock->advance('+43201m', $srv);
+    {
+        local @ENV{ keys %{ $clock->env } } = values %{ $clock->env };
+        $srv->ctl('oauth', 'clients', 'remove', $a->{client_id});
+    }
+    is_deeply($names->(), ['B'], 'A, idle since that count, removed');
+    ($st, my $j) = $reg->('C');
+    is($st, 201, 'its removal made room at once (cap 2: B and C)') or diag($j->{error_description});
+    ok($srv->stop, 'server stops');
+}
+
 done_testing();
