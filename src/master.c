@@ -230,6 +230,29 @@ static proc_t *proc_slot(pid_t pid)
     return NULL;
 }
 
+/*
+ * In a new worker of generation g: closes what the master holds for anything
+ * else.  Workers never exec, so close-on-exec does nothing for them: a
+ * listener another generation binds (a port a reload removes or adds) would
+ * stay open, unaccepted, for this worker's life, and connections to it hang.
+ */
+static void child_fds(const generation_t *g)
+{
+    for (size_t i = 0; i < m.n_bound; i++) {
+        int used = 0;
+        for (size_t k = 0; k < g->n_listeners && !used; k++)
+            used = g->listeners[k].fd == m.bound[i].fd;
+        if (!used)
+            close(m.bound[i].fd);
+    }
+    /* A generation of id 0 is none (m.next between reloads, zeroed: its pipe fields are not descriptors). */
+    const generation_t *other = g == &m.gen ? &m.next : &m.gen;
+    int fds[] = {g->ready_rd, other->id != 0 ? other->ready_rd : -1, other->id != 0 ? other->ready_wr : -1};
+    for (size_t i = 0; i < ALY_ARRAY_SIZE(fds); i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+}
+
 /* Starts worker number of generation g (the current one, or a reload's next one). */
 static int spawn(generation_t *g, unsigned number)
 {
@@ -250,8 +273,7 @@ static int spawn(generation_t *g, unsigned number)
         return -1;
     }
     if (pid == 0) {
-        if (g->ready_rd >= 0)
-            close(g->ready_rd);
+        child_fds(g);
         worker_spec_t spec = {.cfg = g->cfg,
                               .listeners = g->listeners,
                               .n_listeners = g->n_listeners,

@@ -127,6 +127,24 @@ my @old = $srv->worker_pids;
     @old = @new;
 }
 
+# --- a listen line a reload removes: its port refuses connections after it ---------------
+{
+    my $p3 = free_port();
+    my $reloads = sub { my $n = () = ($srv->error_log_text =~ /reloaded: generation \d+/g); $n };
+    my $n = $reloads->();
+    $srv->write_conf(extra => [@$base, "listen 127.0.0.1:$p3"]);
+    ok($srv->signal('HUP'), "HUP adding listen 127.0.0.1:$p3");
+    ok(poll_until(10, sub { $reloads->() > $n }), 'reloaded');
+    ok(!refused($p3), "127.0.0.1:$p3 accepts");
+    $n = $reloads->();
+    $srv->write_conf(extra => $base);
+    ok($srv->signal('HUP'), "HUP removing it");
+    ok(poll_until(10, sub { $reloads->() > $n }), 'reloaded again');
+    ok(poll_until(10, sub { refused($p3) }), "127.0.0.1:$p3 refuses connections: no worker of the new generation holds it");
+    ok(poll_until(10, sub { my @w = $srv->worker_pids; @w == 2 }), 'the previous generation has drained');
+    @old = $srv->worker_pids;
+}
+
 # --- old workers are killed after shutdown_timeout ------------------------------------
 {
     my ($stuck) = @old;
