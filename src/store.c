@@ -8,11 +8,14 @@
 
 #include "aly/log.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <lmdb.h>
 #include <msgpack.h>
 #include <openssl/rand.h>
+#include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -382,14 +385,42 @@ uint64_t store_snapshot(store_t *st)
 }
 
 /*
+ * Removes what a backup killed mid-copy left in dir: ".data.mdb.PID.XXXXXX"
+ * files whose process is gone.  A backup still running (its pid alive) keeps
+ * its file.
+ */
+static void remove_stale_copies(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (d == NULL)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        char *end;
+        if (strncmp(e->d_name, ".data.mdb.", 10) != 0)
+            continue;
+        long pid = strtol(e->d_name + 10, &end, 10);
+        if (end == e->d_name + 10 || *end != '.' || pid <= 0 || pid > INT32_MAX)
+            continue;
+        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+            continue; /* that backup may still be writing */
+        unlinkat(dirfd(d), e->d_name, 0);
+    }
+    closedir(d);
+}
+
+/*
  * The copy goes to a temporary name in dir, is synced, and only then becomes
  * dir/data.mdb: a copy that fails (a full disk) leaves no truncated data.mdb
  * behind to pass for a backup, or to make the retry refuse the directory.
+ * The new name never replaces a data.mdb that appeared meanwhile (another
+ * backup into the same directory): that is refused.
  */
 int store_backup(store_t *st, const char *dir, aly_err_t *err)
 {
     char tmp[4200], final[4200];
-    if ((size_t)snprintf(tmp, sizeof(tmp), "%s/.data.mdb.XXXXXX", dir) >= sizeof(tmp) ||
+    remove_stale_copies(dir);
+    if ((size_t)snprintf(tmp, sizeof(tmp), "%s/.data.mdb.%d.XXXXXX", dir, (int)getpid()) >= sizeof(tmp) ||
         (size_t)snprintf(final, sizeof(final), "%s/data.mdb", dir) >= sizeof(final))
         return aly_errf(err, "backup directory path is too long");
     int fd = mkostemp(tmp, O_CLOEXEC);
@@ -401,12 +432,13 @@ int store_backup(store_t *st, const char *dir, aly_err_t *err)
         why = strerror(errno);
     if (close(fd) != 0 && why == NULL)
         why = strerror(errno);
-    if (why == NULL && rename(tmp, final) != 0)
-        why = strerror(errno);
-    if (why != NULL) {
-        unlink(tmp);
+    /* link() fails where the name exists, unlike rename(); renameat2's no-replace where hard links are not supported. */
+    if (why == NULL && link(tmp, final) != 0 &&
+        ((errno != EPERM && errno != ENOTSUP) || renameat2(AT_FDCWD, tmp, AT_FDCWD, final, RENAME_NOREPLACE) != 0))
+        why = errno == EEXIST ? "another backup wrote data.mdb there meanwhile: back up into an empty directory" : strerror(errno);
+    unlink(tmp); /* linked (or failed); after a rename it is already gone */
+    if (why != NULL)
         return aly_errf(err, "backup to %s failed: %s", dir, why);
-    }
     /* The new name must survive a crash too. */
     int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd >= 0) {

@@ -180,4 +180,35 @@ like($err, qr/missing\.conf/, '... naming the file');
     ok((-s "$dest/data.mdb" // 0) > 8192, '... and writes data.mdb');
 }
 
+# --- backup killed mid-copy (SIGXFSZ not ignored): the retry removes what it left ----------
+{
+    my $dest = "$dir/backup-killed";
+    ($exit) = run_cmd('sh', '-c', 'ulimit -f 8 && exec "$@"', 'sh', $ctl, '-c', $conf, 'backup', $dest);
+    isnt($exit, 0, 'backup killed by the file size limit');
+    opendir(my $dh, $dest) or die "opendir: $!";
+    my @left = grep { /^\.data\.mdb\./ } readdir $dh;
+    is(scalar @left, 1, '... leaves its temporary copy (@left)');
+    ($exit, $out, $err) = run_cmd($ctl, '-c', $conf, 'backup', $dest);
+    is($exit, 0, 'the retry succeeds') or diag($err);
+    opendir($dh, $dest) or die "opendir: $!";
+    is(join(' ', sort grep { !/^\.\.?$/ } readdir $dh), 'data.mdb', '... and removes the dead backup\'s temporary copy');
+}
+
+# --- two backups into one directory at once: one data.mdb, never silently replaced -------
+{
+    my ($both, $rounds) = (0, 5);
+    for my $r (1 .. $rounds) {
+        my $dest = "$dir/backup-race-$r";
+        mkdir $dest;
+        system('sh', '-c', '("$1" -c "$2" backup "$3" >/dev/null 2>"$3.a.err"; echo $? >"$3.a") & '
+            . '("$1" -c "$2" backup "$3" >/dev/null 2>"$3.b.err"; echo $? >"$3.b") & wait', 'sh', $ctl, $conf, $dest);
+        my ($a, $b) = map { my $v = Alyd::slurp("$dest.$_") // ''; chomp $v; $v } qw(a b);
+        $both++ if $a eq '0' && $b eq '0';
+        my $loser = $a eq '0' ? 'b' : 'a';
+        like(Alyd::slurp("$dest.$loser.err") // '', qr/already holds a data\.mdb|another backup wrote data\.mdb there meanwhile/,
+            "round $r: the other backup is refused, saying why") unless $a eq '0' && $b eq '0';
+    }
+    is($both, 0, "two concurrent backups into one directory: never both report success ($rounds rounds)");
+}
+
 done_testing();
