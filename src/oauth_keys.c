@@ -55,7 +55,8 @@ static int seal_key(auth_pepper_t *p, unsigned char key[32], aly_err_t *err)
 
 static int usable(const signing_key_t *k, uint64_t now)
 {
-    return k->retired_ms == 0 || now - k->retired_ms < KEY_RETIRED_KEEP_MS;
+    /* Added, not subtracted: a key retired by a host whose clock is ahead of ours has a stamp in our future. */
+    return k->retired_ms == 0 || now < k->retired_ms + KEY_RETIRED_KEEP_MS;
 }
 
 /* PEM text of an EC P-256 key: the public point alone, or the key pair when priv is not NULL.  malloc'd. */
