@@ -64,6 +64,8 @@ int daemon_as_user(uid_t uid, gid_t gid, const char *what, daemon_task_fn task, 
         int ready = now < deadline ? poll(&pfd, 1, (int)(deadline - now)) : 0;
         if (ready < 0 && errno == EINTR)
             continue;
+        if (ready < 0)
+            break; /* reported as a child that did not report */
         if (ready == 0) {
             late = 1;
             kill(pid, SIGKILL);
@@ -78,8 +80,12 @@ int daemon_as_user(uid_t uid, gid_t gid, const char *what, daemon_task_fn task, 
     }
     close(fds[0]);
     int status;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-        ;
+    if (late)
+        waitpid(pid, &status,
+                WNOHANG); /* not waited for: a child stuck in the kernel outlives SIGKILL; the master reaps it later */
+    else
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+            ;
     if (late)
         return aly_errf(err, "cannot %s: it took over %u ms as the worker user (a FIFO, a hung mount?)", what, timeout_ms);
     if (got != want)

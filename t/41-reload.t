@@ -54,6 +54,21 @@ my @old = $srv->worker_pids;
     is($st, 200, '/healthz still answers');
 }
 
+# --- a pepper that never answers (a FIFO without a writer): the check gives up after 10 s --
+{
+    my $fifo = $srv->data_dir . '/pepper.fifo';
+    POSIX::mkfifo($fifo, 0600) or die "mkfifo: $!";
+    $srv->write_conf(extra => [@$base, "key_pepper_file $fifo"]);
+    my $t0 = time;
+    ok($srv->signal('HUP'), 'HUP with a pepper that blocks whoever opens it');
+    my $msg = $srv->wait_log(qr/reload failed, keeping the running configuration: [^\n]*took over 10000 ms[^\n]*/, 20);
+    ok($msg, sprintf('the reload gives up on the check after its bound (%.1f s)', time - $t0)) or diag($srv->error_log_text);
+    ok(same_set([$srv->worker_pids], \@old), 'the old workers keep running');
+    my ($st) = raw_http($srv->port, 'GET', '/healthz');
+    is($st, 200, 'and the master serves on: /healthz answers');
+    unlink $fifo;
+}
+
 # --- a new generation that fails at start-up ------------------------------------
 # The pepper is a FIFO that gives the check its two reads (the API keys' and
 # the cursor key's) and then a short one: the file changed between the check
@@ -64,16 +79,15 @@ my @old = $srv->worker_pids;
     my $pepper = slurp($srv->data_dir . '/pepper');
     my $writer = fork // die "fork: $!";
     if ($writer == 0) {
-        $SIG{PIPE} = 'IGNORE';
-        for my $i (1 .. 3) {
-            open(my $f, '>', $fifo) or POSIX::_exit(1);
-            syswrite($f, $i <= 2 ? $pepper : 'short');
-            # One write per reader: wait until this one has read (FIONREAD 0) and closed before the next open.
+        # One end held open for reading and writing (Linux): no reader ever meets EOF between two chunks, and a
+        # chunk waits in the pipe for the next reader's one read().  The next chunk goes in once this one is read.
+        sysopen(my $f, $fifo, POSIX::O_RDWR()) or POSIX::_exit(1);
+        for my $chunk ($pepper, $pepper, 'short') {
+            syswrite($f, $chunk);
             my $left = pack('i', 1);
-            for (1 .. 1000) { ioctl($f, 0x541B, $left) or last; last if unpack('i', $left) == 0; sleep 0.01 }
-            sleep 0.05;
-            close $f;
+            for (1 .. 2000) { ioctl($f, 0x541B, $left) or last; last if unpack('i', $left) == 0; sleep 0.01 }
         }
+        sleep 2;    # the worker has read 'short' (and died); then the pipe may go
         POSIX::_exit(0);
     }
     my $p1 = free_port();
