@@ -58,6 +58,7 @@ static const record_field_t order_fields[] = {
     RF_STR_(order_record_t, currency, "currency", 0),
     RF_STR_(order_record_t, carrier, "carrier", 1),
     RF_STR_(order_record_t, tracking, "tracking", 1),
+    RF_STR_(order_record_t, cancel_reason, "cancel_reason", 1),
     RF_U64_(order_record_t, total, "total", 0),
     RF_U64_(order_record_t, created_ms, "created", 0),
     RF_U64_(order_record_t, paid_ms, "paid", 1),

@@ -301,7 +301,8 @@ json_t *tools_product_json(const product_record_t *p, const char *currency)
                      tools_time(p->created_ms), "updated_at", tools_time(p->updated_ms));
 }
 
-json_t *tools_order_json(const order_record_t *o)
+/* An order's JSON view, without the fields only some orders have. */
+static json_t *order_json_base(const order_record_t *o)
 {
     json_t *items = json_array();
     for (uint64_t i = 0; i < o->n_items; i++) {
@@ -319,6 +320,15 @@ json_t *tools_order_json(const order_record_t *o)
                      tools_money(o->total, o->currency), "fulfillment", fulfillment, "created_at", tools_time(o->created_ms),
                      "paid_at", tools_time(o->paid_ms), "cancelled_at", tools_time(o->cancelled_ms), "version",
                      (json_int_t)o->version);
+}
+
+/* The view, and cancel_reason when orders.cancel was given one. */
+json_t *tools_order_json(const order_record_t *o)
+{
+    json_t *j = order_json_base(o);
+    if (o->cancel_reason[0] != '\0')
+        json_object_set_new(j, "cancel_reason", json_string(o->cancel_reason));
+    return j;
 }
 
 typedef struct complete_ctx {

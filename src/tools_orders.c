@@ -190,7 +190,9 @@ static mcp_status_t orders_cancel(mcp_call_t *call, json_t *args)
                     o.id) != 0)
         return MCP_DONE;
     uint64_t before = o.version;
+    const char *reason = json_string_value(json_object_get(args, "reason"));
     snprintf(o.status, sizeof(o.status), "cancelled");
+    snprintf(o.cancel_reason, sizeof(o.cancel_reason), "%s", reason != NULL ? reason : ""); /* fits: the schema's maxLength */
     o.cancelled_ms = aly_wall_ms();
     o.version++;
     return write_order(call, &t, &o, "orders.cancel", before);
@@ -232,7 +234,8 @@ const mcp_tool_desc_t tools_orders[] = {
     {"orders.cancel", "Cancel an order",
      "Cancel an order that has not been fulfilled. Cancelling a cancelled order changes nothing; a fulfilled order is refused.",
      SCOPE_WRITE_ORDERS,
-     "{\"type\":\"object\",\"properties\":{\"order_id\":" ORDER_ID ",\"reason\":{\"type\":\"string\",\"maxLength\":500}},"
+     "{\"type\":\"object\",\"properties\":{\"order_id\":" ORDER_ID ",\"reason\":{\"type\":\"string\",\"maxLength\":" MAX_REASON
+     ",\"description\":\"why; kept with the order (cancel_reason)\"}},"
      "\"required\":[\"order_id\"],\"additionalProperties\":false}",
      ORDER_OUT, TOOL_DESTRUCTIVE | TOOL_IDEMPOTENT, orders_cancel, 0},
 };

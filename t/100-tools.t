@@ -297,8 +297,15 @@ err_call($keyA, 'orders.fulfill', { order_id => $cancelled->{id}, carrier => 'DH
 err_call($keyA, 'orders.fulfill', { order_id => $paid->{id}, carrier => 'DHL' }, qr/tracking_number: is required/, 'missing field');
 err_call($keyB, 'orders.fulfill', { order_id => $paid2->{id}, carrier => 'DHL', tracking_number => 'X' }, qr/no order/, 'another workspace\'s order');
 err_call($keyA, 'orders.cancel', { order_id => $paid->{id} }, qr/already fulfilled/, 'fulfilled order');
-is(ok_call($keyA, 'orders.cancel', { order_id => $paid2->{id}, reason => 'customer asked' }, 'cancels')->{status}, 'cancelled', 'cancelled');
-is(ok_call($keyA, 'orders.cancel', { order_id => $paid2->{id} }, 'again')->{status}, 'cancelled', 'orders.cancel: idempotent');
+my $cx = ok_call($keyA, 'orders.cancel', { order_id => $paid2->{id}, reason => 'customer asked' }, 'cancels');
+is($cx->{status}, 'cancelled', 'cancelled');
+is($cx->{cancel_reason}, 'customer asked', 'orders.cancel: the reason is kept with the order');
+is(ok_call($keyA, 'orders.get', { order_id => $paid2->{id} }, 'the cancelled order')->{cancel_reason}, 'customer asked',
+    'orders.get: shows it');
+my $again = ok_call($keyA, 'orders.cancel', { order_id => $paid2->{id}, reason => 'another reason' }, 'again');
+is($again->{status}, 'cancelled', 'orders.cancel: idempotent');
+is($again->{cancel_reason}, 'customer asked', 'orders.cancel: a repeated cancel changes nothing, the first reason stays');
+is($again->{version}, $cx->{version}, '... nor the version');
 err_call($keyA, 'orders.cancel', { order_id => 42 }, qr/order_id: must be of type string/, 'id of the wrong type');
 err_call($keyB, 'orders.cancel', { order_id => $paid->{id} }, qr/no order/, 'another workspace\'s order');
 

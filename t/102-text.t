@@ -117,6 +117,21 @@ ok_call('orders.fulfill', { order_id => $oid, carrier => $carrier, tracking_numb
 err_call('orders.fulfill', { order_id => $oid, carrier => $e x 64, tracking_number => 'JP 0001' }, qr/carrier: must be at most 63/,
     'a 64-character carrier');
 
+# ---- a cancellation's reason at its limit, in 4-byte characters ----
+{
+    my $cid = 'ord_' . ('K' x 20);
+    Alyd::spew($file, qq({"type":"order","site_id":"$sid","id":"$cid","status":"paid","created":"2026-11-01",)
+          . qq("items":[{"product_id":"$pid","quantity":1,"unit_price":1500}]}\n));
+    ctl('import', '--workspace', $ws, $file);
+    my $emoji = "\x{1F600}";
+    err_call('orders.cancel', { order_id => $cid, reason => $emoji x 501 }, qr/reason: must be at most 500 characters/,
+        'a 501-character reason');
+    is(ok_call('orders.get', { order_id => $cid }, 'the refused cancel')->{status}, 'paid', 'the refused cancel changed nothing');
+    my $c = ok_call('orders.cancel', { order_id => $cid, reason => $emoji x 500 }, '500 four-byte characters');
+    is($c->{cancel_reason}, $emoji x 500, 'orders.cancel: the whole reason kept');
+    is(ok_call('orders.get', { order_id => $cid }, 'after')->{cancel_reason}, $emoji x 500, 'orders.get: the exact reason');
+}
+
 unlike(Alyd::slurp($srv->error_log) // '', qr/tool store error|could not be built/, 'no store error was logged');
 is((Alyd::curl($srv->url('/healthz')))[0], 200, 'still serving');
 done_testing();

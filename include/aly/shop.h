@@ -41,11 +41,13 @@
 #define SHOP_DESCRIPTION_CHARS 2000
 #define SHOP_TAG_CHARS 32
 #define SHOP_CARRIER_CHARS 63
+#define SHOP_REASON_CHARS 500
 #define SHOP_SITE_NAME_MAX SHOP_TEXT_BYTES(SHOP_SITE_NAME_CHARS)
 #define SHOP_TITLE_MAX SHOP_TEXT_BYTES(SHOP_TITLE_CHARS)
 #define SHOP_DESCRIPTION_MAX SHOP_TEXT_BYTES(SHOP_DESCRIPTION_CHARS)
 #define SHOP_TAG_MAX SHOP_TEXT_BYTES(SHOP_TAG_CHARS)
 #define SHOP_CARRIER_MAX SHOP_TEXT_BYTES(SHOP_CARRIER_CHARS)
+#define SHOP_REASON_MAX SHOP_TEXT_BYTES(SHOP_REASON_CHARS)
 
 typedef struct site_record {
     char id[ALY_ID_MAX];
@@ -90,7 +92,8 @@ typedef struct order_record {
     char currency[4];
     char carrier[SHOP_CARRIER_MAX];
     char tracking[128];
-    uint64_t total; /* minor units */
+    char cancel_reason[SHOP_REASON_MAX]; /* orders.cancel's reason, "" when none was given */
+    uint64_t total;                      /* minor units */
     uint64_t created_ms, paid_ms, fulfilled_ms, cancelled_ms;
     uint64_t version;
     uint64_t n_items;
