@@ -296,8 +296,14 @@ int gate_pass(gate_t *g, h2o_req_t *req, principal_t *p)
         stats_add(&g->slot->auth_failures, 1);
         if (vr != NULL ? ratelimit_redis_address_failure(vr, &addr, fail_rate, &d, &err) != 0
                        : ratelimit_address_failure(rl, &addr, fail_rate, ratelimit_now_ns(), &d, &err) != 0) {
-            if (vr == NULL || volatile_redis_up(vr))
+            if (vr == NULL) {
                 limiter_failed(g, err.msg);
+            } else if (!volatile_failed(g, vr, err.msg)) {
+                /* volatile_failure closed: a failure that cannot be counted is not answered either (a 401 here, where a
+                 * good credential gets 503, would both lift the failure budget and tell a guess from a hit). */
+                send_volatile_down(req);
+                return -1;
+            }
         } else if (vr != NULL) {
             ratelimit_redis_suspect_mark(&addr, fail_rate, aly_now_ms());
             if (!d.allowed && !suspect) {

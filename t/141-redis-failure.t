@@ -39,6 +39,12 @@ my $r = ping($closed);
 is($r->{status}, 503, 'closed: 503 while Redis is down');
 is(Alyd::header_value($r->{h}, 'retry-after'), '1', 'closed: with Retry-After');
 like($r->{j}{error}{message} // '', qr/redis/, 'closed: the error names redis');
+# A bad credential gets the same 503: a 401 would count no failure (an open budget for guessing) and tell a guess from a hit.
+for my $bad ('aly_' . ('x' x 40), 'not-a-key') {
+    my ($bst) = Alyd::curl('-X', 'POST', '-H', 'Content-Type: application/json', '-H', 'Accept: application/json, text/event-stream',
+        '-H', "Authorization: Bearer $bad", '--data', $PING, $closed->url('/api/mcp'));
+    is($bst, 503, "closed: a bad credential ($bad) also gets 503 while Redis is down");
+}
 my $hz = healthz($closed);
 is($hz->{status}, 503, 'closed: /healthz answers 503');
 is($hz->{j}{status}, 'unavailable', 'closed: /healthz says unavailable');
