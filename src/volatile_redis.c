@@ -150,6 +150,21 @@ static void recovered(volatile_redis_t *r)
              (unsigned long long)(aly_now_ms() - r->down_since));
 }
 
+/* An error reply that means this server cannot serve us now, whatever the command: an outage, not a failed call. */
+static int outage_reply(const void *reply)
+{
+    static const char *const kinds[] = {"READONLY", "MISCONF", "OOM", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "NOREPLICAS"};
+    const redisReply *rep = reply;
+    if (rep->type != REDIS_REPLY_ERROR || rep->str == NULL)
+        return 0;
+    for (size_t i = 0; i < ALY_ARRAY_SIZE(kinds); i++) {
+        size_t n = strlen(kinds[i]);
+        if (strncmp(rep->str, kinds[i], n) == 0 && (rep->str[n] == ' ' || rep->str[n] == '\0'))
+            return 1;
+    }
+    return 0;
+}
+
 /* A usable context, connecting when there is none and the back-off allows; NULL with err otherwise. */
 static redisContext *context(volatile_redis_t *r, aly_err_t *err)
 {
@@ -216,6 +231,17 @@ static int pipeline(volatile_redis_t *r, size_t n, const int *argc, const char *
         count(r, VOLATILE_REDIS_RT, 1);
         count(r, VOLATILE_REDIS_COMMANDS, n);
         if (ok) {
+            /* A server that answers but cannot serve (a replica after a failover, a failed save, out of memory) is down. */
+            for (size_t i = 0; i < n; i++) {
+                if (outage_reply(out[i])) {
+                    char why[160];
+                    snprintf(why, sizeof(why), "%.150s", ((redisReply *)out[i])->str);
+                    for (size_t k = 0; k < n; k++)
+                        freeReplyObject(out[k]);
+                    drop(r, why);
+                    return aly_errf(err, "redis at %s:%u: %s", r->url.host, r->url.port, why);
+                }
+            }
             recovered(r);
             return 0;
         }
@@ -299,12 +325,13 @@ void volatile_redis_close(volatile_redis_t *r)
 
 int volatile_redis_ping(volatile_redis_t *r, aly_err_t *err)
 {
-    const char *argv[] = {"PING"};
-    redisReply *rep = command(r, 1, argv, err);
+    /* A write, not PING: a replica, a failed save or a full memory answer PING and refuse what alyd needs. */
+    const char *argv[] = {"SET", "aly:{healthz}:probe", "1", "PX", "10000"};
+    redisReply *rep = command(r, 5, argv, err);
     if (rep == NULL)
         return -1;
     if (rep->type != REDIS_REPLY_STATUS)
-        return reply_error(rep, "PING", err);
+        return reply_error(rep, "SET", err);
     freeReplyObject(rep);
     return 0;
 }

@@ -21,9 +21,9 @@ my $open = AlyRedis::twin($closed, workers => 1, extra => ['volatile ' . $redis-
 
 my $PING = '{"jsonrpc":"2.0","id":1,"method":"ping"}';
 sub ping {
-    my ($host) = @_;
+    my ($host, $k) = @_;
     my ($st, $h, $body) = Alyd::curl('-X', 'POST', '-H', 'Content-Type: application/json', '-H', 'Accept: application/json, text/event-stream',
-        '-H', "Authorization: Bearer $key", '--data', $PING, $host->url('/api/mcp'));
+        '-H', 'Authorization: Bearer ' . ($k // $key), '--data', $PING, $host->url('/api/mcp'));
     return { status => $st, h => $h, body => $body, j => Alyd::json_decode($body) // {} };
 }
 sub healthz { my ($st, $h, $body) = Alyd::curl($_[0]->url('/healthz')); return { status => $st, h => $h, j => Alyd::json_decode($body) // {} } }
@@ -83,6 +83,25 @@ like($r->{j}{error}{message} // '', qr/redis/, 'stalled: the error names redis')
 ok($closed->wait_log(qr/unreachable \([^)]*no answer within volatile_timeout\)/), 'stalled: logged as a timeout');
 kill('CONT', $redis->pid);
 ok(Alyd::poll_until(10, sub { ping($closed)->{status} != 503 }, 0.1), 'closed: decides again once Redis answers');
+
+# ---- a Redis that answers but refuses writes (a replica after a failover): an outage, not "ok" ----
+# (a key of its own, with room: the one above is over its 1/hour budget by now, which a replica can still read)
+my $roomy = $closed->ctl('keys', 'create', '--workspace', $ws, '--scopes', 'read:sites', '--rate-limit', '1000/minute burst=1000');
+is(ping($closed, $roomy)->{status}, 200, 'a key with room: served');
+ok(defined $redis->cli('REPLICAOF', '127.0.0.1', '1'), 'Redis made a replica (READONLY)');
+$r = ping($closed, $roomy);
+is($r->{status}, 503, 'READONLY: closed answers 503');
+$hz = healthz($closed);
+is($hz->{status}, 503, 'READONLY: closed /healthz answers 503, not ok');
+is(healthz($open)->{j}{status}, 'degraded', 'READONLY: open /healthz says degraded');
+my $ro_lines = outage_lines($closed, qr/unreachable \(READONLY[^)]*\)/);
+ok($ro_lines >= 1, 'READONLY: the outage is logged, with the reason');
+ping($closed, $roomy) for 1 .. 5;
+is(outage_lines($closed, qr/unreachable \(READONLY[^)]*\)/), $ro_lines, 'READONLY: logged once, not per request');
+unlike($closed->error_log_text, qr/request admitted: redis script: READONLY/, 'READONLY: never called an admitted decision');
+ok(defined $redis->cli('REPLICAOF', 'NO', 'ONE'), 'Redis a primary again');
+ok(Alyd::poll_until(10, sub { ping($closed, $roomy)->{status} == 200 }, 0.1), 'closed: serves again');
+ok(Alyd::poll_until(10, sub { healthz($closed)->{status} == 200 }, 0.1), 'closed: /healthz 200 again');
 
 $_->stop for $closed, $open;
 done_testing();

@@ -80,7 +80,11 @@ int volatile_redis_fail_open(const volatile_redis_t *r);
 /* Whether the last call reached Redis (0: down since then). */
 int volatile_redis_up(const volatile_redis_t *r);
 
-/* A PING (for /healthz): 0, or -1 with err. */
+/*
+ * Whether Redis serves us (for /healthz): a short-lived SET, not a PING, since
+ * a replica, a failed save or a full memory answer PING and refuse writes.
+ * 0, or -1 with err.  A reply of those kinds to any call marks Redis down.
+ */
 int volatile_redis_ping(volatile_redis_t *r, aly_err_t *err);
 
 /* "aly:{tag}:kind" into buf; the length, or -1 when it does not fit. */
