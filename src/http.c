@@ -293,6 +293,22 @@ static void allow_header(h2o_req_t *req, unsigned methods)
     add_token_header(req, H2O_TOKEN_ALLOW, h2o_strdup(&req->pool, buf, SIZE_MAX).base);
 }
 
+/*
+ * What a request's headers and framing can have cost on the wire: its decoded
+ * header block (HPACK and Huffman only shrink it; HTTP/1 adds ": " and CRLF,
+ * within the 32 per field) and a slack for the frames and TLS records around
+ * it and the connection's own control frames.  Not a flat 16 KiB: a stream of
+ * tiny requests would let that much body per request sit in h2o's buffers
+ * uncounted.
+ */
+static uint64_t request_overhead(const h2o_req_t *req)
+{
+    uint64_t n = HTTP_REQUEST_SLACK + req->method.len + req->path.len + req->authority.len;
+    for (size_t i = 0; i < req->headers.size; i++)
+        n += req->headers.entries[i].name->len + req->headers.entries[i].value.len + 32;
+    return n;
+}
+
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
     http_handler_t *h = (http_handler_t *)self;
@@ -302,7 +318,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         conn->inflight++;
         conn->progress++;
         /* The body has left h2o's buffers for this request; the allowance covers its headers and framing. */
-        conn->consumed += req->entity.len + HTTP_HEADER_BYTES;
+        conn->consumed += req->entity.len + request_overhead(req);
     }
     stats_add(&site->slot->in_flight, 1);
     if (conn != NULL && conn->shut) {

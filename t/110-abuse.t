@@ -125,6 +125,17 @@ subtest 'body flood: 4 MiB of DATA on each of 100 streams' => sub {
     ok(metric('alyd_connections_cut_total{reason="body"}') > $before, 'counted as a cut for body bytes in flight');
 };
 
+subtest 'body flood behind tiny requests: they buy no body room' => sub {
+    under_attack('credit-flood', sub {
+        my $r = attack('credit-flood', '127.0.0.45', '--duration', 15, '--streams', 40, '--body', 1024 * 1024);
+        my $run = $r->{runs}[0];
+        ok($run->{closed}, 'credit flood: the server closed the connection (' . ($run->{closed} // 'still open') . ')');
+        my $queued = $run->{body_bytes_queued} // 0;
+        # max_inflight_body is 8m: a request is credited its headers' cost, not 16 KiB, so the cut comes near 8 MiB.
+        ok($queued < 12 * 1024 * 1024, "credit flood: cut after $queued bytes of body (max_inflight_body 8m)");
+    });
+};
+
 subtest 'body flood from one address over 4 connections at once' => sub {
     my $before = metric('alyd_connections_cut_total{reason="body"}');
     under_attack('body-flood-x4', sub {

