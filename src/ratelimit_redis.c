@@ -102,9 +102,11 @@ static int cell_decision(redisReply *rep, const aly_rate_t *rate, ratelimit_deci
 }
 
 /*
- * A read-only check from a GET of the cell: the script's arithmetic on this
- * host's clock instead of Redis' (no script run; hosts' clocks agree to
- * milliseconds, emission intervals are seconds).  Frees the reply.
+ * A read-only check from a GET of the cell, on this host's clock instead of
+ * Redis' (no script run): only where a credential has already been verified
+ * (ratelimit_redis_admit), so a few seconds of clock skew can at worst let a
+ * good credential through from an address near its failure budget.  The
+ * check before any credential work runs the script.  Frees the reply.
  */
 static int check_decision(redisReply *rep, const aly_rate_t *rate, ratelimit_decision_t *d, aly_err_t *err)
 {
@@ -127,12 +129,14 @@ static int decide(volatile_redis_t *r, const char *key, const aly_rate_t *rate, 
     cell_args_t a;
     volatile_redis_call_t call;
     redisReply *rep;
+    /*
+     * A check runs the script too (charging nothing): its arithmetic on Redis' clock, as the charge's is.  On this
+     * host's clock, a host a few seconds fast read every failure cell as already earned back.
+     */
     cell_call(&a, key, rate, charge, &call);
-    if (!charge)
-        call.script = NULL;
     if (volatile_redis_eval_batch(r, &call, 1, &rep, err) != 0)
         return -1;
-    return charge ? cell_decision(rep, rate, d, err) : check_decision(rep, rate, d, err);
+    return cell_decision(rep, rate, d, err);
 }
 
 /* An address's cell key into key (64 bytes); 0, or 1 for no address (a Unix socket: never limited). */

@@ -14,6 +14,7 @@ use Test::More;
 use JSON::PP ();
 use Alyd;
 use AlyRedis;
+use OAuthE2E;
 
 plan skip_all => 'redis-server and redis-cli are not installed (scripts/install-deps --test installs them)' unless AlyRedis->available;
 Alyd::watchdog(120);
@@ -159,6 +160,18 @@ $r = ping($b, $k2{key}, '--interface', '127.0.0.7');
 is($r->{status}, 429, 'an address over its budget through another host only: a good key from it is refused too');
 like(Alyd::header_value($r->{h}, 'ratelimit-policy') // '', qr/^"auth-failures"/, 'by the auth-failures policy');
 is(ping($b, $bad, '--interface', '127.0.0.7')->{status}, 429, 'and a bad one gets 429, not 401');
+
+# A host whose clock runs 2 h fast (more than the 20 min in which 3/hour earns one failure back) still keeps the failure budget: the check before credential work decides on
+# Redis' clock, as the charge does (on its own clock every failure read as earned back, and nothing was refused).
+SKIP: {
+    skip 'libfaketime is not installed (scripts/install-deps --test)', 2 unless OAuthE2E::Clock->available;
+    my $clock = OAuthE2E::Clock->new;
+    $clock->advance('+2h');
+    my $fast = AlyRedis::twin($a, workers => 1, extra => \@conf, env => $clock->env);
+    my @st = map { ping($fast, $bad, '--interface', '127.0.0.8')->{status} } 1 .. 6;
+    is_deeply(\@st, [401, 401, 401, 429, 429, 429], 'a host 2 h fast: 3 failures (burst 3), then 429') or diag("@st");
+    ok($fast->stop, 'the fast host stops');
+}
 
 $_->stop for $a, $b;
 done_testing();
