@@ -105,6 +105,7 @@ static const directive_t directives[] = {
     {"store_poll", K_DURATION, F(store_poll_ms), 0, 10, 60 * 1000},
     {"store_changes_keep", K_DURATION, F(store_changes_keep_ms), 0, 1000, (uint64_t)30 * 86400 * 1000},
     {"volatile", K_STRING, F(volatile_url), 0, 0, 0},
+    {"volatile_prefix", K_STRING, F(volatile_prefix), 0, 0, 0},
     {"volatile_failure", K_STRING, F(volatile_failure), 0, 0, 0},
     {"volatile_timeout", K_DURATION, F(volatile_timeout_ms), 0, 1, 10 * 1000},
     {"oauth_server", K_ONOFF, F(oauth_server), 0, 0, 0},
@@ -409,6 +410,16 @@ static int finish(aly_config_t *cfg, parse_state_t *ps, aly_err_t *err)
     aly_err_t why;
     if (cfg->volatile_url != NULL && volatile_redis_parse_url(cfg->volatile_url, &vurl, &why) != 0)
         return fail(ps, err, "volatile must be \"lmdb\" or redis://host[:port][/db]: %s", why.msg);
+    at(ps, "volatile_prefix");
+    if (cfg->volatile_prefix != NULL) {
+        size_t n = strlen(cfg->volatile_prefix), ok = n >= 1 && n <= 16;
+        for (size_t i = 0; ok && i < n; i++) {
+            char c = cfg->volatile_prefix[i];
+            ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.';
+        }
+        if (!ok)
+            return fail(ps, err, "volatile_prefix must be 1 to 16 of A-Z a-z 0-9 . _ -, not \"%s\"", cfg->volatile_prefix);
+    }
     at(ps, "volatile_failure");
     if (cfg->volatile_failure != NULL && strcmp(cfg->volatile_failure, "open") != 0 && strcmp(cfg->volatile_failure, "closed") != 0)
         return fail(ps, err, "volatile_failure must be \"closed\" or \"open\", not \"%s\"", cfg->volatile_failure);
@@ -635,6 +646,7 @@ void config_free(aly_config_t *cfg)
                         &cfg->oauth_hs256_secret_file,
                         &cfg->store,
                         &cfg->volatile_url,
+                        &cfg->volatile_prefix,
                         &cfg->volatile_failure,
                         &cfg->oauth_cimd_ca_file};
     for (size_t i = 0; i < ALY_ARRAY_SIZE(strings); i++)

@@ -295,6 +295,9 @@ static int reply_error(redisReply *rep, const char *what, aly_err_t *err)
     return -1;
 }
 
+/* volatile_prefix: every key of this process starts with it (config.c checks its characters). */
+static char key_prefix[40] = "aly";
+
 volatile_redis_t *volatile_redis_open(const aly_config_t *cfg, aly_err_t *err)
 {
     volatile_redis_t *r = calloc(1, sizeof(*r));
@@ -304,6 +307,7 @@ volatile_redis_t *volatile_redis_open(const aly_config_t *cfg, aly_err_t *err)
         free(r);
         return NULL;
     }
+    snprintf(key_prefix, sizeof(key_prefix), "%s", cfg->volatile_prefix != NULL ? cfg->volatile_prefix : "aly");
     r->timeout_ms = cfg->volatile_timeout_ms;
     r->fail_open = cfg->volatile_failure_open;
     aly_err_t ignored;
@@ -326,7 +330,9 @@ void volatile_redis_close(volatile_redis_t *r)
 int volatile_redis_ping(volatile_redis_t *r, aly_err_t *err)
 {
     /* A write, not PING: a replica, a failed save or a full memory answer PING and refuse what alyd needs. */
-    const char *argv[] = {"SET", "aly:{healthz}:probe", "1", "PX", "10000"};
+    char key[64];
+    volatile_redis_key(key, sizeof(key), "healthz", 7, "probe");
+    const char *argv[] = {"SET", key, "1", "PX", "10000"};
     redisReply *rep = command(r, 5, argv, err);
     if (rep == NULL)
         return -1;
@@ -338,7 +344,7 @@ int volatile_redis_ping(volatile_redis_t *r, aly_err_t *err)
 
 int volatile_redis_key(char *buf, size_t len, const char *tag, size_t taglen, const char *kind)
 {
-    int n = snprintf(buf, len, "aly:{%.*s}:%s", (int)taglen, tag, kind);
+    int n = snprintf(buf, len, "%s:{%.*s}:%s", key_prefix, (int)taglen, tag, kind);
     return n < 0 || (size_t)n >= len ? -1 : n;
 }
 

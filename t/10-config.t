@@ -129,6 +129,7 @@ bad('size too small', 1, qr/max_request_body must be from/, 'max_request_body 10
 bad('duration unit', 1, qr/shutdown_timeout "10w".*duration/, 'shutdown_timeout 10w');
 bad('duration not a number', 1, qr/idle_timeout "soon".*duration/, 'idle_timeout soon');
 bad('seconds with a fraction', 1, qr/oauth_leeway "1500ms" must be whole seconds/, 'oauth_leeway 1500ms');
+bad('a Redis key prefix with a brace', 1, qr/volatile_prefix must be 1 to 16 of/, 'volatile_prefix a{b}');
 bad('rate period', 1, qr/rate_limit.*period "fortnight"/, 'rate_limit 10/fortnight');
 bad('rate without period', 1, qr/rate_limit.*600\/minute/, 'rate_limit 10');
 bad('rate burst', 1, qr/burst "x"/, 'rate_limit 10/minute burst=x');

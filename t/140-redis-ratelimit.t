@@ -161,6 +161,20 @@ is($r->{status}, 429, 'an address over its budget through another host only: a g
 like(Alyd::header_value($r->{h}, 'ratelimit-policy') // '', qr/^"auth-failures"/, 'by the auth-failures policy');
 is(ping($b, $bad, '--interface', '127.0.0.7')->{status}, 429, 'and a bad one gets 429, not 401');
 
+# Another deployment on the same Redis database, with a volatile_prefix of its own: none of A's cells are its cells.
+{
+    my $other = Alyd->start(workers => 1, extra => [@conf, 'volatile_prefix other-shop']);
+    my $ows = $other->ctl('workspace', 'create', 'Elsewhere');
+    my $okey = $other->ctl('keys', 'create', '--workspace', $ows, '--scopes', 'read:sites');
+    ping($a, $bad, '--interface', '127.0.0.9') for 1 .. 4;
+    is(ping($a, $bad, '--interface', '127.0.0.9')->{status}, 429, 'deployment A: an address over its failure budget');
+    is(ping($other, $okey, '--interface', '127.0.0.9')->{status}, 200, 'the other deployment: a good key from it is served');
+    is(ping($other, $bad, '--interface', '127.0.0.9')->{status}, 401, 'and a bad one is its first failure there (401, not 429)');
+    ok(defined $redis->cli('-n', 5, 'EXISTS', 'aly:{a:7f000009}:af') && $redis->cli('-n', 5, '--scan', '--pattern', 'other-shop:*') =~ /\S/,
+        'its keys carry its prefix');
+    $other->stop;
+}
+
 # A host whose clock runs 2 h fast (more than the 20 min in which 3/hour earns one failure back) still keeps the failure budget: the check before credential work decides on
 # Redis' clock, as the charge does (on its own clock every failure read as earned back, and nothing was refused).
 SKIP: {

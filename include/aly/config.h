@@ -121,6 +121,7 @@ typedef struct aly_config {
 
     /* Cluster mode's volatile state (aly/volatile_redis.h): NULL for "volatile lmdb". */
     char *volatile_url;
+    char *volatile_prefix;     /* the first part of every Redis key (NULL: "aly"): deployments sharing a database differ here */
     char *volatile_failure;    /* as written: "closed" or "open" */
     int volatile_failure_open; /* 1: serve without rate limits while Redis is unreachable */
     uint64_t volatile_timeout_ms;
