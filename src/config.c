@@ -97,6 +97,7 @@ static const directive_t directives[] = {
     {"max_inflight_body_per_address", K_SIZE, F(max_inflight_body_per_address), 0, 64 << 10, (uint64_t)1 << 36},
     {"header_timeout", K_DURATION, F(header_timeout_ms), 0, 100, 3600 * 1000},
     {"body_timeout", K_DURATION, F(body_timeout_ms), 0, 100, 3600 * 1000},
+    {"send_timeout", K_DURATION, F(send_timeout_ms), 0, 100, 3600 * 1000},
     {"reset_budget", K_UINT, F(reset_budget), 0, 1, 1000000},
     {"address_strikes", K_UINT, F(address_strikes), 0, 1, 1000000},
     {"strike_window", K_DURATION, F(strike_window_ms), 0, 1000, (uint64_t)86400 * 1000},
@@ -322,6 +323,7 @@ static void set_defaults(aly_config_t *cfg)
     cfg->max_inflight_body_per_address = (size_t)32 << 20;
     cfg->header_timeout_ms = 10 * 1000;
     cfg->body_timeout_ms = 60 * 1000;
+    cfg->send_timeout_ms = 60 * 1000;
     cfg->reset_budget = 100;
     cfg->address_strikes = 5;
     cfg->strike_window_ms = 60 * 1000;

@@ -18,7 +18,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <linux/sockios.h>
 #include <linux/tcp.h>
+#include <sys/ioctl.h>
 
 #include "aly/log.h"
 
@@ -188,7 +190,7 @@ static void cut(http_site_t *site, http_conn_t *c, unsigned reason, uint64_t now
 }
 
 /* Bytes the kernel received on c's TCP connection; -1 when it cannot tell. */
-static int received(const http_conn_t *c, uint64_t *bytes)
+static int tcp_counts(const http_conn_t *c, uint64_t *bytes, uint64_t *acked)
 {
     struct tcp_info ti;
     socklen_t len = sizeof(ti);
@@ -197,7 +199,21 @@ static int received(const http_conn_t *c, uint64_t *bytes)
         len < offsetof(struct tcp_info, tcpi_bytes_received) + sizeof(ti.tcpi_bytes_received))
         return -1;
     *bytes = ti.tcpi_bytes_received;
+    if (acked != NULL)
+        *acked = ti.tcpi_bytes_acked;
     return 0;
+}
+
+static int received(const http_conn_t *c, uint64_t *bytes)
+{
+    return tcp_counts(c, bytes, NULL);
+}
+
+/* Bytes of ours in the socket's send queue, not yet acknowledged (0 when it cannot be read). */
+static int send_queue(const http_conn_t *c)
+{
+    int n = 0;
+    return ioctl(h2o_socket_get_fd(c->sock), SIOCOUTQ, &n) == 0 ? n : 0;
 }
 
 /*
@@ -228,11 +244,19 @@ void http_sweep(http_site_t *site, h2o_linklist_t *conns, uint64_t now)
     }
     for (h2o_linklist_t *l = conns->next; l != conns; l = l->next) {
         http_conn_t *c = H2O_STRUCT_FROM_MEMBER(http_conn_t, link, l);
-        uint64_t rx;
-        c->swept = !c->shut && received(c, &rx) == 0;
+        uint64_t rx, acked;
+        c->swept = !c->shut && tcp_counts(c, &rx, &acked) == 0;
         if (!c->swept)
             continue;
         c->received = rx;
+        /* A reader that stopped reading: our bytes wait in the socket and none is acknowledged (slow-read). */
+        if (c->inflight > 0 && acked == c->acked && send_queue(c) > 0) {
+            if (c->stalled_since_ms == 0)
+                c->stalled_since_ms = now;
+        } else {
+            c->stalled_since_ms = 0;
+        }
+        c->acked = acked;
         if (c->consumed > rx)
             c->consumed = rx;
         if (c->addr != NULL)
@@ -259,9 +283,13 @@ void http_sweep(http_site_t *site, h2o_linklist_t *conns, uint64_t now)
         }
         if (c->busy_since_ms != 0) {
             uint64_t limit = rx - c->received_at_progress > HTTP_HEADER_BYTES ? cfg->body_timeout_ms : cfg->header_timeout_ms;
-            if (now - c->busy_since_ms >= limit)
+            if (now - c->busy_since_ms >= limit) {
                 cut(site, c, STATS_CUT_DEADLINE, now);
+                continue;
+            }
         }
+        if (c->stalled_since_ms != 0 && now - c->stalled_since_ms >= cfg->send_timeout_ms)
+            cut(site, c, STATS_CUT_DEADLINE, now);
     }
 }
 

@@ -12,6 +12,7 @@ use warnings;
 use Test::More;
 use IO::Select;
 use IO::Socket::INET;
+use Socket ();
 use JSON::PP ();
 use Time::HiRes qw(time sleep);
 use Alyd;
@@ -36,6 +37,7 @@ my $srv = Alyd->start(
         'idle_timeout 60s',    # longer than any attack: what cuts them is ours, not h2o's idle timer
         'header_timeout 1s',
         'body_timeout 2s',
+        'send_timeout 2s',
         'reset_budget 100',
         'max_connections_per_address 8',
         'address_strikes 3',
@@ -188,6 +190,23 @@ subtest 'slowloris' => sub {
         });
     }
     ok(metric('alyd_connections_cut_total{reason="deadline"}') >= $before + 3, 'three deadline cuts counted');
+};
+
+subtest 'slow-read: pipelined requests whose answers are never read' => sub {
+    my $before = metric('alyd_connections_cut_total{reason="deadline"}');
+    my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.46', PeerAddr => '127.0.0.1', PeerPort => $port, Proto => 'tcp')
+      or die "connect: $!";
+    setsockopt($s, Socket::SOL_SOCKET(), Socket::SO_RCVBUF(), 4096);
+    $s->blocking(0);
+    my $req = "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:$port\r\n\r\n";
+    my $sent = 0;
+    # As many as go out in 2 s; the answers pile up in the server's send queue, since nothing reads them.
+    my $t0 = time;
+    while (time - $t0 < 2) { my $n = syswrite($s, $req x 100); $n ? ($sent += $n) : sleep 0.05 }
+    my $cut = poll_until(10, sub { metric('alyd_connections_cut_total{reason="deadline"}') > $before }, 0.2);
+    ok($cut, sprintf('the stalled reader is cut (send_timeout 2s) after %.1f s, %d bytes of requests sent', time - $t0, $sent));
+    close $s;
+    is((curl($srv->url('/healthz')))[0], 200, 'others are served');
 };
 
 subtest 'connections per address' => sub {

@@ -109,6 +109,7 @@ typedef struct aly_config {
     size_t max_inflight_body_per_address; /* >= max_inflight_body */
     uint64_t header_timeout_ms;
     uint64_t body_timeout_ms;
+    uint64_t send_timeout_ms; /* a response that has bytes waiting and none acknowledged this long: its connection is cut */
     unsigned reset_budget;
     unsigned address_strikes;
     uint64_t strike_window_ms;

@@ -104,6 +104,8 @@ typedef struct http_conn {
     uint64_t received_at_progress; /* bytes received when the sweep last saw progress */
     uint64_t busy_since_ms;        /* when the sweep first saw bytes after that (0: none yet) */
     uint64_t received;             /* bytes received, as of the last sweep */
+    uint64_t acked;                /* bytes of ours the peer acknowledged, as of the last sweep */
+    uint64_t stalled_since_ms;     /* when the sweep first saw our bytes waiting and none acknowledged (0: not stalled) */
     int swept;                     /* received is current (the last sweep could read it) */
     char client[HTTP_CLIENT_TEXT]; /* the peer's address as the access log shows it ("" until the first line) */
 } http_conn_t;
