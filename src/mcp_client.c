@@ -42,6 +42,7 @@ typedef struct waiter {
     mcp_call_t *call;
     mcp_reply_fn cb;
     uint64_t deadline;
+    unsigned polled; /* the poll_replies round that last looked at it */
     char owner[OWNER_KEY_LEN + 1];
 } waiter_t;
 
@@ -130,11 +131,20 @@ static void deliver(waiter_t *wt, json_t *reply)
 static void poll_replies(h2o_timeout_entry_t *entry)
 {
     (void)entry;
+    static unsigned round;
     uint64_t now = aly_now_ms();
+    round++;
     h2o_linklist_t *l = waiters.next;
     while (l != &waiters) {
         waiter_t *wt = H2O_STRUCT_FROM_MEMBER(waiter_t, link, l);
         l = l->next;
+        if (wt->polled == round)
+            continue;
+        wt->polled = round;
+        /*
+         * A delivery runs the call's callback, which may end its exchange and so give up other waiters of it
+         * (freed): after one, the walk starts again from the head, skipping those this round already read.
+         */
         store_t *st = wt->call->x->ctx->store;
         char k[64];
         int kl = snprintf(k, sizeof(k), "r:%s", wt->id);
@@ -169,12 +179,15 @@ static void poll_replies(h2o_timeout_entry_t *entry)
             replies_write(st, "r:", wt->id, NULL, 0, 1);
             wt->call->cancelled = 1;
             deliver(wt, NULL);
+            l = waiters.next;
         } else if (reply != NULL) {
             replies_write(st, "r:", wt->id, NULL, 0, 1);
             deliver(wt, reply);
             json_decref(reply);
+            l = waiters.next;
         } else if (now >= wt->deadline) {
             deliver(wt, NULL);
+            l = waiters.next;
         }
     }
     if (!h2o_linklist_is_empty(&waiters))
