@@ -8,7 +8,6 @@
 
 #include "aly/http.h"
 #include "aly/log.h"
-#include "aly/mcp.h"
 #include "aly/ratelimit_redis.h"
 #include "aly/rpc.h"
 #include "aly/scope.h"
@@ -86,16 +85,9 @@ static int decide_principal(gate_t *g, const principal_t *p, ratelimit_decision_
     return 0;
 }
 
-/* 1 when the request names a modern MCP revision in its header (its refusals then carry the modern era's codes). */
-static int modern_request(h2o_req_t *req)
-{
-    ssize_t i = h2o_find_header_by_str(&req->headers, H2O_STRLIT("mcp-protocol-version"), -1);
-    return i >= 0 && mcp_modern_version(req->headers.entries[i].value.base, req->headers.entries[i].value.len);
-}
-
 /* The 429: Retry-After, RateLimit-Policy, RateLimit and a JSON-RPC error whose data says when to come back. */
-static void send_rate_limited(h2o_req_t *req, const char *policy, const aly_rate_t *rate, const ratelimit_decision_t *d,
-                              const char *what)
+static void send_rate_limited(const gate_t *g, h2o_req_t *req, const char *policy, const aly_rate_t *rate,
+                              const ratelimit_decision_t *d, const char *what)
 {
     char text[160], rate_text[64];
     snprintf(text, sizeof(text), "%llu", (unsigned long long)d->retry_after_s);
@@ -106,7 +98,7 @@ static void send_rate_limited(h2o_req_t *req, const char *policy, const aly_rate
     http_add_header(req, "ratelimit", text);
     config_format_rate(rate, rate_text, sizeof(rate_text));
     snprintf(text, sizeof(text), "%s (%s): retry in %llu s", what, rate_text, (unsigned long long)d->retry_after_s);
-    http_send_rpc_error(req, 429, modern_request(req) ? RPC_MODERN_RATE_LIMITED : RPC_RATE_LIMITED, text,
+    http_send_rpc_error(req, 429, g->modern ? RPC_MODERN_RATE_LIMITED : RPC_RATE_LIMITED, text,
                         json_pack("{s:I, s:s, s:s}", "retry_after_seconds", (json_int_t)d->retry_after_s, "limit", policy, "policy",
                                   rate_text));
 }
@@ -122,7 +114,7 @@ static int apply_principal(gate_t *g, h2o_req_t *req, const principal_t *p, cons
         return 0;
     }
     stats_add(&g->slot->ratelimit[STATS_RL_REFUSED], 1);
-    send_rate_limited(req, RATELIMIT_POLICY_PRINCIPAL, &p->rate, d, "rate limit exceeded");
+    send_rate_limited(g, req, RATELIMIT_POLICY_PRINCIPAL, &p->rate, d, "rate limit exceeded");
     return -1;
 }
 
@@ -142,7 +134,7 @@ static int limit_principal(gate_t *g, h2o_req_t *req, const principal_t *p)
 static void send_address_limited(gate_t *g, h2o_req_t *req, const ratelimit_decision_t *d)
 {
     stats_add(&g->slot->auth_refused, 1);
-    send_rate_limited(req, RATELIMIT_POLICY_ADDRESS, &g->cfg->auth_failure_limit, d,
+    send_rate_limited(g, req, RATELIMIT_POLICY_ADDRESS, &g->cfg->auth_failure_limit, d,
                       "too many failed authentications from this address");
 }
 
@@ -242,12 +234,13 @@ static void send_unauthorized(gate_t *g, h2o_req_t *req, auth_result_t r, aly_er
     }
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL, h2o_strdup(&req->pool, header, SIZE_MAX).base,
                    strlen(header));
-    http_send_rpc_error(req, 401, modern_request(req) ? RPC_MODERN_UNAUTHORIZED : RPC_UNAUTHORIZED, why->msg,
+    http_send_rpc_error(req, 401, g->modern ? RPC_MODERN_UNAUTHORIZED : RPC_UNAUTHORIZED, why->msg,
                         json_pack("{s:s}", "resource_metadata", metadata));
 }
 
-int gate_pass(gate_t *g, h2o_req_t *req, principal_t *p)
+int gate_pass(gate_t *g, h2o_req_t *req, int modern, principal_t *p)
 {
+    g->modern = modern;
     ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
     const char *value = i >= 0 ? req->headers.entries[i].value.base : NULL;
     size_t len = i >= 0 ? req->headers.entries[i].value.len : 0;

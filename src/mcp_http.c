@@ -401,7 +401,7 @@ void mcp_serve(void *vctx, h2o_req_t *req)
         }
     }
     principal_t p;
-    if (gate_pass(ctx->gate, req, &p) != 0)
+    if (gate_pass(ctx->gate, req, pv.base != NULL && mcp_modern_version(pv.base, pv.len), &p) != 0)
         return;
     if (h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET")))
         serve_get(ctx, req, &p, &h);

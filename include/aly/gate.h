@@ -40,14 +40,18 @@ typedef struct gate {
     gate_auth_fn authenticate;
     ratelimit_t *limiter; /* NULL when it could not be made: every request is admitted (and counted) */
     stats_slot_t *slot;
+    int modern; /* the request gate_pass is deciding names MCP 2026-07-28: its refusals carry that era's codes */
 } gate_t;
 
 /* Sets up g for one worker after fork; authenticate NULL means auth_authenticate. */
 void gate_init(gate_t *g, const aly_config_t *cfg, auth_t *auth, store_t *store, stats_slot_t *slot, gate_auth_fn authenticate);
 void gate_free(gate_t *g);
 
-/* 0: *p is the request's principal, admitted.  -1: the refusal was sent; the caller just returns. */
-int gate_pass(gate_t *g, h2o_req_t *req, principal_t *p);
+/*
+ * 0: *p is the request's principal, admitted.  -1: the refusal was sent; the caller just returns.  modern: the
+ * request names MCP 2026-07-28 (the caller's reading of its header), so a refusal carries that era's JSON-RPC code.
+ */
+int gate_pass(gate_t *g, h2o_req_t *req, int modern, principal_t *p);
 
 /*
  * Charges n more calls of p's admitted request, one unit each, in order,

@@ -49,9 +49,6 @@ typedef struct mcp_ctx {
 /* Serves POST, GET and DELETE /api/mcp (Origin/Host checks, credential, session, dispatch); ctx is an mcp_ctx_t. */
 void mcp_serve(void *ctx, h2o_req_t *req);
 
-/* 1 when an MCP-Protocol-Version value names a modern revision (sorts at or after 2026-07-28). */
-int mcp_modern_version(const char *v, size_t len);
-
 /* Ends open GET streams so a draining worker can exit. */
 void mcp_close_streams(void);
 

@@ -110,6 +110,8 @@ json_t *mcp_call_params(mcp_call_t *c);
 mcp_call_t *mcp_call_find(const mcp_exchange_t *x, json_t *id);
 
 /* ---- mcp_modern.c ---- */
+/* 1 when an MCP-Protocol-Version value names a modern revision (sorts at or after 2026-07-28). */
+int mcp_modern_version(const char *v, size_t len);
 /*
  * The request headers /api/mcp reads, found in one pass over the request's
  * headers (the first of each name); base NULL when absent.  method and name
