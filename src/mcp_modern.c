@@ -235,28 +235,29 @@ static int state_key_load(const aly_config_t *cfg)
  * check turns an integral real into an integer in the arguments a handler
  * gets, after the request's digest was taken from what the client sent.
  */
+static void integral_reals(json_t *v);
+
+/* m itself as an integer when it is an integral real (exact in a double, so in a json_int_t); else NULL, m's own members done. */
+static json_t *integral(json_t *m)
+{
+    double d = json_is_real(m) ? json_real_value(m) : 0.5;
+    if (d == trunc(d) && fabs(d) < 9007199254740992.0)
+        return json_integer((json_int_t)d);
+    integral_reals(m);
+    return NULL;
+}
+
 static void integral_reals(json_t *v)
 {
     const char *k;
-    json_t *m;
-    size_t i;
-    if (json_is_object(v)) {
-        json_object_foreach(v, k, m) {
-            double d = json_is_real(m) ? json_real_value(m) : 0.5;
-            if (d == trunc(d) && fabs(d) < 9007199254740992.0) /* exact in a double, so in a json_int_t */
-                json_object_set_new(v, k, json_integer((json_int_t)d));
-            else
-                integral_reals(m);
-        }
-    } else if (json_is_array(v)) {
-        json_array_foreach(v, i, m) {
-            double d = json_is_real(m) ? json_real_value(m) : 0.5;
-            if (d == trunc(d) && fabs(d) < 9007199254740992.0)
-                json_array_set_new(v, i, json_integer((json_int_t)d));
-            else
-                integral_reals(m);
-        }
-    }
+    json_t *m, *i;
+    size_t n;
+    json_object_foreach(v, k, m)
+        if ((i = integral(m)) != NULL)
+            json_object_set_new(v, k, i);
+    json_array_foreach(v, n, m)
+        if ((i = integral(m)) != NULL)
+            json_array_set_new(v, n, i);
 }
 
 /* Hex SHA-256 of the params: canonical JSON (integral numbers as integers) without _meta and the round-trip fields. */
