@@ -191,6 +191,15 @@ static uint64_t get_le64(const unsigned char *p)
     return v;
 }
 
+uint64_t aly_fnv1a(const void *data, size_t len)
+{
+    const unsigned char *p = data;
+    uint64_t h = 14695981039346656037ULL;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ p[i]) * 1099511628211ULL;
+    return h;
+}
+
 void aly_siphash128(uint64_t k0, uint64_t k1, const void *data, size_t len, uint64_t out[2])
 {
     const unsigned char *p = data;

@@ -232,10 +232,7 @@ static struct suspect {
 
 static uint64_t address_digest(const ratelimit_addr_t *a)
 {
-    uint64_t h = 1469598103934665603ull; /* FNV-1a: spreading our own table, no adversary gains by colliding */
-    for (size_t i = 0; i < a->len; i++)
-        h = (h ^ a->key[i]) * 1099511628211ull;
-    return h | 1;
+    return aly_fnv1a(a->key, a->len) | 1; /* spreading our own table: no adversary gains by colliding */
 }
 
 int ratelimit_redis_suspect(const ratelimit_addr_t *a, uint64_t now_ms)

@@ -308,14 +308,6 @@ void registry_tools_list(mcp_call_t *call, json_t *params)
     page(call, params, "tools", "tools", reg.n_tools, tool_item);
 }
 
-static uint64_t fnv1a(const char *s)
-{
-    uint64_t h = 1469598103934665603ULL;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-    return h;
-}
-
 static void call_cached(mcp_call_t *call, const tool_entry_t *t, json_t *args)
 {
     /* Answers steer the result (which site the client picked), and the key does not hold them: neither serve nor keep. */
@@ -337,7 +329,7 @@ static void call_cached(mcp_call_t *call, const tool_entry_t *t, json_t *args)
         return;
     }
     kbuf[kb.len] = '\0';
-    cache_entry_t *e = &result_cache[fnv1a(kbuf) % CACHE_SLOTS];
+    cache_entry_t *e = &result_cache[aly_fnv1a(kbuf, strlen(kbuf)) % CACHE_SLOTS];
     if (e->key != NULL && e->snapshot == snapshot && strcmp(e->key, kbuf) == 0) {
         mcp_call_result_text(call, e->text, e->len);
         return;

@@ -77,10 +77,7 @@ static int visit_cb(void *vctx, const store_val_t *key, const store_val_t *val)
 
 static size_t slot_of(const tops_t *t, const char *product)
 {
-    uint64_t h = 14695981039346656037ULL;
-    for (const char *p = product; *p; p++)
-        h = (h ^ (unsigned char)*p) * 1099511628211ULL;
-    size_t i = (size_t)h & (t->cap - 1);
+    size_t i = (size_t)aly_fnv1a(product, strlen(product)) & (t->cap - 1);
     while (t->slot[i].product[0] != '\0' && strcmp(t->slot[i].product, product) != 0)
         i = (i + 1) & (t->cap - 1);
     return i;

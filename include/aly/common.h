@@ -63,6 +63,9 @@ int aly_random_b62(char *out, size_t n);
  */
 void aly_siphash128(uint64_t k0, uint64_t k1, const void *data, size_t len, uint64_t out[2]);
 
+/* FNV-1a, 64 bits: spreads our own tables' keys; not for keys an adversary chooses to collide (aly_siphash128 is). */
+uint64_t aly_fnv1a(const void *data, size_t len);
+
 /* v in decimal into out (at least 20 bytes, not terminated): the length.  For per-request text, where printf costs. */
 size_t aly_fmt_u64(char *out, uint64_t v);
 
