@@ -249,8 +249,13 @@ void http_sweep(http_site_t *site, h2o_linklist_t *conns, uint64_t now)
         if (!c->swept)
             continue;
         c->received = rx;
-        /* A reader that stopped reading: our bytes wait in the socket and none is acknowledged (slow-read). */
-        if (c->inflight > 0 && acked == c->acked && send_queue(c) > 0) {
+        /*
+         * A reader that stopped reading: our bytes wait in the socket and none
+         * is acknowledged (slow-read).  Whether a request is still in progress
+         * does not matter: h2o may have handed every answer to the kernel and
+         * be waiting for requests the stalled peer's window holds back.
+         */
+        if (acked == c->acked && send_queue(c) > 0) {
             if (c->stalled_since_ms == 0)
                 c->stalled_since_ms = now;
         } else {

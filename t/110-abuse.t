@@ -207,6 +207,32 @@ subtest 'slow-read: pipelined requests whose answers are never read' => sub {
     ok($cut, sprintf('the stalled reader is cut (send_timeout 2s) after %.1f s, %d bytes of requests sent', time - $t0, $sent));
     close $s;
     is((curl($srv->url('/healthz')))[0], 200, 'others are served');
+
+    # Every request answered, the answers parked in the socket: no request is
+    # in progress, yet the reader is as stalled.  Its receive buffer is shrunk
+    # before connect, so the window it offers stays small.
+    # Each scrape is itself a 200 (counted once it is answered) and the one
+    # request in flight while it runs: k scrapes after the baseline one add k.
+    my $m = metrics();
+    $before = metric_value($m, 'alyd_connections_cut_total{reason="deadline"}') // 0;
+    my $base = metric_value($m, 'alyd_requests_total{status="200"}') // 0;
+    $s = IO::Socket::INET->new(LocalAddr => '127.0.0.47', Proto => 'tcp') or die "socket: $!";
+    setsockopt($s, Socket::SOL_SOCKET(), Socket::SO_RCVBUF(), 2048) or die "SO_RCVBUF: $!";
+    $s->connect(Socket::pack_sockaddr_in($port, Socket::inet_aton('127.0.0.1'))) or die "connect: $!";
+    my $n = 60;
+    syswrite($s, $req x $n) == length($req) * $n or die "write: $!";
+    my ($k, $answered) = (0, 0);
+    my $idle = poll_until(5, sub {
+        $m = metrics();
+        $k++;
+        $answered = (metric_value($m, 'alyd_requests_total{status="200"}') // 0) - $base - $k;
+        return $answered >= $n && (metric_value($m, 'alyd_requests_in_flight') // 0) == 1;
+    });
+    ok($idle, "all $n requests answered ($answered), none in progress");
+    $t0 = time;
+    $cut = poll_until(10, sub { metric('alyd_connections_cut_total{reason="deadline"}') > $before }, 0.2);
+    ok($cut, sprintf('a reader whose requests are all answered but who reads none is cut too, after %.1f s', time - $t0));
+    close $s;
 };
 
 subtest 'connections per address' => sub {
