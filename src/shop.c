@@ -4,6 +4,7 @@
  */
 #include "aly/shop.h"
 
+#include <openssl/rand.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -205,14 +206,28 @@ int shop_visits_add(store_txn_t *t, const char *ws, const char *site, const char
 int shop_audit(store_txn_t *t, const char *ws, const char *principal, const char *tool, const char *object, uint64_t before_version,
                uint64_t after_version, aly_err_t *err)
 {
+    /*
+     * The key is the time, then a salt drawn by each process, then that
+     * process's sequence: unique across the workers of every host that shares
+     * the store, and in time order.  The salt is random, not the pid: two
+     * hosts' workers (containers) have the same pids, and one host's pids
+     * repeat their low bits once pid_max passes 65536.
+     */
+    static pid_t salted_by;
+    static uint64_t salt;
     static uint32_t seq;
     audit_record_t a = {.at_ms = aly_wall_ms(), .before_version = before_version, .after_version = after_version};
     if (RECORD_SET_STR(a.workspace, ws) != 0 || RECORD_SET_STR(a.principal, principal) != 0 || RECORD_SET_STR(a.tool, tool) != 0 ||
         RECORD_SET_STR(a.object, object) != 0)
         return aly_errf(err, "audit record of %s: a field is too long to store", tool);
-    /* Time then a per-process sequence (salted with the pid) keeps keys unique across workers and in time order. */
-    char suffix[40], k[128];
-    snprintf(suffix, sizeof(suffix), "%016llx%04x%08x", (unsigned long long)a.at_ms, (unsigned)(getpid() & 0xffff), ++seq);
+    if (salted_by != getpid()) {
+        if (RAND_bytes((unsigned char *)&salt, sizeof(salt)) != 1)
+            return aly_errf(err, "audit record of %s: no random bytes for its key", tool);
+        salted_by = getpid();
+        seq = 0;
+    }
+    char suffix[48], k[128];
+    snprintf(suffix, sizeof(suffix), "%016llx%016llx%08x", (unsigned long long)a.at_ms, (unsigned long long)salt, ++seq);
     return shop_put(t, k, shop_key(k, sizeof(k), ws, 'A', suffix, NULL), &record_audit, &a, err);
 }
 
@@ -224,7 +239,7 @@ typedef struct prune_ctx {
     size_t lens[8];
 } prune_ctx_t;
 
-/* Audit keys are "<ws>/A/<ms:16x><pid:4x><seq:8x>": the time is read from the key, no record decoded. */
+/* Audit keys are "<ws>/A/<ms:16x><salt:16x><seq:8x>" (<pid:4x> in older ones): the time is read from the key, no record decoded. */
 static int prune_cb(void *vctx, const store_val_t *key, const store_val_t *val)
 {
     (void)val;
