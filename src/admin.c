@@ -18,7 +18,7 @@ int admin_init(const aly_config_t *cfg, aly_err_t *err)
     uid_t uid = (uid_t)-1;
     gid_t gid = (gid_t)-1;
     /* Only root can hand files to another user; anyone else creates them as themselves. */
-    if (geteuid() == 0 && cfg->user != NULL && config_lookup_user(cfg->user, cfg->group, &uid, &gid, err) != 0)
+    if (geteuid() == 0 && cfg->user != NULL && config_lookup_user(cfg, &uid, &gid, err) != 0)
         return -1;
     return store_init(cfg, uid, gid, err);
 }

@@ -354,6 +354,10 @@ static int file_readable(const char *path)
 /* Defaults that depend on other directives, and checks that span several lines. */
 static int finish(aly_config_t *cfg, parse_state_t *ps, aly_err_t *err)
 {
+    at(ps, "user");
+    cfg->user_line = ps->line;
+    at(ps, "group");
+    cfg->group_line = ps->line;
     if (cfg->n_listens == 0) {
         aly_err_t ignored;
         config_parse_listen("127.0.0.1:8080", &cfg->listens[0], &ignored);

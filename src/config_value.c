@@ -64,21 +64,21 @@ int config_parse_duration(const char *text, uint64_t *ms)
     return parse_scaled(text, duration_units, ms);
 }
 
-int config_lookup_user(const char *user, const char *group, uid_t *uid, gid_t *gid, aly_err_t *err)
+int config_lookup_user(const aly_config_t *cfg, uid_t *uid, gid_t *gid, aly_err_t *err)
 {
     *uid = (uid_t)-1;
     *gid = (gid_t)-1;
-    if (user != NULL) {
-        struct passwd *pw = getpwnam(user);
+    if (cfg->user != NULL) {
+        struct passwd *pw = getpwnam(cfg->user);
         if (pw == NULL)
-            return aly_errf(err, "user \"%s\" does not exist", user);
+            return aly_errf(err, "%s:%u: user \"%s\" does not exist", cfg->path, cfg->user_line, cfg->user);
         *uid = pw->pw_uid;
         *gid = pw->pw_gid;
     }
-    if (group != NULL) {
-        struct group *gr = getgrnam(group);
+    if (cfg->group != NULL) {
+        struct group *gr = getgrnam(cfg->group);
         if (gr == NULL)
-            return aly_errf(err, "group \"%s\" does not exist", group);
+            return aly_errf(err, "%s:%u: group \"%s\" does not exist", cfg->path, cfg->group_line, cfg->group);
         *gid = gr->gr_gid;
     }
     return 0;

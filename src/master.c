@@ -91,14 +91,60 @@ static struct {
     uint64_t respawn_at[ALY_MAX_WORKERS]; /* 0: running or not due */
     int missing[ALY_MAX_WORKERS];
     stats_shared_t *stats;
-    char *pid_path;
+    int foreground;
+    char *pid_path;      /* the pid_file this master wrote; NULL: none */
+    char *next_pid_path; /* a reload's other pid_file, written for m.next; promoted with it */
+    int next_pid_moves;  /* the reload changes the pid_file (next_pid_path NULL: to none) */
 } m;
+
+/* The pid_file a configuration asks for: its own, or the default when alyd detaches. */
+static const char *pid_file_of(const aly_config_t *cfg)
+{
+    return cfg->pid_file != NULL ? cfg->pid_file : m.foreground ? NULL : "/run/alyd/alyd.pid";
+}
+
+/*
+ * A reload that names another pid_file writes it before the new workers
+ * start, so a path it cannot write fails the reload; the old file is removed
+ * once the new generation serves, and the new one if the reload is abandoned.
+ */
+static int stage_pid_file(const aly_config_t *cfg, aly_err_t *err)
+{
+    const char *want = pid_file_of(cfg);
+    m.next_pid_moves = !(want == NULL ? m.pid_path == NULL : m.pid_path != NULL && strcmp(want, m.pid_path) == 0);
+    if (!m.next_pid_moves || want == NULL)
+        return 0;
+    if (daemon_write_pid_file(want, err) != 0)
+        return -1;
+    if ((m.next_pid_path = strdup(want)) == NULL) {
+        unlink(want);
+        return aly_errf(err, "out of memory");
+    }
+    return 0;
+}
+
+/* Ends a staged pid_file change: kept (the reload took) or undone. */
+static void settle_pid_file(int took)
+{
+    if (m.next_pid_moves) {
+        char *gone = took ? m.pid_path : m.next_pid_path;
+        if (gone != NULL) {
+            unlink(gone);
+            free(gone);
+        }
+        if (took) {
+            m.pid_path = m.next_pid_path;
+            log_info("pid_file is now %s", m.pid_path != NULL ? m.pid_path : "(none)");
+        }
+    }
+    m.next_pid_path = NULL;
+    m.next_pid_moves = 0;
+}
 
 static int resolve_user(const aly_config_t *cfg, uid_t *uid, gid_t *gid, aly_err_t *err)
 {
-    aly_err_t why;
-    if (config_lookup_user(cfg->user, cfg->group, uid, gid, &why) != 0)
-        return aly_errf(err, "%s: %s", cfg->path, why.msg);
+    if (config_lookup_user(cfg, uid, gid, err) != 0)
+        return -1;
     if (*uid == getuid())
         *uid = (uid_t)-1;
     if (*gid == getgid() && *uid == (uid_t)-1)
@@ -480,6 +526,7 @@ static void abandon_next(void)
     if (log_open(m.gen.cfg->error_log, m.gen.cfg->access_log, m.gen.uid, m.gen.gid, &err) != 0)
         log_error("cannot reopen the running configuration's logs: %s", err.msg);
     log_error("reload failed, keeping the running configuration: %s; stopping the new workers", m.next_failed);
+    settle_pid_file(0);
     free_generation(&g);
     close_unused(&m.gen);
 }
@@ -494,6 +541,7 @@ static void promote_next(void)
     drain_generation(old.id, old.cfg->shutdown_timeout_ms);
     close_unused(&m.gen);
     free_generation(&old);
+    settle_pid_file(1);
     memset(m.quick_deaths, 0, sizeof(m.quick_deaths));
     memset(m.respawn_at, 0, sizeof(m.respawn_at));
     memset(m.missing, 0, sizeof(m.missing));
@@ -554,8 +602,16 @@ static void reload(const char *config_path, unsigned workers_override)
     }
     g.ready_rd = fds[0];
     g.ready_wr = fds[1];
+    if (stage_pid_file(cfg, &err) != 0) {
+        log_error("reload failed, keeping the running configuration: %s", err.msg);
+        close_ready_pipe(&g);
+        free_generation(&g);
+        close_unused(&m.gen);
+        return;
+    }
     if (log_open(cfg->error_log, cfg->access_log, g.uid, g.gid, &err) != 0) {
         log_error("reload failed, keeping the running configuration: %s", err.msg);
+        settle_pid_file(0);
         close_ready_pipe(&g);
         free_generation(&g);
         close_unused(&m.gen);
@@ -645,7 +701,8 @@ int master_run(const char *config_path, int foreground, unsigned workers_overrid
         fprintf(stderr, "alyd: %s\n", err.msg);
         return 1;
     }
-    const char *pid_file = cfg->pid_file != NULL ? cfg->pid_file : foreground ? NULL : "/run/alyd/alyd.pid";
+    m.foreground = foreground;
+    const char *pid_file = pid_file_of(cfg);
     if (pid_file != NULL) {
         if (daemon_write_pid_file(pid_file, &err) != 0) {
             log_error("%s", err.msg);
@@ -712,6 +769,7 @@ int master_run(const char *config_path, int foreground, unsigned workers_overrid
     if (m.next.id != 0) {
         close_ready_pipe(&m.next);
         free_generation(&m.next);
+        settle_pid_file(0);
     }
     log_info("stopped");
     if (m.pid_path != NULL) {

@@ -159,6 +159,39 @@ my @old = $srv->worker_pids;
     @old = $srv->worker_pids;
 }
 
+# --- a pid_file a reload adds, moves, cannot write and removes --------------------------
+{
+    my ($pf1, $pf2, $bad) = map { $srv->dir . "/$_" } 'one.pid', 'two.pid', 'no-such-dir/three.pid';
+    my $master = $srv->master_pid;
+    my $pid_in = sub { my $t = slurp($_[0]); defined $t && $t =~ /^(\d+)\n\z/ ? $1 : undef };
+    my $reloads = sub { my $n = () = ($srv->error_log_text =~ /reloaded: generation \d+/g); $n };
+    my $n = $reloads->();
+    $srv->write_conf(extra => [@$base, "pid_file $pf1"]);
+    ok($srv->signal('HUP'), 'HUP adding a pid_file');
+    ok(poll_until(10, sub { $reloads->() > $n }), 'reloaded');
+    is($pid_in->($pf1), $master, 'the new pid_file holds the master pid');
+    $n = $reloads->();
+    $srv->write_conf(extra => [@$base, "pid_file $pf2"]);
+    ok($srv->signal('HUP'), 'HUP moving it');
+    ok(poll_until(10, sub { $reloads->() > $n }), 'reloaded');
+    is($pid_in->($pf2), $master, 'the pid_file at its new path holds the master pid');
+    ok(!-e $pf1, 'the old one is removed');
+    my @before = $srv->worker_pids;
+    $srv->write_conf(extra => [@$base, "pid_file $bad"]);
+    ok($srv->signal('HUP'), 'HUP with a pid_file that cannot be written');
+    like($srv->wait_log(qr/reload failed, keeping the running configuration: [^\n]*three\.pid[^\n]*/) // '',
+        qr/cannot write pid_file \Q$bad\E/, 'the reload is refused, naming the file');
+    is($pid_in->($pf2), $master, 'the running pid_file is kept');
+    ok(same_set([$srv->worker_pids], \@before), 'the workers are the same');
+    $n = $reloads->();
+    $srv->write_conf(extra => $base);
+    ok($srv->signal('HUP'), 'HUP without a pid_file (alyd -f: none)');
+    ok(poll_until(10, sub { $reloads->() > $n }), 'reloaded');
+    ok(!-e $pf2, 'the pid_file is removed');
+    ok(poll_until(10, sub { my @w = $srv->worker_pids; @w == 2 }), 'the previous generation has drained');
+    @old = $srv->worker_pids;
+}
+
 # --- old workers are killed after shutdown_timeout ------------------------------------
 {
     my ($stuck) = @old;

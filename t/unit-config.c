@@ -196,21 +196,39 @@ static void test_numbers(void)
         is_int(config_parse_size(bad_sizes[i], &v), -1, "size \"%s\" refused", bad_sizes[i]);
 }
 
+/* Resolves the user and group of a configuration made of text; the config is freed. */
+static int lookup(const char *text, uid_t *uid, gid_t *gid, aly_err_t *err)
+{
+    aly_err_t perr;
+    aly_config_t *cfg = config_load(write_conf("users.conf", text), &perr);
+    if (cfg == NULL) {
+        *err = perr;
+        return -2;
+    }
+    int rc = config_lookup_user(cfg, uid, gid, err);
+    config_free(cfg);
+    return rc;
+}
+
 static void test_users(void)
 {
     uid_t uid;
     gid_t gid;
     aly_err_t err;
-    is_int(config_lookup_user(NULL, NULL, &uid, &gid, &err), 0, "no user, no group");
+    char want[400];
+    const char *path = write_conf("users.conf", "");
+    is_int(lookup("listen 127.0.0.1:8080\n", &uid, &gid, &err), 0, "no user, no group");
     ok(uid == (uid_t)-1 && gid == (gid_t)-1, "nothing set: ids stay -1");
-    is_int(config_lookup_user("root", NULL, &uid, &gid, &err), 0, "root resolves");
+    is_int(lookup("user root\n", &uid, &gid, &err), 0, "root resolves");
     ok(uid == 0 && gid == 0, "root is uid 0, gid 0");
-    is_int(config_lookup_user(NULL, "root", &uid, &gid, &err), 0, "group alone resolves");
+    is_int(lookup("group root\n", &uid, &gid, &err), 0, "group alone resolves");
     ok(uid == (uid_t)-1 && gid == 0, "group alone sets the gid only");
-    is_int(config_lookup_user("no-such-user-aly", NULL, &uid, &gid, &err), -1, "unknown user refused");
-    is_str(err.msg, "user \"no-such-user-aly\" does not exist", "unknown user named");
-    is_int(config_lookup_user("root", "no-such-group-aly", &uid, &gid, &err), -1, "unknown group refused");
-    is_str(err.msg, "group \"no-such-group-aly\" does not exist", "unknown group named");
+    is_int(lookup("listen 127.0.0.1:8080\n\nuser no-such-user-aly\n", &uid, &gid, &err), -1, "unknown user refused");
+    snprintf(want, sizeof(want), "%s:3: user \"no-such-user-aly\" does not exist", path);
+    is_str(err.msg, want, "unknown user named, with its file and line");
+    is_int(lookup("group no-such-group-aly\nuser root\n", &uid, &gid, &err), -1, "unknown group refused");
+    snprintf(want, sizeof(want), "%s:1: group \"no-such-group-aly\" does not exist", path);
+    is_str(err.msg, want, "unknown group named, with its file and line");
 }
 
 static void test_bad(void)

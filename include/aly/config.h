@@ -70,10 +70,11 @@ typedef struct aly_config {
     char *pid_file;
     char *user;
     char *group;
-    char *error_log;              /* path, "stderr" or "off" */
-    char *access_log;             /* path, "stderr" or "off" */
-    size_t access_log_buffer;     /* bytes per worker; 0 writes each line at once */
-    uint64_t access_log_flush_ms; /* longest a line waits in the buffer */
+    unsigned user_line, group_line; /* where they were set, for messages; 0: not in the file */
+    char *error_log;                /* path, "stderr" or "off" */
+    char *access_log;               /* path, "stderr" or "off" */
+    size_t access_log_buffer;       /* bytes per worker; 0 writes each line at once */
+    uint64_t access_log_flush_ms;   /* longest a line waits in the buffer */
 
     char *public_url; /* no trailing slash */
     aly_strlist_t allowed_origins;
@@ -175,12 +176,13 @@ int config_url_ok(const char *u);
 char *config_url_dup(const char *u);
 
 /*
- * Resolves the "user" and "group" directives (either may be NULL: then its
- * id stays -1).  uid and gid come from user's passwd entry, and group, when
- * set, overrides gid.  -1 with err naming a user or group that does not
- * exist.  Not thread-safe (getpwnam): call it before starting threads.
+ * Resolves cfg's "user" and "group" directives (either may be unset: then
+ * its id stays -1).  uid and gid come from user's passwd entry, and group,
+ * when set, overrides gid.  -1 with err naming a user or group that does not
+ * exist, with the file and line that named it.  Not thread-safe (getpwnam):
+ * call it before starting threads.
  */
-int config_lookup_user(const char *user, const char *group, uid_t *uid, gid_t *gid, aly_err_t *err);
+int config_lookup_user(const aly_config_t *cfg, uid_t *uid, gid_t *gid, aly_err_t *err);
 
 /* "N/period burst=B" into rate; -1 with err on a malformed value. */
 int config_parse_rate(const char *text, aly_rate_t *rate, aly_err_t *err);
