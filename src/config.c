@@ -88,6 +88,7 @@ static const directive_t directives[] = {
     {"session_ttl", K_DURATION, F(session_ttl_ms), 0, 1000, (uint64_t)30 * 86400 * 1000},
     {"metrics_listen", K_MLISTEN, 0, 0, 0, 0},
     {"list_scan_budget", K_UINT, F(list_scan_budget), 0, 1, 100000000},
+    {"analytics_scan_budget", K_UINT, F(analytics_scan_budget), 0, 1, 100000000},
     {"workspace_quota", K_SIZE, F(workspace_quota), 0, 4096, (uint64_t)1 << 40},
     {"tls_ticket_rotation", K_DURATION, F(tls_ticket_rotation_ms), 0, 1000, (uint64_t)7 * 86400 * 1000},
     {"audit_retention", K_DURATION, F(audit_retention_ms), 0, 0, (uint64_t)3650 * 86400 * 1000},
@@ -314,6 +315,7 @@ static void set_defaults(aly_config_t *cfg)
     cfg->shutdown_timeout_ms = 30 * 1000;
     cfg->session_ttl_ms = (uint64_t)24 * 3600 * 1000;
     cfg->list_scan_budget = 5000;
+    cfg->analytics_scan_budget = 250000;
     cfg->workspace_quota = (size_t)256 << 20;
     cfg->tls_ticket_rotation_ms = 3600 * 1000;
     cfg->audit_retention_ms = (uint64_t)90 * 86400 * 1000;

@@ -48,8 +48,10 @@ typedef struct range {
     int64_t from_ms;
     unsigned days;
     day_t *day;
-    tops_t *top;  /* NULL: not asked for */
-    int too_many; /* the range holds more than MAX_DISTINCT products */
+    tops_t *top;     /* NULL: not asked for */
+    int too_many;    /* the range holds more than MAX_DISTINCT products */
+    unsigned budget; /* orders the scan may still examine (analytics_scan_budget) */
+    int over_budget; /* the range holds more orders than that */
     size_t prefix_len;
     aly_err_t err;
     int failed;
@@ -149,6 +151,11 @@ static int order_cb(void *vctx, const store_val_t *key, const store_val_t *val)
         return 0;
     if (idx >= r->days)
         return 1;
+    if (r->budget == 0) {
+        r->over_budget = 1;
+        return -1;
+    }
+    r->budget--;
     order_record_t o;
     int rc = tools_order_at(r->t, r->ws, key, &o, &r->err);
     if (rc < 0) {
@@ -194,6 +201,7 @@ static int load_range(mcp_call_t *call, json_t *args, range_t *r, int with_top, 
     r->ws = tools_ws(call);
     r->from_ms = f;
     r->days = (unsigned)days;
+    r->budget = mcp_call_config(call)->analytics_scan_budget;
     r->day = calloc(days, sizeof(day_t));
     r->top = with_top ? calloc(1, sizeof(tops_t)) : NULL;
     if (r->day == NULL || (with_top && r->top == NULL))
@@ -218,6 +226,13 @@ static int load_range(mcp_call_t *call, json_t *args, range_t *r, int with_top, 
     if (r->too_many) {
         tools_fail(call, "from, to: this range holds orders of more than %d distinct products; ask for a shorter range",
                    MAX_DISTINCT);
+        goto fail;
+    }
+    if (r->over_budget) {
+        tools_fail(
+            call,
+            "from, to: this range holds more than %u orders, more than one call examines (analytics_scan_budget); ask for a shorter range",
+            mcp_call_config(call)->analytics_scan_budget);
         goto fail;
     }
     if (rc != 0 || r->failed) {

@@ -111,6 +111,31 @@ sub tool {
     $srv->stop;
 }
 
+# ---- an analytics call examines at most analytics_scan_budget orders ----
+{
+    my $srv = Alyd->start(workers => 1, extra => ['rate_limit 100000/second burst=100000', 'analytics_scan_budget 12']);
+    my $ws = ctl($srv, 'workspace', 'create', 'Busy');
+    ctl($srv, 'demo', 'seed', '--workspace', $ws, '--seed', '7', '--sites', '1', '--products', '10', '--orders', '40', '--days', '30');
+    my $key = ctl($srv, 'keys', 'create', '--workspace', $ws, '--scopes', $ALL);
+    my @t = gmtime(time + 86400);
+    my $to = sprintf('%04d-%02d-%02d', $t[5] + 1900, $t[4] + 1, $t[3]);
+    @t = gmtime(time - 300 * 86400);
+    my $from = sprintf('%04d-%02d-%02d', $t[5] + 1900, $t[4] + 1, $t[3]);
+    for my $tool ('analytics.summary', 'analytics.timeseries') {
+        my (undef, $r) = tool($srv, $key, $tool, { from => $from, to => $to });
+        ok($r->{isError}, "$tool over a range of 40 orders with a budget of 12 is refused");
+        like($r->{content}[0]{text} // '', qr/more than 12 orders, more than one call examines \(analytics_scan_budget\); ask for a shorter range/,
+            '... saying why and what to do');
+    }
+    my (undef, $page) = tool($srv, $key, 'orders.list', { limit => 1 });
+    my $day = substr($page->{structuredContent}{orders}[0]{created_at} // '', 0, 10);
+    my (undef, $r) = tool($srv, $key, 'analytics.summary', { from => $day, to => $day });
+    ok(!$r->{isError} && defined $r->{structuredContent}, "one day's orders ($day) fit the budget: answered");
+    ($r) = (tool($srv, $key, 'analytics.summary', { from => '2020-01-01', to => '2020-12-31' }))[1];
+    is($r->{structuredContent}{orders} // -1, 0, 'a range without orders: answered, 0 orders');
+    $srv->stop;
+}
+
 # A 2025-03-26 batch of tools/call messages; returns the results (or errors) in order of the ids.
 sub batch_tools {
     my ($srv, $key, @calls) = @_;

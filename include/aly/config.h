@@ -99,6 +99,7 @@ typedef struct aly_config {
     uint64_t session_ttl_ms;
 
     unsigned list_scan_budget;       /* records a filtered list call examines at most before its page ends */
+    unsigned analytics_scan_budget;  /* orders one analytics call examines at most; a range holding more is refused */
     size_t workspace_quota;          /* bytes of data (keys and values) one workspace may hold */
     uint64_t tls_ticket_rotation_ms; /* a session-ticket key encrypts for this long, then decrypts for as long again */
     uint64_t audit_retention_ms;     /* audit records older than this are pruned as new ones are written; 0: kept for ever */
