@@ -18,7 +18,11 @@
  * Every key but the stamps carries a TTL: nothing outlives its use.
  *
  * Waits.  Synchronous hiredis with deadlines: connect and every command wait
- * at most volatile_timeout (redisConnectWithTimeout + redisSetTimeout).  Why
+ * at most volatile_timeout (redisConnectWithTimeout + redisSetTimeout), and
+ * so does the lookup of a host name, made anew for each connection
+ * (getaddrinfo_a + gai_suspend; one not answered in time fails the attempt
+ * and is taken up by the next, so a slow DNS server never stops the loop for
+ * the resolver's own timeouts).  Why
  * not hiredis' asynchronous API on h2o's loop: every caller (the gate, the
  * requestState check, the reply hand-over) runs in the middle of the MCP
  * engine's synchronous path from request to dispatch, which would have to be
