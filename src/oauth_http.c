@@ -215,11 +215,6 @@ static int limit_add(store_t *st, const char *key, int delta, unsigned max, uint
     return 0;
 }
 
-void oauth_limit_hit(store_t *st, const char *key, uint64_t window_ms)
-{
-    limit_add(st, key, 1, 0, window_ms, NULL);
-}
-
 int oauth_limit_take(store_t *st, const char *key, unsigned max, uint64_t window_ms, uint64_t *retry_s)
 {
     return limit_add(st, key, 1, max, window_ms, retry_s);

@@ -42,6 +42,14 @@ static int array_within(json_t *a, const char *const *allowed, size_t n)
     return 1;
 }
 
+static void too_many(h2o_req_t *req, uint64_t retry)
+{
+    char ra[24];
+    snprintf(ra, sizeof(ra), "%llu", (unsigned long long)retry);
+    http_add_header(req, "retry-after", ra);
+    oauth_send_error(req, 429, "slow_down", "too many registrations from this address; retry in %llu s", (unsigned long long)retry);
+}
+
 void oauth_serve_register(void *data, h2o_req_t *req)
 {
     oauth_server_t *s = data;
@@ -52,11 +60,7 @@ void oauth_serve_register(void *data, h2o_req_t *req)
     oauth_peer_key(req, peer);
     snprintf(key, sizeof(key), "g:%s", peer);
     if (oauth_limit_over(s->store, key, REGISTER_MAX, REGISTER_WINDOW_MS, &retry)) {
-        char ra[24];
-        snprintf(ra, sizeof(ra), "%llu", (unsigned long long)retry);
-        http_add_header(req, "retry-after", ra);
-        oauth_send_error(req, 429, "slow_down", "too many registrations from this address; retry in %llu s",
-                         (unsigned long long)retry);
+        too_many(req, retry);
         return;
     }
     if (!oauth_content_type_is(req, "application/json")) {
@@ -106,7 +110,12 @@ void oauth_serve_register(void *data, h2o_req_t *req)
         oauth_send_error(req, 400, bad_uri ? "invalid_redirect_uri" : "invalid_client_metadata", "%s", bad);
         return;
     }
-    oauth_limit_hit(s->store, key, REGISTER_WINDOW_MS);
+    /* The check above only spares the parse; this one counts and refuses in one write, so parallel requests cannot pass it together. */
+    if (oauth_limit_take(s->store, key, REGISTER_MAX, REGISTER_WINDOW_MS, &retry)) {
+        json_decref(m);
+        too_many(req, retry);
+        return;
+    }
     const char *mname = method != NULL ? json_string_value(method) : "none"; /* lives as long as m */
     c.auth_method = strcmp(mname, "client_secret_post") == 0 ? 1 : strcmp(mname, "client_secret_basic") == 0 ? 2 : 0;
     c.kind = c.auth_method != 0 ? OAUTH_CLIENT_CONFIDENTIAL : OAUTH_CLIENT_PUBLIC;

@@ -43,13 +43,12 @@ void oauth_send_error(h2o_req_t *req, int status, const char *error, const char 
  * Fixed-window counters in the volatile store (VDB_OAUTH): the sign-in
  * failures of an address and of an account, the registrations of an address.
  * oauth_limit_over() reads: 1 when key has reached max in the window now
- * running (*retry_s: seconds until it ends); oauth_limit_hit() adds one.
- * oauth_limit_take() does both in one transaction (1: over, nothing added),
+ * running (*retry_s: seconds until it ends).  oauth_limit_take() checks
+ * and adds one in one transaction (1: over, nothing added),
  * so attempts in flight at once count each; oauth_limit_give_back() takes
  * one away again (an attempt that turned out not to be a failure).
  */
 int oauth_limit_over(store_t *st, const char *key, unsigned max, uint64_t window_ms, uint64_t *retry_s);
-void oauth_limit_hit(store_t *st, const char *key, uint64_t window_ms);
 int oauth_limit_take(store_t *st, const char *key, unsigned max, uint64_t window_ms, uint64_t *retry_s);
 void oauth_limit_give_back(store_t *st, const char *key, uint64_t window_ms);
 
