@@ -111,7 +111,12 @@ static const char *pid_file_of(const aly_config_t *cfg)
 static int stage_pid_file(const aly_config_t *cfg, aly_err_t *err)
 {
     const char *want = pid_file_of(cfg);
-    m.next_pid_moves = !(want == NULL ? m.pid_path == NULL : m.pid_path != NULL && strcmp(want, m.pid_path) == 0);
+    struct stat a, b;
+    /* Another name for the same file (/var/run and /run, "dir//alyd.pid") is no move: moving would remove it. */
+    m.next_pid_moves = !(want == NULL ? m.pid_path == NULL
+                                      : m.pid_path != NULL &&
+                                            (strcmp(want, m.pid_path) == 0 || (stat(want, &a) == 0 && stat(m.pid_path, &b) == 0 &&
+                                                                               a.st_dev == b.st_dev && a.st_ino == b.st_ino)));
     if (!m.next_pid_moves || want == NULL)
         return 0;
     if (daemon_write_pid_file(want, err) != 0)
