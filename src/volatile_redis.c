@@ -196,14 +196,14 @@ static int ip_literal(const char *host)
     return 1;
 }
 
-/* A lookup of the host started in glibc's resolver thread, not waited for; NULL with why. */
-static struct lookup *lookup_start(const volatile_redis_t *r, char *why, size_t len)
+/* A lookup of the host's addresses of one family, started in glibc's resolver thread, not waited for; NULL with why. */
+static struct lookup *lookup_start(const volatile_redis_t *r, int family, char *why, size_t len)
 {
     struct lookup *l = calloc(1, sizeof(*l));
     if (l == NULL)
         abort();
     snprintf(l->host, sizeof(l->host), "%s", r->url.host);
-    l->hints = (struct addrinfo){.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    l->hints = (struct addrinfo){.ai_family = family, .ai_socktype = SOCK_STREAM};
     l->cb = (struct gaicb){.ar_name = l->host, .ar_request = &l->hints};
     struct gaicb *list[] = {&l->cb};
     int rc = getaddrinfo_a(GAI_NOWAIT, list, 1, NULL);
@@ -289,13 +289,28 @@ static int resolve(volatile_redis_t *r, char *addr, size_t len, char *why, size_
         snprintf(addr, len, "%s", r->url.host);
         return 0;
     }
-    if (r->lookup == NULL && (r->lookup = lookup_start(r, why, wlen)) == NULL)
+    uint64_t deadline = aly_now_ms() + r->timeout_ms;
+    if (r->lookup == NULL && (r->lookup = lookup_start(r, AF_INET, why, wlen)) == NULL)
         return -1;
-    lookup_wait(r->lookup, r->timeout_ms);
-    int rc = gai_error(&r->lookup->cb);
-    if (rc == EAI_INPROGRESS) {
-        snprintf(why, wlen, "resolving %s: no answer within volatile_timeout", r->url.host);
-        return -1;
+    int rc;
+    for (;;) {
+        uint64_t now = aly_now_ms();
+        lookup_wait(r->lookup, deadline > now ? deadline - now : 0);
+        rc = gai_error(&r->lookup->cb);
+        if (rc == EAI_INPROGRESS) {
+            snprintf(why, wlen, "resolving %s: no answer within volatile_timeout", r->url.host);
+            return -1;
+        }
+        /*
+         * IPv4 first, IPv6 only for a name without an IPv4 address, as
+         * hiredis asks: a lookup of both families waits for the AAAA answer
+         * too, which some DNS servers give late or never.
+         */
+        if (r->lookup->hints.ai_family != AF_INET || (rc != EAI_NONAME && rc != EAI_NODATA && rc != EAI_ADDRFAMILY))
+            break;
+        lookup_free(r->lookup);
+        if ((r->lookup = lookup_start(r, AF_INET6, why, wlen)) == NULL)
+            return -1;
     }
     if (rc != 0)
         snprintf(why, wlen, "resolving %s: %s", r->url.host, gai_strerror(rc));

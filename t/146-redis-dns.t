@@ -36,14 +36,16 @@ my $BOUND = 1.5 * $S;  # longest a request may take meanwhile (without the fix: 
 my $NAME = 'redis.slow.test';
 my $dir = File::Temp::tempdir('alyd-dns-XXXXXX', TMPDIR => 1, CLEANUP => !$ENV{ALY_KEEP_TMP});
 my $delay_file = "$dir/delay";
+my $aaaa_file = "$dir/aaaa-delay";
 Alyd::spew($delay_file, "0\n");
+Alyd::spew($aaaa_file, "0\n");
 
 # ---- the DNS server ----
 my $dns = fork // die "fork: $!";
 if ($dns == 0) {
     open(STDIN, '<', '/dev/null');
     open(STDERR, '>', "$dir/dns.err");
-    exec($python, "$srcdir/t/lib/slowdns.py", '--name', $NAME, '--answer', '127.0.0.1', '--delay-file', $delay_file,
+    exec($python, "$srcdir/t/lib/slowdns.py", '--name', $NAME, '--answer', '127.0.0.1', '--delay-file', $delay_file, '--aaaa-delay-file', $aaaa_file,
         '--ready', "$dir/ready", '--log', "$dir/dns.log", '--lifetime', 120 * $S) or POSIX::_exit(127);
 }
 END { local $?; if ($dns) { kill('TERM', $dns); waitpid($dns, 0) } }
@@ -55,7 +57,8 @@ my $nss = Alyd::slurp('/etc/nsswitch.conf') // '';
 $nss =~ s/^hosts:.*$/hosts: files dns/m or $nss .= "hosts: files dns\n";
 Alyd::spew("$dir/nsswitch.conf", $nss);
 unlike(Alyd::slurp('/etc/hosts') // '', qr/\Q$NAME\E/i, "$NAME is not in /etc/hosts");
-sub a_queries { my ($since) = @_; scalar grep { /^(\S+) \Q$NAME\E 1 / && $1 >= $since } split /\n/, (Alyd::slurp("$dir/dns.log") // '') }
+sub queries { my ($type, $since) = @_; scalar grep { /^(\S+) \Q$NAME\E $type / && $1 >= $since } split /\n/, (Alyd::slurp("$dir/dns.log") // '') }
+sub a_queries { queries(1, @_) }
 
 # alyd in its own mount namespace; nothing preloaded into unshare or sh (a sanitizer runtime there hangs them).
 my $wrap = "$dir/alyd-with-slow-dns";
@@ -125,6 +128,17 @@ is(redis_up(), 1, '/metrics: alyd_redis_up 1 again');
 my @after = map { call()->{status} } 1 .. 4;
 is_deeply(\@after, [200, 200, 429, 429], 'the rate limit holds through Redis again (burst 3, one spent before)') or diag("@after");
 is_deeply([$srv->master_pid, $srv->worker_pids], \@pids, 'the worker stayed up');
+
+# ---- the AAAA answer comes late, the A answer at once: IPv4 is asked alone, as hiredis did ----
+Alyd::spew($aaaa_file, "$DELAY\n");
+my $t_v4 = time;
+ok(($redis->cli('CLIENT', 'KILL', 'TYPE', 'normal') // 0) >= 1, "Redis drops alyd's connection again");
+my $v4 = healthz();
+is($v4->{status}, 200, 'AAAA slow, A quick: /healthz 200 on a new connection');
+cmp_ok($v4->{secs}, '<', $BOUND, sprintf('... at once (%.2f s), not after the AAAA delay', $v4->{secs}));
+ok(queries(1, $t_v4) >= 1, '... after an A query');
+is(queries(28, $t_v4), 0, '... and no AAAA query: a name with an IPv4 address is not asked for IPv6');
+Alyd::spew($aaaa_file, "0\n");
 
 # ---- shutting down with a lookup in flight ----
 Alyd::spew($delay_file, "$DELAY\n");

@@ -3,8 +3,8 @@
 # the test says: on UDP port 53 of a free 127.x.y.z address (written to
 # --ready once bound), A queries for --name get --answer after the number of
 # seconds in --delay-file (read when the query arrives; 0 or no file: at
-# once), AAAA queries for it get NOERROR with no records at once (so glibc
-# waits on the A answer alone), any other name NXDOMAIN at once.  One line per
+# once), AAAA queries for it NOERROR with no records after the seconds in
+# --aaaa-delay-file (the same rules), any other name NXDOMAIN at once.  One line per
 # query into --log: "TIME NAME TYPE DELAY".  Exits after --lifetime seconds
 # whatever happens to the test.
 #
@@ -75,6 +75,7 @@ def main():
     ap.add_argument("--name", required=True)
     ap.add_argument("--answer", required=True)
     ap.add_argument("--delay-file", required=True)
+    ap.add_argument("--aaaa-delay-file")
     ap.add_argument("--ready", required=True)
     ap.add_argument("--log", required=True)
     ap.add_argument("--lifetime", type=float, default=300)
@@ -104,6 +105,7 @@ def main():
             reply, delay = answer(q, p, 0, rdata), delay_of(o.delay_file)
         else:
             reply = answer(q, p, 0, None)  # NOERROR, no records
+            delay = delay_of(o.aaaa_delay_file) if qtype == AAAA and o.aaaa_delay_file else 0.0
         with lock:
             log.write("%.3f %s %d %.1f\n" % (time.time(), qname, qtype, delay))
         if delay > 0:
