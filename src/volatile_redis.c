@@ -5,11 +5,8 @@
  */
 #include "aly/volatile_redis.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <hiredis/hiredis.h>
-#include <netdb.h>
-#include <netinet/in.h>
 #include <openssl/sha.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,31 +14,16 @@
 #include <sys/time.h>
 
 #include "aly/log.h"
+#include "aly/resolve.h"
 
 #define BACKOFF_FIRST_MS 100
 #define BACKOFF_MAX_MS 2000
 #define MGET_MAX 8
 
-/*
- * A lookup of the host name (getaddrinfo_a), allocated apart from the
- * connection: glibc's resolver thread writes into the gaicb and reads the
- * name and hints until the answer comes, so one that cannot be cancelled
- * when the connection is closed must outlive it (see lookup_abandon).
- */
-struct lookup {
-    struct gaicb cb;
-    struct addrinfo hints;
-    char host[256];
-    struct lookup *next; /* on the abandoned list */
-};
-
-/* Lookups still running when their connection was closed: reachable until the process exits (LeakSanitizer sees them). */
-static struct lookup *abandoned;
-
 struct volatile_redis {
     volatile_redis_url_t url;
-    int literal;           /* the host is an IP address: connected to as it is, no lookup */
-    struct lookup *lookup; /* the lookup of the next connection, started and not yet used; NULL when none */
+    int literal;          /* the host is an IP address: connected to as it is, no lookup */
+    aly_lookup_t *lookup; /* the lookup of the next connection, started and not yet used; NULL when none */
     uint64_t timeout_ms;
     int fail_open;
     redisContext *c;
@@ -186,93 +168,6 @@ static int outage_reply(const void *reply)
     return 0;
 }
 
-/* Whether host is an IP address: AI_NUMERICHOST never asks a resolver, and takes "fe80::1%eth0" where inet_pton does not. */
-static int ip_literal(const char *host)
-{
-    struct addrinfo hints = {.ai_flags = AI_NUMERICHOST, .ai_socktype = SOCK_STREAM}, *res;
-    if (getaddrinfo(host, NULL, &hints, &res) != 0)
-        return 0;
-    freeaddrinfo(res);
-    return 1;
-}
-
-/* A lookup of the host's addresses of one family, started in glibc's resolver thread, not waited for; NULL with why. */
-static struct lookup *lookup_start(const volatile_redis_t *r, int family, char *why, size_t len)
-{
-    struct lookup *l = calloc(1, sizeof(*l));
-    if (l == NULL)
-        abort();
-    snprintf(l->host, sizeof(l->host), "%s", r->url.host);
-    l->hints = (struct addrinfo){.ai_family = family, .ai_socktype = SOCK_STREAM};
-    l->cb = (struct gaicb){.ar_name = l->host, .ar_request = &l->hints};
-    struct gaicb *list[] = {&l->cb};
-    int rc = getaddrinfo_a(GAI_NOWAIT, list, 1, NULL);
-    if (rc != 0) {
-        snprintf(why, len, "resolving %s: %s", r->url.host, gai_strerror(rc));
-        free(l);
-        return NULL;
-    }
-    return l;
-}
-
-/* Waits at most ms for the lookup to finish (gai_suspend, again for the rest after a signal). */
-static void lookup_wait(struct lookup *l, uint64_t ms)
-{
-    const struct gaicb *list[] = {&l->cb};
-    uint64_t deadline = aly_now_ms() + ms;
-    for (uint64_t now = aly_now_ms(); gai_error(&l->cb) == EAI_INPROGRESS && now < deadline; now = aly_now_ms()) {
-        struct timespec left = {.tv_sec = (time_t)((deadline - now) / 1000), .tv_nsec = (long)((deadline - now) % 1000 * 1000000)};
-        (void)gai_suspend(list, 1, &left);
-    }
-}
-
-/* Frees a lookup that is over (answered, failed or cancelled) and its answers. */
-static void lookup_free(struct lookup *l)
-{
-    if (gai_error(&l->cb) == 0)
-        freeaddrinfo(l->cb.ar_result);
-    free(l);
-}
-
-/*
- * The lookup of a connection being closed: cancelled, or, when glibc's
- * thread is already asking the resolver (it cannot be stopped), left to it
- * until the process exits, since it writes into the gaicb when the answer
- * comes.  At most one per connection, and a connection is closed once.
- */
-static void lookup_abandon(struct lookup *l)
-{
-    if (gai_cancel(&l->cb) == EAI_NOTCANCELED) {
-        l->next = abandoned;
-        abandoned = l;
-        return;
-    }
-    lookup_free(l);
-}
-
-/* The address inside an AF_INET or AF_INET6 answer. */
-static const void *in_addr_of(const struct addrinfo *a)
-{
-    if (a->ai_family == AF_INET)
-        return &((const struct sockaddr_in *)(const void *)a->ai_addr)->sin_addr;
-    return &((const struct sockaddr_in6 *)(const void *)a->ai_addr)->sin6_addr;
-}
-
-/*
- * The first IPv4, else IPv6, address of a lookup's answers as text (IPv4
- * first as hiredis did), which hiredis, given a numeric host, connects to
- * without asking a resolver.
- */
-static int lookup_address(const struct lookup *l, char *addr, size_t len)
-{
-    static const int families[] = {AF_INET, AF_INET6};
-    for (size_t f = 0; f < ALY_ARRAY_SIZE(families); f++)
-        for (const struct addrinfo *a = l->cb.ar_result; a != NULL; a = a->ai_next)
-            if (a->ai_family == families[f] && inet_ntop(a->ai_family, in_addr_of(a), addr, (socklen_t)len) != NULL)
-                return 0;
-    return -1;
-}
-
 /*
  * The address to connect to, in addr; -1 with why.  An IP address is used as
  * it is.  A name is looked up anew for every connection (Redis failing over
@@ -289,36 +184,7 @@ static int resolve(volatile_redis_t *r, char *addr, size_t len, char *why, size_
         snprintf(addr, len, "%s", r->url.host);
         return 0;
     }
-    uint64_t deadline = aly_now_ms() + r->timeout_ms;
-    if (r->lookup == NULL && (r->lookup = lookup_start(r, AF_INET, why, wlen)) == NULL)
-        return -1;
-    int rc;
-    for (;;) {
-        uint64_t now = aly_now_ms();
-        lookup_wait(r->lookup, deadline > now ? deadline - now : 0);
-        rc = gai_error(&r->lookup->cb);
-        if (rc == EAI_INPROGRESS) {
-            snprintf(why, wlen, "resolving %s: no answer within volatile_timeout", r->url.host);
-            return -1;
-        }
-        /*
-         * IPv4 first, IPv6 only for a name without an IPv4 address, as
-         * hiredis asks: a lookup of both families waits for the AAAA answer
-         * too, which some DNS servers give late or never.
-         */
-        if (r->lookup->hints.ai_family != AF_INET || (rc != EAI_NONAME && rc != EAI_NODATA && rc != EAI_ADDRFAMILY))
-            break;
-        lookup_free(r->lookup);
-        if ((r->lookup = lookup_start(r, AF_INET6, why, wlen)) == NULL)
-            return -1;
-    }
-    if (rc != 0)
-        snprintf(why, wlen, "resolving %s: %s", r->url.host, gai_strerror(rc));
-    else if ((rc = lookup_address(r->lookup, addr, len)) != 0)
-        snprintf(why, wlen, "resolving %s: no IPv4 or IPv6 address", r->url.host);
-    lookup_free(r->lookup);
-    r->lookup = NULL;
-    return rc == 0 ? 0 : -1;
+    return aly_resolve(&r->lookup, r->url.host, aly_now_ms() + r->timeout_ms, "volatile_timeout", addr, len, why, wlen);
 }
 
 /* A usable context, connecting when there is none and the back-off allows; NULL with err otherwise. */
@@ -467,7 +333,7 @@ volatile_redis_t *volatile_redis_open(const aly_config_t *cfg, aly_err_t *err)
         return NULL;
     }
     snprintf(key_prefix, sizeof(key_prefix), "%s", cfg->volatile_prefix != NULL ? cfg->volatile_prefix : "aly");
-    r->literal = ip_literal(r->url.host);
+    r->literal = aly_ip_literal(r->url.host);
     r->timeout_ms = cfg->volatile_timeout_ms;
     r->fail_open = cfg->volatile_failure_open;
     aly_err_t ignored;
@@ -482,8 +348,7 @@ void volatile_redis_close(volatile_redis_t *r)
         return;
     if (r->c != NULL)
         redisFree(r->c);
-    if (r->lookup != NULL)
-        lookup_abandon(r->lookup);
+    aly_lookup_abandon(r->lookup);
     if (process_redis == r)
         process_redis = NULL;
     free(r);
