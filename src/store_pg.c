@@ -15,6 +15,19 @@
  * tries to connect at most once per store_poll (at most once a second);
  * writes in between fail at once.
  *
+ * A host name in the URL is looked up here, not by libpq: libpq's
+ * getaddrinfo inside PQconnectStart/PQconnectPoll blocks, unbounded by
+ * store_timeout, for the resolver's own timeouts (5 s a try by default) when
+ * the DNS server is slow, which is when PostgreSQL fails over behind a name.
+ * The lookup (aly/resolve.h) is made anew for each connection and waited for
+ * within the connection's store_timeout; its address goes to libpq as
+ * hostaddr, beside host (TLS verification and .pgpass still see the name).
+ * One not answered in time fails the attempt like an unreachable PostgreSQL
+ * and stays in flight for the next attempts to take up (never two), which
+ * look at it without waiting again.  A list of several hosts is left to
+ * libpq, which then resolves them itself, blocking; so are names from a
+ * service file.
+ *
  * Statements are sent as text (no parameters), several per round trip; keys
  * and values go in as bytea hex literals, which need no quoting rules beyond
  * the digits themselves.
@@ -127,6 +140,40 @@ long store_pg_bytea(const char *text, size_t len, unsigned char *out)
     return (long)(len - 2) / 2;
 }
 
+/*
+ * The host name of url that store_pg_connect() looks up itself, or NULL when
+ * libpq would ask no resolver (hostaddr given; no host: the default unix
+ * socket; a socket directory; an IP address), when url does not parse (libpq
+ * says why on connecting), or for a list of several hosts (left to libpq).
+ * libpq's own defaults: PGHOST and PGHOSTADDR when the URL sets neither.
+ */
+static char *host_to_resolve(const char *url)
+{
+    char *msg = NULL;
+    PQconninfoOption *opts = PQconninfoParse(url, &msg);
+    if (opts == NULL) {
+        PQfreemem(msg);
+        return NULL;
+    }
+    const char *host = NULL, *hostaddr = NULL;
+    for (const PQconninfoOption *o = opts; o->keyword != NULL; o++) {
+        if (strcmp(o->keyword, "host") == 0)
+            host = o->val;
+        else if (strcmp(o->keyword, "hostaddr") == 0)
+            hostaddr = o->val;
+    }
+    if (host == NULL || host[0] == '\0')
+        host = getenv("PGHOST");
+    if (hostaddr == NULL || hostaddr[0] == '\0')
+        hostaddr = getenv("PGHOSTADDR");
+    char *name = NULL;
+    if ((hostaddr == NULL || hostaddr[0] == '\0') && host != NULL && host[0] != '\0' && host[0] != '/' && host[0] != '@' &&
+        strchr(host, ',') == NULL && !aly_ip_literal(host) && (name = strdup(host)) == NULL)
+        abort();
+    PQconninfoFree(opts);
+    return name;
+}
+
 store_pg_t *store_pg_new(const aly_config_t *cfg, const char *url)
 {
     store_pg_t *pg = calloc(1, sizeof(*pg));
@@ -134,6 +181,7 @@ store_pg_t *store_pg_new(const aly_config_t *cfg, const char *url)
         free(pg);
         return NULL;
     }
+    pg->host = host_to_resolve(url);
     pg->timeout_ms = cfg->store_timeout_ms;
     pg->poll_ms = cfg->store_poll_ms;
     pg->keep_ms = cfg->store_changes_keep_ms;
@@ -148,6 +196,8 @@ void store_pg_free(store_pg_t *pg)
         return;
     if (pg->conn != NULL)
         PQfinish(pg->conn);
+    aly_lookup_abandon(pg->lookup);
+    free(pg->host);
     free(pg->url);
     free(pg->buf);
     free(pg->log);
@@ -225,8 +275,27 @@ int store_pg_connect(store_pg_t *pg, int purpose, int check, aly_err_t *err)
     uint64_t deadline = now + pg->timeout_ms;
     char secs[24];
     snprintf(secs, sizeof(secs), "%llu", (unsigned long long)(pg->timeout_ms + 999) / 1000);
-    const char *keys[] = {"dbname", "application_name", "connect_timeout", NULL};
-    const char *vals[] = {pg->url, "alyd", secs, NULL};
+    char addr[64] = ""; /* the host's address as text (at most INET6_ADDRSTRLEN), when looked up here */
+    if (pg->host != NULL) {
+        /*
+         * A lookup that already missed an attempt's store_timeout is only
+         * looked at, not waited for again: while the DNS server is slow, the
+         * worker's loop stops for store_timeout once per lookup rather than at
+         * every retry (each store_poll).
+         */
+        char why[320];
+        uint64_t until = pg->lookup != NULL ? now : deadline;
+        if (aly_resolve(&pg->lookup, pg->host, until, "store_timeout", addr, sizeof(addr), why, sizeof(why)) != 0) {
+            /* lost() logs the first failure of an outage; an unanswered lookup later in it is worth a line too. */
+            if (pg->lookup != NULL && pg->error[0] != '\0' && !pg->lookup_logged)
+                log_error("PostgreSQL: %s (the lookup goes on; writes are refused meanwhile)", why);
+            pg->lookup_logged |= pg->lookup != NULL;
+            return lost(pg, why, err);
+        }
+    }
+    /* expand_dbname: the URL's keys, then the later ones override; hostaddr (when looked up) beside the URL's host. */
+    const char *keys[] = {"dbname", "application_name", "connect_timeout", addr[0] != '\0' ? "hostaddr" : NULL, NULL};
+    const char *vals[] = {pg->url, "alyd", secs, addr, NULL};
     pg->conn = PQconnectStartParams(keys, vals, 1);
     if (pg->conn == NULL)
         return lost(pg, "out of memory", err);
@@ -268,6 +337,8 @@ int store_pg_connect(store_pg_t *pg, int purpose, int check, aly_err_t *err)
         log_info("PostgreSQL is reachable again");
         pg->error[0] = '\0';
     }
+    if (rc == 0)
+        pg->lookup_logged = 0;
     return rc;
 }
 

@@ -11,6 +11,7 @@
 #include <libpq-fe.h>
 #include <lmdb.h>
 
+#include "aly/resolve.h"
 #include "aly/store.h"
 
 /*
@@ -58,7 +59,10 @@ struct store {
 
 typedef struct store_pg {
     char *url;
-    uint64_t timeout_ms;  /* store_timeout: connect, and each round trip */
+    char *host; /* the host name looked up for each connection (hostaddr); NULL: libpq asks no resolver, or several hosts */
+    aly_lookup_t *lookup; /* that lookup, in flight since an attempt it missed; NULL when none */
+    int lookup_logged;    /* an unanswered lookup was logged in this outage */
+    uint64_t timeout_ms;  /* store_timeout: connect (the lookup included), and each round trip */
     uint64_t poll_ms;     /* store_poll */
     uint64_t keep_ms;     /* store_changes_keep */
     PGconn *conn;         /* NULL while disconnected */
