@@ -1,0 +1,165 @@
+# "store postgresql://postgres@NAME:PORT/DB": the host name is looked up by
+# alyd anew for every connection, within store_timeout, and handed to libpq
+# as hostaddr; libpq's own getaddrinfo would stop the worker's loop for as
+# long as the DNS server takes.  alyd and alyctl run in a mount namespace of
+# their own whose /etc/resolv.conf names a DNS server of this test
+# (t/lib/slowdns.py) that sits on the A query for as long as the test says.
+# While it does and PostgreSQL has dropped alyd's connection, reads are
+# served from the replica and writes refused ("the store is unavailable")
+# at once rather than after the DNS delay, the outage and the unanswered
+# lookup are logged, and a single lookup is in flight; once the answer comes
+# the same worker writes again and logs the recovery.  alyctl, one-shot,
+# fails within store_timeout saying why.  Shutting down with a lookup in
+# flight is prompt and clean (no sanitizer report).
+use strict;
+use warnings;
+use Test::More;
+use File::Temp ();
+use POSIX ();
+use Time::HiRes qw(time sleep);
+use Alyd;
+use Cluster;
+
+Cluster::need_engines(redis => 0);
+my $python = `command -v python3 2>/dev/null`;
+chomp $python;
+my $srcdir = Alyd::srcdir();
+plan skip_all => 'python3 and ALY_SRCDIR are needed for the DNS server' unless $python && $srcdir;
+plan skip_all => 'a DNS server on port 53 and a mount namespace need root' unless $> == 0;
+plan skip_all => 'the test resolver would be bypassed: nscd is running' if -S '/var/run/nscd/socket';
+{
+    my ($ns, undef, $err) = Alyd::run_cmd('unshare', '--mount', 'sh', '-c', 'mount --bind /etc/hosts /etc/resolv.conf');
+    plan skip_all => "unshare --mount and mount --bind are not permitted here: $err" if $ns != 0;
+}
+Alyd::watchdog(180);
+
+my $S = $Alyd::SCALE;
+my $DELAY = 4 * $S;          # how long the DNS server sits on an A query while slow
+my $BOUND = 1.5 * $S;        # longest a request may take meanwhile (without the fix: the DNS delay)
+my $TIMEOUT = int(400 * $S); # store_timeout, ms
+my $NAME = 'pg.slow.test';
+my $dir = File::Temp::tempdir('alyd-pgdns-XXXXXX', TMPDIR => 1, CLEANUP => !$ENV{ALY_KEEP_TMP});
+my $delay_file = "$dir/delay";
+Alyd::spew($delay_file, "0\n");
+
+# ---- the DNS server ----
+my $dns = fork // die "fork: $!";
+if ($dns == 0) {
+    open(STDIN, '<', '/dev/null');
+    open(STDERR, '>', "$dir/dns.err");
+    exec($python, "$srcdir/t/lib/slowdns.py", '--name', $NAME, '--answer', '127.0.0.1', '--delay-file', $delay_file,
+        '--ready', "$dir/ready", '--log', "$dir/dns.log", '--lifetime', 180 * $S) or POSIX::_exit(127);
+}
+END { local $?; if ($dns) { kill('TERM', $dns); waitpid($dns, 0) } }
+ok(Alyd::poll_until(10, sub { -s "$dir/ready" }), 'the DNS server is up') or BAIL_OUT('slowdns.py: ' . (Alyd::slurp("$dir/dns.err") // ''));
+my ($ns_addr) = (Alyd::slurp("$dir/ready") // '') =~ /^(\S+)/;
+# One try, waiting longer than the delay: glibc takes the late answer.
+Alyd::spew("$dir/resolv.conf", "nameserver $ns_addr\noptions timeout:" . int($DELAY + 5) . " attempts:1\n");
+my $nss = Alyd::slurp('/etc/nsswitch.conf') // '';
+$nss =~ s/^hosts:.*$/hosts: files dns/m or $nss .= "hosts: files dns\n";
+Alyd::spew("$dir/nsswitch.conf", $nss);
+unlike(Alyd::slurp('/etc/hosts') // '', qr/\Q$NAME\E/i, "$NAME is not in /etc/hosts");
+sub a_queries { my ($since) = @_; scalar grep { /^(\S+) \Q$NAME\E 1 / && $1 >= $since } split /\n/, (Alyd::slurp("$dir/dns.log") // '') }
+
+# alyd and alyctl in their own mount namespace; nothing preloaded into unshare or sh (a sanitizer runtime there hangs them).
+sub wrapper {
+    my ($path, $bin) = @_;
+    Alyd::spew($path, "#!/bin/sh\nexec unshare --mount sh -c 'mount --bind \"$dir/resolv.conf\" /etc/resolv.conf && "
+        . "mount --bind \"$dir/nsswitch.conf\" /etc/nsswitch.conf && exec \"$bin\" \"\$\@\"' sh \"\$\@\"\n", 0755);
+    return $path;
+}
+my $wrap = wrapper("$dir/alyd-with-slow-dns", Alyd::alyd_bin());
+$ENV{ALYCTL} = wrapper("$dir/alyctl-with-slow-dns", Alyd::alyctl_bin());    # alyctl init and every ->ctl reach it by name too
+
+my $pg = start_postgres();
+my $t_start = time;
+my $c = Cluster->hosts(1, workers => 1, volatile => 'lmdb', pg => $pg, bin => $wrap,
+    store_url => "postgresql://postgres\@$NAME:" . $pg->port . '/alyd', extra => ["store_timeout ${TIMEOUT}ms"]);
+my $h = $c->host(0);
+my $ws = $h->ctl('workspace', 'create', 'DNS');
+my $key = $h->ctl('keys', 'create', '--workspace', $ws, '--scopes', 'read:sites,write:sites');
+
+my $n = 0;
+sub timed { my $t0 = time; my ($st, $r) = $_[0] eq 'w' ? create() : list(); return { status => $st, r => $r, secs => time - $t0 } }
+sub create { $n++; return mcp_call($h->port, $key, 'sites.create', { name => "s$n", domain => "s$n.example", currency => 'EUR' }) }
+sub list { return mcp_call($h->port, $key, 'sites.list', {}) }
+sub ok_result { my ($st, $r) = @_; return $st == 200 && ref $r eq 'HASH' && !$r->{isError} && $r->{structuredContent} }
+sub text_of { my ($r) = @_; return ref $r eq 'HASH' ? $r->{content}[0]{text} // $r->{message} // '' : '' }
+sub backends { $pg->psql(q{SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'alyd'}) }
+
+# ---- the DNS answers at once: connected through the name ----
+ok(ok_result(create()), 'DNS quick: a write (sites.create) goes through PostgreSQL');
+ok(a_queries($t_start) >= 1, "alyd asked the test's DNS server for $NAME (the namespace took)");
+is($pg->psql(q{SELECT count(*) > 0 FROM pg_stat_activity WHERE application_name = 'alyd' AND client_addr = '127.0.0.1'}), 't',
+    '... and is connected to PostgreSQL at the address it answered');
+my @pids = ($h->master_pid, sort $h->worker_pids);
+
+# ---- the DNS sits on the answer; PostgreSQL drops the connection: the reconnect must not wait for it ----
+Alyd::spew($delay_file, "$DELAY\n");
+my $t_slow = time;
+cmp_ok(backends(), '>=', 1, "PostgreSQL drops alyd's connection");
+my $w = timed('w');
+is($w->{status}, 503, 'DNS slow: a write is refused with 503');
+is(text_of($w->{r}), 'the store is unavailable; try again shortly', '... saying the store is unavailable');
+cmp_ok($w->{secs}, '<', $BOUND, sprintf('... at once (%.2f s), not after the DNS delay (%.0f s)', $w->{secs}, $DELAY));
+my $rd = timed('r');
+ok(ok_result($rd->{status}, $rd->{r}), 'DNS slow: a read is served from the replica');
+cmp_ok($rd->{secs}, '<', $BOUND, sprintf('... at once (%.2f s)', $rd->{secs}));
+my (%st, @secs);
+while (@secs < 6 || time < $t_slow + $DELAY / 2) {
+    my $x = timed(@secs % 2 ? 'r' : 'w');
+    $st{ (@secs % 2 ? 'read ' : 'write ') . $x->{status} }++;
+    push @secs, $x->{secs};
+    sleep 0.2;
+}
+is_deeply([sort keys %st], ['read 200', 'write 503'], 'meanwhile every read is served and every write refused')
+  or diag(join ' ', %st);
+my ($slowest) = sort { $b <=> $a } @secs;
+cmp_ok($slowest, '<', $BOUND, sprintf('%d requests meanwhile, each at once (slowest %.2f s)', scalar @secs, $slowest));
+ok($h->wait_log(qr/PostgreSQL is unreachable: .*writes are refused, reads use the local replica/), 'the outage is logged');
+ok($h->wait_log(qr/resolving \Q$NAME\E: no answer within store_timeout/), '... and the unanswered lookup, naming the name');
+is(a_queries($t_slow), 1, 'one lookup in flight, not one per attempt');
+
+# alyctl, one-shot, through the same slow DNS server: fails within store_timeout, saying why.
+{
+    my $t0 = time;
+    my ($exit, undef, $err) = Alyd::run_cmd($ENV{ALYCTL}, '-c', $h->conf, 'workspace', 'create', 'Other');
+    my $took = time - $t0;
+    isnt($exit, 0, 'alyctl: a write fails while the lookup is unanswered');
+    like($err, qr/resolving \Q$NAME\E: no answer within store_timeout/, '... saying so');
+    cmp_ok($took, '<', $BOUND + 1 * $S, sprintf('... within store_timeout (%.2f s), not after the DNS delay', $took));
+}
+
+# ---- the answer comes: the same worker writes again ----
+Alyd::spew($delay_file, "0\n");
+ok(Alyd::poll_until($DELAY + 10 * $S, sub { ok_result(create()) }, 0.2), 'the late answer taken: writes go through again');
+my $back = time - $t_slow;
+ok($h->wait_log(qr/PostgreSQL is reachable again/), 'the recovery is logged');
+is_deeply([$h->master_pid, sort $h->worker_pids], \@pids, 'the same master and worker');
+{
+    my ($exit, undef, $err) = Alyd::run_cmd($ENV{ALYCTL}, '-c', $h->conf, 'workspace', 'create', 'Other');
+    is($exit, 0, 'alyctl: a write works again') or diag($err);
+}
+
+# ---- shutting down with a lookup in flight ----
+Alyd::spew($delay_file, "$DELAY\n");
+my $t_last = time;
+cmp_ok(backends(), '>=', 1, "PostgreSQL drops alyd's connection again");
+is(timed('w')->{status}, 503, 'a lookup in flight again');
+my $t0 = time;
+ok($h->stop, 'alyd stops by itself');
+my $stop_secs = time - $t0;
+cmp_ok($stop_secs, '<', $BOUND * 2, sprintf('... promptly (%.2f s), not after the lookup', $stop_secs));
+ok(a_queries($t_last) >= 1, '(it was in flight: asked, unanswered at the stop)');
+my $logs = ($h->error_log_text // '') . ($h->stderr_text // '');
+unlike($logs, qr/AddressSanitizer|LeakSanitizer|runtime error/, 'no sanitizer report in the logs');
+my ($san) = ($ENV{ASAN_OPTIONS} // '') =~ /(?:^|:)log_path=([^:]+)/;
+SKIP: {
+    skip 'sanitizer reports go to the logs (no log_path)', 1 unless $san;
+    my @reports = grep { -e "$san.$_" } @pids;
+    is_deeply(\@reports, [], "no sanitizer report of alyd's processes in $san.PID");
+}
+diag(sprintf('DNS delay %.0f s; store_timeout %d ms; while slow: first write %.2f s, slowest request %.2f s; writes back %.2f s '
+      . 'after the drop; stop %.2f s', $DELAY, $TIMEOUT, $w->{secs}, $slowest, $back, $stop_secs));
+
+done_testing();
