@@ -11,59 +11,26 @@
 use strict;
 use warnings;
 use Test::More;
-use File::Temp ();
-use POSIX ();
 use Time::HiRes qw(time sleep);
 use Alyd;
 use AlyRedis;
+use SlowDNS;
 
 plan skip_all => 'redis-server and redis-cli are not installed (scripts/install-deps --test installs them)' unless AlyRedis->available;
-my $python = `command -v python3 2>/dev/null`;
-chomp $python;
-my $srcdir = Alyd::srcdir();
-plan skip_all => 'python3 and ALY_SRCDIR are needed for the DNS server' unless $python && $srcdir;
-plan skip_all => 'a DNS server on port 53 and a mount namespace need root' unless $> == 0;
-plan skip_all => 'the test resolver would be bypassed: nscd is running' if -S '/var/run/nscd/socket';
-{
-    my ($ns, undef, $err) = Alyd::run_cmd('unshare', '--mount', 'sh', '-c', 'mount --bind /etc/hosts /etc/resolv.conf');
-    plan skip_all => "unshare --mount and mount --bind are not permitted here: $err" if $ns != 0;
-}
+if (my $why = SlowDNS->unavailable) { plan skip_all => $why }
 Alyd::watchdog(120);
 
 my $S = $Alyd::SCALE;
 my $DELAY = 4 * $S;    # how long the DNS server sits on an A query while slow
 my $BOUND = 1.5 * $S;  # longest a request may take meanwhile (without the fix: the DNS delay)
 my $NAME = 'redis.slow.test';
-my $dir = File::Temp::tempdir('alyd-dns-XXXXXX', TMPDIR => 1, CLEANUP => !$ENV{ALY_KEEP_TMP});
-my $delay_file = "$dir/delay";
-my $aaaa_file = "$dir/aaaa-delay";
-Alyd::spew($delay_file, "0\n");
-Alyd::spew($aaaa_file, "0\n");
 
-# ---- the DNS server ----
-my $dns = fork // die "fork: $!";
-if ($dns == 0) {
-    open(STDIN, '<', '/dev/null');
-    open(STDERR, '>', "$dir/dns.err");
-    exec($python, "$srcdir/t/lib/slowdns.py", '--name', $NAME, '--answer', '127.0.0.1', '--delay-file', $delay_file, '--aaaa-delay-file', $aaaa_file,
-        '--ready', "$dir/ready", '--log', "$dir/dns.log", '--lifetime', 120 * $S) or POSIX::_exit(127);
-}
-END { local $?; if ($dns) { kill('TERM', $dns); waitpid($dns, 0) } }
-ok(Alyd::poll_until(10, sub { -s "$dir/ready" }), 'the DNS server is up') or BAIL_OUT('slowdns.py: ' . (Alyd::slurp("$dir/dns.err") // ''));
-my ($ns_addr) = (Alyd::slurp("$dir/ready") // '') =~ /^(\S+)/;
-# One try, waiting longer than the delay: glibc takes the late answer (timeout:5 attempts:1 as the brief's example, stretched).
-Alyd::spew("$dir/resolv.conf", "nameserver $ns_addr\noptions timeout:" . int($DELAY + 5) . " attempts:1\n");
-my $nss = Alyd::slurp('/etc/nsswitch.conf') // '';
-$nss =~ s/^hosts:.*$/hosts: files dns/m or $nss .= "hosts: files dns\n";
-Alyd::spew("$dir/nsswitch.conf", $nss);
+my $dns = eval { SlowDNS->start(name => $NAME, wait => $DELAY + 5, lifetime => 120 * $S) };
+ok($dns, 'the DNS server is up') or BAIL_OUT($@);
 unlike(Alyd::slurp('/etc/hosts') // '', qr/\Q$NAME\E/i, "$NAME is not in /etc/hosts");
-sub queries { my ($type, $since) = @_; scalar grep { /^(\S+) \Q$NAME\E $type / && $1 >= $since } split /\n/, (Alyd::slurp("$dir/dns.log") // '') }
+sub queries { $dns->queries(@_) }
 sub a_queries { queries(1, @_) }
-
-# alyd in its own mount namespace; nothing preloaded into unshare or sh (a sanitizer runtime there hangs them).
-my $wrap = "$dir/alyd-with-slow-dns";
-Alyd::spew($wrap, "#!/bin/sh\nexec unshare --mount sh -c 'mount --bind \"$dir/resolv.conf\" /etc/resolv.conf && "
-    . "mount --bind \"$dir/nsswitch.conf\" /etc/nsswitch.conf && exec \"" . Alyd::alyd_bin() . "\" \"\$\@\"' sh \"\$\@\"\n", 0755);
+my $wrap = $dns->wrapper('alyd', Alyd::alyd_bin());
 
 my $redis = AlyRedis->start;
 my $t_start = time;
@@ -93,7 +60,7 @@ is(redis_up(), 1, '/metrics: alyd_redis_up 1');
 my @pids = ($srv->master_pid, $srv->worker_pids);
 
 # ---- the DNS sits on the answer; the connection goes: the reconnect must not wait for it ----
-Alyd::spew($delay_file, "$DELAY\n");
+$dns->delay($DELAY);
 my $t_slow = time;
 ok(($redis->cli('CLIENT', 'KILL', 'TYPE', 'normal') // 0) >= 1, "Redis drops alyd's connection");
 my $r = call();
@@ -120,7 +87,7 @@ ok($srv->wait_log(qr/volatile: redis at \Q$NAME\E:\d+ unreachable \(resolving \Q
 is(a_queries($t_slow), 1, 'one lookup in flight, not one per attempt');
 
 # ---- the answer comes: alyd connects ----
-Alyd::spew($delay_file, "0\n");
+$dns->delay(0);
 ok(Alyd::poll_until(10, sub { healthz()->{status} == 200 }, 0.2), 'the late answer taken: /healthz 200 again');
 my $back = time - $t_slow;
 ok($srv->wait_log(qr/volatile: redis at \Q$NAME\E:\d+ reachable again/), 'the recovery is logged');
@@ -130,7 +97,7 @@ is_deeply(\@after, [200, 200, 429, 429], 'the rate limit holds through Redis aga
 is_deeply([$srv->master_pid, $srv->worker_pids], \@pids, 'the worker stayed up');
 
 # ---- the AAAA answer comes late, the A answer at once: IPv4 is asked alone, as hiredis did ----
-Alyd::spew($aaaa_file, "$DELAY\n");
+$dns->aaaa_delay($DELAY);
 my $t_v4 = time;
 ok(($redis->cli('CLIENT', 'KILL', 'TYPE', 'normal') // 0) >= 1, "Redis drops alyd's connection again");
 my $v4 = healthz();
@@ -138,10 +105,10 @@ is($v4->{status}, 200, 'AAAA slow, A quick: /healthz 200 on a new connection');
 cmp_ok($v4->{secs}, '<', $BOUND, sprintf('... at once (%.2f s), not after the AAAA delay', $v4->{secs}));
 ok(queries(1, $t_v4) >= 1, '... after an A query');
 is(queries(28, $t_v4), 0, '... and no AAAA query: a name with an IPv4 address is not asked for IPv6');
-Alyd::spew($aaaa_file, "0\n");
+$dns->aaaa_delay(0);
 
 # ---- shutting down with a lookup in flight ----
-Alyd::spew($delay_file, "$DELAY\n");
+$dns->delay($DELAY);
 my $t_last = time;
 $redis->cli('CLIENT', 'KILL', 'TYPE', 'normal');
 is(call()->{status}, 503, 'a lookup in flight again');

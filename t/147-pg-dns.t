@@ -14,23 +14,13 @@
 use strict;
 use warnings;
 use Test::More;
-use File::Temp ();
-use POSIX ();
 use Time::HiRes qw(time sleep);
 use Alyd;
 use Cluster;
+use SlowDNS;
 
 Cluster::need_engines(redis => 0);
-my $python = `command -v python3 2>/dev/null`;
-chomp $python;
-my $srcdir = Alyd::srcdir();
-plan skip_all => 'python3 and ALY_SRCDIR are needed for the DNS server' unless $python && $srcdir;
-plan skip_all => 'a DNS server on port 53 and a mount namespace need root' unless $> == 0;
-plan skip_all => 'the test resolver would be bypassed: nscd is running' if -S '/var/run/nscd/socket';
-{
-    my ($ns, undef, $err) = Alyd::run_cmd('unshare', '--mount', 'sh', '-c', 'mount --bind /etc/hosts /etc/resolv.conf');
-    plan skip_all => "unshare --mount and mount --bind are not permitted here: $err" if $ns != 0;
-}
+if (my $why = SlowDNS->unavailable) { plan skip_all => $why }
 Alyd::watchdog(180);
 
 my $S = $Alyd::SCALE;
@@ -38,38 +28,15 @@ my $DELAY = 4 * $S;          # how long the DNS server sits on an A query while 
 my $BOUND = 1.5 * $S;        # longest a request may take meanwhile (without the fix: the DNS delay)
 my $TIMEOUT = int(400 * $S); # store_timeout, ms
 my $NAME = 'pg.slow.test';
-my $dir = File::Temp::tempdir('alyd-pgdns-XXXXXX', TMPDIR => 1, CLEANUP => !$ENV{ALY_KEEP_TMP});
-my $delay_file = "$dir/delay";
-Alyd::spew($delay_file, "0\n");
 
-# ---- the DNS server ----
-my $dns = fork // die "fork: $!";
-if ($dns == 0) {
-    open(STDIN, '<', '/dev/null');
-    open(STDERR, '>', "$dir/dns.err");
-    exec($python, "$srcdir/t/lib/slowdns.py", '--name', $NAME, '--answer', '127.0.0.1', '--delay-file', $delay_file,
-        '--ready', "$dir/ready", '--log', "$dir/dns.log", '--lifetime', 180 * $S) or POSIX::_exit(127);
-}
-END { local $?; if ($dns) { kill('TERM', $dns); waitpid($dns, 0) } }
-ok(Alyd::poll_until(10, sub { -s "$dir/ready" }), 'the DNS server is up') or BAIL_OUT('slowdns.py: ' . (Alyd::slurp("$dir/dns.err") // ''));
-my ($ns_addr) = (Alyd::slurp("$dir/ready") // '') =~ /^(\S+)/;
-# One try, waiting longer than the delay: glibc takes the late answer.
-Alyd::spew("$dir/resolv.conf", "nameserver $ns_addr\noptions timeout:" . int($DELAY + 5) . " attempts:1\n");
-my $nss = Alyd::slurp('/etc/nsswitch.conf') // '';
-$nss =~ s/^hosts:.*$/hosts: files dns/m or $nss .= "hosts: files dns\n";
-Alyd::spew("$dir/nsswitch.conf", $nss);
+my $dns = eval { SlowDNS->start(name => $NAME, wait => $DELAY + 5, lifetime => 180 * $S) };
+ok($dns, 'the DNS server is up') or BAIL_OUT($@);
 unlike(Alyd::slurp('/etc/hosts') // '', qr/\Q$NAME\E/i, "$NAME is not in /etc/hosts");
-sub a_queries { my ($since) = @_; scalar grep { /^(\S+) \Q$NAME\E 1 / && $1 >= $since } split /\n/, (Alyd::slurp("$dir/dns.log") // '') }
+sub a_queries { $dns->queries(1, @_) }
 
-# alyd and alyctl in their own mount namespace; nothing preloaded into unshare or sh (a sanitizer runtime there hangs them).
-sub wrapper {
-    my ($path, $bin) = @_;
-    Alyd::spew($path, "#!/bin/sh\nexec unshare --mount sh -c 'mount --bind \"$dir/resolv.conf\" /etc/resolv.conf && "
-        . "mount --bind \"$dir/nsswitch.conf\" /etc/nsswitch.conf && exec \"$bin\" \"\$\@\"' sh \"\$\@\"\n", 0755);
-    return $path;
-}
-my $wrap = wrapper("$dir/alyd-with-slow-dns", Alyd::alyd_bin());
-$ENV{ALYCTL} = wrapper("$dir/alyctl-with-slow-dns", Alyd::alyctl_bin());    # alyctl init and every ->ctl reach it by name too
+# alyd and alyctl in their own mount namespace, asking that server.
+my $wrap = $dns->wrapper('alyd', Alyd::alyd_bin());
+$ENV{ALYCTL} = $dns->wrapper('alyctl', Alyd::alyctl_bin());    # alyctl init and every ->ctl reach it by name too
 
 my $pg = start_postgres();
 my $t_start = time;
@@ -95,7 +62,7 @@ is($pg->psql(q{SELECT count(*) > 0 FROM pg_stat_activity WHERE application_name 
 my @pids = ($h->master_pid, sort $h->worker_pids);
 
 # ---- the DNS sits on the answer; PostgreSQL drops the connection: the reconnect must not wait for it ----
-Alyd::spew($delay_file, "$DELAY\n");
+$dns->delay($DELAY);
 my $t_slow = time;
 cmp_ok(backends(), '>=', 1, "PostgreSQL drops alyd's connection");
 my $w = timed('w');
@@ -131,7 +98,7 @@ is(a_queries($t_slow), 1, 'one lookup in flight, not one per attempt');
 }
 
 # ---- the answer comes: the same worker writes again ----
-Alyd::spew($delay_file, "0\n");
+$dns->delay(0);
 ok(Alyd::poll_until($DELAY + 10 * $S, sub { ok_result(create()) }, 0.2), 'the late answer taken: writes go through again');
 my $back = time - $t_slow;
 ok($h->wait_log(qr/PostgreSQL is reachable again/), 'the recovery is logged');
@@ -142,7 +109,7 @@ is_deeply([$h->master_pid, sort $h->worker_pids], \@pids, 'the same master and w
 }
 
 # ---- shutting down with a lookup in flight ----
-Alyd::spew($delay_file, "$DELAY\n");
+$dns->delay($DELAY);
 my $t_last = time;
 cmp_ok(backends(), '>=', 1, "PostgreSQL drops alyd's connection again");
 is(timed('w')->{status}, 503, 'a write refused again');
