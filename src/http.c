@@ -18,9 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <linux/sockios.h>
 #include <linux/tcp.h>
-#include <sys/ioctl.h>
 
 #include "aly/log.h"
 
@@ -189,31 +187,31 @@ static void cut(http_site_t *site, http_conn_t *c, unsigned reason, uint64_t now
     }
 }
 
-/* Bytes the kernel received on c's TCP connection; -1 when it cannot tell. */
-static int tcp_counts(const http_conn_t *c, uint64_t *bytes, uint64_t *acked)
+/*
+ * From one TCP_INFO read: the bytes the kernel received on c's connection,
+ * the bytes of ours the peer acknowledged, and whether any of ours still wait
+ * in the socket (sent and unacknowledged, or not sent yet); -1 when it cannot
+ * tell.  acked and queued may be NULL.
+ */
+static int tcp_counts(const http_conn_t *c, uint64_t *bytes, uint64_t *acked, int *queued)
 {
     struct tcp_info ti;
     socklen_t len = sizeof(ti);
     memset(&ti, 0, sizeof(ti));
     if (getsockopt(h2o_socket_get_fd(c->sock), IPPROTO_TCP, TCP_INFO, &ti, &len) != 0 ||
-        len < offsetof(struct tcp_info, tcpi_bytes_received) + sizeof(ti.tcpi_bytes_received))
+        len < offsetof(struct tcp_info, tcpi_notsent_bytes) + sizeof(ti.tcpi_notsent_bytes))
         return -1;
     *bytes = ti.tcpi_bytes_received;
     if (acked != NULL)
         *acked = ti.tcpi_bytes_acked;
+    if (queued != NULL)
+        *queued = ti.tcpi_unacked != 0 || ti.tcpi_notsent_bytes != 0;
     return 0;
 }
 
 static int received(const http_conn_t *c, uint64_t *bytes)
 {
-    return tcp_counts(c, bytes, NULL);
-}
-
-/* Bytes of ours in the socket's send queue, not yet acknowledged (0 when it cannot be read). */
-static int send_queue(const http_conn_t *c)
-{
-    int n = 0;
-    return ioctl(h2o_socket_get_fd(c->sock), SIOCOUTQ, &n) == 0 ? n : 0;
+    return tcp_counts(c, bytes, NULL, NULL);
 }
 
 /*
@@ -245,7 +243,8 @@ void http_sweep(http_site_t *site, h2o_linklist_t *conns, uint64_t now)
     for (h2o_linklist_t *l = conns->next; l != conns; l = l->next) {
         http_conn_t *c = H2O_STRUCT_FROM_MEMBER(http_conn_t, link, l);
         uint64_t rx, acked;
-        c->swept = !c->shut && tcp_counts(c, &rx, &acked) == 0;
+        int queued;
+        c->swept = !c->shut && tcp_counts(c, &rx, &acked, &queued) == 0;
         if (!c->swept)
             continue;
         c->received = rx;
@@ -255,7 +254,7 @@ void http_sweep(http_site_t *site, h2o_linklist_t *conns, uint64_t now)
          * does not matter: h2o may have handed every answer to the kernel and
          * be waiting for requests the stalled peer's window holds back.
          */
-        if (acked == c->acked && send_queue(c) > 0) {
+        if (acked == c->acked && queued) {
             if (c->stalled_since_ms == 0)
                 c->stalled_since_ms = now;
         } else {
