@@ -134,6 +134,21 @@ sub tool {
     ($r) = (tool($srv, $key, 'analytics.summary', { from => '2020-01-01', to => '2020-12-31' }))[1];
     is($r->{structuredContent}{orders} // -1, 0, 'a range without orders: answered, 0 orders');
     $srv->stop;
+
+    # At the edge: a range of exactly the budget's orders is answered, one more is refused (the same 40 seeded orders).
+    for my $budget (40, 39) {
+        my $edge = Alyd->start(workers => 1, extra => ['rate_limit 100000/second burst=100000', "analytics_scan_budget $budget"]);
+        my $wsE = ctl($edge, 'workspace', 'create', 'Edge');
+        ctl($edge, 'demo', 'seed', '--workspace', $wsE, '--seed', '7', '--sites', '1', '--products', '10', '--orders', '40', '--days', '30');
+        my $keyE = ctl($edge, 'keys', 'create', '--workspace', $wsE, '--scopes', $ALL);
+        my (undef, $e) = tool($edge, $keyE, 'analytics.timeseries', { from => $from, to => $to });
+        if ($budget == 40) {
+            ok(!$e->{isError} && defined $e->{structuredContent}, 'a budget of 40 over the 40 orders: answered');
+        } else {
+            like($e->{isError} ? $e->{content}[0]{text} // '' : '', qr/more than 39 orders/, 'a budget of 39 over them: refused');
+        }
+        $edge->stop;
+    }
 }
 
 # A 2025-03-26 batch of tools/call messages; returns the results (or errors) in order of the ids.

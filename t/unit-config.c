@@ -271,7 +271,8 @@ static void test_bad(void)
         unsigned long long max;
     } bounded[] = {{"max_connections", 1000000},        {"max_connections_per_address", 1000000},
                    {"max_streams_per_connection", 256}, {"reset_budget", 1000000},
-                   {"address_strikes", 1000000},        {"list_scan_budget", 100000000}};
+                   {"address_strikes", 1000000},        {"list_scan_budget", 100000000},
+                   {"analytics_scan_budget", 100000000}};
     for (size_t i = 0; i < sizeof(bounded) / sizeof(bounded[0]); i++) {
         char text[120], want[120];
         snprintf(want, sizeof(want), "%s must be an integer from 1 to %llu", bounded[i].name, bounded[i].max);
