@@ -321,6 +321,17 @@ sub _make_cert {
 
 # Writes a JWKS file holding the public half of the P-256 key $key (PEM);
 # returns its path.
+# The LD_PRELOAD that puts Debian's libfaketime into bin (default alyd): a
+# sanitized build needs its runtimes first.  undef when libfaketime is not installed.
+sub faketime_preload {
+    my ($bin) = @_;
+    my ($lib) = glob('/usr/lib/*/faketime/libfaketime.so.1');    # whatever the architecture
+    return undef unless defined $lib && -e $lib;
+    my (undef, $ldd) = run_cmd('ldd', $bin // alyd_bin());
+    my @san = $ldd =~ /^\s*lib(?:a|ub)san\.so\S* => (\S+)/mg;
+    return join(' ', @san, $lib);
+}
+
 sub make_jwks {
     my ($class, $dir, $key, $kid) = @_;
     my ($exit, $der, $err) = run_cmd('openssl', 'pkey', '-in', $key, '-pubout', '-outform', 'DER');

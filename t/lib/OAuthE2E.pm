@@ -140,19 +140,14 @@ package OAuthE2E::Clock;
 use Carp qw(croak);
 use Time::HiRes ();
 
-my ($LIB) = glob('/usr/lib/*/faketime/libfaketime.so.1');    # Debian's libfaketime, whatever the architecture
-
-sub available { defined $LIB && -e $LIB }
+sub available { defined Alyd::faketime_preload('/bin/true') }
 
 sub new {
     my ($class, $bin) = @_;
     my $dir = File::Temp->newdir;
     my $self = bless { tmp => $dir, file => "$dir/offset" }, $class;
     Alyd::spew($self->{file}, "+0\n");
-    my @pre = ($LIB);
-    my (undef, $ldd) = Alyd::run_cmd('ldd', $bin // Alyd::alyd_bin());
-    my @san = $ldd =~ /^\s*lib(?:a|ub)san\.so\S* => (\S+)/mg;
-    $self->{env} = { LD_PRELOAD => join(' ', @san, $LIB), FAKETIME_TIMESTAMP_FILE => $self->{file}, FAKETIME_NO_CACHE => 1,
+    $self->{env} = { LD_PRELOAD => Alyd::faketime_preload($bin), FAKETIME_TIMESTAMP_FILE => $self->{file}, FAKETIME_NO_CACHE => 1,
         FAKETIME_DONT_FAKE_MONOTONIC => 1 };
     return $self;
 }
