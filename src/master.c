@@ -108,15 +108,19 @@ static const char *pid_file_of(const aly_config_t *cfg)
  * start, so a path it cannot write fails the reload; the old file is removed
  * once the new generation serves, and the new one if the reload is abandoned.
  */
+/* Whether two pid_file settings (NULL: none) are one file; another name for it (/var/run and /run, "dir//alyd.pid") is the same. */
+static int same_pid_file(const char *a, const char *b)
+{
+    struct stat sa, sb;
+    if (a == NULL || b == NULL)
+        return a == b;
+    return strcmp(a, b) == 0 || (stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino);
+}
+
 static int stage_pid_file(const aly_config_t *cfg, aly_err_t *err)
 {
     const char *want = pid_file_of(cfg);
-    struct stat a, b;
-    /* Another name for the same file (/var/run and /run, "dir//alyd.pid") is no move: moving would remove it. */
-    m.next_pid_moves = !(want == NULL ? m.pid_path == NULL
-                                      : m.pid_path != NULL &&
-                                            (strcmp(want, m.pid_path) == 0 || (stat(want, &a) == 0 && stat(m.pid_path, &b) == 0 &&
-                                                                               a.st_dev == b.st_dev && a.st_ino == b.st_ino)));
+    m.next_pid_moves = !same_pid_file(want, m.pid_path); /* moving a file to another of its names would remove it */
     if (!m.next_pid_moves || want == NULL)
         return 0;
     if (daemon_write_pid_file(want, err) != 0)
