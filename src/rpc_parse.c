@@ -159,8 +159,27 @@ static json_t *interned(const char *b, size_t n)
     return v;
 }
 
+/*
+ * The empty object a flat read gives for "arguments": {} (an argument-less
+ * tool call, most of the modern era's calls), one per process rather than an
+ * object and its hash table per request.  Sharing it is safe because nothing
+ * the modern route hands it to writes into arguments but schema_validate,
+ * which replaces members' values and an empty object has none.  The built
+ * tree of rpc_parse() keeps its own {} objects: the legacy engine is wider.
+ */
+static json_t *empty_args;
+
+static json_t *flat_empty(void)
+{
+    if (empty_args == NULL)
+        empty_args = json_object();
+    return json_incref(empty_args);
+}
+
 void rpc_parse_reset(void)
 {
+    json_decref(empty_args);
+    empty_args = NULL;
     for (size_t i = 0; i < INTERN_SLOTS; i++) {
         json_decref(intern_table[i]);
         intern_table[i] = NULL;
@@ -223,7 +242,7 @@ static json_t *value(scan_t *s, int level, const char *key, size_t klen, rpc_vie
     scan_t in = {start + 1, s->p};
     skip_ws(&in);
     if (c == '{' && in.p == s->p - 1 && *in.p == '}')
-        return json_object(); /* {} needs no parser */
+        return level == FLAT_PARAMS ? flat_empty() : json_object(); /* {} needs no parser */
     return json_loadb(start, n, 0, NULL);
 }
 

@@ -253,6 +253,17 @@ int main(void)
            json_integer_value(json_object_get(json_object_get(kept, "k"), "v")) == 9,
        "the cached _meta outlives the flat views");
     json_decref(e);
+    /* Empty arguments read flat are one shared object; the built tree keeps its own, and nothing fills the shared one. */
+    const char *fa = "{\"jsonrpc\":\"2.0\",\"id\":6,\"method\":\"tools/call\",\"params\":{\"name\":\"t\",\"arguments\":{ }}}";
+    rpc_view_t a1, a2;
+    ok(rpc_parse_flat(fa, strlen(fa), &a1) == 0 && rpc_parse_flat(fa, strlen(fa), &a2) == 0 && a1.arguments == a2.arguments &&
+           json_is_object(a1.arguments) && json_object_size(a1.arguments) == 0,
+       "{} arguments read flat twice: the one shared empty object");
+    ok(rpc_parse(fa, strlen(fa), &e, &v) == 0 && v.arguments != a1.arguments && json_object_size(v.arguments) == 0,
+       "rpc_parse builds its own {} for arguments");
+    json_decref(e);
+    rpc_view_release(&a1);
+    rpc_view_release(&a2);
     rpc_parse_reset();
     return done_testing();
 }

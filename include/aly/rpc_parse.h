@@ -23,7 +23,10 @@
  * strings: "2.0", methods, tool names, ids, cursors, requestState).  Nothing
  * may modify them in place (json_string_set*, or writing into _meta).  What
  * is modified in place must stay per-request, as it is: params.arguments
- * (schema_validate coerces into it) and params.inputResponses.
+ * (schema_validate coerces into it) and params.inputResponses.  One
+ * exception: an empty arguments object read by rpc_parse_flat() is shared
+ * (schema_validate only replaces members, and {} has none), so the modern
+ * route must not add members to arguments.
  */
 #ifndef ALY_RPC_PARSE_H
 #define ALY_RPC_PARSE_H
