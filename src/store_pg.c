@@ -24,9 +24,12 @@
  * hostaddr, beside host (TLS verification and .pgpass still see the name).
  * One not answered in time fails the attempt like an unreachable PostgreSQL
  * and stays in flight for the next attempts to take up (never two), which
- * look at it without waiting again.  A list of several hosts is left to
- * libpq, which then resolves them itself, blocking; so are names from a
- * service file.
+ * look at it without waiting again.  A list of hosts (host=a,b or
+ * postgresql://a:1,b:2/db) has each name looked up so, all at once; a name
+ * without an address in time is left out of the list libpq is given, as
+ * libpq itself skips a host it cannot resolve, and the others are tried.
+ * Names from a service file, and lists longer than STORE_PG_HOSTS_MAX, are
+ * left to libpq, which resolves them itself, blocking.
  *
  * Statements are sent as text (no parameters), several per round trip; keys
  * and values go in as bytea hex literals, which need no quoting rules beyond
@@ -38,6 +41,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "aly/log.h"
 #include "aly/stats.h"
@@ -140,38 +144,81 @@ long store_pg_bytea(const char *text, size_t len, unsigned char *out)
     return (long)(len - 2) / 2;
 }
 
+/* Whether a host item is a name that a resolver would be asked for: not empty, no socket directory, no IP address. */
+static int host_is_name(const char *h)
+{
+    return h[0] != '\0' && h[0] != '/' && h[0] != '@' && !aly_ip_literal(h);
+}
+
+/* The items of a libpq list ("a,b,,c": empty ones too) into out, as copies; 0 when there are more than max. */
+static size_t split_list(const char *list, char **out, size_t max)
+{
+    size_t n = 0;
+    for (const char *p = list;; n++) {
+        size_t len = strcspn(p, ",");
+        if (n == max) {
+            while (n > 0)
+                free(out[--n]);
+            return 0;
+        }
+        if ((out[n] = strndup(p, len)) == NULL)
+            abort();
+        if (p[len] == '\0')
+            return n + 1;
+        p += len + 1;
+    }
+}
+
 /*
- * The host name of url that store_pg_connect() looks up itself, or NULL when
+ * The hosts of url that store_pg_connect() looks up itself, into
+ * pg->hosts (and pg->ports when the URL gives one port per host); none when
  * libpq would ask no resolver (hostaddr given; no host: the default unix
- * socket; a socket directory; an IP address), when url does not parse (libpq
- * says why on connecting), or for a list of several hosts (left to libpq).
- * libpq's own defaults: PGHOST and PGHOSTADDR when the URL sets neither.
+ * socket; socket directories and IP addresses only), when url does not
+ * parse (libpq says why on connecting), or for a list of more than
+ * STORE_PG_HOSTS_MAX hosts (left to libpq).  libpq's own defaults: PGHOST,
+ * PGHOSTADDR and PGPORT when the URL sets none.
  */
-static char *host_to_resolve(const char *url)
+static void hosts_to_resolve(store_pg_t *pg, const char *url)
 {
     char *msg = NULL;
     PQconninfoOption *opts = PQconninfoParse(url, &msg);
     if (opts == NULL) {
         PQfreemem(msg);
-        return NULL;
+        return;
     }
-    const char *host = NULL, *hostaddr = NULL;
+    const char *host = NULL, *hostaddr = NULL, *port = NULL;
     for (const PQconninfoOption *o = opts; o->keyword != NULL; o++) {
         if (strcmp(o->keyword, "host") == 0)
             host = o->val;
         else if (strcmp(o->keyword, "hostaddr") == 0)
             hostaddr = o->val;
+        else if (strcmp(o->keyword, "port") == 0)
+            port = o->val;
     }
     if (host == NULL || host[0] == '\0')
         host = getenv("PGHOST");
     if (hostaddr == NULL || hostaddr[0] == '\0')
         hostaddr = getenv("PGHOSTADDR");
-    char *name = NULL;
-    if ((hostaddr == NULL || hostaddr[0] == '\0') && host != NULL && host[0] != '\0' && host[0] != '/' && host[0] != '@' &&
-        strchr(host, ',') == NULL && !aly_ip_literal(host) && (name = strdup(host)) == NULL)
-        abort();
+    if (port == NULL || port[0] == '\0')
+        port = getenv("PGPORT");
+    if ((hostaddr == NULL || hostaddr[0] == '\0') && host != NULL && host[0] != '\0' &&
+        (pg->n_hosts = split_list(host, pg->hosts, STORE_PG_HOSTS_MAX)) > 0) {
+        size_t names = 0;
+        for (size_t i = 0; i < pg->n_hosts; i++)
+            names += host_is_name(pg->hosts[i]) != 0;
+        /* One port per host is filtered with the hosts; one port for all (or none) is the URL's to give. */
+        size_t n_ports = port != NULL && strchr(port, ',') != NULL ? split_list(port, pg->ports, STORE_PG_HOSTS_MAX) : 0;
+        if (names == 0 || (n_ports != 0 && n_ports != pg->n_hosts)) {
+            /* Nothing to look up; or ports that do not pair with the hosts, which libpq refuses in its own words. */
+            for (size_t i = 0; i < STORE_PG_HOSTS_MAX; i++) {
+                free(pg->hosts[i]);
+                free(pg->ports[i]);
+                pg->hosts[i] = pg->ports[i] = NULL;
+            }
+            pg->n_hosts = 0;
+        }
+    }
     PQconninfoFree(opts);
-    return name;
 }
 
 store_pg_t *store_pg_new(const aly_config_t *cfg, const char *url)
@@ -181,7 +228,7 @@ store_pg_t *store_pg_new(const aly_config_t *cfg, const char *url)
         free(pg);
         return NULL;
     }
-    pg->host = host_to_resolve(url);
+    hosts_to_resolve(pg, url);
     pg->timeout_ms = cfg->store_timeout_ms;
     pg->poll_ms = cfg->store_poll_ms;
     pg->keep_ms = cfg->store_changes_keep_ms;
@@ -196,8 +243,11 @@ void store_pg_free(store_pg_t *pg)
         return;
     if (pg->conn != NULL)
         PQfinish(pg->conn);
-    aly_lookup_abandon(pg->lookup);
-    free(pg->host);
+    for (size_t i = 0; i < STORE_PG_HOSTS_MAX; i++) {
+        aly_lookup_abandon(pg->lookups[i]);
+        free(pg->hosts[i]);
+        free(pg->ports[i]);
+    }
     free(pg->url);
     free(pg->buf);
     free(pg->log);
@@ -265,6 +315,69 @@ static int check_version(store_pg_t *pg, PGresult *r, aly_err_t *err)
     return store_pg_unavailable(pg, err);
 }
 
+/* The host, hostaddr and port lists a connection is made with: the URL's hosts that have an address. */
+typedef struct host_lists {
+    char host[STORE_PG_HOSTS_MAX * 256], addr[STORE_PG_HOSTS_MAX * 48], port[STORE_PG_HOSTS_MAX * 16];
+} host_lists_t;
+
+/*
+ * Looks the URL's host names up for a connection due by deadline, into *hl.
+ * Every name's lookup runs at once (each started before any is waited for).
+ * A lookup that already missed an attempt's store_timeout is only looked at,
+ * not waited for again: while the DNS server is slow, the worker's loop stops
+ * for store_timeout once per lookup rather than at every retry (each
+ * store_poll).  When the list has other hosts, the names are waited for half
+ * of store_timeout at most, which leaves the other half to connect in.  A
+ * name without an address is left out of the lists, as libpq would skip a
+ * host it cannot resolve, and the others are tried; -1 with why (the first
+ * name's) when none is left.
+ */
+static int resolve_hosts(store_pg_t *pg, uint64_t now, uint64_t deadline, host_lists_t *hl, char *why, size_t wlen)
+{
+    int missed[STORE_PG_HOSTS_MAX] = {0}, pending = 0;
+    uint64_t until = pg->n_hosts > 1 ? now + (deadline - now) / 2 : deadline;
+    for (size_t i = 0; i < pg->n_hosts; i++) {
+        missed[i] = pg->lookups[i] != NULL;
+        if (host_is_name(pg->hosts[i]) && pg->lookups[i] == NULL)
+            pg->lookups[i] = aly_lookup_start(pg->hosts[i], AF_INET, why, wlen); /* NULL: aly_resolve says why */
+    }
+    hl->host[0] = hl->addr[0] = hl->port[0] = '\0';
+    size_t kept = 0;
+    char first[320] = "";
+    for (size_t i = 0; i < pg->n_hosts; i++) {
+        char addr[64] = "", w[320]; /* addr: at most INET6_ADDRSTRLEN; empty: libpq uses the host item as it is */
+        if (host_is_name(pg->hosts[i]) && aly_resolve(&pg->lookups[i], pg->hosts[i], missed[i] ? now : until, "store_timeout", addr,
+                                                      sizeof(addr), w, sizeof(w)) != 0) {
+            pending |= pg->lookups[i] != NULL;
+            if (first[0] == '\0')
+                snprintf(first, sizeof(first), "%s", w);
+            continue;
+        }
+        /* Items are joined by count, so an empty one ("a,,b": libpq's default there) stays an item. */
+        size_t hl_len = strlen(hl->host), al_len = strlen(hl->addr);
+        snprintf(hl->host + hl_len, sizeof(hl->host) - hl_len, "%s%s", kept > 0 ? "," : "", pg->hosts[i]);
+        snprintf(hl->addr + al_len, sizeof(hl->addr) - al_len, "%s%s", kept > 0 ? "," : "", addr);
+        if (pg->ports[i] != NULL) {
+            size_t pl_len = strlen(hl->port);
+            snprintf(hl->port + pl_len, sizeof(hl->port) - pl_len, "%s%s", kept > 0 ? "," : "", pg->ports[i]);
+        }
+        kept++;
+    }
+    /* One line per connection about names left out: lookup_logged is cleared once connected. */
+    if (kept > 0 && first[0] != '\0' && !pg->lookup_logged) {
+        log_error("PostgreSQL: %s; connecting to the other hosts", first);
+        pg->lookup_logged = 1;
+    }
+    if (kept > 0)
+        return 0;
+    snprintf(why, wlen, "%s", first);
+    /* lost() logs the first failure of an outage; an unanswered lookup later in it is worth a line too. */
+    if (pending && pg->error[0] != '\0' && !pg->lookup_logged)
+        log_error("PostgreSQL: %s (the lookup goes on; writes are refused meanwhile)", why);
+    pg->lookup_logged |= pending;
+    return -1;
+}
+
 int store_pg_connect(store_pg_t *pg, int purpose, int check, aly_err_t *err)
 {
     if (pg->conn != NULL)
@@ -275,27 +388,20 @@ int store_pg_connect(store_pg_t *pg, int purpose, int check, aly_err_t *err)
     uint64_t deadline = now + pg->timeout_ms;
     char secs[24];
     snprintf(secs, sizeof(secs), "%llu", (unsigned long long)(pg->timeout_ms + 999) / 1000);
-    char addr[64] = ""; /* the host's address as text (at most INET6_ADDRSTRLEN), when looked up here */
-    if (pg->host != NULL) {
-        /*
-         * A lookup that already missed an attempt's store_timeout is only
-         * looked at, not waited for again: while the DNS server is slow, the
-         * worker's loop stops for store_timeout once per lookup rather than at
-         * every retry (each store_poll).
-         */
+    /* expand_dbname: the URL's keys, then the later ones override: the hosts and their addresses (when looked up here). */
+    const char *keys[7] = {"dbname", "application_name", "connect_timeout"}, *vals[7] = {pg->url, "alyd", secs};
+    size_t nk = 3;
+    host_lists_t hl;
+    if (pg->n_hosts > 0) {
         char why[320];
-        uint64_t until = pg->lookup != NULL ? now : deadline;
-        if (aly_resolve(&pg->lookup, pg->host, until, "store_timeout", addr, sizeof(addr), why, sizeof(why)) != 0) {
-            /* lost() logs the first failure of an outage; an unanswered lookup later in it is worth a line too. */
-            if (pg->lookup != NULL && pg->error[0] != '\0' && !pg->lookup_logged)
-                log_error("PostgreSQL: %s (the lookup goes on; writes are refused meanwhile)", why);
-            pg->lookup_logged |= pg->lookup != NULL;
+        if (resolve_hosts(pg, now, deadline, &hl, why, sizeof(why)) != 0)
             return lost(pg, why, err);
-        }
+        keys[nk] = "host", vals[nk++] = hl.host;
+        keys[nk] = "hostaddr", vals[nk++] = hl.addr;
+        if (pg->ports[0] != NULL)
+            keys[nk] = "port", vals[nk++] = hl.port;
     }
-    /* expand_dbname: the URL's keys, then the later ones override; hostaddr (when looked up) beside the URL's host. */
-    const char *keys[] = {"dbname", "application_name", "connect_timeout", addr[0] != '\0' ? "hostaddr" : NULL, NULL};
-    const char *vals[] = {pg->url, "alyd", secs, addr, NULL};
+    keys[nk] = vals[nk] = NULL;
     pg->conn = PQconnectStartParams(keys, vals, 1);
     if (pg->conn == NULL)
         return lost(pg, "out of memory", err);

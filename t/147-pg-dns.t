@@ -10,7 +10,9 @@
 # lookup are logged, and a single lookup is in flight; once the answer comes
 # the same worker writes again and logs the recovery.  alyctl, one-shot,
 # fails within store_timeout saying why.  Shutting down with a lookup in
-# flight is prompt and clean (no sanitizer report).
+# flight is prompt and clean (no sanitizer report).  A list of hosts whose
+# first name the DNS server sits on: that name is left out after half of
+# store_timeout and the next host is connected to.
 use strict;
 use warnings;
 use Test::More;
@@ -106,6 +108,37 @@ is_deeply([$h->master_pid, sort $h->worker_pids], \@pids, 'the same master and w
 {
     my ($exit, undef, $err) = Alyd::run_cmd($ENV{ALYCTL}, '-c', $h->conf, 'workspace', 'create', 'Other');
     is($exit, 0, 'alyctl: a write works again') or diag($err);
+}
+
+# ---- a list of hosts: a name the DNS server sits on is left out, and the next host is connected to ----
+# libpq would resolve the list itself, blocking, name by name, for as long as the DNS server takes.
+{
+    $dns->delay($DELAY);
+    my $t0 = time;
+    my $list = "postgresql://postgres\@$NAME:" . $pg->port . ',127.0.0.1:' . $pg->port . '/alyd';
+    my $c2 = Cluster->hosts(1, workers => 1, volatile => 'lmdb', pg => $pg, bin => $wrap, pepper_from => $c->pepper,
+        store_url => $list, extra => ["store_timeout ${TIMEOUT}ms"]);
+    my $h2 = $c2->host(0);
+    my $started = time - $t0;
+    cmp_ok($started, '<', $DELAY, sprintf('a host list (%s, then 127.0.0.1): alyctl init and the start took %.2f s, '
+          . 'not the DNS delay (%.0f s)', $NAME, $started, $DELAY));
+    my $t1 = time;
+    my ($st, $r) = mcp_call($h2->port, $key, 'sites.create', { name => 'listed', domain => 'listed.example', currency => 'EUR' });
+    ok(ok_result($st, $r), 'a host list: a write goes through the next host') or diag("$st " . text_of($r));
+    cmp_ok(time - $t1, '<', $BOUND, sprintf('... at once (%.2f s)', time - $t1));
+    ok(a_queries($t0) >= 1, "... and $NAME was asked for (then left out)");
+    ok($h2->wait_log(qr/resolving \Q$NAME\E: no answer within store_timeout; connecting to the other hosts/),
+        'the name left out is logged');
+    my @pids2 = ($h2->master_pid, $h2->worker_pids);
+    ok($h2->stop, 'that alyd stops');
+    unlike(($h2->error_log_text // '') . ($h2->stderr_text // ''), qr/AddressSanitizer|LeakSanitizer|runtime error/,
+        '... without a sanitizer report in its logs');
+    my ($san) = ($ENV{ASAN_OPTIONS} // '') =~ /(?:^|:)log_path=([^:]+)/;
+    SKIP: {
+        skip 'sanitizer reports go to the logs (no log_path)', 1 unless $san;
+        is_deeply([grep { -e "$san.$_" } @pids2], [], "... nor in $san.PID");
+    }
+    $dns->delay(0);
 }
 
 # ---- shutting down with a lookup in flight ----

@@ -57,22 +57,31 @@ struct store {
 /* DB_META keys of the replica itself, never sent to PostgreSQL. */
 #define STORE_APPLIED_KEY "pg/applied"
 
+/* A host list longer than this (host=a,b,...) is left to libpq, which resolves the names itself, blocking. */
+#define STORE_PG_HOSTS_MAX 8
+
 typedef struct store_pg {
     char *url;
-    char *host; /* the host name looked up for each connection (hostaddr); NULL: libpq asks no resolver, or several hosts */
-    aly_lookup_t *lookup; /* that lookup, in flight since an attempt it missed; NULL when none */
-    int lookup_logged;    /* an unanswered lookup was logged in this outage */
-    uint64_t timeout_ms;  /* store_timeout: connect (the lookup included), and each round trip */
-    uint64_t poll_ms;     /* store_poll */
-    uint64_t keep_ms;     /* store_changes_keep */
-    PGconn *conn;         /* NULL while disconnected */
-    int in_txn;           /* a BEGIN was sent and neither COMMIT nor ROLLBACK yet */
-    int timed_out;        /* the last lost connection missed the deadline (rather than failing at once) */
-    uint64_t next_try_ms; /* while down: no connection attempt before this */
-    uint64_t current_ms;  /* when the replica last held every committed change */
-    uint64_t pruned_ms;   /* when this process last pruned the change log */
-    uint64_t synced_ms;   /* when this process last ran store_sync() */
-    char error[256];      /* the last failure; "" while up */
+    /*
+     * The URL's hosts when one of them is a name, looked up for each
+     * connection (hostaddr); n_hosts 0: libpq asks no resolver.  ports: the
+     * URL's port list when it has one per host, else NULL.
+     */
+    char *hosts[STORE_PG_HOSTS_MAX], *ports[STORE_PG_HOSTS_MAX];
+    size_t n_hosts;
+    aly_lookup_t *lookups[STORE_PG_HOSTS_MAX]; /* each name's lookup, in flight since an attempt it missed; NULL when none */
+    int lookup_logged;                         /* an unanswered lookup was logged in this outage */
+    uint64_t timeout_ms;                       /* store_timeout: connect (the lookup included), and each round trip */
+    uint64_t poll_ms;                          /* store_poll */
+    uint64_t keep_ms;                          /* store_changes_keep */
+    PGconn *conn;                              /* NULL while disconnected */
+    int in_txn;                                /* a BEGIN was sent and neither COMMIT nor ROLLBACK yet */
+    int timed_out;                             /* the last lost connection missed the deadline (rather than failing at once) */
+    uint64_t next_try_ms;                      /* while down: no connection attempt before this */
+    uint64_t current_ms;                       /* when the replica last held every committed change */
+    uint64_t pruned_ms;                        /* when this process last pruned the change log */
+    uint64_t synced_ms;                        /* when this process last ran store_sync() */
+    char error[256];                           /* the last failure; "" while up */
     uint64_t own_counters[STORE_RT_N + 1];
     uint64_t *counters; /* [STORE_RT_N]: round trips by purpose, then failures */
     char *buf;          /* the write batch (SQL), or a statement being built */
