@@ -157,8 +157,10 @@ static size_t split_list(const char *list, char **out, size_t max)
     for (const char *p = list;; n++) {
         size_t len = strcspn(p, ",");
         if (n == max) {
-            while (n > 0)
+            while (n > 0) {
                 free(out[--n]);
+                out[n] = NULL;
+            }
             return 0;
         }
         if ((out[n] = strndup(p, len)) == NULL)
@@ -186,7 +188,7 @@ static void hosts_to_resolve(store_pg_t *pg, const char *url)
         PQfreemem(msg);
         return;
     }
-    const char *host = NULL, *hostaddr = NULL, *port = NULL;
+    const char *host = NULL, *hostaddr = NULL, *port = NULL, *service = NULL;
     for (const PQconninfoOption *o = opts; o->keyword != NULL; o++) {
         if (strcmp(o->keyword, "host") == 0)
             host = o->val;
@@ -194,6 +196,15 @@ static void hosts_to_resolve(store_pg_t *pg, const char *url)
             hostaddr = o->val;
         else if (strcmp(o->keyword, "port") == 0)
             port = o->val;
+        else if (strcmp(o->keyword, "service") == 0)
+            service = o->val;
+    }
+    if (service == NULL || service[0] == '\0')
+        service = getenv("PGSERVICE");
+    /* A service file's host and port win over PGHOST and PGPORT, and alyd does not read service files: libpq's. */
+    if (service != NULL && service[0] != '\0') {
+        PQconninfoFree(opts);
+        return;
     }
     if (host == NULL || host[0] == '\0')
         host = getenv("PGHOST");
@@ -207,8 +218,9 @@ static void hosts_to_resolve(store_pg_t *pg, const char *url)
         for (size_t i = 0; i < pg->n_hosts; i++)
             names += host_is_name(pg->hosts[i]) != 0;
         /* One port per host is filtered with the hosts; one port for all (or none) is the URL's to give. */
-        size_t n_ports = port != NULL && strchr(port, ',') != NULL ? split_list(port, pg->ports, STORE_PG_HOSTS_MAX) : 0;
-        if (names == 0 || (n_ports != 0 && n_ports != pg->n_hosts)) {
+        int port_list = port != NULL && strchr(port, ',') != NULL;
+        size_t n_ports = port_list ? split_list(port, pg->ports, STORE_PG_HOSTS_MAX) : 0;
+        if (names == 0 || (port_list && n_ports != pg->n_hosts)) {
             /* Nothing to look up; or ports that do not pair with the hosts, which libpq refuses in its own words. */
             for (size_t i = 0; i < STORE_PG_HOSTS_MAX; i++) {
                 free(pg->hosts[i]);
@@ -320,6 +332,22 @@ typedef struct host_lists {
     char host[STORE_PG_HOSTS_MAX * 256], addr[STORE_PG_HOSTS_MAX * 48], port[STORE_PG_HOSTS_MAX * 16];
 } host_lists_t;
 
+/* libpq's default port (its compiled-in one: PGPORT, when set, was read into the URL's list already). */
+static const char *default_port(void)
+{
+    static char port[16];
+    if (port[0] == '\0') {
+        PQconninfoOption *d = PQconndefaults();
+        for (const PQconninfoOption *o = d; o != NULL && o->keyword != NULL; o++)
+            if (strcmp(o->keyword, "port") == 0 && o->compiled != NULL)
+                snprintf(port, sizeof(port), "%s", o->compiled);
+        PQconninfoFree(d);
+        if (port[0] == '\0')
+            snprintf(port, sizeof(port), "5432");
+    }
+    return port;
+}
+
 /*
  * Looks the URL's host names up for a connection due by deadline, into *hl.
  * Every name's lookup runs at once (each started before any is waited for).
@@ -358,10 +386,25 @@ static int resolve_hosts(store_pg_t *pg, uint64_t now, uint64_t deadline, host_l
         snprintf(hl->host + hl_len, sizeof(hl->host) - hl_len, "%s%s", kept > 0 ? "," : "", pg->hosts[i]);
         snprintf(hl->addr + al_len, sizeof(hl->addr) - al_len, "%s%s", kept > 0 ? "," : "", addr);
         if (pg->ports[i] != NULL) {
+            /* An empty port item is libpq's default port; written out, so that a list of one is not an empty value. */
             size_t pl_len = strlen(hl->port);
-            snprintf(hl->port + pl_len, sizeof(hl->port) - pl_len, "%s%s", kept > 0 ? "," : "", pg->ports[i]);
+            snprintf(hl->port + pl_len, sizeof(hl->port) - pl_len, "%s%s", kept > 0 ? "," : "",
+                     pg->ports[i][0] != '\0' ? pg->ports[i] : default_port());
         }
         kept++;
+    }
+    if (kept == 1 && hl->host[0] == '\0') {
+        /*
+         * One empty host item (libpq's default: its socket directory) left:
+         * an empty value is no value to libpq, which would take the URL's
+         * whole list instead.  The item twice is the same host, and a value.
+         */
+        char port[sizeof(hl->port) / 2];
+        snprintf(port, sizeof(port), "%s", hl->port);
+        snprintf(hl->host, sizeof(hl->host), ",");
+        snprintf(hl->addr, sizeof(hl->addr), ",");
+        if (port[0] != '\0')
+            snprintf(hl->port, sizeof(hl->port), "%s,%s", port, port);
     }
     /* One line per connection about names left out: lookup_logged is cleared once connected. */
     if (kept > 0 && first[0] != '\0' && !pg->lookup_logged) {
@@ -443,8 +486,14 @@ int store_pg_connect(store_pg_t *pg, int purpose, int check, aly_err_t *err)
         log_info("PostgreSQL is reachable again");
         pg->error[0] = '\0';
     }
-    if (rc == 0)
+    if (rc == 0) {
         pg->lookup_logged = 0;
+        /* A name left out of this connection is looked up anew for the next, not answered from a lookup of now. */
+        for (size_t i = 0; i < pg->n_hosts; i++) {
+            aly_lookup_abandon(pg->lookups[i]);
+            pg->lookups[i] = NULL;
+        }
+    }
     return rc;
 }
 

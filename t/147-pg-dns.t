@@ -139,6 +139,32 @@ is_deeply([$h->master_pid, sort $h->worker_pids], \@pids, 'the same master and w
         is_deeply([grep { -e "$san.$_" } @pids2], [], "... nor in $san.PID");
     }
     $dns->delay(0);
+
+    # Lists that leave one host, run by alyctl (one-shot) with h's configuration but another store URL: libpq is given
+    # that host as a value (an empty value would be no value, and libpq would take the URL's whole list again).
+    my $conf = Alyd::slurp($h->conf);
+    my $with_store = sub {
+        my ($url) = @_;
+        (my $c2 = $conf) =~ s/^store .*$/store $url/m;
+        my $path = $h->conf . '.list';
+        Alyd::spew($path, $c2);
+        my ($exit, undef, $err) = Alyd::run_cmd($ENV{ALYCTL}, '-c', $path, 'workspace', 'create', 'Listed');
+        return ($exit, $err // '');
+    };
+    # No port for the host left (the URL form gives a port list: "PORT,"): libpq's default port, not a list of two.
+    my ($exit, $err) = $with_store->("postgresql://postgres\@nx.slow.test:" . $pg->port . ',127.0.0.1/alyd');
+    isnt($exit, 0, 'a list leaving 127.0.0.1 without a port: alyctl fails (nothing of ours at the default port)');
+    like($err, qr/port 5432\b/, '... trying 127.0.0.1 at the default port') or diag($err);
+    unlike($err, qr/could not match \d+ port numbers/, '... with a port list that matches the hosts');
+    # An empty host item left (libpq's default: its socket directory).
+    ($exit, $err) = $with_store->('postgresql://postgres@nx.slow.test:' . $pg->port . ',:' . $pg->port . '/alyd');
+    isnt($exit, 0, 'a list leaving the empty host item: alyctl fails (no server in the default socket directory)');
+    like($err, qr/socket/, '... trying the default socket') or diag($err);
+    unlike($err, qr/could not translate host name/, '... and libpq asked no resolver for the name left out');
+    # More hosts than alyd looks up (8): left to libpq, and the store set up and freed without harm.
+    ($exit, $err) = $with_store->('postgresql://postgres@' . join(',', ('127.0.0.1:' . $pg->port) x 9) . '/alyd');
+    is($exit, 0, 'a list of 9 hosts: left to libpq, which connects') or diag($err);
+    unlike($err, qr/double free|AddressSanitizer|runtime error/, '... cleanly');
 }
 
 # ---- shutting down with a lookup in flight ----
