@@ -28,8 +28,9 @@
  * postgresql://a:1,b:2/db) has each name looked up so, all at once; a name
  * without an address in time is left out of the list libpq is given, as
  * libpq itself skips a host it cannot resolve, and the others are tried.
- * Names from a service file, and lists longer than STORE_PG_HOSTS_MAX, are
- * left to libpq, which resolves them itself, blocking.
+ * A URL that names a service (service=, PGSERVICE), and lists longer than
+ * STORE_PG_HOSTS_MAX, are left to libpq, which resolves them itself,
+ * blocking.
  *
  * Statements are sent as text (no parameters), several per round trip; keys
  * and values go in as bytea hex literals, which need no quoting rules beyond
