@@ -30,7 +30,7 @@ struct aly_lookup {
     struct aly_lookup *next; /* on the abandoned list */
 };
 
-/* Lookups still running when their user went away: reachable until the process exits (LeakSanitizer sees them). */
+/* Lookups still running when their user went away: freed once glibc is done with them, or reachable at exit. */
 static aly_lookup_t *abandoned;
 
 int aly_ip_literal(const char *host)
@@ -102,8 +102,23 @@ void aly_lookup_free(aly_lookup_t *l)
     free(l);
 }
 
+/* Frees the abandoned lookups glibc is done with: gai_cancel says so only once its thread has let go of one. */
+static void reap_abandoned(void)
+{
+    for (aly_lookup_t **p = &abandoned; *p != NULL;) {
+        aly_lookup_t *l = *p;
+        if (gai_cancel(&l->cb) == EAI_NOTCANCELED) {
+            p = &l->next;
+            continue;
+        }
+        *p = l->next;
+        aly_lookup_free(l);
+    }
+}
+
 void aly_lookup_abandon(aly_lookup_t *l)
 {
+    reap_abandoned(); /* lookups are abandoned at every connection that leaves a slow name out: keep the list short */
     if (l == NULL)
         return;
     if (gai_cancel(&l->cb) == EAI_NOTCANCELED) {

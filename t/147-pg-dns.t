@@ -161,6 +161,20 @@ is_deeply([$h->master_pid, sort $h->worker_pids], \@pids, 'the same master and w
     isnt($exit, 0, 'a list leaving the empty host item: alyctl fails (no server in the default socket directory)');
     like($err, qr/socket/, '... trying the default socket') or diag($err);
     unlike($err, qr/could not translate host name/, '... and libpq asked no resolver for the name left out');
+    # A service names the host (PGSERVICE, a service file): libpq's to read, over PGHOST, which alyd must not look up.
+    my $svc = $h->conf . '.pg_service.conf';
+    Alyd::spew($svc, "[alydtest]\nhost=127.0.0.1\nport=" . $pg->port . "\nuser=postgres\n");
+    $dns->delay($DELAY);
+    {
+        local $ENV{PGSERVICEFILE} = $svc;
+        local $ENV{PGSERVICE} = 'alydtest';
+        local $ENV{PGHOST} = $NAME;
+        my $t2 = time;
+        ($exit, $err) = $with_store->('postgresql:///alyd');
+        is($exit, 0, "a service (PGSERVICE) with PGHOST=$NAME set too: alyctl connects through the service") or diag($err);
+        cmp_ok(time - $t2, '<', $BOUND, sprintf('... at once (%.2f s): nothing waited for the name', time - $t2));
+    }
+    $dns->delay(0);
     # More hosts than alyd looks up (8): left to libpq, and the store set up and freed without harm.
     ($exit, $err) = $with_store->('postgresql://postgres@' . join(',', ('127.0.0.1:' . $pg->port) x 9) . '/alyd');
     is($exit, 0, 'a list of 9 hosts: left to libpq, which connects') or diag($err);

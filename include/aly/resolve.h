@@ -33,8 +33,9 @@ void aly_lookup_free(aly_lookup_t *l);
 /*
  * Gives up a lookup whatever its state: cancelled, or, when glibc's thread is
  * already asking the resolver (it cannot be stopped, and writes into the
- * lookup when the answer comes), kept on a list until the process exits
- * (LeakSanitizer sees it reachable).  NULL is ignored.
+ * lookup when the answer comes), kept on a list (LeakSanitizer sees it
+ * reachable) until a later call finds glibc done with it and frees it.  NULL
+ * is ignored (the list is still swept).
  */
 void aly_lookup_abandon(aly_lookup_t *l);
 
