@@ -36,28 +36,39 @@ static uint64_t asked_ms(h2o_req_t *req)
     return age > 0 && (uint64_t)age < mono ? mono - (uint64_t)age - 1 : mono - 1;
 }
 
-/* The headers /api/mcp reads, in one pass (h2o keeps names lower-case); the first of each name counts. */
+/*
+ * The headers /api/mcp reads, in one pass (h2o keeps names lower-case); the first of each name counts.  The
+ * wanted names differ in length but for origin and accept, so a header's length picks the one name it can be.
+ */
 static void read_headers(h2o_req_t *req, mcp_headers_t *h)
 {
-#define WANTED(lit, field)                                                                                                         \
-    {                                                                                                                              \
-        lit, sizeof(lit) - 1, offsetof(mcp_headers_t, field)                                                                       \
-    }
-    static const struct {
-        const char *name;
-        size_t len, off;
-    } wanted[] = {WANTED("origin", origin),          WANTED("mcp-protocol-version", version),
-                  WANTED("mcp-session-id", session), WANTED("mcp-method", method),
-                  WANTED("mcp-name", name),          WANTED("accept", accept)};
-#undef WANTED
     *h = (mcp_headers_t){{NULL, 0}, {NULL, 0}, {NULL, 0}, {NULL, 0}, {NULL, 0}, {NULL, 0}};
     for (size_t i = 0; i < req->headers.size; i++) {
         const h2o_iovec_t *n = req->headers.entries[i].name;
-        for (size_t k = 0; k < ALY_ARRAY_SIZE(wanted); k++) {
-            h2o_iovec_t *to = (h2o_iovec_t *)((char *)h + wanted[k].off);
-            if (n->len == wanted[k].len && to->base == NULL && memcmp(n->base, wanted[k].name, n->len) == 0)
-                *to = req->headers.entries[i].value;
+        h2o_iovec_t *to = NULL;
+        const char *want = NULL;
+        switch (n->len) {
+        case 6:
+            if (n->base[0] == 'o')
+                to = &h->origin, want = "origin";
+            else
+                to = &h->accept, want = "accept";
+            break;
+        case 8:
+            to = &h->name, want = "mcp-name";
+            break;
+        case 10:
+            to = &h->method, want = "mcp-method";
+            break;
+        case 14:
+            to = &h->session, want = "mcp-session-id";
+            break;
+        case 20:
+            to = &h->version, want = "mcp-protocol-version";
+            break;
         }
+        if (to != NULL && to->base == NULL && memcmp(n->base, want, n->len) == 0)
+            *to = req->headers.entries[i].value;
     }
     /* Header values are compared trimmed: HTTP/2 passes a value's surrounding spaces on, where HTTP/1 parsers may not. */
     if (h->version.base != NULL)
