@@ -4,6 +4,7 @@
  */
 #include "aly/common.h"
 
+#include <endian.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <stdarg.h>
@@ -163,32 +164,31 @@ int aly_random_b62(char *out, size_t n)
 
 #define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
 
-static void sip_rounds(uint64_t v[4], int n)
-{
-    while (n-- > 0) {
-        v[0] += v[1];
-        v[1] = ROTL(v[1], 13);
-        v[1] ^= v[0];
-        v[0] = ROTL(v[0], 32);
-        v[2] += v[3];
-        v[3] = ROTL(v[3], 16);
-        v[3] ^= v[2];
-        v[0] += v[3];
-        v[3] = ROTL(v[3], 21);
-        v[3] ^= v[0];
-        v[2] += v[1];
-        v[1] = ROTL(v[1], 17);
-        v[1] ^= v[2];
-        v[2] = ROTL(v[2], 32);
-    }
-}
+/* One SipRound over the four state words, which stay in registers. */
+#define SIP_ROUND(v0, v1, v2, v3)                                                                                                  \
+    do {                                                                                                                           \
+        v0 += v1;                                                                                                                  \
+        v1 = ROTL(v1, 13);                                                                                                         \
+        v1 ^= v0;                                                                                                                  \
+        v0 = ROTL(v0, 32);                                                                                                         \
+        v2 += v3;                                                                                                                  \
+        v3 = ROTL(v3, 16);                                                                                                         \
+        v3 ^= v2;                                                                                                                  \
+        v0 += v3;                                                                                                                  \
+        v3 = ROTL(v3, 21);                                                                                                         \
+        v3 ^= v0;                                                                                                                  \
+        v2 += v1;                                                                                                                  \
+        v1 = ROTL(v1, 17);                                                                                                         \
+        v1 ^= v2;                                                                                                                  \
+        v2 = ROTL(v2, 32);                                                                                                         \
+    } while (0)
 
+/* Eight bytes as a little-endian word: one load where the host is little-endian. */
 static uint64_t get_le64(const unsigned char *p)
 {
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = v << 8 | p[i];
-    return v;
+    uint64_t v;
+    memcpy(&v, p, sizeof(v));
+    return le64toh(v);
 }
 
 uint64_t aly_fnv1a(const void *data, size_t len)
@@ -203,25 +203,29 @@ uint64_t aly_fnv1a(const void *data, size_t len)
 void aly_siphash128(uint64_t k0, uint64_t k1, const void *data, size_t len, uint64_t out[2])
 {
     const unsigned char *p = data;
-    uint64_t v[4] = {0x736f6d6570736575ull ^ k0, 0x646f72616e646f6dull ^ k1 ^ 0xee, 0x6c7967656e657261ull ^ k0,
-                     0x7465646279746573ull ^ k1};
+    uint64_t v0 = 0x736f6d6570736575ull ^ k0, v1 = 0x646f72616e646f6dull ^ k1 ^ 0xee, v2 = 0x6c7967656e657261ull ^ k0,
+             v3 = 0x7465646279746573ull ^ k1;
     size_t whole = len & ~(size_t)7;
     for (size_t i = 0; i < whole; i += 8) {
         uint64_t m = get_le64(p + i);
-        v[3] ^= m;
-        sip_rounds(v, 2);
-        v[0] ^= m;
+        v3 ^= m;
+        SIP_ROUND(v0, v1, v2, v3);
+        SIP_ROUND(v0, v1, v2, v3);
+        v0 ^= m;
     }
     uint64_t last = (uint64_t)len << 56;
     for (size_t i = whole; i < len; i++)
         last |= (uint64_t)p[i] << (8 * (i - whole));
-    v[3] ^= last;
-    sip_rounds(v, 2);
-    v[0] ^= last;
-    v[2] ^= 0xee;
-    sip_rounds(v, 4);
-    out[0] = v[0] ^ v[1] ^ v[2] ^ v[3];
-    v[1] ^= 0xdd;
-    sip_rounds(v, 4);
-    out[1] = v[0] ^ v[1] ^ v[2] ^ v[3];
+    v3 ^= last;
+    SIP_ROUND(v0, v1, v2, v3);
+    SIP_ROUND(v0, v1, v2, v3);
+    v0 ^= last;
+    v2 ^= 0xee;
+    for (int r = 0; r < 4; r++)
+        SIP_ROUND(v0, v1, v2, v3);
+    out[0] = v0 ^ v1 ^ v2 ^ v3;
+    v1 ^= 0xdd;
+    for (int r = 0; r < 4; r++)
+        SIP_ROUND(v0, v1, v2, v3);
+    out[1] = v0 ^ v1 ^ v2 ^ v3;
 }
