@@ -471,13 +471,19 @@ int store_workspace_usage(store_t *st, const char *ws, uint64_t *bytes, aly_err_
  * this replica until the next poll, and a client balanced to this host must
  * not be told it does not exist.  A read transaction whose first operation
  * misses in DB_SESSIONS catches the replica up (store_sync(), throttled) and
- * moves to the new snapshot: nothing was read from the old one, so nothing
- * the caller holds goes stale.  1 when the lookup should be tried again.
+ * moves to the new snapshot when the replica is newer than the one it read:
+ * nothing was read from the old one, so nothing the caller holds goes stale.
+ * Newer by this sync's rows or by anyone else's: another worker's poll may
+ * have applied the session after this transaction began, and then the sync
+ * finds nothing left to apply.  1 when the lookup should be tried again.
  */
 static int read_through(store_txn_t *t, int db)
 {
-    if (db != DB_SESSIONS || t->reads != 0 || t->st->pg == NULL || (t->flags & (STORE_WRITE | STORE_VOLATILE)) ||
-        !store_sync(t->st, t->asked_ms))
+    if (db != DB_SESSIONS || t->reads != 0 || t->st->pg == NULL || (t->flags & (STORE_WRITE | STORE_VOLATILE)))
+        return 0;
+    store_sync(t->st, t->asked_ms);
+    MDB_envinfo info;
+    if (mdb_env_info(t->st->env, &info) != 0 || info.me_last_txnid == mdb_txn_id(t->txn))
         return 0;
     mdb_txn_reset(t->txn);
     return mdb_txn_renew(t->txn) == 0;

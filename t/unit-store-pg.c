@@ -143,6 +143,29 @@ int main(int argc, char **argv)
         is_int(cb[STORE_RT_SYNC], before + 1, "within STORE_SYNC_MIN_MS of the last sync: no round trip");
     }
 
+    /*
+     * Another worker of host B polls between this worker's read transaction and its lookup: the sync the
+     * miss makes then finds nothing left to apply, yet the transaction's snapshot is older than the replica.
+     * (Here host B's own poll stands for the other worker's: the transaction was begun before it.)
+     */
+    is_int(put(a, DB_SESSIONS, "mcp_s3", "polled", 0, 1), 0, "host A: a session that B's other worker will poll in");
+    usleep((STORE_SYNC_MIN_MS + 10) * 1000);
+    {
+        store_txn_t t;
+        store_val_t v;
+        aly_err_t e;
+        ok(store_begin(b, 0, &t, &e) == 0, "host B: a read transaction, begun before the poll");
+        ok(store_replicate(b, &e) > 0, "host B's poll applies the session");
+        uint64_t before = cb[STORE_RT_SYNC];
+        ok(store_get(&t, DB_SESSIONS, "mcp_s3", 6, &v, &e) == 0 && v.len == 6 && memcmp(v.data, "polled", 6) == 0,
+           "the transaction's session miss reads through to the polled replica: found");
+        store_abort(&t);
+        is_int(cb[STORE_RT_SYNC], before + 1, "after one round trip, which had nothing new to apply");
+        ok(store_begin(b, 0, &t, &e) == 0 && store_get(&t, DB_SESSIONS, "mcp_s3", 6, &v, &e) == 0,
+           "and a new transaction finds it");
+        store_abort(&t);
+    }
+
     is_int(put(b, DB_DATA, "ws_x/c", "three", 0, 1), 0, "host B writes too");
     uint64_t ua = 1, ub = 2;
     aly_err_t err;

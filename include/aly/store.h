@@ -339,14 +339,15 @@ long store_replicate(store_t *st, aly_err_t *err);
 /*
  * A lookup missed a record another host may have written a moment ago (a
  * session created there, a key minted there): applies what PostgreSQL has
- * committed since the last poll, at once.  1 when the replica changed (look
- * again, in a new transaction), 0 otherwise: LMDB alone, nothing new,
- * PostgreSQL unreachable, or another sync less than STORE_SYNC_MIN_MS ago in
- * this process (so a stream of lookups of records that do not exist costs
- * PostgreSQL at most one round trip per that many ms per process) -- unless
- * that sync began no later than asked_ms (aly_now_ms() when the request
- * that looks began; 0: none): a record committed before the request was
- * sent may then be missing from it, so this syncs again.
+ * committed since the last poll, at once.  1 when this call changed the
+ * replica; 0 otherwise: LMDB alone, nothing new, PostgreSQL unreachable, or
+ * another sync less than STORE_SYNC_MIN_MS ago in this process (so a stream
+ * of lookups of records that do not exist costs PostgreSQL at most one
+ * round trip per that many ms per process) -- unless that sync began no
+ * later than asked_ms (aly_now_ms() when the request that looks began; 0:
+ * none): a record committed before the request was sent may then be
+ * missing from it, so this syncs again.  0 does not mean the replica is as
+ * old as a reader's snapshot: another worker's poll may have moved it on.
  */
 #define STORE_SYNC_MIN_MS 20
 int store_sync(store_t *st, uint64_t asked_ms);
