@@ -172,6 +172,19 @@ static size_t split_list(const char *list, char **out, size_t max)
     }
 }
 
+/* Drops the host and port lists (and abandons their lookups): libpq gets the URL's own. */
+static void forget_hosts(store_pg_t *pg)
+{
+    for (size_t i = 0; i < STORE_PG_HOSTS_MAX; i++) {
+        aly_lookup_abandon(pg->lookups[i]);
+        free(pg->hosts[i]);
+        free(pg->ports[i]);
+        pg->lookups[i] = NULL;
+        pg->hosts[i] = pg->ports[i] = NULL;
+    }
+    pg->n_hosts = 0;
+}
+
 /*
  * The hosts of url that store_pg_connect() looks up itself, into
  * pg->hosts (and pg->ports when the URL gives one port per host); none when
@@ -223,12 +236,7 @@ static void hosts_to_resolve(store_pg_t *pg, const char *url)
         size_t n_ports = port_list ? split_list(port, pg->ports, STORE_PG_HOSTS_MAX) : 0;
         if (names == 0 || (port_list && n_ports != pg->n_hosts)) {
             /* Nothing to look up; or ports that do not pair with the hosts, which libpq refuses in its own words. */
-            for (size_t i = 0; i < STORE_PG_HOSTS_MAX; i++) {
-                free(pg->hosts[i]);
-                free(pg->ports[i]);
-                pg->hosts[i] = pg->ports[i] = NULL;
-            }
-            pg->n_hosts = 0;
+            forget_hosts(pg);
         }
     }
     PQconninfoFree(opts);
@@ -256,11 +264,7 @@ void store_pg_free(store_pg_t *pg)
         return;
     if (pg->conn != NULL)
         PQfinish(pg->conn);
-    for (size_t i = 0; i < STORE_PG_HOSTS_MAX; i++) {
-        aly_lookup_abandon(pg->lookups[i]);
-        free(pg->hosts[i]);
-        free(pg->ports[i]);
-    }
+    forget_hosts(pg);
     free(pg->url);
     free(pg->buf);
     free(pg->log);
