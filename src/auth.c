@@ -47,6 +47,7 @@ struct auth {
     stamp_t stamps[STAMP_SLOTS]; /* last-used stamps this worker wrote, to write at most once a minute */
     uint64_t tag_key[2];         /* the key cache's SipHash key: random, this process's own */
     key_cache_entry_t keys[KEY_CACHE_SLOTS];
+    uint64_t gen_snapshot, gen_value; /* the revocation generation last read, and the snapshot it was read in (0: none) */
 };
 
 auth_t *auth_new(const aly_config_t *cfg, store_t *st, aly_err_t *err)
@@ -187,6 +188,24 @@ static auth_result_t check_key(auth_t *a, const char *key, size_t len, store_txn
     return AUTH_OK;
 }
 
+/*
+ * The revocation generation t sees.  A revocation is a committed write, so
+ * one snapshot has one generation: remembered with the snapshot it was read
+ * in, it costs a request no lookup while nothing has been written since (a
+ * write by any process is a new snapshot).  A failed read is not kept.
+ */
+static uint64_t revocation_generation(auth_t *a, store_txn_t *t)
+{
+    uint64_t snap = store_txn_snapshot(t), gen;
+    if (snap != 0 && snap == a->gen_snapshot)
+        return a->gen_value;
+    if (auth_revocation_read(t, &gen, NULL) != 0)
+        return 0;
+    a->gen_snapshot = snap;
+    a->gen_value = gen;
+    return gen;
+}
+
 auth_result_t auth_authenticate(auth_t *a, const char *header, size_t len, principal_t *out, aly_err_t *why)
 {
     if (header == NULL)
@@ -220,7 +239,7 @@ auth_result_t auth_authenticate(auth_t *a, const char *header, size_t len, princ
         return AUTH_ERROR;
     }
     auth_result_t r;
-    uint64_t generation = auth_revocation_generation(&t);
+    uint64_t generation = revocation_generation(a, &t);
     if (is_oauth)
         r = auth_oauth_verify(a->oauth, tok + op, tlen - op, &t, generation, out, why);
     else

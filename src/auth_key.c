@@ -183,8 +183,7 @@ int auth_key_find(store_txn_t *t, const char *id, key_record_t *rec, aly_err_t *
 
 static const char revocations_key[] = "revocations";
 
-/* The generation into *gen (0 when none was ever stored): 0, or -1 when the store failed. */
-static int read_generation(store_txn_t *t, uint64_t *gen, aly_err_t *err)
+int auth_revocation_read(store_txn_t *t, uint64_t *gen, aly_err_t *err)
 {
     store_val_t v;
     *gen = 0;
@@ -197,14 +196,14 @@ static int read_generation(store_txn_t *t, uint64_t *gen, aly_err_t *err)
 uint64_t auth_revocation_generation(store_txn_t *t)
 {
     uint64_t gen;
-    read_generation(t, &gen, NULL);
+    auth_revocation_read(t, &gen, NULL);
     return gen;
 }
 
 int auth_bump_revocations(store_txn_t *t, aly_err_t *err)
 {
     uint64_t gen;
-    if (read_generation(t, &gen, err) != 0)
+    if (auth_revocation_read(t, &gen, err) != 0)
         return -1;
     gen++;
     return store_put(t, DB_META, revocations_key, sizeof(revocations_key) - 1, &gen, sizeof(gen), 0, err) == 0 ? 0 : -1;

@@ -489,6 +489,11 @@ static int read_through(store_txn_t *t, int db)
     return mdb_txn_renew(t->txn) == 0;
 }
 
+uint64_t store_txn_snapshot(const store_txn_t *t)
+{
+    return (t->flags & (STORE_WRITE | STORE_VOLATILE)) ? 0 : (uint64_t)mdb_txn_id(t->txn);
+}
+
 int store_get(store_txn_t *t, int db, const void *key, size_t klen, store_val_t *val, aly_err_t *err)
 {
     MDB_dbi dbi;

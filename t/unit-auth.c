@@ -154,8 +154,22 @@ int main(void)
     usleep(1200 * 1000);
     is_int(present(a, bkey, &p), AUTH_INVALID, "after its expiry it is refused, cached or not");
 
+    /* auth remembers the revocation generation by the snapshot it read it in: a write must make a new one. */
+    uint64_t before = 0, after = 0;
+    if (store_begin(st, 0, &t, &err) == 0) {
+        before = store_txn_snapshot(&t);
+        store_abort(&t);
+    }
     key_record_t revoked;
     ok(admin_key_revoke(st, recs[0].id, &revoked, &err) == 0, "key 0 revoked");
+    if (store_begin(st, 0, &t, &err) == 0) {
+        after = store_txn_snapshot(&t);
+        store_abort(&t);
+    }
+    ok(before != 0 && after > before, "the revocation's write is a newer snapshot (%llu -> %llu)", (unsigned long long)before,
+       (unsigned long long)after);
+    ok(store_begin(st, STORE_WRITE, &t, &err) == 0 && store_txn_snapshot(&t) == 0, "a write transaction names no snapshot");
+    store_abort(&t);
     is_int(present(a, keys[0], &p), AUTH_INVALID, "the revoked key is refused though it was cached");
     is_int(present(a, keys[1], &p), AUTH_OK, "another key still authenticates");
 

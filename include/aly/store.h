@@ -167,6 +167,14 @@ int store_finish(store_txn_t *t, int rc, aly_err_t *err);
  * the client the cause.  0 otherwise (err untouched).  Valid after t ended.
  */
 int store_refused_full(const store_txn_t *t, aly_err_t *err);
+/*
+ * Which committed state a durable read transaction sees: the id of the last
+ * write transaction in its snapshot, so two reads under the same id see the
+ * same data (ids only grow while the environment is open).  Unlike
+ * store_snapshot(), what t itself reads, however old.  0 for a write or
+ * volatile transaction, whose content is not a committed state.
+ */
+uint64_t store_txn_snapshot(const store_txn_t *t);
 
 /*
  * Keys are 1 to STORE_MAX_KEY bytes.  A longer key is an error (-1) in every
