@@ -422,18 +422,28 @@ static void put(line_t *l, const char *s, size_t n)
     l->p += n;
 }
 
-/* " " then at most max bytes of s, anything outside printable ASCII (and '"') as '?': no log forging. */
+/* What put_clean() writes for each byte: printable ASCII but '"' as itself, anything else as '?' (set at registration). */
+static char log_byte[256];
+
+static void log_bytes_init(void)
+{
+    for (int c = 0; c < 256; c++)
+        log_byte[c] = (c > 0x20 && c < 0x7f && c != '"') ? (char)c : '?';
+}
+
+/* " " then at most max bytes of s, each through log_byte: no log forging. */
 static void put_clean(line_t *l, const char *s, size_t len, size_t max)
 {
     if (len > max)
         len = max;
     if ((size_t)(l->end - l->p) < len + 1)
         return;
-    *l->p++ = ' ';
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        *l->p++ = (c > 0x20 && c < 0x7f && c != '"') ? (char)c : '?';
-    }
+    /* Through a local pointer: a store through l->p could change l->p itself as far as the compiler knows. */
+    char *o = l->p;
+    *o++ = ' ';
+    for (size_t i = 0; i < len; i++)
+        o[i] = log_byte[(unsigned char)s[i]];
+    l->p = o + len;
 }
 
 /* v in decimal, zero-padded to at least width digits. */
@@ -609,6 +619,7 @@ void http_register(h2o_globalconf_t *conf, http_site_t *site, h2o_hostconf_t ***
 {
     static h2o_hostconf_t *pub[2], *adm[2];
     log_pid = (int)getpid();
+    log_bytes_init();
     pub[0] = register_host(conf, "default", site, HTTP_PUBLIC);
     adm[0] = register_host(conf, "admin", site, HTTP_ADMIN);
     pub[1] = adm[1] = NULL;
