@@ -132,14 +132,24 @@ size_t aly_b64url_encode(const unsigned char *in, size_t len, char *out)
 
 size_t aly_fmt_u64(char *out, uint64_t v)
 {
-    char b[20];
-    size_t i = sizeof(b);
-    do {
-        b[--i] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    memcpy(out, b + i, sizeof(b) - i);
-    return sizeof(b) - i;
+    static const char two[] = "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+                              "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+                              "8081828384858687888990919293949596979899";
+    /* The length first, then the digits straight into place from the right, two at a time. */
+    size_t n = 1;
+    for (uint64_t t = v; t >= 10; t /= 10)
+        n++;
+    char *p = out + n;
+    while (v >= 100) {
+        p -= 2;
+        memcpy(p, two + 2 * (v % 100), 2);
+        v /= 100;
+    }
+    if (v >= 10)
+        memcpy(p - 2, two + 2 * v, 2);
+    else
+        p[-1] = (char)('0' + v);
+    return n;
 }
 
 const char aly_b62_digits[63] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";

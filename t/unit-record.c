@@ -3,9 +3,10 @@
  * (src/record.c: round trips, every kind of corrupt record refused without a
  * crash or a huge allocation), the store's checks (a database id used on the
  * other environment's transaction, keys over LMDB's limit), the typed record
- * layer (src/store_record.c), cursors (src/cursor.c), random ids, and the
- * administrative operations alyctl calls (src/admin.c).
+ * layer (src/store_record.c), cursors (src/cursor.c), random ids, decimal
+ * formatting, and the administrative operations alyctl calls (src/admin.c).
  */
+#include <inttypes.h>
 #include <msgpack.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -656,8 +657,34 @@ static void limits(void)
     free(buf);
 }
 
+/* aly_fmt_u64 (ids, the access log, RateLimit) writes what printf would: every length, each power of ten and its neighbours. */
+static void decimal(void)
+{
+    int bad = 0;
+    uint64_t p = 1;
+    for (int e = 0; e <= 19; e++, p *= 10)
+        for (int d = -1; d <= 1; d++) {
+            uint64_t v = d < 0 ? p - 1 : p + (uint64_t)d;
+            char a[24], b[24];
+            size_t n = aly_fmt_u64(a, v);
+            int m = snprintf(b, sizeof(b), "%" PRIu64, v);
+            bad += (int)n != m || memcmp(a, b, n) != 0;
+        }
+    for (uint64_t v = 0; v < 100000; v++) {
+        char a[24], b[24];
+        size_t n = aly_fmt_u64(a, v);
+        int m = snprintf(b, sizeof(b), "%" PRIu64, v);
+        bad += (int)n != m || memcmp(a, b, n) != 0;
+    }
+    char a[24];
+    size_t n = aly_fmt_u64(a, UINT64_MAX);
+    is_int(bad, 0, "aly_fmt_u64 agrees with printf at 0-99999 and around every power of ten");
+    ok(n == 20 && memcmp(a, "18446744073709551615", 20) == 0, "aly_fmt_u64 writes the largest value, 20 digits");
+}
+
 int main(void)
 {
+    decimal();
     roundtrip();
     shapes();
     hostile();
