@@ -283,5 +283,17 @@ sub initialize {
     unlike(Alyd::slurp($srv->error_log) // '', qr/AddressSanitizer|runtime error/, 'no sanitizer report in the error log');
 }
 
+# The access log takes the method from the body: a quote, control bytes, a space, DEL and non-ASCII are each written as '?',
+# so a method cannot end its line or forge a field.
+{
+    post('{"jsonrpc":"2.0","id":7,"method":"probe\\"\\n\\tforged\\u00e9\\u007f end"}');
+    my $text = '';
+    poll_until(5, sub { $text = $srv->access_log_text // ''; $text =~ /probe/ });
+    my @lines = grep { /probe/ } split /\n/, $text;
+    is(scalar @lines, 1, 'a method with a newline in it: one access log line');
+    like($lines[0] // '', qr/ probe\?\?\?forged\?\?\?\?end \d{3} /, 'its quote, newline, tab, two UTF-8 bytes, DEL and space are each "?"');
+    is(scalar(grep { /^\s*forged/ } split /\n/, $text), 0, 'no line starts with what followed the newline');
+}
+
 $srv->stop;
 done_testing;
