@@ -306,7 +306,10 @@ for my $k (['RS256', jwt(claims => { jti => 'flip-rs' })], ['ES256', jwt(alg => 
     my $raw = MIME::Base64::decode_base64url($sig);
     substr($raw, length($raw) / 2, 1) = chr(ord(substr($raw, length($raw) / 2, 1)) ^ 0x01);
     refused("Bearer aly_oauth_$h.$c." . MIME::Base64::encode_base64url($raw), "$alg: one signature byte flipped", 'signature');
-    passes("Bearer $tok", "$alg: the same token unflipped", $ws_a);
+    passes("Bearer $tok", "$alg: the same token unflipped (use $_, cached)", $ws_a) for 1 .. 4;
+    # The token cache is keyed by the whole token: the flipped one finds no entry of the cached real one.
+    refused("Bearer aly_oauth_$h.$c." . MIME::Base64::encode_base64url($raw), "$alg: flipped again, the real one cached (try $_)", 'signature')
+        for 1 .. 4;
 }
 {
     my $tok = jwt(claims => { jti => 'to-revoke' });
