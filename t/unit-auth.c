@@ -170,6 +170,23 @@ int main(void)
        (unsigned long long)after);
     ok(store_begin(st, STORE_WRITE, &t, &err) == 0 && store_txn_snapshot(&t) == 0, "a write transaction names no snapshot");
     store_abort(&t);
+    /* The transaction's own snapshot, not the store's latest: a write committed while it is open does not change it. */
+    store_txn_t w;
+    uint64_t open_id = 0, still = 0, later = 0;
+    if (store_begin(st, 0, &t, &err) == 0) {
+        open_id = store_txn_snapshot(&t);
+        if (store_begin(st, STORE_WRITE, &w, &err) == 0 && store_put(&w, DB_META, "unit-snapshot", 13, "x", 1, 0, &err) == 0 &&
+            store_commit(&w, &err) == 0)
+            still = store_txn_snapshot(&t);
+        store_abort(&t);
+    }
+    if (store_begin(st, 0, &t, &err) == 0) {
+        later = store_txn_snapshot(&t);
+        store_abort(&t);
+    }
+    ok(open_id != 0 && still == open_id && later > open_id,
+       "a write committed while a read is open leaves the read's snapshot as it was (%llu, %llu), the next read's newer (%llu)",
+       (unsigned long long)open_id, (unsigned long long)still, (unsigned long long)later);
     is_int(present(a, keys[0], &p), AUTH_INVALID, "the revoked key is refused though it was cached");
     is_int(present(a, keys[1], &p), AUTH_OK, "another key still authenticates");
 
