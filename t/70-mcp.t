@@ -293,6 +293,7 @@ sub initialize {
     is(scalar @lines, 1, 'a method with a newline in it: one access log line');
     like($lines[0] // '', qr/ probe\?\?\?forged\?\?\?\?end \d{3} /, 'its quote, newline, tab, two UTF-8 bytes, DEL and space are each "?"');
     is(scalar(grep { /^\s*forged/ } split /\n/, $text), 0, 'no line starts with what followed the newline');
+    unlike(Alyd::slurp($srv->error_log) // '', qr/AddressSanitizer|runtime error/, 'no sanitizer report after it either');
 }
 
 $srv->stop;
