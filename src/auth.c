@@ -189,21 +189,24 @@ static auth_result_t check_key(auth_t *a, const char *key, size_t len, store_txn
 }
 
 /*
- * The revocation generation t sees.  A revocation is a committed write, so
- * one snapshot has one generation: remembered with the snapshot it was read
- * in, it costs a request no lookup while nothing has been written since (a
- * write by any process is a new snapshot).  A failed read is not kept.
+ * The revocation generation t sees, into *gen: 0, or -1 when the store could
+ * not be read.  A revocation is a committed write, so one snapshot has one
+ * generation: remembered with the snapshot it was read in, it costs a
+ * request no lookup while nothing has been written since (a write by any
+ * process is a new snapshot).
  */
-static uint64_t revocation_generation(auth_t *a, store_txn_t *t)
+static int revocation_generation(auth_t *a, store_txn_t *t, uint64_t *gen, aly_err_t *err)
 {
-    uint64_t snap = store_txn_snapshot(t), gen;
-    if (snap != 0 && snap == a->gen_snapshot)
-        return a->gen_value;
-    if (auth_revocation_read(t, &gen, NULL) != 0)
+    uint64_t snap = store_txn_snapshot(t);
+    if (snap != 0 && snap == a->gen_snapshot) {
+        *gen = a->gen_value;
         return 0;
+    }
+    if (auth_revocation_read(t, gen, err) != 0)
+        return -1;
     a->gen_snapshot = snap;
-    a->gen_value = gen;
-    return gen;
+    a->gen_value = *gen;
+    return 0;
 }
 
 auth_result_t auth_authenticate(auth_t *a, const char *header, size_t len, principal_t *out, aly_err_t *why)
@@ -239,7 +242,13 @@ auth_result_t auth_authenticate(auth_t *a, const char *header, size_t len, princ
         return AUTH_ERROR;
     }
     auth_result_t r;
-    uint64_t generation = revocation_generation(a, &t);
+    uint64_t generation;
+    /* Never generation 0 for a read that failed: caches made before any revocation would match it. */
+    if (revocation_generation(a, &t, &generation, &err) != 0) {
+        store_abort(&t);
+        log_error("credential check: %s", err.msg);
+        return AUTH_ERROR;
+    }
     if (is_oauth)
         r = auth_oauth_verify(a->oauth, tok + op, tlen - op, &t, generation, out, why);
     else

@@ -188,9 +188,13 @@ int auth_revocation_read(store_txn_t *t, uint64_t *gen, aly_err_t *err)
     store_val_t v;
     *gen = 0;
     int rc = store_get(t, DB_META, revocations_key, sizeof(revocations_key) - 1, &v, err);
-    if (rc == 0 && v.len == sizeof(*gen))
+    if (rc < 0)
+        return -1;
+    if (rc == 0 && v.len != sizeof(*gen))
+        return aly_errf(err, "the store's revocation generation is %zu bytes, not %zu: the store is damaged", v.len, sizeof(*gen));
+    if (rc == 0)
         memcpy(gen, v.data, sizeof(*gen));
-    return rc < 0 ? -1 : 0;
+    return 0;
 }
 
 uint64_t auth_revocation_generation(store_txn_t *t)

@@ -190,6 +190,23 @@ int main(void)
     is_int(present(a, keys[0], &p), AUTH_INVALID, "the revoked key is refused though it was cached");
     is_int(present(a, keys[1], &p), AUTH_OK, "another key still authenticates");
 
+    /*
+     * A revocation generation that cannot be read is an error, never 0: key 1 was cached under the current
+     * generation, and a cache made before any revocation would match 0.  A record of the wrong length stands in for
+     * a damaged store.
+     */
+    uint64_t gen = 0;
+    ok(store_begin(st, 0, &t, &err) == 0 && auth_revocation_read(&t, &gen, &err) == 0 && gen != 0, "the generation reads");
+    store_abort(&t);
+    ok(store_begin(st, STORE_WRITE, &t, &err) == 0 && store_put(&t, DB_META, "revocations", 11, "bad", 3, 0, &err) == 0 &&
+           store_commit(&t, &err) == 0,
+       "the generation's record damaged (3 bytes)");
+    is_int(present(a, keys[1], &p), AUTH_ERROR, "the cached key is not let in under a generation that cannot be read");
+    ok(store_begin(st, STORE_WRITE, &t, &err) == 0 && store_put(&t, DB_META, "revocations", 11, &gen, sizeof(gen), 0, &err) == 0 &&
+           store_commit(&t, &err) == 0,
+       "the generation's record put back");
+    is_int(present(a, keys[1], &p), AUTH_OK, "the key authenticates again");
+
     auth_free(a);
     store_close(st);
     config_free(cfg);

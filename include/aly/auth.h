@@ -87,7 +87,7 @@ int auth_key_find(store_txn_t *t, const char *id, key_record_t *rec, aly_err_t *
 int auth_bump_revocations(store_txn_t *t, aly_err_t *err);
 /* The revocation generation as t sees it (0 when none was stored, or the store failed): what caches of verified credentials are made under. */
 uint64_t auth_revocation_generation(store_txn_t *t);
-/* The same into *gen (0 when none was ever stored): 0, or -1 when the store failed. */
+/* The same into *gen (0 when none was ever stored): 0, or -1 when the store failed or the record is damaged. */
 int auth_revocation_read(store_txn_t *t, uint64_t *gen, aly_err_t *err);
 
 #endif
