@@ -42,32 +42,23 @@ static uint64_t asked_ms(h2o_req_t *req)
  */
 static void read_headers(h2o_req_t *req, mcp_headers_t *h)
 {
+    typedef struct {
+        const char *name;
+        size_t off;
+    } wanted_t;
+#define WANTED(lit, field) [sizeof(lit) - 1] = { lit, offsetof(mcp_headers_t, field) }
+    static const wanted_t by_len[] = {WANTED("accept", accept), WANTED("mcp-name", name), WANTED("mcp-method", method),
+                                      WANTED("mcp-session-id", session), WANTED("mcp-protocol-version", version)};
+    static const wanted_t origin = {"origin", offsetof(mcp_headers_t, origin)}; /* accept's length: told by its 'o' */
+#undef WANTED
     *h = (mcp_headers_t){{NULL, 0}, {NULL, 0}, {NULL, 0}, {NULL, 0}, {NULL, 0}, {NULL, 0}};
     for (size_t i = 0; i < req->headers.size; i++) {
         const h2o_iovec_t *n = req->headers.entries[i].name;
-        h2o_iovec_t *to = NULL;
-        const char *want = NULL;
-        switch (n->len) {
-        case 6:
-            if (n->base[0] == 'o')
-                to = &h->origin, want = "origin";
-            else
-                to = &h->accept, want = "accept";
-            break;
-        case 8:
-            to = &h->name, want = "mcp-name";
-            break;
-        case 10:
-            to = &h->method, want = "mcp-method";
-            break;
-        case 14:
-            to = &h->session, want = "mcp-session-id";
-            break;
-        case 20:
-            to = &h->version, want = "mcp-protocol-version";
-            break;
-        }
-        if (to != NULL && to->base == NULL && memcmp(n->base, want, n->len) == 0)
+        if (n->len >= ALY_ARRAY_SIZE(by_len) || by_len[n->len].name == NULL)
+            continue;
+        const wanted_t *w = n->len == sizeof("origin") - 1 && n->base[0] == 'o' ? &origin : &by_len[n->len];
+        h2o_iovec_t *to = (h2o_iovec_t *)((char *)h + w->off);
+        if (to->base == NULL && memcmp(n->base, w->name, n->len) == 0)
             *to = req->headers.entries[i].value;
     }
     /* Header values are compared trimmed: HTTP/2 passes a value's surrounding spaces on, where HTTP/1 parsers may not. */
