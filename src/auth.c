@@ -202,7 +202,7 @@ static int revocation_generation(auth_t *a, store_txn_t *t, uint64_t *gen, aly_e
         *gen = a->gen_value;
         return 0;
     }
-    if (auth_revocation_read(t, gen, err) != 0)
+    if (auth_revocation_generation(t, gen, err) != 0)
         return -1;
     a->gen_snapshot = snap;
     a->gen_value = *gen;

@@ -183,31 +183,23 @@ int auth_key_find(store_txn_t *t, const char *id, key_record_t *rec, aly_err_t *
 
 static const char revocations_key[] = "revocations";
 
-int auth_revocation_read(store_txn_t *t, uint64_t *gen, aly_err_t *err)
+int auth_revocation_generation(store_txn_t *t, uint64_t *gen, aly_err_t *err)
 {
     store_val_t v;
     *gen = 0;
     int rc = store_get(t, DB_META, revocations_key, sizeof(revocations_key) - 1, &v, err);
-    if (rc < 0)
-        return -1;
-    if (rc == 0 && v.len != sizeof(*gen))
+    if (rc != 0)
+        return rc < 0 ? -1 : 0; /* none stored yet: 0 */
+    if (v.len != sizeof(*gen))
         return aly_errf(err, "the store's revocation generation is %zu bytes, not %zu: the store is damaged", v.len, sizeof(*gen));
-    if (rc == 0)
-        memcpy(gen, v.data, sizeof(*gen));
+    memcpy(gen, v.data, sizeof(*gen));
     return 0;
-}
-
-uint64_t auth_revocation_generation(store_txn_t *t)
-{
-    uint64_t gen;
-    auth_revocation_read(t, &gen, NULL);
-    return gen;
 }
 
 int auth_bump_revocations(store_txn_t *t, aly_err_t *err)
 {
     uint64_t gen;
-    if (auth_revocation_read(t, &gen, err) != 0)
+    if (auth_revocation_generation(t, &gen, err) != 0)
         return -1;
     gen++;
     return store_put(t, DB_META, revocations_key, sizeof(revocations_key) - 1, &gen, sizeof(gen), 0, err) == 0 ? 0 : -1;

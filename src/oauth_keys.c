@@ -288,7 +288,11 @@ static int load_key(oauth_signer_t *s, aly_err_t *err)
     store_txn_t t;
     if (store_begin(s->st, 0, &t, err) != 0)
         return -1;
-    uint64_t gen = auth_revocation_generation(&t);
+    uint64_t gen;
+    if (auth_revocation_generation(&t, &gen, err) != 0) {
+        store_abort(&t);
+        return -1;
+    }
     if (s->pem != NULL && gen == s->generation) {
         store_abort(&t);
         return 0;
@@ -302,7 +306,8 @@ static int load_key(oauth_signer_t *s, aly_err_t *err)
     if (!f.found) {
         if (store_begin(s->st, STORE_WRITE, &t, err) != 0)
             return -1;
-        if (add_key(&t, s->pepper, 0, &k, err) != 0 || (gen = auth_revocation_generation(&t), store_commit(&t, err)) != 0) {
+        if (add_key(&t, s->pepper, 0, &k, err) != 0 || auth_revocation_generation(&t, &gen, err) != 0 ||
+            store_commit(&t, err) != 0) {
             store_abort(&t);
             return -1;
         }

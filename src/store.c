@@ -379,7 +379,7 @@ uint64_t store_snapshot(store_t *st)
     store_txn_t t;
     if (store_begin(st, 0, &t, NULL) != 0)
         return 0;
-    uint64_t id = mdb_txn_id(t.txn);
+    uint64_t id = store_txn_snapshot(&t);
     store_abort(&t);
     return id;
 }

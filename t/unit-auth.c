@@ -196,7 +196,7 @@ int main(void)
      * a damaged store.
      */
     uint64_t gen = 0;
-    ok(store_begin(st, 0, &t, &err) == 0 && auth_revocation_read(&t, &gen, &err) == 0 && gen != 0, "the generation reads");
+    ok(store_begin(st, 0, &t, &err) == 0 && auth_revocation_generation(&t, &gen, &err) == 0 && gen != 0, "the generation reads");
     store_abort(&t);
     ok(store_begin(st, STORE_WRITE, &t, &err) == 0 && store_put(&t, DB_META, "revocations", 11, "bad", 3, 0, &err) == 0 &&
            store_commit(&t, &err) == 0,

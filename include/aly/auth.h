@@ -85,9 +85,10 @@ int auth_key_find(store_txn_t *t, const char *id, key_record_t *rec, aly_err_t *
 
 /* Bumps the revocation generation; workers flush their token caches when it changes. */
 int auth_bump_revocations(store_txn_t *t, aly_err_t *err);
-/* The revocation generation as t sees it (0 when none was stored, or the store failed): what caches of verified credentials are made under. */
-uint64_t auth_revocation_generation(store_txn_t *t);
-/* The same into *gen (0 when none was ever stored): 0, or -1 when the store failed or the record is damaged. */
-int auth_revocation_read(store_txn_t *t, uint64_t *gen, aly_err_t *err);
+/*
+ * The revocation generation as t sees it into *gen (0 when none was ever stored), what caches of verified
+ * credentials are made under: 0, or -1 when the store failed or the record is damaged (never read as 0).
+ */
+int auth_revocation_generation(store_txn_t *t, uint64_t *gen, aly_err_t *err);
 
 #endif
