@@ -403,7 +403,8 @@ void mcp_serve(void *vctx, h2o_req_t *req)
         }
     }
     principal_t p;
-    if (gate_pass(ctx->gate, req, pv.base != NULL && mcp_modern_version(pv.base, pv.len), &p) != 0)
+    /* protocol < 0 exactly when the header names a modern revision: any other value was refused above, or is legacy. */
+    if (gate_pass(ctx->gate, req, protocol < 0, &p) != 0)
         return;
     if (h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET")))
         serve_get(ctx, req, &p, &h);
