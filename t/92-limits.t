@@ -224,10 +224,19 @@ sub new_product { my ($site) = @_; return ['products.create', { site_id => $site
     }
     is($del_failed, 0, "products.delete works on a full store ($deleted deleted)") or diag($why);
     ok($writes_again, 'after deleting data, writes work again');
-    # That write may have filled the store to its limit again: one more batch of deletes leaves room for /healthz to see.
-    batch_tools($srv, $key, map { ['products.delete', { site_id => $site, product_id => $_ }] } splice(@made, 0, 25)) if @made;
-    ($st, undef, $body) = Alyd::curl($srv->url('/healthz'));
-    is((Alyd::json_decode($body) // {})->{status}, 'ok', '/healthz: ok again');
+    # That write may have filled the store to its limit again, and a batch of deletes does not always lower its use:
+    # a delete frees a page only when it empties one, and each writes its audit record (measured: one batch of 25 took
+    # the store from 16 KiB over its limit to 4 KiB under, another from 24 KiB over to 28 KiB over).  Delete on, as an
+    # operator would, until /healthz sees the room.
+    my ($healthy, $more) = (0, 0);
+    for my $try (1 .. 20) {
+        ($st, undef, $body) = Alyd::curl($srv->url('/healthz'));
+        last if ($healthy = ((Alyd::json_decode($body) // {})->{status} // '') eq 'ok') || @made <= 1;
+        my @ids = splice(@made, 0, @made > 26 ? 25 : @made - 1);
+        $more += @ids;
+        batch_tools($srv, $key, map { ['products.delete', { site_id => $site, product_id => $_ }] } @ids);
+    }
+    ok($healthy, "/healthz: ok again ($more more deleted after the write)") or diag($body);
     my (undef, $still) = tool($srv, $key, 'products.get', { site_id => $site, product_id => $made[-1] });
     ok($still->{structuredContent}, 'reads worked throughout');
     $srv->stop;
