@@ -46,8 +46,9 @@ ok(finish_prober($prober, 10), 'prober finished');
 my @probes = prober_results($probe_file);
 my @fails  = grep { $_->[1] != 200 } @probes;
 my @around = grep { $_->[0] >= $t_kill - 0.5 && $_->[0] <= $t_kill + 1 } @probes;
-ok(@probes >= 50, 'the prober made ' . scalar(@probes) . ' requests');
-ok(@around >= 10, scalar(@around) . ' requests within 1 s of the kill');
+# One client, one request at a time in a fixed window: on a slower (sanitized, loaded) machine it makes fewer.
+ok(@probes >= 50 / $Alyd::SCALE, 'the prober made ' . scalar(@probes) . ' requests');
+ok(@around >= 10 / $Alyd::SCALE, scalar(@around) . ' requests within 1 s of the kill');
 # The prober sends one request at a time: one may be in the victim's hands when it dies (it began before the kill and
 # is the only one that may fail); every request begun after the kill is answered by a live worker.
 my @in_flight = grep { $_->[0] <= $t_kill + 0.01 } @fails;    # times are printed to the ms

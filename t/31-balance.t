@@ -21,7 +21,15 @@ is(scalar @workers, 2, 'two workers');
 ok(poll_until(10, sub { $srv->serving_workers == 2 }), 'both serving');
 
 my $N = 40;
+# alyd_accept_alone_total: how often a worker has gone alone (see below), which it does when the other gets no CPU for
+# 20 ms; a round in which that happened says nothing of the sharing, and is made again (up to three times).
+my $alone_total = sub {
+    my (undef, undef, $m) = Alyd::curl($srv->metrics_url('/metrics'));
+    return Alyd::metric_value($m, 'alyd_accept_alone_total') // 0;
+};
 for my $round (1 .. 3) {
+  TRY: for my $try (1 .. 3) {
+    my $alone_before = $alone_total->();
     # Connect all at once, then ask each connection which worker holds it.
     my @socks = map {
         IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $srv->port, Proto => 'tcp', Timeout => 5)
@@ -41,8 +49,14 @@ for my $round (1 .. 3) {
     }
     close $_ for @socks;
     my @counts = map { $by{$_} // 0 } @workers;
+    if ($try < 3 && (grep { $_ < $N / 4 } @counts) && $alone_total->() > $alone_before) {
+        diag("round $round: a worker went alone (the other was starved of CPU for 20 ms) with @counts: made again");
+        next TRY;
+    }
     is($by{none} // 0, 0, "round $round: every connection answered");
     ok((grep { $_ >= $N / 4 } @counts) == 2, "round $round: each worker holds at least a quarter of $N connections (@counts)");
+    last TRY;
+  }
 }
 # A worker that finds, for 20 ms of pauses in a row, that no other worker
 # takes the connections it leaves, takes them alone for a second (counted in

@@ -86,7 +86,7 @@ sub connect_to {
     my @old = $srv->worker_pids;
     is(scalar @old, 2, 'HUP: two workers from "workers 2"');
     my $probe_file = $srv->dir . '/probe-hup.txt';
-    my $prober = start_prober($srv->port, $probe_file, 2.5);
+    my $prober = start_prober($srv->port, $probe_file, 2.5 * $Alyd::SCALE);    # long enough for 30 probes with sanitized workers forking
     sleep 0.5;
     $srv->write_conf(workers => 3);
     my $t0 = time;
@@ -261,7 +261,7 @@ sub connect_to {
     ok($closed2, 'the HTTP/2 connection that made no request is closed');
     ok((grep { $_->[0] == 7 } h2_frames($frames2)), '... after a GOAWAY (RFC 9113 6.8: SHOULD)');
     my $elapsed = $srv->wait_exit(10);
-    ok(defined $elapsed && time - $t0 < 5, sprintf('the master exits well before shutdown_timeout 20s (%.2fs after QUIT)', time - $t0));
+    ok(defined $elapsed && time - $t0 < 5 * $Alyd::SCALE, sprintf('the master exits well before shutdown_timeout 20s (%.2fs after QUIT)', time - $t0));
     is($srv->exit_status, 0, 'master exit status 0');
     $srv->kill_all;
 }

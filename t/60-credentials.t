@@ -153,7 +153,7 @@ PY
 };
 refused("Bearer $unknown", 'unknown key', 'unknown API key');
 
-my $expiring = ctl_ok('keys', 'create', '--workspace', $ws_a, '--scopes', 'read:sites', '--expires', '2s');
+my $expiring = ctl_ok('keys', 'create', '--workspace', $ws_a, '--scopes', 'read:sites', '--expires', int(2 * $Alyd::SCALE) . 's');
 passes("Bearer $expiring", 'key before its expiry', $ws_a);
 my $revoked = ctl_ok('keys', 'create', '--workspace', $ws_a, '--scopes', 'read:sites');
 my $rid = passes("Bearer $revoked", 'key before revocation', $ws_a);
@@ -255,10 +255,11 @@ refused('Bearer aly_oauth_%%%.***.!!!', 'garbage base64', 'base64url');
     passes('Bearer ' . jwt(claims => { exp => $now - 30 }), 'exp within the leeway', $ws_a);
     {
         # Cached by every worker while valid, then its time runs out: the cache never outlives exp + leeway.
-        my $tok = jwt(claims => { exp => time - 56 });
-        passes("Bearer $tok", "a token with 4 s left (use $_, cached)", $ws_a) for 1 .. 4;
-        sleep 5;
-        refused("Bearer $tok", "the same token 5 s later (try $_): expired, though cached", 'expired') for 1 .. 4;
+        my $left = int(4 * $Alyd::SCALE);    # the four uses below must all come before it runs out
+        my $tok = jwt(claims => { exp => int(time) - 60 + $left });
+        passes("Bearer $tok", "a token with $left s left (use $_, cached)", $ws_a) for 1 .. 4;
+        sleep $left + 1;
+        refused("Bearer $tok", sprintf('the same token %d s later (try %d): expired, though cached', $left + 1, $_), 'expired') for 1 .. 4;
     }
     refused('Bearer ' . jwt(claims => { exp => '9223372036854775808' + 0 }), 'exp 2^63 (no integer holds it)');
     refused('Bearer ' . jwt(claims => { exp => 1e300 }), 'exp 1e300', 'exp');
