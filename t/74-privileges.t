@@ -65,10 +65,13 @@ sleep 1.5;
 unchanged('log reopen on HUP');
 # The master still writes to the log it had open (now unlinked): the refusal is there.
 my $old_log = '';
-for my $fd (glob '/proc/' . $srv->master_pid . '/fd/*') {
-    my $to = readlink($fd) // next;
-    $old_log = Alyd::slurp($fd) // '' if $to =~ m{/error\.log \(deleted\)$};
-}
+Alyd::poll_until(5, sub {
+    for my $fd (glob '/proc/' . $srv->master_pid . '/fd/*') {
+        my $to = readlink($fd) // next;
+        $old_log = Alyd::slurp($fd) // '' if $to =~ m{/error\.log \(deleted\)$};
+    }
+    $old_log =~ /reload failed/;
+});
 like($old_log, qr/reload failed[^\n]*symbolic link/, 'the reload is refused, naming the symbolic link');
 my ($st) = Alyd::curl($srv->url('/healthz'));
 is($st, 200, 'alyd still serves');
