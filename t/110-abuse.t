@@ -140,11 +140,20 @@ subtest 'body flood behind tiny requests: they buy no body room' => sub {
 
 subtest 'body flood from one address over 4 connections at once' => sub {
     my $before = metric('alyd_connections_cut_total{reason="body"}');
+    my $before_deadline = metric('alyd_connections_cut_total{reason="deadline"}');
+    my @r;
     under_attack('body-flood-x4', sub {
-        my @r = attack_parallel(4, 'body-flood', '127.0.0.12', '--duration', 15);
+        @r = attack_parallel(4, 'body-flood', '127.0.0.12', '--duration', 15);
         is(scalar(grep { $_->{runs}[0]{closed} } @r), 4, 'all four flooding connections were cut');
     });
-    ok(metric('alyd_connections_cut_total{reason="body"}') >= $before + 4, 'four more body cuts counted');
+    my $body = metric('alyd_connections_cut_total{reason="body"}') - $before;
+    my $deadline = metric('alyd_connections_cut_total{reason="deadline"}') - $before_deadline;
+    # A flood the machine's load slows (its sender starved of CPU) can meet body_timeout before the byte limits: a
+    # deadline cut, as right as a body one.  Seen once with a busy loop on one of two cores.
+    ok($body >= 1, "body cuts counted ($body)");
+    ok($body + $deadline >= 4, "four more cuts counted ($body for body bytes in flight, $deadline at the request deadline)")
+      or diag(join '; ', map { sprintf '%s after %s s, %s bytes sent', $_->{runs}[0]{closed} // 'open', $_->{runs}[0]{seconds} // '?',
+          $_->{runs}[0]{sent_bytes} // '?' } @r);
 };
 
 subtest 'headers-only streams kept alive by PINGs' => sub {
