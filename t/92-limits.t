@@ -226,7 +226,7 @@ sub new_product { my ($site) = @_; return ['products.create', { site_id => $site
     ok($writes_again, 'after deleting data, writes work again');
     # That write may have filled the store to its limit again, and a batch of deletes does not always lower its use:
     # a delete frees a page only when it empties one, and each writes its audit record (measured: one batch of 25 took
-    # the store from 16 KiB over its limit to 4 KiB under, another from 24 KiB over to 28 KiB over).  Delete on, as an
+    # the store from 12 KiB over its limit to 4 KiB under, another from 24 KiB over to 28 KiB over).  Delete on, as an
     # operator would, until /healthz sees the room.
     my ($healthy, $more) = (0, 0);
     for my $try (1 .. 20) {
