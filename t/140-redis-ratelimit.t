@@ -47,9 +47,7 @@ Alyd::watchdog(120);
 
 # ---- two hosts, one Redis ----
 my $redis = AlyRedis->start;
-# volatile_timeout scaled as in Cluster.pm: an answer later than it is retried on a fresh connection, and a retry may
-# charge the request twice (src/volatile_redis.c), which the exact counts below would read as a wrong limit.
-my @conf = ('volatile ' . $redis->url(5), 'auth_failure_limit 3/hour burst=3', 'volatile_timeout ' . int(250 * $Alyd::SCALE) . 'ms');
+my @conf = ('volatile ' . $redis->url(5), 'auth_failure_limit 3/hour burst=3', Cluster::volatile_timeout_line());
 my $a = Alyd->start(workers => 2, extra => \@conf);
 my $ws = $a->ctl('workspace', 'create', 'Across hosts');
 my %k1 = %{ Alyd::json_decode($a->ctl('--json', 'keys', 'create', '--workspace', $ws, '--scopes', 'read:sites', '--rate-limit', '1/hour burst=10')) };

@@ -14,9 +14,7 @@ plan skip_all => 'redis-server and redis-cli are not installed (scripts/install-
 Alyd::watchdog(120);
 
 my $redis = AlyRedis->start;
-# volatile_timeout scaled (as in Cluster.pm) on both hosts: a Redis answer later than it is retried, and a retry may
-# charge the request twice, which the exact rate-limit sequence below would read as a wrong limit.
-my $TIMEOUT = 'volatile_timeout ' . int(250 * $Alyd::SCALE) . 'ms';
+my $TIMEOUT = Cluster::volatile_timeout_line();    # on both hosts
 my $closed = Alyd->start(workers => 1, extra => ['volatile ' . $redis->url, $TIMEOUT]);
 my $ws = $closed->ctl('workspace', 'create', 'Outages');
 my $key = $closed->ctl('keys', 'create', '--workspace', $ws, '--scopes', 'read:sites', '--rate-limit', '1/hour burst=3');

@@ -77,14 +77,15 @@ sub initialize {
 {
     my ($st, $sid) = initialize();
     my (%pids, $ok);
+    my $ping_pids = sub { %pids = map { $_ => 1 } ($srv->access_log_text // '') =~ /ping \d+ \d+ \S+ \S+ (\d+)$/mg; keys %pids >= 2 };
     for my $i (1 .. 40) {    # a fresh connection each time; the two workers share the listener
         my ($s2, undef, $b) = post(rpc(id => $i, method => 'ping'), session => $sid, headers => ['Connection: close']);
         $ok++ if $s2 == 200 && j($b)->{result};
         last if keys %pids >= 2 && $i >= 10;
-        %pids = map { $_ => 1 } ($srv->access_log_text // '') =~ /ping \d+ \d+ \S+ \S+ (\d+)$/mg;
+        $ping_pids->();
     }
     # Access-log lines wait in the workers' buffers up to access_log_flush (1 s).
-    poll_until(5, sub { %pids = map { $_ => 1 } ($srv->access_log_text // '') =~ /ping \d+ \d+ \S+ \S+ (\d+)$/mg; keys %pids >= 2 });
+    poll_until(5, $ping_pids);
     if (keys %pids == 1) {
         # The kernel gave every one of those connections to the same worker (the one on an idle CPU wins the wake-up):
         # with it stopped, the next connection can only go to the other.
@@ -93,7 +94,7 @@ sub initialize {
         my ($s2, undef, $b) = post(rpc(id => 41, method => 'ping'), session => $sid, headers => ['Connection: close']);
         kill 'CONT', $only;
         $ok++ if $s2 == 200 && j($b)->{result};
-        poll_until(5, sub { %pids = map { $_ => 1 } ($srv->access_log_text // '') =~ /ping \d+ \d+ \S+ \S+ (\d+)$/mg; keys %pids >= 2 });
+        poll_until(5, $ping_pids);
     }
     cmp_ok(scalar keys %pids, '>=', 2, 'the session was served by ' . scalar(keys %pids) . ' different worker pids');
     ok($ok >= 10, 'every request on the session succeeded');

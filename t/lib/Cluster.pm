@@ -58,6 +58,15 @@ sub redis_bin {
     return undef;
 }
 
+# The volatile_timeout line for a test's alyd: the default deadline (50ms) is for production builds on a quiet
+# machine; a sanitized build on a loaded CI box misses it now and then, and a miss is (rightly) a 503, or a retry
+# that may charge the request twice (src/volatile_redis.c), which an exact rate-limit count reads as a wrong limit.
+# $ms (default 250) is scaled by ALY_TIME_SCALE.  Tests of the deadline set their own.
+sub volatile_timeout_line {
+    my ($ms) = @_;
+    return 'volatile_timeout ' . int(($ms // 250) * $Alyd::SCALE) . 'ms';
+}
+
 # Skips the whole test file when an engine's binaries are not installed (the
 # only acceptable reason: scripts/test installs them, so in CI these tests run).
 sub need_engines {
@@ -487,9 +496,7 @@ sub host_config {
     my @l = ("key_pepper_file $self->{pepper}");
     push @l, "store $self->{store_url}"       if $self->{store_url};
     push @l, "volatile $self->{volatile_url}" if $self->{volatile_url};
-    # The default deadline (50ms) is for production builds on a quiet machine: a sanitized build on a
-    # loaded CI box misses it now and then, and a miss is (rightly) a 503.  Tests of the deadline set their own.
-    push @l, 'volatile_timeout ' . int(250 * $Alyd::SCALE) . 'ms'
+    push @l, Cluster::volatile_timeout_line()
       if $self->{volatile_url} && !grep { /^\s*volatile_timeout\s/ } @{ $o->{extra} // [] };
     push @l, 'rate_limit ' . ($o->{rate_limit} // '100000/second burst=100000');
     # Every test client shares 127.0.0.1: tests that expect many 401s must not turn them into the address's 429s.
