@@ -86,7 +86,7 @@ const char *http_reason(int status)
     return status >= 500 ? "Internal Server Error" : "Bad Request";
 }
 
-void http_send_json(h2o_req_t *req, int status, const char *body, size_t len)
+static void json_head(h2o_req_t *req, int status, size_t len)
 {
     req->res.status = status;
     req->res.reason = http_reason(status);
@@ -94,7 +94,22 @@ void http_send_json(h2o_req_t *req, int status, const char *body, size_t len)
     add_token_header(req, H2O_TOKEN_CONTENT_TYPE, "application/json");
     add_token_header(req, H2O_TOKEN_CACHE_CONTROL, "no-store");
     h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-content-type-options"), 0, NULL, H2O_STRLIT("nosniff"));
+}
+
+void http_send_json(h2o_req_t *req, int status, const char *body, size_t len)
+{
+    json_head(req, status, len);
     h2o_send_inline(req, body, len);
+}
+
+void http_send_json_kept(h2o_req_t *req, int status, const char *body, size_t len)
+{
+    /* h2o_send_inline without its copy into the pool: one final send, so h2o never asks this generator for more. */
+    static h2o_generator_t once = {NULL, NULL};
+    json_head(req, status, len);
+    h2o_iovec_t buf = h2o_iovec_init(body, len);
+    h2o_start_response(req, &once);
+    h2o_send(req, &buf, 1, H2O_SEND_STATE_FINAL);
 }
 
 void http_send_json_object(h2o_req_t *req, int status, json_t *obj)

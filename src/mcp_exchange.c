@@ -179,7 +179,8 @@ static void send_json_answer(mcp_exchange_t *x)
         size_t n = aly_fmt_u64(v, x->retry_after_s);
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, h2o_strdup(&req->pool, v, n).base, n);
     }
-    http_send_json(req, x->status, x->answer.data, x->answer.len);
+    /* Not copied: x outlives the request (its dispose hook holds the last reference) and emit_text() no longer appends. */
+    http_send_json_kept(req, x->status, x->answer.data, x->answer.len);
 }
 
 void mcp_call_unavailable(mcp_call_t *call, unsigned retry_after_s)
@@ -224,6 +225,8 @@ static void emit_text(mcp_exchange_t *x, const char *text, size_t len, int is_re
         sse_event(x, text, len);
         return;
     }
+    if (x->out == OUT_JSON)
+        return; /* the answer has been sent (and h2o still reads it): nothing more can go with it */
     if (x->n_answers == MCP_MAX_BATCH + 1)
         return; /* cannot happen: a body holds at most MCP_MAX_BATCH messages, each answered once */
     if (x->n_answers == ALY_ARRAY_SIZE(x->answer_inline) && x->answer_at == x->answer_inline) {

@@ -169,6 +169,24 @@ static json_t *interned(const char *b, size_t n)
  */
 static json_t *empty_args;
 
+/*
+ * Small non-negative integers at the message and params levels (request ids
+ * counting up from 0 or 1: nearly every id a client sends), one kept value
+ * each rather than an allocation per request.  Nothing in alyd sets an
+ * integer in place (json_integer_set is never called).
+ */
+#define SMALL_INTS 256
+static json_t *small_int[SMALL_INTS];
+
+static json_t *integer(json_int_t v)
+{
+    if (v < 0 || v >= SMALL_INTS)
+        return json_integer(v);
+    if (small_int[v] == NULL)
+        small_int[v] = json_integer(v);
+    return json_incref(small_int[v]);
+}
+
 static json_t *flat_empty(void)
 {
     if (empty_args == NULL)
@@ -180,6 +198,10 @@ void rpc_parse_reset(void)
 {
     json_decref(empty_args);
     empty_args = NULL;
+    for (size_t i = 0; i < SMALL_INTS; i++) {
+        json_decref(small_int[i]);
+        small_int[i] = NULL;
+    }
     for (size_t i = 0; i < INTERN_SLOTS; i++) {
         json_decref(intern_table[i]);
         intern_table[i] = NULL;
@@ -214,7 +236,7 @@ static json_t *value(scan_t *s, int level, const char *key, size_t klen, rpc_vie
         if ((*start == '0' && s->p - start > 1) ||
             (s->p < s->end && ((*s->p >= '0' && *s->p <= '9') || *s->p == '.' || *s->p == 'e' || *s->p == 'E')))
             return NULL;
-        return json_integer(v);
+        return integer(v);
     }
     static const struct {
         const char *text;

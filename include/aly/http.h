@@ -133,6 +133,8 @@ int http_is_loopback(h2o_req_t *req);
 const char *http_reason(int status);
 /* Sends body (JSON text) with status; the body is copied. */
 void http_send_json(h2o_req_t *req, int status, const char *body, size_t len);
+/* The same without copying body: it must stay unchanged until the request is disposed. */
+void http_send_json_kept(h2o_req_t *req, int status, const char *body, size_t len);
 /* Sends obj (stolen) serialised; a 500 when it cannot be serialised. */
 void http_send_json_object(h2o_req_t *req, int status, json_t *obj);
 /*

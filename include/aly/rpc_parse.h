@@ -18,11 +18,12 @@
  *
  * Parts of the tree are shared with other requests' trees, of any
  * principal: params._meta (a small per-process cache keyed by its exact
- * bytes: a client sends the same _meta with every request) and every string
+ * bytes: a client sends the same _meta with every request), every string
  * value of up to 48 bytes of the message and of params (a table of kept
- * strings: "2.0", methods, tool names, ids, cursors, requestState).  Nothing
- * may modify them in place (json_string_set*, or writing into _meta).  What
- * is modified in place must stay per-request, as it is: params.arguments
+ * strings: "2.0", methods, tool names, ids, cursors, requestState) and every
+ * integer from 0 to 255 there (ids).  Nothing may modify them in place
+ * (json_string_set*, json_integer_set, or writing into _meta).  What is
+ * modified in place must stay per-request, as it is: params.arguments
  * (schema_validate coerces into it) and params.inputResponses.  One
  * exception: an empty arguments object read by rpc_parse_flat() is shared
  * (schema_validate only replaces members, and {} has none), so the modern
