@@ -264,6 +264,20 @@ int main(void)
     json_decref(e);
     rpc_view_release(&a1);
     rpc_view_release(&a2);
+    /* Ids 0-255 are kept values, shared by every request that sends them; 256 and beyond are each request's own. */
+    static const long long ids[] = {0, 1, 255, 256, 99999};
+    for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
+        char body[128];
+        snprintf(body, sizeof(body), "{\"jsonrpc\":\"2.0\",\"id\":%lld,\"method\":\"m\",\"params\":{}}", ids[i]);
+        rpc_view_t i1 = {0}, i2 = {0};
+        json_t *t2 = NULL;
+        int read_flat = rpc_parse_flat(body, strlen(body), &i1) == 0, read_tree = rpc_parse(body, strlen(body), &t2, &i2) == 0;
+        ok(read_flat && read_tree && json_integer_value(i1.id) == ids[i] && json_integer_value(i2.id) == ids[i] &&
+               parse(body, NULL) == 0 && (i1.id == i2.id) == (ids[i] < 256),
+           "id %lld: read flat and built as json_loadb reads it, %s", ids[i], ids[i] < 256 ? "one kept value" : "each its own");
+        rpc_view_release(&i1);
+        json_decref(t2);
+    }
     rpc_parse_reset();
     return done_testing();
 }
