@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "aly/http.h"
+#include "aly/json_ref.h"
 #include "aly/log.h"
 #include "aly/mcp_internal.h"
 #include "aly/scope.h"
@@ -51,7 +52,7 @@ void mcp_exchange_release(mcp_exchange_t *x)
         free(x->answer_at);
     free(x->queued.data);
     free(x->inflight.data);
-    json_decref(x->client_caps);
+    json_unref(x->client_caps);
     free(x);
 }
 
@@ -247,7 +248,7 @@ static void emit_text(mcp_exchange_t *x, const char *text, size_t len, int is_re
 void mcp_emit(mcp_exchange_t *x, json_t *msg, int is_response)
 {
     char *text = json_dumps(msg, JSON_COMPACT);
-    json_decref(msg);
+    json_unref(msg);
     if (text == NULL)
         return;
     emit_text(x, text, strlen(text), is_response);
@@ -262,9 +263,9 @@ mcp_call_t *mcp_call_new(mcp_exchange_t *x, json_t *id, json_t *params, json_t *
     if (c == NULL)
         abort();
     c->x = x;
-    c->id = json_incref(id);
-    c->meta = json_incref(meta);
-    c->params = json_incref(params);
+    c->id = json_ref(id);
+    c->meta = json_ref(meta);
+    c->params = json_ref(params);
     x->refs++;
     x->pending++;
     h2o_linklist_insert(&pending_calls, &c->link);
@@ -309,14 +310,14 @@ static void call_finish(mcp_call_t *c, const char *response, size_t len)
         emit_text(x, response, len, 1);
     x->pending--;
     mcp_exchange_maybe_finish(x);
-    json_decref(c->id);
-    json_decref(c->meta);
-    json_decref(c->params);
-    json_decref(c->name);
-    json_decref(c->arguments);
-    json_decref(c->inputs);
-    json_decref(c->state);
-    json_decref(c->asking);
+    json_unref(c->id);
+    json_unref(c->meta);
+    json_unref(c->params);
+    json_unref(c->name);
+    json_unref(c->arguments);
+    json_unref(c->inputs);
+    json_unref(c->state);
+    json_unref(c->asking);
     free(c->asking_key);
     free(c);
     mcp_exchange_release(x);
@@ -394,7 +395,7 @@ void mcp_call_result(mcp_call_t *call, json_t *result)
     char *text = result != NULL ? json_dumps(result, JSON_COMPACT | JSON_REAL_PRECISION(12)) : NULL;
     if (text == NULL) {
         /* A handler failed to build its result (out of memory, or a bad json_pack format). */
-        json_decref(result);
+        json_unref(result);
         log_error("a handler produced no result");
         mcp_call_error(call, RPC_INTERNAL_ERROR, "internal error: the result could not be built", NULL);
         return;
@@ -404,7 +405,7 @@ void mcp_call_result(mcp_call_t *call, json_t *result)
         call->capture->text = strdup(text);
         call->capture->len = strlen(text);
     }
-    json_decref(result);
+    json_unref(result);
     mcp_call_result_text(call, text, strlen(text));
     free(text);
 }
@@ -434,7 +435,7 @@ void mcp_call_error(mcp_call_t *call, int code, const char *message, json_t *dat
         json_object_set_new(err, "data", data);
     json_t *resp = json_pack("{s:s, s:O, s:o}", "jsonrpc", "2.0", "id", call->id, "error", err);
     char *text = json_dumps(resp, JSON_COMPACT);
-    json_decref(resp);
+    json_unref(resp);
     call_finish(call, text ? text : "", text ? strlen(text) : 0);
     free(text);
 }
@@ -459,7 +460,7 @@ void mcp_call_log(mcp_call_t *call, const char *level, const char *logger, json_
     /* A modern request gets log messages only when its _meta asked for them, from that level up. */
     if (li < 0 || call->done || (x->has_session && (uint64_t)li < x->session.log_level) || (x->modern && li < x->log_min) ||
         (x->modern && x->log_min < 0)) {
-        json_decref(data);
+        json_unref(data);
         return;
     }
     json_t *params = json_pack("{s:s, s:o}", "level", level, "data", data);

@@ -12,6 +12,7 @@
 #include <sys/time.h>
 
 #include "aly/http.h"
+#include "aly/json_ref.h"
 #include "aly/mcp_internal.h"
 #include "aly/rpc_parse.h"
 
@@ -311,12 +312,12 @@ static void serve_post(mcp_ctx_t *ctx, h2o_req_t *req, const principal_t *p, int
     int batch = json_is_array(body);
     log_rpc(req, body, &view);
     if (!batch && !json_is_object(body)) {
-        json_decref(body);
+        json_unref(body);
         refuse(req, 400, RPC_INVALID_REQUEST, "the body must be a JSON-RPC message (an object)");
         return;
     }
     if (mcp_modern_route(ctx, req, p, body, &view, h, sse)) {
-        json_decref(body);
+        json_unref(body);
         return;
     }
     /* Only the legacy era has sessions. */
@@ -329,7 +330,7 @@ static void serve_post(mcp_ctx_t *ctx, h2o_req_t *req, const principal_t *p, int
     if (sid.base != NULL && !(!batch && is_initialize(body))) {
         int rc = mcp_session_load(ctx->store, sid.base, sid.len, p, asked_ms(req), &s);
         if (rc != 0) {
-            json_decref(body);
+            json_unref(body);
             refuse_session(req, rc, "unknown or expired session: initialize again");
             return;
         }
@@ -341,7 +342,7 @@ static void serve_post(mcp_ctx_t *ctx, h2o_req_t *req, const principal_t *p, int
     }
     const char *why = batch ? batch_refusal(body, protocol) : NULL;
     if (why != NULL) {
-        json_decref(body);
+        json_unref(body);
         refuse(req, 400, RPC_INVALID_REQUEST, why);
         return;
     }
@@ -364,7 +365,7 @@ static void serve_post(mcp_ctx_t *ctx, h2o_req_t *req, const principal_t *p, int
             (x->protocol_error_code == RPC_INVALID_REQUEST || x->protocol_error_code == RPC_PARSE_ERROR))
             x->status = 400;
     }
-    json_decref(body);
+    json_unref(body);
     x->dispatching = 0;
     mcp_exchange_maybe_finish(x);
     mcp_exchange_release(x);

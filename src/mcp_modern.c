@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "aly/http.h"
+#include "aly/json_ref.h"
 #include "aly/log.h"
 #include "aly/mcp_internal.h"
 #include "aly/registry.h"
@@ -269,7 +270,7 @@ static void params_digest(json_t *params, char out[65])
     json_object_del(p, "inputResponses");
     json_object_del(p, "requestState");
     char *text = json_dumps(p, JSON_COMPACT | JSON_SORT_KEYS);
-    json_decref(p);
+    json_unref(p);
     unsigned char d[32];
     SHA256((const unsigned char *)(text ? text : ""), text ? strlen(text) : 0, d);
     free(text);
@@ -302,7 +303,7 @@ char *mcp_modern_state_seal(mcp_call_t *c, json_t *state)
     json_t *payload = json_pack("{s:s, s:s, s:s, s:I, s:O}", "p", c->x->principal.id, "m", c->method ? c->method : "", "d", digest,
                                 "e", (json_int_t)(aly_wall_ms() + STATE_TTL_MS), "s", state ? state : json_null());
     char *text = payload ? json_dumps(payload, JSON_COMPACT) : NULL;
-    json_decref(payload);
+    json_unref(payload);
     if (text == NULL)
         return NULL;
     size_t tl = strlen(text);
@@ -380,7 +381,7 @@ static int state_use(mcp_ctx_t *ctx, const char *mac, size_t ml, uint64_t until)
                 store_del(&t, VDB_REPLIES, json_string_value(v), json_string_length(v), &err);
             }
         }
-        json_decref(u.expired);
+        json_unref(u.expired);
     }
     if (rc != 0 || store_commit(&t, &err) != 0) {
         store_abort(&t);
@@ -439,8 +440,8 @@ static json_t *state_open(mcp_ctx_t *ctx, const principal_t *p, const char *meth
         *why = used > 0 ? "requestState was already used: each one answers its round once; start the request again without it"
                         : "requestState cannot be checked now; start the request again";
     else
-        state = json_incref(json_object_get(payload, "s"));
-    json_decref(payload);
+        state = json_ref(json_object_get(payload, "s"));
+    json_unref(payload);
     return state;
 }
 
@@ -530,21 +531,21 @@ static int serve_modern(mcp_ctx_t *ctx, h2o_req_t *req, const principal_t *p, js
     mcp_exchange_t *x = mcp_exchange_new(ctx, req, p);
     x->modern = 1;
     x->accepts_sse = sse;
-    x->client_caps = json_incref(caps);
+    x->client_caps = json_ref(caps);
     x->log_min = log_min;
     x->refs++; /* held while dispatching, so nothing can free x under us */
     x->dispatching = 1;
     mcp_call_t *c = mcp_call_new(x, id, params, v->meta);
     c->method = m->name;
     c->cache_scope = m->cache;
-    c->inputs = json_incref(inputs);
+    c->inputs = json_ref(inputs);
     c->state = state;
     if (body != NULL) {
         m->handle(c, params);
     } else {
         /* Read flat: no params object, unless the handler needs one. */
-        c->name = json_incref(v->name);
-        c->arguments = json_incref(v->arguments);
+        c->name = json_ref(v->name);
+        c->arguments = json_ref(v->arguments);
         if (m->handle_named != NULL)
             m->handle_named(c, v->name, v->arguments);
         else

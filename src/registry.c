@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "aly/cursor.h"
+#include "aly/json_ref.h"
 #include "aly/schema.h"
 
 #define PAGE_SIZE 50
@@ -160,11 +161,11 @@ int registry_add_tools(const mcp_tool_desc_t *tools, size_t n, aly_err_t *err)
             return -1;
         aly_err_t why;
         if (schema_check(in, &why) != 0) {
-            json_decref(in);
+            json_unref(in);
             return aly_errf(err, "inputSchema of %s: %s", d->name, why.msg);
         }
         if (d->output_schema != NULL && (out = parse_json(d->output_schema, "outputSchema", d->name, err)) == NULL) {
-            json_decref(in);
+            json_unref(in);
             return -1;
         }
         json_t *ann = json_pack("{s:b, s:b, s:b, s:b}", "readOnlyHint", (d->annotations & TOOL_READ_ONLY) != 0, "destructiveHint",
@@ -183,7 +184,7 @@ int registry_add_tools(const mcp_tool_desc_t *tools, size_t n, aly_err_t *err)
             json_object_set_new(item, "_meta", json_pack("{s:s}", "aly/scope", sn));
         json_t *none = json_object();
         int empty_ok = none != NULL && schema_validate(in, none, &why) == 0 && json_object_size(none) == 0;
-        json_decref(none);
+        json_unref(none);
         reg.tools = grow(reg.tools, reg.n_tools, sizeof(*reg.tools));
         reg.tools[reg.n_tools++] = (tool_entry_t){d, in, item, empty_ok};
     }
@@ -217,7 +218,7 @@ int registry_add_prompts(const mcp_prompt_desc_t *prompts, size_t n, aly_err_t *
         if (args == NULL)
             return -1;
         if (!json_is_array(args)) {
-            json_decref(args);
+            json_unref(args);
             return aly_errf(err, "arguments of prompt %s must be an array", d->name);
         }
         json_t *item = json_pack("{s:s, s:O}", "name", d->name, "arguments", args);
@@ -389,7 +390,7 @@ void registry_tools_call_named(mcp_call_t *call, json_t *tool, json_t *args)
     } else {
         t->d->call(call, args);
     }
-    json_decref(empty);
+    json_unref(empty);
 }
 
 void registry_resources_list(mcp_call_t *call, json_t *params)
@@ -443,10 +444,10 @@ void registry_resources_read(mcp_call_t *call, json_t *params)
             if (hit) {
                 if (!lacks_scope(call, d->scope))
                     d->read(call, uri, vars);
-                json_decref(vars);
+                json_unref(vars);
                 return;
             }
-            json_decref(vars);
+            json_unref(vars);
         }
     }
     mcp_call_error(call, RPC_RESOURCE_NOT_FOUND, "Resource not found", json_pack("{s:s}", "uri", uri));
@@ -491,12 +492,12 @@ void registry_prompts_get(mcp_call_t *call, json_t *params)
             char msg[200];
             snprintf(msg, sizeof(msg), "prompt %s needs the string argument %s", p->d->name, an);
             mcp_call_error(call, RPC_INVALID_PARAMS, msg, NULL);
-            json_decref(empty);
+            json_unref(empty);
             return;
         }
     }
     p->d->get(call, args);
-    json_decref(empty);
+    json_unref(empty);
 }
 
 void registry_complete(mcp_call_t *call, json_t *params)

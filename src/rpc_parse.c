@@ -15,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "aly/json_ref.h"
+
 /* Nested values deeper than this are left to json_loadb on the whole body (which has its own limit). */
 #define NEST_MAX 64
 /* A _meta longer than this is parsed every time rather than kept. */
@@ -108,7 +110,7 @@ static json_t *meta_value(scan_t *s, rpc_view_t *view)
             view->claim = m->claim;
             view->caps = m->caps;
             view->log_level = m->log_level;
-            return json_incref(m->value);
+            return json_ref(m->value);
         }
     }
     const char *b = s->p;
@@ -123,9 +125,9 @@ static json_t *meta_value(scan_t *s, rpc_view_t *view)
     if (copy != NULL) {
         struct meta_slot *slot = &meta_cache[meta_next++ % META_SLOTS];
         free(slot->bytes);
-        json_decref(slot->value);
+        json_unref(slot->value);
         memcpy(copy, b, n);
-        *slot = (struct meta_slot){copy, n, json_incref(v), view->claim, view->caps, view->log_level};
+        *slot = (struct meta_slot){copy, n, json_ref(v), view->claim, view->caps, view->log_level};
     }
     return v;
 }
@@ -150,11 +152,11 @@ static json_t *interned(const char *b, size_t n)
         h = h * 33u + (unsigned char)b[i];
     json_t **slot = &intern_table[h % INTERN_SLOTS];
     if (*slot != NULL && json_string_length(*slot) == n && memcmp(json_string_value(*slot), b, n) == 0)
-        return json_incref(*slot);
+        return json_ref(*slot);
     json_t *v = json_stringn_nocheck(b, n);
     if (v != NULL) {
-        json_decref(*slot);
-        *slot = json_incref(v);
+        json_unref(*slot);
+        *slot = json_ref(v);
     }
     return v;
 }
@@ -184,31 +186,31 @@ static json_t *integer(json_int_t v)
         return json_integer(v);
     if (small_int[v] == NULL)
         small_int[v] = json_integer(v);
-    return json_incref(small_int[v]);
+    return json_ref(small_int[v]);
 }
 
 static json_t *flat_empty(void)
 {
     if (empty_args == NULL)
         empty_args = json_object();
-    return json_incref(empty_args);
+    return json_ref(empty_args);
 }
 
 void rpc_parse_reset(void)
 {
-    json_decref(empty_args);
+    json_unref(empty_args);
     empty_args = NULL;
     for (size_t i = 0; i < SMALL_INTS; i++) {
-        json_decref(small_int[i]);
+        json_unref(small_int[i]);
         small_int[i] = NULL;
     }
     for (size_t i = 0; i < INTERN_SLOTS; i++) {
-        json_decref(intern_table[i]);
+        json_unref(intern_table[i]);
         intern_table[i] = NULL;
     }
     for (size_t i = 0; i < META_SLOTS; i++) {
         free(meta_cache[i].bytes);
-        json_decref(meta_cache[i].value);
+        json_unref(meta_cache[i].value);
         meta_cache[i] = (struct meta_slot){NULL, 0, NULL, NULL, NULL, NULL};
     }
 }
@@ -395,7 +397,7 @@ static int parse_object(scan_t *s, int level, json_t **out, rpc_view_t *view)
             break;
         skip_ws(s);
     }
-    json_decref(obj);
+    json_unref(obj);
     return -1;
 }
 
@@ -409,7 +411,7 @@ int rpc_parse(const char *buf, size_t len, json_t **out, rpc_view_t *view)
         return 1;
     skip_ws(&s);
     if (s.p != s.end) {
-        json_decref(msg);
+        json_unref(msg);
         return 1;
     }
     /* Members of params and of _meta count only when those are objects (they are, when built here). */
@@ -440,7 +442,7 @@ void rpc_view_release(rpc_view_t *view)
 {
     json_t *held[] = {view->jsonrpc, view->id, view->method, view->name, view->arguments, view->meta};
     for (size_t i = 0; i < sizeof(held) / sizeof(held[0]); i++)
-        json_decref(held[i]);
+        json_unref(held[i]);
     *view = (rpc_view_t){0};
 }
 
