@@ -278,6 +278,21 @@ int main(void)
         rpc_view_release(&i1);
         json_decref(t2);
     }
+    /* Ids the fast path must not take for a kept integer: a real, a negative, an exponent, a leading zero, the
+       largest int64 (past the 18 digits it reads itself).  Each is json_loadb's to read. */
+    static const char *const odd_ids[] = {"1.0", "-1", "1e0", "01", "9223372036854775807"};
+    for (size_t i = 0; i < sizeof(odd_ids) / sizeof(odd_ids[0]); i++) {
+        char body[128];
+        snprintf(body, sizeof(body), "{\"jsonrpc\":\"2.0\",\"id\":%s,\"method\":\"m\",\"params\":{}}", odd_ids[i]);
+        rpc_view_t fv = {0};
+        json_t *slow = json_loadb(body, strlen(body), 0, NULL);
+        int both_declined = rpc_parse_flat(body, strlen(body), &fv) == 1 && parse(body, NULL) == 1;
+        ok(both_declined && fv.id == NULL &&
+               (slow == NULL || !json_is_integer(json_object_get(slow, "id")) ||
+                json_integer_value(json_object_get(slow, "id")) < 0 || json_integer_value(json_object_get(slow, "id")) > 255),
+           "id %s: left to json_loadb by both readers, never a kept integer", odd_ids[i]);
+        json_decref(slow);
+    }
     rpc_parse_reset();
     return done_testing();
 }
