@@ -79,7 +79,7 @@ static struct {
     uint64_t total;  /* requests to make (0 with a duration) */
     double until_ms; /* the duration (0 with -n) */
     const char *names[MAX_HEADERS], *values[MAX_HEADERS];
-    size_t name_len[MAX_HEADERS], value_len[MAX_HEADERS], nheaders;
+    size_t nheaders;
     unsigned char body[MAX_BODY];
     size_t body_len;
 } opt = {.conns = 1, .streams = 1};
@@ -141,6 +141,14 @@ static void frame_head(buf_t *b, size_t len, int type, int flags, uint32_t strea
                           (unsigned char)type,           (unsigned char)flags,         (unsigned char)(stream >> 24),
                           (unsigned char)(stream >> 16), (unsigned char)(stream >> 8), (unsigned char)stream};
     put(b, h, sizeof(h));
+}
+
+/* A WINDOW_UPDATE of the connection's window (stream 0) by inc. */
+static void window_update(buf_t *b, uint32_t inc)
+{
+    unsigned char v[4] = {(unsigned char)(inc >> 24), (unsigned char)(inc >> 16), (unsigned char)(inc >> 8), (unsigned char)inc};
+    frame_head(b, 4, F_WINDOW_UPDATE, 0, 0);
+    put(b, v, 4);
 }
 
 /*
@@ -229,6 +237,14 @@ static double now_ms(void)
 }
 
 static double start_ms;
+
+/* This process's CPU time so far (user + system), in seconds. */
+static double cpu_s(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) + (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
 
 static int more_to_start(void)
 {
@@ -364,10 +380,7 @@ static size_t on_frames(conn_t *c)
     }
     /* Our connection window was opened to 2^31-1: give back what was received once it is a quarter spent. */
     if (c->unacked >= RECV_WINDOW / 4) {
-        unsigned char inc[4] = {(unsigned char)(c->unacked >> 24), (unsigned char)(c->unacked >> 16),
-                                (unsigned char)(c->unacked >> 8), (unsigned char)c->unacked};
-        frame_head(&c->out, 4, F_WINDOW_UPDATE, 0, 0);
-        put(&c->out, inc, 4);
+        window_update(&c->out, (uint32_t)c->unacked);
         c->unacked = 0;
     }
     return off;
@@ -431,8 +444,8 @@ static void parse_args(int argc, char **argv)
             opt.streams = (unsigned)atoi(optarg);
             break;
         case 'H': {
-            char *colon = strchr(optarg + 1, ':'); /* from the second byte: a pseudo-header is not accepted anyway */
-            if (colon == NULL || opt.nheaders == MAX_HEADERS || optarg[0] == ':')
+            char *colon = strchr(optarg, ':');
+            if (colon == NULL || colon == optarg || opt.nheaders == MAX_HEADERS) /* no name, or a pseudo-header */
                 usage();
             *colon = '\0';
             for (char *s = optarg; *s; s++)
@@ -486,8 +499,6 @@ int main(int argc, char **argv)
     /* The preface, our settings (no push; streams' windows wide open), the connection's window opened to 2^31-1. */
     static const unsigned char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
     static const unsigned char settings[] = {0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x04, 0x7f, 0xff, 0xff, 0xff};
-    uint32_t inc = RECV_WINDOW - 65535;
-    unsigned char incb[4] = {(unsigned char)(inc >> 24), (unsigned char)(inc >> 16), (unsigned char)(inc >> 8), (unsigned char)inc};
     for (unsigned i = 0; i < opt.conns; i++) {
         conn_t *c = &conns[i];
         c->fd = connect_to();
@@ -498,14 +509,12 @@ int main(int argc, char **argv)
         put(&c->out, preface, sizeof(preface) - 1);
         frame_head(&c->out, sizeof(settings), F_SETTINGS, 0, 0);
         put(&c->out, settings, sizeof(settings));
-        frame_head(&c->out, 4, F_WINDOW_UPDATE, 0, 0);
-        put(&c->out, incb, 4);
+        window_update(&c->out, RECV_WINDOW - 65535);
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
         if (epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev) != 0)
             die("epoll_ctl");
     }
-    struct rusage ru0, ru1;
-    getrusage(RUSAGE_SELF, &ru0);
+    double cpu0 = cpu_s();
     start_ms = now_ms();
     for (unsigned i = 0; i < opt.conns; i++) {
         fill(&conns[i]);
@@ -527,9 +536,7 @@ int main(int argc, char **argv)
         }
     }
     double secs = (now_ms() - start_ms) / 1e3;
-    getrusage(RUSAGE_SELF, &ru1);
-    double cpu = (double)(ru1.ru_utime.tv_sec - ru0.ru_utime.tv_sec) + (double)(ru1.ru_utime.tv_usec - ru0.ru_utime.tv_usec) / 1e6 +
-                 (double)(ru1.ru_stime.tv_sec - ru0.ru_stime.tv_sec) + (double)(ru1.ru_stime.tv_usec - ru0.ru_stime.tv_usec) / 1e6;
+    double cpu = cpu_s() - cpu0;
     uint64_t ok = status_class[2] + status_class[3];
     printf("bench-h2c: %u connections, %u streams each, h2c (prior knowledge)\n", opt.conns, opt.streams);
     printf("finished in %.2fs, %.2f req/s, %.2fMB/s\n", secs, (double)done / secs, (double)total_bytes / secs / 1048576);
