@@ -135,18 +135,25 @@ static void hpack_string(buf_t *b, const char *s, size_t n)
     put(b, s, n);
 }
 
+/* v as 4 bytes, most significant first (a stream id, a window increment). */
+static void be32_put(unsigned char *p, uint32_t v)
+{
+    p[0] = (unsigned char)(v >> 24), p[1] = (unsigned char)(v >> 16), p[2] = (unsigned char)(v >> 8), p[3] = (unsigned char)v;
+}
+
 static void frame_head(buf_t *b, size_t len, int type, int flags, uint32_t stream)
 {
-    unsigned char h[9] = {(unsigned char)(len >> 16),    (unsigned char)(len >> 8),    (unsigned char)len,
-                          (unsigned char)type,           (unsigned char)flags,         (unsigned char)(stream >> 24),
-                          (unsigned char)(stream >> 16), (unsigned char)(stream >> 8), (unsigned char)stream};
+    unsigned char h[9] = {(unsigned char)(len >> 16), (unsigned char)(len >> 8), (unsigned char)len, (unsigned char)type,
+                          (unsigned char)flags};
+    be32_put(h + 5, stream);
     put(b, h, sizeof(h));
 }
 
 /* A WINDOW_UPDATE of the connection's window (stream 0) by inc. */
 static void window_update(buf_t *b, uint32_t inc)
 {
-    unsigned char v[4] = {(unsigned char)(inc >> 24), (unsigned char)(inc >> 16), (unsigned char)(inc >> 8), (unsigned char)inc};
+    unsigned char v[4];
+    be32_put(v, inc);
     frame_head(b, 4, F_WINDOW_UPDATE, 0, 0);
     put(b, v, 4);
 }
@@ -242,7 +249,8 @@ static double start_ms;
 static double cpu_s(void)
 {
     struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
+    if (getrusage(RUSAGE_SELF, &ru) != 0)
+        die("getrusage");
     return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) + (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
 }
 
