@@ -101,11 +101,14 @@ for my $round (1 .. 3) {
     is($pid, $a_pid, 'and a fourth, 300 ms later');
     is($alone->(), $before, 'two misses 300 ms apart are not 20 ms of misses in a row: nobody went alone');
     close $_ for splice @held;
-    # A peer stopped for good: misses in a row, and after 20 ms of them the worker goes alone.
+    # A peer stopped for good: misses in a row, and after 20 ms of them the worker goes alone.  The
+    # connections come 2 ms apart, so the row spans well over 20 ms however fast the pauses end (a pause
+    # is a 1 ms timer, which fires at the next millisecond tick: CI once served 40 unpaced connections
+    # in 17 ms, a row too short to go alone), and each miss is still within 20 ms of the one before.
     sleep 0.1;
     kill 'STOP', $b_pid;
     my $t0 = time;
-    @got = map { $open->() } 1 .. 40;
+    @got = map { sleep 0.002; $open->() } 1 .. 40;
     my $took = time - $t0;
     kill 'CONT', $b_pid;
     is(scalar(grep { $_ == $a_pid } @got), 40, 'with the other worker stopped, one worker takes 40 connections');
