@@ -7,6 +7,7 @@ use warnings;
 use Test::More;
 use JSON::PP ();
 use POSIX ();
+use List::Util ();
 use Alyd;
 
 Alyd::watchdog(240);
@@ -105,9 +106,12 @@ sub initialize {
     }
     my ($dd) = post('', method => 'DELETE', session => $sid);
     is($dd, 404, 'DELETE of an ended session: 404');
-    poll_until(5, sub { my @l = substr($srv->access_log_text // '', $log_mark) =~ /ping 200 /g; @l >= 6 });
     my %n;
-    $n{$_}++ for substr($srv->access_log_text // '', $log_mark) =~ /ping 200 \d+ \S+ \S+ (\d+)$/mg;
+    poll_until(5, sub {
+        %n = ();
+        $n{$_}++ for substr($srv->access_log_text // '', $log_mark) =~ /ping 200 \d+ \S+ \S+ (\d+)$/mg;
+        List::Util::sum(0, values %n) >= 6;
+    });
     ok(!(grep { ($n{$_} // 0) != 3 } @w), 'the access log has three of the session\'s pings from each worker ('
           . join(', ', map { "$_: " . ($n{$_} // 0) } @w) . ')');
     my ($dn) = post('', method => 'DELETE');
